@@ -1,0 +1,36 @@
+"""Wiring: settings, engine, session factory and schema, built once per process and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import sessionmaker
+
+from mailer.config import Settings, load_settings
+from mailer.db import make_engine, session_factory, upgrade
+
+
+@dataclass(frozen=True)
+class App:
+    """What every command and the service share: frozen settings and the store."""
+
+    settings: Settings
+    engine: Engine
+    factory: sessionmaker[DbSession]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_app(settings: Settings | None = None, *, config_dir: Path | None = None, database_url: str | None = None) -> App:
+    """Load settings (unless given), connect to the store and migrate it to the newest schema.
+
+    Raises :class:`mailer.errors.ConfigError` for bad config; SQLAlchemy errors if the database is unreachable.
+    """
+    settings = settings or load_settings(config_dir, database_url=database_url)
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    return App(settings=settings, engine=engine, factory=session_factory(engine))

@@ -1,0 +1,514 @@
+"""Load and validate the TOML configuration into frozen settings objects.
+
+Two files in the config directory (default ``./config``, or ``$MAILER_CONFIG``):
+
+- ``mailer.toml``: database, SMTP, sender, languages, regions, lateness defaults;
+- ``series.toml``: the series, its sessions and the timeline of steps.
+
+Every problem raises :class:`mailer.errors.ConfigError` naming the file, the key and the fix.
+Loaded once at start-up and passed down explicitly; nothing reads config at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, tzinfo
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from mailer.errors import ConfigError
+from mailer.zones import UnknownZoneError, canonical_zone_name, resolve_zone
+
+_OFFSET = re.compile(r"^([+-])\s*(\d+)\s*(w|d|h|m)$")
+_DURATION = re.compile(r"^(\d+)\s*(w|d|h|m|s)$")
+_UNIT_SECONDS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+class StepKind(StrEnum):
+    """What a step is for; also the template folder name by default."""
+
+    INVITATION = "invitation"  # ask list members to register
+    REMINDER = "reminder"  # tell registrants the session is coming
+    FOLLOW_UP = "follow-up"  # thank participants after the session
+    NOTICE = "notice"  # a change: date changed, cancelled
+
+
+class Audience(StrEnum):
+    """Who a step's wave goes to."""
+
+    LIST = "list"  # every member of the session's region list
+    LIST_UNREGISTERED = "list-unregistered"  # list members not registered (and not declined)
+    REGISTRANTS = "registrants"  # contacts registered for the session
+
+
+class Security(StrEnum):
+    """How the SMTP connection is protected."""
+
+    NONE = "none"  # plain, for a local relay or capture server
+    STARTTLS = "starttls"  # upgrade once after EHLO, usually port 587
+    TLS = "tls"  # implicit TLS from the first byte, usually port 465
+
+
+@dataclass(frozen=True)
+class Offset:
+    """A step's position relative to the session start.
+
+    ``calendar_days`` keep the wall-clock time in the session's zone across DST;
+    ``exact`` is an absolute duration. One of them is zero.
+    """
+
+    calendar_days: int
+    exact: timedelta
+    text: str
+
+    @property
+    def is_before(self) -> bool:
+        return self.calendar_days < 0 or self.exact < timedelta(0)
+
+
+@dataclass(frozen=True)
+class Step:
+    """A point on each session's timeline."""
+
+    name: str
+    kind: StepKind
+    offset: Offset
+    template: str
+    audience: Audience
+    auto: bool
+    max_late: timedelta
+
+
+@dataclass(frozen=True)
+class Session:
+    """One webinar. ``start`` is aware, in the session's own zone (``zone_name``)."""
+
+    id: str
+    region: str
+    title: str
+    start: datetime
+    zone_name: str
+    duration: timedelta
+    join_url: str
+    languages: tuple[str, ...]
+    agenda: tuple[str, ...]
+
+    @property
+    def zone(self) -> tzinfo:
+        return resolve_zone(self.zone_name)
+
+    @property
+    def end(self) -> datetime:
+        return self.start + self.duration
+
+
+@dataclass(frozen=True)
+class Series:
+    """The sessions sharing templates and a timeline."""
+
+    id: str
+    title: str
+    organisers: tuple[str, ...]
+    materials_url: str
+    sessions: tuple[Session, ...]
+    steps: tuple[Step, ...]
+
+    def session(self, session_id: str) -> Session:
+        for session in self.sessions:
+            if session.id == session_id:
+                return session
+        known = ", ".join(s.id for s in self.sessions)
+        raise KeyError(f"unknown session {session_id!r} (known: {known})")
+
+    def step(self, step_name: str) -> Step:
+        for step in self.steps:
+            if step.name == step_name:
+                return step
+        known = ", ".join(s.name for s in self.steps)
+        raise KeyError(f"unknown step {step_name!r} (known: {known})")
+
+
+@dataclass(frozen=True)
+class Region:
+    """A region: its contact list's defaults."""
+
+    id: str
+    name: str
+    default_language: str
+    default_zone: str
+    fallback: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Where and how to send. ``host`` empty means: start the local capture server."""
+
+    host: str
+    port: int
+    security: Security
+    username: str
+    password_env: str
+    connections: int
+    messages_per_connection: int
+    timeout: float  # seconds, per SMTP command
+
+    @property
+    def password(self) -> str | None:
+        """The password from the environment variable named by ``password_env`` (never from a file)."""
+        return os.environ.get(self.password_env) if self.password_env else None
+
+
+@dataclass(frozen=True)
+class Sender:
+    """RFC 5322 originator fields and the List-Unsubscribe mailbox."""
+
+    name: str
+    address: str
+    reply_to: str
+    unsubscribe_mailto: str
+    redirect_all_to: str  # rehearsal: every message goes here instead (empty: off)
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything loaded from the config directory."""
+
+    base_dir: Path
+    config_dir: Path
+    database_url: str
+    smtp: SmtpSettings
+    sender: Sender
+    capture_dir: Path
+    templates_dir: Path
+    default_language: str
+    languages: tuple[str, ...]
+    regions: dict[str, Region]
+    country_zones: dict[str, str]
+    lease: timedelta
+    retry_base: timedelta
+    series: Series
+    poll_interval: timedelta = field(default=timedelta(seconds=30))
+
+    def region(self, region_id: str) -> Region:
+        try:
+            return self.regions[region_id]
+        except KeyError:
+            known = ", ".join(sorted(self.regions))
+            raise KeyError(f"unknown region {region_id!r} (known: {known})") from None
+
+
+def parse_offset(text: str) -> Offset:
+    """Parse "-6w", "-21d", "-1h", "+90m": weeks and days are calendar days, hours and minutes exact.
+
+    Raises ValueError on anything else.
+    """
+    match = _OFFSET.match(text.strip())
+    if not match:
+        raise ValueError(f"bad offset {text!r}")
+    sign = -1 if match.group(1) == "-" else 1
+    amount, unit = int(match.group(2)), match.group(3)
+    if unit in ("w", "d"):
+        return Offset(sign * amount * (7 if unit == "w" else 1), timedelta(0), text.strip())
+    return Offset(0, sign * timedelta(seconds=amount * _UNIT_SECONDS[unit]), text.strip())
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse "3d", "12h", "90m", "30s" (positive) into a timedelta; raise ValueError otherwise."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"bad duration {text!r}")
+    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+class _Reader:
+    """Typed access to one TOML table with errors that name the file and key."""
+
+    def __init__(self, path: Path, data: dict[str, Any], prefix: str = "") -> None:
+        self.path = path
+        self.data = data
+        self.prefix = prefix
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def fail(self, name: str, problem: str, fix: str = "") -> ConfigError:
+        return ConfigError(str(self.path), self.key(name), problem, fix)
+
+    def get(self, name: str, kind: type, default: Any = ...) -> Any:
+        if name not in self.data:
+            if default is ...:
+                raise self.fail(name, "missing", f"add `{name} = ...`")
+            return default
+        value = self.data[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(name, f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+        return value
+
+    def table(self, name: str) -> _Reader:
+        value = self.get(name, dict, {})
+        return _Reader(self.path, value, f"{self.prefix}{name}.")
+
+    def strings(self, name: str, default: Any = ...) -> tuple[str, ...]:
+        value = self.get(name, list, default)
+        if not all(isinstance(item, str) for item in value):
+            raise self.fail(name, "expected a list of strings")
+        return tuple(value)
+
+    def zone(self, name: str, default: Any = ...) -> str:
+        value = self.get(name, str, default)
+        try:
+            resolve_zone(value)
+        except UnknownZoneError:
+            raise self.fail(
+                name, f"unknown time zone {value!r}", "use an IANA name like 'America/Sao_Paulo' or 'GMT-3'"
+            ) from None
+        return canonical_zone_name(value)
+
+    def duration(self, name: str, default: Any = ...) -> Any:
+        value = self.get(name, str, default)
+        if value is None:
+            return None
+        try:
+            return parse_duration(value)
+        except ValueError:
+            raise self.fail(name, f"bad duration {value!r}", "write e.g. '3d', '12h', '90m' or '30s'") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(str(path), "", "file not found", "create it or point MAILER_CONFIG at the config folder")
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "", f"not valid TOML: {exc}", "fix the syntax at that line") from None
+
+
+def default_config_dir() -> Path:
+    """``$MAILER_CONFIG`` if set, else ``./config``."""
+    return Path(os.environ.get("MAILER_CONFIG", "config"))
+
+
+def load_settings(config_dir: Path | None = None, *, database_url: str | None = None) -> Settings:
+    """Load ``mailer.toml`` and ``series.toml`` from ``config_dir``.
+
+    Relative paths in the files are relative to the config directory's parent (the project root).
+    ``database_url`` (else ``$DATABASE_URL``, else the file's value) picks the store.
+    Raises :class:`ConfigError` for any invalid or missing value.
+    """
+    config_dir = (config_dir or default_config_dir()).resolve()
+    base_dir = config_dir.parent
+    main_path = config_dir / "mailer.toml"
+    main = _Reader(main_path, _read_toml(main_path))
+
+    db = main.table("database")
+    url = database_url or os.environ.get("DATABASE_URL") or db.get("url", str, "sqlite:///var/mailer.db")
+    url = _absolute_sqlite_url(url, base_dir)
+
+    smtp_table = main.table("smtp")
+    security_text = smtp_table.get("security", str, "starttls")
+    try:
+        security = Security(security_text)
+    except ValueError:
+        raise smtp_table.fail("security", f"unknown value {security_text!r}", "use none, starttls or tls") from None
+    host = os.environ.get("SMTP_HOST", smtp_table.get("host", str, ""))
+    port = int(os.environ.get("SMTP_PORT", smtp_table.get("port", int, 587)))
+    smtp = SmtpSettings(
+        host=host,
+        port=port,
+        security=security,
+        username=smtp_table.get("username", str, ""),
+        password_env=smtp_table.get("password_env", str, "SMTP_PASSWORD"),
+        connections=smtp_table.get("connections", int, 4),
+        messages_per_connection=smtp_table.get("messages_per_connection", int, 500),
+        timeout=smtp_table.get("timeout", float, 30.0),
+    )
+    if smtp.connections < 1:
+        raise smtp_table.fail("connections", "must be at least 1")
+    if smtp.security is Security.TLS and smtp.port == 587:
+        raise smtp_table.fail("port", "implicit TLS on port 587", "use port 465 with security = 'tls'")
+
+    sender_table = main.table("sender")
+    sender = Sender(
+        name=sender_table.get("name", str),
+        address=sender_table.get("address", str),
+        reply_to=sender_table.get("reply_to", str, ""),
+        unsubscribe_mailto=sender_table.get("unsubscribe_mailto", str),
+        redirect_all_to=os.environ.get("MAILER_REDIRECT_ALL_TO", sender_table.get("redirect_all_to", str, "")),
+    )
+    for key in ("address", "unsubscribe_mailto"):
+        if "@" not in getattr(sender, key):
+            raise sender_table.fail(key, "not an email address")
+
+    lang = main.table("languages")
+    default_language = lang.get("default", str, "en")
+    languages = lang.strings("offered", ("en",))
+
+    regions: dict[str, Region] = {}
+    regions_table = main.table("regions")
+    for region_id in regions_table.data:
+        reader = regions_table.table(region_id)
+        regions[region_id] = Region(
+            id=region_id,
+            name=reader.get("name", str),
+            default_language=reader.get("default_language", str, default_language),
+            default_zone=reader.zone("default_zone"),
+            fallback=reader.strings("fallback", ()),
+        )
+
+    country_zones_table = main.table("country_zones")
+    country_zones = {code.upper(): country_zones_table.zone(code) for code in country_zones_table.data}
+
+    delivery = main.table("delivery")
+    templates_dir = base_dir / main.get("templates_dir", str, "templates/email")
+    series_path = config_dir / "series.toml"
+    series = _load_series(series_path, regions, templates_dir, main.table("lateness"))
+
+    return Settings(
+        base_dir=base_dir,
+        config_dir=config_dir,
+        database_url=url,
+        smtp=smtp,
+        sender=sender,
+        capture_dir=base_dir / main.table("capture").get("directory", str, "var/capture"),
+        templates_dir=templates_dir,
+        default_language=default_language,
+        languages=languages,
+        regions=regions,
+        country_zones=country_zones,
+        lease=delivery.duration("lease", "5m"),
+        retry_base=delivery.duration("retry_base", "1m"),
+        poll_interval=delivery.duration("poll_interval", "30s"),
+        series=series,
+    )
+
+
+def _absolute_sqlite_url(url: str, base_dir: Path) -> str:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
+        return prefix + str(base_dir / url[len(prefix) :])
+    return url
+
+
+_DEFAULT_MAX_LATE = {
+    StepKind.INVITATION: "3d",
+    StepKind.REMINDER: "12h",
+    StepKind.FOLLOW_UP: "7d",
+    StepKind.NOTICE: "30d",
+}
+
+
+def _load_series(path: Path, regions: dict[str, Region], templates_dir: Path, lateness: _Reader) -> Series:
+    root = _Reader(path, _read_toml(path))
+    head = root.table("series")
+    max_late_by_kind = {kind: lateness.duration(kind.value, _DEFAULT_MAX_LATE[kind]) for kind in StepKind}
+
+    steps: list[Step] = []
+    for index, raw in enumerate(root.get("steps", list)):
+        reader = _Reader(path, raw, f"steps[{index}].")
+        name = reader.get("name", str)
+        kind_text = reader.get("kind", str)
+        try:
+            kind = StepKind(kind_text)
+        except ValueError:
+            options = ", ".join(k.value for k in StepKind)
+            raise reader.fail("kind", f"unknown step kind {kind_text!r}", f"use one of {options}") from None
+        offset_text = reader.get("offset", str)
+        try:
+            offset = parse_offset(offset_text)
+        except ValueError:
+            raise reader.fail(
+                "offset", f"bad offset {offset_text!r}", "write a sign, a number and w/d/h/m, e.g. '-6w' or '+1d'"
+            ) from None
+        audience_text = reader.get("audience", str)
+        try:
+            audience = Audience(audience_text)
+        except ValueError:
+            options = ", ".join(a.value for a in Audience)
+            raise reader.fail("audience", f"unknown audience {audience_text!r}", f"use one of {options}") from None
+        template = reader.get("template", str, kind.value)
+        if not (templates_dir / template).is_dir():
+            raise reader.fail(
+                "template", f"no template folder {templates_dir / template}", "create it or name an existing one"
+            )
+        if any(step.name == name for step in steps):
+            raise reader.fail("name", f"duplicate step name {name!r}", "step names must be unique")
+        steps.append(
+            Step(
+                name=name,
+                kind=kind,
+                offset=offset,
+                template=template,
+                audience=audience,
+                auto=reader.get("auto", bool, kind is not StepKind.INVITATION),
+                max_late=reader.duration("max_late", None) or max_late_by_kind[kind],
+            )
+        )
+
+    sessions: list[Session] = []
+    for index, raw in enumerate(root.get("sessions", list)):
+        reader = _Reader(path, raw, f"sessions[{index}].")
+        session_id = reader.get("id", str)
+        region = reader.get("region", str)
+        if region not in regions:
+            raise reader.fail("region", f"unknown region {region!r}", "add it under [regions] in mailer.toml")
+        zone_name = reader.zone("zone")
+        start_text = reader.get("start", str)
+        try:
+            naive = datetime.fromisoformat(start_text)
+        except ValueError:
+            raise reader.fail("start", f"bad date-time {start_text!r}", "write e.g. '2021-07-13T10:00'") from None
+        if naive.tzinfo is not None:
+            raise reader.fail("start", "carries its own offset", "give the local time and put the zone in `zone`")
+        sessions.append(
+            Session(
+                id=session_id,
+                region=region,
+                title=reader.get("title", str),
+                start=naive.replace(tzinfo=resolve_zone(zone_name)),
+                zone_name=zone_name,
+                duration=timedelta(minutes=reader.get("duration_minutes", int)),
+                join_url=reader.get("join_url", str),
+                languages=reader.strings("languages", ("en",)),
+                agenda=reader.strings("agenda", ()),
+            )
+        )
+    if len({s.id for s in sessions}) != len(sessions):
+        raise root.fail("sessions", "duplicate session id", "give each session a unique id")
+
+    return Series(
+        id=head.get("id", str),
+        title=head.get("title", str),
+        organisers=head.strings("organisers", ()),
+        materials_url=head.get("materials_url", str, ""),
+        sessions=tuple(sessions),
+        steps=tuple(steps),
+    )
+
+
+__all__ = [
+    "Audience",
+    "Offset",
+    "Region",
+    "Security",
+    "Sender",
+    "Series",
+    "Session",
+    "Settings",
+    "SmtpSettings",
+    "Step",
+    "StepKind",
+    "load_settings",
+    "parse_duration",
+    "parse_offset",
+]

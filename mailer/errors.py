@@ -1,0 +1,69 @@
+"""The mailer's exceptions, one rooted tree; each also inherits the matching built-in.
+
+    MailerError
+    ├── ConfigError(MailerError, ValueError)          bad config: file, key and fix
+    ├── ImportFileError(MailerError, ValueError)      an input file that cannot be read at all
+    ├── NaiveDatetimeError(MailerError, ValueError)   a datetime without tzinfo reached the core
+    ├── RenderError(MailerError, ValueError)          a template failed (missing variable, syntax)
+    ├── NotFoundError(MailerError, LookupError)       unknown session, step, contact or wave
+    └── DeliveryError(MailerError)                    an SMTP delivery did not succeed
+        ├── TemporaryDeliveryError(DeliveryError, ConnectionError)  4xx, drop, timeout: retry later
+        └── PermanentDeliveryError(DeliveryError)                   5xx or unsendable: do not retry
+"""
+
+from __future__ import annotations
+
+
+class MailerError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(MailerError, ValueError):
+    """Invalid configuration.
+
+    Attributes: ``path`` (the file), ``key`` (dotted key inside it, or ``""``), ``fix`` (what to do).
+    """
+
+    def __init__(self, path: str, key: str, problem: str, fix: str = "") -> None:
+        self.path = path
+        self.key = key
+        self.problem = problem
+        self.fix = fix
+        where = f"{path}: {key}" if key else path
+        message = f"{where}: {problem}"
+        if fix:
+            message += f" ({fix})"
+        super().__init__(message)
+
+
+class ImportFileError(MailerError, ValueError):
+    """An import file that cannot be read at all (no header, unknown columns, undecodable)."""
+
+
+class NaiveDatetimeError(MailerError, ValueError):
+    """A datetime without tzinfo was given where an aware one is required (DESIGN invariant 2)."""
+
+
+class RenderError(MailerError, ValueError):
+    """A template could not be rendered: syntax error or undefined variable."""
+
+
+class NotFoundError(MailerError, LookupError):
+    """A named session, step, list, contact or wave does not exist."""
+
+
+class DeliveryError(MailerError):
+    """An SMTP delivery failed. ``code`` is the SMTP reply code (0 when there was no reply)."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.text = message
+
+
+class TemporaryDeliveryError(DeliveryError, ConnectionError):
+    """A failure worth retrying: 4xx reply, dropped connection, timeout."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """A failure not worth retrying: 5xx reply, or a message the server cannot accept."""

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from datetime import timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from mailer.config import load_settings, parse_offset
+from mailer.errors import ConfigError
+from mailer.zones import resolve_zone
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_shipped_series_has_four_sessions_at_gmt_minus_3() -> None:
+    settings = load_settings(ROOT / "config", database_url="sqlite:///:memory:")
+    starts = {s.id: s.start.astimezone(timezone.utc) for s in settings.series.sessions}
+    assert starts["africa-2021"].isoformat() == "2021-07-13T13:00:00+00:00"
+    assert starts["caribbean-2021"].isoformat() == "2021-09-28T13:00:00+00:00"
+    assert starts["asia-pacific-2021"].isoformat() == "2021-12-08T13:00:00+00:00"
+    assert starts["latin-america-2022"].isoformat() == "2022-03-07T13:00:00+00:00"
+    assert [s.name for s in settings.series.steps] == [
+        "invitation", "invitation-2", "reminder-1w", "reminder-1d", "reminder-1h", "follow-up",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "offset"),
+    [("GMT-3", -3), ("UTC+05:30", 5.5), ("Etc/GMT+3", -3), ("utc-03:00", -3), ("GMT+13", 13)],
+)
+def test_fixed_offsets_mean_what_a_person_means(text: str, offset: float) -> None:
+    from datetime import datetime
+
+    moment = datetime(2021, 7, 13, 10, 0, tzinfo=resolve_zone(text))
+    assert moment.utcoffset() == timedelta(hours=offset)
+
+
+def test_offsets_days_are_calendar_hours_are_exact() -> None:
+    assert parse_offset("-6w").calendar_days == -42
+    assert parse_offset("-1h").exact == timedelta(hours=-1)
+    assert parse_offset("+1d").calendar_days == 1
+    with pytest.raises(ValueError):
+        parse_offset("six weeks")
+
+
+def _write_config(tmp_path: Path, replace: tuple[str, str]) -> Path:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "mailer.toml").write_text((ROOT / "config" / "mailer.toml").read_text())
+    series = (ROOT / "config" / "series.toml").read_text()
+    assert replace[0] in series
+    (config / "series.toml").write_text(series.replace(replace[0], replace[1], 1))
+    (tmp_path / "templates").symlink_to(ROOT / "templates")
+    return config
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "hint"),
+    [
+        ('zone = "GMT-3"', 'zone = "Mars/Olympus"', "sessions[0].zone", "IANA"),
+        ('offset = "-6w"', 'offset = "six weeks"', "steps[0].offset", "'-6w'"),
+        ('template = "follow-up"', 'template = "thanks"', "steps[5].template", "create it"),
+    ],
+)
+def test_config_errors_name_file_key_and_fix(tmp_path: Path, old: str, new: str, key: str, hint: str) -> None:
+    config = _write_config(tmp_path, (old, new))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, database_url="sqlite:///:memory:")
+    message = str(caught.value)
+    assert "series.toml" in message
+    assert caught.value.key == key
+    assert hint in message
