@@ -1,0 +1,80 @@
+"""``mailer log`` and ``mailer report``: what was sent, when, and why not."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from mailer.cli import AppContext, pass_ctx
+from mailer.db import transaction
+from mailer.models import MessageStatus
+from mailer.reports import STATUS_COLUMNS, CountRow, counts_by_step, delivery_log, message_events
+
+
+@click.command("log")
+@click.option("--session", "session_id", help="Only this session.")
+@click.option("--step", help="Only this step.")
+@click.option("--status", type=click.Choice([s.value for s in MessageStatus]), help="Only this status.")
+@click.option("--address", help="Recipient address contains this text.")
+@click.option("--limit", default=50, show_default=True, help="Rows to show.")
+@click.option("--events", "show_events", is_flag=True, help="Also list every delivery event of each message.")
+@pass_ctx
+def log_command(
+    ctx: AppContext, session_id: str | None, step: str | None, status: str | None, address: str | None,
+    limit: int, show_events: bool,
+) -> None:
+    """The delivery log: one row per message, newest change first."""
+    with transaction(ctx.app.factory) as db:
+        rows, total = delivery_log(db, session_id=session_id, step=step, status=status, address=address, limit=limit)
+        events = {row.pk: message_events(db, row.pk) for row in rows} if show_events else {}
+    console = Console()
+    table = Table(title=f"Delivery log: {len(rows)} of {total} messages")
+    for column in ("recipient", "session", "step", "lang", "status", "tries", "reply", "updated (UTC)", "detail"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        reply = f"{row.reply_code or ''} {row.reply_text}".strip()
+        table.add_row(
+            row.recipient, row.session_id, row.step, row.language, row.status, str(row.attempts),
+            reply[:60], f"{row.updated_at:%Y-%m-%d %H:%M}", row.detail[:80],
+        )
+    console.print(table)
+    for pk, message_event_list in events.items():
+        console.print(f"[bold]message {pk}[/bold]")
+        for event in message_event_list:
+            code = f" {event.reply_code}" if event.reply_code else ""
+            console.print(f"  {event.at:%Y-%m-%d %H:%M:%S} {event.kind}{code} {event.detail}")
+
+
+def counts_table(rows: list[CountRow], title: str) -> Table:
+    """A rich table of per-status counts with a totals line."""
+    table = Table(title=title)
+    table.add_column("session")
+    table.add_column("step")
+    used = [status for status in STATUS_COLUMNS if any(row.counts.get(status) for row in rows)]
+    for status in used:
+        table.add_column(status, justify="right")
+    table.add_column("total", justify="right")
+    for row in rows:
+        table.add_row(row.session_id, row.step, *(str(row.counts.get(s, 0)) for s in used), str(row.total))
+    table.add_section()
+    table.add_row(
+        "all", "", *(str(sum(row.counts.get(s, 0) for row in rows)) for s in used), str(sum(r.total for r in rows))
+    )
+    return table
+
+
+@click.command("report")
+@click.option("--session", "session_id", help="Only this session.")
+@pass_ctx
+def report(ctx: AppContext, session_id: str | None) -> None:
+    """Message counts per session and step, by status."""
+    with transaction(ctx.app.factory) as db:
+        rows = counts_by_step(db, session_id)
+    if not rows:
+        click.echo("No messages yet.")
+        return
+    Console().print(counts_table(rows, "Delivery report"))
+
+
+COMMANDS = [log_command, report]

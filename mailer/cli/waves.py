@@ -1,0 +1,127 @@
+"""``mailer waves``: queue, list, pause, resume and cancel waves."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from mailer.cli import AppContext, pass_ctx
+from mailer.clock import SystemClock
+from mailer.db import transaction
+from mailer.errors import NotFoundError
+from mailer.models import WaveStatus
+from mailer.outbox import queue_wave, set_wave_status, sync_sessions
+from mailer.reports import STATUS_COLUMNS, counts_by_wave
+from mailer.zones import UnknownZoneError, resolve_zone
+
+
+def parse_when(text: str, default_zone: str) -> datetime:
+    """Parse ``--at``: ISO 8601 with an offset, or a local time in ``default_zone`` (the session's)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 date-time such as 2021-06-01T09:00-03:00") from None
+    if moment.tzinfo is None:
+        try:
+            moment = moment.replace(tzinfo=resolve_zone(default_zone))
+        except UnknownZoneError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return moment
+
+
+@click.group("waves")
+def waves() -> None:
+    """Queue and steer invitation waves and other steps."""
+
+
+@waves.command("queue")
+@click.option("--session", "session_id", required=True, help="Session id (see config/series.toml).")
+@click.option("--step", "step_name", required=True, help="Step name, e.g. invitation.")
+@click.option("--list", "region", help="Region list to send to [default: the session's region].")
+@click.option("--at", "at_text", help="Send time, ISO 8601; without offset it is in the session's zone.")
+@pass_ctx
+def queue(ctx: AppContext, session_id: str, step_name: str, region: str | None, at_text: str | None) -> None:
+    """Queue STEP of SESSION for a list (idempotent: queuing again adds only new contacts)."""
+    app = ctx.app
+    series = app.settings.series
+    try:
+        session = series.session(session_id)
+        step = series.step(step_name)
+        if region is not None:
+            app.settings.region(region)
+    except KeyError as exc:
+        raise NotFoundError(exc.args[0]) from None
+    at = parse_when(at_text, session.zone_name) if at_text else None
+    now = SystemClock().now()
+    with transaction(app.factory) as db:
+        sync_sessions(db, series, now)
+        result = queue_wave(db, app.settings, session, step, now, audience=region, at=at, created_by="cli")
+    wave = result.wave
+    click.echo(
+        f"wave {wave.id}: {session.id} / {step.name} to {wave.audience}: {result.added} messages queued"
+        f" ({'new wave' if result.created else 'existing wave'}), send at {wave.scheduled_at:%Y-%m-%d %H:%M} UTC,"
+        f" deadline {result.deadline:%Y-%m-%d %H:%M} UTC"
+    )
+    if result.skipped:
+        click.echo(f"{result.skipped} of them skipped at once: the step's deadline has passed")
+
+
+@waves.command("list")
+@click.option("--session", "session_id", help="Only this session.")
+@pass_ctx
+def list_waves(ctx: AppContext, session_id: str | None) -> None:
+    """Waves with message counts per status."""
+    with transaction(ctx.app.factory) as db:
+        rows = counts_by_wave(db, session_id)
+    if not rows:
+        click.echo("No waves yet. Queue one with `mailer waves queue --session S --step STEP`.")
+        return
+    table = Table(title="Waves")
+    for column in ("wave", "session", "step", "audience", "state", *STATUS_COLUMNS, "total"):
+        table.add_column(column, justify="right" if column in STATUS_COLUMNS or column in ("wave", "total") else "left")
+    for row in rows:
+        table.add_row(
+            str(row.wave_id), row.session_id, row.step, row.audience, row.wave_status,
+            *(str(row.counts.get(status, 0) or "") for status in STATUS_COLUMNS), str(row.total),
+        )
+    Console().print(table)
+
+
+def _change(ctx: AppContext, wave_id: int, status: WaveStatus) -> None:
+    with transaction(ctx.app.factory) as db:
+        try:
+            wave, touched = set_wave_status(db, wave_id, status, SystemClock().now())
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"wave {wave.id} ({wave.session_id} / {wave.step}) {status.value}: {touched} pending messages affected")
+
+
+@waves.command("pause")
+@click.argument("wave_id", type=int)
+@pass_ctx
+def pause(ctx: AppContext, wave_id: int) -> None:
+    """Hold a wave's pending messages."""
+    _change(ctx, wave_id, WaveStatus.PAUSED)
+
+
+@waves.command("resume")
+@click.argument("wave_id", type=int)
+@pass_ctx
+def resume(ctx: AppContext, wave_id: int) -> None:
+    """Let a paused wave's messages go again (those past their deadline are then skipped)."""
+    _change(ctx, wave_id, WaveStatus.ACTIVE)
+
+
+@waves.command("cancel")
+@click.argument("wave_id", type=int)
+@click.confirmation_option(prompt="Cancel this wave? Its pending messages will be skipped.")
+@pass_ctx
+def cancel(ctx: AppContext, wave_id: int) -> None:
+    """Cancel a wave: pending messages are skipped with reason "cancelled"."""
+    _change(ctx, wave_id, WaveStatus.CANCELLED)
+
+
+COMMANDS = [waves]

@@ -1,0 +1,492 @@
+"""The outbox: queue waves idempotently, claim due messages, record every state transition.
+
+State machine (DESIGN invariant 5)::
+
+    queued --claim--> sending --2xx--> sent
+                         |--4xx / drop--> deferred --(due again)--> sending ...
+                         |--5xx on recipient--> bounced (address suppressed)
+                         |--other 5xx / deadline passed--> failed
+    queued --send-time check--> skipped (reason) | suppressed
+
+Every transition is committed together with a row in ``delivery_events``. Uniqueness of
+(contact, session, step) is enforced by the database, so queuing twice, from two processes or after a
+restart, never makes a second message. Claims use ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite
+(one sending process) the write lock of the claiming transaction serialises them.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session as DbSession
+
+from mailer.clock import require_aware
+from mailer.config import Audience, Series, Session, Settings, Step, StepKind
+from mailer.models import (
+    PENDING_STATUSES,
+    Contact,
+    ContactList,
+    ContactStatus,
+    DeliveryEvent,
+    EventKind,
+    ListMembership,
+    Message,
+    MessageStatus,
+    Registration,
+    RegistrationStatus,
+    SessionRow,
+    Suppression,
+    Wave,
+    WaveStatus,
+)
+from mailer.recipient import Recipient
+from mailer.timeline import SkipReason, step_deadline, step_time
+
+_INSERT_CHUNK = 500
+
+
+def message_key(series_id: str, session_id: str, step: str, contact_id: int) -> str:
+    """The identity of a message row, stable across restarts and processes."""
+    return f"{series_id}/{session_id}/{step}/{contact_id}"
+
+
+def make_message_id(key: str, domain: str) -> str:
+    """A stable RFC 5322 Message-ID (sec. 3.6.4) for ``key``: ``<uuid5@domain>``."""
+    return f"<{uuid.uuid5(uuid.NAMESPACE_URL, key)}@{domain}>"
+
+
+def _insert_ignoring_conflicts(db: DbSession, table: type, rows: list[dict[str, object]]) -> list[int]:
+    """INSERT rows, skipping those that violate a unique constraint; returns the new rows' ids."""
+    if not rows:
+        return []
+    dialect = db.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    primary = list(table.__table__.primary_key.columns)[0]  # type: ignore[attr-defined]
+    new_ids: list[int] = []
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        statement = insert(table).on_conflict_do_nothing().returning(primary)
+        new_ids.extend(db.scalars(statement, rows[start : start + _INSERT_CHUNK]))
+    return new_ids
+
+
+def sync_sessions(db: DbSession, series: Series, now: datetime) -> None:
+    """Mirror the config's sessions into the ``sessions`` table (inserting new ones)."""
+    existing = {row.id: row for row in db.scalars(select(SessionRow))}
+    for session in series.sessions:
+        row = existing.get(session.id)
+        starts_at = require_aware(session.start, "session start")
+        if row is None:
+            db.add(
+                SessionRow(
+                    id=session.id,
+                    region=session.region,
+                    starts_at=starts_at,
+                    time_zone=session.zone_name,
+                    duration_minutes=int(session.duration.total_seconds() // 60),
+                    sequence=0,
+                    cancelled=False,
+                    updated_at=now,
+                )
+            )
+
+
+@dataclass(frozen=True)
+class QueueResult:
+    """What queuing a wave did: ``added`` new messages, ``skipped`` of them logged as skipped on arrival."""
+
+    wave: Wave
+    created: bool
+    added: int
+    skipped: int
+    deadline: datetime
+
+
+def default_audience(session: Session, step: Step) -> str:
+    """The wave audience key: the session's region list, or "registrants"."""
+    return "registrants" if step.audience is Audience.REGISTRANTS else session.region
+
+
+def audience_query(session: Session, step: Step, audience: str, now: datetime):  # type: ignore[no-untyped-def]
+    """SELECT of contact ids a wave of ``step`` goes to at ``now``.
+
+    Registrations count from their ``registered_at`` on. Suppressed contacts are included: they are
+    finished as suppressed at send time, so the log shows why they got nothing.
+    """
+    answered = select(Registration.contact_id).where(
+        Registration.session_id == session.id,
+        (Registration.registered_at.is_(None)) | (Registration.registered_at <= now),
+    )
+    if step.audience is Audience.REGISTRANTS:
+        return answered.where(Registration.status == RegistrationStatus.REGISTERED)
+    members = (
+        select(ListMembership.contact_id)
+        .join(ContactList, ContactList.id == ListMembership.list_id)
+        .where(ContactList.region == audience)
+    )
+    if step.audience is Audience.LIST_UNREGISTERED:
+        return members.where(ListMembership.contact_id.not_in(answered))
+    declined = answered.where(Registration.status == RegistrationStatus.DECLINED)
+    return members.where(ListMembership.contact_id.not_in(declined))
+
+
+def queue_wave(
+    db: DbSession,
+    settings: Settings,
+    session: Session,
+    step: Step,
+    now: datetime,
+    *,
+    audience: str | None = None,
+    at: datetime | None = None,
+    created_by: str = "timeline",
+) -> QueueResult:
+    """Materialise ``step`` of ``session`` for an audience into message rows, idempotently.
+
+    ``audience`` is a region id (default: the session's region; ignored for registrant steps),
+    ``at`` an optional later send time (aware). Runs again safely: only contacts without a message for
+    this (session, step) are added. Messages added after the step's deadline are logged as skipped with
+    the deadline's reason. Caller commits. Raises NaiveDatetimeError for naive times.
+    """
+    now = require_aware(now, "now")
+    audience = default_audience(session, step) if step.audience is Audience.REGISTRANTS else (audience or session.region)
+    scheduled_at = require_aware(at, "--at") if at is not None else step_time(session, step)
+    created = bool(
+        _insert_ignoring_conflicts(
+            db,
+            Wave,
+            [
+                {
+                    "session_id": session.id,
+                    "step": step.name,
+                    "audience": audience,
+                    "status": WaveStatus.ACTIVE,
+                    "scheduled_at": scheduled_at,
+                    "created_at": now,
+                    "created_by": created_by,
+                }
+            ],
+        )
+    )
+    wave = db.scalars(
+        select(Wave).where(Wave.session_id == session.id, Wave.step == step.name, Wave.audience == audience)
+    ).one()
+    deadline = step_deadline(settings.series, session, step, wave.scheduled_at)
+    if not created and now >= deadline.at:
+        return QueueResult(wave, False, 0, 0, deadline.at)
+
+    already = select(Message.id).where(
+        Message.contact_id == Contact.id, Message.session_id == session.id, Message.step == step.name
+    )
+    candidates = db.execute(
+        select(Contact.id, Contact.email)
+        .where(Contact.id.in_(audience_query(session, step, audience, now)), ~exists(already))
+        .order_by(Contact.id)
+    ).all()
+    late = now >= deadline.at
+    rows: list[dict[str, object]] = []
+    for contact_id, email in candidates:
+        key = message_key(settings.series.id, session.id, step.name, contact_id)
+        rows.append(
+            {
+                "message_id": make_message_id(key, settings.sender.domain),
+                "contact_id": contact_id,
+                "session_id": session.id,
+                "step": step.name,
+                "wave_id": wave.id,
+                "recipient": email,
+                "language": "",
+                "status": MessageStatus.SKIPPED if late else MessageStatus.QUEUED,
+                "due_at": wave.scheduled_at,
+                "deadline_at": deadline.at,
+                "attempts": 0,
+                "worker": "",
+                "reply_text": "",
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    new_ids = _insert_ignoring_conflicts(db, Message, rows)
+    kind, detail = (EventKind.SKIPPED, deadline.reason.value) if late else (EventKind.QUEUED, f"wave {wave.id}")
+    _log_many(db, new_ids, kind, now, detail)
+    return QueueResult(wave, created, len(new_ids), len(new_ids) if late else 0, deadline.at)
+
+
+def _log_many(db: DbSession, message_pks: Iterable[int], kind: EventKind, now: datetime, detail: str = "") -> None:
+    rows = [{"message_pk": pk, "at": now, "kind": kind, "detail": detail, "reply_code": None} for pk in message_pks]
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        db.execute(DeliveryEvent.__table__.insert(), rows[start : start + _INSERT_CHUNK])
+
+
+def log_event(db: DbSession, message_pk: int, kind: EventKind, now: datetime, *, code: int | None = None, detail: str = "") -> None:
+    """Append one delivery event (caller commits)."""
+    db.add(DeliveryEvent(message_pk=message_pk, at=now, kind=kind, reply_code=code, detail=detail))
+
+
+@dataclass(frozen=True)
+class ClaimedMessage:
+    """A message claimed for sending, with everything the sender needs and no ORM state."""
+
+    pk: int
+    message_id: str
+    session_id: str
+    step: str
+    recipient: Recipient
+    needs_smtputf8: bool
+    attempts: int
+    deadline_at: datetime
+
+
+def reap_expired_leases(db: DbSession, now: datetime) -> int:
+    """Put messages stuck in ``sending`` past their lease back to ``queued`` (a crashed worker's)."""
+    stuck = db.scalars(
+        select(Message.id).where(Message.status == MessageStatus.SENDING, Message.lease_until < now)
+    ).all()
+    if stuck:
+        db.execute(
+            update(Message)
+            .where(Message.id.in_(stuck), Message.status == MessageStatus.SENDING)
+            .values(status=MessageStatus.QUEUED, lease_until=None, worker="", updated_at=now)
+        )
+        _log_many(db, stuck, EventKind.RECLAIMED, now, "lease expired")
+    return len(stuck)
+
+
+def claim_due(
+    db: DbSession, settings: Settings, now: datetime, *, worker: str, limit: int, lease: timedelta
+) -> tuple[list[ClaimedMessage], list[tuple[str, str, str]]]:
+    """Claim up to ``limit`` due messages for ``worker`` until ``now + lease``; caller commits.
+
+    Returns (claimed messages, [(session_id, step, status)] of those finished by the checks below).
+
+    Send-time checks (DESIGN invariant 6) happen here: past deadline, session or wave cancelled,
+    suppressed address, registration withdrawn, invitation to someone who answered meanwhile: such
+    messages are finished as skipped or suppressed instead of being returned.
+    """
+    now = require_aware(now, "now")
+    query = (
+        select(Message, Contact)
+        .join(Contact, Contact.id == Message.contact_id)
+        .join(Wave, Wave.id == Message.wave_id)
+        .where(Message.status.in_(PENDING_STATUSES), Message.due_at <= now, Wave.status == WaveStatus.ACTIVE)
+        .order_by(Message.due_at, Message.id)
+        .limit(limit)
+    )
+    if db.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=Message)
+    rows = db.execute(query).all()
+    if not rows:
+        return [], []
+    keys = {contact.email_key for _, contact in rows}
+    suppressed = set(db.scalars(select(Suppression.email_key).where(Suppression.email_key.in_(keys))))
+    pairs = {(message.contact_id, message.session_id) for message, _ in rows}
+    answers = {
+        (contact_id, session_id): status
+        for contact_id, session_id, status in db.execute(
+            select(Registration.contact_id, Registration.session_id, Registration.status).where(
+                Registration.contact_id.in_({p[0] for p in pairs}),
+                Registration.session_id.in_({p[1] for p in pairs}),
+            )
+        )
+    }
+    cancelled = set(db.scalars(select(SessionRow.id).where(SessionRow.cancelled.is_(True))))
+
+    claimed: list[ClaimedMessage] = []
+    finished: list[tuple[str, str, str]] = []
+    for message, contact in rows:
+        step = settings.series.step(message.step)
+        answer = answers.get((message.contact_id, message.session_id))
+        reason = _skip_reason(message, contact, step, answer, now, suppressed, cancelled)
+        if reason is not None:
+            status = MessageStatus.SUPPRESSED if reason is SkipReason.SUPPRESSED else MessageStatus.SKIPPED
+            message.status = status
+            message.updated_at = now
+            log_event(db, message.id, EventKind(status.value), now, detail=reason.value)
+            finished.append((message.session_id, message.step, status.value))
+            continue
+        message.status = MessageStatus.SENDING
+        message.lease_until = now + lease
+        message.worker = worker
+        message.attempts += 1
+        message.updated_at = now
+        log_event(db, message.id, EventKind.ATTEMPT, now, detail=f"attempt {message.attempts} by {worker}")
+        region = settings.series.session(message.session_id).region
+        claimed.append(
+            ClaimedMessage(
+                pk=message.id,
+                message_id=message.message_id,
+                session_id=message.session_id,
+                step=message.step,
+                recipient=Recipient(
+                    email=contact.email,
+                    name=contact.name,
+                    title=contact.title,
+                    institution=contact.institution,
+                    country=contact.country,
+                    language=contact.language,
+                    time_zone=contact.time_zone,
+                    region=region,
+                ),
+                needs_smtputf8=contact.needs_smtputf8,
+                attempts=message.attempts,
+                deadline_at=message.deadline_at,
+            )
+        )
+    return claimed, finished
+
+
+def _skip_reason(
+    message: Message,
+    contact: Contact,
+    step: Step,
+    answer: RegistrationStatus | None,
+    now: datetime,
+    suppressed: set[str],
+    cancelled_sessions: set[str],
+) -> SkipReason | None:
+    if message.session_id in cancelled_sessions:
+        return SkipReason.CANCELLED
+    if contact.email_key in suppressed or contact.status != ContactStatus.ACTIVE:
+        return SkipReason.SUPPRESSED
+    if now >= message.deadline_at:
+        return SkipReason.TOO_LATE
+    if step.audience is Audience.REGISTRANTS and answer != RegistrationStatus.REGISTERED:
+        return SkipReason.NOT_REGISTERED
+    if step.kind is StepKind.INVITATION and answer is not None:
+        if answer == RegistrationStatus.DECLINED:
+            return SkipReason.DECLINED
+        if step.audience is Audience.LIST_UNREGISTERED:
+            return SkipReason.ALREADY_REGISTERED
+    return None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one delivery attempt for one message, from the transport's classification."""
+
+    pk: int
+    status: MessageStatus  # SENT, DEFERRED, FAILED or BOUNCED
+    code: int | None
+    text: str
+    language: str = ""
+
+
+def retry_delay(attempts: int, base: timedelta, rng: random.Random | None = None) -> timedelta:
+    """Exponential backoff with +-20 % jitter: base * 2**(attempts-1), capped at 6 hours."""
+    rng = rng or random.Random()
+    delay = min(base * (2 ** max(attempts - 1, 0)), timedelta(hours=6))
+    return delay * rng.uniform(0.8, 1.2)
+
+
+def record_outcomes(db: DbSession, settings: Settings, outcomes: Sequence[Outcome], now: datetime) -> None:
+    """Apply delivery outcomes to their messages (only those still ``sending``) and log them; caller commits.
+
+    A temporary failure becomes ``deferred`` with a retry time, or ``failed`` when the retry would fall
+    after the message's deadline. A bounce also suppresses the address (reason ``hard-bounce``).
+    """
+    if not outcomes:
+        return
+    by_pk = {outcome.pk: outcome for outcome in outcomes}
+    messages = db.scalars(
+        select(Message).where(Message.id.in_(by_pk), Message.status == MessageStatus.SENDING)
+    ).all()
+    for message in messages:
+        outcome = by_pk[message.id]
+        message.reply_code = outcome.code
+        message.reply_text = outcome.text[:2000]
+        message.lease_until = None
+        message.updated_at = now
+        if outcome.language:
+            message.language = outcome.language
+        status = outcome.status
+        detail = outcome.text
+        if status is MessageStatus.DEFERRED:
+            retry_at = now + retry_delay(message.attempts, settings.retry_base)
+            if retry_at >= message.deadline_at:
+                status = MessageStatus.FAILED
+                detail = f"gave up: next retry would be after the deadline; last reply: {outcome.text}"
+            else:
+                message.due_at = retry_at
+                detail = f"{outcome.text}; retry at {retry_at.isoformat()}"
+        message.status = status
+        if status is MessageStatus.SENT:
+            message.sent_at = now
+        if status is MessageStatus.BOUNCED:
+            suppress(db, message.contact.email_key, "hard-bounce", outcome.text, now)
+        log_event(db, message.id, EventKind(status.value), now, code=outcome.code, detail=detail)
+
+
+def release_claims(db: DbSession, pks: Sequence[int], now: datetime) -> None:
+    """Give claimed, unsent messages back (graceful shutdown): ``sending`` -> ``queued``."""
+    if not pks:
+        return
+    db.execute(
+        update(Message)
+        .where(Message.id.in_(pks), Message.status == MessageStatus.SENDING)
+        .values(status=MessageStatus.QUEUED, lease_until=None, worker="", attempts=Message.attempts - 1, updated_at=now)
+    )
+    _log_many(db, pks, EventKind.RECLAIMED, now, "released at shutdown")
+
+
+def suppress(db: DbSession, email_key: str, reason: str, detail: str, now: datetime) -> None:
+    """Add ``email_key`` to the suppression list (no-op when already there); caller commits."""
+    _insert_ignoring_conflicts(
+        db, Suppression, [{"email_key": email_key, "reason": reason, "detail": detail[:2000], "created_at": now}]
+    )
+
+
+def next_due_at(db: DbSession, after: datetime) -> datetime | None:
+    """The earliest due time of a pending message in an active wave strictly after ``after``, or None."""
+    return db.scalar(
+        select(func.min(Message.due_at))
+        .join(Wave, Wave.id == Message.wave_id)
+        .where(Message.status.in_(PENDING_STATUSES), Wave.status == WaveStatus.ACTIVE, Message.due_at > after)
+    )
+
+
+def has_due(db: DbSession, now: datetime) -> bool:
+    """True when some pending message of an active wave is due at ``now``."""
+    return (
+        db.scalar(
+            select(Message.id)
+            .join(Wave, and_(Wave.id == Message.wave_id, Wave.status == WaveStatus.ACTIVE))
+            .where(Message.status.in_(PENDING_STATUSES), Message.due_at <= now)
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def set_wave_status(db: DbSession, wave_id: int, status: WaveStatus, now: datetime) -> tuple[Wave, int]:
+    """Pause, resume or cancel a wave; returns the wave and how many pending messages it touched.
+
+    Cancelling finishes every pending message as skipped ("cancelled"); a cancelled wave stays cancelled.
+    Raises NotFoundError for an unknown wave and ValueError for a change from ``cancelled``.
+    """
+    from mailer.errors import NotFoundError
+
+    wave = db.get(Wave, wave_id)
+    if wave is None:
+        raise NotFoundError(f"no wave {wave_id} (see `mailer waves list`)")
+    if wave.status == WaveStatus.CANCELLED and status != WaveStatus.CANCELLED:
+        raise ValueError(f"wave {wave_id} is cancelled and cannot be {status.value}d")
+    pending = db.scalars(
+        select(Message.id).where(Message.wave_id == wave_id, Message.status.in_(PENDING_STATUSES))
+    ).all()
+    wave.status = status
+    if status is WaveStatus.CANCELLED:
+        db.execute(
+            update(Message)
+            .where(Message.id.in_(pending), Message.status.in_(PENDING_STATUSES))
+            .values(status=MessageStatus.SKIPPED, updated_at=now)
+        )
+        _log_many(db, pending, EventKind.SKIPPED, now, SkipReason.CANCELLED.value)
+    else:
+        kind = EventKind.PAUSED if status is WaveStatus.PAUSED else EventKind.RESUMED
+        _log_many(db, pending, kind, now, f"wave {wave_id} {status.value}")
+    return wave, len(pending)

@@ -1,0 +1,84 @@
+"""The running service: APScheduler 3 (asyncio) wakes the tick; the database decides what to do.
+
+Jobs: one ``date`` job per (session, step) time still ahead, plus an ``interval`` job every
+``delivery.poll_interval`` for retries, late registrants and organiser-queued waves. Both run the same
+idempotent tick, with ``max_instances=1`` and ``coalesce=True``; a duplicate wake-up finds nothing to do.
+SIGTERM/SIGINT stop new batches; in-flight messages finish and are recorded before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from mailer.app import App
+from mailer.clock import SystemClock
+from mailer.service import Service, smtp_target
+from mailer.timeline import plan
+from mailer.transport import SmtpPool
+
+log = logging.getLogger(__name__)
+
+
+class Runner:
+    """Owns the scheduler, the SMTP pool and the stop flag for one service process."""
+
+    def __init__(self, app: App, pool: SmtpPool, say: Callable[[str], None]) -> None:
+        self.service = Service(app, SystemClock())
+        self.pool = pool
+        self.say = say
+        self.stop = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    async def tick(self) -> None:
+        """Materialise due steps, then send until nothing is due or a stop is requested."""
+        if self.stop.is_set():
+            return
+        async with self._lock:
+            for result in self.service.materialise():
+                if result.added:
+                    self.say(
+                        f"wave {result.wave.id} {result.wave.session_id}/{result.wave.step}: {result.added} queued"
+                        + (f", {result.skipped} skipped (too late)" if result.skipped else "")
+                    )
+            report = await self.service.dispatch(self.pool, stop=self.stop)
+            for (session_id, step, status), count in sorted(report.counts.items()):
+                self.say(f"{session_id}/{step}: {count} {status}")
+
+
+async def serve(app: App, say: Callable[[str], None] = print) -> None:
+    """Run until SIGTERM or SIGINT; returns after in-flight messages are recorded and SMTP connections closed."""
+    with smtp_target(app.settings, on_start=say) as settings:
+        async with SmtpPool(settings.smtp) as pool:
+            runner = Runner(App(settings, app.engine, app.factory), pool, say)
+            scheduler = AsyncIOScheduler(timezone="UTC")
+            now = SystemClock().now()
+            upcoming = 0
+            for item in plan(settings.series):
+                if item.at > now:
+                    scheduler.add_job(
+                        runner.tick, DateTrigger(run_date=item.at), id=f"{item.session.id}/{item.step.name}",
+                        max_instances=1, coalesce=True, misfire_grace_time=None,
+                    )
+                    upcoming += 1
+            scheduler.add_job(
+                runner.tick, IntervalTrigger(seconds=settings.poll_interval.total_seconds()), id="poll",
+                max_instances=1, coalesce=True, next_run_time=now,
+            )
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, runner.stop.set)
+            scheduler.start()
+            say(f"service started: {upcoming} step times ahead, polling every {settings.poll_interval}")
+            await runner.stop.wait()
+            say("stopping: finishing in-flight messages")
+            scheduler.shutdown(wait=False)
+            async with runner._lock:  # wait for a running tick to record its batch
+                pass
+    say("stopped")

@@ -1,0 +1,166 @@
+"""The service's tick: materialise due steps into waves, then dispatch due messages.
+
+Everything here is derived from rows and idempotent (DESIGN invariant 1): a tick run twice, by a duplicate
+scheduler job or by a second process, does no harm. The clock is injected (invariant 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import socket
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from mailer.app import App
+from mailer.capture import EmlWriter, SmtpServer
+from mailer.clock import Clock
+from mailer.config import Security, Settings
+from mailer.db import transaction
+from mailer.errors import RenderError
+from mailer.mime import build_message, to_bytes
+from mailer.models import MessageStatus
+from mailer.outbox import (
+    ClaimedMessage,
+    Outcome,
+    QueueResult,
+    claim_due,
+    queue_wave,
+    reap_expired_leases,
+    record_outcomes,
+    sync_sessions,
+)
+from mailer.render import Renderer
+from mailer.timeline import due_steps
+from mailer.transport import SmtpPool
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_name() -> str:
+    """``host:pid``, recorded on each claimed message."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class DispatchReport:
+    """Counts of what one dispatch did, per (session, step, status)."""
+
+    counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+
+    def add(self, session_id: str, step: str, status: str, n: int = 1) -> None:
+        self.counts[(session_id, step, status)] += n
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+class Service:
+    """One process's view of the work: ``materialise`` (sync) and ``dispatch`` (async)."""
+
+    def __init__(
+        self,
+        app: App,
+        clock: Clock,
+        *,
+        renderer: Renderer | None = None,
+        worker: str | None = None,
+        batch_size: int = 100,
+    ) -> None:
+        self.app = app
+        self.settings = app.settings
+        self.clock = clock
+        self.renderer = renderer or Renderer(app.settings)
+        self.worker = worker or default_worker_name()
+        self.batch_size = batch_size
+        self._list_id = f"{self.settings.series.id}.{self.settings.sender.domain}"
+        self._unsubscribe_url = f"mailto:{self.settings.sender.unsubscribe_mailto}?subject=unsubscribe"
+
+    def materialise(self) -> list[QueueResult]:
+        """Queue every automatic step whose time has come (idempotent); returns what each call did."""
+        now = self.clock.now()
+        series = self.settings.series
+        results: list[QueueResult] = []
+        with transaction(self.app.factory) as db:
+            sync_sessions(db, series, now)
+        for planned in due_steps(series, now):
+            with transaction(self.app.factory) as db:
+                results.append(queue_wave(db, self.settings, planned.session, planned.step, now))
+        return results
+
+    async def dispatch(self, pool: SmtpPool, *, stop: asyncio.Event | None = None) -> DispatchReport:
+        """Send due messages batch by batch until none is due (or ``stop`` is set between batches).
+
+        In-flight messages of a batch always finish and are recorded before returning.
+        """
+        report = DispatchReport()
+        while stop is None or not stop.is_set():
+            now = self.clock.now()
+            with transaction(self.app.factory) as db:
+                reap_expired_leases(db, now)
+                claimed, finished = claim_due(
+                    db, self.settings, now, worker=self.worker, limit=self.batch_size, lease=self.settings.lease
+                )
+            for session_id, step, status in finished:
+                report.add(session_id, step, status)
+            if not claimed and not finished:
+                break
+            outcomes = await asyncio.gather(*(self._deliver(pool, message) for message in claimed))
+            with transaction(self.app.factory) as db:
+                record_outcomes(db, self.settings, outcomes, self.clock.now())
+            for message, outcome in zip(claimed, outcomes, strict=True):
+                report.add(message.session_id, message.step, outcome.status.value)
+        return report
+
+    async def _deliver(self, pool: SmtpPool, message: ClaimedMessage) -> Outcome:
+        settings = self.settings
+        session = settings.series.session(message.session_id)
+        step = settings.series.step(message.step)
+        try:
+            rendered = self.renderer.render(
+                step, session, message.recipient, series=settings.series, unsubscribe_url=self._unsubscribe_url
+            )
+        except RenderError as exc:
+            log.error("render failed for %s: %s", message.message_id, exc)
+            return Outcome(message.pk, MessageStatus.FAILED, None, f"render failed: {exc}")
+        email = build_message(
+            rendered,
+            message.recipient,
+            sender=settings.sender,
+            message_id=message.message_id,
+            date=self.clock.now(),
+            list_id=self._list_id,
+            unsubscribe_mailto=settings.sender.unsubscribe_mailto,
+            auto_submitted=step.kind.value != "invitation",
+        )
+        recipient = settings.sender.redirect_all_to or message.recipient.email
+        reply = await pool.send(settings.sender.address, recipient, to_bytes(email))
+        return Outcome(message.pk, reply.status, reply.code, reply.text, rendered.language)
+
+
+@contextmanager
+def smtp_target(settings: Settings, on_start: Callable[[str], None] | None = None) -> Iterator[Settings]:
+    """Yield settings that point at a real SMTP server.
+
+    With ``smtp.host`` configured, that server. Without, a local capture server (aiosmtpd on 127.0.0.1)
+    writing every message it receives as an ``.eml`` file under ``settings.capture_dir``; it stops on exit.
+    """
+    if settings.smtp.host:
+        yield settings
+        return
+    with SmtpServer(EmlWriter(settings.capture_dir)) as server:
+        if on_start:
+            on_start(f"capture SMTP server on {server.host}:{server.port}, writing .eml files to {settings.capture_dir}")
+        smtp = dataclasses.replace(settings.smtp, host=server.host, port=server.port, security=Security.NONE, username="")
+        yield dataclasses.replace(settings, smtp=smtp)
+
+
+def wall_time(moment: datetime) -> str:
+    """A UTC moment as ``YYYY-MM-DD HH:MM UTC`` for progress lines."""
+    return moment.strftime("%Y-%m-%d %H:%M UTC")

@@ -1,0 +1,40 @@
+"""Start the mailing service: load config, migrate the store, let APScheduler wake the tick until stopped.
+
+    python schedule.py [--config DIR]
+
+With no SMTP host configured, a local capture server writes every message to var/capture/*.eml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from mailer.app import open_app
+from mailer.errors import MailerError
+from mailer.scheduler import serve
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="config folder [default: ./config or $MAILER_CONFIG]")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        app = open_app(config_dir=args.config)
+    except MailerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(app, say=lambda text: print(text, flush=True)))
+    finally:
+        app.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
