@@ -15,7 +15,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, time, timedelta, tzinfo
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ class Audience(StrEnum):
     LIST = "list"  # every member of the session's region list
     LIST_UNREGISTERED = "list-unregistered"  # list members not registered (and not declined)
     REGISTRANTS = "registrants"  # contacts registered for the session
+    INVITED = "invited"  # contacts who were sent an invitation for the session, or registered
 
 
 class Security(StrEnum):
@@ -81,6 +82,8 @@ class Step:
     audience: Audience
     auto: bool
     max_late: timedelta
+    local_time: time | None = None  # send at this wall-clock time in the recipient's zone (day offsets only)
+    send_window: tuple[time, time] | None = None  # recipient-local hours mail may go out: (opens, closes)
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class Session:
     join_url: str
     languages: tuple[str, ...]
     agenda: tuple[str, ...]
+    cancelled: bool = False
 
     @property
     def zone(self) -> tzinfo:
@@ -218,6 +222,14 @@ def parse_offset(text: str) -> Offset:
     if unit in ("w", "d"):
         return Offset(sign * amount * (7 if unit == "w" else 1), timedelta(0), text.strip())
     return Offset(0, sign * timedelta(seconds=amount * _UNIT_SECONDS[unit]), text.strip())
+
+
+def parse_clock_time(text: str) -> time:
+    """Parse "HH:MM" (24-hour) into a naive wall-clock time; raise ValueError otherwise."""
+    hours, _, minutes = text.strip().partition(":")
+    if not (hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+        raise ValueError(f"bad time {text!r}")
+    return time(int(hours), int(minutes))
 
 
 def parse_duration(text: str) -> timedelta:
@@ -441,6 +453,24 @@ def _load_series(path: Path, regions: dict[str, Region], templates_dir: Path, la
             raise reader.fail(
                 "template", f"no template folder {templates_dir / template}", "create it or name an existing one"
             )
+        local_time = send_window = None
+        local_text = reader.get("local_time", str, "")
+        if local_text:
+            try:
+                local_time = parse_clock_time(local_text)
+            except ValueError:
+                raise reader.fail("local_time", f"bad time {local_text!r}", "write 24-hour 'HH:MM', e.g. '09:00'") from None
+            if not offset.calendar_days:
+                raise reader.fail("local_time", "needs an offset in days or weeks", "e.g. offset = '-2d'")
+        window_text = reader.get("send_window", str, "")
+        if window_text:
+            try:
+                opens, closes = (parse_clock_time(part) for part in window_text.split("-"))
+            except ValueError:
+                raise reader.fail("send_window", f"bad window {window_text!r}", "write 'HH:MM-HH:MM', e.g. '08:00-20:00'") from None
+            if opens >= closes:
+                raise reader.fail("send_window", "opens after it closes", "write the earlier time first")
+            send_window = (opens, closes)
         if any(step.name == name for step in steps):
             raise reader.fail("name", f"duplicate step name {name!r}", "step names must be unique")
         steps.append(
@@ -452,6 +482,8 @@ def _load_series(path: Path, regions: dict[str, Region], templates_dir: Path, la
                 audience=audience,
                 auto=reader.get("auto", bool, kind is not StepKind.INVITATION),
                 max_late=reader.duration("max_late", None) or max_late_by_kind[kind],
+                local_time=local_time,
+                send_window=send_window,
             )
         )
 
@@ -481,6 +513,7 @@ def _load_series(path: Path, regions: dict[str, Region], templates_dir: Path, la
                 join_url=reader.get("join_url", str),
                 languages=reader.strings("languages", ("en",)),
                 agenda=reader.strings("agenda", ()),
+                cancelled=reader.get("cancelled", bool, False),
             )
         )
     if len({s.id for s in sessions}) != len(sessions):

@@ -165,6 +165,7 @@ class SessionRow(Base):
     id: Mapped[str] = mapped_column(String(100), primary_key=True)
     region: Mapped[str] = mapped_column(String(64))
     starts_at: Mapped[datetime]
+    previous_starts_at: Mapped[datetime | None]  # before the last reschedule, for "date changed" notices
     time_zone: Mapped[str] = mapped_column(String(64))
     duration_minutes: Mapped[int] = mapped_column(Integer)
     sequence: Mapped[int] = mapped_column(Integer, default=0)

@@ -20,7 +20,7 @@ import random
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -46,7 +46,16 @@ from mailer.models import (
     WaveStatus,
 )
 from mailer.recipient import Recipient
-from mailer.timeline import SkipReason, step_deadline, step_time
+from mailer.timeline import (
+    Deadline,
+    SkipReason,
+    hold_for_window,
+    message_due,
+    notice_step,
+    resolve_step,
+    step_deadline,
+    step_time,
+)
 
 _INSERT_CHUNK = 500
 
@@ -75,12 +84,33 @@ def _insert_ignoring_conflicts(db: DbSession, table: type, rows: list[dict[str, 
     return new_ids
 
 
-def sync_sessions(db: DbSession, series: Series, now: datetime) -> None:
-    """Mirror the config's sessions into the ``sessions`` table (inserting new ones)."""
-    existing = {row.id: row for row in db.scalars(select(SessionRow))}
+@dataclass(frozen=True)
+class SessionChange:
+    """A session whose config differs from the store: rescheduled (``date-changed``) or ``cancelled``."""
+
+    session_id: str
+    change: str
+    sequence: int  # the new iCalendar SEQUENCE (RFC 5545 sec. 3.8.7.4)
+    retimed: int  # pending messages given new due times
+    skipped: int  # pending messages skipped because the session was cancelled
+    notices: int  # notices queued
+
+
+def sync_sessions(db: DbSession, settings: Settings, now: datetime) -> list[SessionChange]:
+    """Bring the ``sessions`` table in line with the config; apply reschedules and cancellations.
+
+    A changed start (or zone) raises the session's SEQUENCE, re-times every pending message of it and
+    queues a "date changed" notice to everyone already invited or registered. A newly cancelled session
+    raises SEQUENCE, skips its pending messages (reason "cancelled") and queues a cancellation notice to
+    registrants. Rows are locked (PostgreSQL), so concurrent processes apply each change once. Caller commits.
+    """
+    series = settings.series
+    existing = {row.id: row for row in db.scalars(select(SessionRow).with_for_update())}
+    changes: list[SessionChange] = []
     for session in series.sessions:
         row = existing.get(session.id)
         starts_at = require_aware(session.start, "session start")
+        duration = int(session.duration.total_seconds() // 60)
         if row is None:
             db.add(
                 SessionRow(
@@ -88,12 +118,70 @@ def sync_sessions(db: DbSession, series: Series, now: datetime) -> None:
                     region=session.region,
                     starts_at=starts_at,
                     time_zone=session.zone_name,
-                    duration_minutes=int(session.duration.total_seconds() // 60),
+                    duration_minutes=duration,
                     sequence=0,
-                    cancelled=False,
+                    cancelled=session.cancelled,
                     updated_at=now,
                 )
             )
+            continue
+        if session.cancelled and not row.cancelled:
+            row.cancelled = True
+            row.sequence += 1
+            row.updated_at = now
+            skipped = _skip_pending(db, session.id, SkipReason.CANCELLED, now)
+            result = queue_wave(db, settings, session, notice_step("cancelled", row.sequence), now, created_by="session-change")
+            changes.append(SessionChange(session.id, "cancelled", row.sequence, 0, skipped, result.added))
+        elif not session.cancelled and (
+            row.starts_at != starts_at or row.time_zone != session.zone_name or row.duration_minutes != duration
+        ):
+            moved = row.starts_at != starts_at
+            if moved:
+                row.previous_starts_at = row.starts_at
+            row.starts_at, row.time_zone, row.duration_minutes = starts_at, session.zone_name, duration
+            row.sequence += 1
+            row.updated_at = now
+            retimed = retime_pending(db, settings, session)
+            added = 0
+            if moved:
+                notice = notice_step("date-changed", row.sequence)
+                added = queue_wave(db, settings, session, notice, now, created_by="session-change").added
+            changes.append(SessionChange(session.id, "date-changed", row.sequence, retimed, 0, added))
+    return changes
+
+
+def _skip_pending(db: DbSession, session_id: str, reason: SkipReason, now: datetime) -> int:
+    pending = db.scalars(
+        select(Message.id).where(Message.session_id == session_id, Message.status.in_(PENDING_STATUSES))
+    ).all()
+    if pending:
+        db.execute(
+            update(Message).where(Message.id.in_(pending)).values(status=MessageStatus.SKIPPED, updated_at=now)
+        )
+        _log_many(db, pending, EventKind.SKIPPED, now, reason.value)
+    return len(pending)
+
+
+def retime_pending(db: DbSession, settings: Settings, session: Session) -> int:
+    """Give every pending message of ``session`` the due time and deadline of its step under the session's
+    current start; timeline waves get their new time too. Returns how many messages were re-timed."""
+    for wave in db.scalars(select(Wave).where(Wave.session_id == session.id, Wave.created_by == "timeline")):
+        wave.scheduled_at = step_time(session, resolve_step(settings.series, wave.step))
+    rows = db.execute(
+        select(Message, Wave, Contact.time_zone)
+        .join(Wave, Wave.id == Message.wave_id)
+        .join(Contact, Contact.id == Message.contact_id)
+        .where(Message.session_id == session.id, Message.status.in_(PENDING_STATUSES))
+    ).all()
+    for message, wave, zone in rows:
+        step = resolve_step(settings.series, message.step)
+        if step.kind is StepKind.NOTICE and step.name not in {s.name for s in settings.series.steps}:
+            continue
+        base = wave.scheduled_at if wave.created_by != "timeline" else None
+        meant = message_due(session, step, zone, base)
+        message.deadline_at = _deadline(settings.series, session, step, meant).at
+        message.due_at = hold_for_window(meant, step, zone)
+    return len(rows)
 
 
 @dataclass(frozen=True)
@@ -112,7 +200,7 @@ def default_audience(session: Session, step: Step) -> str:
     return "registrants" if step.audience is Audience.REGISTRANTS else session.region
 
 
-def audience_query(session: Session, step: Step, audience: str, now: datetime):  # type: ignore[no-untyped-def]
+def audience_query(series: Series, session: Session, step: Step, audience: str, now: datetime):  # type: ignore[no-untyped-def]
     """SELECT of contact ids a wave of ``step`` goes to at ``now``.
 
     Registrations count from their ``registered_at`` on. Suppressed contacts are included: they are
@@ -124,6 +212,13 @@ def audience_query(session: Session, step: Step, audience: str, now: datetime): 
     )
     if step.audience is Audience.REGISTRANTS:
         return answered.where(Registration.status == RegistrationStatus.REGISTERED)
+    if step.audience is Audience.INVITED:
+        invited = select(Message.contact_id).where(
+            Message.session_id == session.id,
+            Message.status == MessageStatus.SENT,
+            Message.step.in_([s.name for s in series.steps if s.kind is StepKind.INVITATION]),
+        )
+        return invited.union(answered.where(Registration.status == RegistrationStatus.REGISTERED))
     members = (
         select(ListMembership.contact_id)
         .join(ContactList, ContactList.id == ListMembership.list_id)
@@ -148,14 +243,26 @@ def queue_wave(
 ) -> QueueResult:
     """Materialise ``step`` of ``session`` for an audience into message rows, idempotently.
 
-    ``audience`` is a region id (default: the session's region; ignored for registrant steps),
+    ``audience`` is a region id (default: the session's region; ignored for registrant and invited steps),
     ``at`` an optional later send time (aware). Runs again safely: only contacts without a message for
-    this (session, step) are added. Messages added after the step's deadline are logged as skipped with
-    the deadline's reason. Caller commits. Raises NaiveDatetimeError for naive times.
+    this (session, step) are added, and on PostgreSQL one process at a time materialises a given step
+    (a transaction-scoped advisory lock; the others return at once). Each message gets its own due time
+    (recipient-local steps, send windows) and deadline; messages that could only go after their deadline
+    are logged as skipped with the reason. Caller commits. Raises NaiveDatetimeError for naive times.
     """
     now = require_aware(now, "now")
-    audience = default_audience(session, step) if step.audience is Audience.REGISTRANTS else (audience or session.region)
+    if step.audience in (Audience.REGISTRANTS, Audience.INVITED):
+        audience = step.audience.value
+    else:
+        audience = audience or session.region
     scheduled_at = require_aware(at, "--at") if at is not None else step_time(session, step)
+    if db.get_bind().dialect.name == "postgresql":
+        lock_key = f"{session.id}/{step.name}/{audience}"
+        if not db.scalar(select(func.pg_try_advisory_xact_lock(func.hashtext(lock_key)))):
+            wave = db.scalars(select(Wave).where(Wave.session_id == session.id, Wave.step == step.name)).first()
+            if wave is not None:
+                return QueueResult(wave, False, 0, 0, wave.scheduled_at)
+            db.scalar(select(func.pg_advisory_xact_lock(func.hashtext(lock_key))))
     created = bool(
         _insert_ignoring_conflicts(
             db,
@@ -176,21 +283,29 @@ def queue_wave(
     wave = db.scalars(
         select(Wave).where(Wave.session_id == session.id, Wave.step == step.name, Wave.audience == audience)
     ).one()
-    deadline = step_deadline(settings.series, session, step, wave.scheduled_at)
-    if not created and now >= deadline.at:
-        return QueueResult(wave, False, 0, 0, deadline.at)
+    base = wave.scheduled_at if wave.created_by != "timeline" else None
+    wave_deadline = _deadline(settings.series, session, step, base)
+    if not created and now >= wave_deadline.at and step.local_time is None:
+        return QueueResult(wave, False, 0, 0, wave_deadline.at)
 
     already = select(Message.id).where(
         Message.contact_id == Contact.id, Message.session_id == session.id, Message.step == step.name
     )
     candidates = db.execute(
-        select(Contact.id, Contact.email)
-        .where(Contact.id.in_(audience_query(session, step, audience, now)), ~exists(already))
+        select(Contact.id, Contact.email, Contact.time_zone)
+        .where(Contact.id.in_(audience_query(settings.series, session, step, audience, now)), ~exists(already))
         .order_by(Contact.id)
     ).all()
-    late = now >= deadline.at
     rows: list[dict[str, object]] = []
-    for contact_id, email in candidates:
+    for contact_id, email, zone in candidates:
+        meant = message_due(session, step, zone, base)
+        deadline = _deadline(settings.series, session, step, meant) if step.local_time else wave_deadline
+        due = hold_for_window(meant, step, zone)
+        reason: SkipReason | None = None
+        if now >= deadline.at:
+            reason = deadline.reason
+        elif due >= deadline.at:
+            reason = SkipReason.WINDOW_AFTER_DEADLINE
         key = message_key(settings.series.id, session.id, step.name, contact_id)
         rows.append(
             {
@@ -201,20 +316,34 @@ def queue_wave(
                 "wave_id": wave.id,
                 "recipient": email,
                 "language": "",
-                "status": MessageStatus.SKIPPED if late else MessageStatus.QUEUED,
-                "due_at": wave.scheduled_at,
+                "status": MessageStatus.SKIPPED if reason else MessageStatus.QUEUED,
+                "due_at": due,
                 "deadline_at": deadline.at,
                 "attempts": 0,
                 "worker": "",
-                "reply_text": "",
+                "reply_text": reason.value if reason else "",
                 "created_at": now,
                 "updated_at": now,
             }
         )
     new_ids = _insert_ignoring_conflicts(db, Message, rows)
-    kind, detail = (EventKind.SKIPPED, deadline.reason.value) if late else (EventKind.QUEUED, f"wave {wave.id}")
-    _log_many(db, new_ids, kind, now, detail)
-    return QueueResult(wave, created, len(new_ids), len(new_ids) if late else 0, deadline.at)
+    reasons = {row["contact_id"]: row["reply_text"] for row in rows}
+    inserted = db.execute(select(Message.id, Message.contact_id).where(Message.id.in_(new_ids))).all() if new_ids else []
+    queued = [pk for pk, contact_id in inserted if not reasons[contact_id]]
+    _log_many(db, queued, EventKind.QUEUED, now, f"wave {wave.id}")
+    skipped = 0
+    for pk, contact_id in inserted:
+        if reasons[contact_id]:
+            skipped += 1
+            log_event(db, pk, EventKind.SKIPPED, now, detail=str(reasons[contact_id]))
+    return QueueResult(wave, created, len(new_ids), skipped, wave_deadline.at)
+
+
+def _deadline(series: Series, session: Session, step: Step, base: datetime | None) -> Deadline:
+    if step.kind is StepKind.NOTICE and step.name not in {s.name for s in series.steps}:
+        start = session.start.astimezone(timezone.utc)
+        return Deadline((base or start) + step.max_late, SkipReason.TOO_LATE)
+    return step_deadline(series, session, step, base)
 
 
 def _log_many(db: DbSession, message_pks: Iterable[int], kind: EventKind, now: datetime, detail: str = "") -> None:
@@ -299,7 +428,7 @@ def claim_due(
     claimed: list[ClaimedMessage] = []
     finished: list[tuple[str, str, str]] = []
     for message, contact in rows:
-        step = settings.series.step(message.step)
+        step = resolve_step(settings.series, message.step)
         answer = answers.get((message.contact_id, message.session_id))
         reason = _skip_reason(message, contact, step, answer, now, suppressed, cancelled)
         if reason is not None:
@@ -349,7 +478,7 @@ def _skip_reason(
     suppressed: set[str],
     cancelled_sessions: set[str],
 ) -> SkipReason | None:
-    if message.session_id in cancelled_sessions:
+    if message.session_id in cancelled_sessions and step.kind is not StepKind.NOTICE:
         return SkipReason.CANCELLED
     if contact.email_key in suppressed or contact.status != ContactStatus.ACTIVE:
         return SkipReason.SUPPRESSED

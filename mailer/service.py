@@ -36,7 +36,7 @@ from mailer.outbox import (
     sync_sessions,
 )
 from mailer.render import Renderer
-from mailer.timeline import due_steps
+from mailer.timeline import due_steps, resolve_step
 from mailer.transport import SmtpPool
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,10 @@ class Service:
         series = self.settings.series
         results: list[QueueResult] = []
         with transaction(self.app.factory) as db:
-            sync_sessions(db, series, now)
+            for change in sync_sessions(db, self.settings, now):
+                log.warning("session %s %s (SEQUENCE %d): %d re-timed, %d skipped, %d notices queued",
+                            change.session_id, change.change, change.sequence, change.retimed, change.skipped,
+                            change.notices)
         for planned in due_steps(series, now):
             with transaction(self.app.factory) as db:
                 results.append(queue_wave(db, self.settings, planned.session, planned.step, now))
@@ -121,7 +124,7 @@ class Service:
     async def _deliver(self, pool: SmtpPool, message: ClaimedMessage) -> Outcome:
         settings = self.settings
         session = settings.series.session(message.session_id)
-        step = settings.series.step(message.step)
+        step = resolve_step(settings.series, message.step)
         try:
             rendered = self.renderer.render(
                 step, session, message.recipient, series=settings.series, unsubscribe_url=self._unsubscribe_url

@@ -57,7 +57,7 @@ def queue(ctx: AppContext, session_id: str, step_name: str, region: str | None, 
     at = parse_when(at_text, session.zone_name) if at_text else None
     now = SystemClock().now()
     with transaction(app.factory) as db:
-        sync_sessions(db, series, now)
+        sync_sessions(db, app.settings, now)
         result = queue_wave(db, app.settings, session, step, now, audience=region, at=at, created_by="cli")
     wave = result.wave
     click.echo(

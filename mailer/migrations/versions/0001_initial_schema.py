@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-29 15:44:42.074835
+Create Date: 2026-11-29 15:52:18.641377
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def upgrade() -> None:
     sa.Column('id', sa.String(length=100), nullable=False),
     sa.Column('region', sa.String(length=64), nullable=False),
     sa.Column('starts_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('previous_starts_at', mailer.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('time_zone', sa.String(length=64), nullable=False),
     sa.Column('duration_minutes', sa.Integer(), nullable=False),
     sa.Column('sequence', sa.Integer(), nullable=False),
