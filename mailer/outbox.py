@@ -130,7 +130,7 @@ def sync_sessions(db: DbSession, settings: Settings, now: datetime) -> list[Sess
             row.sequence += 1
             row.updated_at = now
             skipped = _skip_pending(db, session.id, SkipReason.CANCELLED, now)
-            result = queue_wave(db, settings, session, notice_step("cancelled", row.sequence), now, created_by="session-change")
+            result = queue_wave(db, settings, session, notice_step("cancelled", row.sequence), now, at=now, created_by="session-change")
             changes.append(SessionChange(session.id, "cancelled", row.sequence, 0, skipped, result.added))
         elif not session.cancelled and (
             row.starts_at != starts_at or row.time_zone != session.zone_name or row.duration_minutes != duration
@@ -145,7 +145,7 @@ def sync_sessions(db: DbSession, settings: Settings, now: datetime) -> list[Sess
             added = 0
             if moved:
                 notice = notice_step("date-changed", row.sequence)
-                added = queue_wave(db, settings, session, notice, now, created_by="session-change").added
+                added = queue_wave(db, settings, session, notice, now, at=now, created_by="session-change").added
             changes.append(SessionChange(session.id, "date-changed", row.sequence, retimed, 0, added))
     return changes
 
