@@ -182,6 +182,21 @@ class Sender:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The participants' and staff's web pages (``mailer web``; started by schedule.py when ``enabled``)."""
+
+    enabled: bool
+    host: str
+    port: int
+    base_url: str  # public URL prefix used in links inside messages, no trailing slash
+    secret_env: str  # environment variable holding the signing key; else a key file under var/
+
+    @property
+    def secret(self) -> str | None:
+        return os.environ.get(self.secret_env) if self.secret_env else None
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything loaded from the config directory."""
 
@@ -199,6 +214,7 @@ class Settings:
     lease: timedelta
     retry_base: timedelta
     series: Series
+    web: WebSettings
     poll_interval: timedelta = field(default=timedelta(seconds=30))
 
     def region(self, region_id: str) -> Region:
@@ -381,6 +397,14 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
     country_zones_table = main.table("country_zones")
     country_zones = {code.upper(): country_zones_table.zone(code) for code in country_zones_table.data}
 
+    web_table = main.table("web")
+    web = WebSettings(
+        enabled=web_table.get("enabled", bool, False),
+        host=web_table.get("host", str, "127.0.0.1"),
+        port=web_table.get("port", int, 8080),
+        base_url=os.environ.get("MAILER_BASE_URL", web_table.get("base_url", str, "http://127.0.0.1:8080")).rstrip("/"),
+        secret_env=web_table.get("secret_env", str, "MAILER_SECRET_KEY"),
+    )
     delivery = main.table("delivery")
     templates_dir = base_dir / main.get("templates_dir", str, "templates/email")
     series_path = config_dir / "series.toml"
@@ -402,6 +426,7 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
         retry_base=delivery.duration("retry_base", "1m"),
         poll_interval=delivery.duration("poll_interval", "30s"),
         series=series,
+        web=web,
     )
 
 
@@ -541,6 +566,7 @@ __all__ = [
     "SmtpSettings",
     "Step",
     "StepKind",
+    "WebSettings",
     "load_settings",
     "parse_duration",
     "parse_offset",
