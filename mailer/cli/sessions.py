@@ -1,0 +1,78 @@
+"""``mailer sessions``: the timeline with absolute times, and applying reschedules or cancellations."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import func, select
+
+from mailer.cli import AppContext, pass_ctx
+from mailer.clock import SystemClock
+from mailer.db import transaction
+from mailer.models import SessionRow
+from mailer.outbox import audience_query, default_audience, sync_sessions
+from mailer.timeline import step_deadline, step_time
+
+
+@click.group("sessions")
+def sessions() -> None:
+    """Sessions and their timelines."""
+
+
+@sessions.command("list")
+@click.option("--session", "session_id", help="Only this session.")
+@pass_ctx
+def list_sessions(ctx: AppContext, session_id: str | None) -> None:
+    """Each session's steps: time in the session's zone and in UTC, deadline, audience size now."""
+    settings = ctx.app.settings
+    now = SystemClock().now()
+    console = Console()
+    with transaction(ctx.app.factory) as db:
+        rows = {row.id: row for row in db.scalars(select(SessionRow))}
+        for session in settings.series.sessions:
+            if session_id and session.id != session_id:
+                continue
+            row = rows.get(session.id)
+            state = "cancelled" if session.cancelled else "scheduled"
+            sequence = f", SEQUENCE {row.sequence}" if row else ""
+            table = Table(
+                title=f"{session.id}: {session.title}\n{session.start:%Y-%m-%d %H:%M} {session.zone_name}"
+                f" ({state}{sequence})",
+                title_justify="left",
+            )
+            for column in ("step", "kind", "audience", f"time ({session.zone_name})", "time (UTC)", "deadline (UTC)",
+                           "recipients", "auto"):
+                table.add_column(column)
+            for step in settings.series.steps:
+                moment = step_time(session, step)
+                audience = default_audience(session, step)
+                size = db.scalar(
+                    select(func.count()).select_from(audience_query(settings.series, session, step, audience, now).subquery())
+                )
+                table.add_row(
+                    step.name, step.kind.value, step.audience.value,
+                    moment.astimezone(session.zone).strftime("%Y-%m-%d %H:%M"), moment.strftime("%Y-%m-%d %H:%M"),
+                    step_deadline(settings.series, session, step).at.strftime("%Y-%m-%d %H:%M"), str(size),
+                    "yes" if step.auto else "no",
+                )
+            console.print(table)
+
+
+@sessions.command("sync")
+@pass_ctx
+def sync(ctx: AppContext) -> None:
+    """Apply config changes now: a moved session re-times pending steps and queues "date changed" notices;
+    a cancelled one skips its pending steps and queues cancellation notices. The service does this at start too."""
+    with transaction(ctx.app.factory) as db:
+        changes = sync_sessions(db, ctx.app.settings, SystemClock().now())
+    if not changes:
+        click.echo("Sessions are up to date.")
+    for change in changes:
+        click.echo(
+            f"{change.session_id}: {change.change} (SEQUENCE {change.sequence}): {change.retimed} pending messages"
+            f" re-timed, {change.skipped} skipped, {change.notices} notices queued"
+        )
+
+
+COMMANDS = [sessions]
