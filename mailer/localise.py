@@ -1,0 +1,160 @@
+"""Language and local-time wording for templates, with Babel (CLDR data). Pure functions; cached where shared.
+
+Dates are shown in a zone and a language: ``date_time`` gives "Wednesday, July 14, 2021, 2:00 AM
+(Apia, GMT+13:00)" in English, "mercredi 14 juillet 2021, 02:00 (Apia, UTC+13:00)" in French. Babel's
+output may hold U+202F (narrow no-break space) between a time and its AM/PM marker.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from datetime import datetime, timedelta, tzinfo
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from babel import Locale
+from babel.dates import format_date, format_time, get_timezone_gmt, get_timezone_location
+from babel.lists import format_list
+from babel.units import format_unit
+
+from mailer.clock import require_aware
+from mailer.zones import resolve_zone
+
+_HANGING = re.compile(r"^\s*(?:(?:\d+\.|[-*\u2022])\s+)?")
+_SPANISH_E = re.compile(r" y (?=[hH]?[iIíÍ](?![aeoáéó]))")  # "español e inglés", but "y hielo"
+
+
+def normalise_tag(tag: str) -> str:
+    """BCP 47 case conventions: ``pt_br`` -> ``pt-BR``, ``zh-hant-tw`` -> ``zh-Hant-TW``; "" stays ""."""
+    parts = [p for p in re.split(r"[-_]", tag.strip()) if p]
+    out = [parts[0].lower()] if parts else []
+    for part in parts[1:]:
+        if len(part) == 4 and part.isalpha():
+            out.append(part.title())
+        elif len(part) == 2 or (len(part) == 3 and part.isdigit()):
+            out.append(part.upper())
+        else:
+            out.append(part.lower())
+    return "-".join(out)
+
+
+@lru_cache(maxsize=256)
+def locale_for(tag: str) -> Locale:
+    """The Babel locale of a BCP 47 tag. Raises ValueError or babel.UnknownLocaleError for unknown tags."""
+    return Locale.parse(tag, sep="-")
+
+
+def is_rtl(locale: Locale) -> bool:
+    """True for right-to-left scripts (Arabic, Hebrew, ...)."""
+    return bool(locale.character_order == "right-to-left")
+
+
+def zone_label(moment: datetime, locale: Locale) -> str:
+    """"Apia, GMT+13:00" for IANA zones, "GMT-03:00" for fixed offsets, in ``locale`` (moment aware)."""
+    gmt = get_timezone_gmt(moment, locale=locale)
+    if isinstance(moment.tzinfo, ZoneInfo) and "/" in moment.tzinfo.key:
+        city = get_timezone_location(moment.tzinfo, locale=locale, return_city=True)
+        return f"{city}{'،' if is_rtl(locale) else ','} {gmt}"
+    return gmt
+
+
+def date_time(moment: datetime, locale: Locale) -> str:
+    """Full date and short time joined by the locale's own pattern, then the zone label in parentheses."""
+    glue = re.sub(r"'([^']*)'", r"\1", str(locale.datetime_formats["full"]))
+    text = glue.replace("{1}", format_date(moment, "full", locale=locale)).replace(
+        "{0}", format_time(moment, "short", locale=locale)
+    )
+    return f"{text} ({zone_label(moment, locale)})"
+
+
+def duration_text(delta: timedelta, locale: Locale) -> str:
+    """Exact hours and minutes in words: "3 hours", "1 hour and 30 minutes" (never rounded)."""
+    hours, minutes = divmod(int(delta.total_seconds()) // 60, 60)
+    parts = [format_unit(hours, "duration-hour", locale=locale)] if hours else []
+    if minutes or not parts:
+        parts.append(format_unit(minutes, "duration-minute", locale=locale))
+    return format_list(parts, locale=locale)
+
+
+@lru_cache(maxsize=256)
+def word_list(items: tuple[str, ...], language: str) -> str:
+    """"A, B and C" with the language's CLDR list pattern; Spanish "y" becomes "e" before an /i/ sound."""
+    text = format_list(list(items), locale=locale_for(language))
+    if language.split("-")[0] == "es":
+        text = _SPANISH_E.sub(" e ", text)
+    return text
+
+
+@lru_cache(maxsize=256)
+def language_names(tags: tuple[str, ...], language: str) -> str:
+    """The languages ``tags`` named in ``language`` as a list: ("en", "fr") in "fr" -> "anglais et français"."""
+    locale = locale_for(language)
+    return word_list(tuple(locale_for(normalise_tag(t)).get_display_name(locale) or t for t in tags), language)
+
+
+@lru_cache(maxsize=4096)
+def session_times(start: datetime, end: datetime, local_zone: str, session_zone: str, language: str) -> dict[str, Any]:
+    """The date strings of a session for one (recipient zone, language); the same for every such recipient.
+
+    Keys: start_local, start_local_date, start_local_time, end_local_time, local_zone, start_session_zone,
+    session_zone (str), same_zone (bool), duration (str). Raises mailer.zones.UnknownZoneError.
+    """
+    locale = locale_for(language)
+    here = resolve_zone(local_zone)
+    local, local_end = start.astimezone(here), end.astimezone(here)
+    in_session = start.astimezone(resolve_zone(session_zone))
+    return {
+        "start_local": date_time(local, locale),
+        "start_local_date": format_date(local, "full", locale=locale),
+        "start_local_time": format_time(local, "short", locale=locale),
+        "end_local_time": format_time(local_end, "short", locale=locale),
+        "local_zone": zone_label(local, locale),
+        "start_session_zone": date_time(in_session, locale),
+        "session_zone": zone_label(in_session, locale),
+        "same_zone": local.utcoffset() == in_session.utcoffset(),
+        "duration": duration_text(end - start, locale),
+    }
+
+
+class DateWords:
+    """Formats any aware datetime for one render: in the recipient's zone or the session's, in one locale."""
+
+    def __init__(self, locale: Locale, local_zone: tzinfo, session_zone: tzinfo) -> None:
+        self.locale = locale
+        self.local_zone = local_zone
+        self.session_zone = session_zone
+
+    def local(self, value: datetime) -> str:
+        """Date, time and zone in the recipient's zone. Raises NaiveDatetimeError for a naive value."""
+        return date_time(require_aware(value, "template datetime").astimezone(self.local_zone), self.locale)
+
+    def local_date(self, value: datetime) -> str:
+        return format_date(require_aware(value, "template datetime").astimezone(self.local_zone), "full",
+                           locale=self.locale)
+
+    def local_time(self, value: datetime) -> str:
+        return format_time(require_aware(value, "template datetime").astimezone(self.local_zone), "short",
+                           locale=self.locale)
+
+    def session(self, value: datetime) -> str:
+        """Date, time and zone in the session's own zone."""
+        return date_time(require_aware(value, "template datetime").astimezone(self.session_zone), self.locale)
+
+
+def wrap_text(text: str, width: int = 72) -> str:
+    """Wrap lines longer than ``width`` columns at spaces; never break a word or a URL.
+
+    Continuation lines of an indented line or a list item ("  1. ", "- ") hang under its text.
+    """
+    lines = []
+    for line in text.split("\n"):
+        if len(line) <= width:
+            lines.append(line)
+            continue
+        match = _HANGING.match(line)
+        hang = " " * (len(match.group(0)) if match else 0)
+        lines.append(textwrap.fill(line, width, subsequent_indent=hang, break_long_words=False,
+                                   break_on_hyphens=False))
+    return "\n".join(lines)

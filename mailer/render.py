@@ -1,0 +1,424 @@
+"""Rendering: (template, language, recipient, session, step) -> subject, text and HTML. Pure (DESIGN invariant 4).
+
+One Jinja2 environment per :class:`Renderer`, built once: every template under ``settings.templates_dir`` is
+parsed at construction, so a syntax error fails at start with the file name and line.
+
+Template layout (``templates/email/``)::
+
+    <template>/<lang>.subject.txt   one line after whitespace is collapsed; never HTML-escaped
+    <template>/<lang>.txt           text/plain part; never HTML-escaped
+    <template>/<lang>.html          text/html part; autoescaped
+    _layout.txt, _layout.html       shared layouts the parts extend (block ``body``)
+    _common/<lang>.j2               the language's shared wording (plain strings, no macros): the context's ``t``
+
+A language counts for a template only when all three parts exist; ``_common/<lang>.j2`` must then exist and
+set series_name, region_names, organiser_names, session_title_format and session_ref_format (checked at start).
+Shared wording holds no macros on purpose: a macro from a non-HTML file called from an HTML part would
+return its data unescaped, so everything built from data is computed here and escaped by the HTML part.
+
+Template context (a fixed set; ``extra`` adds keys, see :data:`OVERRIDABLE`):
+
+    recipient            Recipient          the person (name, title, institution, email, ...)
+    greeting_name        str                title and name on one line, or "" (the template chooses a fallback)
+    series, session, step                   config objects (Series, Session, Step)
+    occurrence           int                1 for the first step of its kind in the series, 2 for the next, ...
+    lead                 str                "week" | "day" | "hour" for 7 days / 1 day / 1 hour before, else ""
+    lead_text            str                the lead time in words ("in 3 days"); "" unless before the start
+    language             str                the language used (BCP 47)
+    direction, align     str                "ltr" | "rtl" and the matching "left" | "right"
+    t                    module             _common/<lang>.j2 (t.series_name, t.unsubscribe, ...)
+    region_name          str                the session's region in the language (t.region_names, else config)
+    session_title        str                the session's name for subjects and headings, in the language
+    session_ref          str                the same for running text ("au webinaire parlementaire ... (Caraïbes)")
+    organisers_text      str                the organisers as a list in words, in the language
+    start_local          str                date, time and zone label in the recipient's zone and language
+    start_local_date     str                full date there ("Wednesday, July 14, 2021")
+    start_local_time     str                short time there ("2:00 AM")
+    end_local_time       str                short end time there
+    local_zone           str                the recipient's zone label ("Apia, GMT+13:00")
+    start_session_zone   str                date, time and zone label in the session's own zone
+    session_zone         str                the session's zone label ("GMT-03:00")
+    same_zone            bool               both zones have the same UTC offset at the start
+    duration             str                "3 hours", "1 hour and 30 minutes"
+    session_languages    str                the session's languages in words ("English, French, and Arabic")
+    agenda, organisers   tuple[str, ...]    from the session and the series (as configured)
+    join_url             str                the session's join URL
+    registration_url     str                where to register (the join URL unless ``extra`` gives one)
+    materials_url        str | None         the series' materials page; None when not configured
+    unsubscribe_url      str                the URL or mailto: URI the caller passes in
+
+Filters for aware datetimes given in ``extra`` (a notice's ``previous_start``): ``local_datetime``,
+``local_date``, ``local_time`` (recipient's zone) and ``session_datetime`` (session's zone); ``wrap`` wraps
+text at 72 columns. The global ``fail(message)`` stops rendering with a RenderError. A notice expects
+``change`` ("rescheduled" | "cancelled") and, when rescheduled, ``previous_start``. Invitations use the
+optional ``rsvp_yes_url`` (then the registration link) and ``rsvp_no_url`` (a one-click "cannot attend") when
+given (``{% if rsvp_no_url is defined %}``).
+
+Errors: an undefined variable, a printed ``None``, ``fail()`` or a syntax error raises
+:class:`mailer.errors.RenderError` naming the template file and line (and the variable); nothing renders
+blank or as "None".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import jinja2
+from babel import UnknownLocaleError
+from babel.dates import format_timedelta
+
+from mailer.config import Series, Session, Settings, Step, StepKind
+from mailer.errors import NotFoundError, RenderError
+from mailer.localise import (
+    DateWords,
+    is_rtl,
+    language_names,
+    locale_for,
+    normalise_tag,
+    session_times,
+    word_list,
+    wrap_text,
+)
+from mailer.recipient import Recipient
+from mailer.zones import UnknownZoneError, resolve_zone
+
+log = logging.getLogger(__name__)
+
+PARTS = ("subject.txt", "txt", "html")
+_PART_FILE = re.compile(r"^(?P<lang>[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*)\.(?P<part>subject\.txt|txt|html)$")
+_UNDEFINED = re.compile(r"^'(?P<name>[^']+)' is undefined$|has no attribute '(?P<attr>[^']+)'")
+
+#: Context keys ``extra`` may replace; any other clash with a fixed variable raises ValueError.
+OVERRIDABLE = frozenset({"join_url", "registration_url", "materials_url"})
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One rendered message body. ``language`` is the language used; ``requested_language`` the recipient's tag.
+
+    ``kind`` is the step kind it was rendered for (``None`` when built by hand); :mod:`mailer.mime` uses it to
+    decide on ``Auto-Submitted``.
+    """
+
+    subject: str
+    text: str
+    html: str
+    language: str
+    requested_language: str
+    kind: StepKind | None = None
+
+    @property
+    def fell_back(self) -> bool:
+        """True when the recipient's language had no complete template and another one was used."""
+        return self.language != self.requested_language
+
+
+class UndefinedVariableError(RenderError):
+    """A template used a variable (or attribute) the context does not have.
+
+    Attributes: ``template`` (path under the templates folder), ``line`` (1-based), ``variable``.
+    """
+
+    def __init__(self, template: str, line: int, variable: str, detail: str) -> None:
+        self.template = template
+        self.line = line
+        self.variable = variable
+        super().__init__(f"{template} line {line}: undefined variable {variable!r} ({detail})")
+
+
+class _PrintedNone(jinja2.UndefinedError):
+    """Raised by ``finalize`` when ``{{ value }}`` would print ``None``."""
+
+
+def _refuse_none(value: Any) -> Any:
+    if value is None:
+        raise _PrintedNone("a value printed as None (guard it with {% if %})")
+    return value
+
+
+def _fail(message: str) -> None:
+    """Template global ``fail("why")``: stop rendering with a RenderError naming the template and line."""
+    raise jinja2.TemplateRuntimeError(message)
+
+
+def _words(context: jinja2.runtime.Context) -> DateWords:
+    words: DateWords = context["_dates"]
+    return words
+
+
+@jinja2.pass_context
+def _local_datetime(context: jinja2.runtime.Context, value: datetime) -> str:
+    return _words(context).local(value)
+
+
+@jinja2.pass_context
+def _local_date(context: jinja2.runtime.Context, value: datetime) -> str:
+    return _words(context).local_date(value)
+
+
+@jinja2.pass_context
+def _local_time(context: jinja2.runtime.Context, value: datetime) -> str:
+    return _words(context).local_time(value)
+
+
+@jinja2.pass_context
+def _session_datetime(context: jinja2.runtime.Context, value: datetime) -> str:
+    return _words(context).session(value)
+
+
+def _lead(step: Step) -> tuple[str, timedelta | None]:
+    """("week" | "day" | "hour" | "", time before the start or None when the step is not before it)."""
+    offset = step.offset
+    if offset.calendar_days < 0:
+        before = timedelta(days=-offset.calendar_days)
+    elif offset.exact < timedelta(0):
+        before = -offset.exact
+    else:
+        return "", None
+    named = {timedelta(days=7): "week", timedelta(days=1): "day", timedelta(hours=1): "hour"}
+    if offset.calendar_days == 0 and before >= timedelta(days=1):
+        return "", before  # exact hours worth a day or more: say it in words
+    return named.get(before, ""), before
+
+
+@dataclass(frozen=True)
+class _Wording:
+    """A language's ``_common/<lang>.j2``: the module (the context's ``t``) and what the renderer reads from it."""
+
+    module: Any
+    title_format: str
+    ref_format: str
+    region_names: dict[str, str]
+    organiser_names: dict[str, str]
+
+
+class Renderer:
+    """Renders step templates. Build once per process; :meth:`render` is pure and thread-safe.
+
+    Raises :class:`RenderError` at construction for a syntax error, a misnamed part file, a language Babel does
+    not know, or a missing or incomplete ``_common/<lang>.j2``.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.templates_dir = Path(settings.templates_dir)
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(self.templates_dir),
+            undefined=jinja2.StrictUndefined,
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False, default=False),
+            finalize=_refuse_none,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            auto_reload=False,
+            cache_size=-1,
+        )
+        self.env.filters.update(
+            local_datetime=_local_datetime,
+            local_date=_local_date,
+            local_time=_local_time,
+            session_datetime=_session_datetime,
+            wrap=wrap_text,
+        )
+        self.env.globals["fail"] = _fail
+        # template folder -> language -> (subject, text, html)
+        self.templates: dict[str, dict[str, tuple[jinja2.Template, ...]]] = {}
+        # language -> its _common/<lang>.j2
+        self.wording: dict[str, _Wording] = {}
+        found: dict[str, dict[str, dict[str, jinja2.Template]]] = {}
+        for name in self.env.list_templates():
+            template = self._load(name)
+            folder, _, filename = name.rpartition("/")
+            if not folder or folder.startswith("_") or "/" in folder:
+                continue  # layouts and shared partials
+            match = _PART_FILE.match(filename)
+            if not match:
+                raise RenderError(f"{name}: not a template part name (expected <lang>.subject.txt, .txt or .html)")
+            language = normalise_tag(match["lang"])
+            found.setdefault(folder, {}).setdefault(language, {})[match["part"]] = template
+        for folder, languages in found.items():
+            self.templates[folder] = {}
+            for language, parts in languages.items():
+                if len(parts) != len(PARTS):
+                    continue  # incomplete: never chosen, the chain moves on
+                try:
+                    locale_for(language)
+                except (ValueError, UnknownLocaleError):
+                    raise RenderError(f"{folder}/{language}.*: {language!r} is no locale Babel knows") from None
+                if language not in self.wording:
+                    self.wording[language] = self._wording(folder, language)
+                self.templates[folder][language] = tuple(parts[p] for p in PARTS)
+
+    def _load(self, name: str) -> jinja2.Template:
+        try:
+            return self.env.get_template(name)
+        except jinja2.TemplateSyntaxError as exc:
+            raise RenderError(f"{exc.filename or name} line {exc.lineno}: {exc.message}") from None
+
+    def _wording(self, folder: str, language: str) -> _Wording:
+        """Load and check ``_common/<lang>.j2``; RenderError naming the file when it is missing or incomplete."""
+        name = f"_common/{language}.j2"
+        if not (self.templates_dir / name).is_file():
+            raise RenderError(f"{folder}/{language}.*: missing shared wording {name}")
+        try:
+            module = self._load(name).module
+            wording = _Wording(
+                module,
+                str(module.session_title_format),
+                str(module.session_ref_format),
+                dict(module.region_names),
+                dict(module.organiser_names),
+            )
+            for pattern in (wording.title_format, wording.ref_format):
+                pattern.format(title="", region="")
+        except jinja2.TemplateError as exc:
+            raise RenderError(f"{name}: {exc}") from None
+        except AttributeError as exc:
+            raise RenderError(f"{name}: {exc.name or exc} is not set") from None
+        except (KeyError, IndexError, ValueError) as exc:
+            raise RenderError(f"{name}: a *_format may use only {{title}} and {{region}} ({exc!r})") from None
+        return wording
+
+    def language_chain(self, language: str, region: str) -> list[str]:
+        """Languages to try, best first: ``pt-BR`` -> ``pt`` -> the region's fallback -> the default language.
+
+        ``region`` "" skips the region step; an unknown region raises :class:`NotFoundError`.
+        """
+        chain: list[str] = []
+        parts = normalise_tag(language).split("-") if language.strip() else []
+        candidates = ["-".join(parts[:n]) for n in range(len(parts), 0, -1)]
+        if region:
+            try:
+                candidates.extend(self.settings.region(region).fallback)
+            except KeyError as exc:
+                raise NotFoundError(str(exc.args[0])) from None
+        candidates.append(self.settings.default_language)
+        for candidate in candidates:
+            tag = normalise_tag(candidate)
+            if tag and tag not in chain:
+                chain.append(tag)
+        return chain
+
+    def render(
+        self,
+        step: Step,
+        session: Session,
+        recipient: Recipient,
+        *,
+        series: Series,
+        unsubscribe_url: str,
+        extra: Mapping[str, object] | None = None,
+    ) -> Rendered:
+        """Render ``step``'s template for ``recipient`` in the first language of the chain that has all parts.
+
+        The chain uses ``recipient.region`` or else the session's region. A fallback is logged (INFO) with the
+        requested and the used language. Raises :class:`RenderError` (no template folder, no language in the
+        chain, undefined variable, ``None`` printed, unknown recipient zone) and ValueError when ``extra``
+        shadows a fixed context variable.
+        """
+        languages = self.templates.get(step.template)
+        if not languages:
+            raise RenderError(f"no templates for step {step.name!r}: folder {step.template!r} is empty or missing")
+        requested = normalise_tag(recipient.language)
+        chain = self.language_chain(recipient.language, recipient.region or session.region)
+        used = next((tag for tag in chain if tag in languages), None)
+        if used is None:
+            raise RenderError(f"{step.template}: no complete template in any of {', '.join(chain)}")
+        if used != requested:
+            log.info("language fallback for %s (%s): requested %r, used %r", recipient.email, step.template,
+                     requested, used)
+        context = self._context(step, session, recipient, series, used, unsubscribe_url, extra)
+        subject_t, text_t, html_t = languages[used]
+        subject = " ".join(self._run(subject_t, context).split())
+        if not subject:
+            raise RenderError(f"{subject_t.name}: the subject rendered empty")
+        text = self._run(text_t, context).replace("\r\n", "\n")
+        html = self._run(html_t, context).replace("\r\n", "\n")
+        return Rendered(subject, text, html, used, requested, step.kind)
+
+    def _context(
+        self,
+        step: Step,
+        session: Session,
+        recipient: Recipient,
+        series: Series,
+        language: str,
+        unsubscribe_url: str,
+        extra: Mapping[str, object] | None,
+    ) -> dict[str, Any]:
+        try:
+            times = session_times(session.start, session.end, recipient.time_zone, session.zone_name, language)
+            local_zone = resolve_zone(recipient.time_zone)
+        except UnknownZoneError as exc:
+            raise RenderError(f"recipient {recipient.email}: {exc}") from None
+        locale = locale_for(language)
+        wording = self.wording[language]
+        region = self.settings.regions.get(session.region)
+        region_name = wording.region_names.get(session.region, region.name if region else session.region)
+        lead, before = _lead(step)
+        rtl = is_rtl(locale)
+        same_kind = [s.name for s in series.steps if s.kind is step.kind]
+        context: dict[str, Any] = {
+            "recipient": recipient,
+            "greeting_name": recipient.display_name,
+            "series": series,
+            "session": session,
+            "step": step,
+            "occurrence": same_kind.index(step.name) + 1 if step.name in same_kind else 1,
+            "lead": lead,
+            "lead_text": format_timedelta(before, add_direction=True, locale=locale) if before else "",
+            "language": language,
+            "t": wording.module,
+            "direction": "rtl" if rtl else "ltr",
+            "align": "right" if rtl else "left",
+            **times,
+            "session_languages": language_names(session.languages, language),
+            "region_name": region_name,
+            "session_title": wording.title_format.format(title=session.title, region=region_name),
+            "session_ref": wording.ref_format.format(title=session.title, region=region_name),
+            "organisers_text": word_list(tuple(wording.organiser_names.get(o, o) for o in series.organisers), language),
+            "agenda": session.agenda,
+            "organisers": series.organisers,
+            "join_url": session.join_url,
+            "registration_url": session.join_url,
+            "materials_url": series.materials_url or None,
+            "unsubscribe_url": unsubscribe_url,
+            "_dates": DateWords(locale, local_zone, session.zone),
+        }
+        for key, value in (extra or {}).items():
+            if key in context and key not in OVERRIDABLE:
+                raise ValueError(f"extra variable {key!r} would replace a fixed context variable")
+            context[key] = value
+        return context
+
+    def _run(self, template: jinja2.Template, context: dict[str, Any]) -> str:
+        try:
+            return template.render(context)
+        except jinja2.TemplateRuntimeError as exc:  # also UndefinedError and _PrintedNone
+            name, line = self._where(exc.__traceback__, template)
+            match = _UNDEFINED.search(str(exc))
+            if isinstance(exc, jinja2.UndefinedError) and match and not isinstance(exc, _PrintedNone):
+                raise UndefinedVariableError(name, line, match["name"] or match["attr"], str(exc)) from None
+            raise RenderError(f"{name} line {line}: {exc}") from None
+
+    def _where(self, tb: TracebackType | None, template: jinja2.Template) -> tuple[str, int]:
+        """The innermost template frame of a Jinja traceback: (name relative to the templates folder, line)."""
+        root = os.fspath(self.templates_dir) + os.sep
+        name, line = template.name or "?", 0
+        while tb is not None:
+            filename = tb.tb_frame.f_code.co_filename
+            if filename.startswith(root):
+                name, line = Path(filename[len(root) :]).as_posix(), tb.tb_lineno
+            tb = tb.tb_next
+        return name, line
+
+
+__all__ = ["OVERRIDABLE", "PARTS", "Renderer", "Rendered", "UndefinedVariableError"]

@@ -1,0 +1,470 @@
+"""Rendering: every template in every language, dates in the recipient's zone, rtl, escaping, loud failures."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from datetime import datetime, timedelta, timezone
+from email import policy
+from email.parser import BytesParser
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from mailer.config import Audience, Settings, Step, StepKind, load_settings, parse_offset
+from mailer.errors import NotFoundError, RenderError
+from mailer.recipient import Recipient
+from mailer.localise import normalise_tag, wrap_text
+from mailer.render import Renderer, UndefinedVariableError
+
+ROOT = Path(__file__).resolve().parent.parent
+UNSUBSCRIBE = "https://webinars.example.org/unsubscribe?token=a1&list=africa"
+PREVIOUS = datetime(2021, 7, 6, 13, 0, tzinfo=timezone.utc)  # a notice's old start: 10:00 GMT-3 a week earlier
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    """The shipped config; rendering never touches the store, so no database is opened."""
+    return load_settings(ROOT / "config", database_url="sqlite://")
+
+
+@pytest.fixture(scope="module")
+def renderer(settings: Settings) -> Renderer:
+    return Renderer(settings)
+
+
+def notice_step() -> Step:
+    return Step("notice", StepKind.NOTICE, parse_offset("+0m"), "notice", Audience.REGISTRANTS, False, timedelta(days=30))
+
+
+SAMPLES = {
+    "en": Recipient("nobantu.mcusi36@assembly-za.example.org", "Nobantu Mcusi", "Senator", "Parliament", "ZA", "en",
+                    "Africa/Johannesburg", "africa"),
+    "fr": Recipient("aicha.toure@assemblee.example", "Aïcha Touré", "Hon.", "Assemblée nationale", "CI", "fr",
+                    "Africa/Abidjan", "africa"),
+    "es": Recipient("lucia.ferreira@congreso.example", "Lucía Ferreira", "Dip.", "Congreso", "AR", "es",
+                    "America/Argentina/Buenos_Aires", "latin-america"),
+    "ar": Recipient("elizabeth.rivera672@assembly-ma.example.org", "واصف الحويطات", "", "Ministry of Justice", "MA",
+                    "ar", "Africa/Casablanca", "africa"),
+}
+
+# What each step must say, per language: the lead time of reminders, the gist of the others.
+PHRASES = {
+    "invitation": {"en": "pleased to invite you", "fr": "ont le plaisir de vous inviter",
+                   "es": "tienen el placer de invitarle", "ar": "دعوتكم إلى المشاركة"},
+    "invitation-2": {"en": "Registration is still open", "fr": "Les inscriptions sont toujours ouvertes",
+                     "es": "La inscripción sigue abierta", "ar": "لا يزال باب التسجيل مفتوحًا"},
+    "reminder-1w": {"en": "starts in one week", "fr": "commence dans une semaine",
+                    "es": "comienza dentro de una semana", "ar": "تبدأ بعد أسبوع"},
+    "reminder-1d": {"en": "starts tomorrow", "fr": "commence demain", "es": "comienza mañana", "ar": "تبدأ غدًا"},
+    "reminder-1h": {"en": "starts in one hour", "fr": "commence dans une heure",
+                    "es": "comienza dentro de una hora", "ar": "تبدأ بعد ساعة"},
+    "follow-up": {"en": "Thank you for taking part", "fr": "Nous vous remercions d’avoir participé",
+                  "es": "Le agradecemos su participación", "ar": "نشكركم على مشاركتكم"},
+}
+CANCELLED = {"en": "has been cancelled", "fr": "est annulé", "es": "ha sido cancelado", "ar": "بإلغاء"}
+RESCHEDULED = {"en": "Previous date: Tuesday, July 6, 2021", "fr": "Ancienne date : mardi 6 juillet 2021",
+               "es": "Fecha anterior: martes, 6 de julio de 2021", "ar": "الموعد السابق: الثلاثاء، 6 يوليو 2021"}
+
+
+def test_the_shipped_templates_cover_every_step_in_every_offered_language(renderer: Renderer, settings: Settings) -> None:
+    folders = {step.template for step in settings.series.steps} | {"notice"}
+    for folder in folders:
+        assert sorted(renderer.templates[folder]) == sorted(settings.languages), folder
+
+
+@pytest.mark.parametrize("language", ["en", "fr", "es", "ar"])
+@pytest.mark.parametrize("step_name", list(PHRASES))
+def test_every_step_renders_in_every_language(renderer: Renderer, settings: Settings, step_name: str,
+                                              language: str) -> None:
+    series = settings.series
+    session = series.session("africa-2021")
+    recipient = SAMPLES[language]
+    rendered = renderer.render(series.step(step_name), session, recipient, series=series, unsubscribe_url=UNSUBSCRIBE)
+
+    assert (rendered.language, rendered.requested_language, rendered.fell_back) == (language, language, False)
+    assert rendered.kind is series.step(step_name).kind
+    assert "\n" not in rendered.subject and rendered.subject == rendered.subject.strip()
+    flowed = " ".join(rendered.text.split())  # the text part is wrapped at 72 columns
+    assert PHRASES[step_name][language] in flowed
+    for part in (rendered.subject, rendered.text, rendered.html):
+        assert "None" not in part and "{{" not in part and "{%" not in part and "Undefined" not in part
+    assert recipient.name in rendered.text and recipient.name in rendered.html
+    assert UNSUBSCRIBE in rendered.text
+    assert UNSUBSCRIBE.replace("&", "&amp;") in rendered.html
+    assert rendered.html.startswith("<!DOCTYPE html>\n<html lang=") and rendered.html.rstrip().endswith("</html>")
+    link = session.join_url if step_name != "follow-up" else series.materials_url
+    assert link in rendered.text and f'href="{link}"' in rendered.html
+    if step_name.startswith("invitation") or step_name in ("reminder-1w", "reminder-1d"):
+        assert all(item in flowed and f">{item}<" in rendered.html.replace("<bdi>", "").replace("</bdi>", "")
+                   for item in session.agenda)
+    if step_name == "reminder-1h":
+        assert session.agenda[1] not in rendered.text  # an hour before: the link, not the programme
+    assert max(len(line) for line in rendered.text.split("\n") if "https://" not in line) <= 72
+
+
+@pytest.mark.parametrize("language", ["en", "fr", "es", "ar"])
+@pytest.mark.parametrize("change", ["cancelled", "rescheduled"])
+def test_notices_give_the_change_with_old_and_new_time(renderer: Renderer, settings: Settings, change: str,
+                                                       language: str) -> None:
+    series = settings.series
+    session = series.session("africa-2021")
+    recipient = SAMPLES[language]
+    extra = {"change": change, "previous_start": PREVIOUS}
+    rendered = renderer.render(notice_step(), session, recipient, series=series, unsubscribe_url=UNSUBSCRIBE,
+                               extra=extra)
+    assert rendered.language == language
+    expected = CANCELLED[language] if change == "cancelled" else RESCHEDULED[language]
+    assert expected in " ".join(rendered.text.split())
+    if change == "rescheduled":
+        assert {"en": "New date: Tuesday, July 13, 2021", "fr": "Nouvelle date : mardi 13 juillet 2021",
+                "es": "Nueva fecha: martes, 13 de julio de 2021",
+                "ar": "الموعد الجديد: الثلاثاء، 13 يوليو 2021"}[language] in rendered.text
+
+
+def test_a_notice_without_a_known_change_fails_naming_the_template(renderer: Renderer, settings: Settings) -> None:
+    series = settings.series
+    session = series.session("africa-2021")
+    with pytest.raises(RenderError, match=r"notice/en\.subject\.txt line \d+: .*got moved"):
+        renderer.render(notice_step(), session, SAMPLES["en"], series=series, unsubscribe_url=UNSUBSCRIBE,
+                        extra={"change": "moved"})
+    with pytest.raises(UndefinedVariableError) as caught:
+        renderer.render(notice_step(), session, SAMPLES["en"], series=series, unsubscribe_url=UNSUBSCRIBE,
+                        extra={"change": "rescheduled"})
+    assert (caught.value.template, caught.value.variable) == ("notice/en.txt", "previous_start")
+
+
+def test_a_participant_in_apia_sees_the_next_calendar_day(renderer: Renderer, settings: Settings) -> None:
+    series = settings.series
+    session = series.session("africa-2021")  # 2021-07-13 10:00 GMT-3 = 13:00 UTC = 02:00 on the 14th in Apia
+    apia = dataclasses.replace(SAMPLES["en"], time_zone="Pacific/Apia")
+    rendered = renderer.render(series.step("invitation"), session, apia, series=series, unsubscribe_url=UNSUBSCRIBE)
+    assert "When: Wednesday, July 14, 2021, 2:00\u202fAM (Apia, GMT+13:00)" in rendered.text
+    assert "Session time: Tuesday, July 13, 2021, 10:00\u202fAM (GMT-03:00)" in rendered.text
+    assert rendered.subject.endswith("Wednesday, July 14, 2021")
+
+    french = dataclasses.replace(apia, language="fr")
+    rendered = renderer.render(series.step("reminder-1d"), session, french, series=series, unsubscribe_url=UNSUBSCRIBE)
+    assert "Date et heure : mercredi 14 juillet 2021, 02:00 (Apia, UTC+13:00)" in rendered.text
+    assert "Heure de la session : mardi 13 juillet 2021, 10:00 (UTC-03:00)" in rendered.text
+    assert rendered.subject.startswith("Demain à 02:00 : ")
+
+
+def test_the_session_time_line_is_left_out_when_the_zones_agree(renderer: Renderer, settings: Settings) -> None:
+    series = settings.series
+    session = series.session("latin-america-2022")  # GMT-3, as Buenos Aires
+    rendered = renderer.render(series.step("reminder-1w"), session, SAMPLES["es"], series=series,
+                               unsubscribe_url=UNSUBSCRIBE)
+    assert "Fecha y hora: lunes, 7 de marzo de 2022, 10:00 (Buenos Aires, GMT-03:00)" in rendered.text
+    assert "Hora de la sesión" not in rendered.text
+    assert "Duración: 3 horas" in rendered.text
+    assert "Idiomas: español e inglés" in rendered.text
+
+
+class _Blocks(HTMLParser):
+    """Collects (tag, attributes) of block elements."""
+
+    BLOCK = {"html", "body", "table", "td", "p", "h1", "h2", "h3", "ol", "ul", "li", "div"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.BLOCK:
+            self.blocks.append((tag, dict(attrs)))
+
+
+@pytest.mark.parametrize("step_name", ["invitation", "reminder-1w", "follow-up"])
+def test_arabic_html_is_right_to_left_on_every_block(renderer: Renderer, settings: Settings, step_name: str) -> None:
+    series = settings.series
+    rendered = renderer.render(series.step(step_name), series.session("africa-2021"), SAMPLES["ar"], series=series,
+                               unsubscribe_url=UNSUBSCRIBE)
+    assert '<html lang="ar" dir="rtl">' in rendered.html
+    parser = _Blocks()
+    parser.feed(rendered.html)
+    styled = [(tag, attrs) for tag, attrs in parser.blocks if tag != "html"]
+    assert len(styled) > 10
+    for tag, attrs in styled:
+        style = attrs.get("style") or ""
+        assert "direction:rtl" in style and "text-align:right" in style, (tag, style)
+    assert "<bdi>واصف الحويطات</bdi>" in rendered.html
+
+    english = renderer.render(series.step(step_name), series.session("africa-2021"), SAMPLES["en"], series=series,
+                              unsubscribe_url=UNSUBSCRIBE)
+    assert '<html lang="en" dir="ltr">' in english.html and "direction:rtl" not in english.html
+
+
+def test_subject_and_text_are_never_escaped_and_html_always_is(renderer: Renderer, settings: Settings) -> None:
+    series = settings.series
+    hostile = "<b>Ann & Co</b>"
+    session = dataclasses.replace(series.session("africa-2021"), title=f"{hostile} \"quoted\"  webinar\non two lines")
+    recipient = dataclasses.replace(SAMPLES["en"], name=hostile, title="")
+    rendered = renderer.render(series.step("invitation"), session, recipient, series=series,
+                               unsubscribe_url=UNSUBSCRIBE)
+    assert rendered.subject.startswith(f'Invitation: {hostile} "quoted" webinar on two lines, ')
+    assert f"Dear {hostile}," in rendered.text
+    assert "&lt;b&gt;Ann &amp; Co&lt;/b&gt;" in rendered.html
+    assert "&#34;quoted&#34;" in rendered.html
+    assert "<b>" not in rendered.html and "&amp;amp;" not in rendered.html
+
+
+def test_fallback_chain(renderer: Renderer) -> None:
+    assert renderer.language_chain("pt-BR", "africa") == ["pt-BR", "pt", "fr", "en"]
+    assert renderer.language_chain("pt_br", "latin-america") == ["pt-BR", "pt", "es", "en"]
+    assert renderer.language_chain("zh-hant-tw", "") == ["zh-Hant-TW", "zh-Hant", "zh", "en"]
+    assert renderer.language_chain("fr", "africa") == ["fr", "en"]
+    assert renderer.language_chain("EN", "caribbean") == ["en"]
+    assert renderer.language_chain("", "") == ["en"]
+    with pytest.raises(NotFoundError, match="unknown region 'atlantis'"):
+        renderer.language_chain("fr", "atlantis")
+    assert normalise_tag(" es_419 ") == "es-419"
+
+
+def test_a_missing_language_falls_back_along_the_chain_and_is_logged(
+    renderer: Renderer, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    series = settings.series
+    portuguese = Recipient("ana.souza@camara.example", "Ana Souza", language="pt-BR", time_zone="America/Sao_Paulo")
+    caplog.set_level(logging.INFO, logger="mailer.render")
+
+    latin = renderer.render(series.step("invitation"), series.session("latin-america-2022"), portuguese,
+                            series=series, unsubscribe_url=UNSUBSCRIBE)
+    assert (latin.language, latin.requested_language, latin.fell_back) == ("es", "pt-BR", True)
+    assert latin.subject.startswith("Invitación: ")
+
+    africa = renderer.render(series.step("invitation"), series.session("africa-2021"), portuguese, series=series,
+                             unsubscribe_url=UNSUBSCRIBE)
+    assert africa.language == "fr"  # the African region's fallback list starts with French
+
+    caribbean = renderer.render(series.step("invitation"), series.session("caribbean-2021"), portuguese,
+                                series=series, unsubscribe_url=UNSUBSCRIBE)
+    assert caribbean.language == "en"
+
+    fallbacks = [r.getMessage() for r in caplog.records if r.name == "mailer.render"]
+    assert len(fallbacks) == 3
+    assert "requested 'pt-BR', used 'es'" in fallbacks[0] and "ana.souza@camara.example" in fallbacks[0]
+
+
+SHIPPED_COMMON = (ROOT / "templates" / "email" / "_common" / "en.j2").read_text(encoding="utf-8")
+
+
+def write_templates(root: Path, files: dict[str, str]) -> Path:
+    """A templates folder holding ``files`` and the shipped English shared wording."""
+    for name, text in {"_common/en.j2": SHIPPED_COMMON, **files}.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
+def test_a_language_without_all_three_parts_is_skipped(settings: Settings, tmp_path: Path) -> None:
+    folder = write_templates(tmp_path, {
+        "invitation/en.subject.txt": "Hello", "invitation/en.txt": "text", "invitation/en.html": "<p>html</p>",
+        "invitation/de.subject.txt": "Hallo", "invitation/de.txt": "Text",  # no de.html
+    })
+    renderer = Renderer(dataclasses.replace(settings, templates_dir=folder))
+    german = Recipient("k@example.org", language="de", time_zone="Europe/Berlin")
+    series = settings.series
+    rendered = renderer.render(series.step("invitation"), series.session("caribbean-2021"), german, series=series,
+                               unsubscribe_url=UNSUBSCRIBE)
+    assert (rendered.subject, rendered.text, rendered.html, rendered.language) == ("Hello", "text", "<p>html</p>", "en")
+
+
+@pytest.mark.parametrize(
+    ("source", "variable"),
+    [("Dear {{ nickname }}", "nickname"), ("Dear {{ recipient.nickname }}", "nickname"),
+     ("{% if missing_flag %}x{% endif %}", "missing_flag")],
+)
+def test_undefined_variables_raise_naming_template_and_variable(
+    settings: Settings, tmp_path: Path, source: str, variable: str
+) -> None:
+    folder = write_templates(tmp_path, {
+        "invitation/en.subject.txt": "Subject", "invitation/en.txt": f"line one\n{source}\n",
+        "invitation/en.html": "<p>x</p>",
+    })
+    renderer = Renderer(dataclasses.replace(settings, templates_dir=folder))
+    series = settings.series
+    with pytest.raises(UndefinedVariableError) as caught:
+        renderer.render(series.step("invitation"), series.session("africa-2021"), SAMPLES["en"], series=series,
+                        unsubscribe_url=UNSUBSCRIBE)
+    assert (caught.value.template, caught.value.line, caught.value.variable) == ("invitation/en.txt", 2, variable)
+    assert str(caught.value).startswith(f"invitation/en.txt line 2: undefined variable '{variable}'")
+
+
+def test_an_undefined_variable_in_the_layout_names_the_layout(settings: Settings, tmp_path: Path) -> None:
+    folder = write_templates(tmp_path, {
+        "_layout.txt": "{% block body %}{% endblock %}\n{{ footer_text }}\n",
+        "invitation/en.subject.txt": "S", "invitation/en.txt": "{% extends '_layout.txt' %}{% block body %}b{% endblock %}",
+        "invitation/en.html": "<p>x</p>",
+    })
+    renderer = Renderer(dataclasses.replace(settings, templates_dir=folder))
+    series = settings.series
+    with pytest.raises(UndefinedVariableError, match=r"^_layout\.txt line 2: undefined variable 'footer_text'"):
+        renderer.render(series.step("invitation"), series.session("africa-2021"), SAMPLES["en"], series=series,
+                        unsubscribe_url=UNSUBSCRIBE)
+
+
+def test_a_value_that_would_print_none_raises(settings: Settings, tmp_path: Path) -> None:
+    folder = write_templates(tmp_path, {
+        "follow-up/en.subject.txt": "Thanks", "follow-up/en.txt": "Materials: {{ materials_url }}\n",
+        "follow-up/en.html": "<p>x</p>",
+    })
+    no_materials = dataclasses.replace(settings.series, materials_url="")
+    renderer = Renderer(dataclasses.replace(settings, templates_dir=folder, series=no_materials))
+    with pytest.raises(RenderError, match=r"follow-up/en\.txt line 1: a value printed as None"):
+        renderer.render(no_materials.step("follow-up"), no_materials.session("africa-2021"), SAMPLES["en"],
+                        series=no_materials, unsubscribe_url=UNSUBSCRIBE)
+
+
+def test_syntax_errors_fail_at_construction_with_file_and_line(settings: Settings, tmp_path: Path) -> None:
+    folder = write_templates(tmp_path, {
+        "reminder/en.subject.txt": "S", "reminder/en.txt": "ok\n{% if lead %}\nno endif\n", "reminder/en.html": "x",
+    })
+    with pytest.raises(RenderError, match=r"reminder/en\.txt line \d+: .*endif"):
+        Renderer(dataclasses.replace(settings, templates_dir=folder))
+
+
+def test_a_misnamed_part_or_missing_shared_wording_fails_at_construction(settings: Settings, tmp_path: Path) -> None:
+    misnamed = write_templates(tmp_path / "a", {"reminder/en.subjet.txt": "S"})
+    with pytest.raises(RenderError, match=r"reminder/en\.subjet\.txt: not a template part name"):
+        Renderer(dataclasses.replace(settings, templates_dir=misnamed))
+    no_common = write_templates(tmp_path / "b", {"reminder/fr.subject.txt": "S", "reminder/fr.txt": "t",
+                                                 "reminder/fr.html": "h"})
+    with pytest.raises(RenderError, match=r"missing shared wording _common/fr\.j2"):
+        Renderer(dataclasses.replace(settings, templates_dir=no_common))
+    incomplete = write_templates(tmp_path / "c", {"_common/en.j2": '{% set series_name = "S" %}',
+                                                  "reminder/en.subject.txt": "S", "reminder/en.txt": "t",
+                                                  "reminder/en.html": "h"})
+    with pytest.raises(RenderError, match=r"_common/en\.j2: session_title_format is not set"):
+        Renderer(dataclasses.replace(settings, templates_dir=incomplete))
+
+
+def test_extra_variables_may_not_shadow_fixed_ones_but_may_set_urls(renderer: Renderer, settings: Settings) -> None:
+    series = settings.series
+    session = series.session("africa-2021")
+    with pytest.raises(ValueError, match="'recipient'"):
+        renderer.render(series.step("invitation"), session, SAMPLES["en"], series=series,
+                        unsubscribe_url=UNSUBSCRIBE, extra={"recipient": "x"})
+    personal = "https://meet.example.org/register/nobantu-7f3a"
+    rendered = renderer.render(series.step("invitation"), session, SAMPLES["en"], series=series,
+                               unsubscribe_url=UNSUBSCRIBE, extra={"registration_url": personal})
+    assert f"Register here: {personal}" in rendered.text
+
+
+@pytest.mark.parametrize("language", ["en", "fr", "es", "ar"])
+def test_invitations_carry_rsvp_links_when_given(renderer: Renderer, settings: Settings, language: str) -> None:
+    series = settings.series
+    links = {"rsvp_yes_url": "https://webinars.example.org/rsvp/yes-7f&x", "rsvp_no_url": "https://webinars.example.org/rsvp/no-7f"}
+    rendered = renderer.render(series.step("invitation"), series.session("africa-2021"), SAMPLES[language],
+                               series=series, unsubscribe_url=UNSUBSCRIBE, extra=links)
+    assert links["rsvp_yes_url"] in rendered.text and links["rsvp_no_url"] in rendered.text
+    assert 'href="https://webinars.example.org/rsvp/yes-7f&amp;x"' in rendered.html
+    assert f'href="{links["rsvp_no_url"]}"' in rendered.html
+    assert series.session("africa-2021").join_url not in rendered.text  # the RSVP page registers instead
+
+
+def test_a_lead_time_without_a_name_is_said_in_words(renderer: Renderer, settings: Settings) -> None:
+    series = settings.series
+    three_days = Step("reminder-3d", StepKind.REMINDER, parse_offset("-3d"), "reminder", Audience.REGISTRANTS, True,
+                      timedelta(hours=12))
+    rendered = renderer.render(three_days, series.session("africa-2021"), SAMPLES["en"], series=series,
+                               unsubscribe_url=UNSUBSCRIBE)
+    assert "the webinar starts in 3 days." in " ".join(rendered.text.split())
+    assert rendered.subject.startswith("Reminder: ")
+
+
+def test_rendering_is_pure(renderer: Renderer, settings: Settings) -> None:
+    series = settings.series
+    args = (series.step("reminder-1d"), series.session("asia-pacific-2021"), SAMPLES["fr"])
+    first = renderer.render(*args, series=series, unsubscribe_url=UNSUBSCRIBE)
+    assert renderer.render(*args, series=series, unsubscribe_url=UNSUBSCRIBE) == first
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.subject = "changed"  # type: ignore[misc]
+
+
+def test_wrap_text_hangs_list_items_and_keeps_urls_whole() -> None:
+    long_url = "https://example.org/" + "x" * 80
+    text = "  1. " + "word " * 20 + "\n" + f"See {long_url} now\n-- \n"
+    assert wrap_text(text, 30).split("\n") == [
+        "  1. word word word word word", "     word word word word word", "     word word word word word",
+        "     word word word word word", "See", long_url, "now", "-- ", "",
+    ]
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+            *args: str) -> tuple[int, str, str]:
+    from mailer.cli import main
+
+    argv = ["mailer", "--config", str(ROOT / "config"), "--database-url", f"sqlite:///{tmp_path / 'm.db'}", *args]
+    monkeypatch.setattr(sys, "argv", argv)
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_preview_prints_subject_language_and_text_and_writes_files(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    eml, html = tmp_path / "m.eml", tmp_path / "m.html"
+    code, out, err = run_cli(monkeypatch, capsys, tmp_path, "preview", "--session", "africa-2021", "--step",
+                             "reminder-1w", "--language", "pt-BR", "--zone", "Pacific/Apia", "--name", "Ana Souza",
+                             "--eml", str(eml), "--html", str(html))
+    assert code == 0, err
+    lines = out.split("\n")
+    assert lines[0].startswith("Subject:  Dans une semaine : Webinaire parlementaire")
+    assert lines[1] == "Language: fr (requested pt-BR: fell back)"
+    assert "Date et heure : mercredi 14 juillet 2021, 02:00 (Apia, UTC+13:00)" in out
+    assert html.read_text(encoding="utf-8").startswith('<!DOCTYPE html>\n<html lang="fr" dir="ltr">')
+    message = BytesParser(policy=policy.default).parsebytes(eml.read_bytes())
+    assert message["Subject"] == lines[0].removeprefix("Subject:  ")
+    assert message["To"].addresses[0].display_name == "Ana Souza"
+    assert message["Content-Language"] == "fr"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--session", "mars-2030", "--step", "invitation", "--language", "en"], "error: unknown session 'mars-2030'"),
+        (["--session", "africa-2021", "--step", "reminder-2y", "--language", "en"], "error: unknown step 'reminder-2y'"),
+        (["--session", "africa-2021", "--step", "notice", "--language", "en"],
+         "error: notice/en.subject.txt line 1: undefined variable 'change'"),
+        (["--session", "africa-2021", "--step", "invitation", "--contact", "nobody@example.org"],
+         "error: no contact with address 'nobody@example.org'"),
+    ],
+)
+def test_preview_errors_are_one_clear_line_with_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str],
+    expected: str
+) -> None:
+    code, out, err = run_cli(monkeypatch, capsys, tmp_path, "preview", *args)
+    assert code == 2
+    assert err.startswith(expected) and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_preview_of_a_stored_contact_uses_their_language_and_zone(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from mailer.app import open_app
+    from mailer.models import Contact
+
+    app = open_app(config_dir=ROOT / "config", database_url=f"sqlite:///{tmp_path / 'm.db'}")
+    now = datetime(2021, 6, 1, tzinfo=timezone.utc)
+    with app.factory() as db:
+        db.add(Contact(email="Kim.Logan88@tn.parliament.example", email_key="kim.logan88@tn.parliament.example",
+                       name="جوان عذرة", title="Dr.", language="ar", time_zone="Africa/Tunis", created_at=now,
+                       updated_at=now))
+        db.commit()
+    app.close()
+    code, out, err = run_cli(monkeypatch, capsys, tmp_path, "preview", "--session", "africa-2021", "--step",
+                             "reminder-1d", "--contact", "kim.logan88@TN.parliament.example")
+    assert code == 0, err
+    assert "Language: ar\n" in out
+    assert "حضرة Dr. جوان عذرة المحترم/ة،" in out
+    assert "الموعد: الثلاثاء، 13 يوليو 2021، 2:00 م (تونس، غرينتش+01:00)" in out
