@@ -1,4 +1,5 @@
-"""SMTP delivery over aiosmtplib: a small connection pool and the one place SMTP replies are classified.
+"""SMTP delivery over aiosmtplib: a connection pool per server, a router per step kind, and the one place
+SMTP replies are classified.
 
 :func:`classify` (pure) maps a reply to a message status (DESIGN invariant 7):
 
@@ -6,35 +7,50 @@
     4xx, connection drop, timeout         -> deferred (retried with backoff until the deadline)
     552 at RCPT                           -> deferred (RFC 5321 sec. 4.5.3.1.10: treat as 452)
     other 5xx at RCPT                     -> bounced  (hard bounce: the address is suppressed)
+    5xx at AUTH                           -> deferred (our credentials, not the message: fix and it goes)
     5xx at connect, MAIL, DATA            -> failed   (permanent for this message, address kept)
 
-:class:`SmtpPool` keeps up to ``connections`` clients open, reuses each for ``messages_per_connection``
-messages, reconnects after a drop, and sends QUIT when closed. One recipient per SMTP transaction, so a
-refusal belongs to exactly one message.
+:class:`SmtpPool` keeps up to ``connections`` clients open to one server, reuses each for
+``messages_per_connection`` messages, applies the server's rate limits, reconnects after a drop (a drop
+before DATA on a reused connection is retried at once on a new one: nothing was delivered), and sends
+QUIT when closed. One recipient per SMTP transaction, so a refusal belongs to exactly one message.
+Timeouts are per phase: ``connect_timeout`` (TCP, greeting, EHLO, STARTTLS, AUTH), ``timeout`` (MAIL,
+RCPT, RSET, QUIT), ``data_timeout`` (the message and the reply to its final dot). A timeout after the
+message was sent is deferred like any other; the receiver may then get it twice (RFC 1047), which the
+stable Message-ID lets it recognise.
+
+:class:`SmtpRouter` sends each step kind through its configured server (``[smtp.routes]``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
+from typing import Protocol
 
 import aiosmtplib
 import idna
 from aiosmtplib import errors as smtp_errors
 
-from mailer.config import Security, SmtpSettings
+from mailer.config import Security, Settings, SmtpSettings, StepKind
+from mailer.errors import ConfigError
 from mailer.models import MessageStatus
+from mailer.ratelimit import RateLimited, RateLimiter
 
 log = logging.getLogger(__name__)
+
+_CONNECTION_ERRORS = (smtp_errors.SMTPException, OSError, asyncio.TimeoutError)
 
 
 class Phase(StrEnum):
     """Where in the SMTP dialogue a reply came."""
 
-    CONNECT = "connect"
+    CONNECT = "connect"  # greeting, EHLO, STARTTLS
+    AUTH = "auth"  # AUTH (login)
     MAIL = "mail"
     RCPT = "rcpt"
     DATA = "data"
@@ -42,7 +58,7 @@ class Phase(StrEnum):
 
 @dataclass(frozen=True)
 class Reply:
-    """A classified delivery result: ``status`` is SENT, DEFERRED, BOUNCED or FAILED."""
+    """A classified delivery result: ``status`` is SENT, DEFERRED, BOUNCED or FAILED; ``text`` the reason."""
 
     status: MessageStatus
     code: int | None
@@ -61,6 +77,8 @@ def classify(code: int | None, phase: Phase) -> MessageStatus:
         return MessageStatus.DEFERRED
     if phase is Phase.RCPT and 500 <= code < 600:
         return MessageStatus.BOUNCED
+    if phase is Phase.AUTH:
+        return MessageStatus.DEFERRED
     return MessageStatus.FAILED
 
 
@@ -78,6 +96,28 @@ def needs_smtputf8(address: str) -> bool:
     return not address.rpartition("@")[0].isascii()
 
 
+def tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
+    """The client TLS context: the system's CAs (or ``ca_file``), host name checked; None for plain SMTP."""
+    if settings.security is Security.NONE:
+        return None
+    context = ssl.create_default_context(cafile=settings.ca_file or None)
+    if not settings.verify:
+        log.warning("SMTP server %s: certificate NOT verified (verify = false)", settings.name)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class Transport(Protocol):
+    """What the service sends through: a pool (one server) or a router (a server per step kind)."""
+
+    async def send(
+        self, envelope_from: str, recipient: str, data: bytes, *, kind: StepKind | None = None, utf8: bool = False
+    ) -> Reply: ...
+
+    async def close(self) -> None: ...
+
+
 class _Slot:
     """One pooled client and how many messages it has carried."""
 
@@ -86,22 +126,45 @@ class _Slot:
         self.used = 0
 
 
+class _Failure(Exception):
+    """A classified failure that leaves the connection unusable; ``retry``: a new connection may try at once."""
+
+    def __init__(self, reply: Reply, *, retry: bool = False) -> None:
+        super().__init__(reply.text)
+        self.reply = reply
+        self.retry = retry
+
+
+def _refused(exc: smtp_errors.SMTPResponseException, phase: Phase) -> Reply:
+    return Reply(classify(exc.code, phase), exc.code, f"{phase.value}: {exc.code} {exc.message}")
+
+
 class SmtpPool:
-    """Up to ``settings.connections`` concurrent SMTP connections; an async context manager.
+    """Up to ``settings.connections`` concurrent SMTP connections to one server; an async context manager.
 
     ``send`` never raises for delivery problems: it returns a classified :class:`Reply`.
     The password comes from the environment variable named in settings and is never logged.
+    Raises ValueError without a host, ConfigError when a login is configured but its variable is unset.
     """
 
-    def __init__(self, settings: SmtpSettings, *, local_hostname: str | None = None) -> None:
+    def __init__(
+        self, settings: SmtpSettings, *, local_hostname: str | None = None, limiter: RateLimiter | None = None
+    ) -> None:
         if not settings.host:
             raise ValueError("SmtpPool needs an SMTP host (the capture server's or a relay's)")
+        if settings.username and settings.password is None:
+            raise ConfigError("environment", settings.password_env,
+                              f"SMTP server {settings.name!r} logs in as {settings.username!r} but the variable is unset",
+                              f"export {settings.password_env}=...")
         self.settings = settings
         self.local_hostname = local_hostname
+        self.limiter = limiter or RateLimiter(settings.rate)
+        self._tls = tls_context(settings)
+        self._all = [_Slot() for _ in range(settings.connections)]
         self._slots: asyncio.Queue[_Slot] = asyncio.Queue()
-        for _ in range(settings.connections):
-            self._slots.put_nowait(_Slot())
-        self._all = list(self._slots._queue)  # type: ignore[attr-defined]
+        for slot in self._all:
+            self._slots.put_nowait(slot)
+        self.connects = 0  # connections opened, for reports and tests
 
     async def __aenter__(self) -> SmtpPool:
         return self
@@ -113,8 +176,7 @@ class SmtpPool:
 
     async def close(self) -> None:
         """QUIT every open connection (hard close if QUIT fails)."""
-        for slot in self._all:
-            await self._drop(slot, polite=True)
+        await asyncio.gather(*(self._drop(slot, polite=True) for slot in self._all))
 
     async def _drop(self, slot: _Slot, *, polite: bool) -> None:
         client, slot.client, slot.used = slot.client, None, 0
@@ -122,79 +184,152 @@ class SmtpPool:
             return
         try:
             if polite:
-                await client.quit()
+                await client.quit(timeout=self.settings.timeout)
             else:
                 client.close()
-        except (smtp_errors.SMTPException, OSError, asyncio.TimeoutError):
+        except _CONNECTION_ERRORS:
             client.close()
 
-    async def _connect(self, slot: _Slot) -> aiosmtplib.SMTP:
-        if slot.client is not None and slot.client.is_connected and slot.used < self.settings.messages_per_connection:
-            return slot.client
+    async def _connect(self, slot: _Slot) -> tuple[aiosmtplib.SMTP, bool]:
+        """The slot's client, (re)connected as needed; (client, True when it was opened just now)."""
+        client = slot.client
+        if client is not None and client.is_connected and slot.used < self.settings.messages_per_connection:
+            return client, False
         await self._drop(slot, polite=True)
         smtp = self.settings
         client = aiosmtplib.SMTP(
             hostname=smtp.host,
             port=smtp.port,
-            timeout=smtp.timeout,
+            timeout=smtp.connect_timeout,
             use_tls=smtp.security is Security.TLS,
             start_tls=smtp.security is Security.STARTTLS,
+            tls_context=self._tls,
             local_hostname=self.local_hostname,
         )
-        await client.connect()
+        try:
+            await client.connect()
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()
+        except smtp_errors.SMTPResponseException as exc:
+            client.close()
+            raise _Failure(_refused(exc, Phase.CONNECT)) from None
+        except _CONNECTION_ERRORS as exc:
+            client.close()
+            raise _Failure(Reply(MessageStatus.DEFERRED, None, f"connect: {type(exc).__name__}: {exc}")) from None
         if smtp.username:
-            await client.login(smtp.username, smtp.password or "")
+            try:
+                await client.login(smtp.username, smtp.password or "", timeout=smtp.connect_timeout)
+            except smtp_errors.SMTPResponseException as exc:
+                client.close()
+                log.error("SMTP server %s refused the login of %s: %s %s", smtp.name, smtp.username, exc.code, exc.message)
+                raise _Failure(_refused(exc, Phase.AUTH)) from None
+            except _CONNECTION_ERRORS as exc:
+                client.close()
+                raise _Failure(Reply(MessageStatus.DEFERRED, None, f"auth: {type(exc).__name__}")) from None
         slot.client = client
-        return client
+        slot.used = 0
+        self.connects += 1
+        return client, True
 
-    async def send(self, envelope_from: str, recipient: str, data: bytes) -> Reply:
-        """Deliver ``data`` (the full message, CRLF line ends) to one ``recipient``; returns the classified reply."""
+    async def send(
+        self, envelope_from: str, recipient: str, data: bytes, *, kind: StepKind | None = None, utf8: bool = False
+    ) -> Reply:
+        """Deliver ``data`` (the full message, CRLF line ends) to one ``recipient``; returns the classified reply.
+
+        ``utf8``: the message itself carries UTF-8 addresses in its header, so it needs SMTPUTF8 too.
+        ``kind`` is ignored (a pool is one server). Waits for a rate-limit slot up to ``max_rate_wait``
+        seconds, else the reply is deferred without contacting the server.
+        """
+        try:
+            await self.limiter.acquire(self.settings.max_rate_wait)
+        except RateLimited as exc:
+            return Reply(MessageStatus.DEFERRED, None, f"server {self.settings.name}: {exc}")
         slot = await self._slots.get()
         try:
-            return await self._send_on(slot, envelope_from, recipient, data)
+            for _ in range(2):
+                try:
+                    return await self._send_on(slot, envelope_from, recipient, data, utf8)
+                except _Failure as failure:
+                    await self._drop(slot, polite=False)
+                    reply = failure.reply
+                    if not failure.retry:
+                        break
+                    log.info("connection to %s dropped before DATA; retrying on a new one", self.settings.name)
+            return reply
         finally:
             self._slots.put_nowait(slot)
 
-    async def _send_on(self, slot: _Slot, envelope_from: str, recipient: str, data: bytes) -> Reply:
-        try:
-            client = await self._connect(slot)
-        except smtp_errors.SMTPResponseException as exc:
-            await self._drop(slot, polite=False)
-            return Reply(classify(exc.code, Phase.CONNECT), exc.code, exc.message)
-        except (smtp_errors.SMTPException, OSError, asyncio.TimeoutError) as exc:
-            await self._drop(slot, polite=False)
-            return Reply(MessageStatus.DEFERRED, None, f"connection failed: {exc}")
-
-        utf8 = needs_smtputf8(recipient) or needs_smtputf8(envelope_from)
+    async def _send_on(self, slot: _Slot, envelope_from: str, recipient: str, data: bytes, utf8: bool) -> Reply:
+        client, fresh = await self._connect(slot)
+        smtp = self.settings
+        utf8 = utf8 or needs_smtputf8(recipient) or needs_smtputf8(envelope_from)
         if utf8 and not client.supports_extension("smtputf8"):
             return Reply(
                 MessageStatus.FAILED,
                 None,
-                "recipient address has a non-ASCII local part and the server does not offer SMTPUTF8 (RFC 6531)",
+                "the address has a non-ASCII local part and the server does not offer SMTPUTF8 (RFC 6531)",
             )
         options = ["SMTPUTF8"] if utf8 else []
         if client.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
+        slot.used += 1
+        phase = Phase.MAIL
         try:
-            slot.used += 1
-            response_map, text = await client.sendmail(
-                envelope_address(envelope_from), [envelope_address(recipient)], data, mail_options=options
-            )
-        except smtp_errors.SMTPRecipientsRefused as exc:
-            refused = exc.recipients[0]
-            return Reply(classify(refused.code, Phase.RCPT), refused.code, refused.message)
-        except smtp_errors.SMTPSenderRefused as exc:
-            return Reply(classify(exc.code, Phase.MAIL), exc.code, exc.message)
-        except smtp_errors.SMTPDataError as exc:
-            return Reply(classify(exc.code, Phase.DATA), exc.code, exc.message)
+            await client.mail(envelope_address(envelope_from), options=options, timeout=smtp.timeout)
+            phase = Phase.RCPT
+            await client.rcpt(envelope_address(recipient), timeout=smtp.timeout)
+            phase = Phase.DATA
+            response = await client.data(data, timeout=smtp.data_timeout)
         except smtp_errors.SMTPResponseException as exc:
-            await self._drop(slot, polite=False)
-            return Reply(classify(exc.code, Phase.MAIL), exc.code, exc.message)
-        except (smtp_errors.SMTPException, OSError, asyncio.TimeoutError) as exc:
-            await self._drop(slot, polite=False)
-            return Reply(MessageStatus.DEFERRED, None, f"connection lost: {type(exc).__name__}: {exc}")
-        code, reply_text = 250, text
-        refusal = response_map.get(envelope_address(recipient))
-        if refusal is not None and refusal.code >= 300:  # partial refusal is reported, not raised
-            return Reply(classify(refusal.code, Phase.RCPT), refusal.code, refusal.message)
-        return Reply(MessageStatus.SENT, code, reply_text)
+            reply = _refused(exc, phase)
+            if exc.code == 421 or not client.is_connected:
+                raise _Failure(reply) from None
+            if phase is not Phase.DATA:
+                try:
+                    await client.rset(timeout=smtp.timeout)
+                except _CONNECTION_ERRORS:
+                    raise _Failure(reply) from None
+            return reply
+        except (smtp_errors.SMTPServerDisconnected, ConnectionError) as exc:
+            reply = Reply(MessageStatus.DEFERRED, None, f"{phase.value}: connection lost: {exc}")
+            raise _Failure(reply, retry=phase is not Phase.DATA and not fresh) from None
+        except _CONNECTION_ERRORS as exc:
+            reason = "timed out" if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) else f"{type(exc).__name__}: {exc}"
+            raise _Failure(Reply(MessageStatus.DEFERRED, None, f"{phase.value}: {reason}")) from None
+        return Reply(MessageStatus.SENT, response.code, response.message)
+
+
+class SmtpRouter:
+    """A pool per configured SMTP server, each step kind sent through its route (``[smtp.routes]``).
+
+    ``settings.smtp`` is the default server; pools are opened on first use and closed (QUIT) together.
+    """
+
+    def __init__(self, settings: Settings, *, local_hostname: str | None = None) -> None:
+        self.settings = settings
+        self.local_hostname = local_hostname
+        self.pools: dict[str, SmtpPool] = {}
+
+    def pool_for(self, kind: StepKind | None) -> SmtpPool:
+        smtp = self.settings.smtp_for(kind)
+        pool = self.pools.get(smtp.name)
+        if pool is None:
+            pool = self.pools[smtp.name] = SmtpPool(smtp, local_hostname=self.local_hostname)
+        return pool
+
+    async def send(
+        self, envelope_from: str, recipient: str, data: bytes, *, kind: StepKind | None = None, utf8: bool = False
+    ) -> Reply:
+        """Send through the server ``kind`` is routed to; see :meth:`SmtpPool.send`."""
+        return await self.pool_for(kind).send(envelope_from, recipient, data, utf8=utf8)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(pool.close() for pool in self.pools.values()))
+
+    async def __aenter__(self) -> SmtpRouter:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

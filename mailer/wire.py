@@ -1,0 +1,171 @@
+"""Message bytes for the wire, fast: the sending hot path's builder.
+
+:func:`mailer.mime.build_message` builds an :class:`email.message.EmailMessage` and ``as_bytes()``
+serialises it: about 3 ms a message, ten times the rendering. :class:`Composer` writes the same message
+straight as bytes: the header lines every message of a sender shares (From, Reply-To, List-Id,
+MIME-Version, the part headers) are made once per (language, auto-submitted, UTF-8) and kept; per message
+only Date, To, Subject (cached by text), Message-ID, List-Unsubscribe and the two bodies are written, the
+bodies with C-speed encoders. Header text uses :mod:`mailer.mime`'s own composing functions, so both
+agree on every rule; tests/test_wire.py proves with hypothesis that a composed message parses back with
+Python's email parser to exactly what ``to_bytes(build_message(...))`` parses to.
+
+The multipart boundary is fixed and contains ``=_``, which quoted-printable and base64 output never
+contain; a 7bit body is checked not to contain it (else it goes quoted-printable).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import format_datetime
+from functools import lru_cache
+
+import binascii
+
+from mailer.clock import require_aware
+from mailer.config import Sender
+from mailer.mime import (
+    _AUTO_SUBMITTED_KINDS,
+    _DOT_ATOM,
+    _LANGUAGE_TAG,
+    _MESSAGE_ID,
+    _URL,
+    _config_address,
+    _list,
+    _mailbox,
+    _mailto,
+    _unstructured,
+    encode_address,
+)
+from mailer.recipient import Recipient
+from mailer.render import Rendered
+
+BOUNDARY = "=_mailer-alt-7f3a9c0d"
+_DELIMITER = f"--{BOUNDARY}"
+_ASCII_BYTES = bytes(range(128))
+_LONG_LINE = re.compile(r"[^\n]{999}")
+
+
+@dataclass(frozen=True)
+class Composed:
+    """A message ready for DATA: ``data`` (CRLF line ends) and whether it needs SMTPUTF8 (RFC 6531)."""
+
+    data: bytes
+    utf8: bool
+
+
+def _field(name: str, value: str) -> bytes:
+    """``Name: value`` with mime's "\\n " folds as CRLF folds."""
+    return f"{name}: {value}\r\n".replace("\n ", "\r\n ").encode("utf-8")
+
+
+@lru_cache(maxsize=4096)
+def _subject(subject: str) -> bytes:
+    return _field("Subject", _unstructured("Subject", subject))
+
+
+@lru_cache(maxsize=65536)
+def _to(display_name: str, addr_spec: str) -> bytes:
+    return _field("To", _mailbox("To", display_name, addr_spec))
+
+
+def _part(subtype: str, text: str) -> bytes:
+    """One UTF-8 text part (headers and body), encoded as :func:`mailer.mime._text_part` chooses."""
+    body = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not body.endswith("\n"):
+        body += "\n"
+    data = body.encode("utf-8")
+    if body.isascii() and _DELIMITER not in body and not _LONG_LINE.search(body):
+        cte, payload = "7bit", body.replace("\n", "\r\n").encode("ascii")
+    elif len(data.translate(None, _ASCII_BYTES)) * 6 > len(data):
+        cte, payload = "base64", base64.encodebytes(data).replace(b"\n", b"\r\n")
+    else:
+        cte, payload = "quoted-printable", binascii.b2a_qp(data.replace(b"\n", b"\r\n"), istext=True)
+    head = f'--{BOUNDARY}\r\nContent-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n\r\n'
+    return head.encode("ascii") + payload
+
+
+class Composer:
+    """Writes message bytes for one sender and list; build once per process, then :meth:`compose`.
+
+    ``list_id``, ``unsubscribe_mailto`` and ``list_name`` as for :func:`mailer.mime.build_message`.
+    Raises ValueError at construction for a malformed sender, list id or mailto.
+    """
+
+    def __init__(self, sender: Sender, *, list_id: str, unsubscribe_mailto: str, list_name: str = "") -> None:
+        if not _DOT_ATOM.match(list_id):
+            raise ValueError(f"malformed List-Id {list_id!r}: expected a dot-atom like 'webinars.example.org'")
+        self.sender = sender
+        from_spec, from_utf8 = _config_address(sender.address, "sender address")
+        reply = _config_address(sender.reply_to, "reply_to") if sender.reply_to else None
+        self._sender_utf8 = from_utf8 or bool(reply and reply[1])
+        self._originator = _field("From", _mailbox("From", sender.name, from_spec))
+        if reply is not None:
+            self._originator += _field("Reply-To", _mailbox("Reply-To", "", reply[0]))
+        self._list_id = _field("List-Id", _mailbox("List-Id", list_name, list_id))
+        self._mailto = f"<{_mailto(unsubscribe_mailto)}>"
+        self._unsubscribe: dict[str | None, bytes] = {None: _field("List-Unsubscribe", _list("List-Unsubscribe", [self._mailto]))}
+        self._content_type = f'Content-Type: multipart/alternative; boundary="{BOUNDARY}"\r\n\r\n'.encode("ascii")
+        self._languages: dict[str, bytes] = {}
+
+    def _language(self, language: str) -> bytes:
+        block = self._languages.get(language)
+        if block is None:
+            if not _LANGUAGE_TAG.match(language):
+                raise ValueError(f"malformed language tag {language!r}")
+            block = self._languages[language] = b"MIME-Version: 1.0\r\n" + _field("Content-Language", language)
+        return block
+
+    def _list_unsubscribe(self, url: str | None) -> bytes:
+        field = self._unsubscribe.get(url)
+        if field is None:
+            if not _URL.match(url or ""):
+                raise ValueError(f"unsubscribe URL must be an ASCII http(s) URL without spaces: {url!r}")
+            field = _field("List-Unsubscribe", _list("List-Unsubscribe", [self._mailto, f"<{url}>"]))
+            if len(self._unsubscribe) < 16:  # per-message URLs are not worth keeping
+                self._unsubscribe[url] = field
+        return field
+
+    def compose(
+        self,
+        rendered: Rendered,
+        recipient: Recipient,
+        *,
+        message_id: str,
+        date: datetime,
+        unsubscribe_url: str | None = None,
+        auto_submitted: bool | None = None,
+    ) -> Composed:
+        """The bytes of the message :func:`mailer.mime.build_message` would build from the same arguments.
+
+        Raises :class:`mailer.errors.PermanentDeliveryError` when the recipient's address cannot be written,
+        ValueError for a malformed message_id, language or URL, NaiveDatetimeError for a naive ``date``.
+        """
+        to_spec, to_utf8 = encode_address(recipient.email)
+        if not _MESSAGE_ID.match(message_id):
+            raise ValueError(f"malformed Message-ID {message_id!r}: expected '<left@right>'")
+        if auto_submitted is None:
+            auto_submitted = rendered.kind in _AUTO_SUBMITTED_KINDS
+        parts = [
+            b"Date: ", format_datetime(require_aware(date, "message date")).encode("ascii"), b"\r\n",
+            self._originator,
+            _to(recipient.display_name, to_spec),
+            _subject(rendered.subject),
+            b"Message-ID: ", message_id.encode("ascii"), b"\r\n",
+            self._language(rendered.language),
+            self._list_id,
+            self._list_unsubscribe(unsubscribe_url),
+        ]
+        if unsubscribe_url is not None and unsubscribe_url.startswith("https://"):
+            parts.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+        if auto_submitted:
+            parts.append(b"Auto-Submitted: auto-generated\r\n")
+        parts += [
+            self._content_type,
+            _part("plain", rendered.text), b"\r\n",
+            _part("html", rendered.html), b"\r\n",
+            f"--{BOUNDARY}--\r\n".encode("ascii"),
+        ]
+        return Composed(b"".join(parts), to_utf8 or self._sender_utf8)

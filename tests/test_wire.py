@@ -1,0 +1,104 @@
+"""The fast builder (mailer.wire.Composer) against the straightforward build (mailer.mime.build_message and
+to_bytes): every composed message parses back with Python's email parser to exactly the same message."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser, Parser
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from mailer.config import Sender, StepKind
+from mailer.errors import PermanentDeliveryError
+from mailer.mime import build_message, to_bytes
+from mailer.recipient import Recipient
+from mailer.render import Rendered
+from mailer.wire import BOUNDARY, Composer
+
+SENDER = Sender(
+    name="Budapest Convention webinars",
+    address="webinars@example.org",
+    reply_to="secretariat@example.org",
+    unsubscribe_mailto="unsubscribe@example.org",
+    redirect_all_to="",
+)
+LIST_ID = "bcc.example.org"
+
+# Text a template can produce: any character of any script (controls too: they must never reach a header).
+_chars = st.characters(blacklist_categories=("Cs",)) | st.sampled_from([" ", "\t", "=", ".", "\n", "é", "ع", "—", '"'])
+_tricky = st.sampled_from(["From me", "=?utf-8?q?x?=", f"--{BOUNDARY}", ". ", "\r\n", "x" * 1000, "\u2028", "\x00"])
+texts = st.lists(st.text(_chars, max_size=40) | _tricky, max_size=8).map("".join)
+names = st.lists(st.text(_chars, max_size=20) | _tricky, max_size=4).map(" ".join)
+locals_ = st.sampled_from(["jane.doe", "a", "o'brien", "x+tag", "josé.núñez", "李"])
+domains = st.sampled_from(["example.org", "assemblée.example", "mail.example.com"])
+urls = st.none() | st.sampled_from(["https://mailer.example.org/u/abc.DEF_123", "http://127.0.0.1:8080/u/x"])
+
+
+def _parse(data: bytes) -> EmailMessage:
+    if data.isascii():
+        message = BytesParser(policy=policy.default).parsebytes(data)
+    else:  # RFC 6532: UTF-8 header fields; the bytes parser would leave surrogate escapes
+        message = Parser(policy=policy.default).parsestr(data.decode("utf-8"))
+    assert isinstance(message, EmailMessage)
+    assert not message.defects, message.defects
+    return message
+
+
+def _meaning(message: EmailMessage) -> dict[str, object]:
+    """What a reader sees: every header field decoded, the structure, and the bodies decoded."""
+    plain = message.get_body(("plain",))
+    html = message.get_body(("html",))
+    assert plain is not None and html is not None
+    headers = {name: str(value) for name, value in message.items() if name != "Content-Type"}
+    return {
+        "headers": headers,
+        "type": message.get_content_type(),
+        "parts": [part.get_content_type() for part in message.iter_parts()],
+        "plain": plain.get_content(),
+        "html": html.get_content(),
+    }
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    subject=texts.filter(lambda s: s.split()), text=texts, html=texts, name=names, local=locals_, domain=domains,
+    kind=st.sampled_from(list(StepKind)), url=urls, auto=st.sampled_from([None, True, False]),
+)
+def test_composed_message_parses_to_the_straightforward_build(
+    subject: str, text: str, html: str, name: str, local: str, domain: str, kind: StepKind, url: str | None,
+    auto: bool | None,
+) -> None:
+    rendered = Rendered(subject, text, html, "fr", "fr-CA", kind)
+    recipient = Recipient(email=f"{local}@{domain}", name=name, language="fr-CA")
+    args = dict(
+        message_id="<1b4e28ba2fa111d2883f0016d3cca427@example.org>",
+        date=datetime(2021, 7, 13, 8, 0, 5, tzinfo=timezone.utc),
+        unsubscribe_url=url,
+        auto_submitted=auto,
+    )
+    reference = build_message(
+        rendered, recipient, sender=SENDER, list_id=LIST_ID, unsubscribe_mailto=SENDER.unsubscribe_mailto, **args  # type: ignore[arg-type]
+    )
+    composer = Composer(SENDER, list_id=LIST_ID, unsubscribe_mailto=SENDER.unsubscribe_mailto)
+    composed = composer.compose(rendered, recipient, **args)  # type: ignore[arg-type]
+
+    assert _meaning(_parse(composed.data)) == _meaning(_parse(to_bytes(reference)))
+    assert composed.utf8 == bool(reference.policy.utf8) == (not local.isascii())
+    lines = composed.data.split(b"\r\n")
+    assert all(len(line) <= 998 and b"\n" not in line and b"\r" not in line for line in lines)
+    header = composed.data.split(b"\r\n\r\n", 1)[0]
+    assert all(len(line) <= 78 for line in header.split(b"\r\n") if not composed.utf8)
+    if not composed.utf8:
+        assert composed.data.isascii()
+
+
+def test_unsendable_address_raises_like_the_straightforward_build() -> None:
+    rendered = Rendered("Hi", "text", "<p>html</p>", "en", "en", StepKind.INVITATION)
+    composer = Composer(SENDER, list_id=LIST_ID, unsubscribe_mailto=SENDER.unsubscribe_mailto)
+    for address in ("no-at-sign", "a@b.org\r\nBcc: x@y.org", "two words@example.org"):
+        with pytest.raises(PermanentDeliveryError):
+            composer.compose(rendered, Recipient(email=address), message_id="<a@b.org>",
+                             date=datetime(2021, 7, 13, tzinfo=timezone.utc))
