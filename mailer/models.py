@@ -258,3 +258,25 @@ class Suppression(Base):
     reason: Mapped[str] = mapped_column(String(40))  # unsubscribed | hard-bounce | complaint | manual
     detail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime]
+
+
+class StaffRole(StrEnum):
+    """What a signed-in person may do in the web dashboard."""
+
+    STAFF = "staff"  # read the delivery log and wave progress, export, resend failed messages
+    ORGANISER = "organiser"  # also preview steps, send tests, queue, pause, resume and cancel waves
+
+
+class StaffUser(Base):
+    """A dashboard account (``mailer users add``). ``password_hash`` is an argon2id PHC string."""
+
+    __tablename__ = "staff_users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    email: Mapped[str] = mapped_column(String(320), default="")  # where "send a test to yourself" goes
+    role: Mapped[StaffRole] = mapped_column(String(20), default=StaffRole.STAFF)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime]
+    last_login_at: Mapped[datetime | None]

@@ -75,10 +75,17 @@ async def serve(app: App, say: Callable[[str], None] = print) -> None:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, runner.stop.set)
             scheduler.start()
+            stop_web = None
+            if settings.web.enabled:  # the pages in this same event loop (mailer.web.server)
+                from mailer.web.server import start_in_loop
+
+                stop_web = await start_in_loop(runner.service.app, say)
             say(f"service started: {upcoming} step times ahead, polling every {settings.poll_interval}")
             await runner.stop.wait()
             say("stopping: finishing in-flight messages")
             scheduler.shutdown(wait=False)
+            if stop_web is not None:
+                await stop_web()
             async with runner._lock:  # wait for a running tick to record its batch
                 pass
     say("stopped")

@@ -22,8 +22,7 @@ from mailer.capture import EmlWriter, SmtpServer
 from mailer.clock import Clock
 from mailer.config import Security, Settings
 from mailer.db import transaction
-from mailer.errors import RenderError
-from mailer.mime import build_message, to_bytes
+from mailer.errors import PermanentDeliveryError, RenderError
 from mailer.models import MessageStatus
 from mailer.outbox import (
     ClaimedMessage,
@@ -37,7 +36,9 @@ from mailer.outbox import (
 )
 from mailer.render import Renderer
 from mailer.timeline import due_steps, resolve_step
-from mailer.transport import SmtpPool
+from mailer.signing import DkimSigner
+from mailer.transport import Transport
+from mailer.wire import Composer
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,10 @@ class Service:
         self.batch_size = batch_size
         self._list_id = f"{self.settings.series.id}.{self.settings.sender.domain}"
         self._unsubscribe_url = f"mailto:{self.settings.sender.unsubscribe_mailto}?subject=unsubscribe"
+        self.composer = Composer(
+            self.settings.sender, list_id=self._list_id, unsubscribe_mailto=self.settings.sender.unsubscribe_mailto
+        )
+        self.signer = DkimSigner(self.settings.dkim) if self.settings.dkim else None
 
     def materialise(self) -> list[QueueResult]:
         """Queue every automatic step whose time has come (idempotent); returns what each call did."""
@@ -97,7 +102,7 @@ class Service:
                 results.append(queue_wave(db, self.settings, planned.session, planned.step, now))
         return results
 
-    async def dispatch(self, pool: SmtpPool, *, stop: asyncio.Event | None = None) -> DispatchReport:
+    async def dispatch(self, pool: Transport, *, stop: asyncio.Event | None = None) -> DispatchReport:
         """Send due messages batch by batch until none is due (or ``stop`` is set between batches).
 
         In-flight messages of a batch always finish and are recorded before returning.
@@ -121,7 +126,7 @@ class Service:
                 report.add(message.session_id, message.step, outcome.status.value)
         return report
 
-    async def _deliver(self, pool: SmtpPool, message: ClaimedMessage) -> Outcome:
+    async def _deliver(self, pool: Transport, message: ClaimedMessage) -> Outcome:
         settings = self.settings
         session = settings.series.session(message.session_id)
         step = resolve_step(settings.series, message.step)
@@ -132,18 +137,24 @@ class Service:
         except RenderError as exc:
             log.error("render failed for %s: %s", message.message_id, exc)
             return Outcome(message.pk, MessageStatus.FAILED, None, f"render failed: {exc}")
-        email = build_message(
-            rendered,
-            message.recipient,
-            sender=settings.sender,
-            message_id=message.message_id,
-            date=self.clock.now(),
-            list_id=self._list_id,
-            unsubscribe_mailto=settings.sender.unsubscribe_mailto,
-            auto_submitted=step.kind.value != "invitation",
+        try:  # the bytes mailer.mime.build_message would make, written directly (mailer.wire)
+            composed = self.composer.compose(
+                rendered,
+                message.recipient,
+                message_id=message.message_id,
+                date=self.clock.now(),
+                auto_submitted=step.kind.value != "invitation",
+            )
+        except (ValueError, PermanentDeliveryError) as exc:  # an address or header that cannot be written
+            return Outcome(message.pk, MessageStatus.FAILED, None, f"cannot build: {exc}", rendered.language)
+        data = self.signer.sign(composed.data) if self.signer else composed.data
+        redirect = settings.sender.redirect_all_to
+        reply = await pool.send(
+            settings.sender.address, redirect or message.recipient.email, data, kind=step.kind, utf8=composed.utf8
         )
-        recipient = settings.sender.redirect_all_to or message.recipient.email
-        reply = await pool.send(settings.sender.address, recipient, to_bytes(email))
+        if redirect and reply.status is MessageStatus.BOUNCED:  # the rehearsal address bounced, not the contact
+            return Outcome(message.pk, MessageStatus.FAILED, reply.code, f"redirect to {redirect}: {reply.text}",
+                           rendered.language)
         return Outcome(message.pk, reply.status, reply.code, reply.text, rendered.language)
 
 

@@ -1,0 +1,125 @@
+"""``mailer web`` (serve the pages) and ``mailer users`` (dashboard accounts)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from mailer.cli import AppContext, pass_ctx
+from mailer.clock import SystemClock
+from mailer.db import transaction
+from mailer.models import StaffRole, StaffUser
+from mailer.users import MIN_PASSWORD_LENGTH, AccountError, add_user, get_user, set_password
+
+
+@click.command("web")
+@click.option("--host", help="Address to listen on [default: web.host, 127.0.0.1].")
+@click.option("--port", type=int, help="Port [default: web.port].")
+@pass_ctx
+def web(ctx: AppContext, host: str | None, port: int | None) -> None:
+    """Serve the unsubscribe and RSVP pages and the staff dashboard until Ctrl-C.
+
+    Links inside messages use web.base_url (or $MAILER_BASE_URL); put a TLS proxy in front for the public.
+    """
+    from mailer.web.server import make_server
+
+    app = ctx.app
+    server = make_server(app, host=host, port=port)
+    click.echo(f"serving on http://{server.config.host}:{server.config.port}/ (links use {app.settings.web.base_url});"
+               " Ctrl-C stops")
+    try:
+        asyncio.run(server.serve())
+    except KeyboardInterrupt:
+        pass
+    except SystemExit as exc:
+        raise click.ClickException(f"cannot listen on {server.config.host}:{server.config.port}") from exc
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(click.prompt(f"Password (at least {MIN_PASSWORD_LENGTH} characters)", hide_input=True,
+                            confirmation_prompt=True))
+
+
+@click.group("users")
+def users() -> None:
+    """Dashboard accounts: staff (log, resend, export) and organisers (also preview and waves)."""
+
+
+@users.command("add")
+@click.argument("username")
+@click.option("--role", type=click.Choice([r.value for r in StaffRole]), default=StaffRole.STAFF.value,
+              show_default=True)
+@click.option("--email", default="", help="Their own address: where 'send a test to yourself' goes.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@pass_ctx
+def add(ctx: AppContext, username: str, role: str, email: str, password_stdin: bool) -> None:
+    """Create an account (the password is asked for twice, never echoed)."""
+    password = _read_password(password_stdin)
+    try:
+        with transaction(ctx.app.factory) as db:
+            add_user(db, username, password, SystemClock().now(), role=StaffRole(role), email=email)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"user {username} ({role}) created")
+
+
+@users.command("passwd")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@pass_ctx
+def passwd(ctx: AppContext, username: str, password_stdin: bool) -> None:
+    """Set a new password (signs the account out of every browser)."""
+    password = _read_password(password_stdin)
+    try:
+        with transaction(ctx.app.factory) as db:
+            set_password(db, username, password)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"password of {username} changed")
+
+
+@users.command("set")
+@click.argument("username")
+@click.option("--role", type=click.Choice([r.value for r in StaffRole]))
+@click.option("--email")
+@click.option("--active/--disabled", default=None, help="Enable or disable the account (disabled: signed out).")
+@pass_ctx
+def set_user(ctx: AppContext, username: str, role: str | None, email: str | None, active: bool | None) -> None:
+    """Change an account's role, address or whether it may sign in."""
+    with transaction(ctx.app.factory) as db:
+        user = get_user(db, username)
+        if role is not None:
+            user.role = StaffRole(role)
+        if email is not None:
+            user.email = email.strip()
+        if active is not None:
+            user.active = active
+    click.echo(f"user {username} updated")
+
+
+@users.command("list")
+@pass_ctx
+def list_users(ctx: AppContext) -> None:
+    """Every account with its role and last sign-in."""
+    with transaction(ctx.app.factory) as db:
+        rows = db.scalars(select(StaffUser).order_by(StaffUser.username)).all()
+    if not rows:
+        click.echo("No accounts yet. Make one with `mailer users add NAME --role organiser --email ADDRESS`.")
+        return
+    table = Table(title="Dashboard accounts")
+    for column in ("user", "role", "email", "active", "last sign-in (UTC)"):
+        table.add_column(column)
+    for user in rows:
+        last = f"{user.last_login_at:%Y-%m-%d %H:%M}" if user.last_login_at else ""
+        table.add_row(user.username, user.role, user.email, "yes" if user.active else "no", last)
+    Console().print(table)
+
+
+COMMANDS = [web, users]

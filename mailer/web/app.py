@@ -1,0 +1,216 @@
+"""The Starlette application: routes, middleware and the shared :class:`WebContext`.
+
+Middleware, outermost first: security headers (CSP, no framing, no referrer, no caching), the signed session
+cookie, then :class:`mailer.web.auth.GuardMiddleware` (sign-in, roles, CSRF). Route handlers that touch the
+database are plain functions (Starlette runs them in its thread pool) or hand their work to
+``run_in_threadpool``, so the event loop shared with the scheduler never waits on the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from sqlalchemy.orm import Session as DbSession
+from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mailer.app import App
+from mailer.clock import Clock, SystemClock
+from mailer.config import Settings
+from mailer.db import transaction
+from mailer.render import Renderer
+from mailer.web.auth import GuardMiddleware, LoginThrottle, csrf_token
+from mailer.web.links import derived_key
+from mailer.zones import UnknownZoneError, resolve_zone
+
+SESSION_COOKIE = "mailer_session"
+SESSION_MAX_AGE = 8 * 3600  # seconds: a working day, then sign in again
+
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-src 'self'; frame-ancestors 'none'"
+)
+
+
+def web_templates_dir(settings: Settings) -> Path:
+    """``templates/web`` under the project root (beside ``templates/email``)."""
+    for candidate in (settings.base_dir / "templates" / "web", Path(__file__).resolve().parents[2] / "templates" / "web"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"no templates/web folder under {settings.base_dir}")
+
+
+@dataclass
+class WebContext:
+    """What every handler shares: the store, the clock, the e-mail renderer and the page templates."""
+
+    app: App
+    clock: Clock
+    renderer: Renderer
+    templates: Jinja2Templates
+    throttle: LoginThrottle
+    secure_cookies: bool
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.settings
+
+    @contextmanager
+    def db(self) -> Iterator[DbSession]:
+        """One transaction: commit on success, roll back on error."""
+        with transaction(self.app.factory) as db:
+            yield db
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def page(self, request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200) -> Response:
+        """Render a page template with ``request``, the signed-in user and ``context``."""
+        return self.templates.TemplateResponse(request, name, context or {}, status_code=status_code)
+
+
+def context_of(request: Request) -> WebContext:
+    ctx: WebContext = request.app.state.ctx
+    return ctx
+
+
+def _utc(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    if value is None:
+        return ""
+    return value.astimezone(timezone.utc).strftime(fmt) + " UTC"
+
+
+def _in_zone(value: datetime | None, zone: str, fmt: str = "%a %d %b %Y %H:%M") -> str:
+    if value is None:
+        return ""
+    try:
+        local = value.astimezone(resolve_zone(zone))
+    except UnknownZoneError:
+        return _utc(value, fmt)
+    return f"{local.strftime(fmt)} ({local.strftime('%z')[:3]}:{local.strftime('%z')[3:]})"
+
+
+def _templates(directory: Path) -> Jinja2Templates:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(directory),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(utc=_utc, in_zone=_in_zone)
+
+    def processor(request: Request) -> dict[str, Any]:
+        return {
+            "user": getattr(request.state, "user", None),
+            "csrf": lambda: csrf_token(request.session),
+            "path": request.url.path,
+        }
+
+    return Jinja2Templates(env=env, context_processors=[processor])
+
+
+class SecurityHeaders:
+    """Adds CSP, framing, referrer, sniffing and caching headers to every response that has none of its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = scope["path"].startswith("/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("Content-Security-Policy", CSP)
+                headers.setdefault("X-Frame-Options", "DENY")
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("Referrer-Policy", "no-referrer")  # tokens in URLs never leak onwards
+                headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+                if not static:
+                    headers.setdefault("Cache-Control", "no-store")
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else "Server error"
+    return PlainTextResponse(f"{status}: {detail}", status_code=status)
+
+
+def _home(request: Request) -> Response:
+    return RedirectResponse("/staff/", status_code=303)
+
+
+def _health(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+def create_app(
+    app: App, *, clock: Clock | None = None, renderer: Renderer | None = None, throttle: LoginThrottle | None = None
+) -> Starlette:
+    """The ASGI application for ``app``'s store and settings.
+
+    ``clock`` defaults to the system clock (tests pass a virtual one); ``renderer`` to one built from the
+    settings (it parses every e-mail template now: a broken template fails here, not on a page).
+    Raises FileNotFoundError without ``templates/web`` and :class:`mailer.errors.RenderError` for bad templates.
+    """
+    from mailer.web import organisers, participants, staff
+
+    settings = app.settings
+    directory = web_templates_dir(settings)
+    secure = settings.web.base_url.startswith("https://")
+    ctx = WebContext(
+        app=app,
+        clock=clock or SystemClock(),
+        renderer=renderer or Renderer(settings),
+        templates=_templates(directory),
+        throttle=throttle or LoginThrottle(),
+        secure_cookies=secure,
+    )
+    routes = [
+        Route("/", _home),
+        Route("/healthz", _health),
+        *participants.ROUTES,
+        *staff.ROUTES,
+        *organisers.ROUTES,
+        Mount("/static", StaticFiles(directory=directory / "static"), name="static"),
+    ]
+    middleware = [
+        Middleware(SecurityHeaders),
+        Middleware(
+            SessionMiddleware,
+            secret_key=derived_key(settings, "sessions").hex(),
+            session_cookie=SESSION_COOKIE,
+            max_age=SESSION_MAX_AGE,
+            same_site="lax",
+            https_only=secure,
+        ),
+        Middleware(GuardMiddleware, factory=app.factory),
+    ]
+    web = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: _not_found})
+    web.state.ctx = ctx
+    return web
+
+
+__all__ = ["WebContext", "context_of", "create_app", "web_templates_dir"]

@@ -1,0 +1,174 @@
+"""Signed personal links in messages: unsubscribe and RSVP. Pure functions of the settings and a message.
+
+A link names one outbox message (its primary key); the message names the contact and the session, so a link
+acts for exactly one person and one session. The token is the payload signed with HMAC-SHA256
+(itsdangerous): nobody can make a valid link for another message, nor enumerate people by counting.
+Tokens carry no expiry: RFC 8058 asks that an unsubscribe link keep working, and an RSVP link is checked
+against the session's start when used.
+
+    /u/<token>       unsubscribe page (GET: a button; POST: done, also RFC 8058 one-click)
+    /rsvp/<token>    RSVP page (GET: a button; POST: recorded); the token carries the answer
+
+The signing key comes from the environment variable named by ``web.secret_env``; without it, from
+``var/web-secret.key`` under the project root, created once with mode 0600. Separate keys for links and
+for staff session cookies are derived from it (:func:`derived_key`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from mailer.config import Settings
+
+log = logging.getLogger(__name__)
+
+KEY_FILE = Path("var") / "web-secret.key"
+
+
+class Answer(StrEnum):
+    """A participant's answer to an invitation."""
+
+    YES = "yes"  # I will attend: registered for the session
+    NO = "no"  # I cannot attend: declined, no more invitations for the session
+
+
+class LinkKind(StrEnum):
+    """What a signed link does."""
+
+    UNSUBSCRIBE = "u"
+    RSVP = "r"
+
+
+class BadLinkError(ValueError):
+    """A link token that was not made by this service (forged, truncated or signed with another key)."""
+
+
+@dataclass(frozen=True)
+class Link:
+    """A verified link: what it does, for which message, and the answer of an RSVP link."""
+
+    kind: LinkKind
+    message_pk: int
+    answer: Answer | None = None
+
+
+def key_file(settings: Settings) -> Path:
+    """Where the signing key is kept when no environment variable provides it."""
+    return settings.base_dir / KEY_FILE
+
+
+@lru_cache(maxsize=8)
+def _read_or_create(path: Path) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning("%s is readable by others (mode %o); run: chmod 600 %s", path, mode, path)
+        key = path.read_bytes().strip()
+        if len(key) < 32:
+            raise ValueError(f"{path}: the signing key is too short; delete the file to make a new one") from None
+        return key
+    key = secrets.token_urlsafe(48).encode("ascii")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key + b"\n")
+    log.warning("made a new signing key for web links in %s (mode 0600); keep it: old links need it", path)
+    return key
+
+
+def signing_key(settings: Settings) -> bytes:
+    """The master key: ``$<web.secret_env>`` if set, else the key file (made on first use, mode 0600).
+
+    Raises ValueError when the key file holds fewer than 32 characters, OSError when it cannot be written.
+    """
+    secret = settings.web.secret
+    if secret:
+        return secret.encode("utf-8")
+    return _read_or_create(key_file(settings).resolve())
+
+
+def derived_key(settings: Settings, purpose: str) -> bytes:
+    """A key for one purpose ("links", "sessions", ...), so one leaked derived key cannot forge the others."""
+    return hmac.new(signing_key(settings), purpose.encode("ascii"), hashlib.sha256).digest()
+
+
+def _serializer(settings: Settings) -> URLSafeSerializer:
+    return URLSafeSerializer(
+        derived_key(settings, "links"), salt="mailer.web.links", signer_kwargs={"digest_method": hashlib.sha256}
+    )
+
+
+def make_token(settings: Settings, link: Link) -> str:
+    """The URL-safe signed token of ``link`` (the same link always gives the same token)."""
+    payload: list[object] = [link.kind.value, link.message_pk]
+    if link.answer is not None:
+        payload.append(link.answer.value)
+    return str(_serializer(settings).dumps(payload))
+
+
+def read_token(settings: Settings, token: str) -> Link:
+    """Verify ``token`` and return its link. Raises :class:`BadLinkError` for anything not signed by us."""
+    try:
+        payload = _serializer(settings).loads(token)
+    except BadSignature:
+        raise BadLinkError("link signature does not match") from None
+    try:
+        kind = LinkKind(payload[0])
+        pk = payload[1]
+        if not isinstance(pk, int) or isinstance(pk, bool):
+            raise TypeError
+        if kind is LinkKind.RSVP:
+            return Link(kind, pk, Answer(payload[2]))
+        if len(payload) != 2:
+            raise ValueError
+        return Link(kind, pk)
+    except (IndexError, TypeError, ValueError, KeyError):
+        raise BadLinkError("signed payload has the wrong shape") from None
+
+
+def unsubscribe_url(settings: Settings, message_pk: int) -> str:
+    """The personal unsubscribe URL of a message (``List-Unsubscribe`` and the footer link)."""
+    return f"{settings.web.base_url}/u/{make_token(settings, Link(LinkKind.UNSUBSCRIBE, message_pk))}"
+
+
+def rsvp_url(settings: Settings, message_pk: int, answer: Answer | str) -> str:
+    """The personal "I will attend" (``yes``) or "I cannot attend" (``no``) URL of a message."""
+    link = Link(LinkKind.RSVP, message_pk, Answer(answer))
+    return f"{settings.web.base_url}/rsvp/{make_token(settings, link)}"
+
+
+def message_links(settings: Settings, message_pk: int) -> dict[str, str]:
+    """Template variables for one message: ``unsubscribe_url``, ``rsvp_yes_url`` and ``rsvp_no_url``."""
+    return {
+        "unsubscribe_url": unsubscribe_url(settings, message_pk),
+        "rsvp_yes_url": rsvp_url(settings, message_pk, Answer.YES),
+        "rsvp_no_url": rsvp_url(settings, message_pk, Answer.NO),
+    }
+
+
+__all__ = [
+    "Answer",
+    "BadLinkError",
+    "Link",
+    "LinkKind",
+    "derived_key",
+    "key_file",
+    "make_token",
+    "message_links",
+    "read_token",
+    "rsvp_url",
+    "signing_key",
+    "unsubscribe_url",
+]

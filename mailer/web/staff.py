@@ -1,0 +1,356 @@
+"""Staff pages (sign-in required): overview, delivery log, message detail, resend, CSV export, wave progress.
+
+    GET  /login, POST /login, POST /logout
+    GET  /staff/                         sessions and waves: counts by status, progress bars
+    GET  /staff/log                      filter (session, step, status, language, region, address, wave), search, pages
+    GET  /staff/log.csv                  the filtered log for spreadsheets (formula-like cells neutralised)
+    GET  /staff/messages/{pk}            headers, the message as sent (re-rendered), every event and SMTP reply
+    GET  /staff/messages/{pk}/html       the HTML part alone, sandboxed, for the detail page's frame
+    POST /staff/messages/{pk}/resend     put a failed message back in the queue
+    GET  /staff/waves/{id}               one wave: counts, progress, sends per hour or day
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from mailer.errors import MailerError
+from mailer.models import (
+    Contact,
+    EventKind,
+    Message,
+    MessageStatus,
+    Wave,
+    WaveStatus,
+)
+from mailer.outbox import log_event
+from mailer.reports import CountRow, counts_by_step, counts_by_wave, message_events
+from mailer.timeline import resolve_step
+from mailer.users import authenticate
+from mailer.web.app import WebContext, context_of
+from mailer.web.auth import CurrentUser, sign_in, sign_out
+from mailer.web.charts import bar_chart
+from mailer.web.compose import compose, recipient_of
+from mailer.web.queries import (
+    PAGE_SIZE,
+    LogFilter,
+    contact_languages,
+    log_all,
+    log_page,
+    pending_due,
+    sends_over_time,
+)
+
+STATUSES = [status.value for status in MessageStatus]
+UNFINISHED = {MessageStatus.QUEUED.value, MessageStatus.DEFERRED.value, MessageStatus.SENDING.value}
+CSV_COLUMNS = ("message", "recipient", "name", "session", "step", "language", "status", "attempts", "reply_code",
+               "reply_text", "due_at_utc", "sent_at_utc", "updated_at_utc", "last_event")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def user_of(request: Request) -> CurrentUser:
+    """The signed-in user (the guard has made sure there is one on staff paths)."""
+    user: CurrentUser | None = request.state.user
+    if user is None:
+        raise HTTPException(403, "sign in first")
+    return user
+
+
+def _safe_next(target: str) -> str:
+    """A local path to go back to after sign-in (never another site)."""
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/staff/"
+
+
+# -- sign-in ---------------------------------------------------------------------------------------------
+
+
+async def login(request: Request) -> Response:
+    ctx = context_of(request)
+    if request.method == "GET":
+        return ctx.page(request, "staff/login.html", {"next": _safe_next(request.query_params.get("next", "")),
+                                                      "error": ""})
+    form = await request.form()
+    username = str(form.get("username", "")).strip()[:100]
+    password = str(form.get("password", ""))[:1000]
+    target = _safe_next(str(form.get("next", "")))
+    client = request.client.host if request.client else "?"
+    keys = (f"user:{username.casefold()}", f"addr:{client}")
+    if ctx.throttle.blocked(*keys):
+        return ctx.page(request, "staff/login.html", {"next": target, "error": "Too many failed attempts: wait "
+                        "15 minutes and try again."}, status_code=429)
+
+    def check() -> Any:
+        with ctx.db() as db:
+            user = authenticate(db, username, password, ctx.now())
+            if user is not None:
+                sign_in(request.session, user)
+            return user
+
+    if await run_in_threadpool(check) is None:
+        ctx.throttle.failed(*keys)
+        return ctx.page(request, "staff/login.html", {"next": target, "error": "Wrong username or password."},
+                        status_code=401)
+    ctx.throttle.succeeded(*keys)
+    return RedirectResponse(target, status_code=303)
+
+
+def logout(request: Request) -> Response:
+    sign_out(request.session)
+    return RedirectResponse("/login", status_code=303)
+
+
+# -- overview and waves ------------------------------------------------------------------------------------
+
+
+def progress(row: CountRow) -> dict[str, Any]:
+    """Finished and total messages of a wave or step, and the percentage finished."""
+    total = row.total
+    unfinished = sum(row.counts.get(status, 0) for status in UNFINISHED)
+    done = total - unfinished
+    return {"done": done, "total": total, "percent": round(100 * done / total) if total else 0}
+
+
+def overview(request: Request) -> Response:
+    ctx = context_of(request)
+    with ctx.db() as db:
+        steps = counts_by_step(db)
+        waves = counts_by_wave(db)
+    by_session: dict[str, list[CountRow]] = defaultdict(list)
+    waves_by_session: dict[str, list[CountRow]] = defaultdict(list)
+    for row in steps:
+        by_session[row.session_id].append(row)
+    for row in waves:
+        waves_by_session[row.session_id].append(row)
+    sessions = []
+    for session in ctx.settings.series.sessions:
+        totals: dict[str, int] = defaultdict(int)
+        for row in by_session.get(session.id, []):
+            for status, count in row.counts.items():
+                totals[status] += count
+        sessions.append({
+            "session": session,
+            "totals": dict(totals),
+            "total": sum(totals.values()),
+            "waves": [{"row": row, "progress": progress(row)} for row in waves_by_session.get(session.id, [])],
+        })
+    return ctx.page(request, "staff/overview.html", {"sessions": sessions, "statuses": STATUSES})
+
+
+def wave_page(request: Request) -> Response:
+    ctx = context_of(request)
+    wave_id = request.path_params["wave_id"]
+    now = ctx.now()
+    with ctx.db() as db:
+        wave = db.get(Wave, wave_id)
+        if wave is None:
+            raise HTTPException(404, f"no wave {wave_id}")
+        rows = [row for row in counts_by_wave(db, wave.session_id) if row.wave_id == wave_id]
+        buckets, unit = sends_over_time(db, wave_id=wave_id)
+        sending = pending_due(db, wave_id, now)
+    row = rows[0]
+    try:
+        session = ctx.settings.series.session(wave.session_id)
+    except KeyError:
+        session = None
+    chart = bar_chart(buckets, unit, title=f"Messages sent per {unit} (UTC), wave {wave_id}")
+    return ctx.page(request, "staff/wave.html", {
+        "wave": wave, "row": row, "progress": progress(row), "session": session, "chart": chart, "unit": unit,
+        "sending": sending > 0 and wave.status == WaveStatus.ACTIVE, "statuses": STATUSES,
+        "can_change": wave.status != WaveStatus.CANCELLED,
+    })
+
+
+# -- delivery log ------------------------------------------------------------------------------------------
+
+
+def _page_number(request: Request) -> int:
+    text = request.query_params.get("page", "1")
+    return max(1, min(int(text), 100000)) if text.isdigit() else 1
+
+
+def log_view(request: Request) -> Response:
+    ctx = context_of(request)
+    filters = LogFilter.from_query(request.query_params)
+    page = _page_number(request)
+    series = ctx.settings.series
+    with ctx.db() as db:
+        entries, total = log_page(db, series, filters, page)
+        languages = contact_languages(db)
+    pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
+    params = filters.as_params()
+
+    def page_link(number: int) -> str:
+        return "/staff/log?" + urlencode({**params, "page": number})
+
+    return ctx.page(request, "staff/log.html", {
+        "entries": entries, "total": total, "page": page, "pages": pages, "filters": filters,
+        "prev_link": page_link(page - 1) if page > 1 else "", "next_link": page_link(page + 1) if page < pages else "",
+        "csv_link": "/staff/log.csv" + (f"?{urlencode(params)}" if params else ""),
+        "sessions": series.sessions, "steps": [s.name for s in series.steps], "statuses": STATUSES,
+        "languages": languages, "regions": ctx.settings.regions,
+    })
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A CSV cell that a spreadsheet will not run as a formula: text starting with = + - @ (or a tab or line
+    break) gets a leading apostrophe. Numbers and None pass unchanged (None as "")."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def log_csv(request: Request) -> Response:
+    ctx = context_of(request)
+    filters = LogFilter.from_query(request.query_params)
+    series = ctx.settings.series
+
+    def lines() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)  # excel dialect: CRLF, minimal quoting
+        buffer.write("\ufeff")  # a BOM so spreadsheet programs read UTF-8
+        writer.writerow(CSV_COLUMNS)
+        with ctx.db() as db:
+            for count, entry in enumerate(log_all(db, series, filters), 1):
+                writer.writerow([spreadsheet_safe(value) for value in (
+                    entry.pk, entry.recipient, entry.name, entry.session_id, entry.step,
+                    entry.language or entry.contact_language, entry.status, entry.attempts, entry.reply_code,
+                    entry.reply_text, _iso(entry.due_at), _iso(entry.sent_at), _iso(entry.updated_at), entry.detail,
+                )])
+                if count % 200 == 0:
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
+        yield buffer.getvalue()
+
+    stamp = ctx.now().strftime("%Y%m%d-%H%M")
+    return StreamingResponse(lines(), media_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": f'attachment; filename="delivery-log-{stamp}.csv"'})
+
+
+def _iso(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
+
+
+# -- one message -------------------------------------------------------------------------------------------
+
+
+def _load_message(ctx: WebContext, pk: int) -> tuple[Message, Contact, list[Any], str]:
+    with ctx.db() as db:
+        row = db.execute(select(Message, Contact).join(Contact, Contact.id == Message.contact_id)
+                         .where(Message.id == pk)).first()
+        if row is None:
+            raise HTTPException(404, f"no message {pk}")
+        message, contact = row
+        events = message_events(db, pk)
+        wave_status = db.scalar(select(Wave.status).where(Wave.id == message.wave_id)) or ""
+    return message, contact, events, wave_status
+
+
+def _compose_sent(ctx: WebContext, message: Message, contact: Contact) -> Any:
+    series = ctx.settings.series
+    session = series.session(message.session_id)
+    step = resolve_step(series, message.step)
+    return compose(ctx.settings, ctx.renderer, step, session, recipient_of(contact, session.region),
+                   message_pk=message.id, message_id=message.message_id,
+                   date=message.sent_at or message.updated_at)
+
+
+def message_view(request: Request) -> Response:
+    ctx = context_of(request)
+    message, contact, events, wave_status = _load_message(ctx, request.path_params["pk"])
+    composed, problem = None, ""
+    try:
+        composed = _compose_sent(ctx, message, contact)
+    except (MailerError, KeyError, ValueError) as exc:
+        problem = str(exc)
+    return ctx.page(request, "staff/message.html", {
+        "message": message, "contact": contact, "events": events, "composed": composed, "problem": problem,
+        "can_resend": message.status == MessageStatus.FAILED and wave_status != WaveStatus.CANCELLED,
+        "flash": request.query_params.get("done", ""),
+    })
+
+
+PREVIEW_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data: https:; frame-ancestors 'self'; sandbox"
+
+
+def html_frame(html: str) -> Response:
+    """An e-mail's HTML part served on its own: no scripts, no requests out, only framed by our pages."""
+    return HTMLResponse(html, headers={"Content-Security-Policy": PREVIEW_CSP, "X-Frame-Options": "SAMEORIGIN"})
+
+
+def message_html(request: Request) -> Response:
+    ctx = context_of(request)
+    message, contact, _, _ = _load_message(ctx, request.path_params["pk"])
+    try:
+        composed = _compose_sent(ctx, message, contact)
+    except (MailerError, KeyError, ValueError):
+        return html_frame("<p>This message cannot be re-rendered (see the detail page).</p>")
+    return html_frame(composed.rendered.html)
+
+
+def requeue_failed(ctx: WebContext, pk: int, by: str) -> str:
+    """Put a failed message back to ``queued``, due now, with at least its step's lateness allowance left.
+
+    Returns "" on success, else why not (not failed, wave cancelled). The running service sends it.
+    """
+    now = ctx.now()
+    with ctx.db() as db:
+        message = db.get(Message, pk, with_for_update=True)
+        if message is None:
+            return "no such message"
+        if message.status != MessageStatus.FAILED:
+            return f"only failed messages can be resent (this one is {message.status})"
+        wave = db.get(Wave, message.wave_id)
+        if wave is not None and wave.status == WaveStatus.CANCELLED:
+            return "its wave is cancelled"
+        step = resolve_step(ctx.settings.series, message.step)
+        message.status = MessageStatus.QUEUED
+        message.due_at = now
+        message.deadline_at = max(message.deadline_at, now + max(step.max_late, timedelta(hours=1)))
+        message.lease_until = None
+        message.worker = ""
+        message.updated_at = now
+        log_event(db, message.id, EventKind.QUEUED, now, detail=f"resend requested by {by} on the dashboard")
+    return ""
+
+
+async def resend(request: Request) -> Response:
+    ctx = context_of(request)
+    pk = request.path_params["pk"]
+    problem = await run_in_threadpool(requeue_failed, ctx, pk, user_of(request).username)
+    if problem:
+        raise HTTPException(409, problem)
+    return RedirectResponse(f"/staff/messages/{pk}?done=resend", status_code=303)
+
+
+ROUTES = [
+    Route("/login", login, methods=["GET", "POST"]),
+    Route("/logout", logout, methods=["POST"]),
+    Route("/staff/", overview),
+    Route("/staff", lambda request: RedirectResponse("/staff/", status_code=303)),
+    Route("/staff/log", log_view),
+    Route("/staff/log.csv", log_csv),
+    Route("/staff/messages/{pk:int}", message_view),
+    Route("/staff/messages/{pk:int}/html", message_html),
+    Route("/staff/messages/{pk:int}/resend", resend, methods=["POST"]),
+    Route("/staff/waves/{wave_id:int}", wave_page),
+]
+
+__all__ = ["ROUTES", "progress", "requeue_failed", "spreadsheet_safe"]

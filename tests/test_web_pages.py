@@ -1,0 +1,379 @@
+"""The web pages over HTTP (httpx against the real uvicorn server): access rules, CSRF, waves, log, resend,
+CSV, RSVP rules, List-Unsubscribe headers, and the server inside the service's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import dataclasses
+import io
+import re
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from starlette.routing import Route
+
+from mailer.app import App
+from mailer.clock import VirtualClock
+from mailer.db import transaction
+from mailer.models import (
+    Contact,
+    ContactStatus,
+    DeliveryEvent,
+    Message,
+    MessageStatus,
+    Registration,
+    RegistrationStatus,
+    Wave,
+    WaveStatus,
+)
+from mailer.outbox import Outcome, claim_due, queue_wave, record_outcomes, suppress
+from mailer.users import set_password
+from mailer.web.app import create_app
+from mailer.web.links import read_token, rsvp_url, unsubscribe_url
+from mailer.web.server import ThreadedServer, start_in_loop
+from tests.conftest import RunningServer
+from tests.factories import add_contact, register
+from tests.test_web_support import (  # noqa: F401  (fixtures)
+    INVITATION_AT,
+    PASSWORD,
+    accounts,
+    client,
+    clock,
+    csrf_of,
+    run_service,
+    sending_app,
+    signed_in,
+    signing_secret,
+    web,
+)
+
+
+def _protected_routes(app: App) -> list[tuple[str, str]]:
+    routes = []
+    for route in create_app(app).routes:
+        if isinstance(route, Route) and route.path.startswith(("/staff", "/organise")):
+            path = re.sub(r"\{(\w+)(:int)?\}", lambda m: "1" if m.group(2) else "pause", route.path)
+            for method in sorted(route.methods or {"GET"}):
+                if method != "HEAD":
+                    routes.append((method, path))
+    return routes
+
+
+def test_every_staff_and_organiser_route_refuses_anonymous_access(app: App, web: ThreadedServer) -> None:
+    routes = _protected_routes(app)
+    assert len(routes) >= 15
+    with client(web) as http:
+        for method, path in routes:
+            response = http.request(method, path, data={"session": "africa-2021", "step": "invitation"})
+            if method == "GET":
+                assert response.status_code == 303, path
+                assert response.headers["location"].startswith("/login?next="), path
+            else:
+                assert response.status_code == 403, (method, path)
+    with transaction(app.factory) as db:
+        assert db.scalar(select(func.count(Wave.id))) == 0
+
+
+def test_staff_role_cannot_use_organiser_pages(app: App, web: ThreadedServer, accounts: dict[str, str]) -> None:
+    with signed_in(web, "sam") as http:
+        assert http.get("/staff/log").status_code == 200
+        assert http.get("/organise/sessions").status_code == 403
+        token = csrf_of(http.get("/staff/").text)
+        response = http.post("/organise/waves", data={"session": "africa-2021", "step": "invitation", "csrf_token": token})
+        assert response.status_code == 403
+
+
+def test_csrf_token_missing_wrong_or_cross_origin_is_refused(app: App, web: ThreadedServer,
+                                                             accounts: dict[str, str]) -> None:
+    with transaction(app.factory) as db:
+        add_contact(db, "ana@example.org")
+    with signed_in(web, "olga") as http:
+        token = csrf_of(http.get("/organise/waves/new").text)
+        form = {"session": "africa-2021", "step": "invitation"}
+        assert http.post("/organise/waves", data=form).status_code == 403
+        assert http.post("/organise/waves", data={**form, "csrf_token": "x" * 43}).status_code == 403
+        evil = http.post("/organise/waves", data={**form, "csrf_token": token},
+                         headers={"Origin": "http://evil.example"})
+        assert evil.status_code == 403
+        assert http.post("/logout").status_code == 403  # even signing out needs the token
+        with transaction(app.factory) as db:
+            assert db.scalar(select(func.count(Wave.id))) == 0
+        assert http.post("/organise/waves", data={**form, "csrf_token": token}).status_code == 303
+
+
+def test_sign_in_is_throttled_and_a_password_change_signs_out(app: App, web: ThreadedServer,
+                                                             accounts: dict[str, str]) -> None:
+    with signed_in(web, "sam") as http:
+        assert http.get("/staff/log").status_code == 200
+        with transaction(app.factory) as db:
+            set_password(db, "sam", "a brand new password")
+        response = http.get("/staff/log")
+        assert response.status_code == 303 and response.headers["location"].startswith("/login")
+    with client(web) as other:
+        token = csrf_of(other.get("/login").text)
+        for _ in range(5):
+            wrong = other.post("/login", data={"username": "olga", "password": "nope", "csrf_token": token})
+            assert wrong.status_code == 401
+        right = other.post("/login", data={"username": "olga", "password": PASSWORD, "csrf_token": token})
+        assert right.status_code == 429
+
+
+def _seed_list(app: App) -> list[int]:
+    with transaction(app.factory) as db:
+        ids = [
+            add_contact(db, "ana@example.org", language="en").id,
+            add_contact(db, "bea@example.org", language="en").id,
+            add_contact(db, "chloe@example.org", language="fr", time_zone="Africa/Dakar").id,
+            add_contact(db, "gone@example.org", language="ar", time_zone="Africa/Cairo").id,
+        ]
+        suppress(db, "gone@example.org", "unsubscribed", "test", INVITATION_AT)
+    return ids
+
+
+def test_organiser_queues_then_pauses_resumes_and_cancels_a_wave(app: App, web: ThreadedServer,
+                                                                accounts: dict[str, str]) -> None:
+    _seed_list(app)
+    with signed_in(web, "olga") as http:
+        confirm = http.get("/organise/waves/new", params={"session": "africa-2021", "step": "invitation"})
+        assert confirm.status_code == 200
+        page = confirm.text
+        assert re.search(r'id="new-count">4<', page)
+        languages = dict(re.findall(r"<tr><td>(\w+)</td><td class=\"num\">(\d+)</td></tr>", page))
+        assert languages == {"en": "2", "fr": "1", "ar": "1"}
+        assert "1 of them unsubscribed or bounced" in page
+        assert "2021-06-01 13:00 UTC" in page  # first send: the step time, 10:00 GMT-3
+        token = csrf_of(page)
+        queued = http.post("/organise/waves", data={"session": "africa-2021", "step": "invitation", "list": "",
+                                                    "at": "", "csrf_token": token})
+        assert queued.status_code == 303
+        wave_id = int(queued.headers["location"].rsplit("/", 1)[1])
+        with transaction(app.factory) as db:
+            wave = db.get(Wave, wave_id)
+            assert wave is not None and wave.created_by == "web:olga" and wave.status == WaveStatus.ACTIVE
+            assert db.scalar(select(func.count(Message.id)).where(Message.wave_id == wave_id)) == 4
+        wave_page = http.get(f"/staff/waves/{wave_id}").text
+        assert "0 of 4 finished" in wave_page and "<progress" in wave_page
+        for action, status in (("pause", WaveStatus.PAUSED), ("resume", WaveStatus.ACTIVE)):
+            assert http.post(f"/organise/waves/{wave_id}/{action}", data={"csrf_token": token}).status_code == 303
+            with transaction(app.factory) as db:
+                assert db.get(Wave, wave_id).status == status  # type: ignore[union-attr]
+        assert http.post(f"/organise/waves/{wave_id}/cancel", data={"csrf_token": token}).status_code == 400
+        done = http.post(f"/organise/waves/{wave_id}/cancel", data={"csrf_token": token, "confirm": "yes"})
+        assert done.status_code == 303
+        assert http.post(f"/organise/waves/{wave_id}/resume", data={"csrf_token": token}).status_code == 409
+    with transaction(app.factory) as db:
+        statuses = set(db.scalars(select(Message.status).where(Message.wave_id == wave_id)))
+    assert statuses == {MessageStatus.SKIPPED}
+
+
+def test_sessions_page_shows_times_in_session_zone_and_utc_and_audience_sizes(
+    app: App, web: ThreadedServer, accounts: dict[str, str]
+) -> None:
+    _seed_list(app)
+    with signed_in(web, "olga") as http:
+        page = http.get("/organise/sessions").text
+    assert "Tue 13 Jul 2021 10:00 (-03:00)" in page and "2021-07-13 13:00 UTC" in page
+    africa = page.split("<section")[1]  # the first session: africa-2021
+    invitation = africa.split("<tr>")[2]  # its first step row
+    assert "invitation" in invitation and "Tue 01 Jun 2021 10:00 (-03:00)" in invitation
+    assert "2021-06-01 13:00 UTC" in invitation and '<td class="num">4</td>' in invitation  # suppressed included
+    assert "not queued" in invitation
+
+
+def _deliver_with_outcomes(app: App, outcomes: dict[str, tuple[MessageStatus, int, str]]) -> int:
+    series = app.settings.series
+    with transaction(app.factory) as db:
+        result = queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT)
+    with transaction(app.factory) as db:
+        claimed, _ = claim_due(db, app.settings, INVITATION_AT, worker="t", limit=100, lease=timedelta(minutes=5))
+    with transaction(app.factory) as db:
+        record_outcomes(db, app.settings, [
+            Outcome(m.pk, *outcomes.get(m.recipient.email, (MessageStatus.SENT, 250, "2.0.0 OK")), language="en")
+            for m in claimed
+        ], INVITATION_AT + timedelta(minutes=1))
+    return result.wave.id
+
+
+def test_log_filters_message_detail_resend_and_csv(app: App, web: ThreadedServer, accounts: dict[str, str],
+                                                  smtp_server: RunningServer, clock: VirtualClock) -> None:
+    with transaction(app.factory) as db:
+        add_contact(db, "ana@example.org", name="Ana Lima")
+        add_contact(db, "formula@example.org", name="=HYPERLINK(\"http://evil\",\"x\")")
+        add_contact(db, "bounce@example.org")
+        for i in range(52):
+            add_contact(db, f"p{i:02d}@example.org")
+    wave_id = _deliver_with_outcomes(app, {
+        "ana@example.org": (MessageStatus.FAILED, 554, "5.7.1 rejected by policy"),
+        "bounce@example.org": (MessageStatus.BOUNCED, 550, "5.1.1 no such user"),
+    })
+    with signed_in(web, "sam") as http:
+        everything = http.get("/staff/log").text
+        assert "55 messages" in everything and "page 1 of 2" in everything
+        second = http.get("/staff/log", params={"page": 2}).text
+        assert "page 2 of 2" in second and second.count('href="/staff/messages/') == 5
+        failed = http.get("/staff/log", params={"status": "failed"}).text
+        assert "1 message " in failed and "ana@example.org" in failed and "bounce@" not in failed
+        assert "1 message " in http.get("/staff/log", params={"q": "no such user"}).text
+        assert "1 message " in http.get("/staff/log", params={"q": "ana lima"}).text
+        assert "55 messages" in http.get("/staff/log", params={"region": "africa", "language": "en"}).text
+        assert "0 messages" in http.get("/staff/log", params={"region": "caribbean"}).text
+        assert "55 messages" in http.get("/staff/log", params={"wave": wave_id}).text
+        with transaction(app.factory) as db:
+            pk = db.scalar(select(Message.id).where(Message.recipient == "ana@example.org"))
+        detail = http.get(f"/staff/messages/{pk}").text
+        assert "554" in detail and "5.7.1 rejected by policy" in detail
+        assert "List-Unsubscribe" in detail and "Message-ID" in detail and "Resend" in detail
+        frame = http.get(f"/staff/messages/{pk}/html")
+        assert "sandbox" in frame.headers["content-security-policy"] and "<html" in frame.text
+
+        exported = http.get("/staff/log.csv", params={"status": "failed"})
+        assert exported.headers["content-type"].startswith("text/csv")
+        rows = list(csv.reader(io.StringIO(exported.content.decode("utf-8-sig"))))
+        assert rows[0][:3] == ["message", "recipient", "name"] and len(rows) == 2
+        all_rows = list(csv.reader(io.StringIO(http.get("/staff/log.csv").content.decode("utf-8-sig"))))
+        names = {row[1]: row[2] for row in all_rows[1:]}
+        assert names["formula@example.org"] == "'=HYPERLINK(\"http://evil\",\"x\")"
+        assert len(all_rows) == 56
+
+        token = csrf_of(detail)
+        assert http.post(f"/staff/messages/{pk}/resend", data={"csrf_token": token}).status_code == 303
+        assert http.post(f"/staff/messages/{pk}/resend", data={"csrf_token": token}).status_code == 409
+    with transaction(app.factory) as db:
+        message = db.get(Message, pk)
+        assert message is not None and message.status == MessageStatus.QUEUED
+        last = db.scalars(select(DeliveryEvent).where(DeliveryEvent.message_pk == pk).order_by(DeliveryEvent.id.desc())).first()
+        assert last is not None and last.detail == "resend requested by sam on the dashboard"
+    clock.set(INVITATION_AT + timedelta(hours=2))
+    run_service(sending_app(app, smtp_server, web.url), clock)
+    assert [m.rcpt_tos for m in smtp_server.messages] == [["ana@example.org"]]
+    with transaction(app.factory) as db:
+        assert db.get(Message, pk).status == MessageStatus.SENT  # type: ignore[union-attr]
+
+
+def test_list_unsubscribe_carries_the_https_link_and_one_click_post(app: App, smtp_server: RunningServer,
+                                                                   clock: VirtualClock) -> None:
+    with transaction(app.factory) as db:
+        add_contact(db, "ana@example.org")
+    sender = sending_app(app, smtp_server, "https://mailer.example.org")
+    with transaction(app.factory) as db:
+        queue_wave(db, sender.settings, sender.settings.series.session("africa-2021"),
+                   sender.settings.series.step("invitation"), INVITATION_AT)
+    run_service(sender, clock)
+    (received,) = smtp_server.messages
+    email = received.parsed()
+    header = " ".join(str(email["List-Unsubscribe"]).split())
+    urls = re.findall(r"<([^>]+)>", header)
+    https = [url for url in urls if url.startswith("https://mailer.example.org/u/")]
+    assert len(https) == 1 and any(url.startswith("mailto:") for url in urls)
+    assert email["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    with transaction(app.factory) as db:
+        pk = db.scalar(select(Message.id))
+    assert read_token(sender.settings, https[0].rsplit("/", 1)[1]).message_pk == pk
+    html = email.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert https[0] in html  # the footer link is the same personal URL
+    if "rsvp_yes_url" in (app.settings.templates_dir / "invitation" / "en.html").read_text(encoding="utf-8"):
+        assert rsvp_url(sender.settings, pk, "yes") in html and rsvp_url(sender.settings, pk, "no") in html
+
+
+def _message_for(app: App, email: str, session_id: str = "africa-2021") -> int:
+    with transaction(app.factory) as db:
+        contact = db.scalar(select(Contact).where(Contact.email_key == email))
+        assert contact is not None
+        series = app.settings.series
+        queue_wave(db, app.settings, series.session(session_id), series.step("invitation"), INVITATION_AT)
+        pk = db.scalar(select(Message.id).where(Message.contact_id == contact.id))
+        assert pk is not None
+        return pk
+
+
+def test_rsvp_rules_denied_stays_closed_sessions_refuse_get_changes_nothing(app: App, web: ThreadedServer,
+                                                                           clock: VirtualClock) -> None:
+    with transaction(app.factory) as db:
+        ana = add_contact(db, "ana@example.org", language="es")
+        denied = add_contact(db, "denied@example.org")
+        register(db, denied, "africa-2021", RegistrationStatus.DENIED)
+        ana_id = ana.id
+    pk = _message_for(app, "ana@example.org")
+    denied_pk = _message_for(app, "denied@example.org")
+    settings = app.settings
+    with client(web) as http:
+        path = "/" + rsvp_url(settings, pk, "yes").split("/", 3)[3]
+        page = http.get(path)
+        assert page.status_code == 200 and 'lang="es"' in page.text and "Asistiré" in page.text
+        with transaction(app.factory) as db:
+            assert db.scalar(select(func.count(Registration.id)).where(Registration.contact_id == ana_id)) == 0
+        done = http.post(path)
+        assert done.status_code == 200 and "Está inscrito" in done.text and "No podré asistir" in done.text
+        with transaction(app.factory) as db:
+            status = db.scalar(select(Registration.status).where(Registration.contact_id == ana_id))
+        assert status == RegistrationStatus.REGISTERED
+        denied_path = "/" + rsvp_url(settings, denied_pk, "yes").split("/", 3)[3]
+        assert "with the organisers" in http.post(denied_path).text
+        with transaction(app.factory) as db:
+            assert db.scalar(select(Registration.status).where(Registration.contact_id == denied.id)) == "denied"
+        clock.set(settings.series.session("africa-2021").start + timedelta(minutes=1))
+        no_path = "/" + rsvp_url(settings, pk, "no").split("/", 3)[3]
+        late = http.post(no_path)
+        assert late.status_code == 200 and "ya ha tenido lugar" in late.text
+        with transaction(app.factory) as db:
+            assert db.scalar(select(Registration.status).where(Registration.contact_id == ana_id)) == "registered"
+        wrong_kind = "/rsvp/" + unsubscribe_url(settings, pk).rsplit("/", 1)[1]
+        assert http.post(wrong_kind).status_code == 404
+
+
+def test_unsubscribe_page_get_changes_nothing_post_suppresses(app: App, web: ThreadedServer) -> None:
+    with transaction(app.factory) as db:
+        contact_id = add_contact(db, "ana@example.org", language="fr").id
+    pk = _message_for(app, "ana@example.org")
+    path = "/u/" + unsubscribe_url(app.settings, pk).rsplit("/", 1)[1]
+    with client(web) as http:
+        page = http.get(path)
+        assert page.status_code == 200 and "Me désabonner" in page.text and 'lang="fr"' in page.text
+        assert page.headers["referrer-policy"] == "no-referrer" and "frame-ancestors 'none'" in page.headers[
+            "content-security-policy"]
+        with transaction(app.factory) as db:
+            assert db.get(Contact, contact_id).status == ContactStatus.ACTIVE  # type: ignore[union-attr]
+        done = http.post(path, content=b"List-Unsubscribe=One-Click",
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert done.status_code == 200 and "désabonné" in done.text
+        again = http.post(path)
+        assert again.status_code == 200 and "déjà" in again.text
+        forged = http.post(path[:-3] + ("AAA" if not path.endswith("AAA") else "BBB"))
+        assert forged.status_code == 404
+    with transaction(app.factory) as db:
+        assert db.get(Contact, contact_id).status == ContactStatus.UNSUBSCRIBED  # type: ignore[union-attr]
+
+
+def test_web_pages_run_inside_the_services_event_loop(app: App) -> None:
+    settings = dataclasses.replace(app.settings, web=dataclasses.replace(app.settings.web, port=0, enabled=True))
+    embedded = App(settings, app.engine, app.factory)
+    said: list[str] = []
+
+    async def scenario() -> None:
+        stop = await start_in_loop(embedded, said.append)
+        url = re.search(r"http://[\d.]+:\d+/", said[0]).group(0)  # type: ignore[union-attr]
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(url + "healthz")).text == "ok"
+            assert (await http.get(url + "staff/")).status_code == 303
+        await stop()
+
+    asyncio.run(scenario())
+    assert said and "web pages on http://127.0.0.1:" in said[0]
+
+
+@pytest.mark.parametrize("path", ["/u/", "/rsvp/"])
+def test_a_link_for_a_message_that_does_not_exist_is_not_valid(app: App, web: ThreadedServer, path: str) -> None:
+    url = unsubscribe_url(app.settings, 99999) if path == "/u/" else rsvp_url(app.settings, 99999, "yes")
+    with client(web) as http:
+        response = http.get("/" + url.split("/", 3)[3])
+    assert response.status_code == 404 and "not valid" in response.text
+
+
+def test_threaded_server_serves_static_files(app: App, web: ThreadedServer) -> None:
+    with client(web) as http:
+        css = http.get("/static/web.css")
+    assert css.status_code == 200 and "--brand" in css.text
+    assert isinstance(web, ThreadedServer)

@@ -1,0 +1,151 @@
+"""Pure parts of the web side: signed links, the key file, page wording, CSV cells, the chart."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import stat
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from mailer.config import Settings, load_settings
+from mailer.web.charts import bar_chart
+from mailer.web.i18n import STRINGS, local_datetime, page_language
+from mailer.web.links import (
+    Answer,
+    BadLinkError,
+    Link,
+    LinkKind,
+    key_file,
+    make_token,
+    message_links,
+    read_token,
+    rsvp_url,
+    signing_key,
+    unsubscribe_url,
+)
+from mailer.web.queries import Bucket, LogFilter
+from mailer.web.staff import spreadsheet_safe
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def config(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("MAILER_SECRET_KEY", "unit-test-key-0123456789abcdefghijklmnop")
+    return load_settings(ROOT / "config", database_url="sqlite://")
+
+
+def test_links_round_trip_and_are_stable(config: Settings) -> None:
+    url = unsubscribe_url(config, 42)
+    assert url.startswith(config.web.base_url + "/u/") and url == unsubscribe_url(config, 42)
+    assert read_token(config, url.rsplit("/", 1)[1]) == Link(LinkKind.UNSUBSCRIBE, 42)
+    yes = rsvp_url(config, 42, "yes")
+    assert read_token(config, yes.rsplit("/", 1)[1]) == Link(LinkKind.RSVP, 42, Answer.YES)
+    assert rsvp_url(config, 42, Answer.NO) != yes
+    assert set(message_links(config, 7)) == {"unsubscribe_url", "rsvp_yes_url", "rsvp_no_url"}
+    assert url.isascii() and " " not in url
+
+
+def _forge(token: str, payload: object) -> str:
+    """The same signature on another payload (what someone guessing other people's links would try)."""
+    signature = token.rsplit(".", 1)[1]
+    body = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).rstrip(b"=").decode()
+    return f"{body}.{signature}"
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda t: _forge(t, ["u", 43]),  # another message, same signature
+    lambda t: _forge(t, ["r", 42, "yes"]),  # another kind
+    lambda t: t[:-2],  # truncated
+    lambda t: t.split(".")[0],  # no signature
+    lambda t: "garbage",
+    lambda t: "",
+])
+def test_forged_or_damaged_tokens_are_refused(config: Settings, mangle: object) -> None:
+    token = make_token(config, Link(LinkKind.UNSUBSCRIBE, 42))
+    with pytest.raises(BadLinkError):
+        read_token(config, mangle(token))  # type: ignore[operator]
+
+
+def test_a_token_signed_with_another_key_is_refused(config: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = make_token(config, Link(LinkKind.UNSUBSCRIBE, 42))
+    monkeypatch.setenv("MAILER_SECRET_KEY", "another-key-0123456789abcdefghijklmnopqrstu")
+    with pytest.raises(BadLinkError):
+        read_token(config, token)
+
+
+def test_key_file_is_made_once_with_mode_0600(config: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MAILER_SECRET_KEY")
+    settings = dataclasses.replace(config, base_dir=tmp_path)
+    first = signing_key(settings)
+    path = key_file(settings)
+    assert path == tmp_path / "var" / "web-secret.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(first) >= 32 and signing_key(settings) == first
+    url = unsubscribe_url(settings, 5)
+    assert read_token(settings, url.rsplit("/", 1)[1]).message_pk == 5
+
+
+def test_every_page_language_has_every_string_and_placeholders_match() -> None:
+    keys = set(STRINGS["en"])
+    for code, strings in STRINGS.items():
+        assert set(strings) == keys, code
+        for key in keys:
+            assert sorted(_fields(strings[key])) == sorted(_fields(STRINGS["en"][key])), (code, key)
+
+
+def _fields(text: str) -> list[str]:
+    import string
+
+    return [name for _, name, _, _ in string.Formatter().parse(text) if name]
+
+
+@pytest.mark.parametrize(("tag", "code", "direction"), [
+    ("ar", "ar", "rtl"), ("ar-EG", "ar", "rtl"), ("es-419", "es", "ltr"), ("fr_CA", "fr", "ltr"),
+    ("pt-BR", "en", "ltr"), ("", "en", "ltr"),
+])
+def test_page_language_falls_back(tag: str, code: str, direction: str) -> None:
+    language = page_language(tag)
+    assert (language.code, language.direction) == (code, direction)
+
+
+def test_local_datetime_uses_the_contacts_zone_and_language() -> None:
+    moment = datetime(2021, 7, 13, 13, 0, tzinfo=timezone.utc)
+    assert local_datetime(moment, "Africa/Lagos", "en").replace("\u202f", " ") == (
+        "Tuesday, July 13, 2021, 2:00 PM (GMT+01:00)"
+    )
+    french = local_datetime(moment, "Europe/Paris", "fr")
+    assert "15:00" in french and "juillet" in french
+    assert local_datetime(moment, "Not/AZone", "en").endswith("(GMT+00:00)")  # unknown zone: UTC
+
+
+@pytest.mark.parametrize(("cell", "safe"), [
+    ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
+    ("+1 555", "'+1 555"),
+    ("-2+3", "'-2+3"),
+    ("@SUM(A1)", "'@SUM(A1)"),
+    ("\t=1", "'\t=1"),
+    ("ana@example.org", "ana@example.org"),
+    ("550 5.1.1 no such user", "550 5.1.1 no such user"),
+    (550, 550),
+    (None, ""),
+])
+def test_spreadsheet_cells_are_neutralised(cell: object, safe: object) -> None:
+    assert spreadsheet_safe(cell) == safe
+
+
+def test_bar_chart_is_inline_svg_with_a_bar_per_bucket() -> None:
+    start = datetime(2021, 6, 1, 13, tzinfo=timezone.utc)
+    svg = bar_chart([Bucket(start + timedelta(hours=i), n) for i, n in enumerate([3, 0, 7])], "hour",
+                    title="sent <per> hour")
+    assert svg.startswith("<svg") and svg.count("<rect") == 3 and "&lt;per&gt;" in svg
+    assert bar_chart([], "hour", title="x") == ""
+
+
+def test_log_filter_reads_and_writes_query_parameters() -> None:
+    filters = LogFilter.from_query({"status": " failed ", "q": "x" * 500, "bogus": "1"})
+    assert filters.status == "failed" and len(filters.q) == 200
+    assert filters.as_params() == {"status": "failed", "q": "x" * 200}
