@@ -8,14 +8,13 @@ output may hold U+202F (narrow no-break space) between a time and its AM/PM mark
 from __future__ import annotations
 
 import re
-import textwrap
 from datetime import datetime, timedelta, tzinfo
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel import Locale
-from babel.dates import format_date, format_time, get_timezone_gmt, get_timezone_location
+from babel.dates import format_date, format_time, format_timedelta, get_timezone_gmt, get_timezone_location
 from babel.lists import format_list
 from babel.units import format_unit
 
@@ -88,6 +87,12 @@ def word_list(items: tuple[str, ...], language: str) -> str:
 
 
 @lru_cache(maxsize=256)
+def lead_words(before: timedelta, language: str) -> str:
+    """How long before the start, in words with a direction: "in 3 days", "dans 3 jours"."""
+    return format_timedelta(before, add_direction=True, locale=locale_for(language))
+
+
+@lru_cache(maxsize=256)
 def language_names(tags: tuple[str, ...], language: str) -> str:
     """The languages ``tags`` named in ``language`` as a list: ("en", "fr") in "fr" -> "anglais et français"."""
     locale = locale_for(language)
@@ -146,7 +151,8 @@ class DateWords:
 def wrap_text(text: str, width: int = 72) -> str:
     """Wrap lines longer than ``width`` columns at spaces; never break a word or a URL.
 
-    Continuation lines of an indented line or a list item ("  1. ", "- ") hang under its text.
+    Continuation lines of an indented line or a list item ("  1. ", "- ") hang under its text; runs of spaces
+    inside a wrapped line become one.
     """
     lines = []
     for line in text.split("\n"):
@@ -155,6 +161,14 @@ def wrap_text(text: str, width: int = 72) -> str:
             continue
         match = _HANGING.match(line)
         hang = " " * (len(match.group(0)) if match else 0)
-        lines.append(textwrap.fill(line, width, subsequent_indent=hang, break_long_words=False,
-                                   break_on_hyphens=False))
+        indent = line[: len(line) - len(line.lstrip())]
+        words = line.split()
+        current = indent + words[0]
+        for word in words[1:]:
+            if len(current) + 1 + len(word) <= width:
+                current += " " + word
+            else:
+                lines.append(current)
+                current = hang + word
+        lines.append(current)
     return "\n".join(lines)

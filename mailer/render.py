@@ -73,7 +73,6 @@ from typing import Any
 
 import jinja2
 from babel import UnknownLocaleError
-from babel.dates import format_timedelta
 
 from mailer.config import Series, Session, Settings, Step, StepKind
 from mailer.errors import NotFoundError, RenderError
@@ -81,6 +80,7 @@ from mailer.localise import (
     DateWords,
     is_rtl,
     language_names,
+    lead_words,
     locale_for,
     normalise_tag,
     session_times,
@@ -374,7 +374,7 @@ class Renderer:
             "step": step,
             "occurrence": same_kind.index(step.name) + 1 if step.name in same_kind else 1,
             "lead": lead,
-            "lead_text": format_timedelta(before, add_direction=True, locale=locale) if before else "",
+            "lead_text": lead_words(before, language) if before else "",
             "language": language,
             "t": wording.module,
             "direction": "rtl" if rtl else "ltr",

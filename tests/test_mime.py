@@ -295,6 +295,28 @@ def test_message_ids_are_stable_per_key() -> None:
     assert make_list_id("Budapest Convention 2021!", "example.org") == "budapest-convention-2021.example.org"
 
 
+@pytest.mark.parametrize("language", ["en", "fr", "ar"])
+def test_to_bytes_writes_what_the_standard_generator_writes(renderer: Renderer, settings: Settings, sender: Sender,
+                                                            language: str) -> None:
+    series = settings.series
+    for step in series.steps:
+        for address in ("someone@example.org", "josé.núñez@mail.example.com"):
+            recipient = Recipient(address, "Zoë \"Q\" Smith", language=language, time_zone="Pacific/Apia")
+            rendered = renderer.render(step, series.session("africa-2021"), recipient, series=series,
+                                       unsubscribe_url=URL)
+            message, raw = build(rendered, recipient, sender)
+            assert raw == message.as_bytes(policy=message.policy)
+
+
+def test_a_header_added_later_goes_through_the_standard_generator(sender: Sender) -> None:
+    message, _ = build(plain("x\n", "s"), Recipient("a@example.org"), sender)
+    campaign = " ".join(["Région africaine"] * 8)
+    message["X-Campaign"] = campaign
+    raw = to_bytes(message)
+    assert_wire_form(raw)
+    assert b"X-Campaign: =?utf-8?" in raw and parse(raw)["X-Campaign"] == campaign
+
+
 def test_building_twice_gives_the_same_bytes(sender: Sender) -> None:
     rendered = plain("Dear colleague,\n", "Invitation")
     assert build(rendered, Recipient("a@example.org"), sender)[1] == build(rendered, Recipient("a@example.org"),
