@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -47,7 +48,8 @@ class SmtpServer:
     """aiosmtpd on ``host``:``port`` in a daemon thread; a context manager.
 
     ``port`` 0 lets the OS choose; the bound port is in :attr:`port` after :meth:`start`.
-    ``server_factory`` builds the aiosmtpd ``SMTP`` protocol object (tests pass fault-injecting ones).
+    ``server_factory`` builds the aiosmtpd ``SMTP`` protocol object (tests pass fault-injecting ones);
+    ``ssl_context`` makes it an implicit-TLS server.
     """
 
     def __init__(
@@ -56,8 +58,10 @@ class SmtpServer:
         host: str = "127.0.0.1",
         port: int = 0,
         server_factory: Callable[[Any], SMTP] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.handler = handler
+        self.ssl_context = ssl_context  # implicit TLS from the first byte (port 465 style)
         self.host = host
         self.port = port
         self._factory = server_factory or (lambda h: SMTP(h, enable_SMTPUTF8=True, hostname="capture.localhost"))
@@ -76,7 +80,7 @@ class SmtpServer:
             asyncio.set_event_loop(loop)
             try:
                 self._server = loop.run_until_complete(
-                    loop.create_server(lambda: self._factory(self.handler), self.host, self.port)
+                    loop.create_server(lambda: self._factory(self.handler), self.host, self.port, ssl=self.ssl_context)
                 )
                 self.port = self._server.sockets[0].getsockname()[1]
             except BaseException as exc:  # reported to the starting thread

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from dataclasses import dataclass
 from enum import StrEnum
@@ -43,6 +44,7 @@ from mailer.ratelimit import RateLimited, RateLimiter
 
 log = logging.getLogger(__name__)
 
+_CONTROL = re.compile(r"[\x00-\x20\x7f<>]")  # never in an envelope address: no SMTP command injection
 _CONNECTION_ERRORS = (smtp_errors.SMTPException, OSError, asyncio.TimeoutError)
 
 
@@ -225,7 +227,7 @@ class SmtpPool:
                 raise _Failure(_refused(exc, Phase.AUTH)) from None
             except _CONNECTION_ERRORS as exc:
                 client.close()
-                raise _Failure(Reply(MessageStatus.DEFERRED, None, f"auth: {type(exc).__name__}")) from None
+                raise _Failure(Reply(MessageStatus.DEFERRED, None, f"auth: {type(exc).__name__}: {exc}")) from None
         slot.client = client
         slot.used = 0
         self.connects += 1
@@ -269,15 +271,18 @@ class SmtpPool:
                 None,
                 "the address has a non-ASCII local part and the server does not offer SMTPUTF8 (RFC 6531)",
             )
+        if _CONTROL.search(envelope_from) or _CONTROL.search(recipient):
+            return Reply(MessageStatus.FAILED, None, "control character in an envelope address: never sent to SMTP")
         options = ["SMTPUTF8"] if utf8 else []
+        encoding = "utf-8" if utf8 else "ascii"
         if client.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
         slot.used += 1
         phase = Phase.MAIL
         try:
-            await client.mail(envelope_address(envelope_from), options=options, timeout=smtp.timeout)
+            await client.mail(envelope_address(envelope_from), options=options, encoding=encoding, timeout=smtp.timeout)
             phase = Phase.RCPT
-            await client.rcpt(envelope_address(recipient), timeout=smtp.timeout)
+            await client.rcpt(envelope_address(recipient), encoding=encoding, timeout=smtp.timeout)
             phase = Phase.DATA
             response = await client.data(data, timeout=smtp.data_timeout)
         except smtp_errors.SMTPResponseException as exc:

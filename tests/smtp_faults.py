@@ -1,0 +1,156 @@
+"""An aiosmtpd server that injects faults on demand, for delivery tests.
+
+:class:`Faults` says what goes wrong; :func:`fault_server` runs aiosmtpd on 127.0.0.1 (port 0) with a handler
+that records every accepted message and applies the faults. Counters are thread-safe: the server runs in its
+own thread and event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import Session as SmtpSession
+
+from mailer.capture import SmtpServer
+from tests.conftest import Received
+
+
+@dataclass
+class Faults:
+    """What the server does wrong. Address-keyed faults apply to RCPT of that address."""
+
+    greeting_421: int = 0  # the next N connections get "421" at the greeting and are closed
+    rcpt_temporary: dict[str, tuple[int, int]] = field(default_factory=dict)  # address -> (code, times)
+    rcpt_permanent: dict[str, int] = field(default_factory=dict)  # address -> 5xx code, always
+    rcpt_slow: dict[str, tuple[float, int]] = field(default_factory=dict)  # address -> (seconds, times)
+    drop_in_data: dict[str, int] = field(default_factory=dict)  # address -> times the connection drops at DATA
+    drop_after_message: int = 0  # close the connection right after accepting message number N (1-based)
+    smtputf8: bool = True
+
+
+class FaultyHandler:
+    """Records accepted messages; applies :class:`Faults`."""
+
+    def __init__(self, faults: Faults) -> None:
+        self.faults = faults
+        self.messages: list[Received] = []
+        self.lock = threading.Lock()
+        self.accepted = 0
+        self.starttls = 0
+        self.connections = 0
+        self.quits = 0
+        self.logins: list[tuple[str, str]] = []
+        self.tls_messages = 0
+
+    def _take(self, table: dict[str, Any], key: str) -> Any:
+        with self.lock:
+            entry = table.get(key)
+            if entry is None:
+                return None
+            *value, times = entry if isinstance(entry, tuple) else (entry, 1)
+            if times <= 0:
+                return None
+            table[key] = (*value, times - 1)
+            return value[0] if len(value) == 1 else value
+
+    async def handle_RCPT(self, server: SMTP, session: SmtpSession, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        code = self.faults.rcpt_permanent.get(address)
+        if code:
+            return f"{code} 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        slow = self._take(self.faults.rcpt_slow, address)
+        if slow:
+            await asyncio.sleep(slow)
+        temporary = self._take(self.faults.rcpt_temporary, address)
+        if temporary:
+            return f"{temporary} 4.7.1 <{address}>: try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
+        recipient = envelope.rcpt_tos[0]
+        if self._take(self.faults.drop_in_data, recipient):
+            assert server.transport is not None
+            server.transport.close()  # before the reply: the client cannot know; nothing is kept
+            return "451 never seen"
+        with self.lock:
+            self.accepted += 1
+            number = self.accepted
+            if session.ssl is not None or (server.transport and server.transport.get_extra_info("ssl_object")):
+                self.tls_messages += 1
+            self.messages.append(
+                Received(str(envelope.mail_from), list(envelope.rcpt_tos), bytes(envelope.original_content or b""),
+                         list(envelope.mail_options))
+            )
+        if number == self.faults.drop_after_message:
+            transport = server.transport
+            assert transport is not None
+            asyncio.get_running_loop().call_later(0.05, transport.close)
+        return "250 2.0.0 OK: queued"
+
+    def received_by(self) -> Counter[str]:
+        with self.lock:
+            return Counter(rcpt for message in self.messages for rcpt in message.rcpt_tos)
+
+
+class FaultySMTP(SMTP):
+    """aiosmtpd's SMTP with a 421 greeting on demand and counters of STARTTLS and QUIT."""
+
+    def __init__(self, handler: FaultyHandler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.fault_handler = handler
+
+    async def _handle_client(self) -> None:
+        handler = self.fault_handler
+        with handler.lock:
+            handler.connections += 1
+            refuse = handler.faults.greeting_421 > 0
+            if refuse:
+                handler.faults.greeting_421 -= 1
+        if refuse:
+            await self.push("421 4.3.2 busy, try again later")
+            assert self.transport is not None
+            self.transport.close()
+            return
+        await super()._handle_client()
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        with self.fault_handler.lock:
+            self.fault_handler.starttls += 1
+        await super().smtp_STARTTLS(arg)
+
+    async def smtp_QUIT(self, arg: str) -> None:
+        with self.fault_handler.lock:
+            self.fault_handler.quits += 1
+        await super().smtp_QUIT(arg)
+
+
+def fault_server(faults: Faults, *, tls_context: ssl.SSLContext | None = None, require_starttls: bool = False,
+                 implicit_tls: bool = False, auth: dict[str, str] | None = None) -> tuple[SmtpServer, FaultyHandler]:
+    """A started-later :class:`SmtpServer` (use it as a context manager) and its handler."""
+    handler = FaultyHandler(faults)
+
+    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        ok = isinstance(data, LoginPassword) and auth is not None and auth.get(data.login.decode()) == data.password.decode()
+        if ok:
+            handler.logins.append((data.login.decode(), mechanism))
+        return AuthResult(success=ok)
+
+    def factory(h: Any) -> SMTP:
+        kwargs: dict[str, Any] = {"enable_SMTPUTF8": faults.smtputf8, "hostname": "faults.localhost"}
+        if tls_context is not None and not implicit_tls:
+            kwargs.update(tls_context=tls_context, require_starttls=require_starttls)
+        if auth is not None:
+            kwargs.update(authenticator=authenticate, auth_require_tls=not implicit_tls)
+        return FaultySMTP(h, **kwargs)
+
+    server = SmtpServer(handler, server_factory=factory, ssl_context=tls_context if implicit_tls else None)
+    return server, handler

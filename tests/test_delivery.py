@@ -1,0 +1,216 @@
+"""Delivery through the real Service.dispatch against an aiosmtpd server that injects faults on demand.
+
+After each scenario every message ends sent, deferred-then-sent, bounced or failed with the reason, and
+nobody gets two copies. The clock is virtual and jumps past retry times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import func, select
+
+from mailer.app import App
+from mailer.clock import VirtualClock
+from mailer.config import Security, Settings
+from mailer.db import transaction
+from mailer.models import DeliveryEvent, Message, Suppression
+from mailer.outbox import queue_wave
+from mailer.service import Service
+from mailer.transport import SmtpPool
+from tests.factories import add_contact
+from tests.smtp_faults import Faults, fault_server
+
+UTC = timezone.utc
+INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
+
+
+def _app(app: App, server: object, **smtp: object) -> App:
+    changes = {"connections": 4, "timeout": 0.5, "connect_timeout": 2.0, "data_timeout": 2.0, **smtp}
+    settings: Settings = app.settings
+    smtp_settings = dataclasses.replace(
+        settings.smtp, host=server.host, port=server.port, security=Security.NONE, username="", **changes  # type: ignore[attr-defined]
+    )
+    return dataclasses.replace(app, settings=dataclasses.replace(settings, smtp=smtp_settings))
+
+
+def _queue(app: App, addresses: list[str]) -> None:
+    series = app.settings.series
+    with transaction(app.factory) as db:
+        for address in addresses:
+            add_contact(db, address)
+    with transaction(app.factory) as db:
+        queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT)
+
+
+def _send_all(app: App, **pool_args: object) -> tuple[VirtualClock, SmtpPool]:
+    """Dispatch until nothing is pending, moving the virtual clock past each retry time."""
+    clock = VirtualClock(INVITATION_AT)
+    service = Service(app, clock, batch_size=50)
+
+    async def run() -> SmtpPool:
+        async with SmtpPool(app.settings.smtp, **pool_args) as pool:  # type: ignore[arg-type]
+            for _ in range(60):
+                await service.dispatch(pool)
+                with transaction(app.factory) as db:
+                    pending = db.scalar(select(func.count()).select_from(Message).where(
+                        Message.status.in_(["queued", "deferred", "sending"])))
+                if not pending:
+                    break
+                clock.advance(timedelta(minutes=10))
+            return pool
+
+    return clock, asyncio.run(run())
+
+
+def _outcomes(app: App) -> dict[str, tuple[str, str, list[str]]]:
+    """address -> (status, reply text, [event kinds])."""
+    with transaction(app.factory) as db:
+        rows = db.execute(select(Message.id, Message.recipient, Message.status, Message.reply_text)).all()
+        events: dict[int, list[str]] = {}
+        for pk, kind in db.execute(select(DeliveryEvent.message_pk, DeliveryEvent.kind).order_by(DeliveryEvent.id)):
+            events.setdefault(pk, []).append(kind)
+    return {address: (status, text, events[pk]) for pk, address, status, text in rows}
+
+
+def test_faults_end_sent_deferred_then_sent_or_failed_and_nobody_twice(app: App) -> None:
+    people = [f"person{i:02d}@example.org" for i in range(40)]
+    faults = Faults(
+        greeting_421=2,
+        rcpt_temporary={people[1]: (451, 2), people[2]: (454, 1), people[3]: (450, 1), people[4]: (452, 1)},
+        rcpt_permanent={people[5]: 550},
+        drop_in_data={people[6]: 1},
+        rcpt_slow={people[7]: (1.5, 1)},
+    )
+    server, handler = fault_server(faults)
+    with server:
+        app = _app(app, server)
+        _queue(app, people)
+        _send_all(app)
+    outcomes = _outcomes(app)
+    received = handler.received_by()
+    assert all(count == 1 for count in received.values()), "nobody gets two copies"
+    assert set(received) == set(people) - {people[5]}
+    for address in people[1:5] + people[6:8]:
+        status, _, events = outcomes[address]
+        assert status == "sent" and "deferred" in events and events.index("deferred") < events.index("sent"), address
+    status, text, events = outcomes[people[5]]
+    assert status == "bounced" and "550" in text and "User unknown" in text
+    with transaction(app.factory) as db:
+        suppression = db.get(Suppression, people[5])
+    assert suppression is not None and suppression.reason == "hard-bounce" and "550" in suppression.detail
+    assert "451" in " ".join(_reply_texts(app, people[1]))
+    assert any("timed out" in text for text in _reply_texts(app, people[7]))
+    assert any("connection lost" in text for text in _reply_texts(app, people[6]))
+    assert Counter(status for status, _, _ in outcomes.values()) == {"sent": 39, "bounced": 1}
+
+
+def _reply_texts(app: App, address: str) -> list[str]:
+    with transaction(app.factory) as db:
+        return list(db.scalars(
+            select(DeliveryEvent.detail).join(Message, Message.id == DeliveryEvent.message_pk).where(Message.recipient == address)
+        ))
+
+
+def test_connection_dropped_after_message_120_of_300(app: App) -> None:
+    people = [f"p{i:03d}@example.org" for i in range(300)]
+    server, handler = fault_server(Faults(drop_after_message=120))
+    with server:
+        app = _app(app, server, messages_per_connection=1000)
+        _queue(app, people)
+        _, pool = _send_all(app)
+    received = handler.received_by()
+    assert set(received) == set(people) and max(received.values()) == 1
+    assert pool.connects == app.settings.smtp.connections + 1  # one reconnect, nothing lost
+    assert Counter(status for status, _, _ in _outcomes(app).values()) == {"sent": 300}
+    assert handler.quits == app.settings.smtp.connections  # QUIT on every connection at close
+
+
+def test_connection_reused_up_to_messages_per_connection(app: App) -> None:
+    people = [f"p{i:03d}@example.org" for i in range(30)]
+    server, handler = fault_server(Faults())
+    with server:
+        app = _app(app, server, connections=2, messages_per_connection=5)
+        _queue(app, people)
+        _, pool = _send_all(app)
+    assert len(handler.received_by()) == 30
+    assert pool.connects == 6 and handler.connections == 6
+
+
+def test_smtputf8_used_when_offered_else_permanent_failure_with_reason(app: App) -> None:
+    people = ["josé.núñez@example.org", "plain@example.org", "aicha@assemblée.example"]
+    for offered in (True, False):
+        server, handler = fault_server(Faults(smtputf8=offered))
+        with server:
+            this = _app(app, server)
+            if offered:
+                _queue(this, people)
+            else:
+                with transaction(this.factory) as db:
+                    db.execute(Message.__table__.update().values(status="queued", attempts=0, due_at=INVITATION_AT))
+            _send_all(this)
+        outcomes = _outcomes(this)
+        by_address = {m.rcpt_tos[0]: m for m in handler.messages}
+        assert "plain@example.org" in by_address
+        assert "aicha@xn--assemble-h1a.example" in by_address  # IDN domain as A-label, no SMTPUTF8 needed
+        assert "SMTPUTF8" not in by_address["plain@example.org"].mail_options
+        if offered:
+            assert "SMTPUTF8" in by_address["josé.núñez@example.org"].mail_options
+            assert outcomes["josé.núñez@example.org"][0] == "sent"
+            assert "josé.núñez@example.org" in by_address["josé.núñez@example.org"].data.decode("utf-8")
+        else:
+            status, text, _ = outcomes["josé.núñez@example.org"]
+            assert status == "failed" and "SMTPUTF8" in text
+
+
+def test_redirect_all_to_sends_every_message_to_the_rehearsal_address(app: App) -> None:
+    people = [f"person{i}@example.org" for i in range(5)]
+    server, handler = fault_server(Faults())
+    with server:
+        this = _app(app, server)
+        sender = dataclasses.replace(this.settings.sender, redirect_all_to="rehearsal@example.org")
+        this = dataclasses.replace(this, settings=dataclasses.replace(this.settings, sender=sender))
+        _queue(this, people)
+        _send_all(this)
+    assert [m.rcpt_tos for m in handler.messages] == [["rehearsal@example.org"]] * 5
+    shown = sorted(m.parsed()["To"].addresses[0].addr_spec for m in handler.messages)
+    assert shown == sorted(people)  # the message shows whom it was meant for
+
+
+def test_a_bounce_of_the_rehearsal_address_does_not_suppress_the_contact(app: App) -> None:
+    server, handler = fault_server(Faults(rcpt_permanent={"rehearsal@example.org": 550}))
+    with server:
+        this = _app(app, server)
+        sender = dataclasses.replace(this.settings.sender, redirect_all_to="rehearsal@example.org")
+        this = dataclasses.replace(this, settings=dataclasses.replace(this.settings, sender=sender))
+        _queue(this, ["someone@example.org"])
+        _send_all(this)
+    status, text, _ = _outcomes(this)["someone@example.org"]
+    assert status == "failed" and "rehearsal@example.org" in text and "550" in text
+    with transaction(this.factory) as db:
+        assert db.scalar(select(func.count()).select_from(Suppression)) == 0
+
+
+def test_rate_limit_over_the_wait_defers_without_contacting_the_server(app: App) -> None:
+    from mailer.config import RateLimits
+
+    people = [f"p{i}@example.org" for i in range(6)]
+    server, handler = fault_server(Faults())
+    with server:
+        this = _app(app, server, rate=RateLimits(per_hour=4), max_rate_wait=0.0)
+        _queue(this, people)
+        clock = VirtualClock(INVITATION_AT)
+        service = Service(this, clock)
+
+        async def once() -> None:
+            async with SmtpPool(this.settings.smtp) as pool:
+                await service.dispatch(pool)
+
+        asyncio.run(once())
+    outcomes = _outcomes(this)
+    assert Counter(status for status, _, _ in outcomes.values()) == {"sent": 4, "deferred": 2}
+    assert len(handler.messages) == 4
+    assert all("rate limit of 4 per hour" in text for status, text, _ in outcomes.values() if status == "deferred")

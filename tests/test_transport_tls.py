@@ -1,0 +1,202 @@
+"""TLS (STARTTLS once, implicit TLS, verification), login from the environment, routing, rate limits, DKIM."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import ipaddress
+import logging
+import ssl
+from pathlib import Path
+
+import dkim
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from mailer.config import DkimSettings, RateLimits, Security, SmtpSettings, StepKind, load_settings
+from mailer.errors import ConfigError
+from mailer.models import MessageStatus
+from mailer.ratelimit import RateLimited, RateLimiter
+from mailer.signing import DkimSigner
+from mailer.transport import SmtpPool, SmtpRouter
+from tests.smtp_faults import Faults, fault_server
+
+ROOT = Path(__file__).resolve().parent.parent
+MESSAGE = b"From: webinars@example.org\r\nTo: a@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost: (certificate PEM, key PEM)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def _server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+def _smtp(server: object, **changes: object) -> SmtpSettings:
+    base = SmtpSettings(host=server.host, port=server.port, security=Security.STARTTLS, username="",  # type: ignore[attr-defined]
+                        password_env="TEST_SMTP_PASSWORD", connections=2, messages_per_connection=100, timeout=2.0,
+                        connect_timeout=2.0, data_timeout=2.0)
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+async def _send(settings: SmtpSettings, count: int) -> list[MessageStatus]:
+    async with SmtpPool(settings) as pool:
+        replies = [await pool.send("webinars@example.org", f"p{i}@example.org", MESSAGE) for i in range(count)]
+    return [reply.status for reply in replies]
+
+
+def test_starttls_upgrades_once_per_connection_and_verifies_with_the_ca_file(certificate: tuple[Path, Path]) -> None:
+    server, handler = fault_server(Faults(), tls_context=_server_context(certificate), require_starttls=True)
+    with server:
+        statuses = asyncio.run(_send(_smtp(server, ca_file=str(certificate[0]), connections=1), 5))
+    assert statuses == [MessageStatus.SENT] * 5
+    assert handler.starttls == 1 and handler.tls_messages == 5 and handler.connections == 1
+
+
+def test_unverifiable_certificate_is_refused_by_default(certificate: tuple[Path, Path]) -> None:
+    server, handler = fault_server(Faults(), tls_context=_server_context(certificate), require_starttls=True)
+    with server:
+        async def one() -> str:
+            async with SmtpPool(_smtp(server)) as pool:
+                return (await pool.send("webinars@example.org", "a@example.org", MESSAGE)).text
+        text = asyncio.run(one())
+    assert "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower()
+    assert handler.messages == []
+
+
+def test_implicit_tls_and_login_from_the_environment_never_logged(
+    certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "s3cret-Pa55"
+    monkeypatch.setenv("TEST_SMTP_PASSWORD", secret)
+    server, handler = fault_server(Faults(), tls_context=_server_context(certificate), implicit_tls=True,
+                                   auth={"mailer": secret})
+    caplog.set_level(logging.DEBUG)
+    with server:
+        settings = _smtp(server, security=Security.TLS, ca_file=str(certificate[0]), username="mailer")
+        assert asyncio.run(_send(settings, 3)) == [MessageStatus.SENT] * 3
+        monkeypatch.setenv("TEST_SMTP_PASSWORD", "wrong")
+        refused = asyncio.run(_send(settings, 1))
+    assert handler.tls_messages == 3 and handler.logins and handler.logins[0][0] == "mailer"
+    assert refused == [MessageStatus.DEFERRED]  # a refused login is our problem, not the message's
+    assert secret not in caplog.text and "wrong" not in caplog.text
+
+
+def test_login_without_its_variable_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEST_SMTP_PASSWORD", raising=False)
+    settings = SmtpSettings("relay.example.org", 587, Security.STARTTLS, "mailer", "TEST_SMTP_PASSWORD", 1, 1, 1.0)
+    with pytest.raises(ConfigError, match="TEST_SMTP_PASSWORD"):
+        SmtpPool(settings)
+
+
+def test_router_sends_each_step_kind_through_its_server(tmp_path: Path) -> None:
+    first, first_handler = fault_server(Faults())
+    second, second_handler = fault_server(Faults())
+    with first, second:
+        config = tmp_path / "config"
+        config.mkdir()
+        text = (ROOT / "config" / "mailer.toml").read_text().replace('security = "starttls"', 'security = "none"')
+        text += f'\n[smtp.servers.reminders]\nhost = "127.0.0.1"\nport = {second.port}\nmax_per_minute = 100\n'
+        text += '\n[smtp.routes]\nreminder = "reminders"\ninvitation = "default"\n'
+        (config / "mailer.toml").write_text(text.replace('host = ""', f'host = "127.0.0.1"\nport_unused = 0', 1)
+                                            .replace("port_unused = 0\n", "").replace("port = 587", f"port = {first.port}"))
+        (config / "series.toml").write_text((ROOT / "config" / "series.toml").read_text())
+        (tmp_path / "templates").symlink_to(ROOT / "templates")
+        settings = load_settings(config)
+        assert settings.smtp_for(StepKind.REMINDER).rate == RateLimits(per_minute=100)
+
+        async def run() -> None:
+            async with SmtpRouter(settings) as router:
+                await router.send("webinars@example.org", "a@example.org", MESSAGE, kind=StepKind.INVITATION)
+                await router.send("webinars@example.org", "b@example.org", MESSAGE, kind=StepKind.REMINDER)
+                await router.send("webinars@example.org", "c@example.org", MESSAGE, kind=StepKind.FOLLOW_UP)
+
+        asyncio.run(run())
+    assert sorted(first_handler.received_by()) == ["a@example.org", "c@example.org"]
+    assert list(second_handler.received_by()) == ["b@example.org"]
+
+
+@pytest.mark.parametrize(
+    ("addition", "key", "hint"),
+    [
+        ('\n[smtp.routes]\nreminder = "nope"\n', "smtp.routes.reminder", "add [smtp.servers.nope]"),
+        ('\n[smtp.routes]\nwebinar = "default"\n', "smtp.routes.webinar", "use one of invitation"),
+        ('\n[smtp.servers.x]\nport = 25\n', "smtp.servers.x.host", "add `host"),
+        ('\n[smtp.servers.x]\nhost = "h"\nmax_per_hour = -1\n', "smtp.servers.x.max_per_hour", "0 for no limit"),
+        ('\n[smtp.servers.x]\nhost = "h"\nspeed = 3\n', "smtp.servers.x.speed", "use one of"),
+        ('\n[dkim]\nselector = "s1"\n', "dkim.private_key_file", "private_key_env"),
+    ],
+)
+def test_delivery_config_errors_name_file_key_and_fix(tmp_path: Path, addition: str, key: str, hint: str) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "mailer.toml").write_text((ROOT / "config" / "mailer.toml").read_text() + addition)
+    (config / "series.toml").write_text((ROOT / "config" / "series.toml").read_text())
+    (tmp_path / "templates").symlink_to(ROOT / "templates")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config)
+    assert info.value.key == key and hint in str(info.value) and "mailer.toml" in info.value.path
+
+
+def test_rate_limiter_sliding_windows() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    limiter = RateLimiter(RateLimits(per_second=2, per_minute=5), monotonic=lambda: now[0], sleep=sleep)
+
+    async def take(n: int) -> None:
+        for _ in range(n):
+            await limiter.acquire(max_wait=120)
+
+    asyncio.run(take(5))
+    assert now[0] == pytest.approx(2.0)  # 2 at t=0, 2 at t=1, 1 at t=2
+    with pytest.raises(RateLimited) as info:
+        asyncio.run(limiter.acquire(max_wait=10))
+    assert info.value.window == "minute" and info.value.retry_after == pytest.approx(58.0)
+    asyncio.run(take(1))
+    assert now[0] == pytest.approx(60.0)
+
+
+def test_dkim_signature_verifies(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                            serialization.NoEncryption())
+    (tmp_path / "dkim.pem").write_bytes(pem)
+    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    import base64
+
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    signer = DkimSigner(DkimSettings("example.org", "s2021", tmp_path / "dkim.pem", "", ("From", "To", "Subject")))
+    signed = signer.sign(MESSAGE)
+    assert signed.startswith(b"DKIM-Signature:")
+    assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: record if name == b"s2021._domainkey.example.org." else None)
+    assert not dkim.verify(signed.replace(b"body", b"bodY"), dnsfunc=lambda name, timeout=5: record)
