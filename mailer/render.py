@@ -321,8 +321,8 @@ class Renderer:
 
         The chain uses ``recipient.region`` or else the session's region. A fallback is logged (INFO) with the
         requested and the used language. Raises :class:`RenderError` (no template folder, no language in the
-        chain, undefined variable, ``None`` printed, unknown recipient zone) and ValueError when ``extra``
-        shadows a fixed context variable.
+        chain, undefined variable, ``None`` printed, unknown recipient zone), :class:`NotFoundError` for an
+        unknown ``recipient.region`` and ValueError when ``extra`` shadows a fixed context variable.
         """
         languages = self.templates.get(step.template)
         if not languages:
