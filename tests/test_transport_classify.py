@@ -29,6 +29,8 @@ SENT, DEFERRED, BOUNCED, FAILED = (
         (552, Phase.DATA, FAILED),
         (550, Phase.MAIL, FAILED),
         (554, Phase.CONNECT, FAILED),
+        (535, Phase.AUTH, DEFERRED),  # our credentials, not the message: deferred until fixed or the deadline
+        (454, Phase.AUTH, DEFERRED),
     ],
 )
 def test_classify(code: int | None, phase: Phase, expected: MessageStatus) -> None:

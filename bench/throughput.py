@@ -1,0 +1,244 @@
+"""Throughput of the whole sending pipeline against Postfix's smtp-sink, with smtp-source as the ceiling.
+
+    .venv/bin/python bench/throughput.py [-n 20000] [--workers 2] [--connections 16] \
+        [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/bench]
+
+Steps, all in one run on this machine:
+
+1. start ``smtp-sink`` (Debian package postfix; no Postfix daemon) on 127.0.0.1;
+2. ``smtp-source`` sends N messages of the pipeline's mean size over the same number of connections: the
+   ceiling (messages/second);
+3. rendering only (Jinja2 + Babel, then the fast composer; and the standard-library build for comparison);
+4. the pipeline: N contacts in four languages, one invitation wave queued, then ``--workers`` processes each
+   run ``Service.dispatch`` (claim with SKIP LOCKED on PostgreSQL, render, compose, send, record) until
+   nothing is due; messages/second from the first claim to the last record, and the ratio to smtp-source;
+5. peak memory (max RSS) of a worker.
+
+Not a test: prints figures. PostgreSQL is needed for several workers (SQLite: one worker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import multiprocessing
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine, func, insert, select, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from mailer.app import open_app  # noqa: E402
+from mailer.clock import VirtualClock  # noqa: E402
+from mailer.config import Security, Settings, load_settings  # noqa: E402
+from mailer.db import transaction  # noqa: E402
+from mailer.models import Contact, ContactList, ListMembership, Message  # noqa: E402
+from mailer.outbox import queue_wave  # noqa: E402
+
+INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=timezone.utc)
+LANGUAGES = ("en", "es", "fr", "ar")
+NAMES = ("Amina Diallo", "José Núñez", "Hélène Dubois", "محمد العلي", "Grace Mensah", "Kofi Boateng")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name) or f"/usr/sbin/{name}"
+    if not Path(path).exists():
+        sys.exit(f"{name} not found: apt-get install postfix (only the tools are used, no daemon)")
+    return path
+
+
+def start_sink(port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen([tool("smtp-sink"), "-u", "nobody", f"127.0.0.1:{port}", "1024"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return process
+        except OSError:
+            time.sleep(0.05)
+    sys.exit("smtp-sink did not start")
+
+
+def smtp_source(port: int, count: int, size: int, connections: int) -> float:
+    started = time.perf_counter()
+    subprocess.run([tool("smtp-source"), "-s", str(connections), "-m", str(count), "-l", str(size),
+                    "-f", "webinars@example.org", "-t", "person@example.org", f"127.0.0.1:{port}"], check=True)
+    return count / (time.perf_counter() - started)
+
+
+def prepare_database(url: str) -> str:
+    """An empty database at ``url`` (PostgreSQL: dropped and created; SQLite: file removed)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{parsed.database}"'))
+        admin.dispose()
+    elif parsed.database:
+        Path(parsed.database).unlink(missing_ok=True)
+    return url
+
+
+def bench_settings(url: str, port: int, connections: int) -> Settings:
+    settings = load_settings(ROOT / "config", database_url=url)
+    smtp = dataclasses.replace(settings.smtp, host="127.0.0.1", port=port, security=Security.NONE, username="",
+                               connections=connections, messages_per_connection=100_000)
+    return dataclasses.replace(settings, smtp=smtp)
+
+
+def seed(settings: Settings, count: int) -> None:
+    """``count`` contacts on the African list in four languages, and the invitation wave queued."""
+    app = open_app(settings)
+    now = INVITATION_AT
+    with transaction(app.factory) as db:
+        list_id = db.scalar(insert(ContactList).values(region="africa", name="africa").returning(ContactList.id))
+        for start in range(0, count, 5000):
+            rows = [
+                {"email": f"person{i:06d}@example.org", "email_key": f"person{i:06d}@example.org",
+                 "name": NAMES[i % len(NAMES)], "title": "Hon." if i % 3 == 0 else "", "institution": "Parliament",
+                 "country": "NG", "language": LANGUAGES[i % 4], "time_zone": "Africa/Lagos", "needs_smtputf8": False,
+                 "status": "active", "created_at": now, "updated_at": now}
+                for i in range(start, min(count, start + 5000))
+            ]
+            ids = db.scalars(insert(Contact).returning(Contact.id), rows).all()
+            db.execute(insert(ListMembership), [{"contact_id": i, "list_id": list_id, "source": "bench", "added_at": now}
+                                                for i in ids])
+    series = settings.series
+    with transaction(app.factory) as db:
+        queue_wave(db, settings, series.session("africa-2021"), series.step("invitation"), now)
+    app.close()
+
+
+def worker(settings: Settings, number: int, batch: int, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """One sending process: dispatch until nothing is due; reports (sent, first claim, last record, max RSS KiB)."""
+    from mailer.service import Service
+    from mailer.transport import SmtpPool
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    app = open_app(settings)
+    service = Service(app, VirtualClock(INVITATION_AT + timedelta(minutes=1)), worker=f"bench-{number}",
+                      batch_size=batch)
+
+    async def run() -> tuple[int, float, float]:
+        async with SmtpPool(settings.smtp) as pool:
+            started = time.perf_counter()
+            report = await service.dispatch(pool)
+            return report.total, started, time.perf_counter()
+
+    sent, started, ended = asyncio.run(run())
+    app.close()
+    results.put((sent, started, ended, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+
+
+def render_rate(settings: Settings, count: int) -> tuple[float, float, float, int]:
+    """(renders/s, fast composes/s, stdlib builds/s, mean message size in bytes); builds of rendered bodies."""
+    from mailer.mime import build_message, to_bytes
+    from mailer.recipient import Recipient
+    from mailer.render import Renderer
+    from mailer.wire import Composer
+
+    renderer = Renderer(settings)
+    series = settings.series
+    session, step = series.session("africa-2021"), series.step("invitation")
+    people = [Recipient(email=f"person{i:06d}@example.org", name=NAMES[i % len(NAMES)], language=LANGUAGES[i % 4],
+                        time_zone="Africa/Lagos", region="africa") for i in range(count)]
+    url = "https://mailer.example.org/u/AbCdEf0123456789"
+    composer = Composer(settings.sender, list_id="bcc.example.org", unsubscribe_mailto=settings.sender.unsubscribe_mailto)
+
+    def render(person: Recipient):  # type: ignore[no-untyped-def]
+        return renderer.render(step, session, person, series=series, unsubscribe_url=url,
+                               extra={"rsvp_yes_url": url + "y", "rsvp_no_url": url + "n"})
+
+    started = time.perf_counter()
+    rendered = [render(p) for p in people]
+    render_only = count / (time.perf_counter() - started)
+    started = time.perf_counter()
+    size = 0
+    for i, p in enumerate(people):
+        size += len(composer.compose(rendered[i], p, message_id=f"<{i}@example.org>", date=INVITATION_AT,
+                                     unsubscribe_url=url).data)
+    fast = count / (time.perf_counter() - started)
+    small = max(count // 10, 100)
+    started = time.perf_counter()
+    for i, p in enumerate(people[:small]):
+        to_bytes(build_message(rendered[i], p, sender=settings.sender, message_id=f"<{i}@example.org>",
+                               date=INVITATION_AT, list_id="bcc.example.org",
+                               unsubscribe_mailto=settings.sender.unsubscribe_mailto, unsubscribe_url=url))
+    stdlib = small / (time.perf_counter() - started)
+    return render_only, fast, stdlib, size // count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", "--messages", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=16, help="SMTP connections in all (split over workers)")
+    parser.add_argument("--batch", type=int, default=500, help="messages claimed per batch")
+    parser.add_argument("--database-url", default=os.environ.get(
+        "BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/mailer_bench"))
+    args = parser.parse_args()
+    os.environ.setdefault("MAILER_SECRET_KEY", "bench-secret-key-not-for-production")
+    port = free_port()
+    sink = start_sink(port)
+    try:
+        url = prepare_database(args.database_url)
+        per_worker = max(1, args.connections // args.workers)
+        settings = bench_settings(url, port, per_worker)
+        renders, composes, stdlib, size = render_rate(settings, min(args.messages, 4000))
+        print(f"rendering only        {renders:8.0f} msg/s (Jinja2 + Babel, text + HTML, 4 languages)")
+        print(f"fast compose only     {composes:8.0f} msg/s (mailer.wire.Composer; mean message {size} bytes)")
+        print(f"stdlib build only     {stdlib:8.0f} msg/s (mailer.mime.build_message + to_bytes)")
+        ceiling = smtp_source(port, args.messages, size, args.connections)
+        print(f"smtp-source           {ceiling:8.0f} msg/s ({args.messages} x {size} bytes, {args.connections} connections)")
+        started = time.perf_counter()
+        seed(settings, args.messages)
+        print(f"seed + queue wave     {time.perf_counter() - started:8.1f} s for {args.messages} messages")
+        results: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+        processes = [multiprocessing.Process(target=worker, args=(settings, i, args.batch, results))
+                     for i in range(args.workers)]
+        for process in processes:
+            process.start()
+        reports = [results.get() for _ in processes]
+        for process in processes:
+            process.join()
+        sent = sum(r[0] for r in reports)
+        elapsed = max(r[2] for r in reports) - min(r[1] for r in reports)
+        app = open_app(settings)
+        with transaction(app.factory) as db:
+            statuses = dict(db.execute(select(Message.status, func.count()).group_by(Message.status)).all())
+        app.close()
+        rate = sent / elapsed
+        print(f"pipeline              {rate:8.0f} msg/s ({sent} in {elapsed:.1f} s; {args.workers} workers x "
+              f"{per_worker} connections; claim, render, compose, send, record; statuses {statuses})")
+        print(f"ratio to smtp-source  {rate / ceiling:8.2f}")
+        print(f"peak memory           {max(r[3] for r in reports) / 1024:8.0f} MiB per worker (max RSS)")
+    finally:
+        sink.terminate()
+        sink.wait()
+
+
+if __name__ == "__main__":
+    main()
