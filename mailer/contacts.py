@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
@@ -263,7 +263,9 @@ class Address:
 
 def clean_text(text: str) -> str:
     """``text`` on one line: every run of whitespace or control characters (line breaks too) -> one space."""
-    return _BREAKS.sub(" ", unicodedata.normalize("NFC", text)).strip()
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
+    return _BREAKS.sub(" ", text).strip()
 
 
 def email_key(address: str) -> str:
@@ -456,7 +458,11 @@ def _parse_row(table: Table, record: Record, defaults: _Defaults) -> _Row | Reje
 
 
 def insert_ignoring_conflicts(db: DbSession, table: Any, rows: list[dict[str, Any]], keys: Sequence[str]) -> None:
-    """Bulk INSERT ``rows``, skipping those that clash on the unique ``keys`` (SQLite and PostgreSQL upsert)."""
+    """Bulk INSERT ``rows`` (one executemany), skipping those that clash on the unique ``keys``.
+
+    SQLite and PostgreSQL (``ON CONFLICT DO NOTHING``); raises ValueError on any other store. No RETURNING:
+    SQLAlchemy would then build multi-row statements, which costs more here than the driver's executemany.
+    """
     if not rows:
         return
     dialect = db.get_bind().dialect.name
@@ -465,8 +471,18 @@ def insert_ignoring_conflicts(db: DbSession, table: Any, rows: list[dict[str, An
     elif dialect == "sqlite":
         stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=list(keys))
     else:
-        stmt = insert(table)
+        raise ValueError(f"bulk import supports SQLite and PostgreSQL, not {dialect}")
     db.execute(stmt, rows)
+
+
+def literal_in(column: Any, values: Sequence[Any]) -> Any:
+    """``column IN (...)`` with the values written into the SQL text (quoted by the dialect) at execution.
+
+    Each chunk's statement text then differs, so psycopg never turns it into a prepared statement whose
+    generic plan, made while the table was nearly empty, PostgreSQL would keep using: a sequential scan per
+    lookup, quadratic over a big file. Constants also let PostgreSQL hash the list.
+    """
+    return column.in_(bindparam(None, list(values), expanding=True, literal_execute=True))
 
 
 def ensure_list(db: DbSession, settings: Settings, region: str) -> int:
@@ -502,10 +518,11 @@ class _Counts:
 
 
 def _store_chunk(db: DbSession, chunk: list[_Row], list_id: int, source: str, now: datetime, counts: _Counts) -> None:
-    """Upsert one chunk of de-duplicated rows and put them on the list: three SELECTs, bulk INSERT/UPDATE."""
+    """Upsert one chunk of de-duplicated rows and put them on the list: at most three SELECTs, two
+    executemany INSERTs and one bulk UPDATE. A contact another process inserts meanwhile counts as new."""
     keys = [row.address.key for row in chunk]
     columns = [getattr(Contact, name) for name in ("id", "email_key", *_COMPARED)]
-    existing = {r.email_key: r for r in db.execute(select(*columns).where(Contact.email_key.in_(keys)))}
+    existing = {r.email_key: r for r in db.execute(select(*columns).where(literal_in(Contact.email_key, keys)))}
     fresh = [
         {
             "email": row.address.email,
@@ -525,7 +542,6 @@ def _store_chunk(db: DbSession, chunk: list[_Row], list_id: int, source: str, no
         if row.address.key not in existing
     ]
     insert_ignoring_conflicts(db, Contact.__table__, fresh, ["email_key"])
-    counts.new += len(fresh)
     updates = []
     for row in chunk:
         if row.address.key in existing:
@@ -534,18 +550,24 @@ def _store_chunk(db: DbSession, chunk: list[_Row], list_id: int, source: str, no
                 updates.append({"id": existing[row.address.key].id, **changes, "updated_at": now})
     if updates:
         db.execute(update(Contact), updates)
+    counts.new += len(fresh)
     counts.updated += len(updates)
     counts.unchanged += len(chunk) - len(fresh) - len(updates)
 
-    found = db.execute(select(Contact.email_key, Contact.id).where(Contact.email_key.in_(keys)))
-    ids = {key: contact_id for key, contact_id in found}
-    on_list = set(
-        db.scalars(
-            select(ListMembership.contact_id).where(
-                ListMembership.list_id == list_id, ListMembership.contact_id.in_(ids.values())
+    ids = {key: row.id for key, row in existing.items()}
+    if fresh:
+        found = db.execute(select(Contact.email_key, Contact.id).where(literal_in(Contact.email_key, keys)))
+        ids = {key: contact_id for key, contact_id in found}
+    on_list: set[int] = set()
+    if existing:  # contacts created just now are on no list yet
+        on_list = set(
+            db.scalars(
+                select(ListMembership.contact_id).where(
+                    ListMembership.list_id == list_id,
+                    literal_in(ListMembership.contact_id, [row.id for row in existing.values()]),
+                )
             )
         )
-    )
     members = [
         {"contact_id": ids[row.address.key], "list_id": list_id, "source": f"{source}:{row.line}", "added_at": now}
         for row in chunk
@@ -702,10 +724,10 @@ def find_contacts(
             ContactList, ContactList.id == ListMembership.list_id
         ).where(ContactList.region == region)
     if search:
-        pattern = f"%{search.strip().casefold()}%"
+        needle = search.strip().casefold()
         query = query.where(
-            or_(Contact.email_key.like(pattern), func.lower(Contact.name).like(pattern),
-                func.lower(Contact.institution).like(pattern))
+            or_(*(func.lower(column).contains(needle, autoescape=True)
+                  for column in (Contact.email_key, Contact.name, Contact.institution)))
         )
     with factory() as db:
         total = int(db.execute(select(func.count()).select_from(query.subquery())).scalar_one())

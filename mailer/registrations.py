@@ -47,6 +47,7 @@ from mailer.contacts import (
     fit_column,
     insert_ignoring_conflicts,
     normalise_address,
+    literal_in,
     read_table,
     split_title,
     write_rejects,
@@ -267,17 +268,17 @@ def _store_chunk(
 ) -> None:
     """Create missing contacts, then insert or update the chunk's registrations (bulk statements)."""
     keys = [person.address.key for person in chunk]
-    known = set(db.scalars(select(Contact.email_key).where(Contact.email_key.in_(keys))))
+    known = set(db.scalars(select(Contact.email_key).where(literal_in(Contact.email_key, keys))))
     fresh = [_new_contact(p, settings, region, now) for p in chunk if p.address.key not in known]
     insert_ignoring_conflicts(db, Contact.__table__, fresh, ["email_key"])
     counts.new_contacts += len(fresh)
-    found = db.execute(select(Contact.email_key, Contact.id).where(Contact.email_key.in_(keys)))
+    found = db.execute(select(Contact.email_key, Contact.id).where(literal_in(Contact.email_key, keys)))
     ids = {key: contact_id for key, contact_id in found}
     existing = {
         row.contact_id: row
         for row in db.execute(
             select(Registration.id, Registration.contact_id, Registration.status, Registration.registered_at).where(
-                Registration.session_id == session_id, Registration.contact_id.in_(ids.values())
+                Registration.session_id == session_id, literal_in(Registration.contact_id, list(ids.values()))
             )
         )
     }

@@ -398,3 +398,18 @@ def test_cli_list_and_show(app: App, tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "no contact with address 'nobody@example.org'" in missing.output
     bad_region = run(app, "contacts", "list", "--region", "mars")
     assert bad_region.exit_code == 2 and "unknown region 'mars'" in bad_region.output
+
+
+def test_big_file_in_chunks_with_progress(app: App, tmp_path: Path) -> None:
+    """More rows than one chunk: every row stored once, progress reported in growing physical lines."""
+    path = tmp_path / "big.csv"
+    rows = [f'person{i}@big.example,"Person\n{i}",Kenya' for i in range(2500)]
+    path.write_text("email,name,country\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    seen: list[tuple[int, int]] = []
+    report = import_contacts(app.factory, app.settings, path, "africa", NOW, progress=lambda d, t: seen.append((d, t)))
+    assert (report.rows, report.new, report.rejected) == (2500, 2500, ())
+    assert seen[-1] == (5001, 5001) and len(seen) >= 3
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+    person = contact(app, "person2499@big.example")
+    assert (person.name, person.country, person.time_zone) == ("Person 2499", "KE", "Africa/Nairobi")
+    assert list_size(app, "africa") == 2500
