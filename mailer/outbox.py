@@ -512,8 +512,20 @@ def retry_delay(attempts: int, base: timedelta, rng: random.Random | None = None
     return delay * rng.uniform(0.8, 1.2)
 
 
-def record_outcomes(db: DbSession, settings: Settings, outcomes: Sequence[Outcome], now: datetime) -> None:
-    """Apply delivery outcomes to their messages (only those still ``sending``) and log them; caller commits.
+def renew_leases(db: DbSession, pks: Sequence[int], worker: str, until: datetime) -> None:
+    """Extend ``worker``'s claim on messages it is still sending to ``until``; caller commits."""
+    db.execute(
+        update(Message)
+        .where(Message.id.in_(pks), Message.status == MessageStatus.SENDING, Message.worker == worker)
+        .values(lease_until=until)
+    )
+
+
+def record_outcomes(
+    db: DbSession, settings: Settings, outcomes: Sequence[Outcome], now: datetime, *, worker: str | None = None
+) -> None:
+    """Apply delivery outcomes to their messages (only those still ``sending``, and still claimed by
+    ``worker`` when given) and log them; caller commits.
 
     A temporary failure becomes ``deferred`` with a retry time, or ``failed`` when the retry would fall
     after the message's deadline. A bounce also suppresses the address (reason ``hard-bounce``).
@@ -521,9 +533,10 @@ def record_outcomes(db: DbSession, settings: Settings, outcomes: Sequence[Outcom
     if not outcomes:
         return
     by_pk = {outcome.pk: outcome for outcome in outcomes}
-    messages = db.scalars(
-        select(Message).where(Message.id.in_(by_pk), Message.status == MessageStatus.SENDING)
-    ).all()
+    query = select(Message).where(Message.id.in_(by_pk), Message.status == MessageStatus.SENDING)
+    if worker is not None:
+        query = query.where(Message.worker == worker)
+    messages = db.scalars(query).all()
     for message in messages:
         outcome = by_pk[message.id]
         message.reply_code = outcome.code

@@ -21,7 +21,7 @@ from mailer.app import App
 from mailer.clock import SystemClock
 from mailer.service import Service, smtp_target
 from mailer.timeline import plan
-from mailer.transport import SmtpPool
+from mailer.transport import SmtpRouter, Transport
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,17 @@ log = logging.getLogger(__name__)
 class Runner:
     """Owns the scheduler, the SMTP pool and the stop flag for one service process."""
 
-    def __init__(self, app: App, pool: SmtpPool, say: Callable[[str], None]) -> None:
+    def __init__(self, app: App, pool: Transport, say: Callable[[str], None]) -> None:
         self.service = Service(app, SystemClock())
         self.pool = pool
         self.say = say
         self.stop = asyncio.Event()
         self._lock = asyncio.Lock()
+
+    async def finished(self) -> None:
+        """Return once no tick is running (ticks started after ``stop`` return at once)."""
+        async with self._lock:
+            pass
 
     async def tick(self) -> None:
         """Materialise due steps, then send until nothing is due or a stop is requested."""
@@ -55,7 +60,7 @@ class Runner:
 async def serve(app: App, say: Callable[[str], None] = print) -> None:
     """Run until SIGTERM or SIGINT; returns after in-flight messages are recorded and SMTP connections closed."""
     with smtp_target(app.settings, on_start=say) as settings:
-        async with SmtpPool(settings.smtp) as pool:
+        async with SmtpRouter(settings) as pool:
             runner = Runner(App(settings, app.engine, app.factory), pool, say)
             scheduler = AsyncIOScheduler(timezone="UTC")
             now = SystemClock().now()
@@ -83,9 +88,10 @@ async def serve(app: App, say: Callable[[str], None] = print) -> None:
             say(f"service started: {upcoming} step times ahead, polling every {settings.poll_interval}")
             await runner.stop.wait()
             say("stopping: finishing in-flight messages")
+            # Wait for a running tick to record its batch *before* the scheduler shuts down:
+            # APScheduler cancels the coroutine jobs still running at shutdown.
+            await runner.finished()
             scheduler.shutdown(wait=False)
             if stop_web is not None:
                 await stop_web()
-            async with runner._lock:  # wait for a running tick to record its batch
-                pass
     say("stopped")

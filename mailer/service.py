@@ -17,13 +17,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy import select
+
 from mailer.app import App
 from mailer.capture import EmlWriter, SmtpServer
 from mailer.clock import Clock
 from mailer.config import Security, Settings
 from mailer.db import transaction
 from mailer.errors import PermanentDeliveryError, RenderError
-from mailer.models import MessageStatus
+from mailer.models import MessageStatus, SessionRow
 from mailer.outbox import (
     ClaimedMessage,
     Outcome,
@@ -31,6 +33,7 @@ from mailer.outbox import (
     claim_due,
     queue_wave,
     reap_expired_leases,
+    renew_leases,
     record_outcomes,
     sync_sessions,
 )
@@ -39,8 +42,10 @@ from mailer.timeline import due_steps, resolve_step
 from mailer.signing import DkimSigner
 from mailer.transport import Transport
 from mailer.wire import Composer
+from mailer.web.links import message_links
 
 log = logging.getLogger(__name__)
+NOTICE_PREFIXES = ("date-changed-", "cancelled-")
 
 
 def default_worker_name() -> str:
@@ -80,6 +85,7 @@ class Service:
         self.renderer = renderer or Renderer(app.settings)
         self.worker = worker or default_worker_name()
         self.batch_size = batch_size
+        self._previous_starts: dict[str, datetime | None] = {}
         self._list_id = f"{self.settings.series.id}.{self.settings.sender.domain}"
         self._unsubscribe_url = f"mailto:{self.settings.sender.unsubscribe_mailto}?subject=unsubscribe"
         self.composer = Composer(
@@ -105,7 +111,9 @@ class Service:
     async def dispatch(self, pool: Transport, *, stop: asyncio.Event | None = None) -> DispatchReport:
         """Send due messages batch by batch until none is due (or ``stop`` is set between batches).
 
-        In-flight messages of a batch always finish and are recorded before returning.
+        In-flight messages of a batch always finish and are recorded before returning. While a batch is
+        sending, its leases are renewed every third of ``delivery.lease``, so a slow server never lets
+        another process take over messages this one is still sending.
         """
         report = DispatchReport()
         while stop is None or not stop.is_set():
@@ -119,20 +127,55 @@ class Service:
                 report.add(session_id, step, status)
             if not claimed and not finished:
                 break
-            outcomes = await asyncio.gather(*(self._deliver(pool, message) for message in claimed))
+            if any(message.step.startswith(NOTICE_PREFIXES) for message in claimed):
+                with transaction(self.app.factory) as db:
+                    self._previous_starts = dict(db.execute(select(SessionRow.id, SessionRow.previous_starts_at)).all())
+            renewing = asyncio.create_task(self._renew_leases([message.pk for message in claimed]))
+            try:
+                outcomes = await asyncio.gather(*(self._deliver_safely(pool, message) for message in claimed))
+            finally:
+                renewing.cancel()
             with transaction(self.app.factory) as db:
-                record_outcomes(db, self.settings, outcomes, self.clock.now())
+                record_outcomes(db, self.settings, outcomes, self.clock.now(), worker=self.worker)
             for message, outcome in zip(claimed, outcomes, strict=True):
                 report.add(message.session_id, message.step, outcome.status.value)
         return report
+
+    async def _renew_leases(self, pks: list[int]) -> None:
+        interval = max(self.settings.lease.total_seconds() / 3, 0.1)
+        while True:
+            await asyncio.sleep(interval)
+            with transaction(self.app.factory) as db:
+                renew_leases(db, pks, self.worker, self.clock.now() + self.settings.lease)
+
+    async def _deliver_safely(self, pool: Transport, message: ClaimedMessage) -> Outcome:
+        """:meth:`_deliver`, with an unexpected error turned into a deferral (logged with its traceback),
+        so one bad message never stops a batch from being recorded."""
+        try:
+            return await self._deliver(pool, message)
+        except Exception as exc:  # noqa: BLE001 - recorded on the message and logged in full
+            log.exception("unexpected error delivering %s", message.message_id)
+            return Outcome(message.pk, MessageStatus.DEFERRED, None, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _notice_extra(self, message: ClaimedMessage) -> dict[str, object]:
+        """What a notice template needs: ``change`` and, for a reschedule, ``previous_start``."""
+        if message.step.startswith("cancelled-"):
+            return {"change": "cancelled"}
+        if message.step.startswith("date-changed-"):
+            previous = self._previous_starts.get(message.session_id)
+            return {"change": "rescheduled", "previous_start": previous} if previous else {"change": "rescheduled"}
+        return {}
 
     async def _deliver(self, pool: Transport, message: ClaimedMessage) -> Outcome:
         settings = self.settings
         session = settings.series.session(message.session_id)
         step = resolve_step(settings.series, message.step)
+        links = message_links(settings, message.pk)  # signed personal URLs (mailer.web.links)
         try:
             rendered = self.renderer.render(
-                step, session, message.recipient, series=settings.series, unsubscribe_url=self._unsubscribe_url
+                step, session, message.recipient, series=settings.series, unsubscribe_url=links["unsubscribe_url"],
+                extra={"rsvp_yes_url": links["rsvp_yes_url"], "rsvp_no_url": links["rsvp_no_url"],
+                       **self._notice_extra(message)},
             )
         except RenderError as exc:
             log.error("render failed for %s: %s", message.message_id, exc)
@@ -143,6 +186,7 @@ class Service:
                 message.recipient,
                 message_id=message.message_id,
                 date=self.clock.now(),
+                unsubscribe_url=links["unsubscribe_url"],
                 auto_submitted=step.kind.value != "invitation",
             )
         except (ValueError, PermanentDeliveryError) as exc:  # an address or header that cannot be written

@@ -17,7 +17,7 @@ from mailer.db import transaction
 from mailer.outbox import next_due_at
 from mailer.service import DispatchReport, Service
 from mailer.timeline import plan
-from mailer.transport import SmtpPool
+from mailer.transport import SmtpRouter
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ async def simulate(
     service = Service(app, clock)
     step_times = sorted({item.at for item in plan(app.settings.series)})
     totals = DispatchReport()
-    async with SmtpPool(app.settings.smtp) as pool:
+    async with SmtpRouter(app.settings) as pool:
         while True:
             now = clock.now()
             service.materialise()

@@ -1,0 +1,160 @@
+"""``mailer simulate``, ``mailer demo`` and ``mailer send-test``: see it run."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from mailer.app import App, open_app
+from mailer.cli import AppContext, pass_ctx
+from mailer.cli.log import counts_table
+from mailer.clock import SystemClock
+from mailer.config import load_settings
+from mailer.db import transaction
+from mailer.errors import NotFoundError
+from mailer.mime import build_message, needs_smtputf8, to_bytes
+from mailer.recipient import Recipient
+from mailer.render import Renderer
+from mailer.reports import counts_by_step
+from mailer.service import smtp_target, wall_time
+from mailer.simulate import SimulationTick, simulate
+from mailer.transport import SmtpRouter
+
+DEFAULT_CONTACTS_DIR = Path("../shared/data/contacts")
+
+
+def _parse_utc(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise click.BadParameter(f"{text!r} needs an offset, e.g. {text}+00:00")
+    return moment
+
+
+def run_simulation(app: App, console: Console, start: datetime | None = None, end: datetime | None = None) -> None:
+    """Simulate the timeline against the configured SMTP server (or a capture server), printing as it goes."""
+    with smtp_target(app.settings, on_start=console.print) as settings:
+        target = App(settings, app.engine, app.factory)
+        with Progress(
+            TextColumn("[bold]virtual time[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("steps"), console=console, transient=True,
+        ) as progress:
+            task = progress.add_task("", total=None)
+
+            def on_tick(tick: SimulationTick) -> None:
+                progress.update(task, total=tick.steps_total, completed=tick.steps_done, description=wall_time(tick.at))
+                grouped: dict[tuple[str, str], list[str]] = {}
+                for (session_id, step, status), count in sorted(tick.report.counts.items()):
+                    grouped.setdefault((session_id, step), []).append(f"{count} {status}")
+                for (session_id, step), parts in grouped.items():
+                    progress.console.print(f"{wall_time(tick.at)}  {session_id:<20} {step:<14} {', '.join(parts)}")
+
+            asyncio.run(simulate(target, start=start, end=end, on_tick=on_tick))
+    with transaction(app.factory) as db:
+        console.print(counts_table(counts_by_step(db), "Delivery report"))
+
+
+@click.command("simulate")
+@click.option("--from", "start_text", help="Virtual start, ISO 8601 with offset [default: before the first step].")
+@click.option("--until", "end_text", help="Virtual end, ISO 8601 with offset [default: after the last step].")
+@pass_ctx
+def simulate_command(ctx: AppContext, start_text: str | None, end_text: str | None) -> None:
+    """Run the whole timeline in virtual time, sending for real, then print the report."""
+    run_simulation(ctx.app, Console(), _parse_utc(start_text), _parse_utc(end_text))
+
+
+@click.command("demo")
+@click.option(
+    "--contacts", "contacts_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=DEFAULT_CONTACTS_DIR, show_default=True, help="Folder with <region>.csv and registrations-<region>.csv.",
+)
+@click.pass_context
+def demo(click_ctx: click.Context, contacts_dir: Path) -> None:
+    """The main job on embedded defaults: fresh var/demo.db, import the four regions, simulate, report.
+
+    Messages land as .eml files in var/capture/ (unless an SMTP host is configured).
+    """
+    from mailer.contacts import import_contacts
+    from mailer.registrations import import_registrations
+
+    ctx: AppContext = click_ctx.obj
+    console = Console()
+    settings = load_settings(ctx.config_dir, database_url=ctx.database_url)
+    if not ctx.database_url:
+        demo_db = settings.base_dir / "var" / "demo.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{demo_db}{suffix}").unlink(missing_ok=True)
+        settings = dataclasses.replace(settings, database_url=f"sqlite:///{demo_db}")
+    if not settings.smtp.host and settings.capture_dir.exists():
+        shutil.rmtree(settings.capture_dir)
+    app = open_app(settings)
+    console.print(f"store: {settings.database_url}")
+    now = SystemClock().now()
+    for session in settings.series.sessions:
+        contacts = contacts_dir / f"{session.region}.csv"
+        result = import_contacts(app.factory, settings, contacts, session.region, now)
+        console.print(
+            f"contacts {contacts.name:<22} {result.imported:4d} imported, {len(result.rejected):2d} rejected,"
+            f" {len(result.duplicates)} duplicates" + (f" (see {result.rejects_path})" if result.rejects_path else "")
+        )
+        registrations = contacts_dir / f"registrations-{session.region}.csv"
+        if registrations.exists():
+            regs = import_registrations(app.factory, settings, registrations, session.id, now)
+            console.print(
+                f"registrations {registrations.name:<31} {regs.registered:3d} registered, {regs.denied:2d} denied,"
+                f" {regs.new_contacts} new contacts, {len(regs.rejected)} rejected"
+            )
+    run_simulation(app, console)
+    console.print(f"Messages written to {settings.capture_dir}" if not settings.smtp.host else "")
+    app.close()
+
+
+@click.command("send-test")
+@click.option("--session", "session_id", required=True)
+@click.option("--step", "step_name", required=True)
+@click.option("--to", "address", required=True, help="Where to send the test message.")
+@click.option("--language", default="en", show_default=True, help="BCP 47 tag, e.g. fr, ar, pt-BR.")
+@click.option("--zone", default="UTC", show_default=True, help="Recipient's IANA time zone.")
+@click.option("--name", default="Test Recipient", show_default=True)
+@pass_ctx
+def send_test(ctx: AppContext, session_id: str, step_name: str, address: str, language: str, zone: str, name: str) -> None:
+    """Render one message for a sample recipient and send it now (nothing is queued or logged)."""
+    settings = ctx.app.settings
+    try:
+        session = settings.series.session(session_id)
+        step = settings.series.step(step_name)
+    except KeyError as exc:
+        raise NotFoundError(exc.args[0]) from None
+    recipient = Recipient(email=address, name=name, language=language, time_zone=zone, region=session.region)
+    rendered = Renderer(settings).render(
+        step, session, recipient, series=settings.series,
+        unsubscribe_url=f"mailto:{settings.sender.unsubscribe_mailto}?subject=unsubscribe",
+    )
+    message = build_message(
+        rendered, recipient, sender=settings.sender, message_id=f"<test-{SystemClock().now().timestamp()}@{settings.sender.domain}>",
+        date=SystemClock().now(), list_id=f"{settings.series.id}.{settings.sender.domain}",
+        unsubscribe_mailto=settings.sender.unsubscribe_mailto,
+    )
+
+    async def send() -> None:
+        with smtp_target(settings, on_start=click.echo) as target:
+            async with SmtpRouter(target) as pool:
+                reply = await pool.send(
+                    settings.sender.address, address, to_bytes(message), kind=step.kind, utf8=needs_smtputf8(message)
+                )
+        click.echo(f"{reply.status}: {reply.code or ''} {reply.text}".strip())
+        if reply.status != "sent":
+            raise SystemExit(1)
+
+    asyncio.run(send())
+
+
+COMMANDS = [simulate_command, demo, send_test]
