@@ -268,12 +268,13 @@ def _store_chunk(
 ) -> None:
     """Create missing contacts, then insert or update the chunk's registrations (bulk statements)."""
     keys = [person.address.key for person in chunk]
-    known = set(db.scalars(select(Contact.email_key).where(literal_in(Contact.email_key, keys))))
-    fresh = [_new_contact(p, settings, region, now) for p in chunk if p.address.key not in known]
-    insert_ignoring_conflicts(db, Contact.__table__, fresh, ["email_key"])
-    counts.new_contacts += len(fresh)
-    found = db.execute(select(Contact.email_key, Contact.id).where(literal_in(Contact.email_key, keys)))
-    ids = {key: contact_id for key, contact_id in found}
+    lookup = select(Contact.email_key, Contact.id).where(literal_in(Contact.email_key, keys))
+    ids = {key: contact_id for key, contact_id in db.execute(lookup)}
+    fresh = [_new_contact(p, settings, region, now) for p in chunk if p.address.key not in ids]
+    if fresh:
+        insert_ignoring_conflicts(db, Contact.__table__, fresh, ["email_key"])
+        counts.new_contacts += len(fresh)
+        ids = {key: contact_id for key, contact_id in db.execute(lookup)}
     existing = {
         row.contact_id: row
         for row in db.execute(
