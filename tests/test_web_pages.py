@@ -377,3 +377,63 @@ def test_threaded_server_serves_static_files(app: App, web: ThreadedServer) -> N
         css = http.get("/static/web.css")
     assert css.status_code == 200 and "--brand" in css.text
     assert isinstance(web, ThreadedServer)
+
+
+def test_organiser_previews_and_sends_a_test_to_themself(app: App, accounts: dict[str, str], clock: VirtualClock,
+                                                       smtp_server: RunningServer) -> None:
+    with transaction(app.factory) as db:
+        add_contact(db, "fatima@example.org", language="ar", time_zone="Africa/Cairo", name="Fatima Al-Sayed")
+    with ThreadedServer(sending_app(app, smtp_server, "http://127.0.0.1:9"), clock=clock) as server:
+        with signed_in(server, "olga") as http:
+            query = {"session": "africa-2021", "step": "reminder-1d", "contact": "fatima@example.org"}
+            preview = http.get("/organise/preview", params=query)
+            assert preview.status_code == 200 and "language ar" in preview.text
+            assert 'dir="rtl"' in http.get("/organise/preview/html", params=query).text
+            missing = http.get("/organise/preview", params={**query, "contact": "nobody@example.org"})
+            assert "no contact with the address nobody@example.org" in missing.text
+            sent = http.post("/organise/preview/send", data={**query, "language": "en",
+                                                              "csrf_token": csrf_of(preview.text)})
+            assert sent.status_code == 303 and "test+sent+to+olga%40example.org" in sent.headers["location"]
+            assert "test sent to olga@example.org" in http.get(sent.headers["location"]).text
+    (received,) = smtp_server.messages
+    assert received.rcpt_tos == ["olga@example.org"]
+    email = received.parsed()
+    assert str(email["Subject"]).startswith("[TEST] ") and email["Content-Language"] == "ar"
+    with transaction(app.factory) as db:
+        assert db.scalar(select(func.count(Message.id))) == 0  # a test is not an outbox message
+
+
+def test_users_cli_adds_lists_and_changes_accounts(app: App) -> None:
+    from click.testing import CliRunner
+
+    from mailer.cli import cli
+    from mailer.cli.commands import register
+    from tests.conftest import ROOT
+
+    if "users" not in cli.commands:
+        register(cli)
+    base = ["--config", str(ROOT / "config"), "--database-url", app.settings.database_url, "users"]
+    runner = CliRunner()
+    added = runner.invoke(cli, [*base, "add", "olga", "--role", "organiser", "--email", "olga@example.org",
+                                "--password-stdin"], input="correct horse battery\n")
+    assert added.exit_code == 0, added.output
+    short = runner.invoke(cli, [*base, "add", "bob", "--password-stdin"], input="short\n")
+    assert short.exit_code != 0 and "too short" in short.output
+    again = runner.invoke(cli, [*base, "add", "olga", "--password-stdin"], input="correct horse battery\n")
+    assert again.exit_code != 0 and "exists" in again.output
+    assert runner.invoke(cli, [*base, "set", "olga", "--disabled"]).exit_code == 0
+    listed = runner.invoke(cli, [*base, "list"])
+    assert "olga" in listed.output and "organiser" in listed.output and "no" in listed.output
+    from mailer.models import StaffUser
+
+    with transaction(app.factory) as db:
+        user = db.scalar(select(StaffUser).where(StaffUser.username == "olga"))
+        assert user is not None and user.password_hash.startswith("$argon2id$") and not user.active
+
+
+def test_session_cookie_is_secure_behind_https(app: App, clock: VirtualClock) -> None:
+    settings = dataclasses.replace(app.settings, web=dataclasses.replace(app.settings.web,
+                                                                         base_url="https://mailer.example.org"))
+    with ThreadedServer(App(settings, app.engine, app.factory), clock=clock) as server, client(server) as http:
+        cookie = http.get("/login").headers["set-cookie"].lower()
+    assert "mailer_session=" in cookie and "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie

@@ -114,9 +114,13 @@ def signed_in(server: ThreadedServer, username: str) -> Iterator[httpx.Client]:
         yield http
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium, headless, driven by Playwright (never a downloaded browser)."""
+    """Debian's Chromium, headless, driven by Playwright (never a downloaded browser).
+
+    Module scope: Playwright's sync API keeps an event loop running in the main thread while it is open,
+    which would break ``asyncio.run`` in test modules that run after this one.
+    """
     if not CHROMIUM.exists():
         if os.environ.get("CI"):
             pytest.fail("/usr/bin/chromium missing: .ci/run should have installed it (apt-get install chromium)")

@@ -149,3 +149,19 @@ def test_log_filter_reads_and_writes_query_parameters() -> None:
     filters = LogFilter.from_query({"status": " failed ", "q": "x" * 500, "bogus": "1"})
     assert filters.status == "failed" and len(filters.q) == 200
     assert filters.as_params() == {"status": "failed", "q": "x" * 200}
+
+
+def test_processes_starting_together_agree_on_one_key(config: Settings, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing
+
+    monkeypatch.delenv("MAILER_SECRET_KEY")
+    settings = dataclasses.replace(config, base_dir=tmp_path)
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        keys = pool.map(_key_in_child, [settings] * 8)
+    assert len(set(keys)) == 1 and keys[0] == signing_key(settings)
+    assert [p.name for p in (tmp_path / "var").iterdir()] == ["web-secret.key"]
+
+
+def _key_in_child(settings: Settings) -> bytes:
+    return signing_key(settings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import click
@@ -26,18 +25,18 @@ def web(ctx: AppContext, host: str | None, port: int | None) -> None:
 
     Links inside messages use web.base_url (or $MAILER_BASE_URL); put a TLS proxy in front for the public.
     """
+    import uvicorn
+
     from mailer.web.server import make_server
 
     app = ctx.app
-    server = make_server(app, host=host, port=port)
-    click.echo(f"serving on http://{server.config.host}:{server.config.port}/ (links use {app.settings.web.base_url});"
-               " Ctrl-C stops")
+    config = make_server(app, host=host, port=port).config
+    click.echo(f"serving on http://{config.host}:{config.port}/ (links use {app.settings.web.base_url}); Ctrl-C stops")
     try:
-        asyncio.run(server.serve())
-    except KeyboardInterrupt:
-        pass
+        uvicorn.Server(config).run()  # uvicorn's own signal handling: Ctrl-C finishes open requests
     except SystemExit as exc:
-        raise click.ClickException(f"cannot listen on {server.config.host}:{server.config.port}") from exc
+        if exc.code:
+            raise click.ClickException(f"cannot listen on {config.host}:{config.port}") from None
 
 
 def _read_password(from_stdin: bool) -> str:

@@ -22,12 +22,13 @@ import logging
 import os
 import secrets
 import stat
+import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadData, URLSafeSerializer
 
 from mailer.config import Settings
 
@@ -70,21 +71,29 @@ def key_file(settings: Settings) -> Path:
 
 @lru_cache(maxsize=8)
 def _read_or_create(path: Path) -> bytes:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            log.warning("%s is readable by others (mode %o); run: chmod 600 %s", path, mode, path)
-        key = path.read_bytes().strip()
-        if len(key) < 32:
-            raise ValueError(f"{path}: the signing key is too short; delete the file to make a new one") from None
-        return key
-    key = secrets.token_urlsafe(48).encode("ascii")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key + b"\n")
-    log.warning("made a new signing key for web links in %s (mode 0600); keep it: old links need it", path)
+    """Read the key file, or make it: written to a private temporary file, then linked into place, so
+    several processes starting together agree on one key and none reads a half-written file."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48).encode("ascii")
+        fd, temporary = tempfile.mkstemp(prefix=".web-secret-", dir=path.parent)  # mode 0600
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(key + b"\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(temporary, path)
+            log.warning("made a new signing key for web links in %s (mode 0600); keep it: old links need it", path)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        finally:
+            os.unlink(temporary)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        log.warning("%s is readable by others (mode %o); run: chmod 600 %s", path, mode, path)
+    key = path.read_bytes().strip()
+    if len(key) < 32:
+        raise ValueError(f"{path}: the signing key is too short; delete the file to make a new one")
     return key
 
 
@@ -122,7 +131,7 @@ def read_token(settings: Settings, token: str) -> Link:
     """Verify ``token`` and return its link. Raises :class:`BadLinkError` for anything not signed by us."""
     try:
         payload = _serializer(settings).loads(token)
-    except BadSignature:
+    except BadData:
         raise BadLinkError("link signature does not match") from None
     try:
         kind = LinkKind(payload[0])

@@ -164,7 +164,7 @@ async def preview_send(request: Request) -> Response:
         return RedirectResponse(back + "&" + urlencode({"sent": f"not sent: {exc}"}), status_code=303)
     settings = ctx.settings
     with smtp_target(settings) as target:
-        async with SmtpPool(target.smtp) as pool:
+        async with SmtpPool(target.smtp_for(wanted.step.kind)) as pool:
             reply = await pool.send(settings.sender.address, user.email, to_bytes(composed.email),
                                     utf8=needs_smtputf8(composed.email))
     outcome = f"test sent to {user.email}: {reply.code or ''} {reply.text}".strip()

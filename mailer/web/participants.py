@@ -15,6 +15,7 @@ A token that does not verify, or names no message, gives a 404 page saying the l
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -29,6 +30,8 @@ from mailer.outbox import suppress
 from mailer.web.app import WebContext, context_of
 from mailer.web.i18n import PageLanguage, local_datetime, page_language
 from mailer.web.links import Answer, BadLinkError, Link, LinkKind, read_token, rsvp_url
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ def unsubscribe(request: Request) -> Response:
             "lines": [lang.t("unsubscribe_question", series=series, email=person.email)],
             "button": lang.t("unsubscribe_button"), "danger": True})
     already = _unsubscribe(ctx, person)
+    log.info("contact %d unsubscribed through the link in message %d", person.contact_id, person.message_pk)
     text = lang.t("already_unsubscribed" if already else "unsubscribed_body", email=person.email)
     return _page(ctx, request, "participant/message.html", lang,
                  {"title": lang.t("unsubscribed_title"), "lines": [text], "done": True})
@@ -175,6 +179,7 @@ def rsvp(request: Request) -> Response:
             "lines": [lang.t("rsvp_yes_question" if yes else "rsvp_no_question")],
             "button": lang.t("rsvp_yes_button" if yes else "rsvp_no_button"), "danger": not yes})
     outcome = _answer(ctx, person, link.answer)
+    log.info("contact %d answered %s for %s (now %s)", person.contact_id, link.answer.value, session.id, outcome.value)
     lines: list[str] = []
     if outcome is RegistrationStatus.DENIED:
         title, lines = session_title, [lang.t("rsvp_denied")]
