@@ -30,13 +30,13 @@ def log_command(
         events = {row.pk: message_events(db, row.pk) for row in rows} if show_events else {}
     console = Console()
     table = Table(title=f"Delivery log: {len(rows)} of {total} messages")
-    for column in ("recipient", "session", "step", "lang", "status", "tries", "reply", "updated (UTC)", "detail"):
-        table.add_column(column, overflow="fold")
+    for column in ("recipient", "session", "step", "lang", "status", "tries", "code", "updated (UTC)"):
+        table.add_column(column, no_wrap=column != "recipient", overflow="fold")
+    table.add_column("last event", overflow="fold")
     for row in rows:
-        reply = f"{row.reply_code or ''} {row.reply_text}".strip()
         table.add_row(
             row.recipient, row.session_id, row.step, row.language, row.status, str(row.attempts),
-            reply[:60], f"{row.updated_at:%Y-%m-%d %H:%M}", row.detail[:80],
+            str(row.reply_code or ""), f"{row.updated_at:%Y-%m-%d %H:%M}", row.detail[:120],
         )
     console.print(table)
     for pk, message_event_list in events.items():

@@ -71,21 +71,25 @@ def queue(ctx: AppContext, session_id: str, step_name: str, region: str | None, 
 
 @waves.command("list")
 @click.option("--session", "session_id", help="Only this session.")
+@click.option("--all", "show_all", is_flag=True, help="Also waves that reached nobody (an empty list).")
 @pass_ctx
-def list_waves(ctx: AppContext, session_id: str | None) -> None:
+def list_waves(ctx: AppContext, session_id: str | None, show_all: bool) -> None:
     """Waves with message counts per status."""
     with transaction(ctx.app.factory) as db:
-        rows = counts_by_wave(db, session_id)
+        rows = [row for row in counts_by_wave(db, session_id) if show_all or row.total]
     if not rows:
         click.echo("No waves yet. Queue one with `mailer waves queue --session S --step STEP`.")
         return
+    used = [status for status in STATUS_COLUMNS if any(row.counts.get(status) for row in rows)]
     table = Table(title="Waves")
-    for column in ("wave", "session", "step", "audience", "state", *STATUS_COLUMNS, "total"):
-        table.add_column(column, justify="right" if column in STATUS_COLUMNS or column in ("wave", "total") else "left")
+    for column in ("wave", "session", "step", "audience", "state"):
+        table.add_column(column, justify="right" if column == "wave" else "left", no_wrap=True)
+    for column in (*used, "total"):
+        table.add_column(column, justify="right")
     for row in rows:
         table.add_row(
             str(row.wave_id), row.session_id, row.step, row.audience, row.wave_status,
-            *(str(row.counts.get(status, 0) or "") for status in STATUS_COLUMNS), str(row.total),
+            *(str(row.counts.get(status, 0)) for status in used), str(row.total),
         )
     Console().print(table)
 
