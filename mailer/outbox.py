@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -399,7 +400,12 @@ def claim_due(
     """
     now = require_aware(now, "now")
     query = (
-        select(Message, Contact)
+        select(
+            Message.id, Message.message_id, Message.session_id, Message.step, Message.contact_id,
+            Message.attempts, Message.deadline_at, Contact.email, Contact.email_key, Contact.name, Contact.title,
+            Contact.institution, Contact.country, Contact.language, Contact.time_zone, Contact.needs_smtputf8,
+            Contact.status.label("contact_status"),
+        )
         .join(Contact, Contact.id == Message.contact_id)
         .join(Wave, Wave.id == Message.wave_id)
         .where(Message.status.in_(PENDING_STATUSES), Message.due_at <= now, Wave.status == WaveStatus.ACTIVE)
@@ -411,15 +417,14 @@ def claim_due(
     rows = db.execute(query).all()
     if not rows:
         return [], []
-    keys = {contact.email_key for _, contact in rows}
+    keys = {row.email_key for row in rows}
     suppressed = set(db.scalars(select(Suppression.email_key).where(Suppression.email_key.in_(keys))))
-    pairs = {(message.contact_id, message.session_id) for message, _ in rows}
     answers = {
         (contact_id, session_id): status
         for contact_id, session_id, status in db.execute(
             select(Registration.contact_id, Registration.session_id, Registration.status).where(
-                Registration.contact_id.in_({p[0] for p in pairs}),
-                Registration.session_id.in_({p[1] for p in pairs}),
+                Registration.contact_id.in_({row.contact_id for row in rows}),
+                Registration.session_id.in_({row.session_id for row in rows}),
             )
         )
     }
@@ -427,62 +432,78 @@ def claim_due(
 
     claimed: list[ClaimedMessage] = []
     finished: list[tuple[str, str, str]] = []
-    for message, contact in rows:
-        step = resolve_step(settings.series, message.step)
-        answer = answers.get((message.contact_id, message.session_id))
-        reason = _skip_reason(message, contact, step, answer, now, suppressed, cancelled)
+    ended: dict[tuple[MessageStatus, str], list[int]] = {}
+    events: list[dict[str, object]] = []
+    for row in rows:
+        step = resolve_step(settings.series, row.step)
+        answer = answers.get((row.contact_id, row.session_id))
+        reason = _skip_reason(row, step, answer, now, suppressed, cancelled)
         if reason is not None:
             status = MessageStatus.SUPPRESSED if reason is SkipReason.SUPPRESSED else MessageStatus.SKIPPED
-            message.status = status
-            message.updated_at = now
-            log_event(db, message.id, EventKind(status.value), now, detail=reason.value)
-            finished.append((message.session_id, message.step, status.value))
+            ended.setdefault((status, reason.value), []).append(row.id)
+            finished.append((row.session_id, row.step, status.value))
             continue
-        message.status = MessageStatus.SENDING
-        message.lease_until = now + lease
-        message.worker = worker
-        message.attempts += 1
-        message.updated_at = now
-        log_event(db, message.id, EventKind.ATTEMPT, now, detail=f"attempt {message.attempts} by {worker}")
-        region = settings.series.session(message.session_id).region
+        events.append(_event(row.id, EventKind.ATTEMPT, now, f"attempt {row.attempts + 1} by {worker}"))
         claimed.append(
             ClaimedMessage(
-                pk=message.id,
-                message_id=message.message_id,
-                session_id=message.session_id,
-                step=message.step,
+                pk=row.id,
+                message_id=row.message_id,
+                session_id=row.session_id,
+                step=row.step,
                 recipient=Recipient(
-                    email=contact.email,
-                    name=contact.name,
-                    title=contact.title,
-                    institution=contact.institution,
-                    country=contact.country,
-                    language=contact.language,
-                    time_zone=contact.time_zone,
-                    region=region,
+                    email=row.email,
+                    name=row.name,
+                    title=row.title,
+                    institution=row.institution,
+                    country=row.country,
+                    language=row.language,
+                    time_zone=row.time_zone,
+                    region=settings.series.session(row.session_id).region,
                 ),
-                needs_smtputf8=contact.needs_smtputf8,
-                attempts=message.attempts,
-                deadline_at=message.deadline_at,
+                needs_smtputf8=row.needs_smtputf8,
+                attempts=row.attempts + 1,
+                deadline_at=row.deadline_at,
             )
         )
+    for (status, reason_text), pks in ended.items():
+        db.execute(update(Message).where(Message.id.in_(pks)).values(status=status, updated_at=now))
+        events.extend(_event(pk, EventKind(status.value), now, reason_text) for pk in pks)
+    if claimed:
+        db.execute(
+            update(Message)
+            .where(Message.id.in_([message.pk for message in claimed]))
+            .values(
+                status=MessageStatus.SENDING, lease_until=now + lease, worker=worker,
+                attempts=Message.attempts + 1, updated_at=now,
+            )
+        )
+    _insert_events(db, events)
     return claimed, finished
 
 
+def _event(pk: int, kind: EventKind, now: datetime, detail: str, code: int | None = None) -> dict[str, object]:
+    return {"message_pk": pk, "at": now, "kind": kind, "detail": detail, "reply_code": code}
+
+
+def _insert_events(db: DbSession, rows: list[dict[str, object]]) -> None:
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        db.execute(DeliveryEvent.__table__.insert(), rows[start : start + _INSERT_CHUNK])
+
+
 def _skip_reason(
-    message: Message,
-    contact: Contact,
+    row: Any,
     step: Step,
     answer: RegistrationStatus | None,
     now: datetime,
     suppressed: set[str],
     cancelled_sessions: set[str],
 ) -> SkipReason | None:
-    if message.session_id in cancelled_sessions and step.kind is not StepKind.NOTICE:
+    """Why the claimed ``row`` (message and contact columns) must not be sent now, or None."""
+    if row.session_id in cancelled_sessions and step.kind is not StepKind.NOTICE:
         return SkipReason.CANCELLED
-    if contact.email_key in suppressed or contact.status != ContactStatus.ACTIVE:
+    if row.email_key in suppressed or row.contact_status != ContactStatus.ACTIVE:
         return SkipReason.SUPPRESSED
-    if now >= message.deadline_at:
+    if now >= row.deadline_at:
         return SkipReason.TOO_LATE
     if step.audience is Audience.REGISTRANTS and answer != RegistrationStatus.REGISTERED:
         return SkipReason.NOT_REGISTERED
@@ -533,34 +554,45 @@ def record_outcomes(
     if not outcomes:
         return
     by_pk = {outcome.pk: outcome for outcome in outcomes}
-    query = select(Message).where(Message.id.in_(by_pk), Message.status == MessageStatus.SENDING)
+    query = (
+        select(Message.id, Message.attempts, Message.deadline_at, Message.due_at, Message.language, Contact.email_key)
+        .join(Contact, Contact.id == Message.contact_id)
+        .where(Message.id.in_(by_pk), Message.status == MessageStatus.SENDING)
+    )
     if worker is not None:
         query = query.where(Message.worker == worker)
-    messages = db.scalars(query).all()
-    for message in messages:
-        outcome = by_pk[message.id]
-        message.reply_code = outcome.code
-        message.reply_text = outcome.text[:2000]
-        message.lease_until = None
-        message.updated_at = now
-        if outcome.language:
-            message.language = outcome.language
-        status = outcome.status
-        detail = outcome.text
+    changes: list[dict[str, object]] = []
+    events: list[dict[str, object]] = []
+    for row in db.execute(query):
+        outcome = by_pk[row.id]
+        status, detail, due_at = outcome.status, outcome.text, row.due_at
         if status is MessageStatus.DEFERRED:
-            retry_at = now + retry_delay(message.attempts, settings.retry_base)
-            if retry_at >= message.deadline_at:
+            retry_at = now + retry_delay(row.attempts, settings.retry_base)
+            if retry_at >= row.deadline_at:
                 status = MessageStatus.FAILED
                 detail = f"gave up: next retry would be after the deadline; last reply: {outcome.text}"
             else:
-                message.due_at = retry_at
+                due_at = retry_at
                 detail = f"{outcome.text}; retry at {retry_at.isoformat()}"
-        message.status = status
-        if status is MessageStatus.SENT:
-            message.sent_at = now
         if status is MessageStatus.BOUNCED:
-            suppress(db, message.contact.email_key, "hard-bounce", outcome.text, now)
-        log_event(db, message.id, EventKind(status.value), now, code=outcome.code, detail=detail)
+            suppress(db, row.email_key, "hard-bounce", outcome.text, now)
+        changes.append(
+            {
+                "id": row.id,
+                "status": status,
+                "reply_code": outcome.code,
+                "reply_text": outcome.text[:2000],
+                "lease_until": None,
+                "updated_at": now,
+                "language": outcome.language or row.language,
+                "due_at": due_at,
+                "sent_at": now if status is MessageStatus.SENT else None,
+            }
+        )
+        events.append(_event(row.id, EventKind(status.value), now, detail, outcome.code))
+    if changes:
+        db.execute(update(Message), changes)  # executemany, one UPDATE per row by primary key
+    _insert_events(db, events)
 
 
 def release_claims(db: DbSession, pks: Sequence[int], now: datetime) -> None:

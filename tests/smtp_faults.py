@@ -42,6 +42,7 @@ class FaultyHandler:
         self.messages: list[Received] = []
         self.lock = threading.Lock()
         self.accepted = 0
+        self.drop_on_next_command: set[int] = set()
         self.starttls = 0
         self.connections = 0
         self.quits = 0
@@ -89,10 +90,21 @@ class FaultyHandler:
                          list(envelope.mail_options))
             )
         if number == self.faults.drop_after_message:
-            transport = server.transport
-            assert transport is not None
-            asyncio.get_running_loop().call_later(0.05, transport.close)
+            # The 250 below reaches the client; the connection drops at its next command, as a relay
+            # restarting between transactions would (a drop inside a transaction is drop_in_data).
+            self.drop_on_next_command.add(id(server))
         return "250 2.0.0 OK: queued"
+
+    async def handle_MAIL(self, server: SMTP, session: SmtpSession, envelope: Envelope, address: str,
+                          mail_options: list[str]) -> str:
+        if id(server) in self.drop_on_next_command:
+            self.drop_on_next_command.discard(id(server))
+            assert server.transport is not None
+            server.transport.close()
+            return "421 4.3.0 closing"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
 
     def received_by(self) -> Counter[str]:
         with self.lock:

@@ -29,7 +29,7 @@ INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
 
 
 def _app(app: App, server: object, **smtp: object) -> App:
-    changes = {"connections": 4, "timeout": 0.5, "connect_timeout": 2.0, "data_timeout": 2.0, **smtp}
+    changes = {"connections": 4, "timeout": 1.0, "connect_timeout": 5.0, "data_timeout": 5.0, **smtp}
     settings: Settings = app.settings
     smtp_settings = dataclasses.replace(
         settings.smtp, host=server.host, port=server.port, security=Security.NONE, username="", **changes  # type: ignore[attr-defined]
