@@ -170,7 +170,7 @@ class Service:
         settings = self.settings
         session = settings.series.session(message.session_id)
         step = resolve_step(settings.series, message.step)
-        links = message_links(settings, message.pk)  # signed personal URLs (mailer.web.links)
+        links = message_links(settings, message.pk, message.recipient.email)  # signed personal URLs (mailer.web.links)
         try:
             rendered = self.renderer.render(
                 step, session, message.recipient, series=settings.series, unsubscribe_url=links["unsubscribe_url"],

@@ -139,8 +139,8 @@ def test_rsvp_changes_who_gets_the_next_reminder(
     assert set(received) == {"yes@example.org", "no@example.org", "silent@example.org"}
     with transaction(app.factory) as db:
         pks = dict(db.execute(select(Message.recipient, Message.id).where(Message.step == "invitation")).all())
-    yes_url = rsvp_url(sender.settings, pks["yes@example.org"], "yes")
-    no_url = rsvp_url(sender.settings, pks["no@example.org"], "no")
+    yes_url = rsvp_url(sender.settings, pks["yes@example.org"], "yes", "yes@example.org")
+    no_url = rsvp_url(sender.settings, pks["no@example.org"], "no", "no@example.org")
     template = (app.settings.templates_dir / "invitation" / "en.html").read_text(encoding="utf-8")
     if "rsvp_yes_url" in template:  # the invitation carries the links: use them as a person would
         assert yes_url in _html(received["yes@example.org"]) and no_url in _html(received["no@example.org"])
@@ -297,9 +297,9 @@ def test_forged_links_are_refused(app: App, web: ThreadedServer, phone: Any, req
         series = app.settings.series
         queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT)
         first, second = db.scalars(select(Message.id).order_by(Message.id)).all()
-    real = rsvp_url(app.settings, first, "yes").rsplit("/", 1)[1]
+    real = rsvp_url(app.settings, first, "yes", "ana@example.org").rsplit("/", 1)[1]
     body, signature = real.rsplit(".", 1)
-    other = rsvp_url(app.settings, second, "yes").rsplit("/", 1)[1].rsplit(".", 1)[0]
+    other = rsvp_url(app.settings, second, "yes", "other@example.org").rsplit("/", 1)[1].rsplit(".", 1)[0]
     for forged in (f"{other}.{signature}", f"{body}.{signature[:-1]}A" if signature[-1] != "A" else f"{body}.{signature[:-1]}B",
                    "eyJ1IjoxfQ.bogus"):
         response = phone.goto(f"{web.url}/rsvp/{forged}")

@@ -275,7 +275,8 @@ def test_list_unsubscribe_carries_the_https_link_and_one_click_post(app: App, sm
     html = email.get_body(("html",)).get_content()  # type: ignore[union-attr]
     assert https[0] in html  # the footer link is the same personal URL
     if "rsvp_yes_url" in (app.settings.templates_dir / "invitation" / "en.html").read_text(encoding="utf-8"):
-        assert rsvp_url(sender.settings, pk, "yes") in html and rsvp_url(sender.settings, pk, "no") in html
+        assert rsvp_url(sender.settings, pk, "yes", "ana@example.org") in html
+        assert rsvp_url(sender.settings, pk, "no", "ana@example.org") in html
 
 
 def _message_for(app: App, email: str, session_id: str = "africa-2021") -> int:
@@ -300,7 +301,7 @@ def test_rsvp_rules_denied_stays_closed_sessions_refuse_get_changes_nothing(app:
     denied_pk = _message_for(app, "denied@example.org")
     settings = app.settings
     with client(web) as http:
-        path = "/" + rsvp_url(settings, pk, "yes").split("/", 3)[3]
+        path = "/" + rsvp_url(settings, pk, "yes", "ana@example.org").split("/", 3)[3]
         page = http.get(path)
         assert page.status_code == 200 and 'lang="es"' in page.text and "Asistiré" in page.text
         with transaction(app.factory) as db:
@@ -310,17 +311,17 @@ def test_rsvp_rules_denied_stays_closed_sessions_refuse_get_changes_nothing(app:
         with transaction(app.factory) as db:
             status = db.scalar(select(Registration.status).where(Registration.contact_id == ana_id))
         assert status == RegistrationStatus.REGISTERED
-        denied_path = "/" + rsvp_url(settings, denied_pk, "yes").split("/", 3)[3]
+        denied_path = "/" + rsvp_url(settings, denied_pk, "yes", "denied@example.org").split("/", 3)[3]
         assert "with the organisers" in http.post(denied_path).text
         with transaction(app.factory) as db:
             assert db.scalar(select(Registration.status).where(Registration.contact_id == denied.id)) == "denied"
         clock.set(settings.series.session("africa-2021").start + timedelta(minutes=1))
-        no_path = "/" + rsvp_url(settings, pk, "no").split("/", 3)[3]
+        no_path = "/" + rsvp_url(settings, pk, "no", "ana@example.org").split("/", 3)[3]
         late = http.post(no_path)
         assert late.status_code == 200 and "ya ha tenido lugar" in late.text
         with transaction(app.factory) as db:
             assert db.scalar(select(Registration.status).where(Registration.contact_id == ana_id)) == "registered"
-        wrong_kind = "/rsvp/" + unsubscribe_url(settings, pk).rsplit("/", 1)[1]
+        wrong_kind = "/rsvp/" + unsubscribe_url(settings, pk, "ana@example.org").rsplit("/", 1)[1]
         assert http.post(wrong_kind).status_code == 404
 
 
@@ -328,7 +329,7 @@ def test_unsubscribe_page_get_changes_nothing_post_suppresses(app: App, web: Thr
     with transaction(app.factory) as db:
         contact_id = add_contact(db, "ana@example.org", language="fr").id
     pk = _message_for(app, "ana@example.org")
-    path = "/u/" + unsubscribe_url(app.settings, pk).rsplit("/", 1)[1]
+    path = "/u/" + unsubscribe_url(app.settings, pk, "ana@example.org").rsplit("/", 1)[1]
     with client(web) as http:
         page = http.get(path)
         assert page.status_code == 200 and "Me désabonner" in page.text and 'lang="fr"' in page.text
@@ -366,7 +367,8 @@ def test_web_pages_run_inside_the_services_event_loop(app: App) -> None:
 
 @pytest.mark.parametrize("path", ["/u/", "/rsvp/"])
 def test_a_link_for_a_message_that_does_not_exist_is_not_valid(app: App, web: ThreadedServer, path: str) -> None:
-    url = unsubscribe_url(app.settings, 99999) if path == "/u/" else rsvp_url(app.settings, 99999, "yes")
+    url = (unsubscribe_url(app.settings, 99999, "ana@example.org") if path == "/u/"
+           else rsvp_url(app.settings, 99999, "yes", "ana@example.org"))
     with client(web) as http:
         response = http.get("/" + url.split("/", 3)[3])
     assert response.status_code == 404 and "not valid" in response.text

@@ -22,6 +22,7 @@ from mailer.web.links import (
     key_file,
     make_token,
     message_links,
+    recipient_tag,
     read_token,
     rsvp_url,
     signing_key,
@@ -39,13 +40,16 @@ def config(monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 def test_links_round_trip_and_are_stable(config: Settings) -> None:
-    url = unsubscribe_url(config, 42)
-    assert url.startswith(config.web.base_url + "/u/") and url == unsubscribe_url(config, 42)
-    assert read_token(config, url.rsplit("/", 1)[1]) == Link(LinkKind.UNSUBSCRIBE, 42)
-    yes = rsvp_url(config, 42, "yes")
-    assert read_token(config, yes.rsplit("/", 1)[1]) == Link(LinkKind.RSVP, 42, Answer.YES)
-    assert rsvp_url(config, 42, Answer.NO) != yes
-    assert set(message_links(config, 7)) == {"unsubscribe_url", "rsvp_yes_url", "rsvp_no_url"}
+    who = "Ann@Example.org"
+    url = unsubscribe_url(config, 42, who)
+    assert url.startswith(config.web.base_url + "/u/") and url == unsubscribe_url(config, 42, who)
+    tag = recipient_tag("ann@example.org")
+    assert read_token(config, url.rsplit("/", 1)[1]) == Link(LinkKind.UNSUBSCRIBE, 42, recipient=tag)
+    assert unsubscribe_url(config, 42, "bob@example.org") != url  # the link names its person
+    yes = rsvp_url(config, 42, "yes", who)
+    assert read_token(config, yes.rsplit("/", 1)[1]) == Link(LinkKind.RSVP, 42, Answer.YES, tag)
+    assert rsvp_url(config, 42, Answer.NO, who) != yes
+    assert set(message_links(config, 7, who)) == {"unsubscribe_url", "rsvp_yes_url", "rsvp_no_url"}
     assert url.isascii() and " " not in url
 
 
@@ -57,15 +61,16 @@ def _forge(token: str, payload: object) -> str:
 
 
 @pytest.mark.parametrize("mangle", [
-    lambda t: _forge(t, ["u", 43]),  # another message, same signature
-    lambda t: _forge(t, ["r", 42, "yes"]),  # another kind
+    lambda t: _forge(t, ["u", 43, recipient_tag("ann@example.org")]),  # another message, same signature
+    lambda t: _forge(t, ["u", 42, recipient_tag("bob@example.org")]),  # another person
+    lambda t: _forge(t, ["r", 42, recipient_tag("ann@example.org"), "yes"]),  # another kind
     lambda t: t[:-2],  # truncated
     lambda t: t.split(".")[0],  # no signature
     lambda t: "garbage",
     lambda t: "",
 ])
 def test_forged_or_damaged_tokens_are_refused(config: Settings, mangle: object) -> None:
-    token = make_token(config, Link(LinkKind.UNSUBSCRIBE, 42))
+    token = make_token(config, Link(LinkKind.UNSUBSCRIBE, 42, recipient=recipient_tag("ann@example.org")))
     with pytest.raises(BadLinkError):
         read_token(config, mangle(token))  # type: ignore[operator]
 
@@ -85,7 +90,7 @@ def test_key_file_is_made_once_with_mode_0600(config: Settings, tmp_path: Path, 
     assert path == tmp_path / "var" / "web-secret.key"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert len(first) >= 32 and signing_key(settings) == first
-    url = unsubscribe_url(settings, 5)
+    url = unsubscribe_url(settings, 5, "ann@example.org")
     assert read_token(settings, url.rsplit("/", 1)[1]).message_pk == 5
 
 

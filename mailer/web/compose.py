@@ -66,7 +66,7 @@ def compose(
         links = {"unsubscribe_url": f"{base}/u/preview", "rsvp_yes_url": f"{base}/rsvp/preview-yes",
                  "rsvp_no_url": f"{base}/rsvp/preview-no"}
     else:
-        links = message_links(settings, message_pk)
+        links = message_links(settings, message_pk, recipient.email)
     rendered = renderer.render(
         step, session, recipient, series=settings.series, unsubscribe_url=links["unsubscribe_url"],
         extra={"rsvp_yes_url": links["rsvp_yes_url"], "rsvp_no_url": links["rsvp_no_url"]},

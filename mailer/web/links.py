@@ -16,6 +16,7 @@ for staff session cookies are derived from it (:func:`derived_key`).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -62,6 +63,15 @@ class Link:
     kind: LinkKind
     message_pk: int
     answer: Answer | None = None
+    recipient: str = ""  # recipient_tag() of the address the message went to
+
+
+def recipient_tag(email: str) -> str:
+    """A short digest of the (case-folded) address a link was made for. Signed inside the token, it ties
+    the link to that person: a token replayed against another store, whose message row of the same id
+    belongs to someone else, is refused."""
+    digest = hashlib.sha256(email.strip().casefold().encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest[:9]).decode("ascii")
 
 
 def key_file(settings: Settings) -> Path:
@@ -121,7 +131,7 @@ def _serializer(settings: Settings) -> URLSafeSerializer:
 
 def make_token(settings: Settings, link: Link) -> str:
     """The URL-safe signed token of ``link`` (the same link always gives the same token)."""
-    payload: list[object] = [link.kind.value, link.message_pk]
+    payload: list[object] = [link.kind.value, link.message_pk, link.recipient]
     if link.answer is not None:
         payload.append(link.answer.value)
     return str(_serializer(settings).dumps(payload))
@@ -135,35 +145,38 @@ def read_token(settings: Settings, token: str) -> Link:
         raise BadLinkError("link signature does not match") from None
     try:
         kind = LinkKind(payload[0])
-        pk = payload[1]
-        if not isinstance(pk, int) or isinstance(pk, bool):
+        pk, recipient = payload[1], payload[2]
+        if not isinstance(pk, int) or isinstance(pk, bool) or not isinstance(recipient, str):
             raise TypeError
         if kind is LinkKind.RSVP:
-            return Link(kind, pk, Answer(payload[2]))
-        if len(payload) != 2:
+            if len(payload) != 4:
+                raise ValueError
+            return Link(kind, pk, Answer(payload[3]), recipient)
+        if len(payload) != 3:
             raise ValueError
-        return Link(kind, pk)
+        return Link(kind, pk, recipient=recipient)
     except (IndexError, TypeError, ValueError, KeyError):
         raise BadLinkError("signed payload has the wrong shape") from None
 
 
-def unsubscribe_url(settings: Settings, message_pk: int) -> str:
-    """The personal unsubscribe URL of a message (``List-Unsubscribe`` and the footer link)."""
-    return f"{settings.web.base_url}/u/{make_token(settings, Link(LinkKind.UNSUBSCRIBE, message_pk))}"
+def unsubscribe_url(settings: Settings, message_pk: int, email: str) -> str:
+    """The personal unsubscribe URL of a message to ``email`` (``List-Unsubscribe`` and the footer link)."""
+    link = Link(LinkKind.UNSUBSCRIBE, message_pk, recipient=recipient_tag(email))
+    return f"{settings.web.base_url}/u/{make_token(settings, link)}"
 
 
-def rsvp_url(settings: Settings, message_pk: int, answer: Answer | str) -> str:
-    """The personal "I will attend" (``yes``) or "I cannot attend" (``no``) URL of a message."""
-    link = Link(LinkKind.RSVP, message_pk, Answer(answer))
+def rsvp_url(settings: Settings, message_pk: int, answer: Answer | str, email: str) -> str:
+    """The personal "I will attend" (``yes``) or "I cannot attend" (``no``) URL of a message to ``email``."""
+    link = Link(LinkKind.RSVP, message_pk, Answer(answer), recipient_tag(email))
     return f"{settings.web.base_url}/rsvp/{make_token(settings, link)}"
 
 
-def message_links(settings: Settings, message_pk: int) -> dict[str, str]:
-    """Template variables for one message: ``unsubscribe_url``, ``rsvp_yes_url`` and ``rsvp_no_url``."""
+def message_links(settings: Settings, message_pk: int, email: str) -> dict[str, str]:
+    """Template variables for one message to ``email``: ``unsubscribe_url``, ``rsvp_yes_url``, ``rsvp_no_url``."""
     return {
-        "unsubscribe_url": unsubscribe_url(settings, message_pk),
-        "rsvp_yes_url": rsvp_url(settings, message_pk, Answer.YES),
-        "rsvp_no_url": rsvp_url(settings, message_pk, Answer.NO),
+        "unsubscribe_url": unsubscribe_url(settings, message_pk, email),
+        "rsvp_yes_url": rsvp_url(settings, message_pk, Answer.YES, email),
+        "rsvp_no_url": rsvp_url(settings, message_pk, Answer.NO, email),
     }
 
 
@@ -177,6 +190,7 @@ __all__ = [
     "make_token",
     "message_links",
     "read_token",
+    "recipient_tag",
     "rsvp_url",
     "signing_key",
     "unsubscribe_url",

@@ -29,7 +29,7 @@ from mailer.models import Contact, ContactStatus, Message, Registration, Registr
 from mailer.outbox import suppress
 from mailer.web.app import WebContext, context_of
 from mailer.web.i18n import PageLanguage, local_datetime, page_language
-from mailer.web.links import Answer, BadLinkError, Link, LinkKind, read_token, rsvp_url
+from mailer.web.links import Answer, BadLinkError, Link, LinkKind, read_token, recipient_tag, rsvp_url
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ def _resolve(ctx: WebContext, token: str, kind: LinkKind) -> tuple[Link, Recipie
         if row is None:
             return None
         pk, session_id, contact = row
+        if link.recipient != recipient_tag(contact.email):
+            return None  # signed for someone else (e.g. a message row of another store)
         return link, Recipient(contact.id, contact.email, contact.language, contact.time_zone, contact.status,
                                session_id, pk)
 
@@ -194,7 +196,7 @@ def rsvp(request: Request) -> Response:
     if outcome is not RegistrationStatus.DENIED:
         change = {"text": lang.t("rsvp_change_no" if yes else "rsvp_change_yes"),
                   "label": lang.t("rsvp_no_button" if yes else "rsvp_yes_button"),
-                  "href": _relative(rsvp_url(ctx.settings, person.message_pk, other))}
+                  "href": _relative(rsvp_url(ctx.settings, person.message_pk, other, person.email))}
     return _page(ctx, request, "participant/message.html", lang,
                  {**base, "title": title, "lines": lines, "change": change, "done": True})
 
