@@ -500,7 +500,10 @@ def _smtp_server(table: _Reader, base: SmtpSettings | None, base_dir: Path) -> S
         raise table.fail("security", f"unknown value {security_text!r}", "use none, starttls or tls") from None
     if base is None:
         host = os.environ.get("SMTP_HOST", table.get("host", str, ""))
-        port = int(os.environ.get("SMTP_PORT", table.get("port", int, 587)))
+        port_text = os.environ.get("SMTP_PORT", "")
+        if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
+            raise ConfigError("$SMTP_PORT", "", f"not a port number: {port_text!r}", "give 1-65535, e.g. 587")
+        port = int(port_text) if port_text else table.get("port", int, 587)
         name = "default"
     else:
         host = table.get("host", str)

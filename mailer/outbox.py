@@ -443,7 +443,7 @@ def claim_due(
             ended.setdefault((status, reason.value), []).append(row.id)
             finished.append((row.session_id, row.step, status.value))
             continue
-        events.append(_event(row.id, EventKind.ATTEMPT, now, f"attempt {row.attempts + 1} by {worker}"))
+        events.append(_event(row.id, EventKind.ATTEMPT, now, f"#{row.attempts + 1} by {worker}"))
         claimed.append(
             ClaimedMessage(
                 pk=row.id,

@@ -137,7 +137,9 @@ def test_connection_reused_up_to_messages_per_connection(app: App) -> None:
         _queue(app, people)
         _, pool = _send_all(app)
     assert len(handler.received_by()) == 30
-    assert pool.connects == 6 and handler.connections == 6
+    # 30 messages, at most 5 per connection: 6 connections when both carry 15, one more when they share
+    # the 30 unevenly (e.g. 16 and 14: 5+5+5+1 and 5+5+4).
+    assert pool.connects == handler.connections and 6 <= pool.connects <= 7
 
 
 def test_smtputf8_used_when_offered_else_permanent_failure_with_reason(app: App) -> None:

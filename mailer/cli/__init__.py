@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from mailer.app import App, open_app
 from mailer.errors import MailerError
@@ -68,4 +69,12 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except MailerError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    except (ArgumentError, NoSuchModuleError, OperationalError) as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        click.secho(
+            f"error: cannot open the store: {detail} (check --database-url / DATABASE_URL, e.g. "
+            "sqlite:///var/mailer.db or postgresql+psycopg://user@host:5432/mailer)",
+            fg="red", err=True,
+        )
         sys.exit(2)

@@ -8,7 +8,9 @@ from rich.table import Table
 
 from mailer.cli import AppContext, pass_ctx
 from mailer.db import transaction
+from mailer.errors import NotFoundError
 from mailer.models import MessageStatus
+from mailer.timeline import resolve_step
 from mailer.reports import STATUS_COLUMNS, CountRow, counts_by_step, delivery_log, message_events
 
 
@@ -25,6 +27,7 @@ def log_command(
     limit: int, show_events: bool,
 ) -> None:
     """The delivery log: one row per message, newest change first."""
+    check_names(ctx, session_id, step)
     with transaction(ctx.app.factory) as db:
         rows, total = delivery_log(db, session_id=session_id, step=step, status=status, address=address, limit=limit)
         events = {row.pk: message_events(db, row.pk) for row in rows} if show_events else {}
@@ -44,6 +47,18 @@ def log_command(
         for event in message_event_list:
             code = f" {event.reply_code}" if event.reply_code else ""
             console.print(f"  {event.at:%Y-%m-%d %H:%M:%S} {event.kind}{code} {event.detail}")
+
+
+def check_names(ctx: AppContext, session_id: str | None, step: str | None) -> None:
+    """Refuse a session or step name the config does not know (a typo would show an empty log)."""
+    series = ctx.app.settings.series
+    try:
+        if session_id:
+            series.session(session_id)
+        if step:
+            resolve_step(series, step)
+    except KeyError as exc:
+        raise NotFoundError(exc.args[0]) from None
 
 
 def counts_table(rows: list[CountRow], title: str) -> Table:
@@ -69,6 +84,7 @@ def counts_table(rows: list[CountRow], title: str) -> Table:
 @pass_ctx
 def report(ctx: AppContext, session_id: str | None) -> None:
     """Message counts per session and step, by status."""
+    check_names(ctx, session_id, None)
     with transaction(ctx.app.factory) as db:
         rows = counts_by_step(db, session_id)
     if not rows:

@@ -30,12 +30,17 @@ from mailer.transport import SmtpRouter
 DEFAULT_CONTACTS_DIR = Path("../shared/data/contacts")
 
 
-def _parse_utc(text: str | None) -> datetime | None:
+def _parse_utc(text: str | None, option: str) -> datetime | None:
     if not text:
         return None
-    moment = datetime.fromisoformat(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not an ISO 8601 date-time such as 2021-06-01T09:00+00:00", param_hint=option
+        ) from None
     if moment.tzinfo is None:
-        raise click.BadParameter(f"{text!r} needs an offset, e.g. {text}+00:00")
+        raise click.BadParameter(f"{text!r} has no UTC offset: write e.g. {moment.isoformat()}+00:00", param_hint=option)
     return moment
 
 
@@ -68,7 +73,7 @@ def run_simulation(app: App, console: Console, start: datetime | None = None, en
 @pass_ctx
 def simulate_command(ctx: AppContext, start_text: str | None, end_text: str | None) -> None:
     """Run the whole timeline in virtual time, sending for real, then print the report."""
-    run_simulation(ctx.app, Console(), _parse_utc(start_text), _parse_utc(end_text))
+    run_simulation(ctx.app, Console(), _parse_utc(start_text, "--from"), _parse_utc(end_text, "--until"))
 
 
 @click.command("demo")
@@ -78,9 +83,11 @@ def simulate_command(ctx: AppContext, start_text: str | None, end_text: str | No
 )
 @click.pass_context
 def demo(click_ctx: click.Context, contacts_dir: Path) -> None:
-    """The main job on embedded defaults: fresh var/demo.db, import the four regions, simulate, report.
+    """The main job on embedded defaults: import the four regions into a fresh store, simulate the whole
+    series, print the report.
 
-    Messages land as .eml files in var/capture/ (unless an SMTP host is configured).
+    Everything lives in var/demo/ (store: var/demo/mailer.db; messages: var/demo/capture/*.eml unless an
+    SMTP host is configured), which each run starts afresh; nothing else under var/ is touched.
     """
     from mailer.contacts import import_contacts
     from mailer.registrations import import_registrations
@@ -88,13 +95,19 @@ def demo(click_ctx: click.Context, contacts_dir: Path) -> None:
     ctx: AppContext = click_ctx.obj
     console = Console()
     settings = load_settings(ctx.config_dir, database_url=ctx.database_url)
+    missing = [
+        str(contacts_dir / f"{session.region}.csv")
+        for session in settings.series.sessions
+        if not (contacts_dir / f"{session.region}.csv").is_file()
+    ]
+    if missing:
+        raise click.BadParameter(f"no contact file {', '.join(missing)}", param_hint="--contacts")
+    demo_dir = settings.base_dir / "var" / "demo"
+    if demo_dir.exists():
+        shutil.rmtree(demo_dir)
+    settings = dataclasses.replace(settings, capture_dir=demo_dir / "capture")
     if not ctx.database_url:
-        demo_db = settings.base_dir / "var" / "demo.db"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{demo_db}{suffix}").unlink(missing_ok=True)
-        settings = dataclasses.replace(settings, database_url=f"sqlite:///{demo_db}")
-    if not settings.smtp.host and settings.capture_dir.exists():
-        shutil.rmtree(settings.capture_dir)
+        settings = dataclasses.replace(settings, database_url=f"sqlite:///{demo_dir / 'mailer.db'}")
     app = open_app(settings)
     console.print(f"store: {settings.database_url}")
     now = SystemClock().now()
@@ -103,17 +116,20 @@ def demo(click_ctx: click.Context, contacts_dir: Path) -> None:
         result = import_contacts(app.factory, settings, contacts, session.region, now)
         console.print(
             f"contacts {contacts.name:<22} {result.imported:4d} imported, {len(result.rejected):2d} rejected,"
-            f" {len(result.duplicates)} duplicates" + (f" (see {result.rejects_path})" if result.rejects_path else "")
+            f" {len(result.duplicates)} duplicate" + (f" (see {result.rejects_path})" if result.rejects_path else ""),
+            soft_wrap=True,
         )
         registrations = contacts_dir / f"registrations-{session.region}.csv"
         if registrations.exists():
             regs = import_registrations(app.factory, settings, registrations, session.id, now)
             console.print(
                 f"registrations {registrations.name:<31} {regs.registered:3d} registered, {regs.denied:2d} denied,"
-                f" {regs.new_contacts} new contacts, {len(regs.rejected)} rejected"
+                f" {regs.new_contacts} new contacts, {len(regs.rejected)} rejected",
+                soft_wrap=True,
             )
     run_simulation(app, console)
-    console.print(f"Messages written to {settings.capture_dir}" if not settings.smtp.host else "")
+    if not settings.smtp.host:
+        console.print(f"Messages written to {settings.capture_dir}", soft_wrap=True)
     app.close()
 
 
