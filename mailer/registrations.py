@@ -53,7 +53,7 @@ from mailer.contacts import (
     write_rejects,
 )
 from mailer.db import transaction
-from mailer.errors import NotFoundError
+from mailer.errors import ImportFileError, NotFoundError
 from mailer.locales import country_code, country_language, country_zone, fold
 from mailer.models import Contact, ContactStatus, Registration, RegistrationStatus
 from mailer.zones import UnknownZoneError, canonical_zone_name, is_known_zone, resolve_zone
@@ -334,6 +334,12 @@ def import_registrations(
         raise NotFoundError(exc.args[0]) from None
     region = settings.region(session.region)
     table = read_table(Path(path), REGISTRATION_COLUMNS)
+    if "approval" not in table.columns:
+        raise ImportFileError(
+            f"{path}: no Approval Status column in the header at line {table.header_line}"
+            f" ({', '.join(table.header)}): this looks like a contact list, not a registration report;"
+            " import it with `mailer contacts import`, or export the platform's registration report"
+        )
     zone_name = report_zone(_preamble_zone_label(table.preamble)) or session.zone_name
     try:
         zone = resolve_zone(zone_name)

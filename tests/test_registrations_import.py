@@ -182,6 +182,11 @@ def test_errors(app: App, tmp_path: Path) -> None:
     no_table.write_text("Registration Report\nTopic,Webinar ID\nX,1\n", encoding="utf-8")
     with pytest.raises(ImportFileError):
         import_registrations(app.factory, app.settings, no_table, "africa-2021", NOW)
+    # A contact list given by mistake is refused whole: it would register everyone on it.
+    with pytest.raises(ImportFileError, match="no Approval Status column.*contacts import"):
+        import_registrations(app.factory, app.settings, CONTACTS_DIR / "africa.csv", "africa-2021", NOW)
+    with app.factory() as db:
+        assert db.scalar(select(func.count()).select_from(Registration)) == 0
 
 
 @pytest.mark.parametrize(
