@@ -3,6 +3,11 @@
 Dates are shown in a zone and a language: ``date_time`` gives "Wednesday, July 14, 2021, 2:00 AM
 (Apia, GMT+13:00)" in English, "mercredi 14 juillet 2021, 02:00 (Apia, UTC+13:00)" in French. Babel's
 output may hold U+202F (narrow no-break space) between a time and its AM/PM marker.
+
+Language families follow CLDR: :func:`language_family` gives a tag and its parents, nearest first
+("pt-MZ" -> "pt-PT" -> "pt", "es-AR" -> "es-419" -> "es"), so a language added later needs no code.
+Bidirectional text: :func:`isolate` and :func:`isolate_ltr` wrap text in Unicode isolates (UAX #9) for text
+parts, so a date or a URL keeps its own order inside a right-to-left sentence.
 """
 
 from __future__ import annotations
@@ -14,7 +19,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel import Locale
-from babel.dates import format_date, format_time, format_timedelta, get_timezone_gmt, get_timezone_location
+from babel.core import get_global
+from babel.dates import (
+    format_date,
+    format_skeleton,
+    format_time,
+    format_timedelta,
+    get_timezone_gmt,
+    get_timezone_location,
+)
 from babel.lists import format_list
 from babel.units import format_unit
 
@@ -37,6 +50,51 @@ def normalise_tag(tag: str) -> str:
         else:
             out.append(part.lower())
     return "-".join(out)
+
+
+@lru_cache(maxsize=1024)
+def language_family(tag: str) -> tuple[str, ...]:
+    """``tag`` and its parent languages, nearest first, by CLDR's parent locales and else by truncation.
+
+    "pt-MZ" -> ("pt-MZ", "pt-PT", "pt"); "pt-BR" -> ("pt-BR", "pt"); "es-AR" -> ("es-AR", "es-419", "es");
+    "zh-Hant-TW" -> ("zh-Hant-TW", "zh-Hant", "zh"); "" -> (). Tags are normalised (:func:`normalise_tag`).
+    """
+    parents: dict[str, str] = get_global("parent_exceptions")
+    family: list[str] = []
+    current = normalise_tag(tag)
+    while current and current not in family:
+        family.append(current)
+        parent = parents.get(current.replace("-", "_"), "root")
+        current = normalise_tag(parent) if parent != "root" else current.rpartition("-")[0]
+    return tuple(family)
+
+
+def with_country(tag: str, country: str) -> str:
+    """``tag`` made regional with an ISO 3166 ``country`` when it names none: ("pt", "MZ") -> "pt-MZ".
+
+    A tag that already has a region ("pt-BR"), a blank tag or a country that is not two letters or three
+    digits is returned normalised and unchanged.
+    """
+    normal = normalise_tag(tag)
+    code = country.strip().upper()
+    if not normal or not re.fullmatch(r"[A-Z]{2}|\d{3}", code):
+        return normal
+    subtags = normal.split("-")
+    if any(len(part) == 2 or (len(part) == 3 and part.isdigit()) for part in subtags[1:]):
+        return normal
+    return f"{normal}-{code}"
+
+
+def isolate(text: str) -> str:
+    """``text`` between FIRST STRONG ISOLATE and POP DIRECTIONAL ISOLATE (U+2068 ... U+2069): a name or a date
+    inside a sentence of the other direction keeps its own order and does not move the words around it."""
+    return f"\u2068{text}\u2069" if text else text
+
+
+def isolate_ltr(text: str) -> str:
+    """``text`` (a URL or an address) as a left-to-right isolate, U+2066 ... U+2069, with a space inside each
+    end so that clients turning URLs into links stop at the space, not at an invisible character."""
+    return f"\u2066 {text} \u2069" if text else text
 
 
 @lru_cache(maxsize=256)
@@ -103,8 +161,9 @@ def language_names(tags: tuple[str, ...], language: str) -> str:
 def session_times(start: datetime, end: datetime, local_zone: str, session_zone: str, language: str) -> dict[str, Any]:
     """The date strings of a session for one (recipient zone, language); the same for every such recipient.
 
-    Keys: start_local, start_local_date, start_local_time, end_local_time, local_zone, start_session_zone,
-    session_zone (str), same_zone (bool), duration (str). Raises mailer.zones.UnknownZoneError.
+    Keys: start_local, start_local_date, start_local_day ("July 14", for subjects), start_local_time,
+    end_local_time, local_zone, start_session_zone, session_zone (str), same_zone (bool), duration (str).
+    Raises mailer.zones.UnknownZoneError.
     """
     locale = locale_for(language)
     here = resolve_zone(local_zone)
@@ -113,6 +172,7 @@ def session_times(start: datetime, end: datetime, local_zone: str, session_zone:
     return {
         "start_local": date_time(local, locale),
         "start_local_date": format_date(local, "full", locale=locale),
+        "start_local_day": format_skeleton("MMMMd", local, locale=locale),
         "start_local_time": format_time(local, "short", locale=locale),
         "end_local_time": format_time(local_end, "short", locale=locale),
         "local_zone": zone_label(local, locale),

@@ -2,6 +2,16 @@
 
 Shape: ``multipart/alternative`` holding ``text/plain`` then ``text/html`` (RFC 2046 §5.1.4: the richest
 part last), both UTF-8, each 7bit when ASCII, else quoted-printable or base64 (whichever is smaller).
+With a calendar (:mod:`mailer.ics`), as Gmail and Outlook send invitations::
+
+    multipart/mixed
+    ├── multipart/alternative
+    │   ├── text/plain
+    │   ├── text/html
+    │   └── text/calendar; method=REQUEST|CANCEL   what Outlook and Gmail show as an invitation card
+    └── application/ics; name="invite.ics"         attachment, for every other client
+
+The calendar parts are 7bit when ASCII, else base64 of their UTF-8 bytes (CRLF kept, as RFC 5545 asks).
 
 Headers are composed here, not by :mod:`email.headerregistry` (whose folding RFC 2047-encodes long URLs and
 splits display names badly), and stored raw with :meth:`EmailMessage.set_raw`; the policy never refolds them.
@@ -39,10 +49,14 @@ from email_validator import EmailNotValidError, validate_email
 from mailer.clock import require_aware
 from mailer.config import Sender, StepKind
 from mailer.errors import PermanentDeliveryError
+from mailer.ics import CalendarPart
 from mailer.recipient import Recipient
 from mailer.render import Rendered
 
 MAX_LINE = 76  # RFC 2047 §2: a header line holding encoded-words is at most 76 characters
+#: Every multipart boundary starts with "=_" (which quoted-printable and base64 never write); a 7bit body
+#: holding "--=_" is encoded instead, so no body line can be taken for a delimiter of any nesting level.
+BOUNDARY_MARK = "--=_"
 _WORD_MAX = 75  # RFC 2047 §2: one encoded-word is at most 75 characters
 _WORD_OVERHEAD = len("=?utf-8?q??=")
 _LONG_WORD = 60  # a literal word longer than this is encoded so that it can be folded
@@ -174,13 +188,15 @@ def build_message(
     unsubscribe_url: str | None = None,
     list_name: str = "",
     auto_submitted: bool | None = None,
+    calendar: CalendarPart | None = None,
 ) -> EmailMessage:
     """The message for ``recipient`` (an :class:`EmailMessage`; :func:`to_bytes` gives its wire form).
 
     ``message_id`` "<id@domain>" (see :func:`make_message_id`); ``date`` aware (written in UTC); ``list_id`` a
     dot-atom (see :func:`make_list_id`), ``list_name`` its optional description; ``unsubscribe_mailto`` an
     address or "mailto:address"; ``unsubscribe_url`` an http(s) URL (One-Click only when https).
-    ``auto_submitted`` None means: yes for reminders and notices (``rendered.kind``).
+    ``auto_submitted`` None means: yes for reminders and notices (``rendered.kind``). ``calendar`` adds the
+    calendar parts (see the module docstring).
 
     Raises :class:`PermanentDeliveryError` when the recipient's address cannot be written, ValueError for a
     malformed message_id, list_id, language, URL or sender address, and
@@ -222,9 +238,49 @@ def build_message(
         message.set_raw("Auto-Submitted", "auto-generated")
 
     boundary = "=_" + hashlib.blake2b(message_id.encode("ascii"), digest_size=12).hexdigest()
-    message.set_raw("Content-Type", f'multipart/alternative; boundary="{boundary}"')
-    message.set_payload([_text_part(rendered.text, "plain", boundary), _text_part(rendered.html, "html", boundary)])
+    parts = [_text_part(rendered.text, "plain"), _text_part(rendered.html, "html")]
+    if calendar is None:
+        message.set_raw("Content-Type", f'multipart/alternative; boundary="{boundary}"')
+        message.set_payload(parts)
+        return message
+    mixed = "=_m" + boundary[2:]  # neither boundary is a prefix of the other (RFC 2046 §5.1.1)
+    parts.append(_calendar_part(calendar, attachment=False))
+    alternative = MIMEPart(policy=POLICY)
+    alternative.set_raw("Content-Type", f'multipart/alternative; boundary="{boundary}"')
+    alternative.set_payload(parts)
+    message.set_raw("Content-Type", f'multipart/mixed; boundary="{mixed}"')
+    message.set_payload([alternative, _calendar_part(calendar, attachment=True)])
     return message
+
+
+def calendar_headers(calendar: CalendarPart, *, attachment: bool) -> list[tuple[str, str]]:
+    """Content-Type (and Content-Disposition) of a calendar part: the ``text/calendar`` alternative, whose
+    ``method`` parameter matches the calendar's METHOD (RFC 6047 §2.4), or the ``application/ics`` file."""
+    if not attachment:
+        return [("Content-Type", f'text/calendar; charset="utf-8"; method={calendar.method.value}')]
+    name = calendar.filename
+    return [("Content-Type", f'application/ics; name="{name}"'),
+            ("Content-Disposition", f'attachment; filename="{name}"')]
+
+
+def calendar_encoding(data: bytes) -> tuple[str, str]:
+    """(Content-Transfer-Encoding, payload with LF line ends) for calendar bytes: 7bit when ASCII and free of
+    :data:`BOUNDARY_MARK`, else base64 of the bytes as they are (CRLF lines, RFC 5545 §3.1)."""
+    if data.isascii() and BOUNDARY_MARK.encode("ascii") not in data:
+        text = data.decode("ascii").replace("\r\n", "\n")
+        if "\r" not in text and max(map(len, text.split("\n"))) <= 998:
+            return "7bit", text if text.endswith("\n") else text + "\n"
+    return "base64", base64.encodebytes(data).decode("ascii")
+
+
+def _calendar_part(calendar: CalendarPart, *, attachment: bool) -> MIMEPart:
+    part = MIMEPart(policy=POLICY)
+    for name, value in calendar_headers(calendar, attachment=attachment):
+        part.set_raw(name, value)
+    cte, payload = calendar_encoding(calendar.data)
+    part.set_raw("Content-Transfer-Encoding", cte)
+    part.set_payload(payload)
+    return part
 
 
 def _config_address(address: str, what: str) -> tuple[str, bool]:
@@ -258,13 +314,13 @@ def _mailto(value: str) -> str:
     return f"mailto:{quote(spec, safe='@!$*+-._~')}?{query or 'subject=unsubscribe'}"
 
 
-def _text_part(text: str, subtype: str, boundary: str) -> MIMEPart:
-    """One UTF-8 text part: 7bit if ASCII (and free of the boundary), else quoted-printable or base64."""
+def _text_part(text: str, subtype: str) -> MIMEPart:
+    """One UTF-8 text part: 7bit if ASCII (and free of :data:`BOUNDARY_MARK`), else quoted-printable or base64."""
     body = text.replace("\r\n", "\n").replace("\r", "\n")
     if not body.endswith("\n"):
         body += "\n"
     data = body.encode("utf-8")
-    if body.isascii() and f"--{boundary}" not in body and max(map(len, body.split("\n"))) <= 998:
+    if body.isascii() and BOUNDARY_MARK not in body and max(map(len, body.split("\n"))) <= 998:
         cte, payload = "7bit", body
     elif len(data.translate(None, _ASCII_BYTES)) * 6 > len(data):  # qp triples 8-bit bytes; base64 adds a third
         cte, payload = "base64", base64.encodebytes(data).decode("ascii")
@@ -393,10 +449,13 @@ def _mailbox(name: str, display_name: str, addr_spec: str) -> str:
 
 
 __all__ = [
+    "BOUNDARY_MARK",
     "MAX_LINE",
     "POLICY",
     "POLICY_SMTPUTF8",
     "build_message",
+    "calendar_encoding",
+    "calendar_headers",
     "clean_header_text",
     "encode_address",
     "make_list_id",

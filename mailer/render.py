@@ -9,10 +9,20 @@ Template layout (``templates/email/``)::
     <template>/<lang>.txt           text/plain part; never HTML-escaped
     <template>/<lang>.html          text/html part; autoescaped
     _layout.txt, _layout.html       shared layouts the parts extend (block ``body``)
+    _styles.css, _styles.rtl.css    the stylesheet, inlined into the HTML templates when they are loaded
+                                    (the second one only for right-to-left languages): see mailer.inlining
     _common/<lang>.j2               the language's shared wording (plain strings, no macros): the context's ``t``
 
-A language counts for a template only when all three parts exist; ``_common/<lang>.j2`` must then exist and
-set series_name, region_names, organiser_names, session_title_format and session_ref_format (checked at start).
+A language counts for a template when all three parts exist, or, for a regional variant (``pt-PT``), when
+the parts it lacks are found along its CLDR family (``pt-PT`` -> ``pt``): a variant holds only the parts
+that differ. ``_common/<lang>.j2`` (or a family parent's) must then exist and set series_name, region_names,
+organiser_names, session_title_format, session_ref_format and session_short_format (checked at start).
+Adding a language takes templates and a line of config (``languages.offered``), no code: direction comes
+from Babel's locale data, dates and lists from CLDR.
+
+Language chain for a recipient (:meth:`Renderer.language_chain`): the recipient's tag made regional with
+their country when it names no region ("pt" in Mozambique -> "pt-MZ"), its CLDR family ("pt-MZ" ->
+"pt-PT" -> "pt"), then the region's ``fallback`` list from config/mailer.toml, then the default language.
 Shared wording holds no macros on purpose: a macro from a non-HTML file called from an HTML part would
 return its data unescaped, so everything built from data is computed here and escaped by the HTML part.
 
@@ -30,9 +40,11 @@ Template context (a fixed set; ``extra`` adds keys, see :data:`OVERRIDABLE`):
     region_name          str                the session's region in the language (t.region_names, else config)
     session_title        str                the session's name for subjects and headings, in the language
     session_ref          str                the same for running text ("au webinaire parlementaire ... (Caraïbes)")
+    session_short        str                a short name for subjects ("Budapest Convention webinar (Caribbean)")
     organisers_text      str                the organisers as a list in words, in the language
     start_local          str                date, time and zone label in the recipient's zone and language
     start_local_date     str                full date there ("Wednesday, July 14, 2021")
+    start_local_day      str                day and month there, for subjects ("July 14", "14 juillet")
     start_local_time     str                short time there ("2:00 AM")
     end_local_time       str                short end time there
     local_zone           str                the recipient's zone label ("Apia, GMT+13:00")
@@ -49,7 +61,9 @@ Template context (a fixed set; ``extra`` adds keys, see :data:`OVERRIDABLE`):
 
 Filters for aware datetimes given in ``extra`` (a notice's ``previous_start``): ``local_datetime``,
 ``local_date``, ``local_time`` (recipient's zone) and ``session_datetime`` (session's zone); ``wrap`` wraps
-text at 72 columns. The global ``fail(message)`` stops rendering with a RenderError. A notice expects
+text at 72 columns; ``isolate`` (names, dates) and ``ltr`` (URLs, addresses) wrap text-part values in Unicode
+isolates so they keep their order in right-to-left text (HTML parts use ``<bdi>`` and ``dir="ltr"``).
+The global ``fail(message)`` stops rendering with a RenderError. A notice expects
 ``change`` ("rescheduled" | "cancelled") and, when rescheduled, ``previous_start``. Invitations use the
 optional ``rsvp_yes_url`` (then the registration link) and ``rsvp_no_url`` (a one-click "cannot attend") when
 given (``{% if rsvp_no_url is defined %}``).
@@ -76,14 +90,19 @@ from babel import UnknownLocaleError
 
 from mailer.config import Series, Session, Settings, Step, StepKind
 from mailer.errors import NotFoundError, RenderError
+from mailer.inlining import RTL_PREFIX, InliningLoader
 from mailer.localise import (
     DateWords,
     is_rtl,
+    isolate,
+    isolate_ltr,
+    language_family,
     language_names,
     lead_words,
     locale_for,
     normalise_tag,
     session_times,
+    with_country,
     word_list,
     wrap_text,
 )
@@ -99,13 +118,32 @@ _UNDEFINED = re.compile(r"^'(?P<name>[^']+)' is undefined$|has no attribute '(?P
 #: Context keys ``extra`` may replace; any other clash with a fixed variable raises ValueError.
 OVERRIDABLE = frozenset({"join_url", "registration_url", "materials_url"})
 
+#: The documented template context (see the module docstring): what every template may use.
+CONTEXT_VARIABLES = frozenset({
+    "recipient", "greeting_name", "series", "session", "step", "occurrence", "lead", "lead_text", "language",
+    "direction", "align", "t", "region_name", "session_title", "session_ref", "session_short", "organisers_text",
+    "start_local", "start_local_date", "start_local_day", "start_local_time", "end_local_time", "local_zone",
+    "start_session_zone", "session_zone", "same_zone", "duration", "session_languages", "agenda", "organisers",
+    "join_url", "registration_url", "materials_url", "unsubscribe_url",
+})
+
+#: Variables the service passes in ``extra``, by step kind (guard the optional ones with ``is defined``).
+EXTRA_VARIABLES: dict[StepKind, frozenset[str]] = {
+    kind: frozenset({"rsvp_yes_url", "rsvp_no_url"} | ({"change", "previous_start"} if kind is StepKind.NOTICE else set()))
+    for kind in StepKind
+}
+
+#: What ``_common/<lang>.j2`` must set.
+WORDING_NAMES = ("session_title_format", "session_ref_format", "session_short_format", "region_names",
+                 "organiser_names", "series_name")
+
 
 @dataclass(frozen=True)
 class Rendered:
     """One rendered message body. ``language`` is the language used; ``requested_language`` the recipient's tag.
 
     ``kind`` is the step kind it was rendered for (``None`` when built by hand); :mod:`mailer.mime` uses it to
-    decide on ``Auto-Submitted``.
+    decide on ``Auto-Submitted``. ``title`` is the session's name in ``language`` (a calendar entry's summary).
     """
 
     subject: str
@@ -114,6 +152,7 @@ class Rendered:
     language: str
     requested_language: str
     kind: StepKind | None = None
+    title: str = ""
 
     @property
     def fell_back(self) -> bool:
@@ -196,8 +235,37 @@ class _Wording:
     module: Any
     title_format: str
     ref_format: str
+    short_format: str
     region_names: dict[str, str]
     organiser_names: dict[str, str]
+
+
+def make_environment(templates_dir: Path) -> jinja2.Environment:
+    """The Jinja2 environment of the templates in ``templates_dir``: CSS inlined into HTML at load
+    (:class:`mailer.inlining.InliningLoader`), StrictUndefined, autoescape for ``.html`` only, ``None`` never
+    printed, the date, wrap and isolate filters and the ``fail`` global."""
+    env = jinja2.Environment(
+        loader=InliningLoader(templates_dir),
+        undefined=jinja2.StrictUndefined,
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False, default=False),
+        finalize=_refuse_none,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        auto_reload=False,
+        cache_size=-1,
+    )
+    env.filters.update(
+        local_datetime=_local_datetime,
+        local_date=_local_date,
+        local_time=_local_time,
+        session_datetime=_session_datetime,
+        wrap=wrap_text,
+        isolate=isolate,
+        ltr=isolate_ltr,
+    )
+    env.globals["fail"] = _fail
+    return env
 
 
 class Renderer:
@@ -210,52 +278,43 @@ class Renderer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.templates_dir = Path(settings.templates_dir)
-        self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(self.templates_dir),
-            undefined=jinja2.StrictUndefined,
-            autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False, default=False),
-            finalize=_refuse_none,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
-            auto_reload=False,
-            cache_size=-1,
-        )
-        self.env.filters.update(
-            local_datetime=_local_datetime,
-            local_date=_local_date,
-            local_time=_local_time,
-            session_datetime=_session_datetime,
-            wrap=wrap_text,
-        )
-        self.env.globals["fail"] = _fail
+        self.env = make_environment(self.templates_dir)
         # template folder -> language -> (subject, text, html)
         self.templates: dict[str, dict[str, tuple[jinja2.Template, ...]]] = {}
         # language -> its _common/<lang>.j2
         self.wording: dict[str, _Wording] = {}
         found: dict[str, dict[str, dict[str, jinja2.Template]]] = {}
         for name in self.env.list_templates():
+            if name.endswith(".css"):
+                continue  # the stylesheets: inlined by the loader
             template = self._load(name)
             folder, _, filename = name.rpartition("/")
             if not folder or folder.startswith("_") or "/" in folder:
+                if name.endswith(".html"):
+                    self._load(RTL_PREFIX + name)  # its right-to-left inlining, now rather than at first use
                 continue  # layouts and shared partials
             match = _PART_FILE.match(filename)
             if not match:
                 raise RenderError(f"{name}: not a template part name (expected <lang>.subject.txt, .txt or .html)")
             language = normalise_tag(match["lang"])
             found.setdefault(folder, {}).setdefault(language, {})[match["part"]] = template
+        self.part_sources: dict[str, dict[str, dict[str, str]]] = {}  # folder -> language -> part -> language
         for folder, languages in found.items():
             self.templates[folder] = {}
+            self.part_sources[folder] = {}
             for language, parts in languages.items():
-                if len(parts) != len(PARTS):
-                    continue  # incomplete: never chosen, the chain moves on
+                sources = {part: next((tag for tag in language_family(language) if part in languages.get(tag, {})), "")
+                           for part in PARTS}
+                if not all(sources.values()):
+                    continue  # incomplete even with its family's parts: never chosen, the chain moves on
                 try:
                     locale_for(language)
                 except (ValueError, UnknownLocaleError):
                     raise RenderError(f"{folder}/{language}.*: {language!r} is no locale Babel knows") from None
                 if language not in self.wording:
                     self.wording[language] = self._wording(folder, language)
-                self.templates[folder][language] = tuple(parts[p] for p in PARTS)
+                self.templates[folder][language] = tuple(languages[sources[p]][p] for p in PARTS)
+                self.part_sources[folder][language] = sources
 
     def _load(self, name: str) -> jinja2.Template:
         try:
@@ -264,43 +323,50 @@ class Renderer:
             raise RenderError(f"{exc.filename or name} line {exc.lineno}: {exc.message}") from None
 
     def _wording(self, folder: str, language: str) -> _Wording:
-        """Load and check ``_common/<lang>.j2``; RenderError naming the file when it is missing or incomplete."""
-        name = f"_common/{language}.j2"
-        if not (self.templates_dir / name).is_file():
-            raise RenderError(f"{folder}/{language}.*: missing shared wording {name}")
+        """Load and check ``_common/<lang>.j2`` (a regional variant without one uses its family's, "pt-PT" ->
+        "pt"); RenderError naming the file when it is missing or incomplete."""
+        candidates = [f"_common/{tag}.j2" for tag in language_family(language)]
+        name = next((c for c in candidates if (self.templates_dir / c).is_file()), "")
+        if not name:
+            raise RenderError(f"{folder}/{language}.*: missing shared wording {candidates[0]}")
         try:
             module = self._load(name).module
-            wording = _Wording(
-                module,
-                str(module.session_title_format),
-                str(module.session_ref_format),
-                dict(module.region_names),
-                dict(module.organiser_names),
-            )
-            for pattern in (wording.title_format, wording.ref_format):
-                pattern.format(title="", region="")
         except jinja2.TemplateError as exc:
             raise RenderError(f"{name}: {exc}") from None
-        except AttributeError as exc:
-            raise RenderError(f"{name}: {exc.name or exc} is not set") from None
-        except (KeyError, IndexError, ValueError) as exc:
-            raise RenderError(f"{name}: a *_format may use only {{title}} and {{region}} ({exc!r})") from None
+        missing = [key for key in WORDING_NAMES if not hasattr(module, key)]
+        if missing:
+            raise RenderError(f"{name}: {missing[0]} is not set")
+        wording = _Wording(
+            module,
+            str(module.session_title_format),
+            str(module.session_ref_format),
+            str(module.session_short_format),
+            dict(module.region_names),
+            dict(module.organiser_names),
+        )
+        for pattern in (wording.title_format, wording.ref_format, wording.short_format):
+            try:
+                pattern.format(title="", region="")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise RenderError(f"{name}: a *_format may use only {{title}} and {{region}} ({exc!r})") from None
         return wording
 
-    def language_chain(self, language: str, region: str) -> list[str]:
-        """Languages to try, best first: ``pt-BR`` -> ``pt`` -> the region's fallback -> the default language.
+    def language_chain(self, language: str, region: str, country: str = "") -> list[str]:
+        """Languages to try, best first (see the module docstring).
 
-        ``region`` "" skips the region step; an unknown region raises :class:`NotFoundError`.
+        The tag made regional with ``country`` when it names no region, its CLDR family, the region's
+        ``fallback`` list, then the default language: "pt" in Mozambique (Africa) gives pt-MZ, pt-PT, pt, fr,
+        en; "pt-BR" in Latin America gives pt-BR, pt, es, en. ``region`` "" skips the region's list; an
+        unknown region raises :class:`NotFoundError`.
         """
-        chain: list[str] = []
-        parts = normalise_tag(language).split("-") if language.strip() else []
-        candidates = ["-".join(parts[:n]) for n in range(len(parts), 0, -1)]
+        candidates = list(language_family(with_country(language, country))) if language.strip() else []
         if region:
             try:
                 candidates.extend(self.settings.region(region).fallback)
             except KeyError as exc:
                 raise NotFoundError(str(exc.args[0])) from None
         candidates.append(self.settings.default_language)
+        chain: list[str] = []
         for candidate in candidates:
             tag = normalise_tag(candidate)
             if tag and tag not in chain:
@@ -328,7 +394,7 @@ class Renderer:
         if not languages:
             raise RenderError(f"no templates for step {step.name!r}: folder {step.template!r} is empty or missing")
         requested = normalise_tag(recipient.language)
-        chain = self.language_chain(recipient.language, recipient.region or session.region)
+        chain = self.language_chain(recipient.language, recipient.region or session.region, recipient.country)
         used = next((tag for tag in chain if tag in languages), None)
         if used is None:
             raise RenderError(f"{step.template}: no complete template in any of {', '.join(chain)}")
@@ -342,7 +408,7 @@ class Renderer:
             raise RenderError(f"{subject_t.name}: the subject rendered empty")
         text = self._run(text_t, context).replace("\r\n", "\n")
         html = self._run(html_t, context).replace("\r\n", "\n")
-        return Rendered(subject, text, html, used, requested, step.kind)
+        return Rendered(subject, text, html, used, requested, step.kind, context["session_title"])
 
     def _context(
         self,
@@ -384,6 +450,7 @@ class Renderer:
             "region_name": region_name,
             "session_title": wording.title_format.format(title=session.title, region=region_name),
             "session_ref": wording.ref_format.format(title=session.title, region=region_name),
+            "session_short": wording.short_format.format(title=session.title, region=region_name),
             "organisers_text": word_list(tuple(wording.organiser_names.get(o, o) for o in series.organisers), language),
             "agenda": session.agenda,
             "organisers": series.organisers,
@@ -421,4 +488,14 @@ class Renderer:
         return name, line
 
 
-__all__ = ["OVERRIDABLE", "PARTS", "Renderer", "Rendered", "UndefinedVariableError"]
+__all__ = [
+    "CONTEXT_VARIABLES",
+    "EXTRA_VARIABLES",
+    "OVERRIDABLE",
+    "PARTS",
+    "WORDING_NAMES",
+    "Renderer",
+    "make_environment",
+    "Rendered",
+    "UndefinedVariableError",
+]

@@ -9,8 +9,10 @@ bodies with C-speed encoders. Header text uses :mod:`mailer.mime`'s own composin
 agree on every rule; tests/test_wire.py proves with hypothesis that a composed message parses back with
 Python's email parser to exactly what ``to_bytes(build_message(...))`` parses to.
 
-The multipart boundary is fixed and contains ``=_``, which quoted-printable and base64 output never
-contain; a 7bit body is checked not to contain it (else it goes quoted-printable).
+The multipart boundaries are fixed and contain ``=_``, which quoted-printable and base64 output never
+contain; a 7bit body is checked not to contain them (else it goes quoted-printable, or base64 for a
+calendar). With a calendar the message is ``multipart/mixed`` around the alternative (see
+:mod:`mailer.mime` for the shape); the calendar's part headers come from :mod:`mailer.mime` too.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import binascii
 
 from mailer.clock import require_aware
 from mailer.config import Sender
+from mailer.ics import CalendarPart
 from mailer.mime import (
     _AUTO_SUBMITTED_KINDS,
     _DOT_ATOM,
@@ -37,13 +40,16 @@ from mailer.mime import (
     _mailbox,
     _mailto,
     _unstructured,
+    BOUNDARY_MARK,
+    calendar_encoding,
+    calendar_headers,
     encode_address,
 )
 from mailer.recipient import Recipient
 from mailer.render import Rendered
 
 BOUNDARY = "=_mailer-alt-7f3a9c0d"
-_DELIMITER = f"--{BOUNDARY}"
+MIXED_BOUNDARY = "=_mailer-mix-7f3a9c0d"
 _ASCII_BYTES = bytes(range(128))
 _LONG_LINE = re.compile(r"[^\n]{999}")
 
@@ -77,7 +83,7 @@ def _part(subtype: str, text: str) -> bytes:
     if not body.endswith("\n"):
         body += "\n"
     data = body.encode("utf-8")
-    if body.isascii() and _DELIMITER not in body and not _LONG_LINE.search(body):
+    if body.isascii() and BOUNDARY_MARK not in body and not _LONG_LINE.search(body):
         cte, payload = "7bit", body.replace("\n", "\r\n").encode("ascii")
     elif len(data.translate(None, _ASCII_BYTES)) * 6 > len(data):
         cte, payload = "base64", base64.encodebytes(data).replace(b"\n", b"\r\n")
@@ -85,6 +91,14 @@ def _part(subtype: str, text: str) -> bytes:
         cte, payload = "quoted-printable", binascii.b2a_qp(data.replace(b"\n", b"\r\n"), istext=True)
     head = f'--{BOUNDARY}\r\nContent-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n\r\n'
     return head.encode("ascii") + payload
+
+
+def _calendar(calendar: CalendarPart, boundary: str, *, attachment: bool) -> bytes:
+    """One calendar part (delimiter, headers, body), as :func:`mailer.mime._calendar_part` makes it."""
+    cte, payload = calendar_encoding(calendar.data)
+    headers = "".join(f"{name}: {value}\r\n" for name, value in calendar_headers(calendar, attachment=attachment))
+    head = f"--{boundary}\r\n{headers}Content-Transfer-Encoding: {cte}\r\n\r\n"
+    return (head + payload.replace("\n", "\r\n")).encode("ascii")
 
 
 class Composer:
@@ -108,6 +122,8 @@ class Composer:
         self._mailto = f"<{_mailto(unsubscribe_mailto)}>"
         self._unsubscribe: dict[str | None, bytes] = {None: _field("List-Unsubscribe", _list("List-Unsubscribe", [self._mailto]))}
         self._content_type = f'Content-Type: multipart/alternative; boundary="{BOUNDARY}"\r\n\r\n'.encode("ascii")
+        self._mixed_type = (f'Content-Type: multipart/mixed; boundary="{MIXED_BOUNDARY}"\r\n\r\n'
+                            f"--{MIXED_BOUNDARY}\r\n").encode("ascii") + self._content_type
         self._languages: dict[str, bytes] = {}
 
     def _language(self, language: str) -> bytes:
@@ -137,6 +153,7 @@ class Composer:
         date: datetime,
         unsubscribe_url: str | None = None,
         auto_submitted: bool | None = None,
+        calendar: CalendarPart | None = None,
     ) -> Composed:
         """The bytes of the message :func:`mailer.mime.build_message` would build from the same arguments.
 
@@ -163,9 +180,14 @@ class Composer:
         if auto_submitted:
             parts.append(b"Auto-Submitted: auto-generated\r\n")
         parts += [
-            self._content_type,
+            self._content_type if calendar is None else self._mixed_type,
             _part("plain", rendered.text), b"\r\n",
             _part("html", rendered.html), b"\r\n",
-            f"--{BOUNDARY}--\r\n".encode("ascii"),
         ]
+        if calendar is not None:
+            parts += [_calendar(calendar, BOUNDARY, attachment=False), b"\r\n"]
+        parts.append(f"--{BOUNDARY}--\r\n".encode("ascii"))
+        if calendar is not None:
+            parts += [b"\r\n", _calendar(calendar, MIXED_BOUNDARY, attachment=True),
+                      f"\r\n--{MIXED_BOUNDARY}--\r\n".encode("ascii")]
         return Composed(b"".join(parts), to_utf8 or self._sender_utf8)

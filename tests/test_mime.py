@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import dataclasses
+import itertools
+import quopri
 import re
+import unicodedata
 from datetime import datetime, timezone
 from email import policy
 from email.header import decode_header, make_header
@@ -145,7 +149,7 @@ def test_a_french_reminder_round_trips_header_by_header(renderer: Renderer, sett
         "Hon. Aïcha Touré", "aicha.toure@assemblee.example")
     assert b"To: =?utf-8?b?SG9uLiBBw69jaGEgVG91csOp?= <aicha.toure@assemblee.example>" in raw  # B is shorter here
     assert parsed["Subject"] == rendered.subject
-    assert parsed["Subject"].startswith("Demain à 13:00 : Webinaire parlementaire")
+    assert parsed["Subject"] == "Demain à 13:00 : Webinaire Convention de Budapest (Région africaine)"
     assert parsed["Date"].datetime == DATE
     assert parsed["Date"] == "Tue, 01 Jun 2021 06:30:00 +0000"
     assert parsed["Message-ID"] == make_message_id("message:42", "example.org")
@@ -175,7 +179,7 @@ def test_arabic_names_subjects_and_bodies_round_trip(renderer: Renderer, setting
     assert_wire_form(raw)
     parsed = parse(raw)
     assert parsed["To"].addresses[0].display_name == ARABIC_NAME
-    assert parsed["Subject"] == rendered.subject and parsed["Subject"].startswith("دعوة: ندوة برلمانية")
+    assert parsed["Subject"] == rendered.subject and parsed["Subject"].startswith("دعوة: ندوة اتفاقية بودابست")
     assert parsed["Content-Language"] == "ar"
     assert parsed["Auto-Submitted"] is None  # invitations are not auto-submitted (RFC 3834 is for reminders)
     text_part, html_part = parsed.iter_parts()
@@ -423,3 +427,59 @@ def test_a_built_message_goes_through_a_real_smtp_server(renderer: Renderer, set
     assert received["To"].addresses[0].addr_spec == "josé.núñez@mail.example.com"
     assert received["Subject"] == rendered_es.subject
     assert received.get_body(("html",)).get_content().replace("\r\n", "\n") == rendered_es.html  # type: ignore[union-attr]
+
+
+LONG_SUBJECTS = {
+    "french accents at every fold": "Réunion à Genève : " + " ".join(["élevé"] * 10 + ["déjà-vu"] * 8 + ["çà"] * 12)
+    + " — fin",
+    "french decomposed accents": unicodedata.normalize(
+        "NFD", "Rappel : le webinaire parlementaire sur la Convention de Budapest sur la cybercriminalité "
+        "(Région africaine) aura lieu mercredi à 14 h — préparez-vous, élus, à débattre"),
+    "arabic": "تذكير: " + "الندوة البرلمانية عبر الإنترنت حول اتفاقية بودابست بشأن الجريمة الإلكترونية " * 2
+    + "(المنطقة الأفريقية)",
+    "emoji": "🎉 Invitation 👩🏽‍💻 " + "webinar 📅 save the date 🇧🇷🇵🇹 " * 5 + "👨‍👩‍👧‍👦 end",
+    "mixed scripts": "Webinar — " + "Convention de Budapest / اتفاقية بودابست / Convenção de Budapeste / " * 3 + "end",
+}
+
+
+@pytest.mark.parametrize("subject", list(LONG_SUBJECTS.values()), ids=list(LONG_SUBJECTS))
+def test_long_non_ascii_subjects_fold_into_whitespace_separated_encoded_words(sender: Sender, subject: str) -> None:
+    assert len(subject) >= 150
+    name = "Élodie Lefèvre-Äïñ واصف الحويطات 🌺"
+    message, raw = build(plain("x\n", subject), Recipient("elodie@example.org", name), sender)
+    assert_wire_form(raw)
+    assert raw.isascii() and not needs_smtputf8(message)  # non-ASCII names and subjects never need SMTPUTF8
+    lines = header_block(raw)
+    start = header_names_at(lines).index("Subject")
+    folded = [lines[start]] + list(itertools.takewhile(lambda line: line[:1] == b" ", lines[start + 1 :]))
+    assert len(folded) >= 3 and all(len(line) <= 78 for line in folded)
+    value = b"\r\n".join(folded).decode("ascii").removeprefix("Subject: ")
+    words = re.findall(r"=\?utf-8\?[qb]\?[^?]*\?=", value)
+    assert words and all(len(word) <= 75 for word in words)  # RFC 2047 §2
+    assert not re.search(r"\?=(?!\s|$)", value) and not re.search(r"\S=\?utf-8", value)  # §5(1): whitespace
+    for word in words:  # each word decodes on its own: no character split between two of them
+        data = base64.b64decode(word[10:-2]) if word[8] == "b" else quopri.decodestring(
+            word[10:-2].replace("_", " ").encode("ascii"), header=True)
+        data.decode("utf-8")
+    assert parse(raw)["Subject"] == subject
+    assert str(make_header(decode_header(value))) == subject
+    assert display_name(raw) == name
+
+
+def test_non_ascii_names_are_encoded_and_a_non_ascii_local_part_is_never_an_encoded_word(sender: Sender) -> None:
+    for address, wire in [("wasif@assemblée.example", b"<wasif@xn--assemble-h1a.example>"),
+                          ("wasif@example.org", b"<wasif@example.org>")]:
+        message, raw = build(plain("x\n", "s"), Recipient(address, ARABIC_NAME), sender)
+        assert raw.isascii() and not needs_smtputf8(message)
+        assert b"To: =?utf-8?b?" in raw and wire in raw
+
+    message, raw = build(plain("x\n", "s"), Recipient("واصف@assemblée.example", ARABIC_NAME), sender)
+    assert needs_smtputf8(message)
+    lines = header_block(raw)
+    start = header_names_at(lines).index("To")
+    to = b"".join([lines[start], *itertools.takewhile(lambda line: line[:1] == b" ", lines[start + 1 :])])
+    assert to.endswith(" <واصف@xn--assemble-h1a.example>".encode("utf-8"))  # raw UTF-8 (RFC 6532), never =?..?=
+    assert to.startswith(b"To: =?utf-8?b?")  # the display name is still encoded
+    parsed = parse(raw)
+    assert parsed["To"].addresses[0].addr_spec == "واصف@xn--assemble-h1a.example"
+    assert parsed["To"].addresses[0].display_name == ARABIC_NAME

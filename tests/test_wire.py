@@ -1,9 +1,10 @@
 """The fast builder (mailer.wire.Composer) against the straightforward build (mailer.mime.build_message and
-to_bytes): every composed message parses back with Python's email parser to exactly the same message."""
+to_bytes): every composed message parses back with Python's email parser to exactly the same message,
+with or without a calendar (REQUEST or CANCEL, ASCII or not)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser, Parser
@@ -11,12 +12,13 @@ from email.parser import BytesParser, Parser
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from mailer.config import Sender, StepKind
+from mailer.config import Sender, Session, StepKind
 from mailer.errors import PermanentDeliveryError
+from mailer.ics import CalendarPart, Method, build_calendar
 from mailer.mime import build_message, to_bytes
 from mailer.recipient import Recipient
 from mailer.render import Rendered
-from mailer.wire import BOUNDARY, Composer
+from mailer.wire import BOUNDARY, MIXED_BOUNDARY, Composer
 
 SENDER = Sender(
     name="Budapest Convention webinars",
@@ -29,12 +31,31 @@ LIST_ID = "bcc.example.org"
 
 # Text a template can produce: any character of any script (controls too: they must never reach a header).
 _chars = st.characters(blacklist_categories=("Cs",)) | st.sampled_from([" ", "\t", "=", ".", "\n", "é", "ع", "—", '"'])
-_tricky = st.sampled_from(["From me", "=?utf-8?q?x?=", f"--{BOUNDARY}", ". ", "\r\n", "x" * 1000, "\u2028", "\x00"])
+_tricky = st.sampled_from(["From me", "=?utf-8?q?x?=", f"--{BOUNDARY}", f"--{MIXED_BOUNDARY}", ". ", "\r\n", "x" * 1000,
+                          "\u2028", "\x00"])
 texts = st.lists(st.text(_chars, max_size=40) | _tricky, max_size=8).map("".join)
 names = st.lists(st.text(_chars, max_size=20) | _tricky, max_size=4).map(" ".join)
 locals_ = st.sampled_from(["jane.doe", "a", "o'brien", "x+tag", "josé.núñez", "李"])
 domains = st.sampled_from(["example.org", "assemblée.example", "mail.example.com"])
 urls = st.none() | st.sampled_from(["https://mailer.example.org/u/abc.DEF_123", "http://127.0.0.1:8080/u/x"])
+SESSION = Session("africa-2021", "africa", "Parliamentary webinar", datetime(2021, 7, 13, 13, 0, tzinfo=timezone.utc),
+                  "GMT-3", timedelta(hours=3), "https://meet.example.org/j/budapest-africa", ("en", "fr"),
+                  ("Opening remarks", "Discussion"))
+
+
+@st.composite
+def calendars(draw: st.DrawFn) -> CalendarPart | None:
+    """None, or the calendar of a message: any summary (ASCII or not: 7bit or base64), either method."""
+    if draw(st.booleans()):
+        return None
+    from mailer.config import Series
+
+    series = Series("budapest-convention-2021", "Budapest", (), "", (SESSION,), ())
+    summary = draw(texts)
+    return build_calendar(series, SESSION, sequence=draw(st.integers(0, 5)), method=draw(st.sampled_from(list(Method))),
+                          organiser_name=SENDER.name, organiser_address=SENDER.address,
+                          attendee=Recipient("guest@example.org", draw(names)), stamp=datetime(2021, 6, 1, tzinfo=timezone.utc),
+                          summary=summary, language="fr")
 
 
 def _parse(data: bytes) -> EmailMessage:
@@ -48,28 +69,35 @@ def _parse(data: bytes) -> EmailMessage:
 
 
 def _meaning(message: EmailMessage) -> dict[str, object]:
-    """What a reader sees: every header field decoded, the structure, and the bodies decoded."""
+    """What a reader sees: every header field decoded, the structure, the bodies decoded, and each leaf part's
+    type, parameters (boundaries aside), disposition, file name and decoded bytes."""
     plain = message.get_body(("plain",))
     html = message.get_body(("html",))
     assert plain is not None and html is not None
     headers = {name: str(value) for name, value in message.items() if name != "Content-Type"}
+    leaves = [
+        (part.get_content_type(), [(k, v) for k, v in part.get_params() or [] if k != "boundary"],
+         part.get_content_disposition(), part.get_filename(), part.get_payload(decode=True))
+        for part in message.walk() if not part.is_multipart()
+    ]
     return {
         "headers": headers,
         "type": message.get_content_type(),
-        "parts": [part.get_content_type() for part in message.iter_parts()],
+        "tree": [part.get_content_type() for part in message.walk()],
         "plain": plain.get_content(),
         "html": html.get_content(),
+        "leaves": leaves,
     }
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     subject=texts.filter(lambda s: s.split()), text=texts, html=texts, name=names, local=locals_, domain=domains,
-    kind=st.sampled_from(list(StepKind)), url=urls, auto=st.sampled_from([None, True, False]),
+    kind=st.sampled_from(list(StepKind)), url=urls, auto=st.sampled_from([None, True, False]), calendar=calendars(),
 )
 def test_composed_message_parses_to_the_straightforward_build(
     subject: str, text: str, html: str, name: str, local: str, domain: str, kind: StepKind, url: str | None,
-    auto: bool | None,
+    auto: bool | None, calendar: CalendarPart | None,
 ) -> None:
     rendered = Rendered(subject, text, html, "fr", "fr-CA", kind)
     recipient = Recipient(email=f"{local}@{domain}", name=name, language="fr-CA")
@@ -78,6 +106,7 @@ def test_composed_message_parses_to_the_straightforward_build(
         date=datetime(2021, 7, 13, 8, 0, 5, tzinfo=timezone.utc),
         unsubscribe_url=url,
         auto_submitted=auto,
+        calendar=calendar,
     )
     reference = build_message(
         rendered, recipient, sender=SENDER, list_id=LIST_ID, unsubscribe_mailto=SENDER.unsubscribe_mailto, **args  # type: ignore[arg-type]
@@ -85,7 +114,14 @@ def test_composed_message_parses_to_the_straightforward_build(
     composer = Composer(SENDER, list_id=LIST_ID, unsubscribe_mailto=SENDER.unsubscribe_mailto)
     composed = composer.compose(rendered, recipient, **args)  # type: ignore[arg-type]
 
-    assert _meaning(_parse(composed.data)) == _meaning(_parse(to_bytes(reference)))
+    meaning = _meaning(_parse(composed.data))
+    assert meaning == _meaning(_parse(to_bytes(reference)))
+    if calendar is not None:
+        assert meaning["tree"] == ["multipart/mixed", "multipart/alternative", "text/plain", "text/html",
+                                   "text/calendar", "application/ics"]
+        leaves = meaning["leaves"]
+        assert isinstance(leaves, list) and leaves[2][1][-1] == ("method", calendar.method.value)
+        assert leaves[2][4] == leaves[3][4] == calendar.data
     assert composed.utf8 == bool(reference.policy.utf8) == (not local.isascii())
     lines = composed.data.split(b"\r\n")
     assert all(len(line) <= 998 and b"\n" not in line and b"\r" not in line for line in lines)

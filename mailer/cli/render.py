@@ -12,6 +12,7 @@ from mailer.cli import AppContext, pass_ctx
 from mailer.clock import SystemClock
 from mailer.config import Audience, Offset, Settings, Step, StepKind
 from mailer.errors import NaiveDatetimeError, NotFoundError, RenderError
+from mailer.ics import Method, build_calendar, calendar_method
 from mailer.mime import build_message, make_list_id, make_message_id, to_bytes
 from mailer.models import Contact
 from mailer.recipient import Recipient
@@ -79,7 +80,8 @@ def _contact_recipient(ctx: AppContext, email: str, region: str) -> Recipient:
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Extra template variable, repeatable (notice: change=rescheduled, previous_start=ISO time).")
 @click.option("--unsubscribe-url", help="Unsubscribe link to show [default: the sender's unsubscribe mailto].")
-@click.option("--eml", "eml_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the message here.")
+@click.option("--eml", "eml_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the message here (with its calendar entry, SEQUENCE 0).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the HTML part here.")
 @pass_ctx
 def preview(
@@ -115,6 +117,7 @@ def preview(
             region=session.region,
         )
     mailto = settings.sender.unsubscribe_mailto
+    extra = _extra(assignments)
     try:
         rendered = Renderer(settings).render(
             step,
@@ -122,7 +125,7 @@ def preview(
             recipient,
             series=settings.series,
             unsubscribe_url=unsubscribe_url or f"mailto:{mailto}?subject=unsubscribe",
-            extra=_extra(assignments),
+            extra=extra,
         )
     except RenderError:
         raise
@@ -139,16 +142,24 @@ def preview(
         html_path.write_text(rendered.html, encoding="utf-8")
         click.echo(f"HTML written to {html_path}", err=True)
     if eml_path is not None:
+        now = SystemClock().now()
+        method = Method.CANCEL if step.kind is StepKind.NOTICE and extra.get("change") == "cancelled" else (
+            calendar_method(step))
+        calendar = None if method is None else build_calendar(
+            settings.series, session, sequence=0, method=method, organiser_name=settings.sender.name,
+            organiser_address=settings.sender.address, attendee=recipient, stamp=now, summary=rendered.title,
+            language=rendered.language)
         message = build_message(
             rendered,
             recipient,
             sender=settings.sender,
             message_id=make_message_id(f"preview:{session.id}:{step.name}:{recipient.email}", settings.sender.domain),
-            date=SystemClock().now(),
+            date=now,
             list_id=make_list_id(settings.series.id, settings.sender.domain),
             list_name=settings.series.title,
             unsubscribe_mailto=mailto,
             unsubscribe_url=unsubscribe_url if unsubscribe_url and unsubscribe_url.startswith("http") else None,
+            calendar=calendar,
         )
         eml_path.write_bytes(to_bytes(message))
         click.echo(f"Message written to {eml_path}", err=True)
