@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 
 from mailer.app import open_app
+from mailer.config import load_settings
 from mailer.errors import MailerError
 from mailer.scheduler import serve
+from mailer.template_checks import require_templates
 
 
 def main() -> int:
@@ -25,7 +27,9 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        app = open_app(config_dir=args.config)
+        settings = load_settings(args.config)
+        require_templates(settings, say=lambda text: print(text, flush=True))  # template errors stop start-up
+        app = open_app(settings)
     except MailerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ from mailer.clock import Clock
 from mailer.config import Security, Settings
 from mailer.db import transaction
 from mailer.errors import PermanentDeliveryError, RenderError
+from mailer.ics import build_calendar, calendar_method
 from mailer.models import MessageStatus, SessionRow
 from mailer.outbox import (
     ClaimedMessage,
@@ -86,6 +87,7 @@ class Service:
         self.worker = worker or default_worker_name()
         self.batch_size = batch_size
         self._previous_starts: dict[str, datetime | None] = {}
+        self._sequences: dict[str, int] = {}  # session -> iCalendar SEQUENCE, loaded once per batch
         self._list_id = f"{self.settings.series.id}.{self.settings.sender.domain}"
         self._unsubscribe_url = f"mailto:{self.settings.sender.unsubscribe_mailto}?subject=unsubscribe"
         self.composer = Composer(
@@ -127,9 +129,11 @@ class Service:
                 report.add(session_id, step, status)
             if not claimed and not finished:
                 break
-            if any(message.step.startswith(NOTICE_PREFIXES) for message in claimed):
+            if claimed:  # once per batch: the sessions' SEQUENCE (calendars) and previous start (notices)
                 with transaction(self.app.factory) as db:
-                    self._previous_starts = dict(db.execute(select(SessionRow.id, SessionRow.previous_starts_at)).all())
+                    rows = db.execute(select(SessionRow.id, SessionRow.previous_starts_at, SessionRow.sequence)).all()
+                self._previous_starts = {row.id: row.previous_starts_at for row in rows}
+                self._sequences = {row.id: row.sequence for row in rows}
             renewing = asyncio.create_task(self._renew_leases([message.pk for message in claimed]))
             try:
                 outcomes = await asyncio.gather(*(self._deliver_safely(pool, message) for message in claimed))
@@ -180,14 +184,22 @@ class Service:
         except RenderError as exc:
             log.error("render failed for %s: %s", message.message_id, exc)
             return Outcome(message.pk, MessageStatus.FAILED, None, f"render failed: {exc}")
+        method = calendar_method(step)  # REQUEST, CANCEL for cancelled-N, None for follow-ups
+        now = self.clock.now()
         try:  # the bytes mailer.mime.build_message would make, written directly (mailer.wire)
+            calendar = None if method is None else build_calendar(
+                settings.series, session, sequence=self._sequences.get(session.id, 0), method=method,
+                organiser_name=settings.sender.name, organiser_address=settings.sender.address,
+                attendee=message.recipient, stamp=now, summary=rendered.title, language=rendered.language,
+            )
             composed = self.composer.compose(
                 rendered,
                 message.recipient,
                 message_id=message.message_id,
-                date=self.clock.now(),
+                date=now,
                 unsubscribe_url=links["unsubscribe_url"],
                 auto_submitted=step.kind.value != "invitation",
+                calendar=calendar,
             )
         except (ValueError, PermanentDeliveryError) as exc:  # an address or header that cannot be written
             return Outcome(message.pk, MessageStatus.FAILED, None, f"cannot build: {exc}", rendered.language)
