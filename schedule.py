@@ -13,6 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
 from mailer.app import open_app
 from mailer.config import load_settings
 from mailer.errors import MailerError
@@ -26,12 +28,17 @@ def main() -> int:
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # the capture server's per-command chatter
     try:
         settings = load_settings(args.config)
         require_templates(settings, say=lambda text: print(text, flush=True))  # template errors stop start-up
         app = open_app(settings)
     except MailerError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ArgumentError, NoSuchModuleError, OperationalError) as exc:
+        print(f"error: cannot open the store: {str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}"
+              " (check DATABASE_URL or [database] url in mailer.toml)", file=sys.stderr)
         return 2
     try:
         asyncio.run(serve(app, say=lambda text: print(text, flush=True)))

@@ -34,8 +34,9 @@ from mailer.outbox import (
     claim_due,
     queue_wave,
     reap_expired_leases,
-    renew_leases,
     record_outcomes,
+    release_claims,
+    renew_leases,
     sync_sessions,
 )
 from mailer.render import Renderer
@@ -87,6 +88,8 @@ class Service:
         self.worker = worker or default_worker_name()
         self.batch_size = batch_size
         self._previous_starts: dict[str, datetime | None] = {}
+        # At most as many deliveries under way as there are connections, so a stop leaves the rest unstarted.
+        self._concurrency = max(smtp.connections for smtp in (self.settings.smtp, *self.settings.smtp_servers.values()))
         self._sequences: dict[str, int] = {}  # session -> iCalendar SEQUENCE, loaded once per batch
         self._list_id = f"{self.settings.series.id}.{self.settings.sender.domain}"
         self._unsubscribe_url = f"mailto:{self.settings.sender.unsubscribe_mailto}?subject=unsubscribe"
@@ -113,11 +116,14 @@ class Service:
     async def dispatch(self, pool: Transport, *, stop: asyncio.Event | None = None) -> DispatchReport:
         """Send due messages batch by batch until none is due (or ``stop`` is set between batches).
 
-        In-flight messages of a batch always finish and are recorded before returning. While a batch is
-        sending, its leases are renewed every third of ``delivery.lease``, so a slow server never lets
-        another process take over messages this one is still sending.
+        Once ``stop`` is set, messages of the batch not yet handed to SMTP are given back (``queued``);
+        those in flight finish and are recorded. If the dispatch is cancelled (Ctrl-C), finished messages
+        are recorded and the others given back: one of those may have reached the server already and is
+        then sent again, with the same Message-ID. While a batch is sending, its leases are renewed every
+        third of ``delivery.lease``, so a slow server never lets another process take messages over.
         """
         report = DispatchReport()
+        self._in_flight = asyncio.Semaphore(self._concurrency)  # bound to this call's event loop
         while stop is None or not stop.is_set():
             now = self.clock.now()
             with transaction(self.app.factory) as db:
@@ -135,15 +141,35 @@ class Service:
                 self._previous_starts = {row.id: row.previous_starts_at for row in rows}
                 self._sequences = {row.id: row.sequence for row in rows}
             renewing = asyncio.create_task(self._renew_leases([message.pk for message in claimed]))
+            tasks = [asyncio.ensure_future(self._deliver_safely(pool, message, stop)) for message in claimed]
             try:
-                outcomes = await asyncio.gather(*(self._deliver_safely(pool, message) for message in claimed))
+                await asyncio.gather(*tasks)
+            except asyncio.CancelledError:  # Ctrl-C or shutdown: keep what is known, give the rest back
+                self._settle(claimed, tasks)
+                raise
             finally:
                 renewing.cancel()
-            with transaction(self.app.factory) as db:
-                record_outcomes(db, self.settings, outcomes, self.clock.now(), worker=self.worker)
-            for message, outcome in zip(claimed, outcomes, strict=True):
+            for message, outcome in self._settle(claimed, tasks):
                 report.add(message.session_id, message.step, outcome.status.value)
         return report
+
+    def _settle(
+        self, claimed: list[ClaimedMessage], tasks: list[asyncio.Future[Outcome | None]]
+    ) -> list[tuple[ClaimedMessage, Outcome]]:
+        """Record the outcomes of finished deliveries and release the claims of the others; returns the recorded."""
+        done: list[tuple[ClaimedMessage, Outcome]] = []
+        unsent: list[int] = []
+        for message, task in zip(claimed, tasks, strict=True):
+            outcome = task.result() if task.done() and not task.cancelled() else None
+            if outcome is None:
+                unsent.append(message.pk)
+            else:
+                done.append((message, outcome))
+        now = self.clock.now()
+        with transaction(self.app.factory) as db:
+            record_outcomes(db, self.settings, [outcome for _, outcome in done], now, worker=self.worker)
+            release_claims(db, unsent, now)
+        return done
 
     async def _renew_leases(self, pks: list[int]) -> None:
         interval = max(self.settings.lease.total_seconds() / 3, 0.1)
@@ -152,14 +178,19 @@ class Service:
             with transaction(self.app.factory) as db:
                 renew_leases(db, pks, self.worker, self.clock.now() + self.settings.lease)
 
-    async def _deliver_safely(self, pool: Transport, message: ClaimedMessage) -> Outcome:
-        """:meth:`_deliver`, with an unexpected error turned into a deferral (logged with its traceback),
-        so one bad message never stops a batch from being recorded."""
-        try:
-            return await self._deliver(pool, message)
-        except Exception as exc:  # noqa: BLE001 - recorded on the message and logged in full
-            log.exception("unexpected error delivering %s", message.message_id)
-            return Outcome(message.pk, MessageStatus.DEFERRED, None, f"internal error: {type(exc).__name__}: {exc}")
+    async def _deliver_safely(
+        self, pool: Transport, message: ClaimedMessage, stop: asyncio.Event | None = None
+    ) -> Outcome | None:
+        """:meth:`_deliver`, or None when ``stop`` is set before it starts; an unexpected error becomes a
+        deferral (logged with its traceback), so one bad message never stops a batch from being recorded."""
+        async with self._in_flight:
+            if stop is not None and stop.is_set():
+                return None
+            try:
+                return await self._deliver(pool, message)
+            except Exception as exc:  # noqa: BLE001 - recorded on the message and logged in full
+                log.exception("unexpected error delivering %s", message.message_id)
+                return Outcome(message.pk, MessageStatus.DEFERRED, None, f"internal error: {type(exc).__name__}: {exc}")
 
     def _notice_extra(self, message: ClaimedMessage) -> dict[str, object]:
         """What a notice template needs: ``change`` and, for a reschedule, ``previous_start``."""
