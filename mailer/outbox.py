@@ -17,7 +17,6 @@ restart, never makes a second message. Claims use ``FOR UPDATE SKIP LOCKED`` on 
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -29,6 +28,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from mailer.clock import require_aware
 from mailer.config import Audience, Series, Session, Settings, Step, StepKind
+from mailer.mime import make_message_id
 from mailer.models import (
     PENDING_STATUSES,
     Contact,
@@ -64,11 +64,6 @@ _INSERT_CHUNK = 500
 def message_key(series_id: str, session_id: str, step: str, contact_id: int) -> str:
     """The identity of a message row, stable across restarts and processes."""
     return f"{series_id}/{session_id}/{step}/{contact_id}"
-
-
-def make_message_id(key: str, domain: str) -> str:
-    """A stable RFC 5322 Message-ID (sec. 3.6.4) for ``key``: ``<uuid5@domain>``."""
-    return f"<{uuid.uuid5(uuid.NAMESPACE_URL, key)}@{domain}>"
 
 
 def _insert_ignoring_conflicts(db: DbSession, table: type, rows: list[dict[str, object]]) -> list[int]:

@@ -47,7 +47,6 @@ from mailer.wire import Composer
 from mailer.web.links import message_links
 
 log = logging.getLogger(__name__)
-NOTICE_PREFIXES = ("date-changed-", "cancelled-")
 
 
 def default_worker_name() -> str:

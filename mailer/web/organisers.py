@@ -28,9 +28,9 @@ from starlette.routing import Route
 
 from mailer.config import Audience, Session, Step
 from mailer.errors import MailerError, NotFoundError
-from mailer.mime import needs_smtputf8, to_bytes
+from mailer.mime import make_message_id, needs_smtputf8, to_bytes
 from mailer.models import Contact, Wave, WaveStatus
-from mailer.outbox import default_audience, make_message_id, queue_wave, set_wave_status, sync_sessions
+from mailer.outbox import default_audience, queue_wave, set_wave_status, sync_sessions
 from mailer.recipient import Recipient
 from mailer.reports import counts_by_wave
 from mailer.service import smtp_target
