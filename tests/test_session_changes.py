@@ -125,3 +125,31 @@ def test_send_window_holds_invitations_until_morning(app: App) -> None:
     with transaction(app.factory) as db:
         claimed, _ = claim_due(db, settings, INVITATION_AT, worker="w", limit=10, lease=timedelta(minutes=5))
     assert [m.recipient.email for m in claimed] == ["lagos@example.org"]
+
+
+def test_a_late_registrant_gets_the_latest_reminder_only(app: App) -> None:
+    from mailer.clock import VirtualClock
+    from mailer.service import Service
+
+    session = app.settings.series.session("africa-2021")
+    start = session.start.astimezone(UTC)
+    with transaction(app.factory) as db:
+        early = add_contact(db, "early@example.org")
+        register(db, early, session.id, at=start - timedelta(days=30))
+    clock = VirtualClock(start - timedelta(days=8))
+    service = Service(app, clock)
+    for moment in (start - timedelta(days=7), start - timedelta(days=1)):  # the 1-week and 1-day reminders
+        clock.set(moment)
+        service.materialise()
+    # Registered 20 hours before the start: the 1-day reminder (due 24 h before, late until 12 h before)
+    # still makes sense; the 1-week one does not; nothing else is due yet.
+    clock.set(start - timedelta(hours=20))
+    with transaction(app.factory) as db:
+        late = add_contact(db, "late@example.org")
+        register(db, late, session.id, at=clock.now())
+    service.materialise()
+    with transaction(app.factory) as db:
+        steps = db.execute(select(Message.recipient, Message.step, Message.status).order_by(Message.id)).all()
+    assert [(r, s, st) for r, s, st in steps if r == "late@example.org"] == [("late@example.org", "reminder-1d", "queued")]
+    early_reminders = sorted((s, st) for r, s, st in steps if r == "early@example.org" and s.startswith("reminder"))
+    assert early_reminders == [("reminder-1d", "queued"), ("reminder-1w", "queued")]

@@ -39,8 +39,12 @@ def _session_in(zone: str, start: datetime) -> object:
         ("Europe/Paris", datetime(2021, 3, 29, 10, 0), "-1d", datetime(2021, 3, 28, 10, 0)),
         # Autumn back on 31 October 2021: a week before still 10:00 local.
         ("Europe/Paris", datetime(2021, 11, 2, 10, 0), "-1w", datetime(2021, 10, 26, 10, 0)),
-        # Southern hemisphere: Sydney DST starts 3 October 2021.
+        # Southern hemisphere: Sydney DST starts 3 October 2021 and ends 4 April 2021.
         ("Australia/Sydney", datetime(2021, 10, 4, 10, 0), "-1d", datetime(2021, 10, 3, 10, 0)),
+        ("Australia/Sydney", datetime(2021, 4, 5, 10, 0), "-1w", datetime(2021, 3, 29, 10, 0)),
+        ("Australia/Sydney", datetime(2021, 4, 5, 10, 0), "-1d", datetime(2021, 4, 4, 10, 0)),
+        # Europe/Paris spring: a week before a session after the change is still 10:00 local.
+        ("Europe/Paris", datetime(2021, 4, 1, 10, 0), "-1w", datetime(2021, 3, 25, 10, 0)),
     ],
 )
 def test_day_offsets_keep_local_wall_clock_across_dst(
@@ -48,8 +52,14 @@ def test_day_offsets_keep_local_wall_clock_across_dst(
 ) -> None:
     session = _session_in(zone, start)
     step = dataclasses.replace(SERIES.step("reminder-1d"), offset=parse_offset(offset))
-    local = step_time(session, step).astimezone(ZoneInfo(zone))  # type: ignore[arg-type]
+    moment = step_time(session, step)  # type: ignore[arg-type]
+    local = moment.astimezone(ZoneInfo(zone))
     assert local.replace(tzinfo=None) == expected_local
+    # Across a change the real interval is not a whole number of days: it differs by the DST hour.
+    start = session.start  # type: ignore[attr-defined]
+    changed = start.utcoffset() != local.utcoffset()
+    days = -parse_offset(offset).calendar_days
+    assert (start - moment != timedelta(days=days)) is changed
 
 
 def test_hour_offsets_are_exact_durations_across_dst() -> None:
