@@ -166,9 +166,13 @@ def send_test(ctx: AppContext, session_id: str, step_name: str, address: str, la
                 reply = await pool.send(
                     settings.sender.address, address, to_bytes(message), kind=step.kind, utf8=needs_smtputf8(message)
                 )
-        click.echo(f"{reply.status}: {reply.code or ''} {reply.text}".strip())
-        if reply.status != "sent":
-            raise SystemExit(1)
+        if reply.status == "sent":
+            click.echo(f"sent: {reply.code or ''} {reply.text}".strip())
+            return
+        kind = "temporary failure" if reply.status == "deferred" else "refused"
+        reply_text = " ".join(part for part in (str(reply.code or ""), reply.text) if part)
+        click.echo(f"not delivered ({kind}, nothing was queued): {reply_text}", err=True)
+        raise SystemExit(1)
 
     asyncio.run(send())
 

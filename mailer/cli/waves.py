@@ -65,8 +65,16 @@ def queue(ctx: AppContext, session_id: str, step_name: str, region: str | None, 
         f" ({'new wave' if result.created else 'existing wave'}), send at {wave.scheduled_at:%Y-%m-%d %H:%M} UTC,"
         f" deadline {result.deadline:%Y-%m-%d %H:%M} UTC"
     )
+    if at is not None and not result.created and wave.scheduled_at != at.astimezone(wave.scheduled_at.tzinfo):
+        click.echo(
+            f"note: wave {wave.id} already existed, so --at was not applied (it keeps"
+            f" {wave.scheduled_at:%Y-%m-%d %H:%M} UTC); `mailer waves pause {wave.id}` holds it"
+        )
     if result.skipped:
-        click.echo(f"{result.skipped} of them skipped at once: the step's deadline has passed")
+        click.echo(
+            f"{result.skipped} of them skipped at once: past the step's deadline"
+            f" ({result.deadline:%Y-%m-%d %H:%M} UTC); see `mailer log --step {step.name} --status skipped`"
+        )
 
 
 @waves.command("list")
