@@ -495,13 +495,20 @@ def ensure_list(db: DbSession, settings: Settings, region: str) -> int:
 _COMPARED = ("name", "title", "institution", "country", "language", "time_zone")
 
 
-def _changes(existing: Any, row: _Row) -> dict[str, Any]:
-    """Fields of an existing contact that the row changes: non-blank values; language/zone only if explicit."""
+def _changes(existing: Any, row: _Row, *, home: bool = True) -> dict[str, Any]:
+    """Fields of an existing contact that the row changes: non-blank values; language/zone only if explicit.
+
+    A row from a list other than the contact's own (``home`` False: the contact is already on another
+    region's list) only fills blanks, so a contact on several lists does not change country, language or
+    zone with the order in which the regions' files are imported.
+    """
     wanted: dict[str, Any] = {}
     for column in ("name", "title", "institution", "country"):
         value = getattr(row, column)
-        if value and value != getattr(existing, column):
+        if value and value != getattr(existing, column) and (home or not getattr(existing, column)):
             wanted[column] = value
+    if not home:
+        return wanted
     if row.language_explicit and row.language != existing.language:
         wanted["language"] = row.language
     if row.zone_explicit and row.time_zone != existing.time_zone:
@@ -542,12 +549,21 @@ def _store_chunk(db: DbSession, chunk: list[_Row], list_id: int, source: str, no
         if row.address.key not in existing
     ]
     insert_ignoring_conflicts(db, Contact.__table__, fresh, ["email_key"])
+    other_lists = set(
+        db.scalars(
+            select(ListMembership.contact_id).where(
+                literal_in(ListMembership.contact_id, [r.id for r in existing.values()]),
+                ListMembership.list_id != list_id,
+            )
+        )
+    ) if existing else set()
     updates = []
     for row in chunk:
         if row.address.key in existing:
-            changes = _changes(existing[row.address.key], row)
+            contact = existing[row.address.key]
+            changes = _changes(contact, row, home=contact.id not in other_lists)
             if changes:
-                updates.append({"id": existing[row.address.key].id, **changes, "updated_at": now})
+                updates.append({"id": contact.id, **changes, "updated_at": now})
     if updates:
         db.execute(update(Contact), updates)
     counts.new += len(fresh)

@@ -219,7 +219,16 @@ def test_one_contact_on_several_lists(app: App, tmp_path: Path) -> None:
     for address in shared:
         assert contact_by_email(app.factory, address).regions == ("africa", "caribbean")
     nadia = contact(app, "nadia.haddad@mail.example.com")
-    assert (nadia.country, nadia.time_zone) == ("JM", "America/Jamaica")  # the newer file's country wins
+    # Another region's file only fills blanks: a shared contact keeps the country, language and zone of
+    # the list that brought them first, whatever order the files are imported in afterwards.
+    assert (nadia.country, nadia.time_zone) == ("NG", "Africa/Lagos")
+    assert second.updated == 0
+    for name, region in ((africa, "africa"), (caribbean, "caribbean"), (africa, "africa")):
+        again = import_contacts(app.factory, app.settings, CONTACTS_DIR / name, region, NOW,
+                                rejects_path=tmp_path / "again.csv")
+        assert (again.new, again.updated) == (0, 0)
+    nadia = contact(app, "nadia.haddad@mail.example.com")
+    assert (nadia.country, nadia.time_zone) == ("NG", "Africa/Lagos")
 
 
 def test_rejects_file_keeps_original_columns(app: App, tmp_path: Path) -> None:
