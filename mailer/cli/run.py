@@ -19,7 +19,8 @@ from mailer.clock import SystemClock
 from mailer.config import load_settings
 from mailer.db import transaction
 from mailer.errors import NotFoundError
-from mailer.mime import build_message, needs_smtputf8, to_bytes
+from mailer.ics import build_calendar, calendar_method
+from mailer.mime import build_message, make_list_id, make_message_id, needs_smtputf8, to_bytes
 from mailer.recipient import Recipient
 from mailer.render import Renderer
 from mailer.reports import counts_by_step
@@ -154,10 +155,18 @@ def send_test(ctx: AppContext, session_id: str, step_name: str, address: str, la
         step, session, recipient, series=settings.series,
         unsubscribe_url=f"mailto:{settings.sender.unsubscribe_mailto}?subject=unsubscribe",
     )
+    now = SystemClock().now()
+    method = calendar_method(step)
+    calendar = None if method is None else build_calendar(
+        settings.series, session, sequence=0, method=method, organiser_name=settings.sender.name,
+        organiser_address=settings.sender.address, attendee=recipient, stamp=now, summary=rendered.title,
+        language=rendered.language,
+    )
     message = build_message(
-        rendered, recipient, sender=settings.sender, message_id=f"<test-{SystemClock().now().timestamp()}@{settings.sender.domain}>",
-        date=SystemClock().now(), list_id=f"{settings.series.id}.{settings.sender.domain}",
-        unsubscribe_mailto=settings.sender.unsubscribe_mailto,
+        rendered, recipient, sender=settings.sender,
+        message_id=make_message_id(f"send-test:{session.id}:{step.name}:{address}:{now.isoformat()}", settings.sender.domain),
+        date=now, list_id=make_list_id(settings.series.id, settings.sender.domain),
+        unsubscribe_mailto=settings.sender.unsubscribe_mailto, calendar=calendar,
     )
 
     async def send() -> None:
