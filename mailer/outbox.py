@@ -46,7 +46,7 @@ from mailer.models import (
     Wave,
     WaveStatus,
 )
-from mailer.recipient import Recipient
+from mailer.recipient import Recipient, recipient_of
 from mailer.timeline import (
     Deadline,
     SkipReason,
@@ -445,16 +445,7 @@ def claim_due(
                 message_id=row.message_id,
                 session_id=row.session_id,
                 step=row.step,
-                recipient=Recipient(
-                    email=row.email,
-                    name=row.name,
-                    title=row.title,
-                    institution=row.institution,
-                    country=row.country,
-                    language=row.language,
-                    time_zone=row.time_zone,
-                    region=settings.series.session(row.session_id).region,
-                ),
+                recipient=recipient_of(row, settings.series.session(row.session_id).region),
                 needs_smtputf8=row.needs_smtputf8,
                 attempts=row.attempts + 1,
                 deadline_at=row.deadline_at,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -27,3 +28,18 @@ class Recipient:
         """Name for the To: header: title and name on one line, never a line break."""
         text = " ".join(part for part in (self.title, self.name) if part)
         return " ".join(text.split())
+
+
+def recipient_of(contact: Any, region: str) -> Recipient:
+    """The pure view of a contact: ``contact`` is a Contact row, or any row with its columns
+    (email, name, title, institution, country, language, time_zone)."""
+    return Recipient(
+        email=contact.email,
+        name=contact.name,
+        title=contact.title,
+        institution=contact.institution,
+        country=contact.country,
+        language=contact.language,
+        time_zone=contact.time_zone,
+        region=region,
+    )

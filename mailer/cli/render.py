@@ -15,7 +15,7 @@ from mailer.errors import NaiveDatetimeError, NotFoundError, RenderError
 from mailer.ics import Method, build_calendar, calendar_method
 from mailer.mime import build_message, make_list_id, make_message_id, to_bytes
 from mailer.models import Contact
-from mailer.recipient import Recipient
+from mailer.recipient import Recipient, recipient_of
 from mailer.render import Renderer
 
 
@@ -58,16 +58,7 @@ def _contact_recipient(ctx: AppContext, email: str, region: str) -> Recipient:
         ).first()
         if contact is None:
             raise NotFoundError(f"no contact with address {wanted!r}")
-        return Recipient(
-            email=contact.email,
-            name=contact.name,
-            title=contact.title,
-            institution=contact.institution,
-            country=contact.country,
-            language=contact.language,
-            time_zone=contact.time_zone,
-            region=region,
-        )
+        return recipient_of(contact, region)
 
 
 @click.command("preview")

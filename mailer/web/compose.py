@@ -13,7 +13,6 @@ from email.message import EmailMessage
 
 from mailer.config import Session, Settings, Step, StepKind
 from mailer.mime import build_message
-from mailer.models import Contact
 from mailer.recipient import Recipient
 from mailer.render import Rendered, Renderer
 from mailer.web.links import message_links
@@ -29,20 +28,6 @@ class Composed:
     @property
     def headers(self) -> list[tuple[str, str]]:
         return [(name, str(value)) for name, value in self.email.items()]
-
-
-def recipient_of(contact: Contact, region: str) -> Recipient:
-    """The pure recipient view of a contact row, as the outbox builds it at claim time."""
-    return Recipient(
-        email=contact.email,
-        name=contact.name,
-        title=contact.title,
-        institution=contact.institution,
-        country=contact.country,
-        language=contact.language,
-        time_zone=contact.time_zone,
-        region=region,
-    )
 
 
 def compose(
@@ -88,4 +73,4 @@ def compose(
     return Composed(rendered, email)
 
 
-__all__ = ["Composed", "compose", "recipient_of"]
+__all__ = ["Composed", "compose"]

@@ -37,7 +37,8 @@ from mailer.service import smtp_target
 from mailer.timeline import plan, step_deadline, step_time
 from mailer.transport import SmtpPool
 from mailer.web.app import WebContext, context_of
-from mailer.web.compose import Composed, compose, recipient_of
+from mailer.recipient import recipient_of
+from mailer.web.compose import Composed, compose
 from mailer.web.queries import audience_size, plan_wave
 from mailer.web.staff import html_frame, progress, user_of
 from mailer.zones import UnknownZoneError, resolve_zone

@@ -43,7 +43,8 @@ from mailer.users import authenticate
 from mailer.web.app import WebContext, context_of
 from mailer.web.auth import CurrentUser, sign_in, sign_out
 from mailer.web.charts import bar_chart
-from mailer.web.compose import compose, recipient_of
+from mailer.recipient import recipient_of
+from mailer.web.compose import compose
 from mailer.web.queries import (
     PAGE_SIZE,
     LogFilter,
