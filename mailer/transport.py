@@ -36,6 +36,8 @@ from typing import Protocol
 import aiosmtplib
 import idna
 from aiosmtplib import errors as smtp_errors
+from aiosmtplib.protocol import SMTPProtocol, normalize_message_line_endings
+from aiosmtplib.response import SMTPResponse
 
 from mailer.config import Security, Settings, SmtpSettings, StepKind
 from mailer.errors import ConfigError
@@ -273,18 +275,21 @@ class SmtpPool:
             )
         if _CONTROL.search(envelope_from) or _CONTROL.search(recipient):
             return Reply(MessageStatus.FAILED, None, "control character in an envelope address: never sent to SMTP")
-        options = ["SMTPUTF8"] if utf8 else []
+        options = [b"SMTPUTF8"] if utf8 else []
         encoding = "utf-8" if utf8 else "ascii"
         if client.supports_extension("8bitmime"):
-            options.append("BODY=8BITMIME")
+            options.append(b"BODY=8BITMIME")
         slot.used += 1
         phase = Phase.MAIL
         try:
-            await client.mail(envelope_address(envelope_from), options=options, encoding=encoding, timeout=smtp.timeout)
+            await _command(client, Phase.MAIL, smtp.timeout, b"MAIL",
+                           b"FROM:<" + envelope_address(envelope_from).encode(encoding) + b">", *options)
             phase = Phase.RCPT
-            await client.rcpt(envelope_address(recipient), encoding=encoding, timeout=smtp.timeout)
+            await _command(client, Phase.RCPT, smtp.timeout, b"RCPT",
+                           b"TO:<" + envelope_address(recipient).encode(encoding) + b">")
             phase = Phase.DATA
-            response = await client.data(data, timeout=smtp.data_timeout)
+            await _command(client, Phase.DATA, smtp.timeout, b"DATA", expect=354)
+            response = await _message(client, data, smtp.data_timeout)
         except smtp_errors.SMTPResponseException as exc:
             reply = _refused(exc, phase)
             if exc.code == 421 or not client.is_connected:
@@ -302,6 +307,57 @@ class SmtpPool:
             reason = "timed out" if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) else f"{type(exc).__name__}: {exc}"
             raise _Failure(Reply(MessageStatus.DEFERRED, None, f"{phase.value}: {reason}")) from None
         return Reply(MessageStatus.SENT, response.code, response.message)
+
+
+def _protocol(client: aiosmtplib.SMTP) -> SMTPProtocol:
+    if client.protocol is None or not client.is_connected:
+        raise smtp_errors.SMTPServerDisconnected("Connection lost")
+    return client.protocol
+
+
+async def _command(
+    client: aiosmtplib.SMTP, phase: Phase, timeout: float, *args: bytes, expect: int = 250
+) -> SMTPResponse:
+    """One command of a mail transaction (RFC 5321 sec. 3.3) and its reply; raises SMTPResponseException
+    unless the reply code is ``expect`` (RCPT also takes 251), and closes the client when the reply is 421,
+    the server went away or the reply timed out (the dialogue is then out of step)."""
+    try:
+        response = await _protocol(client).execute_command(*args, timeout=timeout)
+    except (smtp_errors.SMTPServerDisconnected, smtp_errors.SMTPTimeoutError):
+        client.close()
+        raise
+    if response.code == expect or (phase is Phase.RCPT and response.code == 251):
+        return response
+    if response.code == 421:
+        client.close()
+    raise smtp_errors.SMTPResponseException(response.code, response.message)
+
+
+async def _message(client: aiosmtplib.SMTP, data: bytes, timeout: float) -> SMTPResponse:
+    """The message after a 354 reply: dot-stuffed, ended by ``CRLF.CRLF`` (RFC 5321 sec. 4.5.2), and the reply.
+
+    aiosmtplib's ``data()`` runs two regular expressions over every message to fix line ends; messages from
+    :mod:`mailer.wire` already have CRLF line ends (checked here with byte counts), so only dot-stuffing is
+    done, with ``bytes.replace``. Other data is normalised with aiosmtplib's own function.
+    """
+    crlf = data.count(b"\r\n")
+    if crlf != data.count(b"\n") or crlf != data.count(b"\r") or not data.endswith(b"\r\n"):
+        data = normalize_message_line_endings(data)
+    stuffed = data.replace(b"\n.", b"\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    protocol = _protocol(client)
+    try:
+        protocol.write(stuffed + b".\r\n")
+        response = await protocol.read_response(timeout=timeout)
+    except (smtp_errors.SMTPServerDisconnected, smtp_errors.SMTPTimeoutError):
+        client.close()
+        raise
+    if response.code != 250:
+        if response.code == 421:
+            client.close()
+        raise smtp_errors.SMTPResponseException(response.code, response.message)
+    return response
 
 
 class SmtpRouter:

@@ -200,3 +200,31 @@ def test_dkim_signature_verifies(tmp_path: Path) -> None:
     assert signed.startswith(b"DKIM-Signature:")
     assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: record if name == b"s2021._domainkey.example.org." else None)
     assert not dkim.verify(signed.replace(b"body", b"bodY"), dnsfunc=lambda name, timeout=5: record)
+
+
+@pytest.mark.parametrize(
+    ("sent", "received"),
+    [
+        (MESSAGE, MESSAGE),  # CRLF already: sent as it is
+        (b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\n.\r\nend\r\n",
+         b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\n.\r\nend\r\n"),  # dot-stuffed on the wire, not in the message
+        (b".first line\r\n\r\nbody\r\n", b".first line\r\n\r\nbody\r\n"),
+        (b"Subject: lf\n\nbare LF\nand bare CR\rend", b"Subject: lf\r\n\r\nbare LF\r\nand bare CR\r\nend\r\n"),
+    ],
+)
+def test_message_arrives_byte_for_byte_with_dots_and_line_ends_handled(
+    smtp_server: object, sent: bytes, received: bytes
+) -> None:
+    """RFC 5321 sec. 4.5.2: lines starting with "." are doubled on the wire and undone by the server;
+    line ends other than CRLF are normalised (sec. 2.3.8) before sending."""
+    settings = _smtp(smtp_server, security=Security.NONE)
+    smtp_server.handler.messages.clear()  # type: ignore[attr-defined]
+
+    async def send() -> MessageStatus:
+        async with SmtpPool(settings) as pool:
+            return (await pool.send("webinars@example.org", "dots@example.org", sent)).status
+
+    assert asyncio.run(send()) is MessageStatus.SENT
+    [message] = smtp_server.handler.messages  # type: ignore[attr-defined]
+    assert message.data == received
+    assert message.rcpt_tos == ["dots@example.org"]
