@@ -113,6 +113,8 @@ def _fold(line: str) -> bytes:
     data = line.encode("utf-8")
     if len(data) <= 75:
         return data + b"\r\n"
+    if line.isascii():  # one octet a character: cut every 75, then every 74 after the leading space
+        return b"\r\n ".join([data[:75], *(data[i : i + 74] for i in range(75, len(data), 74))]) + b"\r\n"
     out: list[bytes] = []
     current = b""
     for char in line:

@@ -211,8 +211,8 @@ class DateWords:
 def wrap_text(text: str, width: int = 72) -> str:
     """Wrap lines longer than ``width`` columns at spaces; never break a word or a URL.
 
-    Continuation lines of an indented line or a list item ("  1. ", "- ") hang under its text; runs of spaces
-    inside a wrapped line become one.
+    Greedy: each output line takes as many words as fit. Continuation lines of an indented line or a list
+    item ("  1. ", "- ") hang under its text; runs of whitespace inside a wrapped line become one space.
     """
     lines = []
     for line in text.split("\n"):
@@ -221,14 +221,16 @@ def wrap_text(text: str, width: int = 72) -> str:
             continue
         match = _HANGING.match(line)
         hang = " " * (len(match.group(0)) if match else 0)
-        indent = line[: len(line) - len(line.lstrip())]
-        words = line.split()
-        current = indent + words[0]
-        for word in words[1:]:
-            if len(current) + 1 + len(word) <= width:
-                current += " " + word
-            else:
-                lines.append(current)
-                current = hang + word
-        lines.append(current)
+        prefix = line[: len(line) - len(line.lstrip())]
+        rest = " ".join(line.split())
+        while len(prefix) + len(rest) > width:
+            room = width - len(prefix)
+            cut = rest.rfind(" ", 0, room + 1)  # the last space that leaves the line within width
+            if cut <= 0:  # the first word alone is longer: it goes whole
+                cut = rest.find(" ")
+                if cut == -1:
+                    break
+            lines.append(prefix + rest[:cut])
+            prefix, rest = hang, rest[cut + 1 :]
+        lines.append(prefix + rest)
     return "\n".join(lines)

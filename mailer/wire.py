@@ -88,17 +88,36 @@ def _part(subtype: str, text: str) -> bytes:
     elif len(data.translate(None, _ASCII_BYTES)) * 6 > len(data):
         cte, payload = "base64", base64.encodebytes(data).replace(b"\n", b"\r\n")
     else:
-        cte, payload = "quoted-printable", binascii.b2a_qp(data.replace(b"\n", b"\r\n"), istext=True)
+        cte, payload = "quoted-printable", quoted_printable(body)
     head = f'--{BOUNDARY}\r\nContent-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n\r\n'
     return head.encode("ascii") + payload
 
 
-def _calendar(calendar: CalendarPart, boundary: str, *, attachment: bool) -> bytes:
-    """One calendar part (delimiter, headers, body), as :func:`mailer.mime._calendar_part` makes it."""
-    cte, payload = calendar_encoding(calendar.data)
+def quoted_printable(body: str) -> bytes:
+    """``binascii.b2a_qp`` of ``body`` (LF line ends, the last line ended too) with CRLF line ends, byte for
+    byte, made line by line: a quoted-printable line depends on its own input line only (RFC 2045 sec. 6.7),
+    so the lines every message of a step and language shares are encoded once (:func:`_quoted_printable_line`)."""
+    return b"\r\n".join(map(_quoted_printable_line, body.split("\n")))
+
+
+@lru_cache(maxsize=32768)
+def _quoted_printable_line(line: str) -> bytes:
+    # With its CRLF so that soft line breaks are written "=\r\n" too; the CRLF is then cut off.
+    return binascii.b2a_qp(line.encode("utf-8") + b"\r\n", istext=True)[:-2]
+
+
+def _calendar(calendar: CalendarPart, boundary: str, *, attachment: bool, encoded: tuple[str, bytes]) -> bytes:
+    """One calendar part (delimiter, headers, body), as :func:`mailer.mime._calendar_part` makes it;
+    ``encoded`` is ``(Content-Transfer-Encoding, payload with CRLF line ends)`` from :func:`_encode_calendar`."""
+    cte, payload = encoded
     headers = "".join(f"{name}: {value}\r\n" for name, value in calendar_headers(calendar, attachment=attachment))
     head = f"--{boundary}\r\n{headers}Content-Transfer-Encoding: {cte}\r\n\r\n"
-    return (head + payload.replace("\n", "\r\n")).encode("ascii")
+    return head.encode("ascii") + payload
+
+
+def _encode_calendar(calendar: CalendarPart) -> tuple[str, bytes]:
+    cte, payload = calendar_encoding(calendar.data)
+    return cte, payload.replace("\n", "\r\n").encode("ascii")
 
 
 class Composer:
@@ -185,9 +204,11 @@ class Composer:
             _part("html", rendered.html), b"\r\n",
         ]
         if calendar is not None:
-            parts += [_calendar(calendar, BOUNDARY, attachment=False), b"\r\n"]
-        parts.append(f"--{BOUNDARY}--\r\n".encode("ascii"))
-        if calendar is not None:
-            parts += [b"\r\n", _calendar(calendar, MIXED_BOUNDARY, attachment=True),
+            encoded = _encode_calendar(calendar)  # the same bytes twice: inline and as the .ics file
+            parts += [_calendar(calendar, BOUNDARY, attachment=False, encoded=encoded), b"\r\n",
+                      f"--{BOUNDARY}--\r\n\r\n".encode("ascii"),
+                      _calendar(calendar, MIXED_BOUNDARY, attachment=True, encoded=encoded),
                       f"\r\n--{MIXED_BOUNDARY}--\r\n".encode("ascii")]
+        else:
+            parts.append(f"--{BOUNDARY}--\r\n".encode("ascii"))
         return Composed(b"".join(parts), to_utf8 or self._sender_utf8)

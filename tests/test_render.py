@@ -14,6 +14,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings as hypothesis_settings, strategies as st
 
 from mailer.config import Audience, Settings, Step, StepKind, load_settings, parse_offset
 from mailer.errors import NotFoundError, RenderError
@@ -481,6 +482,28 @@ def test_wrap_text_hangs_list_items_and_keeps_urls_whole() -> None:
         "     word word word word word", "See", long_url, "now", "-- ", "",
     ]
 
+
+
+@hypothesis_settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(" -1."), max_size=6),
+       st.lists(st.tuples(st.text(alphabet=st.sampled_from("abé1.-\u2066\u2069"), min_size=1, max_size=14),
+                          st.sampled_from([" ", "  "])), max_size=30),
+       st.integers(min_value=8, max_value=40))
+@example("", [("aaaa", " "), ("bbbbb", " "), ("ccc", " ")], 10)
+def test_wrap_text_is_greedy_within_width_and_keeps_every_word(
+    lead: str, words: list[tuple[str, str]], width: int
+) -> None:
+    line = lead + "".join(word + space for word, space in words).rstrip()
+    wrapped = wrap_text(line, width)
+    lines = wrapped.split("\n")
+    assert wrap_text(wrapped, width) == wrapped  # wrapped text stays as it is
+    if len(line) <= width:
+        assert lines == [line]
+        return
+    assert " ".join(wrapped.split()) == " ".join(line.split())  # every word, in order, none broken
+    for current, following in zip(lines, lines[1:]):
+        assert len(current) <= width or len(current.split()) == 1  # within width, or one word too long
+        assert len(current) + 1 + len(following.split()[0]) > width  # greedy: the next word did not fit
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
             *args: str) -> tuple[int, str, str]:

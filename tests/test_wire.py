@@ -4,6 +4,7 @@ with or without a calendar (REQUEST or CANCEL, ASCII or not)."""
 
 from __future__ import annotations
 
+import binascii
 from datetime import datetime, timedelta, timezone
 from email import policy
 from email.message import EmailMessage
@@ -18,7 +19,7 @@ from mailer.ics import CalendarPart, Method, build_calendar
 from mailer.mime import build_message, to_bytes
 from mailer.recipient import Recipient
 from mailer.render import Rendered
-from mailer.wire import BOUNDARY, MIXED_BOUNDARY, Composer
+from mailer.wire import BOUNDARY, MIXED_BOUNDARY, Composer, quoted_printable
 
 SENDER = Sender(
     name="Budapest Convention webinars",
@@ -138,3 +139,12 @@ def test_unsendable_address_raises_like_the_straightforward_build() -> None:
         with pytest.raises(PermanentDeliveryError):
             composer.compose(rendered, Recipient(email=address), message_id="<a@b.org>",
                              date=datetime(2021, 7, 13, tzinfo=timezone.utc))
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts)
+def test_quoted_printable_line_by_line_is_the_whole_body_encoding(text: str) -> None:
+    body = text.replace("\r\n", "\n").replace("\r", "\n").removesuffix("\n") + "\n"  # as a text part has it
+    whole = binascii.b2a_qp(body.encode("utf-8").replace(b"\n", b"\r\n"), istext=True)
+    assert quoted_printable(body) == whole
+    assert quoted_printable(body) == whole  # and again from the line cache

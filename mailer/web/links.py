@@ -66,6 +66,7 @@ class Link:
     recipient: str = ""  # recipient_tag() of the address the message went to
 
 
+@lru_cache(maxsize=4096)
 def recipient_tag(email: str) -> str:
     """A short digest of the (case-folded) address a link was made for. Signed inside the token, it ties
     the link to that person: a token replayed against another store, whose message row of the same id
@@ -124,9 +125,12 @@ def derived_key(settings: Settings, purpose: str) -> bytes:
 
 
 def _serializer(settings: Settings) -> URLSafeSerializer:
-    return URLSafeSerializer(
-        derived_key(settings, "links"), salt="mailer.web.links", signer_kwargs={"digest_method": hashlib.sha256}
-    )
+    return _serializer_for(derived_key(settings, "links"))
+
+
+@lru_cache(maxsize=8)
+def _serializer_for(key: bytes) -> URLSafeSerializer:
+    return URLSafeSerializer(key, salt="mailer.web.links", signer_kwargs={"digest_method": hashlib.sha256})
 
 
 def make_token(settings: Settings, link: Link) -> str:
