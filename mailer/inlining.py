@@ -270,7 +270,8 @@ def template_is_rtl(name: str) -> bool:
 class InliningLoader(jinja2.FileSystemLoader):
     """A file loader that inlines the stylesheets into ``.html`` templates (see the module docstring).
 
-    Without ``_styles.css`` in the folder, HTML templates are loaded as they are. Stylesheets are read once.
+    Without ``_styles.css`` in the folder, HTML templates are loaded as they are. Stylesheets are read once;
+    a template is inlined once per version of its file (the syntax check of mailer.personalise reads it again).
     """
 
     def __init__(self, searchpath: str | Path) -> None:
@@ -278,6 +279,7 @@ class InliningLoader(jinja2.FileSystemLoader):
         root = Path(searchpath)
         self.css = _read(root / STYLESHEET)
         self.rtl_css = _read(root / RTL_STYLESHEET)
+        self._inlined: dict[tuple[str, str], str] = {}  # (template name, file text) -> inlined source
 
     def get_source(
         self, environment: jinja2.Environment, template: str
@@ -287,11 +289,15 @@ class InliningLoader(jinja2.FileSystemLoader):
         source, path, uptodate = super().get_source(environment, filename)
         if not filename.endswith(".html") or self.css is None:
             return source, path, uptodate
-        environment.parse(source, template, path)  # syntax errors name the file's own lines
-        css = self.css + ("\n" + self.rtl_css if rtl and self.rtl_css else "")
-        if rtl:
-            source = _REFERENCE.sub(lambda m: f"{m[1]}{m[2]}{RTL_PREFIX}{m[3].removeprefix(RTL_PREFIX)}{m[2]}", source)
-        return inline_template(source, css, template), path, uptodate
+        inlined = self._inlined.get((template, source))
+        if inlined is None:
+            environment.parse(source, template, path)  # syntax errors name the file's own lines
+            css = self.css + ("\n" + self.rtl_css if rtl and self.rtl_css else "")
+            text = source
+            if rtl:
+                text = _REFERENCE.sub(lambda m: f"{m[1]}{m[2]}{RTL_PREFIX}{m[3].removeprefix(RTL_PREFIX)}{m[2]}", text)
+            inlined = self._inlined[(template, source)] = inline_template(text, css, template)
+        return inlined, path, uptodate
 
 
 def _read(path: Path) -> str | None:

@@ -106,6 +106,7 @@ from mailer.localise import (
     word_list,
     wrap_text,
 )
+from mailer.personalise import PERSONAL, Piece, fill, fits, marked, pieces, presence, substitutable, wrap_filter
 from mailer.recipient import Recipient
 from mailer.zones import UnknownZoneError, resolve_zone
 
@@ -158,6 +159,20 @@ class Rendered:
     def fell_back(self) -> bool:
         """True when the recipient's language had no complete template and another one was used."""
         return self.language != self.requested_language
+
+
+@dataclass(frozen=True)
+class _Group:
+    """What recipients of one (step, session, language, zone, extra) share: subject, text and HTML split at
+    the personal values' markers, and the session's title. ``series`` keeps the series its key names by id."""
+
+    parts: tuple[tuple[Piece, ...], ...]
+    title: str
+    series: object
+
+
+_NONE = _Group((), "", None)  # the group renders per message (a marker did not come out whole)
+_GROUPS = 4096  # groups kept; all are dropped when full
 
 
 class UndefinedVariableError(RenderError):
@@ -260,7 +275,7 @@ def make_environment(templates_dir: Path) -> jinja2.Environment:
         local_date=_local_date,
         local_time=_local_time,
         session_datetime=_session_datetime,
-        wrap=wrap_text,
+        wrap=wrap_filter,
         isolate=isolate,
         ltr=isolate_ltr,
     )
@@ -271,18 +286,26 @@ def make_environment(templates_dir: Path) -> jinja2.Environment:
 class Renderer:
     """Renders step templates. Build once per process; :meth:`render` is pure and thread-safe.
 
+    Recipients of one step, session, language and time zone share one render, filled in with each one's
+    greeting name and links (:mod:`mailer.personalise`), when the templates allow it; ``substitute=False``
+    renders every message on its own (the same output, several times slower).
+
     Raises :class:`RenderError` at construction for a syntax error, a misnamed part file, a language Babel does
     not know, or a missing or incomplete ``_common/<lang>.j2``.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, substitute: bool = True) -> None:
         self.settings = settings
+        self.substitute = substitute  # False: every message renders on its own (mailer.personalise not used)
         self.templates_dir = Path(settings.templates_dir)
         self.env = make_environment(self.templates_dir)
         # template folder -> language -> (subject, text, html)
         self.templates: dict[str, dict[str, tuple[jinja2.Template, ...]]] = {}
         # language -> its _common/<lang>.j2
         self.wording: dict[str, _Wording] = {}
+        self._plain: dict[tuple[str, str], bool] = {}  # (folder, language) -> mailer.personalise.substitutable
+        self._groups: dict[tuple[object, ...], _Group] = {}  # see _group
+        self._chains: dict[tuple[str, str, str], list[str]] = {}  # see language_chain
         found: dict[str, dict[str, dict[str, jinja2.Template]]] = {}
         for name in self.env.list_templates():
             if name.endswith(".css"):
@@ -359,6 +382,15 @@ class Renderer:
         en; "pt-BR" in Latin America gives pt-BR, pt, es, en. ``region`` "" skips the region's list; an
         unknown region raises :class:`NotFoundError`.
         """
+        key = (language, region, country)
+        chain = self._chains.get(key)
+        if chain is None:
+            if len(self._chains) >= _GROUPS:
+                self._chains.clear()
+            chain = self._chains[key] = self._language_chain(language, region, country)
+        return list(chain)
+
+    def _language_chain(self, language: str, region: str, country: str) -> list[str]:
         candidates = list(language_family(with_country(language, country))) if language.strip() else []
         if region:
             try:
@@ -401,14 +433,61 @@ class Renderer:
         if used != requested:
             log.info("language fallback for %s (%s): requested %r, used %r", recipient.email, step.template,
                      requested, used)
-        context = self._context(step, session, recipient, series, used, unsubscribe_url, extra)
-        subject_t, text_t, html_t = languages[used]
-        subject = " ".join(self._run(subject_t, context).split())
+        personal: dict[str, object] = {"greeting_name": recipient.display_name, "unsubscribe_url": unsubscribe_url}
+        personal.update((name, value) for name, value in (extra or {}).items() if name in PERSONAL)
+        group = self._group(step, session, recipient, series, used, unsubscribe_url, extra, personal)
+        if group is None:  # rendered for this recipient alone
+            context = self._context(step, session, recipient, series, used, unsubscribe_url, extra)
+            subject, text, html = (self._run(template, context) for template in languages[used])
+            title = context["session_title"]
+        else:
+            subject, text, html = (fill(part, personal) for part in group.parts)
+            title = group.title
+        subject = " ".join(subject.split())
         if not subject:
-            raise RenderError(f"{subject_t.name}: the subject rendered empty")
-        text = self._run(text_t, context).replace("\r\n", "\n")
-        html = self._run(html_t, context).replace("\r\n", "\n")
-        return Rendered(subject, text, html, used, requested, step.kind, context["session_title"])
+            raise RenderError(f"{languages[used][0].name}: the subject rendered empty")
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+        if "\r" in html:
+            html = html.replace("\r\n", "\n")
+        return Rendered(subject, text, html, used, requested, step.kind, title)
+
+    def _group(
+        self,
+        step: Step,
+        session: Session,
+        recipient: Recipient,
+        series: Series,
+        language: str,
+        unsubscribe_url: str,
+        extra: Mapping[str, object] | None,
+        personal: Mapping[str, object],
+    ) -> _Group | None:
+        """The parts shared by every recipient of (step, session, language, zone, ``extra``), with markers for
+        the personal values (:mod:`mailer.personalise`); None when this template set must render per message."""
+        if not self.substitute or not self._substitutable(step.template, language) or not fits(personal):
+            return None
+        shared = tuple(sorted((name, value) for name, value in (extra or {}).items() if name not in PERSONAL))
+        key = (id(series), session, step, language, recipient.time_zone, shared, presence(personal))
+        try:
+            group = self._groups.get(key)
+        except TypeError:  # an unhashable value in extra
+            return None
+        if group is None:
+            context = self._context(step, session, recipient, series, language, unsubscribe_url, extra)
+            context.update(marked(personal), _marked=True)
+            parts = tuple(pieces(self._run(template, context)) for template in self.templates[step.template][language])
+            if len(self._groups) >= _GROUPS:
+                self._groups.clear()
+            group = self._groups[key] = _Group(parts, context["session_title"], series) if None not in parts else _NONE
+        return None if group is _NONE else group
+
+    def _substitutable(self, folder: str, language: str) -> bool:
+        known = self._plain.get((folder, language))
+        if known is None:
+            names = [template.name or "" for template in self.templates[folder][language]]
+            known = self._plain[(folder, language)] = substitutable(self.env, names)
+        return known
 
     def _context(
         self,
