@@ -148,9 +148,25 @@ def worker(settings: Settings, number: int, batch: int, results: multiprocessing
             report = await service.dispatch(pool)
             return report.total, started, time.perf_counter()
 
+    before = resource.getrusage(resource.RUSAGE_SELF)
     sent, started, ended = asyncio.run(run())
+    after = resource.getrusage(resource.RUSAGE_SELF)
     app.close()
-    results.put((sent, started, ended, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    results.put((sent, started, ended, after.ru_maxrss, cpu))
+
+
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (user, nice, system, irq, softirq) since boot (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(value) for value in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def process_seconds(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def render_rate(settings: Settings, count: int) -> tuple[float, float, float, int]:
@@ -216,6 +232,7 @@ def main() -> None:
         started = time.perf_counter()
         seed(settings, args.messages)
         print(f"seed + queue wave     {time.perf_counter() - started:8.1f} s for {args.messages} messages")
+        machine_before, sink_before, machine_started = busy_seconds(), process_seconds(sink.pid), time.perf_counter()
         results: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
         processes = [multiprocessing.Process(target=worker, args=(settings, i, args.batch, results))
                      for i in range(args.workers)]
@@ -224,6 +241,8 @@ def main() -> None:
         reports = [results.get() for _ in processes]
         for process in processes:
             process.join()
+        machine, sink_cpu = busy_seconds() - machine_before, process_seconds(sink.pid) - sink_before
+        workers_cpu = sum(r[4] for r in reports)
         sent = sum(r[0] for r in reports)
         elapsed = max(r[2] for r in reports) - min(r[1] for r in reports)
         app = open_app(settings)
@@ -234,6 +253,10 @@ def main() -> None:
         print(f"pipeline              {rate:8.0f} msg/s ({sent} in {elapsed:.1f} s; {args.workers} workers x "
               f"{per_worker} connections; claim, render, compose, send, record; statuses {statuses})")
         print(f"ratio to smtp-source  {rate / ceiling:8.2f}")
+        print(f"CPU per message       {workers_cpu / sent * 1e6:8.0f} us in workers, {sink_cpu / sent * 1e6:.0f} us in "
+              f"smtp-sink, {(machine - workers_cpu - sink_cpu) / sent * 1e6:.0f} us elsewhere (PostgreSQL, the rest "
+              f"of the machine); {machine / (time.perf_counter() - machine_started) / os.cpu_count():.0%} of "
+              f"{os.cpu_count()} cores busy")
         print(f"peak memory           {max(r[3] for r in reports) / 1024:8.0f} MiB per worker (max RSS)")
     finally:
         sink.terminate()

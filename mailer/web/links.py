@@ -1,8 +1,9 @@
 """Signed personal links in messages: unsubscribe and RSVP. Pure functions of the settings and a message.
 
 A link names one outbox message (its primary key); the message names the contact and the session, so a link
-acts for exactly one person and one session. The token is the payload signed with HMAC-SHA256
-(itsdangerous): nobody can make a valid link for another message, nor enumerate people by counting.
+acts for exactly one person and one session. The token is the payload (kind, message, a digest of the
+recipient's address, the answer) signed with HMAC-SHA256 (itsdangerous ``Signer``): nobody can make a valid
+link for another message, nor enumerate people by counting.
 Tokens carry no expiry: RFC 8058 asks that an unsubscribe link keep working, and an RSVP link is checked
 against the session's start when used.
 
@@ -29,7 +30,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from itsdangerous import BadData, URLSafeSerializer
+from itsdangerous import BadData, Signer
 
 from mailer.config import Settings
 
@@ -124,42 +125,43 @@ def derived_key(settings: Settings, purpose: str) -> bytes:
     return hmac.new(signing_key(settings), purpose.encode("ascii"), hashlib.sha256).digest()
 
 
-def _serializer(settings: Settings) -> URLSafeSerializer:
-    return _serializer_for(derived_key(settings, "links"))
+def _signer(settings: Settings) -> Signer:
+    return _signer_for(derived_key(settings, "links"))
 
 
 @lru_cache(maxsize=8)
-def _serializer_for(key: bytes) -> URLSafeSerializer:
-    return URLSafeSerializer(key, salt="mailer.web.links", signer_kwargs={"digest_method": hashlib.sha256})
+def _signer_for(key: bytes) -> Signer:
+    # The key is already this purpose's own (derived_key), so itsdangerous derives nothing more from it.
+    return Signer(key, key_derivation="none", digest_method=hashlib.sha256)
 
 
 def make_token(settings: Settings, link: Link) -> str:
-    """The URL-safe signed token of ``link`` (the same link always gives the same token)."""
-    payload: list[object] = [link.kind.value, link.message_pk, link.recipient]
+    """The URL-safe signed token of ``link`` (the same link always gives the same token):
+    ``<kind>.<message pk>.<recipient tag>[.<answer>].<HMAC-SHA256, base64url>``."""
+    return _token(_signer(settings), link)
+
+
+def _token(signer: Signer, link: Link) -> str:
+    fields = [link.kind.value, str(link.message_pk), link.recipient]
     if link.answer is not None:
-        payload.append(link.answer.value)
-    return str(_serializer(settings).dumps(payload))
+        fields.append(link.answer.value)
+    return signer.sign(".".join(fields)).decode("ascii")
 
 
 def read_token(settings: Settings, token: str) -> Link:
     """Verify ``token`` and return its link. Raises :class:`BadLinkError` for anything not signed by us."""
     try:
-        payload = _serializer(settings).loads(token)
-    except BadData:
+        payload = _signer(settings).unsign(token).decode("ascii")
+    except (BadData, UnicodeError):
         raise BadLinkError("link signature does not match") from None
+    fields = payload.split(".")
     try:
-        kind = LinkKind(payload[0])
-        pk, recipient = payload[1], payload[2]
-        if not isinstance(pk, int) or isinstance(pk, bool) or not isinstance(recipient, str):
-            raise TypeError
-        if kind is LinkKind.RSVP:
-            if len(payload) != 4:
-                raise ValueError
-            return Link(kind, pk, Answer(payload[3]), recipient)
-        if len(payload) != 3:
+        kind = LinkKind(fields[0])
+        if not fields[1].isdigit() or len(fields) != (4 if kind is LinkKind.RSVP else 3):
             raise ValueError
-        return Link(kind, pk, recipient=recipient)
-    except (IndexError, TypeError, ValueError, KeyError):
+        pk = int(fields[1])
+        return Link(kind, pk, Answer(fields[3]) if kind is LinkKind.RSVP else None, fields[2])
+    except (IndexError, ValueError):
         raise BadLinkError("signed payload has the wrong shape") from None
 
 
@@ -176,11 +178,13 @@ def rsvp_url(settings: Settings, message_pk: int, answer: Answer | str, email: s
 
 
 def message_links(settings: Settings, message_pk: int, email: str) -> dict[str, str]:
-    """Template variables for one message to ``email``: ``unsubscribe_url``, ``rsvp_yes_url``, ``rsvp_no_url``."""
+    """Template variables for one message to ``email``: ``unsubscribe_url``, ``rsvp_yes_url``, ``rsvp_no_url``
+    (the URLs :func:`unsubscribe_url` and :func:`rsvp_url` give)."""
+    signer, tag, base = _signer(settings), recipient_tag(email), settings.web.base_url
     return {
-        "unsubscribe_url": unsubscribe_url(settings, message_pk, email),
-        "rsvp_yes_url": rsvp_url(settings, message_pk, Answer.YES, email),
-        "rsvp_no_url": rsvp_url(settings, message_pk, Answer.NO, email),
+        "unsubscribe_url": f"{base}/u/{_token(signer, Link(LinkKind.UNSUBSCRIBE, message_pk, recipient=tag))}",
+        "rsvp_yes_url": f"{base}/rsvp/{_token(signer, Link(LinkKind.RSVP, message_pk, Answer.YES, tag))}",
+        "rsvp_no_url": f"{base}/rsvp/{_token(signer, Link(LinkKind.RSVP, message_pk, Answer.NO, tag))}",
     }
 
 
