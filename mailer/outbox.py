@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import and_, bindparam, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as DbSession
 
@@ -438,7 +438,6 @@ def claim_due(
             ended.setdefault((status, reason.value), []).append(row.id)
             finished.append((row.session_id, row.step, status.value))
             continue
-        events.append(_event(row.id, EventKind.ATTEMPT, now, f"#{row.attempts + 1} by {worker}"))
         claimed.append(
             ClaimedMessage(
                 pk=row.id,
@@ -549,6 +548,7 @@ def record_outcomes(
         query = query.where(Message.worker == worker)
     changes: list[dict[str, object]] = []
     events: list[dict[str, object]] = []
+    by = f" by {worker}" if worker else ""
     for row in db.execute(query):
         outcome = by_pk[row.id]
         status, detail, due_at = outcome.status, outcome.text, row.due_at
@@ -564,20 +564,26 @@ def record_outcomes(
             suppress(db, row.email_key, "hard-bounce", outcome.text, now)
         changes.append(
             {
-                "id": row.id,
+                "pk": row.id,
                 "status": status,
                 "reply_code": outcome.code,
                 "reply_text": outcome.text[:2000],
-                "lease_until": None,
-                "updated_at": now,
                 "language": outcome.language or row.language,
                 "due_at": due_at,
                 "sent_at": now if status is MessageStatus.SENT else None,
             }
         )
-        events.append(_event(row.id, EventKind(status.value), now, detail, outcome.code))
-    if changes:
-        db.execute(update(Message), changes)  # executemany, one UPDATE per row by primary key
+        events.append(_event(row.id, EventKind(status.value), now, f"{detail} (attempt {row.attempts}{by})", outcome.code))
+    if changes:  # executemany of one Core UPDATE by primary key (no ORM bulk machinery: this runs per batch)
+        table = Message.__table__
+        db.execute(
+            table.update()
+            .where(table.c.id == bindparam("pk"))
+            .values(status=bindparam("status"), reply_code=bindparam("reply_code"), reply_text=bindparam("reply_text"),
+                    language=bindparam("language"), due_at=bindparam("due_at"), sent_at=bindparam("sent_at"),
+                    lease_until=None, updated_at=now),
+            changes,
+        )
     _insert_events(db, events)
 
 
