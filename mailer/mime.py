@@ -263,14 +263,15 @@ def calendar_headers(calendar: CalendarPart, *, attachment: bool) -> list[tuple[
             ("Content-Disposition", f'attachment; filename="{name}"')]
 
 
-def calendar_encoding(data: bytes) -> tuple[str, str]:
-    """(Content-Transfer-Encoding, payload with LF line ends) for calendar bytes: 7bit when ASCII and free of
-    :data:`BOUNDARY_MARK`, else base64 of the bytes as they are (CRLF lines, RFC 5545 §3.1)."""
+def calendar_encoding(data: bytes, *, encode: bool = True) -> tuple[str, str]:
+    """(Content-Transfer-Encoding, payload with LF line ends) for calendar bytes: 7bit when ASCII, free of
+    :data:`BOUNDARY_MARK` and of lines over 998 octets, else base64 of the bytes as they are (CRLF lines,
+    RFC 5545 §3.1). ``encode=False`` only decides: the payload is then "" (mailer.wire encodes itself)."""
     if data.isascii() and BOUNDARY_MARK.encode("ascii") not in data:
         text = data.decode("ascii").replace("\r\n", "\n")
         if "\r" not in text and max(map(len, text.split("\n"))) <= 998:
-            return "7bit", text if text.endswith("\n") else text + "\n"
-    return "base64", base64.encodebytes(data).decode("ascii")
+            return "7bit", (text if text.endswith("\n") else text + "\n") if encode else ""
+    return "base64", base64.encodebytes(data).decode("ascii") if encode else ""
 
 
 def _calendar_part(calendar: CalendarPart, *, attachment: bool) -> MIMEPart:

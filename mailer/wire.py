@@ -17,7 +17,6 @@ calendar). With a calendar the message is ``multipart/mixed`` around the alterna
 
 from __future__ import annotations
 
-import base64
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -86,11 +85,20 @@ def _part(subtype: str, text: str) -> bytes:
     if body.isascii() and BOUNDARY_MARK not in body and not _LONG_LINE.search(body):
         cte, payload = "7bit", body.replace("\n", "\r\n").encode("ascii")
     elif len(data.translate(None, _ASCII_BYTES)) * 6 > len(data):
-        cte, payload = "base64", base64.encodebytes(data).replace(b"\n", b"\r\n")
+        cte, payload = "base64", base64_lines(data)
     else:
         cte, payload = "quoted-printable", quoted_printable(body)
     head = f'--{BOUNDARY}\r\nContent-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n\r\n'
     return head.encode("ascii") + payload
+
+
+def base64_lines(data: bytes) -> bytes:
+    """``base64.encodebytes(data)`` (lines of 76 characters, RFC 2045 sec. 6.8) with CRLF line ends, byte for
+    byte; encoded in one call and cut by slicing, several times faster than encodebytes' 57-byte loop."""
+    encoded = binascii.b2a_base64(data, newline=False)
+    if not encoded:
+        return b""
+    return b"\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
 
 
 def quoted_printable(body: str) -> bytes:
@@ -116,8 +124,11 @@ def _calendar(calendar: CalendarPart, boundary: str, *, attachment: bool, encode
 
 
 def _encode_calendar(calendar: CalendarPart) -> tuple[str, bytes]:
-    cte, payload = calendar_encoding(calendar.data)
-    return cte, payload.replace("\n", "\r\n").encode("ascii")
+    cte, _ = calendar_encoding(calendar.data, encode=False)
+    if cte == "base64":
+        return cte, base64_lines(calendar.data)
+    data = calendar.data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return cte, data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
 class Composer:

@@ -4,6 +4,7 @@ with or without a calendar (REQUEST or CANCEL, ASCII or not)."""
 
 from __future__ import annotations
 
+import base64
 import binascii
 from datetime import datetime, timedelta, timezone
 from email import policy
@@ -19,7 +20,7 @@ from mailer.ics import CalendarPart, Method, build_calendar
 from mailer.mime import build_message, to_bytes
 from mailer.recipient import Recipient
 from mailer.render import Rendered
-from mailer.wire import BOUNDARY, MIXED_BOUNDARY, Composer, quoted_printable
+from mailer.wire import BOUNDARY, MIXED_BOUNDARY, Composer, base64_lines, quoted_printable
 
 SENDER = Sender(
     name="Budapest Convention webinars",
@@ -148,3 +149,9 @@ def test_quoted_printable_line_by_line_is_the_whole_body_encoding(text: str) -> 
     whole = binascii.b2a_qp(body.encode("utf-8").replace(b"\n", b"\r\n"), istext=True)
     assert quoted_printable(body) == whole
     assert quoted_printable(body) == whole  # and again from the line cache
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_base64_lines_are_encodebytes_with_crlf(data: bytes) -> None:
+    assert base64_lines(data) == base64.encodebytes(data).replace(b"\n", b"\r\n")
