@@ -236,7 +236,8 @@ class Service:
         data = self.signer.sign(composed.data) if self.signer else composed.data
         redirect = settings.sender.redirect_all_to
         reply = await pool.send(
-            settings.sender.address, redirect or message.recipient.email, data, kind=step.kind, utf8=composed.utf8
+            settings.sender.address, redirect or message.recipient.email, data, kind=step.kind, utf8=composed.utf8,
+            wire_safe=composed.wire_safe,  # a DKIM-Signature field is folded with white space: still safe
         )
         if redirect and reply.status is MessageStatus.BOUNCED:  # the rehearsal address bounced, not the contact
             return Outcome(message.pk, MessageStatus.FAILED, reply.code, f"redirect to {redirect}: {reply.text}",

@@ -116,7 +116,8 @@ class Transport(Protocol):
     """What the service sends through: a pool (one server) or a router (a server per step kind)."""
 
     async def send(
-        self, envelope_from: str, recipient: str, data: bytes, *, kind: StepKind | None = None, utf8: bool = False
+        self, envelope_from: str, recipient: str, data: bytes, *, kind: StepKind | None = None, utf8: bool = False,
+        wire_safe: bool = False,
     ) -> Reply: ...
 
     async def close(self) -> None: ...
@@ -236,11 +237,15 @@ class SmtpPool:
         return client, True
 
     async def send(
-        self, envelope_from: str, recipient: str, data: bytes, *, kind: StepKind | None = None, utf8: bool = False
+        self, envelope_from: str, recipient: str, data: bytes, *, kind: StepKind | None = None, utf8: bool = False,
+        wire_safe: bool = False,
     ) -> Reply:
-        """Deliver ``data`` (the full message, CRLF line ends) to one ``recipient``; returns the classified reply.
+        """Deliver ``data`` (the full message) to one ``recipient``; returns the classified reply.
 
         ``utf8``: the message itself carries UTF-8 addresses in its header, so it needs SMTPUTF8 too.
+        ``wire_safe``: the caller guarantees CRLF line ends, a final CRLF and no line starting with "."
+        (mailer.wire.Composed.wire_safe), so the bytes go out as they are; otherwise line ends are
+        normalised and leading dots doubled here (RFC 5321 sec. 4.5.2).
         ``kind`` is ignored (a pool is one server). Waits for a rate-limit slot up to ``max_rate_wait``
         seconds, else the reply is deferred without contacting the server.
         """
@@ -252,7 +257,7 @@ class SmtpPool:
         try:
             for _ in range(2):
                 try:
-                    return await self._send_on(slot, envelope_from, recipient, data, utf8)
+                    return await self._send_on(slot, envelope_from, recipient, data, utf8, wire_safe)
                 except _Failure as failure:
                     await self._drop(slot, polite=False)
                     reply = failure.reply
@@ -263,7 +268,9 @@ class SmtpPool:
         finally:
             self._slots.put_nowait(slot)
 
-    async def _send_on(self, slot: _Slot, envelope_from: str, recipient: str, data: bytes, utf8: bool) -> Reply:
+    async def _send_on(
+        self, slot: _Slot, envelope_from: str, recipient: str, data: bytes, utf8: bool, wire_safe: bool
+    ) -> Reply:
         client, fresh = await self._connect(slot)
         smtp = self.settings
         utf8 = utf8 or needs_smtputf8(recipient) or needs_smtputf8(envelope_from)
@@ -289,7 +296,7 @@ class SmtpPool:
                            b"TO:<" + envelope_address(recipient).encode(encoding) + b">")
             phase = Phase.DATA
             await _command(client, Phase.DATA, smtp.timeout, b"DATA", expect=354)
-            response = await _message(client, data, smtp.data_timeout)
+            response = await _message(client, data if wire_safe else _transparent(data), smtp.data_timeout)
         except smtp_errors.SMTPResponseException as exc:
             reply = _refused(exc, phase)
             if exc.code == 421 or not client.is_connected:
@@ -333,22 +340,22 @@ async def _command(
     raise smtp_errors.SMTPResponseException(response.code, response.message)
 
 
-async def _message(client: aiosmtplib.SMTP, data: bytes, timeout: float) -> SMTPResponse:
-    """The message after a 354 reply: dot-stuffed, ended by ``CRLF.CRLF`` (RFC 5321 sec. 4.5.2), and the reply.
-
-    aiosmtplib's ``data()`` runs two regular expressions over every message to fix line ends; messages from
-    :mod:`mailer.wire` already have CRLF line ends (checked here with byte counts), so only dot-stuffing is
-    done, with ``bytes.replace``. Other data is normalised with aiosmtplib's own function.
-    """
+def _transparent(data: bytes) -> bytes:
+    """``data`` as DATA carries it: CRLF line ends and a final CRLF (RFC 5321 sec. 2.3.8; aiosmtplib's own
+    function), then every line starting with "." given a second one (sec. 4.5.2)."""
     crlf = data.count(b"\r\n")
     if crlf != data.count(b"\n") or crlf != data.count(b"\r") or not data.endswith(b"\r\n"):
         data = normalize_message_line_endings(data)
     stuffed = data.replace(b"\n.", b"\n..")
-    if stuffed.startswith(b"."):
-        stuffed = b"." + stuffed
+    return b"." + stuffed if stuffed.startswith(b".") else stuffed
+
+
+async def _message(client: aiosmtplib.SMTP, data: bytes, timeout: float) -> SMTPResponse:
+    """The message after a 354 reply, ``data`` already transparent (:func:`_transparent`), then ``CRLF.CRLF``,
+    and the reply. (aiosmtplib's ``data()`` runs two regular expressions over every message.)"""
     protocol = _protocol(client)
     try:
-        protocol.write(stuffed + b".\r\n")
+        protocol.write(data + b".\r\n")
         response = await protocol.read_response(timeout=timeout)
     except (smtp_errors.SMTPServerDisconnected, smtp_errors.SMTPTimeoutError):
         client.close()
@@ -379,10 +386,11 @@ class SmtpRouter:
         return pool
 
     async def send(
-        self, envelope_from: str, recipient: str, data: bytes, *, kind: StepKind | None = None, utf8: bool = False
+        self, envelope_from: str, recipient: str, data: bytes, *, kind: StepKind | None = None, utf8: bool = False,
+        wire_safe: bool = False,
     ) -> Reply:
         """Send through the server ``kind`` is routed to; see :meth:`SmtpPool.send`."""
-        return await self.pool_for(kind).send(envelope_from, recipient, data, utf8=utf8)
+        return await self.pool_for(kind).send(envelope_from, recipient, data, utf8=utf8, wire_safe=wire_safe)
 
     async def close(self) -> None:
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))

@@ -17,7 +17,6 @@ calendar). With a calendar the message is ``multipart/mixed`` around the alterna
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
@@ -50,15 +49,16 @@ from mailer.render import Rendered
 BOUNDARY = "=_mailer-alt-7f3a9c0d"
 MIXED_BOUNDARY = "=_mailer-mix-7f3a9c0d"
 _ASCII_BYTES = bytes(range(128))
-_LONG_LINE = re.compile(r"[^\n]{999}")
 
 
 @dataclass(frozen=True)
 class Composed:
-    """A message ready for DATA: ``data`` (CRLF line ends) and whether it needs SMTPUTF8 (RFC 6531)."""
+    """A message ready for DATA: ``data`` (CRLF line ends), whether it needs SMTPUTF8 (RFC 6531), and
+    ``wire_safe``: no line starts with "." either, so SMTP can send it as it is (see SmtpPool.send)."""
 
     data: bytes
     utf8: bool
+    wire_safe: bool = False
 
 
 def _field(name: str, value: str) -> bytes:
@@ -76,20 +76,23 @@ def _to(display_name: str, addr_spec: str) -> bytes:
     return _field("To", _mailbox("To", display_name, addr_spec))
 
 
-def _part(subtype: str, text: str) -> bytes:
-    """One UTF-8 text part (headers and body), encoded as :func:`mailer.mime._text_part` chooses."""
-    body = text.replace("\r\n", "\n").replace("\r", "\n")
+def _part(subtype: str, text: str) -> tuple[bytes, bool]:
+    """One UTF-8 text part (headers and body), encoded as :func:`mailer.mime._text_part` chooses, and whether
+    a line of it starts with "." (SMTP then has to double that dot: RFC 5321 sec. 4.5.2)."""
+    body = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
     if not body.endswith("\n"):
         body += "\n"
-    data = body.encode("utf-8")
-    if body.isascii() and BOUNDARY_MARK not in body and not _LONG_LINE.search(body):
+    if body.isascii() and BOUNDARY_MARK not in body and max(map(len, body.split("\n"))) <= 998:
         cte, payload = "7bit", body.replace("\n", "\r\n").encode("ascii")
-    elif len(data.translate(None, _ASCII_BYTES)) * 6 > len(data):
-        cte, payload = "base64", base64_lines(data)
     else:
+        data = body.encode("utf-8")
+        if len(data.translate(None, _ASCII_BYTES)) * 6 > len(data):
+            cte, payload = "base64", base64_lines(data)  # no "." in the base64 alphabet
+            head = f'--{BOUNDARY}\r\nContent-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n\r\n'
+            return head.encode("ascii") + payload, False
         cte, payload = "quoted-printable", quoted_printable(body)
     head = f'--{BOUNDARY}\r\nContent-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n\r\n'
-    return head.encode("ascii") + payload
+    return head.encode("ascii") + payload, payload.startswith(b".") or b"\n." in payload
 
 
 def base64_lines(data: bytes) -> bytes:
@@ -195,6 +198,7 @@ class Composer:
             raise ValueError(f"malformed Message-ID {message_id!r}: expected '<left@right>'")
         if auto_submitted is None:
             auto_submitted = rendered.kind in _AUTO_SUBMITTED_KINDS
+        (text, text_dot), (html, html_dot) = _part("plain", rendered.text), _part("html", rendered.html)
         parts = [
             b"Date: ", format_datetime(require_aware(date, "message date")).encode("ascii"), b"\r\n",
             self._originator,
@@ -211,8 +215,8 @@ class Composer:
             parts.append(b"Auto-Submitted: auto-generated\r\n")
         parts += [
             self._content_type if calendar is None else self._mixed_type,
-            _part("plain", rendered.text), b"\r\n",
-            _part("html", rendered.html), b"\r\n",
+            text, b"\r\n",
+            html, b"\r\n",
         ]
         if calendar is not None:
             encoded = _encode_calendar(calendar)  # the same bytes twice: inline and as the .ics file
@@ -222,4 +226,6 @@ class Composer:
                       f"\r\n--{MIXED_BOUNDARY}--\r\n".encode("ascii")]
         else:
             parts.append(f"--{BOUNDARY}--\r\n".encode("ascii"))
-        return Composed(b"".join(parts), to_utf8 or self._sender_utf8)
+        # Header lines start with a field name or, folded, with white space; boundaries with "--"; calendar
+        # lines with a property name or a space (RFC 5545 sec. 3.1): only the text parts may hold a leading dot.
+        return Composed(b"".join(parts), to_utf8 or self._sender_utf8, wire_safe=not (text_dot or html_dot))

@@ -34,6 +34,7 @@ LIST_ID = "bcc.example.org"
 # Text a template can produce: any character of any script (controls too: they must never reach a header).
 _chars = st.characters(blacklist_categories=("Cs",)) | st.sampled_from([" ", "\t", "=", ".", "\n", "é", "ع", "—", '"'])
 _tricky = st.sampled_from(["From me", "=?utf-8?q?x?=", f"--{BOUNDARY}", f"--{MIXED_BOUNDARY}", ". ", "\r\n", "x" * 1000,
+                          "\n.dot", "\n.", ".lead", "é" * 74 + ".x",
                           "\u2028", "\x00"])
 texts = st.lists(st.text(_chars, max_size=40) | _tricky, max_size=8).map("".join)
 names = st.lists(st.text(_chars, max_size=20) | _tricky, max_size=4).map(" ".join)
@@ -127,6 +128,8 @@ def test_composed_message_parses_to_the_straightforward_build(
     assert composed.utf8 == bool(reference.policy.utf8) == (not local.isascii())
     lines = composed.data.split(b"\r\n")
     assert all(len(line) <= 998 and b"\n" not in line and b"\r" not in line for line in lines)
+    assert composed.data.endswith(b"\r\n")
+    assert composed.wire_safe == (not any(line.startswith(b".") for line in lines))  # else SMTP doubles the dots
     header = composed.data.split(b"\r\n\r\n", 1)[0]
     assert all(len(line) <= 78 for line in header.split(b"\r\n") if not composed.utf8)
     if not composed.utf8:
