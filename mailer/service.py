@@ -233,11 +233,11 @@ class Service:
             )
         except (ValueError, PermanentDeliveryError) as exc:  # an address or header that cannot be written
             return Outcome(message.pk, MessageStatus.FAILED, None, f"cannot build: {exc}", rendered.language)
-        data = self.signer.sign(composed.data) if self.signer else composed.data
+        wire = self.signer.signature(composed.data) + composed.wire if self.signer else composed.wire
         redirect = settings.sender.redirect_all_to
         reply = await pool.send(
-            settings.sender.address, redirect or message.recipient.email, data, kind=step.kind, utf8=composed.utf8,
-            wire_safe=composed.wire_safe,  # a DKIM-Signature field is folded with white space: still safe
+            settings.sender.address, redirect or message.recipient.email, wire, kind=step.kind, utf8=composed.utf8,
+            transparent=True,
         )
         if redirect and reply.status is MessageStatus.BOUNCED:  # the rehearsal address bounced, not the contact
             return Outcome(message.pk, MessageStatus.FAILED, reply.code, f"redirect to {redirect}: {reply.text}",

@@ -31,7 +31,11 @@ class DkimSigner:
 
     def sign(self, data: bytes) -> bytes:
         """``data`` with a DKIM-Signature field prepended."""
-        signature = dkim.sign(
+        return self.signature(data) + data
+
+    def signature(self, data: bytes) -> bytes:
+        """The DKIM-Signature field (folded, CRLF-ended) of message ``data``, to go before its first line."""
+        return dkim.sign(
             data,
             self._selector,
             self._domain,
@@ -41,4 +45,3 @@ class DkimSigner:
             include_headers=self._headers,
             linesep=b"\r\n",
         )
-        return signature + data

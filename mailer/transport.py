@@ -117,7 +117,7 @@ class Transport(Protocol):
 
     async def send(
         self, envelope_from: str, recipient: str, data: bytes, *, kind: StepKind | None = None, utf8: bool = False,
-        wire_safe: bool = False,
+        transparent: bool = False,
     ) -> Reply: ...
 
     async def close(self) -> None: ...
@@ -238,14 +238,14 @@ class SmtpPool:
 
     async def send(
         self, envelope_from: str, recipient: str, data: bytes, *, kind: StepKind | None = None, utf8: bool = False,
-        wire_safe: bool = False,
+        transparent: bool = False,
     ) -> Reply:
         """Deliver ``data`` (the full message) to one ``recipient``; returns the classified reply.
 
         ``utf8``: the message itself carries UTF-8 addresses in its header, so it needs SMTPUTF8 too.
-        ``wire_safe``: the caller guarantees CRLF line ends, a final CRLF and no line starting with "."
-        (mailer.wire.Composed.wire_safe), so the bytes go out as they are; otherwise line ends are
-        normalised and leading dots doubled here (RFC 5321 sec. 4.5.2).
+        ``transparent``: ``data`` is already in DATA's transparent form (CRLF line ends, a final CRLF, a
+        leading "." doubled: RFC 5321 sec. 4.5.2; mailer.wire.Composed.wire) and goes out as it is;
+        otherwise line ends are normalised and leading dots doubled here.
         ``kind`` is ignored (a pool is one server). Waits for a rate-limit slot up to ``max_rate_wait``
         seconds, else the reply is deferred without contacting the server.
         """
@@ -257,7 +257,7 @@ class SmtpPool:
         try:
             for _ in range(2):
                 try:
-                    return await self._send_on(slot, envelope_from, recipient, data, utf8, wire_safe)
+                    return await self._send_on(slot, envelope_from, recipient, data, utf8, transparent)
                 except _Failure as failure:
                     await self._drop(slot, polite=False)
                     reply = failure.reply
@@ -269,7 +269,7 @@ class SmtpPool:
             self._slots.put_nowait(slot)
 
     async def _send_on(
-        self, slot: _Slot, envelope_from: str, recipient: str, data: bytes, utf8: bool, wire_safe: bool
+        self, slot: _Slot, envelope_from: str, recipient: str, data: bytes, utf8: bool, transparent: bool
     ) -> Reply:
         client, fresh = await self._connect(slot)
         smtp = self.settings
@@ -296,7 +296,7 @@ class SmtpPool:
                            b"TO:<" + envelope_address(recipient).encode(encoding) + b">")
             phase = Phase.DATA
             await _command(client, Phase.DATA, smtp.timeout, b"DATA", expect=354)
-            response = await _message(client, data if wire_safe else _transparent(data), smtp.data_timeout)
+            response = await _message(client, data if transparent else _transparent(data), smtp.data_timeout)
         except smtp_errors.SMTPResponseException as exc:
             reply = _refused(exc, phase)
             if exc.code == 421 or not client.is_connected:
@@ -387,10 +387,10 @@ class SmtpRouter:
 
     async def send(
         self, envelope_from: str, recipient: str, data: bytes, *, kind: StepKind | None = None, utf8: bool = False,
-        wire_safe: bool = False,
+        transparent: bool = False,
     ) -> Reply:
         """Send through the server ``kind`` is routed to; see :meth:`SmtpPool.send`."""
-        return await self.pool_for(kind).send(envelope_from, recipient, data, utf8=utf8, wire_safe=wire_safe)
+        return await self.pool_for(kind).send(envelope_from, recipient, data, utf8=utf8, transparent=transparent)
 
     async def close(self) -> None:
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))

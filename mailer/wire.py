@@ -53,12 +53,14 @@ _ASCII_BYTES = bytes(range(128))
 
 @dataclass(frozen=True)
 class Composed:
-    """A message ready for DATA: ``data`` (CRLF line ends), whether it needs SMTPUTF8 (RFC 6531), and
-    ``wire_safe``: no line starts with "." either, so SMTP can send it as it is (see SmtpPool.send)."""
+    """A composed message: ``data`` (CRLF line ends), whether it needs SMTPUTF8 (RFC 6531), and ``wire``, the
+    same in DATA's transparent form (RFC 5321 sec. 4.5.2: a line starting with "." has it doubled), which is
+    ``data`` itself when no line starts with a dot. Header fields put before the message (a DKIM-Signature)
+    keep ``wire`` transparent: their lines start with a name or white space."""
 
     data: bytes
     utf8: bool
-    wire_safe: bool = False
+    wire: bytes
 
 
 def _field(name: str, value: str) -> bytes:
@@ -226,6 +228,12 @@ class Composer:
                       f"\r\n--{MIXED_BOUNDARY}--\r\n".encode("ascii")]
         else:
             parts.append(f"--{BOUNDARY}--\r\n".encode("ascii"))
+        data = b"".join(parts)
+        wire = data
         # Header lines start with a field name or, folded, with white space; boundaries with "--"; calendar
         # lines with a property name or a space (RFC 5545 sec. 3.1): only the text parts may hold a leading dot.
-        return Composed(b"".join(parts), to_utf8 or self._sender_utf8, wire_safe=not (text_dot or html_dot))
+        if text_dot or html_dot:
+            parts[parts.index(text)] = text.replace(b"\n.", b"\n..") if text_dot else text
+            parts[parts.index(html)] = html.replace(b"\n.", b"\n..") if html_dot else html
+            wire = b"".join(parts)
+        return Composed(data, to_utf8 or self._sender_utf8, wire)

@@ -7,15 +7,21 @@ nobody gets two copies. The clock is virtual and jumps past retry times.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import re
 from collections import Counter
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
+import dkim
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
 from mailer.app import App
 from mailer.clock import VirtualClock
-from mailer.config import Security, Settings
+from mailer.config import DkimSettings, Security, Settings
 from mailer.db import transaction
 from mailer.models import DeliveryEvent, Message, Suppression
 from mailer.outbox import queue_wave
@@ -216,3 +222,30 @@ def test_rate_limit_over_the_wait_defers_without_contacting_the_server(app: App)
     assert Counter(status for status, _, _ in outcomes.values()) == {"sent": 4, "deferred": 2}
     assert len(handler.messages) == 4
     assert all("rate limit of 4 per hour" in text for status, text, _ in outcomes.values() if status == "deferred")
+
+
+def test_signed_messages_arrive_verifiable_with_their_dotted_lines_intact(app: App, tmp_path: Path) -> None:
+    """The service sends the transparent form (leading dots doubled) behind a DKIM-Signature; the server
+    undoes the dots, so the body hash still verifies."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (tmp_path / "dkim.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    signing = DkimSettings("example.org", "s2021", tmp_path / "dkim.pem", "", ("From", "To", "Subject"))
+    server, handler = fault_server(Faults())
+    with server:
+        app = _app(app, server)
+        app = dataclasses.replace(app, settings=dataclasses.replace(app.settings, dkim=signing))
+        with transaction(app.factory) as db:  # the greeting wraps before ".dot": a line starting with a dot
+            add_contact(db, "ann@example.org", name="x" * 66 + " .dot")
+            add_contact(db, "bob@example.org", name="Bob")
+        with transaction(app.factory) as db:
+            series = app.settings.series
+            queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT)
+        _send_all(app)
+    received = sorted(message.data for message in handler.messages)
+    assert len(received) == 2
+    assert re.search(rb"^\.dot,", b"\n".join(received), re.MULTILINE)
+    for data in received:
+        assert dkim.verify(data, dnsfunc=lambda name, timeout=5: record if name == b"s2021._domainkey.example.org." else None)

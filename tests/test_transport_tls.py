@@ -230,16 +230,19 @@ def test_message_arrives_byte_for_byte_with_dots_and_line_ends_handled(
     assert message.rcpt_tos == ["dots@example.org"]
 
 
-def test_a_wire_safe_message_goes_as_it_is(smtp_server: object) -> None:
+def test_a_transparent_message_goes_as_it_is(smtp_server: object) -> None:
     settings = _smtp(smtp_server, security=Security.NONE)
     smtp_server.handler.messages.clear()  # type: ignore[attr-defined]
     message = b"Subject: safe\r\n\r\nno line starts with a dot\r\n..but this one would be undone by the server\r\n"
+    dotted = b"Subject: dot\r\n\r\n..one dot when received\r\n"
 
     async def send() -> list[MessageStatus]:
         async with SmtpPool(settings) as pool:
-            safe = await pool.send("webinars@example.org", "a@example.org", MESSAGE, wire_safe=True)
+            safe = await pool.send("webinars@example.org", "a@example.org", MESSAGE, transparent=True)
             unsafe = await pool.send("webinars@example.org", "b@example.org", message)
-            return [safe.status, unsafe.status]
+            stuffed = await pool.send("webinars@example.org", "c@example.org", dotted, transparent=True)
+            return [safe.status, unsafe.status, stuffed.status]
 
-    assert asyncio.run(send()) == [MessageStatus.SENT, MessageStatus.SENT]
-    assert [m.data for m in smtp_server.handler.messages] == [MESSAGE, message]  # type: ignore[attr-defined]
+    assert asyncio.run(send()) == [MessageStatus.SENT] * 3
+    received = [m.data for m in smtp_server.handler.messages]  # type: ignore[attr-defined]
+    assert received == [MESSAGE, message, b"Subject: dot\r\n\r\n.one dot when received\r\n"]

@@ -129,7 +129,8 @@ def test_composed_message_parses_to_the_straightforward_build(
     lines = composed.data.split(b"\r\n")
     assert all(len(line) <= 998 and b"\n" not in line and b"\r" not in line for line in lines)
     assert composed.data.endswith(b"\r\n")
-    assert composed.wire_safe == (not any(line.startswith(b".") for line in lines))  # else SMTP doubles the dots
+    wire = b"\r\n".join(b"." + line if line.startswith(b".") else line for line in lines)
+    assert composed.wire == wire  # the transparent form SMTP sends (RFC 5321 sec. 4.5.2)
     header = composed.data.split(b"\r\n\r\n", 1)[0]
     assert all(len(line) <= 78 for line in header.split(b"\r\n") if not composed.utf8)
     if not composed.utf8:
