@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, select, update
+from sqlalchemy import Integer, String, and_, any_, bindparam, exists, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as DbSession
 
@@ -343,9 +343,7 @@ def _deadline(series: Series, session: Session, step: Step, base: datetime | Non
 
 
 def _log_many(db: DbSession, message_pks: Iterable[int], kind: EventKind, now: datetime, detail: str = "") -> None:
-    rows = [{"message_pk": pk, "at": now, "kind": kind, "detail": detail, "reply_code": None} for pk in message_pks]
-    for start in range(0, len(rows), _INSERT_CHUNK):
-        db.execute(DeliveryEvent.__table__.insert(), rows[start : start + _INSERT_CHUNK])
+    _insert_events(db, [_event(pk, kind, now, detail) for pk in message_pks])
 
 
 def log_event(db: DbSession, message_pk: int, kind: EventKind, now: datetime, *, code: int | None = None, detail: str = "") -> None:
@@ -413,12 +411,12 @@ def claim_due(
     if not rows:
         return [], []
     keys = {row.email_key for row in rows}
-    suppressed = set(db.scalars(select(Suppression.email_key).where(Suppression.email_key.in_(keys))))
+    suppressed = set(db.scalars(select(Suppression.email_key).where(_among(db, Suppression.email_key, keys, String))))
     answers = {
         (contact_id, session_id): status
         for contact_id, session_id, status in db.execute(
             select(Registration.contact_id, Registration.session_id, Registration.status).where(
-                Registration.contact_id.in_({row.contact_id for row in rows}),
+                _among(db, Registration.contact_id, {row.contact_id for row in rows}, Integer),
                 Registration.session_id.in_({row.session_id for row in rows}),
             )
         )
@@ -456,7 +454,7 @@ def claim_due(
     if claimed:
         db.execute(
             update(Message)
-            .where(Message.id.in_([message.pk for message in claimed]))
+            .where(_among(db, Message.id, [message.pk for message in claimed], Integer))
             .values(
                 status=MessageStatus.SENDING, lease_until=now + lease, worker=worker,
                 attempts=Message.attempts + 1, updated_at=now,
@@ -471,8 +469,62 @@ def _event(pk: int, kind: EventKind, now: datetime, detail: str, code: int | Non
 
 
 def _insert_events(db: DbSession, rows: list[dict[str, object]]) -> None:
+    """Append delivery events: on PostgreSQL one INSERT from unnest() of one array per column, whatever the
+    count (a batch's rows cost the client no per-row work); elsewhere an executemany in chunks."""
+    if not rows:
+        return
+    if _postgresql(db):
+        columns = ("message_pk", "at", "kind", "detail", "reply_code")
+        db.execute(_INSERT_EVENTS, {name: [row[name] for row in rows] for name in columns})
+        return
     for start in range(0, len(rows), _INSERT_CHUNK):
         db.execute(DeliveryEvent.__table__.insert(), rows[start : start + _INSERT_CHUNK])
+
+
+def _update_outcomes(db: DbSession, rows: list[dict[str, object]], now: datetime) -> None:
+    """Write delivery outcomes by primary key: on PostgreSQL one UPDATE ... FROM unnest() of one array per
+    column; elsewhere an executemany of one UPDATE."""
+    if _postgresql(db):
+        columns = ("pk", "status", "reply_code", "reply_text", "language", "due_at", "sent_at")
+        db.execute(_UPDATE_OUTCOMES, {"now": now, **{name: [row[name] for row in rows] for name in columns}})
+        return
+    table = Message.__table__
+    db.execute(
+        table.update()
+        .where(table.c.id == bindparam("pk"))
+        .values(status=bindparam("status"), reply_code=bindparam("reply_code"), reply_text=bindparam("reply_text"),
+                language=bindparam("language"), due_at=bindparam("due_at"), sent_at=bindparam("sent_at"),
+                lease_until=None, updated_at=now),
+        rows,
+    )
+
+
+def _postgresql(db: DbSession) -> bool:
+    return db.get_bind().dialect.name == "postgresql"
+
+
+def _among(db: DbSession, column: Any, values: Iterable[object], element_type: Any) -> Any:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(array)``: one parameter for a whole batch, so
+    neither SQLAlchemy nor psycopg handles a bind per value."""
+    values = list(values)
+    if _postgresql(db):
+        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(element_type)))
+    return column.in_(values)
+
+
+_INSERT_EVENTS = text(
+    "INSERT INTO delivery_events (message_pk, at, kind, detail, reply_code) "
+    "SELECT * FROM unnest(CAST(:message_pk AS integer[]), CAST(:at AS timestamptz[]), CAST(:kind AS varchar[]), "
+    "CAST(:detail AS text[]), CAST(:reply_code AS integer[]))"
+)
+_UPDATE_OUTCOMES = text(
+    "UPDATE messages AS m SET status = v.status, reply_code = v.reply_code, reply_text = v.reply_text, "
+    "language = v.language, due_at = v.due_at, sent_at = v.sent_at, lease_until = NULL, updated_at = :now "
+    "FROM unnest(CAST(:pk AS integer[]), CAST(:status AS varchar[]), CAST(:reply_code AS integer[]), "
+    "CAST(:reply_text AS text[]), CAST(:language AS varchar[]), CAST(:due_at AS timestamptz[]), "
+    "CAST(:sent_at AS timestamptz[])) AS v(pk, status, reply_code, reply_text, language, due_at, sent_at) "
+    "WHERE m.id = v.pk"
+)
 
 
 def _skip_reason(
@@ -522,7 +574,7 @@ def renew_leases(db: DbSession, pks: Sequence[int], worker: str, until: datetime
     """Extend ``worker``'s claim on messages it is still sending to ``until``; caller commits."""
     db.execute(
         update(Message)
-        .where(Message.id.in_(pks), Message.status == MessageStatus.SENDING, Message.worker == worker)
+        .where(_among(db, Message.id, pks, Integer), Message.status == MessageStatus.SENDING, Message.worker == worker)
         .values(lease_until=until)
     )
 
@@ -542,7 +594,7 @@ def record_outcomes(
     query = (
         select(Message.id, Message.attempts, Message.deadline_at, Message.due_at, Message.language, Contact.email_key)
         .join(Contact, Contact.id == Message.contact_id)
-        .where(Message.id.in_(by_pk), Message.status == MessageStatus.SENDING)
+        .where(_among(db, Message.id, by_pk, Integer), Message.status == MessageStatus.SENDING)
     )
     if worker is not None:
         query = query.where(Message.worker == worker)
@@ -565,7 +617,7 @@ def record_outcomes(
         changes.append(
             {
                 "pk": row.id,
-                "status": status,
+                "status": status.value,
                 "reply_code": outcome.code,
                 "reply_text": outcome.text[:2000],
                 "language": outcome.language or row.language,
@@ -574,16 +626,8 @@ def record_outcomes(
             }
         )
         events.append(_event(row.id, EventKind(status.value), now, f"{detail} (attempt {row.attempts}{by})", outcome.code))
-    if changes:  # executemany of one Core UPDATE by primary key (no ORM bulk machinery: this runs per batch)
-        table = Message.__table__
-        db.execute(
-            table.update()
-            .where(table.c.id == bindparam("pk"))
-            .values(status=bindparam("status"), reply_code=bindparam("reply_code"), reply_text=bindparam("reply_text"),
-                    language=bindparam("language"), due_at=bindparam("due_at"), sent_at=bindparam("sent_at"),
-                    lease_until=None, updated_at=now),
-            changes,
-        )
+    if changes:
+        _update_outcomes(db, changes, now)
     _insert_events(db, events)
 
 
