@@ -29,6 +29,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -163,6 +164,41 @@ def busy_seconds() -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
+class CpuByCommand(threading.Thread):
+    """CPU seconds used by processes named ``command`` (e.g. "postgres") while running: every process's
+    /proc/PID/stat is read every 0.1 s, so a process that exits loses at most its last 0.1 s."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__(daemon=True)
+        self.command = command
+        self.start_seconds = self._read()
+        self.last = dict(self.start_seconds)
+        self.finished = threading.Event()
+
+    def _read(self) -> dict[str, float]:
+        seconds: dict[str, float] = {}
+        for pid in os.listdir("/proc"):
+            try:
+                raw = Path(f"/proc/{pid}/stat").read_text() if pid.isdigit() else ""
+            except OSError:
+                continue
+            if raw and raw[raw.index("(") + 1 : raw.rindex(")")] == self.command:
+                fields = raw.rsplit(")", 1)[1].split()
+                seconds[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return seconds
+
+    def run(self) -> None:
+        while not self.finished.wait(0.1):
+            self.last.update(self._read())
+
+    def stop(self) -> float:
+        """Stop sampling; the CPU seconds used since construction."""
+        self.finished.set()
+        self.join()
+        self.last.update(self._read())
+        return sum(seconds - self.start_seconds.get(pid, 0.0) for pid, seconds in self.last.items())
+
+
 def process_seconds(pid: int) -> float:
     """CPU seconds (user + system) process ``pid`` has used (/proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -233,6 +269,8 @@ def main() -> None:
         seed(settings, args.messages)
         print(f"seed + queue wave     {time.perf_counter() - started:8.1f} s for {args.messages} messages")
         machine_before, sink_before, machine_started = busy_seconds(), process_seconds(sink.pid), time.perf_counter()
+        postgres = CpuByCommand("postgres")
+        postgres.start()
         results: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
         processes = [multiprocessing.Process(target=worker, args=(settings, i, args.batch, results))
                      for i in range(args.workers)]
@@ -242,6 +280,7 @@ def main() -> None:
         for process in processes:
             process.join()
         machine, sink_cpu = busy_seconds() - machine_before, process_seconds(sink.pid) - sink_before
+        postgres_cpu = postgres.stop()
         workers_cpu = sum(r[4] for r in reports)
         sent = sum(r[0] for r in reports)
         elapsed = max(r[2] for r in reports) - min(r[1] for r in reports)
@@ -253,9 +292,10 @@ def main() -> None:
         print(f"pipeline              {rate:8.0f} msg/s ({sent} in {elapsed:.1f} s; {args.workers} workers x "
               f"{per_worker} connections; claim, render, compose, send, record; statuses {statuses})")
         print(f"ratio to smtp-source  {rate / ceiling:8.2f}")
+        other = machine - workers_cpu - sink_cpu - postgres_cpu
         print(f"CPU per message       {workers_cpu / sent * 1e6:8.0f} us in workers, {sink_cpu / sent * 1e6:.0f} us in "
-              f"smtp-sink, {(machine - workers_cpu - sink_cpu) / sent * 1e6:.0f} us elsewhere (PostgreSQL, the rest "
-              f"of the machine); {machine / (time.perf_counter() - machine_started) / os.cpu_count():.0%} of "
+              f"smtp-sink, {postgres_cpu / sent * 1e6:.0f} us in PostgreSQL, {other / sent * 1e6:.0f} us in the rest "
+              f"of the machine; {machine / (time.perf_counter() - machine_started) / os.cpu_count():.0%} of "
               f"{os.cpu_count()} cores busy")
         print(f"peak memory           {max(r[3] for r in reports) / 1024:8.0f} MiB per worker (max RSS)")
     finally:

@@ -287,21 +287,22 @@ class SmtpPool:
         if client.supports_extension("8bitmime"):
             options.append(b"BODY=8BITMIME")
         slot.used += 1
-        phase = Phase.MAIL
+        mail = (b"MAIL", b"FROM:<" + envelope_address(envelope_from).encode(encoding) + b">", *options)
+        rcpt = (b"RCPT", b"TO:<" + envelope_address(recipient).encode(encoding) + b">")
+        phase, in_data = Phase.MAIL, False
         try:
-            await _command(client, Phase.MAIL, smtp.timeout, b"MAIL",
-                           b"FROM:<" + envelope_address(envelope_from).encode(encoding) + b">", *options)
+            await _command(client, Phase.MAIL, smtp.timeout, *mail)
             phase = Phase.RCPT
-            await _command(client, Phase.RCPT, smtp.timeout, b"RCPT",
-                           b"TO:<" + envelope_address(recipient).encode(encoding) + b">")
+            await _command(client, Phase.RCPT, smtp.timeout, *rcpt)
             phase = Phase.DATA
-            await _command(client, Phase.DATA, smtp.timeout, b"DATA", expect=354)
+            await _command(client, Phase.DATA, smtp.timeout, b"DATA")
+            phase, in_data = Phase.DATA, True
             response = await _message(client, data if transparent else _transparent(data), smtp.data_timeout)
         except smtp_errors.SMTPResponseException as exc:
             reply = _refused(exc, phase)
             if exc.code == 421 or not client.is_connected:
                 raise _Failure(reply) from None
-            if phase is not Phase.DATA:
+            if not in_data:  # the transaction is still open (a refused MAIL, RCPT or DATA command): reset it
                 try:
                     await client.rset(timeout=smtp.timeout)
                 except _CONNECTION_ERRORS:
@@ -309,7 +310,7 @@ class SmtpPool:
             return reply
         except (smtp_errors.SMTPServerDisconnected, ConnectionError) as exc:
             reply = Reply(MessageStatus.DEFERRED, None, f"{phase.value}: connection lost: {exc}")
-            raise _Failure(reply, retry=phase is not Phase.DATA and not fresh) from None
+            raise _Failure(reply, retry=not in_data and not fresh) from None
         except _CONNECTION_ERRORS as exc:
             reason = "timed out" if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) else f"{type(exc).__name__}: {exc}"
             raise _Failure(Reply(MessageStatus.DEFERRED, None, f"{phase.value}: {reason}")) from None
@@ -322,18 +323,21 @@ def _protocol(client: aiosmtplib.SMTP) -> SMTPProtocol:
     return client.protocol
 
 
-async def _command(
-    client: aiosmtplib.SMTP, phase: Phase, timeout: float, *args: bytes, expect: int = 250
-) -> SMTPResponse:
+def _expected(phase: Phase, code: int) -> bool:
+    """The reply that lets a transaction go on: 250 to MAIL, 250 or 251 to RCPT, 354 to DATA (RFC 5321)."""
+    return code == 354 if phase is Phase.DATA else code == 250 or (phase is Phase.RCPT and code == 251)
+
+
+async def _command(client: aiosmtplib.SMTP, phase: Phase, timeout: float, *args: bytes) -> SMTPResponse:
     """One command of a mail transaction (RFC 5321 sec. 3.3) and its reply; raises SMTPResponseException
-    unless the reply code is ``expect`` (RCPT also takes 251), and closes the client when the reply is 421,
-    the server went away or the reply timed out (the dialogue is then out of step)."""
+    unless the reply is :func:`_expected`, and closes the client when the reply is 421, the server went away
+    or the reply timed out (the dialogue is then out of step)."""
     try:
         response = await _protocol(client).execute_command(*args, timeout=timeout)
     except (smtp_errors.SMTPServerDisconnected, smtp_errors.SMTPTimeoutError):
         client.close()
         raise
-    if response.code == expect or (phase is Phase.RCPT and response.code == 251):
+    if _expected(phase, response.code):
         return response
     if response.code == 421:
         client.close()

@@ -32,6 +32,7 @@ class Faults:
     drop_in_data: dict[str, int] = field(default_factory=dict)  # address -> times the connection drops at DATA
     drop_after_message: int = 0  # close the connection right after accepting message number N (1-based)
     smtputf8: bool = True
+    data_refused: dict[str, tuple[int, int]] = field(default_factory=dict)  # address -> (code, times) at DATA
 
 
 class FaultyHandler:
@@ -136,6 +137,16 @@ class FaultySMTP(SMTP):
         with self.fault_handler.lock:
             self.fault_handler.starttls += 1
         await super().smtp_STARTTLS(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """The DATA command refused with a code from ``Faults.data_refused`` (the transaction stays open)."""
+        handler = self.fault_handler
+        recipient = self.envelope.rcpt_tos[0] if self.envelope.rcpt_tos else ""
+        refusal = handler._take(handler.faults.data_refused, recipient)
+        if refusal:
+            await self.push(f"{refusal} 4.3.0 not now")
+            return
+        await super().smtp_DATA(arg)
 
     async def smtp_QUIT(self, arg: str) -> None:
         with self.fault_handler.lock:

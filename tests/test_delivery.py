@@ -249,3 +249,19 @@ def test_signed_messages_arrive_verifiable_with_their_dotted_lines_intact(app: A
     assert re.search(rb"^\.dot,", b"\n".join(received), re.MULTILINE)
     for data in received:
         assert dkim.verify(data, dnsfunc=lambda name, timeout=5: record if name == b"s2021._domainkey.example.org." else None)
+
+
+def test_a_refused_data_command_resets_the_transaction_and_the_connection_goes_on(app: App) -> None:
+    """451 to DATA leaves MAIL and RCPT in force (RFC 5321 sec. 4.1.1.4): RSET, or the next MAIL on the same
+    connection would be refused as a nested transaction."""
+    people = ["ann@example.org", "bob@example.org", "cy@example.org"]
+    server, handler = fault_server(Faults(data_refused={"ann@example.org": (451, 1)}))
+    with server:
+        app = _app(app, server, connections=1)
+        _queue(app, people)
+        _, pool = _send_all(app)
+    assert handler.received_by() == {address: 1 for address in people}
+    assert pool.connects == handler.connections == 1
+    status, _, events = _outcomes(app)["ann@example.org"]
+    assert status == "sent" and events.count("deferred") == 1
+    assert any("data: 451" in text for text in _reply_texts(app, "ann@example.org"))
