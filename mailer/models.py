@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -94,6 +95,7 @@ class MessageStatus(StrEnum):
 
 
 PENDING_STATUSES = (MessageStatus.QUEUED, MessageStatus.DEFERRED)
+_PENDING_SQL = "status IN ('queued', 'deferred')"  # PENDING_STATUSES, for partial indexes
 
 
 class EventKind(StrEnum):
@@ -209,7 +211,10 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("contact_id", "session_id", "step"),
-        Index("ix_messages_due", "status", "due_at"),
+        # Only pending rows are indexed for the claim query (due_at, id order): the index stays as small as
+        # the queue, and claiming or recording a message (it leaves "queued") adds no entry to it.
+        Index("ix_messages_pending", "due_at", "id",
+              postgresql_where=text(_PENDING_SQL), sqlite_where=text(_PENDING_SQL)),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
