@@ -87,7 +87,7 @@ class Service:
         self.worker = worker or default_worker_name()
         self.batch_size = batch_size
         self._previous_starts: dict[str, datetime | None] = {}
-        # At most as many deliveries under way as there are connections, so a stop leaves the rest unstarted.
+        # As many deliveries under way as there are connections, so a stop leaves the rest unstarted.
         self._concurrency = max(smtp.connections for smtp in (self.settings.smtp, *self.settings.smtp_servers.values()))
         self._sequences: dict[str, int] = {}  # session -> iCalendar SEQUENCE, loaded once per batch
         self._list_id = f"{self.settings.series.id}.{self.settings.sender.domain}"
@@ -122,7 +122,6 @@ class Service:
         third of ``delivery.lease``, so a slow server never lets another process take messages over.
         """
         report = DispatchReport()
-        self._in_flight = asyncio.Semaphore(self._concurrency)  # bound to this call's event loop
         while stop is None or not stop.is_set():
             now = self.clock.now()
             with transaction(self.app.factory) as db:
@@ -140,26 +139,42 @@ class Service:
                 self._previous_starts = {row.id: row.previous_starts_at for row in rows}
                 self._sequences = {row.id: row.sequence for row in rows}
             renewing = asyncio.create_task(self._renew_leases([message.pk for message in claimed]))
-            tasks = [asyncio.ensure_future(self._deliver_safely(pool, message, stop)) for message in claimed]
+            outcomes: list[Outcome | None] = [None] * len(claimed)
             try:
-                await asyncio.gather(*tasks)
+                await self._send_batch(pool, claimed, outcomes, stop)
             except asyncio.CancelledError:  # Ctrl-C or shutdown: keep what is known, give the rest back
-                self._settle(claimed, tasks)
+                self._settle(claimed, outcomes)
                 raise
             finally:
                 renewing.cancel()
-            for message, outcome in self._settle(claimed, tasks):
+            for message, outcome in self._settle(claimed, outcomes):
                 report.add(message.session_id, message.step, outcome.status.value)
         return report
 
+    async def _send_batch(
+        self, pool: Transport, claimed: list[ClaimedMessage], outcomes: list[Outcome | None],
+        stop: asyncio.Event | None,
+    ) -> None:
+        """Deliver ``claimed`` with as many senders as there are connections, each taking the next message
+        until none is left or ``stop`` is set; ``outcomes[i]`` is filled in as message ``i`` finishes."""
+        queue = iter(range(len(claimed)))
+
+        async def sender() -> None:
+            for index in queue:  # shared: each index is taken by one sender
+                if stop is not None and stop.is_set():
+                    return
+                outcomes[index] = await self._deliver_safely(pool, claimed[index])
+
+        await asyncio.gather(*(sender() for _ in range(min(self._concurrency, len(claimed)))))
+
     def _settle(
-        self, claimed: list[ClaimedMessage], tasks: list[asyncio.Future[Outcome | None]]
+        self, claimed: list[ClaimedMessage], outcomes: list[Outcome | None]
     ) -> list[tuple[ClaimedMessage, Outcome]]:
-        """Record the outcomes of finished deliveries and release the claims of the others; returns the recorded."""
+        """Record the outcomes of finished deliveries and release the claims of the others (None); returns
+        the recorded."""
         done: list[tuple[ClaimedMessage, Outcome]] = []
         unsent: list[int] = []
-        for message, task in zip(claimed, tasks, strict=True):
-            outcome = task.result() if task.done() and not task.cancelled() else None
+        for message, outcome in zip(claimed, outcomes, strict=True):
             if outcome is None:
                 unsent.append(message.pk)
             else:
@@ -177,19 +192,14 @@ class Service:
             with transaction(self.app.factory) as db:
                 renew_leases(db, pks, self.worker, self.clock.now() + self.settings.lease)
 
-    async def _deliver_safely(
-        self, pool: Transport, message: ClaimedMessage, stop: asyncio.Event | None = None
-    ) -> Outcome | None:
-        """:meth:`_deliver`, or None when ``stop`` is set before it starts; an unexpected error becomes a
-        deferral (logged with its traceback), so one bad message never stops a batch from being recorded."""
-        async with self._in_flight:
-            if stop is not None and stop.is_set():
-                return None
-            try:
-                return await self._deliver(pool, message)
-            except Exception as exc:  # noqa: BLE001 - recorded on the message and logged in full
-                log.exception("unexpected error delivering %s", message.message_id)
-                return Outcome(message.pk, MessageStatus.DEFERRED, None, f"internal error: {type(exc).__name__}: {exc}")
+    async def _deliver_safely(self, pool: Transport, message: ClaimedMessage) -> Outcome:
+        """:meth:`_deliver`; an unexpected error becomes a deferral (logged with its traceback), so one bad
+        message never stops a batch from being recorded."""
+        try:
+            return await self._deliver(pool, message)
+        except Exception as exc:  # noqa: BLE001 - recorded on the message and logged in full
+            log.exception("unexpected error delivering %s", message.message_id)
+            return Outcome(message.pk, MessageStatus.DEFERRED, None, f"internal error: {type(exc).__name__}: {exc}")
 
     def _notice_extra(self, message: ClaimedMessage) -> dict[str, object]:
         """What a notice template needs: ``change`` and, for a reschedule, ``previous_start``."""
