@@ -33,6 +33,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -128,8 +129,9 @@ def seed(settings: Settings, count: int) -> None:
     app.close()
 
 
-def worker(settings: Settings, number: int, batch: int, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    """One sending process: dispatch until nothing is due; reports (sent, first claim, last record, max RSS KiB)."""
+def worker(settings: Settings, number: int, batch: int, ready: Any, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """One sending process: set up, wait at the ``ready`` barrier (with the other workers and the parent),
+    dispatch until nothing is due; reports (sent, first claim, last record, peak RSS KiB, CPU seconds)."""
     from mailer.service import Service
     from mailer.transport import SmtpPool
 
@@ -149,12 +151,22 @@ def worker(settings: Settings, number: int, batch: int, results: multiprocessing
             report = await service.dispatch(pool)
             return report.total, started, time.perf_counter()
 
+    ready.wait()
     before = resource.getrusage(resource.RUSAGE_SELF)
     sent, started, ended = asyncio.run(run())
     after = resource.getrusage(resource.RUSAGE_SELF)
     app.close()
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    results.put((sent, started, ended, after.ru_maxrss, cpu))
+    results.put((sent, started, ended, peak_rss_kib(), cpu))
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident set size in KiB (VmHWM; unlike ru_maxrss, not carried over from the
+    parent it was forked from)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def busy_seconds() -> float:
@@ -205,42 +217,52 @@ def process_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def render_rate(settings: Settings, count: int) -> tuple[float, float, float, int]:
-    """(renders/s, fast composes/s, stdlib builds/s, mean message size in bytes); builds of rendered bodies."""
+def render_rate(settings: Settings, count: int) -> tuple[float, float, float, float, int]:
+    """(renders/s shared, renders/s alone, fast composes/s, stdlib builds/s, mean message bytes).
+
+    "Shared": recipients of a step, session, language and zone share one render (mailer.personalise), as in
+    the service; "alone": every message rendered on its own. Messages carry their calendar, as the
+    service's invitations do, so the mean size is the size smtp-source is then given.
+    """
+    from mailer.ics import build_calendar, calendar_method
     from mailer.mime import build_message, to_bytes
     from mailer.recipient import Recipient
     from mailer.render import Renderer
+    from mailer.web.links import message_links
     from mailer.wire import Composer
 
-    renderer = Renderer(settings)
     series = settings.series
     session, step = series.session("africa-2021"), series.step("invitation")
     people = [Recipient(email=f"person{i:06d}@example.org", name=NAMES[i % len(NAMES)], language=LANGUAGES[i % 4],
                         time_zone="Africa/Lagos", region="africa") for i in range(count)]
-    url = "https://mailer.example.org/u/AbCdEf0123456789"
+    links = [message_links(settings, i, person.email) for i, person in enumerate(people)]
     composer = Composer(settings.sender, list_id="bcc.example.org", unsubscribe_mailto=settings.sender.unsubscribe_mailto)
-
-    def render(person: Recipient):  # type: ignore[no-untyped-def]
-        return renderer.render(step, session, person, series=series, unsubscribe_url=url,
-                               extra={"rsvp_yes_url": url + "y", "rsvp_no_url": url + "n"})
-
-    started = time.perf_counter()
-    rendered = [render(p) for p in people]
-    render_only = count / (time.perf_counter() - started)
+    rates = []
+    for renderer in (Renderer(settings), Renderer(settings, substitute=False)):
+        started = time.perf_counter()
+        rendered = [renderer.render(step, session, person, series=series, unsubscribe_url=links[i]["unsubscribe_url"],
+                                    extra={"rsvp_yes_url": links[i]["rsvp_yes_url"], "rsvp_no_url": links[i]["rsvp_no_url"]})
+                    for i, person in enumerate(people)]
+        rates.append(count / (time.perf_counter() - started))
+    calendars = [build_calendar(series, session, sequence=0, method=calendar_method(step),  # type: ignore[arg-type]
+                                organiser_name=settings.sender.name, organiser_address=settings.sender.address,
+                                attendee=person, stamp=INVITATION_AT, summary=rendered[i].title,
+                                language=rendered[i].language) for i, person in enumerate(people)]
     started = time.perf_counter()
     size = 0
-    for i, p in enumerate(people):
-        size += len(composer.compose(rendered[i], p, message_id=f"<{i}@example.org>", date=INVITATION_AT,
-                                     unsubscribe_url=url).data)
+    for i, person in enumerate(people):
+        size += len(composer.compose(rendered[i], person, message_id=f"<{i}@example.org>", date=INVITATION_AT,
+                                     unsubscribe_url=links[i]["unsubscribe_url"], calendar=calendars[i]).wire)
     fast = count / (time.perf_counter() - started)
     small = max(count // 10, 100)
     started = time.perf_counter()
-    for i, p in enumerate(people[:small]):
-        to_bytes(build_message(rendered[i], p, sender=settings.sender, message_id=f"<{i}@example.org>",
-                               date=INVITATION_AT, list_id="bcc.example.org",
-                               unsubscribe_mailto=settings.sender.unsubscribe_mailto, unsubscribe_url=url))
+    for i, person in enumerate(people[:small]):
+        to_bytes(build_message(rendered[i], person, sender=settings.sender, message_id=f"<{i}@example.org>",
+                               date=INVITATION_AT, list_id="bcc.example.org", calendar=calendars[i],
+                               unsubscribe_mailto=settings.sender.unsubscribe_mailto,
+                               unsubscribe_url=links[i]["unsubscribe_url"]))
     stdlib = small / (time.perf_counter() - started)
-    return render_only, fast, stdlib, size // count
+    return rates[0], rates[1], fast, stdlib, size // count
 
 
 def main() -> None:
@@ -259,23 +281,28 @@ def main() -> None:
         url = prepare_database(args.database_url)
         per_worker = max(1, args.connections // args.workers)
         settings = bench_settings(url, port, per_worker)
-        renders, composes, stdlib, size = render_rate(settings, min(args.messages, 4000))
-        print(f"rendering only        {renders:8.0f} msg/s (Jinja2 + Babel, text + HTML, 4 languages)")
-        print(f"fast compose only     {composes:8.0f} msg/s (mailer.wire.Composer; mean message {size} bytes)")
+        shared, alone, composes, stdlib, size = render_rate(settings, min(args.messages, 4000))
+        print(f"rendering only        {shared:8.0f} msg/s (text + HTML + subject, 4 languages, one render per "
+              f"language shared and filled in; {alone:.0f} msg/s rendering each message on its own)")
+        print(f"fast compose only     {composes:8.0f} msg/s (mailer.wire.Composer, with the calendar; mean message "
+              f"{size} bytes)")
         print(f"stdlib build only     {stdlib:8.0f} msg/s (mailer.mime.build_message + to_bytes)")
         ceiling = smtp_source(port, args.messages, size, args.connections)
         print(f"smtp-source           {ceiling:8.0f} msg/s ({args.messages} x {size} bytes, {args.connections} connections)")
         started = time.perf_counter()
         seed(settings, args.messages)
         print(f"seed + queue wave     {time.perf_counter() - started:8.1f} s for {args.messages} messages")
-        machine_before, sink_before, machine_started = busy_seconds(), process_seconds(sink.pid), time.perf_counter()
-        postgres = CpuByCommand("postgres")
-        postgres.start()
-        results: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
-        processes = [multiprocessing.Process(target=worker, args=(settings, i, args.batch, results))
+        spawn = multiprocessing.get_context("spawn")  # fresh processes: their peak memory is their own
+        ready = spawn.Barrier(args.workers + 1)
+        results: multiprocessing.Queue = spawn.Queue()  # type: ignore[type-arg]
+        processes = [spawn.Process(target=worker, args=(settings, i, args.batch, ready, results))
                      for i in range(args.workers)]
         for process in processes:
             process.start()
+        ready.wait()  # every worker has started and opened the store: measure from here
+        machine_before, sink_before, machine_started = busy_seconds(), process_seconds(sink.pid), time.perf_counter()
+        postgres = CpuByCommand("postgres")
+        postgres.start()
         reports = [results.get() for _ in processes]
         for process in processes:
             process.join()
@@ -297,7 +324,7 @@ def main() -> None:
               f"smtp-sink, {postgres_cpu / sent * 1e6:.0f} us in PostgreSQL, {other / sent * 1e6:.0f} us in the rest "
               f"of the machine; {machine / (time.perf_counter() - machine_started) / os.cpu_count():.0%} of "
               f"{os.cpu_count()} cores busy")
-        print(f"peak memory           {max(r[3] for r in reports) / 1024:8.0f} MiB per worker (max RSS)")
+        print(f"peak memory           {max(r[3] for r in reports) / 1024:8.0f} MiB per worker (peak RSS, VmHWM)")
     finally:
         sink.terminate()
         sink.wait()

@@ -73,7 +73,7 @@ def _subject(subject: str) -> bytes:
     return _field("Subject", _unstructured("Subject", subject))
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=1024)
 def _to(display_name: str, addr_spec: str) -> bytes:
     return _field("To", _mailbox("To", display_name, addr_spec))
 
@@ -113,7 +113,7 @@ def quoted_printable(body: str) -> bytes:
     return b"\r\n".join(map(_quoted_printable_line, body.split("\n")))
 
 
-@lru_cache(maxsize=32768)
+@lru_cache(maxsize=4096)
 def _quoted_printable_line(line: str) -> bytes:
     # With its CRLF so that soft line breaks are written "=\r\n" too; the CRLF is then cut off.
     return binascii.b2a_qp(line.encode("utf-8") + b"\r\n", istext=True)[:-2]
