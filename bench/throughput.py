@@ -6,13 +6,16 @@
 Steps, all in one run on this machine:
 
 1. start ``smtp-sink`` (Debian package postfix; no Postfix daemon) on 127.0.0.1;
-2. ``smtp-source`` sends N messages of the pipeline's mean size over the same number of connections: the
-   ceiling (messages/second);
-3. rendering only (Jinja2 + Babel, then the fast composer; and the standard-library build for comparison);
-4. the pipeline: N contacts in four languages, one invitation wave queued, then ``--workers`` processes each
-   run ``Service.dispatch`` (claim with SKIP LOCKED on PostgreSQL, render, compose, send, record) until
-   nothing is due; messages/second from the first claim to the last record, and the ratio to smtp-source;
-5. peak memory (max RSS) of a worker.
+2. rendering only: shared renders filled in per recipient (as the service does) and, for comparison, every
+   message rendered on its own; composing with the calendar (mailer.wire) and the standard-library build;
+3. ``smtp-source`` sends messages of the pipeline's mean size (calendar included) over the same number of
+   connections, three times: the best run is the ceiling (messages/second);
+4. the pipeline: N contacts in four languages, one invitation wave queued, then ``--workers`` processes
+   (spawned, set up, then started together) each run ``Service.dispatch`` (claim with SKIP LOCKED on
+   PostgreSQL, render, compose, send, record) until nothing is due; messages/second from the first claim to
+   the last record, and the ratio to smtp-source;
+5. CPU per message in the workers, smtp-sink, PostgreSQL and the rest of the machine (/proc), and the peak
+   memory of a worker (VmHWM).
 
 Not a test: prints figures. PostgreSQL is needed for several workers (SQLite: one worker).
 """
@@ -287,8 +290,10 @@ def main() -> None:
         print(f"fast compose only     {composes:8.0f} msg/s (mailer.wire.Composer, with the calendar; mean message "
               f"{size} bytes)")
         print(f"stdlib build only     {stdlib:8.0f} msg/s (mailer.mime.build_message + to_bytes)")
-        ceiling = smtp_source(port, args.messages, size, args.connections)
-        print(f"smtp-source           {ceiling:8.0f} msg/s ({args.messages} x {size} bytes, {args.connections} connections)")
+        runs = [smtp_source(port, min(args.messages, 10_000), size, args.connections) for _ in range(3)]
+        ceiling = max(runs)  # the ceiling: the best of three (a run now and then stalls on this shared machine)
+        print(f"smtp-source           {ceiling:8.0f} msg/s (best of {', '.join(f'{r:.0f}' for r in runs)}; "
+              f"{min(args.messages, 10_000)} x {size} bytes, {args.connections} connections)")
         started = time.perf_counter()
         seed(settings, args.messages)
         print(f"seed + queue wave     {time.perf_counter() - started:8.1f} s for {args.messages} messages")
