@@ -8,14 +8,13 @@ With no SMTP host configured, a local capture server writes every message to var
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from pathlib import Path
 
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
-from mailer.app import open_app
+from mailer.app import open_app, run_async
 from mailer.config import load_settings
 from mailer.errors import MailerError
 from mailer.scheduler import serve
@@ -41,7 +40,7 @@ def main() -> int:
               " (check DATABASE_URL or [database] url in mailer.toml)", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(app, say=lambda text: print(text, flush=True)))
+        run_async(serve(app, say=lambda text: print(text, flush=True)))
     finally:
         app.close()
     return 0

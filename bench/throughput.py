@@ -23,7 +23,6 @@ Not a test: prints figures. PostgreSQL is needed for several workers (SQLite: on
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import multiprocessing
 import os
@@ -44,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, func, insert, select, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from mailer.app import open_app  # noqa: E402
+from mailer.app import open_app, run_async  # noqa: E402
 from mailer.clock import VirtualClock  # noqa: E402
 from mailer.config import Security, Settings, load_settings  # noqa: E402
 from mailer.db import transaction  # noqa: E402
@@ -138,12 +137,6 @@ def worker(settings: Settings, number: int, batch: int, ready: Any, results: mul
     from mailer.service import Service
     from mailer.transport import SmtpPool
 
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
     app = open_app(settings)
     service = Service(app, VirtualClock(INVITATION_AT + timedelta(minutes=1)), worker=f"bench-{number}",
                       batch_size=batch)
@@ -156,7 +149,7 @@ def worker(settings: Settings, number: int, batch: int, ready: Any, results: mul
 
     ready.wait()
     before = resource.getrusage(resource.RUSAGE_SELF)
-    sent, started, ended = asyncio.run(run())
+    sent, started, ended = run_async(run())
     after = resource.getrusage(resource.RUSAGE_SELF)
     app.close()
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)

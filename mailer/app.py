@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session as DbSession
@@ -11,6 +14,8 @@ from sqlalchemy.orm import sessionmaker
 
 from mailer.config import Settings, load_settings
 from mailer.db import make_engine, session_factory, upgrade
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -34,3 +39,15 @@ def open_app(settings: Settings | None = None, *, config_dir: Path | None = None
     engine = make_engine(settings.database_url)
     upgrade(engine)
     return App(settings=settings, engine=engine, factory=session_factory(engine))
+
+
+def run_async(main: Coroutine[Any, Any, _T]) -> _T:
+    """``asyncio.run(main)`` on uvloop's event loop when uvloop is installed (its sockets and callbacks cost
+    the sending hot path about half of asyncio's), else on asyncio's own. Ctrl-C cancels ``main`` as with
+    ``asyncio.run``."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)

@@ -104,7 +104,6 @@ from mailer.localise import (
     session_times,
     with_country,
     word_list,
-    wrap_text,
 )
 from mailer.personalise import PERSONAL, Piece, fill, fits, marked, pieces, presence, substitutable, wrap_filter
 from mailer.recipient import Recipient

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import shutil
 from datetime import datetime
@@ -12,7 +11,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from mailer.app import App, open_app
+from mailer.app import App, open_app, run_async
 from mailer.cli import AppContext, pass_ctx
 from mailer.cli.log import counts_table
 from mailer.clock import SystemClock
@@ -63,7 +62,7 @@ def run_simulation(app: App, console: Console, start: datetime | None = None, en
                 for (session_id, step), parts in grouped.items():
                     progress.console.print(f"{wall_time(tick.at)}  {session_id:<20} {step:<14} {', '.join(parts)}")
 
-            asyncio.run(simulate(target, start=start, end=end, on_tick=on_tick))
+            run_async(simulate(target, start=start, end=end, on_tick=on_tick))
     with transaction(app.factory) as db:
         console.print(counts_table(counts_by_step(db), "Delivery report"))
 
@@ -183,7 +182,7 @@ def send_test(ctx: AppContext, session_id: str, step_name: str, address: str, la
         click.echo(f"not delivered ({kind}, nothing was queued): {reply_text}", err=True)
         raise SystemExit(1)
 
-    asyncio.run(send())
+    run_async(send())
 
 
 COMMANDS = [simulate_command, demo, send_test]

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session as DbSession
 from mailer.config import Series, Session, Step
 from mailer.models import Contact, ContactStatus, DeliveryEvent, Message, MessageStatus, Suppression, Wave, WaveStatus
 from mailer.outbox import audience_query
-from mailer.timeline import hold_for_window, message_due, step_time
+from mailer.timeline import hold_for_window, message_due
 
 PAGE_SIZE = 50
 
