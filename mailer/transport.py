@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 import re
 import ssl
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from typing import Protocol
 import aiosmtplib
 import idna
 from aiosmtplib import errors as smtp_errors
-from aiosmtplib.protocol import SMTPProtocol, normalize_message_line_endings
+from aiosmtplib.protocol import normalize_message_line_endings
 from aiosmtplib.response import SMTPResponse
 
 from mailer.config import Security, Settings, SmtpSettings, StepKind
@@ -124,10 +125,12 @@ class Transport(Protocol):
 
 
 class _Slot:
-    """One pooled client and how many messages it has carried."""
+    """One pooled connection: the aiosmtplib client that opened it, the :class:`_Dialogue` that carries its
+    mail transactions, and how many messages it has carried."""
 
     def __init__(self) -> None:
         self.client: aiosmtplib.SMTP | None = None
+        self.dialogue: _Dialogue | None = None
         self.used = 0
 
 
@@ -170,6 +173,7 @@ class SmtpPool:
         for slot in self._all:
             self._slots.put_nowait(slot)
         self.connects = 0  # connections opened, for reports and tests
+        self.pipelined = 0  # transactions sent as one PIPELINING group (RFC 2920)
 
     async def __aenter__(self) -> SmtpPool:
         return self
@@ -184,21 +188,22 @@ class SmtpPool:
         await asyncio.gather(*(self._drop(slot, polite=True) for slot in self._all))
 
     async def _drop(self, slot: _Slot, *, polite: bool) -> None:
-        client, slot.client, slot.used = slot.client, None, 0
-        if client is None or not client.is_connected:
+        client, dialogue, slot.client, slot.dialogue, slot.used = slot.client, slot.dialogue, None, None, 0
+        if client is None:
             return
         try:
-            if polite:
-                await client.quit(timeout=self.settings.timeout)
-            else:
-                client.close()
+            if polite and dialogue is not None and dialogue.connected:
+                await dialogue.exchange(b"QUIT\r\n", 1, self.settings.timeout)
         except _CONNECTION_ERRORS:
+            pass
+        finally:
             client.close()
 
     async def _connect(self, slot: _Slot) -> tuple[aiosmtplib.SMTP, bool]:
         """The slot's client, (re)connected as needed; (client, True when it was opened just now)."""
         client = slot.client
-        if client is not None and client.is_connected and slot.used < self.settings.messages_per_connection:
+        if (client is not None and slot.dialogue is not None and slot.dialogue.connected
+                and slot.used < self.settings.messages_per_connection):
             return client, False
         await self._drop(slot, polite=True)
         smtp = self.settings
@@ -231,8 +236,12 @@ class SmtpPool:
             except _CONNECTION_ERRORS as exc:
                 client.close()
                 raise _Failure(Reply(MessageStatus.DEFERRED, None, f"auth: {type(exc).__name__}: {exc}")) from None
-        slot.client = client
-        slot.used = 0
+        try:
+            dialogue = _Dialogue(client)
+        except smtp_errors.SMTPServerDisconnected as exc:  # closed by the server right after the login
+            client.close()
+            raise _Failure(Reply(MessageStatus.DEFERRED, None, f"connect: {exc}")) from None
+        slot.client, slot.dialogue, slot.used = client, dialogue, 0
         self.connects += 1
         return client, True
 
@@ -287,24 +296,46 @@ class SmtpPool:
         if client.supports_extension("8bitmime"):
             options.append(b"BODY=8BITMIME")
         slot.used += 1
-        mail = (b"MAIL", b"FROM:<" + envelope_address(envelope_from).encode(encoding) + b">", *options)
-        rcpt = (b"RCPT", b"TO:<" + envelope_address(recipient).encode(encoding) + b">")
+        mail = b"MAIL FROM:<" + envelope_address(envelope_from).encode(encoding) + b">" + b"".join(
+            b" " + option for option in options) + b"\r\n"
+        rcpt = b"RCPT TO:<" + envelope_address(recipient).encode(encoding) + b">\r\n"
+        dialogue = slot.dialogue
+        assert dialogue is not None
         phase, in_data = Phase.MAIL, False
         try:
-            await _command(client, Phase.MAIL, smtp.timeout, *mail)
-            phase = Phase.RCPT
-            await _command(client, Phase.RCPT, smtp.timeout, *rcpt)
-            phase = Phase.DATA
-            await _command(client, Phase.DATA, smtp.timeout, b"DATA")
+            if client.supports_extension("pipelining"):  # RFC 2920: one write, three replies
+                self.pipelined += 1
+                replies = await dialogue.exchange(mail + rcpt + b"DATA\r\n", 3, smtp.timeout)
+                refused = [(step, reply) for step, reply in zip((Phase.MAIL, Phase.RCPT, Phase.DATA), replies)
+                           if not _expected(step, reply.code)]
+                if refused:
+                    phase = refused[0][0]
+                    if replies[2].code == 354:  # DATA taken although MAIL or RCPT was not: end the empty message
+                        await dialogue.exchange(b".\r\n", 1, smtp.timeout)
+                    _check(dialogue, *refused[0])
+            else:
+                _check(dialogue, phase, (await dialogue.exchange(mail, 1, smtp.timeout))[0])
+                phase = Phase.RCPT
+                _check(dialogue, phase, (await dialogue.exchange(rcpt, 1, smtp.timeout))[0])
+                phase = Phase.DATA
+                _check(dialogue, phase, (await dialogue.exchange(b"DATA\r\n", 1, smtp.timeout))[0])
             phase, in_data = Phase.DATA, True
-            response = await _message(client, data if transparent else _transparent(data), smtp.data_timeout)
+            [response] = await dialogue.exchange(
+                (data if transparent else _transparent(data)) + b".\r\n", 1, smtp.data_timeout
+            )
+            if response.code != 250:
+                if response.code == 421:
+                    dialogue.close()
+                raise smtp_errors.SMTPResponseException(response.code, response.message)
         except smtp_errors.SMTPResponseException as exc:
             reply = _refused(exc, phase)
-            if exc.code == 421 or not client.is_connected:
+            if exc.code == 421 or not dialogue.connected:
                 raise _Failure(reply) from None
             if not in_data:  # the transaction is still open (a refused MAIL, RCPT or DATA command): reset it
                 try:
-                    await client.rset(timeout=smtp.timeout)
+                    [reset] = await dialogue.exchange(b"RSET\r\n", 1, smtp.timeout)
+                    if reset.code != 250:
+                        raise _Failure(reply)
                 except _CONNECTION_ERRORS:
                     raise _Failure(reply) from None
             return reply
@@ -317,31 +348,116 @@ class SmtpPool:
         return Reply(MessageStatus.SENT, response.code, response.message)
 
 
-def _protocol(client: aiosmtplib.SMTP) -> SMTPProtocol:
-    if client.protocol is None or not client.is_connected:
-        raise smtp_errors.SMTPServerDisconnected("Connection lost")
-    return client.protocol
-
-
 def _expected(phase: Phase, code: int) -> bool:
     """The reply that lets a transaction go on: 250 to MAIL, 250 or 251 to RCPT, 354 to DATA (RFC 5321)."""
     return code == 354 if phase is Phase.DATA else code == 250 or (phase is Phase.RCPT and code == 251)
 
 
-async def _command(client: aiosmtplib.SMTP, phase: Phase, timeout: float, *args: bytes) -> SMTPResponse:
-    """One command of a mail transaction (RFC 5321 sec. 3.3) and its reply; raises SMTPResponseException
-    unless the reply is :func:`_expected`, and closes the client when the reply is 421, the server went away
-    or the reply timed out (the dialogue is then out of step)."""
-    try:
-        response = await _protocol(client).execute_command(*args, timeout=timeout)
-    except (smtp_errors.SMTPServerDisconnected, smtp_errors.SMTPTimeoutError):
-        client.close()
-        raise
-    if _expected(phase, response.code):
-        return response
-    if response.code == 421:
-        client.close()
-    raise smtp_errors.SMTPResponseException(response.code, response.message)
+def _check(dialogue: _Dialogue, phase: Phase, reply: SMTPResponse) -> None:
+    """Raise SMTPResponseException unless ``reply`` is :func:`_expected`; a 421 closes the connection."""
+    if not _expected(phase, reply.code):
+        if reply.code == 421:
+            dialogue.close()
+        raise smtp_errors.SMTPResponseException(reply.code, reply.message)
+
+
+_REPLY_LIMIT = 65536  # bytes of one reply, multi-line included: a server sending more is out of step
+
+
+class _Dialogue(asyncio.Protocol):
+    """The mail transactions of a connection aiosmtplib opened (greeting, EHLO, STARTTLS, AUTH): from then
+    on this protocol receives the connection's bytes.
+
+    aiosmtplib reads one reply per command written and runs regular expressions over every message; here
+    commands go out in groups when the server offers PIPELINING (RFC 2920: MAIL, RCPT and DATA in one write)
+    and every reply that arrives is kept, in order, until read. Replies are parsed as RFC 5321 sec. 4.2 has
+    them: ``250-...`` lines continue, ``250 ...`` ends. :meth:`exchange` raises SMTPServerDisconnected when
+    the connection is lost and SMTPReadTimeoutError when replies are late (and then closes the connection:
+    a late reply would be taken for the next command's).
+    """
+
+    def __init__(self, client: aiosmtplib.SMTP) -> None:
+        transport = client.transport
+        if transport is None or transport.is_closing():
+            raise smtp_errors.SMTPServerDisconnected("Connection lost")
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]  # asyncio's or uvloop's
+        self._loop = asyncio.get_running_loop()
+        self._buffer = bytearray()
+        self._replies: deque[SMTPResponse] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._lost: Exception | None = None
+        transport.set_protocol(self)
+
+    @property
+    def connected(self) -> bool:
+        return self._lost is None and not self.transport.is_closing()
+
+    def close(self) -> None:
+        self._lose(smtp_errors.SMTPServerDisconnected("Connection closed"))
+        self.transport.close()
+
+    async def exchange(self, data: bytes, replies: int, timeout: float) -> list[SMTPResponse]:
+        """Write ``data`` (commands, or a message ending with ``CRLF.CRLF``) and return the next ``replies``
+        replies; ``timeout`` seconds for all of them."""
+        if self._lost is not None:
+            raise self._lost
+        self.transport.write(data)
+        out: list[SMTPResponse] = []
+        try:
+            async with asyncio.timeout(timeout):
+                while len(out) < replies:
+                    if self._replies:
+                        out.append(self._replies.popleft())
+                    elif self._lost is not None:
+                        raise self._lost
+                    else:
+                        self._waiter = self._loop.create_future()
+                        await self._waiter
+        except TimeoutError:
+            self.close()
+            raise smtp_errors.SMTPReadTimeoutError("Timed out waiting for server response") from None
+        return out
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while (end := self._buffer.find(b"\n")) != -1:
+            start = 0
+            lines: list[bytes] = []
+            while end != -1:  # the lines of one reply
+                line = bytes(self._buffer[start:end]).rstrip(b"\r")
+                lines.append(line)
+                if line[3:4] != b"-":
+                    break
+                start, end = end + 1, self._buffer.find(b"\n", end + 1)
+            else:  # a multi-line reply not complete yet
+                if len(self._buffer) > _REPLY_LIMIT:
+                    self._lose(smtp_errors.SMTPServerDisconnected("reply too long: the server is out of step"))
+                    self.transport.close()
+                break
+            del self._buffer[: end + 1]
+            if not lines[0][:3].isdigit():
+                self._lose(smtp_errors.SMTPServerDisconnected(f"malformed reply {lines[0][:80]!r}"))
+                self.transport.close()
+                return
+            text = "\n".join(line[4:].strip().decode("utf-8", "surrogateescape") for line in lines)
+            self._replies.append(SMTPResponse(int(lines[0][:3]), text))
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._lose(smtp_errors.SMTPServerDisconnected("Unexpected EOF received"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lose(smtp_errors.SMTPServerDisconnected("Connection lost"))
+
+    def _lose(self, exc: Exception) -> None:
+        if self._lost is None:
+            self._lost = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
 
 def _transparent(data: bytes) -> bytes:
@@ -352,23 +468,6 @@ def _transparent(data: bytes) -> bytes:
         data = normalize_message_line_endings(data)
     stuffed = data.replace(b"\n.", b"\n..")
     return b"." + stuffed if stuffed.startswith(b".") else stuffed
-
-
-async def _message(client: aiosmtplib.SMTP, data: bytes, timeout: float) -> SMTPResponse:
-    """The message after a 354 reply, ``data`` already transparent (:func:`_transparent`), then ``CRLF.CRLF``,
-    and the reply. (aiosmtplib's ``data()`` runs two regular expressions over every message.)"""
-    protocol = _protocol(client)
-    try:
-        protocol.write(data + b".\r\n")
-        response = await protocol.read_response(timeout=timeout)
-    except (smtp_errors.SMTPServerDisconnected, smtp_errors.SMTPTimeoutError):
-        client.close()
-        raise
-    if response.code != 250:
-        if response.code == 421:
-            client.close()
-        raise smtp_errors.SMTPResponseException(response.code, response.message)
-    return response
 
 
 class SmtpRouter:

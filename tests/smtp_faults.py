@@ -32,6 +32,7 @@ class Faults:
     drop_in_data: dict[str, int] = field(default_factory=dict)  # address -> times the connection drops at DATA
     drop_after_message: int = 0  # close the connection right after accepting message number N (1-based)
     smtputf8: bool = True
+    pipelining: bool = True  # advertise PIPELINING (RFC 2920), as Postfix does; aiosmtpd takes groups anyway
     data_refused: dict[str, tuple[int, int]] = field(default_factory=dict)  # address -> (code, times) at DATA
 
 
@@ -74,6 +75,13 @@ class FaultyHandler:
             return f"{temporary} 4.7.1 <{address}>: try again later"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
+
+    async def handle_EHLO(self, server: SMTP, session: SmtpSession, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.faults.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
 
     async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
         recipient = envelope.rcpt_tos[0]

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dkim
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
@@ -82,7 +83,8 @@ def _outcomes(app: App) -> dict[str, tuple[str, str, list[str]]]:
     return {address: (status, text, events[pk]) for pk, address, status, text in rows}
 
 
-def test_faults_end_sent_deferred_then_sent_or_failed_and_nobody_twice(app: App) -> None:
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
+def test_faults_end_sent_deferred_then_sent_or_failed_and_nobody_twice(app: App, pipelining: bool) -> None:
     people = [f"person{i:02d}@example.org" for i in range(40)]
     faults = Faults(
         greeting_421=2,
@@ -90,17 +92,20 @@ def test_faults_end_sent_deferred_then_sent_or_failed_and_nobody_twice(app: App)
         rcpt_permanent={people[5]: 550},
         drop_in_data={people[6]: 1},
         rcpt_slow={people[7]: (1.5, 1)},
+        data_refused={people[8]: (451, 1)},
+        pipelining=pipelining,
     )
     server, handler = fault_server(faults)
     with server:
         app = _app(app, server)
         _queue(app, people)
-        _send_all(app)
+        _, pool = _send_all(app)
+    assert (pool.pipelined > 0) == pipelining
     outcomes = _outcomes(app)
     received = handler.received_by()
     assert all(count == 1 for count in received.values()), "nobody gets two copies"
     assert set(received) == set(people) - {people[5]}
-    for address in people[1:5] + people[6:8]:
+    for address in people[1:5] + people[6:9]:
         status, _, events = outcomes[address]
         assert status == "sent" and "deferred" in events and events.index("deferred") < events.index("sent"), address
     status, text, events = outcomes[people[5]]
@@ -121,9 +126,10 @@ def _reply_texts(app: App, address: str) -> list[str]:
         ))
 
 
-def test_connection_dropped_after_message_120_of_300(app: App) -> None:
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
+def test_connection_dropped_after_message_120_of_300(app: App, pipelining: bool) -> None:
     people = [f"p{i:03d}@example.org" for i in range(300)]
-    server, handler = fault_server(Faults(drop_after_message=120))
+    server, handler = fault_server(Faults(drop_after_message=120, pipelining=pipelining))
     with server:
         app = _app(app, server, messages_per_connection=1000)
         _queue(app, people)
@@ -251,11 +257,12 @@ def test_signed_messages_arrive_verifiable_with_their_dotted_lines_intact(app: A
         assert dkim.verify(data, dnsfunc=lambda name, timeout=5: record if name == b"s2021._domainkey.example.org." else None)
 
 
-def test_a_refused_data_command_resets_the_transaction_and_the_connection_goes_on(app: App) -> None:
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
+def test_a_refused_data_command_resets_the_transaction_and_the_connection_goes_on(app: App, pipelining: bool) -> None:
     """451 to DATA leaves MAIL and RCPT in force (RFC 5321 sec. 4.1.1.4): RSET, or the next MAIL on the same
     connection would be refused as a nested transaction."""
     people = ["ann@example.org", "bob@example.org", "cy@example.org"]
-    server, handler = fault_server(Faults(data_refused={"ann@example.org": (451, 1)}))
+    server, handler = fault_server(Faults(data_refused={"ann@example.org": (451, 1)}, pipelining=pipelining))
     with server:
         app = _app(app, server, connections=1)
         _queue(app, people)

@@ -246,3 +246,25 @@ def test_a_transparent_message_goes_as_it_is(smtp_server: object) -> None:
     assert asyncio.run(send()) == [MessageStatus.SENT] * 3
     received = [m.data for m in smtp_server.handler.messages]  # type: ignore[attr-defined]
     assert received == [MESSAGE, message, b"Subject: dot\r\n\r\n.one dot when received\r\n"]
+
+
+@pytest.mark.parametrize("security", [Security.STARTTLS, Security.TLS])
+def test_tls_connections_carry_pipelined_transactions_on_uvloop(certificate: tuple[Path, Path], security: Security) -> None:
+    """The service runs on uvloop (mailer.app.run_async): the transaction layer takes over its TLS transports."""
+    from mailer.app import run_async
+
+    server, handler = fault_server(Faults(), tls_context=_server_context(certificate),
+                                   require_starttls=security is Security.STARTTLS,
+                                   implicit_tls=security is Security.TLS)
+    with server:
+        settings = _smtp(server, security=security, ca_file=str(certificate[0]), connections=2)
+
+        async def send() -> tuple[list[MessageStatus], int]:
+            async with SmtpPool(settings) as pool:
+                replies = await asyncio.gather(*(pool.send("webinars@example.org", f"p{i}@example.org", MESSAGE)
+                                                 for i in range(6)))
+                return [reply.status for reply in replies], pool.pipelined
+
+        statuses, pipelined = run_async(send())
+    assert statuses == [MessageStatus.SENT] * 6 and pipelined == 6
+    assert handler.tls_messages == 6 and handler.quits == handler.connections == 2
