@@ -11,6 +11,7 @@ Loaded once at start-up and passed down explicitly; nothing reads config at impo
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -320,6 +321,24 @@ class _Reader:
         self.path = path
         self.data = data
         self.prefix = prefix
+        self.asked: set[str] = set()  # every key the loader looked for, present or not
+        self.children: list[_Reader] = []
+
+    def keys(self) -> list[str]:
+        """The table's keys, for tables whose keys are names (regions, servers, countries): all are known."""
+        self.asked.update(self.data)
+        return list(self.data)
+
+    def refuse_unknown(self) -> None:
+        """Raise ConfigError for the first key no loader asked for (a typo such as ``[smpt]`` or ``canceled``
+        would otherwise be ignored without a word), naming the closest known key."""
+        for key in self.data:
+            if key not in self.asked:
+                close = difflib.get_close_matches(key, sorted(self.asked), n=1)
+                fix = f"did you mean `{close[0]}`?" if close else f"known here: {', '.join(sorted(self.asked)) or 'none'}"
+                raise self.fail(key, "unknown setting", fix)
+        for child in self.children:
+            child.refuse_unknown()
 
     def key(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -328,6 +347,7 @@ class _Reader:
         return ConfigError(str(self.path), self.key(name), problem, fix)
 
     def get(self, name: str, kind: type, default: Any = ...) -> Any:
+        self.asked.add(name)
         if name not in self.data:
             if default is ...:
                 raise self.fail(name, "missing", f"add `{name} = ...`")
@@ -341,7 +361,9 @@ class _Reader:
 
     def table(self, name: str) -> _Reader:
         value = self.get(name, dict, {})
-        return _Reader(self.path, value, f"{self.prefix}{name}.")
+        child = _Reader(self.path, value, f"{self.prefix}{name}.")
+        self.children.append(child)
+        return child
 
     def strings(self, name: str, default: Any = ...) -> tuple[str, ...]:
         value = self.get(name, list, default)
@@ -397,14 +419,15 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
     main = _Reader(main_path, _read_toml(main_path))
 
     db = main.table("database")
-    url = database_url or os.environ.get("DATABASE_URL") or db.get("url", str, "sqlite:///var/mailer.db")
+    file_url = db.get("url", str, "sqlite:///var/mailer.db")
+    url = database_url or os.environ.get("DATABASE_URL") or file_url
     url = _absolute_sqlite_url(url, base_dir)
 
     smtp_table = main.table("smtp")
     smtp = _smtp_server(smtp_table, None, base_dir)
     smtp_servers = {
         name: _smtp_server(smtp_table.table("servers").table(name), smtp, base_dir)
-        for name in smtp_table.get("servers", dict, {})
+        for name in smtp_table.table("servers").keys()
     }
     smtp_routes = _smtp_routes(smtp_table.table("routes"), smtp_servers)
 
@@ -429,7 +452,7 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
 
     regions: dict[str, Region] = {}
     regions_table = main.table("regions")
-    for region_id in regions_table.data:
+    for region_id in regions_table.keys():
         reader = regions_table.table(region_id)
         regions[region_id] = Region(
             id=region_id,
@@ -440,7 +463,7 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
         )
 
     country_zones_table = main.table("country_zones")
-    country_zones = {code.upper(): country_zones_table.zone(code) for code in country_zones_table.data}
+    country_zones = {code.upper(): country_zones_table.zone(code) for code in country_zones_table.keys()}
 
     web_table = main.table("web")
     web = WebSettings(
@@ -455,21 +478,25 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
     series_path = config_dir / "series.toml"
     series = _load_series(series_path, regions, templates_dir, main.table("lateness"))
 
+    capture_dir = base_dir / main.table("capture").get("directory", str, "var/capture")
+    lease, retry_base = delivery.duration("lease", "5m"), delivery.duration("retry_base", "1m")
+    poll_interval = delivery.duration("poll_interval", "30s")
+    main.refuse_unknown()
     return Settings(
         base_dir=base_dir,
         config_dir=config_dir,
         database_url=url,
         smtp=smtp,
         sender=sender,
-        capture_dir=base_dir / main.table("capture").get("directory", str, "var/capture"),
+        capture_dir=capture_dir,
         templates_dir=templates_dir,
         default_language=default_language,
         languages=languages,
         regions=regions,
         country_zones=country_zones,
-        lease=delivery.duration("lease", "5m"),
-        retry_base=delivery.duration("retry_base", "1m"),
-        poll_interval=delivery.duration("poll_interval", "30s"),
+        lease=lease,
+        retry_base=retry_base,
+        poll_interval=poll_interval,
         series=series,
         web=web,
         smtp_servers=smtp_servers,
@@ -503,12 +530,17 @@ def _smtp_server(table: _Reader, base: SmtpSettings | None, base_dir: Path) -> S
         port_text = os.environ.get("SMTP_PORT", "")
         if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
             raise ConfigError("$SMTP_PORT", "", f"not a port number: {port_text!r}", "give 1-65535, e.g. 587")
-        port = int(port_text) if port_text else table.get("port", int, 587)
+        file_port = table.get("port", int, 587)
+        port = int(port_text) if port_text else file_port
         name = "default"
+        if not 0 < port < 65536:
+            raise table.fail("port", f"not a port number: {port}", "give 1-65535, e.g. 587")
     else:
         host = table.get("host", str)
         port = table.get("port", int, {Security.TLS: 465, Security.STARTTLS: 587}.get(security, 25))
         name = table.prefix.removeprefix("smtp.servers.").rstrip(".")
+        if not 0 < port < 65536:
+            raise table.fail("port", f"not a port number: {port}", "give 1-65535, e.g. 587")
         if not host:
             raise table.fail("host", "empty", "a named server needs a host name")
     limits = {}
@@ -676,6 +708,7 @@ def _load_series(path: Path, regions: dict[str, Region], templates_dir: Path, la
                 send_window=send_window,
             )
         )
+        reader.refuse_unknown()
 
     sessions: list[Session] = []
     for index, raw in enumerate(root.get("sessions", list)):
@@ -706,10 +739,11 @@ def _load_series(path: Path, regions: dict[str, Region], templates_dir: Path, la
                 cancelled=reader.get("cancelled", bool, False),
             )
         )
+        reader.refuse_unknown()
     if len({s.id for s in sessions}) != len(sessions):
         raise root.fail("sessions", "duplicate session id", "give each session a unique id")
 
-    return Series(
+    series = Series(
         id=head.get("id", str),
         title=head.get("title", str),
         organisers=head.strings("organisers", ()),
@@ -717,6 +751,8 @@ def _load_series(path: Path, regions: dict[str, Region], templates_dir: Path, la
         sessions=tuple(sessions),
         steps=tuple(steps),
     )
+    root.refuse_unknown()
+    return series
 
 
 __all__ = [

@@ -70,3 +70,35 @@ def test_config_errors_name_file_key_and_fix(tmp_path: Path, old: str, new: str,
     assert "series.toml" in message
     assert caught.value.key == key
     assert hint in message
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "key", "hint"),
+    [
+        ("mailer.toml", "[smtp]", "[smpt]", "smpt", "did you mean `smtp`?"),
+        ("mailer.toml", "[database]", "template_dir = 'templates/email'\n[database]", "template_dir",
+         "did you mean `templates_dir`?"),
+        ("series.toml", "[[sessions]]\n", "[[sessions]]\ncanceled = true\n", "sessions[0].canceled",
+         "did you mean `cancelled`?"),
+        ("series.toml", "[[steps]]\n", "[[steps]]\nsend_windw = '08:00-20:00'\n", "steps[0].send_windw",
+         "did you mean `send_window`?"),
+        ("mailer.toml", "port = 587", "port = 99999", "smtp.port", "give 1-65535"),
+    ],
+)
+def test_a_misspelt_or_impossible_setting_stops_loading(
+    tmp_path: Path, file: str, old: str, new: str, key: str, hint: str
+) -> None:
+    """A typo must not be ignored: ``[smpt]`` would leave the relay unset and send everything to the capture
+    server; ``canceled = true`` would leave the session running."""
+    config = tmp_path / "config"
+    config.mkdir()
+    for name in ("mailer.toml", "series.toml"):
+        text = (ROOT / "config" / name).read_text()
+        if name == file:
+            assert old in text
+            text = text.replace(old, new, 1)
+        (config / name).write_text(text)
+    (tmp_path / "templates").symlink_to(ROOT / "templates")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, database_url="sqlite:///:memory:")
+    assert caught.value.key == key and hint in str(caught.value), str(caught.value)
