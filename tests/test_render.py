@@ -647,3 +647,19 @@ def test_arabic_text_parts_isolate_dates_names_and_urls(renderer: Renderer, sett
                               unsubscribe_url=UNSUBSCRIBE)
     assert not any(mark in english.text for mark in "\u2066\u2068\u2069")  # left-to-right text needs none
     assert f'<a class="button-link" href="{session.join_url}"' in english.html
+
+
+@pytest.mark.parametrize("address", ["not-an-address", "", "a@b@example.org"])
+def test_send_test_refuses_a_bad_address_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, address: str
+) -> None:
+    code, _, err = run_cli(monkeypatch, capsys, tmp_path, "send-test", "--session", "africa-2021", "--step",
+                           "invitation", "--to", address)
+    assert code == 2 and "Invalid value for --to" in err and "Traceback" not in err
+
+
+def test_sessions_list_names_the_known_sessions_for_an_unknown_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = run_cli(monkeypatch, capsys, tmp_path, "sessions", "list", "--session", "latam-2022")
+    assert code == 2 and "unknown session 'latam-2022'" in err and "latin-america-2022" in err and out == ""

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.console import Console
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from mailer.app import App, open_app
@@ -29,6 +30,12 @@ class AppContext:
 
 
 pass_ctx = click.make_pass_decorator(AppContext)
+
+
+def output_console() -> Console:
+    """Where commands print: the terminal's width, or 200 columns when the output goes to a pipe or a file
+    (rich would otherwise assume 80 and cut table cells)."""
+    return Console(width=None if sys.stdout.isatty() else 200)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mailer.app import App
-from mailer.cli import AppContext, pass_ctx
+from mailer.cli import AppContext, output_console, pass_ctx
 from mailer.clock import SystemClock
 from mailer.contacts import ImportReport, Rejected, contact_by_email, find_contacts, import_contacts
 from mailer.errors import NotFoundError
@@ -163,7 +163,7 @@ def list_contacts_command(ctx: AppContext, region: str | None, search: str | Non
         name = " ".join(part for part in (view.title, view.name) if part)
         table.add_row(view.email, name, view.country, view.language, view.time_zone, ", ".join(view.regions),
                       view.status)
-    console = Console(width=None if sys.stdout.isatty() else 200)  # piped: never cut addresses
+    console = output_console()
     console.print(table)
     console.print(f"{len(views)} of {total} contacts shown")
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from mailer.cli import AppContext, pass_ctx
+from mailer.cli import AppContext, output_console, pass_ctx
 from mailer.db import transaction
 from mailer.errors import NotFoundError
 from mailer.models import MessageStatus
@@ -31,7 +30,7 @@ def log_command(
     with transaction(ctx.app.factory) as db:
         rows, total = delivery_log(db, session_id=session_id, step=step, status=status, address=address, limit=limit)
         events = {row.pk: message_events(db, row.pk) for row in rows} if show_events else {}
-    console = Console()
+    console = output_console()
     table = Table(title=f"Delivery log: {len(rows)} of {total} messages")
     for column in ("recipient", "session", "step", "lang", "status", "tries", "code", "updated (UTC)"):
         table.add_column(column, no_wrap=column != "recipient", overflow="fold")
@@ -90,7 +89,7 @@ def report(ctx: AppContext, session_id: str | None) -> None:
     if not rows:
         click.echo("No messages yet.")
         return
-    Console().print(counts_table(rows, "Delivery report"))
+    output_console().print(counts_table(rows, "Delivery report"))
 
 
 COMMANDS = [log_command, report]

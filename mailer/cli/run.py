@@ -5,14 +5,16 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from datetime import datetime
+from email.utils import parseaddr
 from pathlib import Path
 
 import click
+from email_validator import EmailNotValidError, validate_email
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from mailer.app import App, open_app, run_async
-from mailer.cli import AppContext, pass_ctx
+from mailer.cli import AppContext, output_console, pass_ctx
 from mailer.cli.log import counts_table
 from mailer.clock import SystemClock
 from mailer.config import load_settings
@@ -73,7 +75,7 @@ def run_simulation(app: App, console: Console, start: datetime | None = None, en
 @pass_ctx
 def simulate_command(ctx: AppContext, start_text: str | None, end_text: str | None) -> None:
     """Run the whole timeline in virtual time, sending for real, then print the report."""
-    run_simulation(ctx.app, Console(), _parse_utc(start_text, "--from"), _parse_utc(end_text, "--until"))
+    run_simulation(ctx.app, output_console(), _parse_utc(start_text, "--from"), _parse_utc(end_text, "--until"))
 
 
 @click.command("demo")
@@ -93,7 +95,7 @@ def demo(click_ctx: click.Context, contacts_dir: Path) -> None:
     from mailer.registrations import import_registrations
 
     ctx: AppContext = click_ctx.obj
-    console = Console()
+    console = output_console()
     settings = load_settings(ctx.config_dir, database_url=ctx.database_url)
     missing = [
         str(contacts_dir / f"{session.region}.csv")
@@ -142,7 +144,16 @@ def demo(click_ctx: click.Context, contacts_dir: Path) -> None:
 @click.option("--name", default="Test Recipient", show_default=True)
 @pass_ctx
 def send_test(ctx: AppContext, session_id: str, step_name: str, address: str, language: str, zone: str, name: str) -> None:
-    """Render one message for a sample recipient and send it now (nothing is queued or logged)."""
+    """Render one message for a sample recipient and send it now (nothing is queued or logged).
+
+    ``--to`` takes an address, or ``Name <address>`` (the name then replaces ``--name``).
+    """
+    display, parsed = parseaddr(address)
+    try:
+        address = validate_email(parsed or address, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise click.BadParameter(f"{address!r}: {exc}", param_hint="--to") from None
+    name = display or name
     settings = ctx.app.settings
     try:
         session = settings.series.session(session_id)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
-from mailer.cli import AppContext, pass_ctx
+from mailer.errors import NotFoundError
+from mailer.cli import AppContext, output_console, pass_ctx
 from mailer.clock import SystemClock
 from mailer.db import transaction
 from mailer.models import SessionRow
@@ -26,8 +26,13 @@ def sessions() -> None:
 def list_sessions(ctx: AppContext, session_id: str | None) -> None:
     """Each session's steps: time in the session's zone and in UTC, deadline, audience size now."""
     settings = ctx.app.settings
+    if session_id:
+        try:
+            settings.series.session(session_id)
+        except KeyError as exc:
+            raise NotFoundError(exc.args[0]) from None
     now = SystemClock().now()
-    console = Console()
+    console = output_console()
     with transaction(ctx.app.factory) as db:
         rows = {row.id: row for row in db.scalars(select(SessionRow))}
         for session in settings.series.sessions:
@@ -43,7 +48,7 @@ def list_sessions(ctx: AppContext, session_id: str | None) -> None:
             )
             for column in ("step", "kind", "audience", f"time ({session.zone_name})", "time (UTC)", "deadline (UTC)",
                            "recipients", "auto"):
-                table.add_column(column)
+                table.add_column(column, overflow="fold")
             for step in settings.series.steps:
                 moment = step_time(session, step)
                 audience = default_audience(session, step)

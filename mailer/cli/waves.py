@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from mailer.cli import AppContext, pass_ctx
+from mailer.cli import AppContext, output_console, pass_ctx
 from mailer.clock import SystemClock
 from mailer.db import transaction
 from mailer.errors import NotFoundError
@@ -91,15 +90,15 @@ def list_waves(ctx: AppContext, session_id: str | None, show_all: bool) -> None:
     used = [status for status in STATUS_COLUMNS if any(row.counts.get(status) for row in rows)]
     table = Table(title="Waves")
     for column in ("wave", "session", "step", "audience", "state"):
-        table.add_column(column, justify="right" if column == "wave" else "left", no_wrap=True)
+        table.add_column(column, justify="right" if column == "wave" else "left", overflow="fold")
     for column in (*used, "total"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", overflow="fold")
     for row in rows:
         table.add_row(
             str(row.wave_id), row.session_id, row.step, row.audience, row.wave_status,
             *(str(row.counts.get(status, 0)) for status in used), str(row.total),
         )
-    Console().print(table)
+    output_console().print(table)
 
 
 def _change(ctx: AppContext, wave_id: int, status: WaveStatus) -> None:

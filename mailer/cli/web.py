@@ -5,11 +5,10 @@ from __future__ import annotations
 import sys
 
 import click
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
-from mailer.cli import AppContext, pass_ctx
+from mailer.cli import AppContext, output_console, pass_ctx
 from mailer.clock import SystemClock
 from mailer.db import transaction
 from mailer.models import StaffRole, StaffUser
@@ -118,7 +117,7 @@ def list_users(ctx: AppContext) -> None:
     for user in rows:
         last = f"{user.last_login_at:%Y-%m-%d %H:%M}" if user.last_login_at else ""
         table.add_row(user.username, user.role, user.email, "yes" if user.active else "no", last)
-    Console().print(table)
+    output_console().print(table)
 
 
 COMMANDS = [web, users]
