@@ -353,6 +353,16 @@ class Rejected:
 
 
 @dataclass(frozen=True, slots=True)
+class Replaced:
+    """A cell the import could not use and replaced (the row itself was kept): what was in it, what is used."""
+
+    line: int
+    column: str
+    value: str
+    used: str
+
+
+@dataclass(frozen=True, slots=True)
 class Duplicate:
     """A row whose address (case-insensitively) already came earlier in the file: that one (``kept_line``) wins."""
 
@@ -382,6 +392,7 @@ class ImportReport:
     rejected: tuple[Rejected, ...]
     duplicates: tuple[Duplicate, ...]
     rejects_path: Path | None
+    replaced: tuple[Replaced, ...] = ()
 
     @property
     def imported(self) -> int:
@@ -413,6 +424,7 @@ class _Row:
     language_explicit: bool
     time_zone: str
     zone_explicit: bool
+    replaced: tuple[Replaced, ...] = ()
 
 
 def _language_and_zone(
@@ -439,10 +451,17 @@ def _parse_row(table: Table, record: Record, defaults: _Defaults) -> _Row | Reje
     if not name:
         name_title, name = split_title(clean_text(table.value(record, "name")))
         title = title or name_title
-    country = country_code(clean_text(table.value(record, "country"))) or ""
-    language, language_explicit, zone, zone_explicit = _language_and_zone(
-        table.value(record, "language"), table.value(record, "time_zone"), country, defaults
-    )
+    country_cell = clean_text(table.value(record, "country"))
+    country = country_code(country_cell) or ""
+    language_cell, zone_cell = table.value(record, "language"), table.value(record, "time_zone")
+    language, language_explicit, zone, zone_explicit = _language_and_zone(language_cell, zone_cell, country, defaults)
+    replaced = []  # cells with something the import could not use: reported, never silently
+    if country_cell and not country:
+        replaced.append(Replaced(record.line, "country", country_cell, "(blank)"))
+    if language_cell.strip() and not language_explicit:
+        replaced.append(Replaced(record.line, "language", language_cell.strip(), language))
+    if zone_cell.strip() and not is_known_zone(zone_cell.strip()):
+        replaced.append(Replaced(record.line, "time zone", zone_cell.strip(), zone))
     return _Row(
         line=record.line,
         address=address,
@@ -454,6 +473,7 @@ def _parse_row(table: Table, record: Record, defaults: _Defaults) -> _Row | Reje
         language_explicit=language_explicit,
         time_zone=zone,
         zone_explicit=zone_explicit,
+        replaced=tuple(replaced),
     )
 
 
@@ -634,6 +654,7 @@ def import_contacts(
     rejected: list[Rejected] = []
     rejected_cells: list[tuple[Sequence[str], int, str]] = []
     duplicates: list[Duplicate] = []
+    replaced: list[Replaced] = []
     first_line: dict[str, int] = {}
     counts = _Counts()
     with transaction(factory) as db:
@@ -650,6 +671,7 @@ def import_contacts(
             if kept != parsed.line:
                 duplicates.append(Duplicate(parsed.line, parsed.address.email, kept))
                 continue
+            replaced.extend(parsed.replaced)
             chunk.append(parsed)
             if len(chunk) >= _CHUNK:
                 _store_chunk(db, chunk, list_id, table.path.name, now, counts)
@@ -677,6 +699,7 @@ def import_contacts(
         rejected=tuple(rejected),
         duplicates=tuple(duplicates),
         rejects_path=written,
+        replaced=tuple(replaced),
     )
 
 

@@ -422,3 +422,16 @@ def test_big_file_in_chunks_with_progress(app: App, tmp_path: Path) -> None:
     person = contact(app, "person2499@big.example")
     assert (person.name, person.country, person.time_zone) == ("Person 2499", "KE", "Africa/Nairobi")
     assert list_size(app, "africa") == 2500
+
+
+def test_cells_not_understood_are_reported_with_what_was_used(app: App, tmp_path: Path) -> None:
+    path = tmp_path / "odd.csv"
+    path.write_text("email,name,country,language,time_zone\n"
+                    "k@example.org,Kirk,Narnia,Klingon,Mars/Base\n"
+                    "l@example.org,Lee,FR,fr,Europe/Paris\n", encoding="utf-8")
+    report = import_contacts(app.factory, app.settings, path, "africa", NOW, rejects_path=tmp_path / "r.csv")
+    assert report.imported == 2 and not report.rejected
+    assert [(r.line, r.column, r.value) for r in report.replaced] == [
+        (2, "country", "Narnia"), (2, "language", "Klingon"), (2, "time zone", "Mars/Base")]
+    used = {r.column: r.used for r in report.replaced}
+    assert used["language"] == "en" and used["time zone"] == "Africa/Lagos"  # the region's defaults

@@ -97,11 +97,17 @@ def print_import_report(report: ImportReport) -> None:
     )
     click.echo(f"  rejected   {len(report.rejected):6d}{_rejects_note(report.rejects_path)}")
     click.echo(f"  duplicates {len(report.duplicates):6d}")
+    if report.replaced:
+        click.echo(f"  replaced   {len(report.replaced):6d}  (cells not understood; the rows were imported)")
     _echo_rejected(report.rejected)
     if report.duplicates:
         click.echo("Duplicates (the first row wins):")
     for duplicate in report.duplicates:
         click.echo(f"  line {duplicate.line}: {duplicate.email} (same address as line {duplicate.kept_line})")
+    if report.replaced:
+        click.echo("Replaced cells (correct them in the file and import it again):")
+    for cell in report.replaced:
+        click.echo(f"  line {cell.line}: {cell.column} {cell.value!r} not recognised; {cell.used} used")
 
 
 def print_registration_report(report: RegistrationReport) -> None:
