@@ -152,7 +152,7 @@ def _physical_lines(text: str) -> Iterator[str]:
 
 def _records(text: str, delimiter: str) -> tuple[Iterator[Record], Callable[[], int]]:
     """Non-blank records with their first physical line, and a function telling how many lines were read."""
-    reader = csv.reader(_physical_lines(text), delimiter=delimiter)
+    reader = csv.reader(_physical_lines(text), delimiter=delimiter, strict=True)  # an unclosed quote is an error
 
     def generate() -> Iterator[Record]:
         previous = 0
@@ -162,7 +162,9 @@ def _records(text: str, delimiter: str) -> tuple[Iterator[Record], Callable[[], 
             except StopIteration:
                 return
             except csv.Error as exc:
-                raise ImportFileError(f"line {previous + 1}: unreadable CSV ({exc})") from None
+                hint = ": a quote opened on this line is never closed" if "end of data" in str(exc) else ""
+                raise ImportFileError(f"line {previous + 1}: unreadable CSV ({exc}){hint}; fix the quoting in the file "
+                                      "and import it again (nothing was imported)") from None
             line, previous = previous + 1, reader.line_num
             if any(cell.strip() for cell in cells):
                 yield Record(line, tuple(cells))

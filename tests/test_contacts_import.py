@@ -26,6 +26,7 @@ from mailer.contacts import (
     normalise_address,
     split_title,
 )
+from mailer.db import transaction
 from mailer.errors import ImportFileError, NaiveDatetimeError, NotFoundError
 from mailer.locales import country_language
 from mailer.models import Contact, ContactList, ListMembership
@@ -435,3 +436,13 @@ def test_cells_not_understood_are_reported_with_what_was_used(app: App, tmp_path
         (2, "country", "Narnia"), (2, "language", "Klingon"), (2, "time zone", "Mars/Base")]
     used = {r.column: r.used for r in report.replaced}
     assert used["language"] == "en" and used["time zone"] == "Africa/Lagos"  # the region's defaults
+
+
+def test_an_unclosed_quote_stops_the_import_at_its_line_and_imports_nothing(app: App, tmp_path: Path) -> None:
+    path = tmp_path / "quote.csv"
+    path.write_text('email,name,country\nann@example.org,Ann,GH\nana@example.org,"Ana,Mexico\nbob@example.org,Bob,Peru\n',
+                    encoding="utf-8")
+    with pytest.raises(ImportFileError, match=r"line 3: .*a quote opened on this line is never closed"):
+        import_contacts(app.factory, app.settings, path, "africa", NOW, rejects_path=tmp_path / "r.csv")
+    with transaction(app.factory) as db:
+        assert db.scalar(select(func.count()).select_from(Contact)) == 0
