@@ -115,7 +115,8 @@ def demo(click_ctx: click.Context, contacts_dir: Path) -> None:
     now = SystemClock().now()
     for session in settings.series.sessions:
         contacts = contacts_dir / f"{session.region}.csv"
-        result = import_contacts(app.factory, settings, contacts, session.region, now)
+        result = import_contacts(app.factory, settings, contacts, session.region, now,
+                                 rejects_path=demo_dir / "rejects" / f"{contacts.stem}-rejects.csv")
         console.print(
             f"contacts {contacts.name:<22} {result.imported:4d} imported, {len(result.rejected):2d} rejected,"
             f" {len(result.duplicates)} duplicate" + (f" (see {result.rejects_path})" if result.rejects_path else ""),
@@ -123,7 +124,8 @@ def demo(click_ctx: click.Context, contacts_dir: Path) -> None:
         )
         registrations = contacts_dir / f"registrations-{session.region}.csv"
         if registrations.exists():
-            regs = import_registrations(app.factory, settings, registrations, session.id, now)
+            regs = import_registrations(app.factory, settings, registrations, session.id, now,
+                                        rejects_path=demo_dir / "rejects" / f"{registrations.stem}-rejects.csv")
             console.print(
                 f"registrations {registrations.name:<31} {regs.registered:3d} registered, {regs.denied:2d} denied,"
                 f" {regs.new_contacts} new contacts, {len(regs.rejected)} rejected",
