@@ -673,7 +673,9 @@ def _load_series(path: Path, regions: dict[str, Region], templates_dir: Path, la
         template = reader.get("template", str, kind.value)
         if not (templates_dir / template).is_dir():
             raise reader.fail(
-                "template", f"no template folder {templates_dir / template}", "create it or name an existing one"
+                "template", f"no template folder {templates_dir / template}",
+                "create it, name an existing one, or set templates_dir in mailer.toml (relative paths there start "
+                "at the config folder's parent)",
             )
         local_time = send_window = None
         local_text = reader.get("local_time", str, "")
