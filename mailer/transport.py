@@ -14,7 +14,9 @@ SMTP replies are classified.
 ``messages_per_connection`` messages, applies the server's rate limits, reconnects after a drop (a drop
 before DATA on a reused connection is retried at once on a new one: nothing was delivered), and sends
 QUIT when closed. One recipient per SMTP transaction, so a refusal belongs to exactly one message.
-Timeouts are per phase: ``connect_timeout`` (TCP, greeting, EHLO, STARTTLS, AUTH), ``timeout`` (MAIL,
+aiosmtplib opens each connection (greeting, EHLO, STARTTLS, AUTH); its transactions then run over
+:class:`_Dialogue`, which sends MAIL, RCPT and DATA in one write when the server offers PIPELINING
+(RFC 2920) and keeps every reply in order. Timeouts are per phase: ``connect_timeout`` (TCP, greeting, EHLO, STARTTLS, AUTH), ``timeout`` (MAIL,
 RCPT, RSET, QUIT), ``data_timeout`` (the message and the reply to its final dot). A timeout after the
 message was sent is deferred like any other; the receiver may then get it twice (RFC 1047), which the
 stable Message-ID lets it recognise.
