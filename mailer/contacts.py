@@ -224,8 +224,10 @@ def read_table(path: Path, aliases: dict[str, tuple[str, ...]], *, required: str
             continue  # unreadable with this delimiter: try the next one
         if preamble and not first_cells:
             first_cells = preamble[0].cells
-    shown = ", ".join(repr(c) for c in first_cells[:12])
-    raise ImportFileError(f"{path.name}: no header row with an {required} column found (first row: {shown})")
+    shown = f"first row: {', '.join(repr(c) for c in first_cells[:12])}" if first_cells else "the file has no rows"
+    accepted = ", ".join(repr(alias) for alias in aliases[required][:8])
+    raise ImportFileError(f"{path.name}: no header row with an {required} column found ({shown}); name that "
+                          f"column one of {accepted} (any case, accents ignored)")
 
 
 def write_rejects(path: Path, header: Sequence[str], rows: Sequence[tuple[Sequence[str], int, str]]) -> None:
