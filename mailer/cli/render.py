@@ -126,7 +126,8 @@ def preview(
     note = f" (requested {rendered.requested_language or 'none'}: fell back)" if rendered.fell_back else ""
     click.echo(f"Subject:  {rendered.subject}")
     click.echo(f"Language: {used}{note}")
-    click.echo(f"To:       {recipient.display_name or '-'} <{recipient.email}>, zone {recipient.time_zone}")
+    to = f"{recipient.display_name} <{recipient.email}>" if recipient.display_name else recipient.email
+    click.echo(f"To:       {to}, zone {recipient.time_zone}")
     click.echo("")
     click.echo(rendered.text, nl=False)
     if html_path is not None:
