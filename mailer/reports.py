@@ -9,81 +9,9 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session as DbSession
 
-from mailer.models import Contact, DeliveryEvent, Message, MessageStatus, Wave
+from mailer.models import DeliveryEvent, Message, MessageStatus, Wave
 
 STATUS_COLUMNS = tuple(status.value for status in MessageStatus)
-
-
-@dataclass(frozen=True)
-class LogRow:
-    """One message as the log shows it; ``detail`` is its last event's text."""
-
-    pk: int
-    recipient: str
-    session_id: str
-    step: str
-    language: str
-    status: str
-    attempts: int
-    reply_code: int | None
-    reply_text: str
-    due_at: datetime
-    sent_at: datetime | None
-    updated_at: datetime
-    detail: str
-
-
-def delivery_log(
-    db: DbSession,
-    *,
-    session_id: str | None = None,
-    step: str | None = None,
-    status: str | None = None,
-    address: str | None = None,
-    limit: int = 50,
-    offset: int = 0,
-) -> tuple[list[LogRow], int]:
-    """Messages matching the filters, newest change first, and the total matching count.
-
-    ``address`` matches a substring of the recipient, case-insensitively.
-    """
-    conditions = []
-    if session_id:
-        conditions.append(Message.session_id == session_id)
-    if step:
-        conditions.append(Message.step == step)
-    if status:
-        conditions.append(Message.status == status)
-    if address:
-        conditions.append(Contact.email_key.contains(address.strip().casefold()))
-    last_event = (
-        select(DeliveryEvent.detail)
-        .where(DeliveryEvent.message_pk == Message.id)
-        .order_by(DeliveryEvent.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    base = select(Message, last_event).join(Contact, Contact.id == Message.contact_id).where(*conditions)
-    total = db.scalar(select(func.count()).select_from(base.subquery())) or 0
-    rows = db.execute(base.order_by(Message.updated_at.desc(), Message.id.desc()).limit(limit).offset(offset)).all()
-    return [
-        LogRow(
-            pk=message.id,
-            recipient=message.recipient,
-            session_id=message.session_id,
-            step=message.step,
-            language=message.language,
-            status=message.status,
-            attempts=message.attempts,
-            reply_code=message.reply_code,
-            reply_text=message.reply_text,
-            due_at=message.due_at,
-            sent_at=message.sent_at,
-            updated_at=message.updated_at,
-            detail=detail or "",
-        )
-        for message, detail in rows
-    ], total
 
 
 def message_events(db: DbSession, message_pk: int) -> list[DeliveryEvent]:

@@ -272,3 +272,26 @@ def test_a_refused_data_command_resets_the_transaction_and_the_connection_goes_o
     status, _, events = _outcomes(app)["ann@example.org"]
     assert status == "sent" and events.count("deferred") == 1
     assert any("data: 451" in text for text in _reply_texts(app, "ann@example.org"))
+
+
+def test_mailer_log_shows_the_dashboards_rows_and_events(app: App) -> None:
+    from click.testing import CliRunner
+
+    from mailer.cli import cli
+    from mailer.cli.log import log_command
+
+    server, _ = fault_server(Faults(rcpt_permanent={"bob@example.org": 550}))
+    with server:
+        app = _app(app, server)
+        _queue(app, ["ann@example.org", "bob@example.org"])
+        _send_all(app)
+    if "log" not in cli.commands:
+        cli.add_command(log_command)
+    result = CliRunner().invoke(
+        cli, ["--config", str(app.settings.config_dir), "--database-url", app.settings.database_url,
+              "log", "--address", "BOB@", "--events"], env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "Delivery log: 1 of 1 messages" in result.output and "bounced" in result.output
+    assert "ann@example.org" not in result.output
+    assert "550" in result.output and "(attempt 1 by" in result.output

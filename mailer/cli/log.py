@@ -10,7 +10,8 @@ from mailer.db import transaction
 from mailer.errors import NotFoundError
 from mailer.models import MessageStatus
 from mailer.timeline import resolve_step
-from mailer.reports import STATUS_COLUMNS, CountRow, counts_by_step, delivery_log, message_events
+from mailer.reports import STATUS_COLUMNS, CountRow, counts_by_step, message_events
+from mailer.web.queries import LogFilter, log_rows
 
 
 @click.command("log")
@@ -28,7 +29,8 @@ def log_command(
     """The delivery log: one row per message, newest change first."""
     check_names(ctx, session_id, step)
     with transaction(ctx.app.factory) as db:
-        rows, total = delivery_log(db, session_id=session_id, step=step, status=status, address=address, limit=limit)
+        filters = LogFilter(session=session_id or "", step=step or "", status=status or "", address=address or "")
+        rows, total = log_rows(db, ctx.app.settings.series, filters, limit=limit)
         events = {row.pk: message_events(db, row.pk) for row in rows} if show_events else {}
     console = output_console()
     table = Table(title=f"Delivery log: {len(rows)} of {total} messages")

@@ -134,14 +134,22 @@ def _entry(message: Message, name: str, contact_language: str, detail: str | Non
     )
 
 
-def log_page(db: DbSession, series: Series, filters: LogFilter, page: int) -> tuple[list[LogEntry], int]:
-    """One page (1-based, PAGE_SIZE rows) of matching messages, newest change first, and the total count."""
+def log_rows(
+    db: DbSession, series: Series, filters: LogFilter, *, limit: int, offset: int = 0
+) -> tuple[list[LogEntry], int]:
+    """Up to ``limit`` matching messages from ``offset``, newest change first, and the total matching count
+    (the dashboard's log and ``mailer log``)."""
     query = _log_select(series, filters)
     total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = db.execute(
-        query.order_by(Message.updated_at.desc(), Message.id.desc()).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
+        query.order_by(Message.updated_at.desc(), Message.id.desc()).limit(limit).offset(offset)
     ).all()
     return [_entry(*row) for row in rows], total
+
+
+def log_page(db: DbSession, series: Series, filters: LogFilter, page: int) -> tuple[list[LogEntry], int]:
+    """One page (1-based, PAGE_SIZE rows) of :func:`log_rows`."""
+    return log_rows(db, series, filters, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
 
 
 def log_all(db: DbSession, series: Series, filters: LogFilter, batch: int = 1000) -> Any:
