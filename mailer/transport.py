@@ -16,8 +16,9 @@ before DATA on a reused connection is retried at once on a new one: nothing was 
 QUIT when closed. One recipient per SMTP transaction, so a refusal belongs to exactly one message.
 aiosmtplib opens each connection (greeting, EHLO, STARTTLS, AUTH); its transactions then run over
 :class:`_Dialogue`, which sends MAIL, RCPT and DATA in one write when the server offers PIPELINING
-(RFC 2920) and keeps every reply in order. Timeouts are per phase: ``connect_timeout`` (TCP, greeting, EHLO, STARTTLS, AUTH), ``timeout`` (MAIL,
-RCPT, RSET, QUIT), ``data_timeout`` (the message and the reply to its final dot). A timeout after the
+(RFC 2920) and keeps every reply in order. Timeouts are per phase: ``connect_timeout`` (TCP, greeting,
+EHLO, STARTTLS, AUTH), ``timeout`` (MAIL, RCPT, RSET, QUIT), ``data_timeout`` (the message and the reply
+to its final dot). A timeout after the
 message was sent is deferred like any other; the receiver may then get it twice (RFC 1047), which the
 stable Message-ID lets it recognise.
 
@@ -27,6 +28,7 @@ stable Message-ID lets it recognise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 import re
@@ -195,9 +197,8 @@ class SmtpPool:
             return
         try:
             if polite and dialogue is not None and dialogue.connected:
-                await dialogue.exchange(b"QUIT\r\n", 1, self.settings.timeout)
-        except _CONNECTION_ERRORS:
-            pass
+                with contextlib.suppress(*_CONNECTION_ERRORS):  # a server gone already needs no QUIT
+                    await dialogue.exchange(b"QUIT\r\n", 1, self.settings.timeout)
         finally:
             client.close()
 
