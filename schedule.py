@@ -15,10 +15,10 @@ from pathlib import Path
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from mailer.app import open_app, run_async
+from mailer.compose.checks import require_templates
 from mailer.config import load_settings
 from mailer.errors import MailerError
 from mailer.scheduler import serve
-from mailer.template_checks import require_templates
 
 
 def main() -> int:
@@ -26,7 +26,9 @@ def main() -> int:
     parser.add_argument("--config", type=Path, help="config folder [default: ./config or $MAILER_CONFIG]")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s"
+    )
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # the capture server's per-command chatter
     try:
         settings = load_settings(args.config)
@@ -36,8 +38,11 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (ArgumentError, NoSuchModuleError, OperationalError) as exc:
-        print(f"error: cannot open the store: {str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}"
-              " (check DATABASE_URL or [database] url in mailer.toml)", file=sys.stderr)
+        print(
+            f"error: cannot open the store: {str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}"
+            " (check DATABASE_URL or [database] url in mailer.toml)",
+            file=sys.stderr,
+        )
         return 2
     try:
         run_async(serve(app, say=lambda text: print(text, flush=True)))

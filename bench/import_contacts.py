@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mailer.app import open_app  # noqa: E402
-from mailer.clock import SystemClock  # noqa: E402
+from mailer.audience.contacts import import_contacts  # noqa: E402
 from mailer.config import load_settings  # noqa: E402
-from mailer.contacts import import_contacts  # noqa: E402
+from mailer.timeline.clock import SystemClock  # noqa: E402
 
 DEFAULT_TOOLS = Path(os.environ.get("MAILER_TOOLS_DIR", "/work/shared/tools"))
 
@@ -41,7 +41,9 @@ def peak_rss_mib() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scale", type=int, default=2500, help="make_contacts.py --scale (40 rows per unit)")
     parser.add_argument("--regions", default="africa,caribbean,asia-pacific,latin-america")
     parser.add_argument("--database-url", help="an EMPTY database; default: a temporary SQLite file")
@@ -66,8 +68,10 @@ def main() -> None:
         settings = dataclasses.replace(load_settings(ROOT / "config", database_url=url), base_dir=folder)
         app = open_app(settings)
         print(f"store: {app.engine.dialect.name}; peak RSS before importing: {peak_rss_mib():.0f} MiB")
-        print(f"{'file':22} {'pass':>5} {'rows':>8} {'new':>8} {'upd':>6} {'unch':>8} {'rej':>5} {'dup':>5}"
-              f" {'seconds':>8} {'cpu s':>6} {'rows/s':>8} {'peakRSS':>8} {'pyPeak':>7}")
+        print(
+            f"{'file':22} {'pass':>5} {'rows':>8} {'new':>8} {'upd':>6} {'unch':>8} {'rej':>5} {'dup':>5}"
+            f" {'seconds':>8} {'cpu s':>6} {'rows/s':>8} {'peakRSS':>8} {'pyPeak':>7}"
+        )
         try:
             for region in args.regions.split(","):
                 path = data / f"{region}.csv"

@@ -7,7 +7,7 @@ Steps, all in one run on this machine:
 
 1. start ``smtp-sink`` (Debian package postfix; no Postfix daemon) on 127.0.0.1;
 2. rendering only: shared renders filled in per recipient (as the service does) and, for comparison, every
-   message rendered on its own; composing with the calendar (mailer.wire) and the standard-library build;
+   message rendered on its own; composing with the calendar (mailer.compose.wire) and the standard-library build;
 3. ``smtp-source`` sends messages of the pipeline's mean size (calendar included) over the same number of
    connections, three times: the best run is the ceiling (messages/second);
 4. the pipeline: N contacts in four languages, one invitation wave queued, then ``--workers`` processes
@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +44,13 @@ from sqlalchemy import create_engine, func, insert, select, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from mailer.app import open_app, run_async  # noqa: E402
-from mailer.clock import VirtualClock  # noqa: E402
 from mailer.config import Security, Settings, load_settings  # noqa: E402
-from mailer.db import transaction  # noqa: E402
-from mailer.models import Contact, ContactList, ListMembership, Message  # noqa: E402
-from mailer.outbox import queue_wave  # noqa: E402
+from mailer.store.engine import transaction  # noqa: E402
+from mailer.store.models import Contact, ContactList, ListMembership, Message  # noqa: E402
+from mailer.store.outbox import queue_wave  # noqa: E402
+from mailer.timeline.clock import VirtualClock  # noqa: E402
 
-INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=timezone.utc)
+INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
 LANGUAGES = ("en", "es", "fr", "ar")
 NAMES = ("Amina Diallo", "José Núñez", "Hélène Dubois", "محمد العلي", "Grace Mensah", "Kofi Boateng")
 
@@ -69,8 +69,11 @@ def tool(name: str) -> str:
 
 
 def start_sink(port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen([tool("smtp-sink"), "-u", "nobody", f"127.0.0.1:{port}", "1024"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [tool("smtp-sink"), "-u", "nobody", f"127.0.0.1:{port}", "1024"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(100):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
@@ -82,8 +85,23 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
 
 def smtp_source(port: int, count: int, size: int, connections: int) -> float:
     started = time.perf_counter()
-    subprocess.run([tool("smtp-source"), "-s", str(connections), "-m", str(count), "-l", str(size),
-                    "-f", "webinars@example.org", "-t", "person@example.org", f"127.0.0.1:{port}"], check=True)
+    subprocess.run(
+        [
+            tool("smtp-source"),
+            "-s",
+            str(connections),
+            "-m",
+            str(count),
+            "-l",
+            str(size),
+            "-f",
+            "webinars@example.org",
+            "-t",
+            "person@example.org",
+            f"127.0.0.1:{port}",
+        ],
+        check=True,
+    )
     return count / (time.perf_counter() - started)
 
 
@@ -103,8 +121,15 @@ def prepare_database(url: str) -> str:
 
 def bench_settings(url: str, port: int, connections: int) -> Settings:
     settings = load_settings(ROOT / "config", database_url=url)
-    smtp = dataclasses.replace(settings.smtp, host="127.0.0.1", port=port, security=Security.NONE, username="",
-                               connections=connections, messages_per_connection=100_000)
+    smtp = dataclasses.replace(
+        settings.smtp,
+        host="127.0.0.1",
+        port=port,
+        security=Security.NONE,
+        username="",
+        connections=connections,
+        messages_per_connection=100_000,
+    )
     return dataclasses.replace(settings, smtp=smtp)
 
 
@@ -113,18 +138,32 @@ def seed(settings: Settings, count: int) -> None:
     app = open_app(settings)
     now = INVITATION_AT
     with transaction(app.factory) as db:
-        list_id = db.scalar(insert(ContactList).values(region="africa", name="africa").returning(ContactList.id))
+        list_id = db.scalar(
+            insert(ContactList).values(region="africa", name="africa").returning(ContactList.id)
+        )
         for start in range(0, count, 5000):
             rows = [
-                {"email": f"person{i:06d}@example.org", "email_key": f"person{i:06d}@example.org",
-                 "name": NAMES[i % len(NAMES)], "title": "Hon." if i % 3 == 0 else "", "institution": "Parliament",
-                 "country": "NG", "language": LANGUAGES[i % 4], "time_zone": "Africa/Lagos", "needs_smtputf8": False,
-                 "status": "active", "created_at": now, "updated_at": now}
+                {
+                    "email": f"person{i:06d}@example.org",
+                    "email_key": f"person{i:06d}@example.org",
+                    "name": NAMES[i % len(NAMES)],
+                    "title": "Hon." if i % 3 == 0 else "",
+                    "institution": "Parliament",
+                    "country": "NG",
+                    "language": LANGUAGES[i % 4],
+                    "time_zone": "Africa/Lagos",
+                    "needs_smtputf8": False,
+                    "status": "active",
+                    "created_at": now,
+                    "updated_at": now,
+                }
                 for i in range(start, min(count, start + 5000))
             ]
             ids = db.scalars(insert(Contact).returning(Contact.id), rows).all()
-            db.execute(insert(ListMembership), [{"contact_id": i, "list_id": list_id, "source": "bench", "added_at": now}
-                                                for i in ids])
+            db.execute(
+                insert(ListMembership),
+                [{"contact_id": i, "list_id": list_id, "source": "bench", "added_at": now} for i in ids],
+            )
     series = settings.series
     with transaction(app.factory) as db:
         queue_wave(db, settings, series.session("africa-2021"), series.step("invitation"), now)
@@ -134,12 +173,13 @@ def seed(settings: Settings, count: int) -> None:
 def worker(settings: Settings, number: int, batch: int, ready: Any, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     """One sending process: set up, wait at the ``ready`` barrier (with the other workers and the parent),
     dispatch until nothing is due; reports (sent, first claim, last record, peak RSS KiB, CPU seconds)."""
+    from mailer.delivery.transport import SmtpPool
     from mailer.service import Service
-    from mailer.transport import SmtpPool
 
     app = open_app(settings)
-    service = Service(app, VirtualClock(INVITATION_AT + timedelta(minutes=1)), worker=f"bench-{number}",
-                      batch_size=batch)
+    service = Service(
+        app, VirtualClock(INVITATION_AT + timedelta(minutes=1)), worker=f"bench-{number}", batch_size=batch
+    )
 
     async def run() -> tuple[int, float, float]:
         async with SmtpPool(settings.smtp) as pool:
@@ -216,59 +256,113 @@ def process_seconds(pid: int) -> float:
 def render_rate(settings: Settings, count: int) -> tuple[float, float, float, float, int]:
     """(renders/s shared, renders/s alone, fast composes/s, stdlib builds/s, mean message bytes).
 
-    "Shared": recipients of a step, session, language and zone share one render (mailer.personalise), as in
+    "Shared": recipients of a step, session, language and zone share one render (mailer.compose.personalise), as in
     the service; "alone": every message rendered on its own. Messages carry their calendar, as the
     service's invitations do, so the mean size is the size smtp-source is then given.
     """
-    from mailer.ics import build_calendar, calendar_method
-    from mailer.mime import build_message, to_bytes
-    from mailer.recipient import Recipient
-    from mailer.render import Renderer
-    from mailer.web.links import message_links
-    from mailer.wire import Composer
+    from mailer.compose.ics import build_calendar, calendar_method
+    from mailer.compose.links import message_links
+    from mailer.compose.mime import build_message, to_bytes
+    from mailer.compose.render import Renderer
+    from mailer.compose.wire import Composer
+    from mailer.store.recipient import Recipient
 
     series = settings.series
     session, step = series.session("africa-2021"), series.step("invitation")
-    people = [Recipient(email=f"person{i:06d}@example.org", name=NAMES[i % len(NAMES)], language=LANGUAGES[i % 4],
-                        time_zone="Africa/Lagos", region="africa") for i in range(count)]
+    people = [
+        Recipient(
+            email=f"person{i:06d}@example.org",
+            name=NAMES[i % len(NAMES)],
+            language=LANGUAGES[i % 4],
+            time_zone="Africa/Lagos",
+            region="africa",
+        )
+        for i in range(count)
+    ]
     links = [message_links(settings, i, person.email) for i, person in enumerate(people)]
-    composer = Composer(settings.sender, list_id="bcc.example.org", unsubscribe_mailto=settings.sender.unsubscribe_mailto)
+    composer = Composer(
+        settings.sender, list_id="bcc.example.org", unsubscribe_mailto=settings.sender.unsubscribe_mailto
+    )
     rates = []
     for renderer in (Renderer(settings), Renderer(settings, substitute=False)):
         started = time.perf_counter()
-        rendered = [renderer.render(step, session, person, series=series, unsubscribe_url=links[i]["unsubscribe_url"],
-                                    extra={"rsvp_yes_url": links[i]["rsvp_yes_url"], "rsvp_no_url": links[i]["rsvp_no_url"]})
-                    for i, person in enumerate(people)]
+        rendered = [
+            renderer.render(
+                step,
+                session,
+                person,
+                series=series,
+                unsubscribe_url=links[i]["unsubscribe_url"],
+                extra={"rsvp_yes_url": links[i]["rsvp_yes_url"], "rsvp_no_url": links[i]["rsvp_no_url"]},
+            )
+            for i, person in enumerate(people)
+        ]
         rates.append(count / (time.perf_counter() - started))
-    calendars = [build_calendar(series, session, sequence=0, method=calendar_method(step),  # type: ignore[arg-type]
-                                organiser_name=settings.sender.name, organiser_address=settings.sender.address,
-                                attendee=person, stamp=INVITATION_AT, summary=rendered[i].title,
-                                language=rendered[i].language) for i, person in enumerate(people)]
+    calendars = [
+        build_calendar(
+            series,
+            session,
+            sequence=0,
+            method=calendar_method(step),  # type: ignore[arg-type]
+            organiser_name=settings.sender.name,
+            organiser_address=settings.sender.address,
+            attendee=person,
+            stamp=INVITATION_AT,
+            summary=rendered[i].title,
+            language=rendered[i].language,
+        )
+        for i, person in enumerate(people)
+    ]
     started = time.perf_counter()
     size = 0
     for i, person in enumerate(people):
-        size += len(composer.compose(rendered[i], person, message_id=f"<{i}@example.org>", date=INVITATION_AT,
-                                     unsubscribe_url=links[i]["unsubscribe_url"], calendar=calendars[i]).wire)
+        size += len(
+            composer.compose(
+                rendered[i],
+                person,
+                message_id=f"<{i}@example.org>",
+                date=INVITATION_AT,
+                unsubscribe_url=links[i]["unsubscribe_url"],
+                calendar=calendars[i],
+            ).wire
+        )
     fast = count / (time.perf_counter() - started)
     small = max(count // 10, 100)
     started = time.perf_counter()
     for i, person in enumerate(people[:small]):
-        to_bytes(build_message(rendered[i], person, sender=settings.sender, message_id=f"<{i}@example.org>",
-                               date=INVITATION_AT, list_id="bcc.example.org", calendar=calendars[i],
-                               unsubscribe_mailto=settings.sender.unsubscribe_mailto,
-                               unsubscribe_url=links[i]["unsubscribe_url"]))
+        to_bytes(
+            build_message(
+                rendered[i],
+                person,
+                sender=settings.sender,
+                message_id=f"<{i}@example.org>",
+                date=INVITATION_AT,
+                list_id="bcc.example.org",
+                calendar=calendars[i],
+                unsubscribe_mailto=settings.sender.unsubscribe_mailto,
+                unsubscribe_url=links[i]["unsubscribe_url"],
+            )
+        )
     stdlib = small / (time.perf_counter() - started)
     return rates[0], rates[1], fast, stdlib, size // count
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-n", "--messages", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--connections", type=int, default=16, help="SMTP connections in all (split over workers)")
+    parser.add_argument(
+        "--connections", type=int, default=16, help="SMTP connections in all (split over workers)"
+    )
     parser.add_argument("--batch", type=int, default=500, help="messages claimed per batch")
-    parser.add_argument("--database-url", default=os.environ.get(
-        "BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/mailer_bench"))
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/mailer_bench"
+        ),
+    )
     args = parser.parse_args()
     os.environ.setdefault("MAILER_SECRET_KEY", "bench-secret-key-not-for-production")
     port = free_port()
@@ -278,27 +372,41 @@ def main() -> None:
         per_worker = max(1, args.connections // args.workers)
         settings = bench_settings(url, port, per_worker)
         shared, alone, composes, stdlib, size = render_rate(settings, min(args.messages, 4000))
-        print(f"rendering only        {shared:8.0f} msg/s (text + HTML + subject, 4 languages, one render per "
-              f"language shared and filled in; {alone:.0f} msg/s rendering each message on its own)")
-        print(f"fast compose only     {composes:8.0f} msg/s (mailer.wire.Composer, with the calendar; mean message "
-              f"{size} bytes)")
-        print(f"stdlib build only     {stdlib:8.0f} msg/s (mailer.mime.build_message + to_bytes)")
+        print(
+            f"rendering only        {shared:8.0f} msg/s (text + HTML + subject, 4 languages, one render per "
+            f"language shared and filled in; {alone:.0f} msg/s rendering each message on its own)"
+        )
+        print(
+            f"fast compose only     {composes:8.0f} msg/s (mailer.compose.wire.Composer, with the calendar; mean message "
+            f"{size} bytes)"
+        )
+        print(f"stdlib build only     {stdlib:8.0f} msg/s (mailer.compose.mime.build_message + to_bytes)")
         runs = [smtp_source(port, min(args.messages, 10_000), size, args.connections) for _ in range(3)]
-        ceiling = max(runs)  # the ceiling: the best of three (a run now and then stalls on this shared machine)
-        print(f"smtp-source           {ceiling:8.0f} msg/s (best of {', '.join(f'{r:.0f}' for r in runs)}; "
-              f"{min(args.messages, 10_000)} x {size} bytes, {args.connections} connections)")
+        ceiling = max(
+            runs
+        )  # the ceiling: the best of three (a run now and then stalls on this shared machine)
+        print(
+            f"smtp-source           {ceiling:8.0f} msg/s (best of {', '.join(f'{r:.0f}' for r in runs)}; "
+            f"{min(args.messages, 10_000)} x {size} bytes, {args.connections} connections)"
+        )
         started = time.perf_counter()
         seed(settings, args.messages)
         print(f"seed + queue wave     {time.perf_counter() - started:8.1f} s for {args.messages} messages")
         spawn = multiprocessing.get_context("spawn")  # fresh processes: their peak memory is their own
         ready = spawn.Barrier(args.workers + 1)
         results: multiprocessing.Queue = spawn.Queue()  # type: ignore[type-arg]
-        processes = [spawn.Process(target=worker, args=(settings, i, args.batch, ready, results))
-                     for i in range(args.workers)]
+        processes = [
+            spawn.Process(target=worker, args=(settings, i, args.batch, ready, results))
+            for i in range(args.workers)
+        ]
         for process in processes:
             process.start()
         ready.wait()  # every worker has started and opened the store: measure from here
-        machine_before, sink_before, machine_started = busy_seconds(), process_seconds(sink.pid), time.perf_counter()
+        machine_before, sink_before, machine_started = (
+            busy_seconds(),
+            process_seconds(sink.pid),
+            time.perf_counter(),
+        )
         postgres = CpuByCommand("postgres")
         postgres.start()
         reports = [results.get() for _ in processes]
@@ -314,15 +422,21 @@ def main() -> None:
             statuses = dict(db.execute(select(Message.status, func.count()).group_by(Message.status)).all())
         app.close()
         rate = sent / elapsed
-        print(f"pipeline              {rate:8.0f} msg/s ({sent} in {elapsed:.1f} s; {args.workers} workers x "
-              f"{per_worker} connections; claim, render, compose, send, record; statuses {statuses})")
+        print(
+            f"pipeline              {rate:8.0f} msg/s ({sent} in {elapsed:.1f} s; {args.workers} workers x "
+            f"{per_worker} connections; claim, render, compose, send, record; statuses {statuses})"
+        )
         print(f"ratio to smtp-source  {rate / ceiling:8.2f}")
         other = machine - workers_cpu - sink_cpu - postgres_cpu
-        print(f"CPU per message       {workers_cpu / sent * 1e6:8.0f} us in workers, {sink_cpu / sent * 1e6:.0f} us in "
-              f"smtp-sink, {postgres_cpu / sent * 1e6:.0f} us in PostgreSQL, {other / sent * 1e6:.0f} us in the rest "
-              f"of the machine; {machine / (time.perf_counter() - machine_started) / os.cpu_count():.0%} of "
-              f"{os.cpu_count()} cores busy")
-        print(f"peak memory           {max(r[3] for r in reports) / 1024:8.0f} MiB per worker (peak RSS, VmHWM)")
+        print(
+            f"CPU per message       {workers_cpu / sent * 1e6:8.0f} us in workers, {sink_cpu / sent * 1e6:.0f} us in "
+            f"smtp-sink, {postgres_cpu / sent * 1e6:.0f} us in PostgreSQL, {other / sent * 1e6:.0f} us in the rest "
+            f"of the machine; {machine / (time.perf_counter() - machine_started) / os.cpu_count():.0%} of "
+            f"{os.cpu_count()} cores busy"
+        )
+        print(
+            f"peak memory           {max(r[3] for r in reports) / 1024:8.0f} MiB per worker (peak RSS, VmHWM)"
+        )
     finally:
         sink.terminate()
         sink.wait()

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
 from mailer.config import Settings, load_settings
-from mailer.db import make_engine, session_factory, upgrade
+from mailer.store.engine import make_engine, session_factory, upgrade
 
 _T = TypeVar("_T")
 
@@ -30,7 +30,9 @@ class App:
         self.engine.dispose()
 
 
-def open_app(settings: Settings | None = None, *, config_dir: Path | None = None, database_url: str | None = None) -> App:
+def open_app(
+    settings: Settings | None = None, *, config_dir: Path | None = None, database_url: str | None = None
+) -> App:
     """Load settings (unless given), connect to the store and migrate it to the newest schema.
 
     Raises :class:`mailer.errors.ConfigError` for bad config; SQLAlchemy errors if the database is unreachable.

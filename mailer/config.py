@@ -15,6 +15,7 @@ import difflib
 import os
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, tzinfo
 from enum import StrEnum
@@ -159,7 +160,12 @@ class RateLimits:
 
     def windows(self) -> tuple[tuple[float, int], ...]:
         """((window in seconds, limit), ...) for the limits that are set."""
-        pairs = ((1.0, self.per_second), (60.0, self.per_minute), (3600.0, self.per_hour), (86400.0, self.per_day))
+        pairs = (
+            (1.0, self.per_second),
+            (60.0, self.per_minute),
+            (3600.0, self.per_hour),
+            (86400.0, self.per_day),
+        )
         return tuple((seconds, limit) for seconds, limit in pairs if limit > 0)
 
 
@@ -225,8 +231,12 @@ class DkimSettings:
             return os.environ[self.private_key_env].encode()
         if self.private_key_file is not None and self.private_key_file.is_file():
             return self.private_key_file.read_bytes()
-        raise ConfigError("mailer.toml", "dkim.private_key_file", "no DKIM private key found",
-                          "point private_key_file at a PEM file or set the variable named by private_key_env")
+        raise ConfigError(
+            "mailer.toml",
+            "dkim.private_key_file",
+            "no DKIM private key found",
+            "point private_key_file at a PEM file or set the variable named by private_key_env",
+        )
 
 
 @dataclass(frozen=True)
@@ -329,13 +339,20 @@ class _Reader:
         self.asked.update(self.data)
         return list(self.data)
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
     def refuse_unknown(self) -> None:
         """Raise ConfigError for the first key no loader asked for (a typo such as ``[smpt]`` or ``canceled``
         would otherwise be ignored without a word), naming the closest known key."""
         for key in self.data:
             if key not in self.asked:
                 close = difflib.get_close_matches(key, sorted(self.asked), n=1)
-                fix = f"did you mean `{close[0]}`?" if close else f"known here: {', '.join(sorted(self.asked)) or 'none'}"
+                fix = (
+                    f"did you mean `{close[0]}`?"
+                    if close
+                    else f"known here: {', '.join(sorted(self.asked)) or 'none'}"
+                )
                 raise self.fail(key, "unknown setting", fix)
         for child in self.children:
             child.refuse_unknown()
@@ -388,12 +405,16 @@ class _Reader:
         try:
             return parse_duration(value)
         except ValueError:
-            raise self.fail(name, f"bad duration {value!r}", "write e.g. '3d', '12h', '90m' or '30s'") from None
+            raise self.fail(
+                name, f"bad duration {value!r}", "write e.g. '3d', '12h', '90m' or '30s'"
+            ) from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(str(path), "", "file not found", "create it or point MAILER_CONFIG at the config folder")
+        raise ConfigError(
+            str(path), "", "file not found", "create it or point MAILER_CONFIG at the config folder"
+        )
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
@@ -427,7 +448,7 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
     smtp = _smtp_server(smtp_table, None, base_dir)
     smtp_servers = {
         name: _smtp_server(smtp_table.table("servers").table(name), smtp, base_dir)
-        for name in smtp_table.table("servers").keys()
+        for name in smtp_table.table("servers")
     }
     smtp_routes = _smtp_routes(smtp_table.table("routes"), smtp_servers)
 
@@ -437,13 +458,17 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
         address=sender_table.get("address", str),
         reply_to=sender_table.get("reply_to", str, ""),
         unsubscribe_mailto=sender_table.get("unsubscribe_mailto", str),
-        redirect_all_to=os.environ.get("MAILER_REDIRECT_ALL_TO", sender_table.get("redirect_all_to", str, "")),
+        redirect_all_to=os.environ.get(
+            "MAILER_REDIRECT_ALL_TO", sender_table.get("redirect_all_to", str, "")
+        ),
     )
     for key in ("address", "unsubscribe_mailto"):
         if "@" not in getattr(sender, key):
             raise sender_table.fail(key, "not an email address")
     if sender.redirect_all_to and "@" not in sender.redirect_all_to:
-        raise sender_table.fail("redirect_all_to", "not an email address", "give one address, or \"\" to switch off")
+        raise sender_table.fail(
+            "redirect_all_to", "not an email address", 'give one address, or "" to switch off'
+        )
     dkim = _dkim(main.table("dkim"), sender, base_dir)
 
     lang = main.table("languages")
@@ -452,7 +477,7 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
 
     regions: dict[str, Region] = {}
     regions_table = main.table("regions")
-    for region_id in regions_table.keys():
+    for region_id in regions_table:
         reader = regions_table.table(region_id)
         regions[region_id] = Region(
             id=region_id,
@@ -463,14 +488,16 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
         )
 
     country_zones_table = main.table("country_zones")
-    country_zones = {code.upper(): country_zones_table.zone(code) for code in country_zones_table.keys()}
+    country_zones = {code.upper(): country_zones_table.zone(code) for code in country_zones_table}
 
     web_table = main.table("web")
     web = WebSettings(
         enabled=web_table.get("enabled", bool, False),
         host=web_table.get("host", str, "127.0.0.1"),
         port=web_table.get("port", int, 8080),
-        base_url=os.environ.get("MAILER_BASE_URL", web_table.get("base_url", str, "http://127.0.0.1:8080")).rstrip("/"),
+        base_url=os.environ.get(
+            "MAILER_BASE_URL", web_table.get("base_url", str, "http://127.0.0.1:8080")
+        ).rstrip("/"),
         secret_env=web_table.get("secret_env", str, "MAILER_SECRET_KEY"),
     )
     delivery = main.table("delivery")
@@ -509,13 +536,31 @@ def _smtp_server(table: _Reader, base: SmtpSettings | None, base_dir: Path) -> S
     """``[smtp]`` (``base`` None; $SMTP_HOST and $SMTP_PORT override) or ``[smtp.servers.NAME]``, whose
     unset keys default to ``[smtp]``'s. Raises ConfigError naming the key and the fix."""
     known = {
-        "host", "port", "security", "username", "password_env", "connections", "messages_per_connection",
-        "timeout", "connect_timeout", "data_timeout", "ca_file", "verify", "max_per_second", "max_per_minute",
-        "max_per_hour", "max_per_day", "max_rate_wait", "servers", "routes",
+        "host",
+        "port",
+        "security",
+        "username",
+        "password_env",
+        "connections",
+        "messages_per_connection",
+        "timeout",
+        "connect_timeout",
+        "data_timeout",
+        "ca_file",
+        "verify",
+        "max_per_second",
+        "max_per_minute",
+        "max_per_hour",
+        "max_per_day",
+        "max_rate_wait",
+        "servers",
+        "routes",
     }
     for key in table.data:
         if key not in known or (base is not None and key in ("servers", "routes")):
-            raise table.fail(key, "unknown SMTP setting", f"use one of {', '.join(sorted(known - {'servers', 'routes'}))}")
+            raise table.fail(
+                key, "unknown SMTP setting", f"use one of {', '.join(sorted(known - {'servers', 'routes'}))}"
+            )
 
     def get(key: str, kind: type, default: Any) -> Any:
         return table.get(key, kind, getattr(base, key) if base is not None else default)
@@ -524,7 +569,9 @@ def _smtp_server(table: _Reader, base: SmtpSettings | None, base_dir: Path) -> S
     try:
         security = Security(security_text)
     except ValueError:
-        raise table.fail("security", f"unknown value {security_text!r}", "use none, starttls or tls") from None
+        raise table.fail(
+            "security", f"unknown value {security_text!r}", "use none, starttls or tls"
+        ) from None
     if base is None:
         host = os.environ.get("SMTP_HOST", table.get("host", str, ""))
         port_text = os.environ.get("SMTP_PORT", "")
@@ -545,7 +592,9 @@ def _smtp_server(table: _Reader, base: SmtpSettings | None, base_dir: Path) -> S
             raise table.fail("host", "empty", "a named server needs a host name")
     limits = {}
     for unit in ("second", "minute", "hour", "day"):
-        limits[f"per_{unit}"] = table.get(f"max_per_{unit}", int, getattr(base.rate, f"per_{unit}") if base else 0)
+        limits[f"per_{unit}"] = table.get(
+            f"max_per_{unit}", int, getattr(base.rate, f"per_{unit}") if base else 0
+        )
         if limits[f"per_{unit}"] < 0:
             raise table.fail(f"max_per_{unit}", "negative", "use 0 for no limit")
     ca_file = get("ca_file", str, "")
@@ -581,10 +630,15 @@ def _smtp_server(table: _Reader, base: SmtpSettings | None, base_dir: Path) -> S
     if smtp.security is Security.TLS and smtp.port == 587:
         raise table.fail("port", "implicit TLS on port 587", "use port 465 with security = 'tls'")
     if smtp.security is Security.STARTTLS and smtp.port == 465:
-        raise table.fail("port", "STARTTLS on port 465 (implicit TLS)", "use security = 'tls' on 465 or port 587")
+        raise table.fail(
+            "port", "STARTTLS on port 465 (implicit TLS)", "use security = 'tls' on 465 or port 587"
+        )
     if smtp.security is Security.NONE and smtp.username:
-        raise table.fail("username", "a password would cross the network in clear",
-                         "use security = 'starttls' or 'tls' with a login")
+        raise table.fail(
+            "username",
+            "a password would cross the network in clear",
+            "use security = 'starttls' or 'tls' with a login",
+        )
     return smtp
 
 
@@ -600,7 +654,9 @@ def _smtp_routes(table: _Reader, servers: dict[str, SmtpSettings]) -> dict[StepK
             raise table.fail(key, "not a step kind", f"use one of {kinds}") from None
         name = table.get(key, str)
         if name != "default" and name not in servers:
-            raise table.fail(key, f"no SMTP server named {name!r}", f"add [smtp.servers.{name}] or use one of {names}")
+            raise table.fail(
+                key, f"no SMTP server named {name!r}", f"add [smtp.servers.{name}] or use one of {names}"
+            )
         routes[kind] = name
     return routes
 
@@ -613,17 +669,34 @@ def _dkim(table: _Reader, sender: Sender, base_dir: Path) -> DkimSettings | None
     key_file_text = table.get("private_key_file", str, "")
     key_env = table.get("private_key_env", str, "")
     if not key_file_text and not key_env:
-        raise table.fail("private_key_file", "DKIM selector set but no key",
-                         "set private_key_file (PEM) or private_key_env (variable holding the PEM)")
+        raise table.fail(
+            "private_key_file",
+            "DKIM selector set but no key",
+            "set private_key_file (PEM) or private_key_env (variable holding the PEM)",
+        )
     key_file = None
     if key_file_text:
         key_file = Path(key_file_text) if Path(key_file_text).is_absolute() else base_dir / key_file_text
         if not key_file.is_file() and not (key_env and os.environ.get(key_env)):
             raise table.fail("private_key_file", f"no file {key_file}", "create the key or fix the path")
-    headers = table.strings("headers", ("From", "To", "Subject", "Date", "Message-ID", "Reply-To", "MIME-Version",
-                                        "Content-Type", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post"))
+    headers = table.strings(
+        "headers",
+        (
+            "From",
+            "To",
+            "Subject",
+            "Date",
+            "Message-ID",
+            "Reply-To",
+            "MIME-Version",
+            "Content-Type",
+            "List-Id",
+            "List-Unsubscribe",
+            "List-Unsubscribe-Post",
+        ),
+    )
     if "from" not in {h.lower() for h in headers}:
-        raise table.fail("headers", "must include From (RFC 6376 sec. 5.4)", "add \"From\"")
+        raise table.fail("headers", "must include From (RFC 6376 sec. 5.4)", 'add "From"')
     return DkimSettings(table.get("domain", str, sender.domain), selector, key_file, key_env, headers)
 
 
@@ -662,18 +735,23 @@ def _load_series(path: Path, regions: dict[str, Region], templates_dir: Path, la
             offset = parse_offset(offset_text)
         except ValueError:
             raise reader.fail(
-                "offset", f"bad offset {offset_text!r}", "write a sign, a number and w/d/h/m, e.g. '-6w' or '+1d'"
+                "offset",
+                f"bad offset {offset_text!r}",
+                "write a sign, a number and w/d/h/m, e.g. '-6w' or '+1d'",
             ) from None
         audience_text = reader.get("audience", str)
         try:
             audience = Audience(audience_text)
         except ValueError:
             options = ", ".join(a.value for a in Audience)
-            raise reader.fail("audience", f"unknown audience {audience_text!r}", f"use one of {options}") from None
+            raise reader.fail(
+                "audience", f"unknown audience {audience_text!r}", f"use one of {options}"
+            ) from None
         template = reader.get("template", str, kind.value)
         if not (templates_dir / template).is_dir():
             raise reader.fail(
-                "template", f"no template folder {templates_dir / template}",
+                "template",
+                f"no template folder {templates_dir / template}",
                 "create it, name an existing one, or set templates_dir in mailer.toml (relative paths there start "
                 "at the config folder's parent)",
             )
@@ -683,7 +761,9 @@ def _load_series(path: Path, regions: dict[str, Region], templates_dir: Path, la
             try:
                 local_time = parse_clock_time(local_text)
             except ValueError:
-                raise reader.fail("local_time", f"bad time {local_text!r}", "write 24-hour 'HH:MM', e.g. '09:00'") from None
+                raise reader.fail(
+                    "local_time", f"bad time {local_text!r}", "write 24-hour 'HH:MM', e.g. '09:00'"
+                ) from None
             if not offset.calendar_days:
                 raise reader.fail("local_time", "needs an offset in days or weeks", "e.g. offset = '-2d'")
         window_text = reader.get("send_window", str, "")
@@ -691,7 +771,9 @@ def _load_series(path: Path, regions: dict[str, Region], templates_dir: Path, la
             try:
                 opens, closes = (parse_clock_time(part) for part in window_text.split("-"))
             except ValueError:
-                raise reader.fail("send_window", f"bad window {window_text!r}", "write 'HH:MM-HH:MM', e.g. '08:00-20:00'") from None
+                raise reader.fail(
+                    "send_window", f"bad window {window_text!r}", "write 'HH:MM-HH:MM', e.g. '08:00-20:00'"
+                ) from None
             if opens >= closes:
                 raise reader.fail("send_window", "opens after it closes", "write the earlier time first")
             send_window = (opens, closes)
@@ -724,9 +806,13 @@ def _load_series(path: Path, regions: dict[str, Region], templates_dir: Path, la
         try:
             naive = datetime.fromisoformat(start_text)
         except ValueError:
-            raise reader.fail("start", f"bad date-time {start_text!r}", "write e.g. '2021-07-13T10:00'") from None
+            raise reader.fail(
+                "start", f"bad date-time {start_text!r}", "write e.g. '2021-07-13T10:00'"
+            ) from None
         if naive.tzinfo is not None:
-            raise reader.fail("start", "carries its own offset", "give the local time and put the zone in `zone`")
+            raise reader.fail(
+                "start", "carries its own offset", "give the local time and put the zone in `zone`"
+            )
         sessions.append(
             Session(
                 id=session_id,

@@ -1,14 +1,14 @@
 """The mailer's exceptions, one rooted tree; each also inherits the matching built-in.
 
-    MailerError
-    ├── ConfigError(MailerError, ValueError)          bad config: file, key and fix
-    ├── ImportFileError(MailerError, ValueError)      an input file that cannot be read at all
-    ├── NaiveDatetimeError(MailerError, ValueError)   a datetime without tzinfo reached the core
-    ├── RenderError(MailerError, ValueError)          a template failed (missing variable, syntax)
-    ├── NotFoundError(MailerError, LookupError)       unknown session, step, contact or wave
-    └── DeliveryError(MailerError)                    an SMTP delivery did not succeed
-        ├── TemporaryDeliveryError(DeliveryError, ConnectionError)  4xx, drop, timeout: retry later
-        └── PermanentDeliveryError(DeliveryError)                   5xx or unsendable: do not retry
+MailerError
+├── ConfigError(MailerError, ValueError)          bad config: file, key and fix
+├── ImportFileError(MailerError, ValueError)      an input file that cannot be read at all
+├── NaiveDatetimeError(MailerError, ValueError)   a datetime without tzinfo reached the core
+├── RenderError(MailerError, ValueError)          a template failed (missing variable, syntax)
+├── NotFoundError(MailerError, LookupError)       unknown session, step, contact or wave
+└── DeliveryError(MailerError)                    an SMTP delivery did not succeed
+    ├── TemporaryDeliveryError(DeliveryError, ConnectionError)  4xx, drop, timeout: retry later
+    └── PermanentDeliveryError(DeliveryError)                   5xx or unsendable: do not retry
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from mailer.app import App
-from mailer.clock import SystemClock
+from mailer.delivery.transport import SmtpRouter, Transport
 from mailer.service import Service, smtp_target
-from mailer.timeline import plan
-from mailer.transport import SmtpRouter, Transport
+from mailer.timeline.clock import SystemClock
+from mailer.timeline.plan import plan
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +68,21 @@ async def serve(app: App, say: Callable[[str], None] = print) -> None:
             for item in plan(settings.series):
                 if item.at > now:
                     scheduler.add_job(
-                        runner.tick, DateTrigger(run_date=item.at), id=f"{item.session.id}/{item.step.name}",
-                        max_instances=1, coalesce=True, misfire_grace_time=None,
+                        runner.tick,
+                        DateTrigger(run_date=item.at),
+                        id=f"{item.session.id}/{item.step.name}",
+                        max_instances=1,
+                        coalesce=True,
+                        misfire_grace_time=None,
                     )
                     upcoming += 1
             scheduler.add_job(
-                runner.tick, IntervalTrigger(seconds=settings.poll_interval.total_seconds()), id="poll",
-                max_instances=1, coalesce=True, next_run_time=now,
+                runner.tick,
+                IntervalTrigger(seconds=settings.poll_interval.total_seconds()),
+                id="poll",
+                max_instances=1,
+                coalesce=True,
+                next_run_time=now,
             )
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):

@@ -20,14 +20,18 @@ from datetime import datetime
 from sqlalchemy import select
 
 from mailer.app import App
-from mailer.capture import EmlWriter, SmtpServer
-from mailer.clock import Clock
+from mailer.compose.ics import build_calendar, calendar_method
+from mailer.compose.links import message_links
+from mailer.compose.render import Renderer
+from mailer.compose.wire import Composer
 from mailer.config import Security, Settings
-from mailer.db import transaction
+from mailer.delivery.capture import EmlWriter, SmtpServer
+from mailer.delivery.dkim import DkimSigner
+from mailer.delivery.transport import Transport
 from mailer.errors import PermanentDeliveryError, RenderError
-from mailer.ics import build_calendar, calendar_method
-from mailer.models import MessageStatus, SessionRow
-from mailer.outbox import (
+from mailer.store.engine import transaction
+from mailer.store.models import MessageStatus, SessionRow
+from mailer.store.outbox import (
     ClaimedMessage,
     Outcome,
     QueueResult,
@@ -39,12 +43,8 @@ from mailer.outbox import (
     renew_leases,
     sync_sessions,
 )
-from mailer.render import Renderer
-from mailer.timeline import due_steps, resolve_step
-from mailer.signing import DkimSigner
-from mailer.transport import Transport
-from mailer.wire import Composer
-from mailer.web.links import message_links
+from mailer.timeline.clock import Clock
+from mailer.timeline.plan import due_steps, resolve_step
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +88,16 @@ class Service:
         self.batch_size = batch_size
         self._previous_starts: dict[str, datetime | None] = {}
         # As many deliveries under way as there are connections, so a stop leaves the rest unstarted.
-        self._concurrency = max(smtp.connections for smtp in (self.settings.smtp, *self.settings.smtp_servers.values()))
+        self._concurrency = max(
+            smtp.connections for smtp in (self.settings.smtp, *self.settings.smtp_servers.values())
+        )
         self._sequences: dict[str, int] = {}  # session -> iCalendar SEQUENCE, loaded once per batch
         self._list_id = f"{self.settings.series.id}.{self.settings.sender.domain}"
         self._unsubscribe_url = f"mailto:{self.settings.sender.unsubscribe_mailto}?subject=unsubscribe"
         self.composer = Composer(
-            self.settings.sender, list_id=self._list_id, unsubscribe_mailto=self.settings.sender.unsubscribe_mailto
+            self.settings.sender,
+            list_id=self._list_id,
+            unsubscribe_mailto=self.settings.sender.unsubscribe_mailto,
         )
         self.signer = DkimSigner(self.settings.dkim) if self.settings.dkim else None
 
@@ -104,9 +108,15 @@ class Service:
         results: list[QueueResult] = []
         with transaction(self.app.factory) as db:
             for change in sync_sessions(db, self.settings, now):
-                log.warning("session %s %s (SEQUENCE %d): %d re-timed, %d skipped, %d notices queued",
-                            change.session_id, change.change, change.sequence, change.retimed, change.skipped,
-                            change.notices)
+                log.warning(
+                    "session %s %s (SEQUENCE %d): %d re-timed, %d skipped, %d notices queued",
+                    change.session_id,
+                    change.change,
+                    change.sequence,
+                    change.retimed,
+                    change.skipped,
+                    change.notices,
+                )
         for planned in due_steps(series, now):
             with transaction(self.app.factory) as db:
                 results.append(queue_wave(db, self.settings, planned.session, planned.step, now))
@@ -127,7 +137,12 @@ class Service:
             with transaction(self.app.factory) as db:
                 reap_expired_leases(db, now)
                 claimed, finished = claim_due(
-                    db, self.settings, now, worker=self.worker, limit=self.batch_size, lease=self.settings.lease
+                    db,
+                    self.settings,
+                    now,
+                    worker=self.worker,
+                    limit=self.batch_size,
+                    lease=self.settings.lease,
                 )
             for session_id, step, status in finished:
                 report.add(session_id, step, status)
@@ -135,7 +150,9 @@ class Service:
                 break
             if claimed:  # once per batch: the sessions' SEQUENCE (calendars) and previous start (notices)
                 with transaction(self.app.factory) as db:
-                    rows = db.execute(select(SessionRow.id, SessionRow.previous_starts_at, SessionRow.sequence)).all()
+                    rows = db.execute(
+                        select(SessionRow.id, SessionRow.previous_starts_at, SessionRow.sequence)
+                    ).all()
                 self._previous_starts = {row.id: row.previous_starts_at for row in rows}
                 self._sequences = {row.id: row.sequence for row in rows}
             renewing = asyncio.create_task(self._renew_leases([message.pk for message in claimed]))
@@ -152,7 +169,10 @@ class Service:
         return report
 
     async def _send_batch(
-        self, pool: Transport, claimed: list[ClaimedMessage], outcomes: list[Outcome | None],
+        self,
+        pool: Transport,
+        claimed: list[ClaimedMessage],
+        outcomes: list[Outcome | None],
         stop: asyncio.Event | None,
     ) -> None:
         """Deliver ``claimed`` with as many senders as there are connections, each taking the next message
@@ -197,9 +217,11 @@ class Service:
         message never stops a batch from being recorded."""
         try:
             return await self._deliver(pool, message)
-        except Exception as exc:  # noqa: BLE001 - recorded on the message and logged in full
+        except Exception as exc:
             log.exception("unexpected error delivering %s", message.message_id)
-            return Outcome(message.pk, MessageStatus.DEFERRED, None, f"internal error: {type(exc).__name__}: {exc}")
+            return Outcome(
+                message.pk, MessageStatus.DEFERRED, None, f"internal error: {type(exc).__name__}: {exc}"
+            )
 
     def _notice_extra(self, message: ClaimedMessage) -> dict[str, object]:
         """What a notice template needs: ``change`` and, for a reschedule, ``previous_start``."""
@@ -207,30 +229,54 @@ class Service:
             return {"change": "cancelled"}
         if message.step.startswith("date-changed-"):
             previous = self._previous_starts.get(message.session_id)
-            return {"change": "rescheduled", "previous_start": previous} if previous else {"change": "rescheduled"}
+            return (
+                {"change": "rescheduled", "previous_start": previous}
+                if previous
+                else {"change": "rescheduled"}
+            )
         return {}
 
     async def _deliver(self, pool: Transport, message: ClaimedMessage) -> Outcome:
         settings = self.settings
         session = settings.series.session(message.session_id)
         step = resolve_step(settings.series, message.step)
-        links = message_links(settings, message.pk, message.recipient.email)  # signed personal URLs (mailer.web.links)
+        links = message_links(
+            settings, message.pk, message.recipient.email
+        )  # signed personal URLs (mailer.compose.links)
         try:
             rendered = self.renderer.render(
-                step, session, message.recipient, series=settings.series, unsubscribe_url=links["unsubscribe_url"],
-                extra={"rsvp_yes_url": links["rsvp_yes_url"], "rsvp_no_url": links["rsvp_no_url"],
-                       **self._notice_extra(message)},
+                step,
+                session,
+                message.recipient,
+                series=settings.series,
+                unsubscribe_url=links["unsubscribe_url"],
+                extra={
+                    "rsvp_yes_url": links["rsvp_yes_url"],
+                    "rsvp_no_url": links["rsvp_no_url"],
+                    **self._notice_extra(message),
+                },
             )
         except RenderError as exc:
             log.error("render failed for %s: %s", message.message_id, exc)
             return Outcome(message.pk, MessageStatus.FAILED, None, f"render failed: {exc}")
         method = calendar_method(step)  # REQUEST, CANCEL for cancelled-N, None for follow-ups
         now = self.clock.now()
-        try:  # the bytes mailer.mime.build_message would make, written directly (mailer.wire)
-            calendar = None if method is None else build_calendar(
-                settings.series, session, sequence=self._sequences.get(session.id, 0), method=method,
-                organiser_name=settings.sender.name, organiser_address=settings.sender.address,
-                attendee=message.recipient, stamp=now, summary=rendered.title, language=rendered.language,
+        try:  # the bytes mailer.compose.mime.build_message would make, written directly (mailer.compose.wire)
+            calendar = (
+                None
+                if method is None
+                else build_calendar(
+                    settings.series,
+                    session,
+                    sequence=self._sequences.get(session.id, 0),
+                    method=method,
+                    organiser_name=settings.sender.name,
+                    organiser_address=settings.sender.address,
+                    attendee=message.recipient,
+                    stamp=now,
+                    summary=rendered.title,
+                    language=rendered.language,
+                )
             )
             composed = self.composer.compose(
                 rendered,
@@ -246,12 +292,23 @@ class Service:
         wire = self.signer.signature(composed.data) + composed.wire if self.signer else composed.wire
         redirect = settings.sender.redirect_all_to
         reply = await pool.send(
-            settings.sender.address, redirect or message.recipient.email, wire, kind=step.kind, utf8=composed.utf8,
+            settings.sender.address,
+            redirect or message.recipient.email,
+            wire,
+            kind=step.kind,
+            utf8=composed.utf8,
             transparent=True,
         )
-        if redirect and reply.status is MessageStatus.BOUNCED:  # the rehearsal address bounced, not the contact
-            return Outcome(message.pk, MessageStatus.FAILED, reply.code, f"redirect to {redirect}: {reply.text}",
-                           rendered.language)
+        if (
+            redirect and reply.status is MessageStatus.BOUNCED
+        ):  # the rehearsal address bounced, not the contact
+            return Outcome(
+                message.pk,
+                MessageStatus.FAILED,
+                reply.code,
+                f"redirect to {redirect}: {reply.text}",
+                rendered.language,
+            )
         return Outcome(message.pk, reply.status, reply.code, reply.text, rendered.language)
 
 
@@ -267,8 +324,12 @@ def smtp_target(settings: Settings, on_start: Callable[[str], None] | None = Non
         return
     with SmtpServer(EmlWriter(settings.capture_dir)) as server:
         if on_start:
-            on_start(f"capture SMTP server on {server.host}:{server.port}, writing .eml files to {settings.capture_dir}")
-        smtp = dataclasses.replace(settings.smtp, host=server.host, port=server.port, security=Security.NONE, username="")
+            on_start(
+                f"capture SMTP server on {server.host}:{server.port}, writing .eml files to {settings.capture_dir}"
+            )
+        smtp = dataclasses.replace(
+            settings.smtp, host=server.host, port=server.port, security=Security.NONE, username=""
+        )
         yield dataclasses.replace(settings, smtp=smtp)
 
 

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from mailer.app import App
-from mailer.clock import VirtualClock, require_aware
-from mailer.db import transaction
-from mailer.outbox import next_due_at
+from mailer.delivery.transport import SmtpRouter
 from mailer.service import DispatchReport, Service
-from mailer.timeline import plan
-from mailer.transport import SmtpRouter
+from mailer.store.engine import transaction
+from mailer.store.outbox import next_due_at
+from mailer.timeline.clock import VirtualClock, require_aware
+from mailer.timeline.plan import plan
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ digits, "Etc/GMT+3", is also UTC-03:00 (POSIX inverts the sign), and is accepted
 from __future__ import annotations
 
 import re
-from datetime import timedelta, timezone, tzinfo
+from datetime import UTC, timedelta, timezone, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -28,7 +28,7 @@ def resolve_zone(name: str) -> tzinfo:
     """
     text = name.strip()
     if text.upper() in {"UTC", "GMT", "Z"}:
-        return timezone.utc
+        return UTC
     match = _FIXED.match(text)
     if match:
         sign, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3) or 0)

@@ -24,8 +24,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from mailer.app import App, open_app
-from mailer.capture import SmtpServer
 from mailer.config import Settings, load_settings
+from mailer.delivery.capture import SmtpServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTACTS_DIR = Path(os.environ.get("MAILER_CONTACTS_DIR", ROOT.parent / "shared" / "data" / "contacts"))
@@ -153,5 +153,7 @@ def with_smtp(settings: Settings, server: RunningServer, **changes: Any) -> Sett
     """``settings`` sending to ``server`` over plain SMTP."""
     from mailer.config import Security
 
-    smtp = dataclasses.replace(settings.smtp, host=server.host, port=server.port, security=Security.NONE, **changes)
+    smtp = dataclasses.replace(
+        settings.smtp, host=server.host, port=server.port, security=Security.NONE, **changes
+    )
     return dataclasses.replace(settings, smtp=smtp)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
-from mailer.models import Contact, ContactList, ListMembership, Registration, RegistrationStatus
+from mailer.store.models import Contact, ContactList, ListMembership, Registration, RegistrationStatus
 
-EPOCH = datetime(2021, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(2021, 1, 1, tzinfo=UTC)
 
 
 def add_contact(
@@ -53,6 +53,8 @@ def register(
     at: datetime = EPOCH,
 ) -> Registration:
     """Record ``contact``'s answer for ``session_id``."""
-    registration = Registration(contact_id=contact.id, session_id=session_id, status=status, registered_at=at, source="test")
+    registration = Registration(
+        contact_id=contact.id, session_id=session_id, status=status, registered_at=at, source="test"
+    )
     db.add(registration)
     return registration

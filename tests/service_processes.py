@@ -7,14 +7,14 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy import func, select
 
 from mailer.app import App
-from mailer.db import transaction
-from mailer.models import Contact, ContactList, ListMembership, Message, MessageStatus
+from mailer.store.engine import transaction
+from mailer.store.models import Contact, ContactList, ListMembership, Message, MessageStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 GMT_MINUS_3 = timezone(timedelta(hours=-3))
@@ -37,7 +37,7 @@ def write_live_config(directory: Path, *, invitation_started: timedelta = timede
         assert old in main
         main = main.replace(old, new)
     (config / "mailer.toml").write_text(main)
-    start = (datetime.now(timezone.utc) + timedelta(weeks=6) - invitation_started).astimezone(GMT_MINUS_3)
+    start = (datetime.now(UTC) + timedelta(weeks=6) - invitation_started).astimezone(GMT_MINUS_3)
     series = (ROOT / "config" / "series.toml").read_text()
     series = series.replace('start = "2021-07-13T10:00"', f'start = "{start:%Y-%m-%dT%H:%M}"')
     (config / "series.toml").write_text(series)
@@ -47,22 +47,28 @@ def write_live_config(directory: Path, *, invitation_started: timedelta = timede
 
 def add_contacts(app: App, count: int, region: str = "africa") -> None:
     """``count`` contacts person00000@example.org ... on ``region``'s list, inserted in bulk."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with transaction(app.factory) as db:
         contact_list = ContactList(region=region, name=region)
         db.add(contact_list)
         db.flush()
         contacts = [
             Contact(
-                email=f"person{i:05d}@example.org", email_key=f"person{i:05d}@example.org", name=f"Person {i}",
-                language=("en", "fr", "ar", "es")[i % 4], time_zone="Africa/Lagos", created_at=now, updated_at=now,
+                email=f"person{i:05d}@example.org",
+                email_key=f"person{i:05d}@example.org",
+                name=f"Person {i}",
+                language=("en", "fr", "ar", "es")[i % 4],
+                time_zone="Africa/Lagos",
+                created_at=now,
+                updated_at=now,
             )
             for i in range(count)
         ]
         db.add_all(contacts)
         db.flush()
         db.add_all(
-            ListMembership(contact_id=c.id, list_id=contact_list.id, source="test", added_at=now) for c in contacts
+            ListMembership(contact_id=c.id, list_id=contact_list.id, source="test", added_at=now)
+            for c in contacts
         )
 
 
@@ -75,7 +81,10 @@ class ServiceProcess:
         self._log = log.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "schedule.py"), "--config", str(config)],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def kill(self) -> None:
@@ -93,11 +102,16 @@ class ServiceProcess:
 def pending_count(app: App) -> int:
     """Messages not yet in a final state."""
     with transaction(app.factory) as db:
-        return db.scalar(
-            select(func.count()).select_from(Message).where(
-                Message.status.in_([MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.DEFERRED])
+        return (
+            db.scalar(
+                select(func.count())
+                .select_from(Message)
+                .where(
+                    Message.status.in_([MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.DEFERRED])
+                )
             )
-        ) or 0
+            or 0
+        )
 
 
 def message_count(app: App) -> int:

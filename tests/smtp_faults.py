@@ -17,7 +17,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
 
-from mailer.capture import SmtpServer
+from mailer.delivery.capture import SmtpServer
 from tests.conftest import Received
 
 
@@ -29,7 +29,9 @@ class Faults:
     rcpt_temporary: dict[str, tuple[int, int]] = field(default_factory=dict)  # address -> (code, times)
     rcpt_permanent: dict[str, int] = field(default_factory=dict)  # address -> 5xx code, always
     rcpt_slow: dict[str, tuple[float, int]] = field(default_factory=dict)  # address -> (seconds, times)
-    drop_in_data: dict[str, int] = field(default_factory=dict)  # address -> times the connection drops at DATA
+    drop_in_data: dict[str, int] = field(
+        default_factory=dict
+    )  # address -> times the connection drops at DATA
     drop_after_message: int = 0  # close the connection right after accepting message number N (1-based)
     smtputf8: bool = True
     pipelining: bool = True  # advertise PIPELINING (RFC 2920), as Postfix does; aiosmtpd takes groups anyway
@@ -62,8 +64,9 @@ class FaultyHandler:
             table[key] = (*value, times - 1)
             return value[0] if len(value) == 1 else value
 
-    async def handle_RCPT(self, server: SMTP, session: SmtpSession, envelope: Envelope, address: str,
-                          rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: SmtpSession, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
         code = self.faults.rcpt_permanent.get(address)
         if code:
             return f"{code} 5.1.1 <{address}>: Recipient address rejected: User unknown"
@@ -76,8 +79,9 @@ class FaultyHandler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_EHLO(self, server: SMTP, session: SmtpSession, envelope: Envelope, hostname: str,
-                          responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self, server: SMTP, session: SmtpSession, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
         session.host_name = hostname
         if self.faults.pipelining:
             responses.insert(len(responses) - 1, "250-PIPELINING")
@@ -92,11 +96,17 @@ class FaultyHandler:
         with self.lock:
             self.accepted += 1
             number = self.accepted
-            if session.ssl is not None or (server.transport and server.transport.get_extra_info("ssl_object")):
+            if session.ssl is not None or (
+                server.transport and server.transport.get_extra_info("ssl_object")
+            ):
                 self.tls_messages += 1
             self.messages.append(
-                Received(str(envelope.mail_from), list(envelope.rcpt_tos), bytes(envelope.original_content or b""),
-                         list(envelope.mail_options))
+                Received(
+                    str(envelope.mail_from),
+                    list(envelope.rcpt_tos),
+                    bytes(envelope.original_content or b""),
+                    list(envelope.mail_options),
+                )
             )
         if number == self.faults.drop_after_message:
             # The 250 below reaches the client; the connection drops at its next command, as a relay
@@ -104,8 +114,9 @@ class FaultyHandler:
             self.drop_on_next_command.add(id(server))
         return "250 2.0.0 OK: queued"
 
-    async def handle_MAIL(self, server: SMTP, session: SmtpSession, envelope: Envelope, address: str,
-                          mail_options: list[str]) -> str:
+    async def handle_MAIL(
+        self, server: SMTP, session: SmtpSession, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
         if id(server) in self.drop_on_next_command:
             self.drop_on_next_command.discard(id(server))
             assert server.transport is not None
@@ -162,15 +173,25 @@ class FaultySMTP(SMTP):
         await super().smtp_QUIT(arg)
 
 
-def fault_server(faults: Faults, *, tls_context: ssl.SSLContext | None = None, require_starttls: bool = False,
-                 implicit_tls: bool = False, auth: dict[str, str] | None = None) -> tuple[SmtpServer, FaultyHandler]:
+def fault_server(
+    faults: Faults,
+    *,
+    tls_context: ssl.SSLContext | None = None,
+    require_starttls: bool = False,
+    implicit_tls: bool = False,
+    auth: dict[str, str] | None = None,
+) -> tuple[SmtpServer, FaultyHandler]:
     """A started-later :class:`SmtpServer` (use it as a context manager) and its handler."""
     handler = FaultyHandler(faults)
 
     def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
         from aiosmtpd.smtp import AuthResult, LoginPassword
 
-        ok = isinstance(data, LoginPassword) and auth is not None and auth.get(data.login.decode()) == data.password.decode()
+        ok = (
+            isinstance(data, LoginPassword)
+            and auth is not None
+            and auth.get(data.login.decode()) == data.password.decode()
+        )
         if ok:
             handler.logins.append((data.login.decode(), mechanism))
         return AuthResult(success=ok)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import mailbox
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -13,9 +13,9 @@ from sqlalchemy import select
 
 from mailer.app import App
 from mailer.cli import _register, cli
-from mailer.db import transaction
-from mailer.models import Contact, Message, MessageStatus, Suppression
-from mailer.outbox import queue_wave
+from mailer.store.engine import transaction
+from mailer.store.models import Contact, Message, MessageStatus, Suppression
+from mailer.store.outbox import queue_wave
 from tests.factories import add_contact
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ Content-Type: text/rfc822-headers
 
 From: webinars@example.org
 To: {recipient}
-Message-ID: {original_id or '<x@y>'}
+Message-ID: {original_id or "<x@y>"}
 
 --b1--
 """.encode()
@@ -70,8 +70,13 @@ def test_bounces_import_from_mbox_and_maildir(app: App, tmp_path: Path) -> None:
         add_contact(db, "full@example.org")
         add_contact(db, "fine@example.org")
     with transaction(app.factory) as db:
-        queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"),
-                   datetime(2021, 6, 1, 13, tzinfo=timezone.utc))
+        queue_wave(
+            db,
+            app.settings,
+            series.session("africa-2021"),
+            series.step("invitation"),
+            datetime(2021, 6, 1, 13, tzinfo=UTC),
+        )
         message = db.scalar(select(Message).where(Message.recipient == "gone@example.org"))
         assert message is not None
         message.status, message.message_id = MessageStatus.SENT, ORIGINAL_ID
@@ -91,7 +96,11 @@ def test_bounces_import_from_mbox_and_maildir(app: App, tmp_path: Path) -> None:
     assert "messages        1" in result.output
     with transaction(app.factory) as db:
         suppression = db.get(Suppression, "gone@example.org")
-        assert suppression is not None and suppression.reason == "hard-bounce" and ORIGINAL_ID in suppression.detail
+        assert (
+            suppression is not None
+            and suppression.reason == "hard-bounce"
+            and ORIGINAL_ID in suppression.detail
+        )
         assert db.get(Suppression, "full@example.org") is None
         assert db.scalar(select(Contact.status).where(Contact.email == "gone@example.org")) == "bounced"
         assert db.scalar(select(Message.status).where(Message.message_id == ORIGINAL_ID)) == "bounced"
@@ -107,6 +116,16 @@ def test_bounces_import_from_mbox_and_maildir(app: App, tmp_path: Path) -> None:
 
 def test_bounces_import_refuses_a_folder_that_is_no_maildir(app: App, tmp_path: Path) -> None:
     _register()
-    result = CliRunner().invoke(cli, ["--config", str(ROOT / "config"), "--database-url", app.settings.database_url,
-                                      "bounces", "import", str(tmp_path)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--config",
+            str(ROOT / "config"),
+            "--database-url",
+            app.settings.database_url,
+            "bounces",
+            "import",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code != 0 and "no maildir" in str(result.exception or result.output)

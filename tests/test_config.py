@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -14,13 +14,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_shipped_series_has_four_sessions_at_gmt_minus_3() -> None:
     settings = load_settings(ROOT / "config", database_url="sqlite:///:memory:")
-    starts = {s.id: s.start.astimezone(timezone.utc) for s in settings.series.sessions}
+    starts = {s.id: s.start.astimezone(UTC) for s in settings.series.sessions}
     assert starts["africa-2021"].isoformat() == "2021-07-13T13:00:00+00:00"
     assert starts["caribbean-2021"].isoformat() == "2021-09-28T13:00:00+00:00"
     assert starts["asia-pacific-2021"].isoformat() == "2021-12-08T13:00:00+00:00"
     assert starts["latin-america-2022"].isoformat() == "2022-03-07T13:00:00+00:00"
     assert [s.name for s in settings.series.steps] == [
-        "invitation", "invitation-2", "reminder-1w", "reminder-1d", "reminder-1h", "follow-up",
+        "invitation",
+        "invitation-2",
+        "reminder-1w",
+        "reminder-1d",
+        "reminder-1h",
+        "follow-up",
     ]
 
 
@@ -76,12 +81,27 @@ def test_config_errors_name_file_key_and_fix(tmp_path: Path, old: str, new: str,
     ("file", "old", "new", "key", "hint"),
     [
         ("mailer.toml", "[smtp]", "[smpt]", "smpt", "did you mean `smtp`?"),
-        ("mailer.toml", "[database]", "template_dir = 'templates/email'\n[database]", "template_dir",
-         "did you mean `templates_dir`?"),
-        ("series.toml", "[[sessions]]\n", "[[sessions]]\ncanceled = true\n", "sessions[0].canceled",
-         "did you mean `cancelled`?"),
-        ("series.toml", "[[steps]]\n", "[[steps]]\nsend_windw = '08:00-20:00'\n", "steps[0].send_windw",
-         "did you mean `send_window`?"),
+        (
+            "mailer.toml",
+            "[database]",
+            "template_dir = 'templates/email'\n[database]",
+            "template_dir",
+            "did you mean `templates_dir`?",
+        ),
+        (
+            "series.toml",
+            "[[sessions]]\n",
+            "[[sessions]]\ncanceled = true\n",
+            "sessions[0].canceled",
+            "did you mean `cancelled`?",
+        ),
+        (
+            "series.toml",
+            "[[steps]]\n",
+            "[[steps]]\nsend_windw = '08:00-20:00'\n",
+            "steps[0].send_windw",
+            "did you mean `send_window`?",
+        ),
         ("mailer.toml", "port = 587", "port = 99999", "smtp.port", "give 1-65535"),
     ],
 )

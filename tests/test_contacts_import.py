@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from mailer.app import App
-from mailer.cli import cli
-from mailer.cli.contacts import COMMANDS
-from mailer.contacts import (
+from mailer.audience.contacts import (
     InvalidAddressError,
     clean_text,
     contact_by_email,
@@ -26,15 +24,17 @@ from mailer.contacts import (
     normalise_address,
     split_title,
 )
-from mailer.db import transaction
+from mailer.audience.locales import country_language
+from mailer.cli import cli
+from mailer.cli.contacts import COMMANDS
 from mailer.errors import ImportFileError, NaiveDatetimeError, NotFoundError
-from mailer.locales import country_language
-from mailer.models import Contact, ContactList, ListMembership
+from mailer.store.engine import transaction
+from mailer.store.models import Contact, ContactList, ListMembership
 from tests.conftest import CONTACTS_DIR, ROOT
 
 MANIFEST: dict[str, Any] = json.loads((CONTACTS_DIR / "manifest.json").read_text(encoding="utf-8"))
 FILES = sorted(name for name in MANIFEST if name.endswith(".csv"))
-NOW = datetime(2021, 6, 1, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2021, 6, 1, 9, 0, tzinfo=UTC)
 
 
 def region_of(file_name: str) -> str:
@@ -48,7 +48,9 @@ def expected_address(raw: str) -> str:
 
 def contact(app: App, address: str) -> Contact:
     with app.factory() as db:
-        found = db.scalars(select(Contact).where(Contact.email_key == address.strip().casefold())).one_or_none()
+        found = db.scalars(
+            select(Contact).where(Contact.email_key == address.strip().casefold())
+        ).one_or_none()
     assert found is not None, f"{address!r} was not imported"
     return found
 
@@ -78,7 +80,9 @@ def test_import_matches_manifest(app: App, tmp_path: Path, file_name: str) -> No
     region = region_of(file_name)
     rejects = tmp_path / "rejects.csv"
 
-    report = import_contacts(app.factory, app.settings, CONTACTS_DIR / file_name, region, NOW, rejects_path=rejects)
+    report = import_contacts(
+        app.factory, app.settings, CONTACTS_DIR / file_name, region, NOW, rejects_path=rejects
+    )
 
     assert report.encoding == expected["encoding"]
     assert report.delimiter == expected["delimiter"]
@@ -118,7 +122,9 @@ def test_import_matches_manifest(app: App, tmp_path: Path, file_name: str) -> No
 @pytest.mark.parametrize("file_name", FILES)
 def test_defect_rows_are_stored_as_meant(app: App, tmp_path: Path, file_name: str) -> None:
     region = region_of(file_name)
-    import_contacts(app.factory, app.settings, CONTACTS_DIR / file_name, region, NOW, rejects_path=tmp_path / "r.csv")
+    import_contacts(
+        app.factory, app.settings, CONTACTS_DIR / file_name, region, NOW, rejects_path=tmp_path / "r.csv"
+    )
     defects = {d["defect"]: d for d in MANIFEST[file_name]["defects"]}
 
     eve = contact(app, defects["newline and header text in name"]["email"])
@@ -154,24 +160,46 @@ def test_defect_rows_are_stored_as_meant(app: App, tmp_path: Path, file_name: st
 def test_rows_read_as_written_per_layout(app: App, tmp_path: Path) -> None:
     """Headers in four styles, names split or with the title inside, countries, languages and zones resolved."""
     for file_name in FILES:
-        import_contacts(app.factory, app.settings, CONTACTS_DIR / file_name, region_of(file_name), NOW,
-                        rejects_path=tmp_path / file_name)
+        import_contacts(
+            app.factory,
+            app.settings,
+            CONTACTS_DIR / file_name,
+            region_of(file_name),
+            NOW,
+            rejects_path=tmp_path / file_name,
+        )
     russell = contact(app, "russell.brown486@lc.parliament.example")  # caribbean: "Mr. Russell Brown", cp1252
     assert (russell.title, russell.name, russell.country, russell.language, russell.time_zone) == (
-        "Mr.", "Russell Brown", "LC", "en", "America/St_Lucia")
+        "Mr.",
+        "Russell Brown",
+        "LC",
+        "en",
+        "America/St_Lucia",
+    )
     ines = contact(app, "ines.torres424@ht.parliament.example")  # "Mme Inès Torres", "Français"
     assert (ines.title, ines.name, ines.country, ines.language) == ("Mme", "Inès Torres", "HT", "fr")
-    assert contact(app, "jacqueline.chandler792@assembly-tt.example.org").country == "TT"  # "Trinidad & Tobago"
+    assert (
+        contact(app, "jacqueline.chandler792@assembly-tt.example.org").country == "TT"
+    )  # "Trinidad & Tobago"
     brisbane = contact(app, "jonathan.peters316@assembly-au.example.org")  # asia-pacific zone column
     assert (brisbane.country, brisbane.time_zone) == ("AU", "Australia/Brisbane")
     lucia = contact(app, "lucia.canas257@assembly-py.example.org")  # Spanish header, ';'
     assert (lucia.title, lucia.name, lucia.institution, lucia.language, lucia.time_zone) == (
-        "Dr.", "Lucía Cañas", "Ministerio de Justicia", "es", "America/Asuncion")
+        "Dr.",
+        "Lucía Cañas",
+        "Ministerio de Justicia",
+        "es",
+        "America/Asuncion",
+    )
     nieves = contact(app, "nieves.lasa569@assembly-cr.example.org")  # "Inglés"
     assert (nieves.country, nieves.language) == ("CR", "en")
     arabic = contact(app, "elizabeth.rivera672@assembly-ma.example.org")  # "العربية", UTF-8 with BOM
     assert (arabic.name, arabic.country, arabic.language, arabic.time_zone) == (
-        "واصف الحويطات", "MA", "ar", "Africa/Casablanca")
+        "واصف الحويطات",
+        "MA",
+        "ar",
+        "Africa/Casablanca",
+    )
     blank_language = contact(app, "victoria.akinwale774@ng.parliament.example")  # Nigeria, language blank
     assert blank_language.language == "en"
 
@@ -196,10 +224,12 @@ def test_reimport_changes_nothing(app: App, tmp_path: Path, file_name: str) -> N
 
 def test_one_contact_on_several_lists(app: App, tmp_path: Path) -> None:
     africa, caribbean = "africa.csv", "caribbean.csv"
-    first = import_contacts(app.factory, app.settings, CONTACTS_DIR / africa, "africa", NOW,
-                            rejects_path=tmp_path / "a.csv")
-    second = import_contacts(app.factory, app.settings, CONTACTS_DIR / caribbean, "caribbean", NOW,
-                             rejects_path=tmp_path / "c.csv")
+    first = import_contacts(
+        app.factory, app.settings, CONTACTS_DIR / africa, "africa", NOW, rejects_path=tmp_path / "a.csv"
+    )
+    second = import_contacts(
+        app.factory, app.settings, CONTACTS_DIR / caribbean, "caribbean", NOW, rejects_path=tmp_path / "c.csv"
+    )
 
     def valid_defects(name: str) -> set[str]:
         return {
@@ -225,8 +255,9 @@ def test_one_contact_on_several_lists(app: App, tmp_path: Path) -> None:
     assert (nadia.country, nadia.time_zone) == ("NG", "Africa/Lagos")
     assert second.updated == 0
     for name, region in ((africa, "africa"), (caribbean, "caribbean"), (africa, "africa")):
-        again = import_contacts(app.factory, app.settings, CONTACTS_DIR / name, region, NOW,
-                                rejects_path=tmp_path / "again.csv")
+        again = import_contacts(
+            app.factory, app.settings, CONTACTS_DIR / name, region, NOW, rejects_path=tmp_path / "again.csv"
+        )
         assert (again.new, again.updated) == (0, 0)
     nadia = contact(app, "nadia.haddad@mail.example.com")
     assert (nadia.country, nadia.time_zone) == ("NG", "Africa/Lagos")
@@ -238,8 +269,17 @@ def test_rejects_file_keeps_original_columns(app: App, tmp_path: Path) -> None:
     assert report.rejects_path == tmp_path / "var" / "rejects" / "latin-america-rejects.csv"
     with report.rejects_path.open(encoding="utf-8-sig", newline="") as handle:
         rows = list(csv.reader(handle))
-    assert rows[0] == ["Tratamiento", "Nombre", "Apellidos", "Correo electrónico", "País", "Institución", "Idioma",
-                       "line", "reason"]
+    assert rows[0] == [
+        "Tratamiento",
+        "Nombre",
+        "Apellidos",
+        "Correo electrónico",
+        "País",
+        "Institución",
+        "Idioma",
+        "line",
+        "reason",
+    ]
     assert [int(row[-2]) for row in rows[1:]] == [r.line for r in report.rejected]
     assert [row[-1] for row in rows[1:]] == [r.reason for r in report.rejected]
     by_line = {int(row[-2]): row for row in rows[1:]}
@@ -264,10 +304,19 @@ def test_other_layouts(app: App, tmp_path: Path) -> None:
     assert (report.encoding, report.delimiter, report.rows, report.new) == ("cp1252", "\t", 4, 3)
     assert [(r.line, r.raw_email) for r in report.rejected] == [(8, "jo@@senat.example")]
     marie = contact(app, "marie.dupont@senat.example")
-    assert (marie.name, marie.country, marie.language, marie.time_zone) == ("Marie Dupont", "SN", "fr", "Africa/Dakar")
+    assert (marie.name, marie.country, marie.language, marie.time_zone) == (
+        "Marie Dupont",
+        "SN",
+        "fr",
+        "Africa/Dakar",
+    )
     paul = contact(app, "paul.mbeki@senat.example")
     assert (paul.name, paul.country, paul.language, paul.time_zone) == (
-        "Paul Jean Baptiste Mbeki", "CI", "fr", "UTC+01:00")
+        "Paul Jean Baptiste Mbeki",
+        "CI",
+        "fr",
+        "UTC+01:00",
+    )
     ana = contact(app, "ana@senat.example")  # nothing recognised: the region's defaults
     region = app.settings.region("africa")
     assert (ana.country, ana.language, ana.time_zone) == ("", region.default_language, region.default_zone)
@@ -283,7 +332,9 @@ def test_file_errors(app: App, tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match=r"unknown region 'atlantis' \(known: africa, asia-pacific"):
         import_contacts(app.factory, app.settings, CONTACTS_DIR / "africa.csv", "atlantis", NOW)
     with pytest.raises(NaiveDatetimeError):
-        import_contacts(app.factory, app.settings, CONTACTS_DIR / "africa.csv", "africa", datetime(2021, 6, 1))
+        import_contacts(
+            app.factory, app.settings, CONTACTS_DIR / "africa.csv", "africa", datetime(2021, 6, 1)
+        )
     assert count(app, select(func.count()).select_from(Contact)) == 0
 
 
@@ -340,7 +391,9 @@ def test_clean_text_never_keeps_a_line_break() -> None:
 
 
 def test_find_contacts(app: App, tmp_path: Path) -> None:
-    import_contacts(app.factory, app.settings, CONTACTS_DIR / "africa.csv", "africa", NOW, rejects_path=tmp_path / "r")
+    import_contacts(
+        app.factory, app.settings, CONTACTS_DIR / "africa.csv", "africa", NOW, rejects_path=tmp_path / "r"
+    )
     views, total = find_contacts(app.factory, region="africa", search="HADDAD")
     assert total == 1 and views[0].email == "nadia.haddad@mail.example.com"
     views, total = find_contacts(app.factory, region="caribbean")
@@ -365,8 +418,16 @@ def run(app: App, *args: str) -> Any:
 def test_cli_import_prints_summary_and_lines(app: App, tmp_path: Path) -> None:
     expected = MANIFEST["africa.csv"]
     rejects = tmp_path / "africa-rejects.csv"
-    result = run(app, "contacts", "import", str(CONTACTS_DIR / "africa.csv"), "--region", "africa",
-                 "--rejects", str(rejects))
+    result = run(
+        app,
+        "contacts",
+        "import",
+        str(CONTACTS_DIR / "africa.csv"),
+        "--region",
+        "africa",
+        "--rejects",
+        str(rejects),
+    )
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert f"{expected['rows']} rows read" in out
@@ -381,21 +442,41 @@ def test_cli_import_prints_summary_and_lines(app: App, tmp_path: Path) -> None:
             assert f"line {defect['line']}: " in out
     assert rejects.is_file()
 
-    again = run(app, "contacts", "import", str(CONTACTS_DIR / "africa.csv"), "--region", "africa",
-                "--rejects", str(rejects))
-    assert f"(0 new, 0 updated, {expected['expected_contacts']} unchanged; 0 added to the list)" in again.stdout
+    again = run(
+        app,
+        "contacts",
+        "import",
+        str(CONTACTS_DIR / "africa.csv"),
+        "--region",
+        "africa",
+        "--rejects",
+        str(rejects),
+    )
+    assert (
+        f"(0 new, 0 updated, {expected['expected_contacts']} unchanged; 0 added to the list)" in again.stdout
+    )
 
 
 def test_cli_unknown_region_exits_2(app: App) -> None:
     result = run(app, "contacts", "import", str(CONTACTS_DIR / "africa.csv"), "--region", "atlantis")
     assert result.exit_code == 2
-    assert "unknown region 'atlantis' (known: africa, asia-pacific, caribbean, latin-america)" in result.output
+    assert (
+        "unknown region 'atlantis' (known: africa, asia-pacific, caribbean, latin-america)" in result.output
+    )
     assert count(app, select(func.count()).select_from(Contact)) == 0
 
 
 def test_cli_list_and_show(app: App, tmp_path: Path) -> None:
-    run(app, "contacts", "import", str(CONTACTS_DIR / "caribbean.csv"), "--region", "caribbean",
-        "--rejects", str(tmp_path / "r.csv"))
+    run(
+        app,
+        "contacts",
+        "import",
+        str(CONTACTS_DIR / "caribbean.csv"),
+        "--region",
+        "caribbean",
+        "--rejects",
+        str(tmp_path / "r.csv"),
+    )
     listed = run(app, "contacts", "list", "--region", "caribbean", "--search", "Russell.Brown")
     assert listed.exit_code == 0
     assert "russell.brown486@lc.parliament.example" in listed.stdout and "Mr. Russell Brown" in listed.stdout
@@ -416,7 +497,9 @@ def test_big_file_in_chunks_with_progress(app: App, tmp_path: Path) -> None:
     rows = [f'person{i}@big.example,"Person\n{i}",Kenya' for i in range(2500)]
     path.write_text("email,name,country\n" + "\n".join(rows) + "\n", encoding="utf-8")
     seen: list[tuple[int, int]] = []
-    report = import_contacts(app.factory, app.settings, path, "africa", NOW, progress=lambda d, t: seen.append((d, t)))
+    report = import_contacts(
+        app.factory, app.settings, path, "africa", NOW, progress=lambda d, t: seen.append((d, t))
+    )
     assert (report.rows, report.new, report.rejected) == (2500, 2500, ())
     assert seen[-1] == (5001, 5001) and len(seen) >= 3
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
@@ -427,21 +510,29 @@ def test_big_file_in_chunks_with_progress(app: App, tmp_path: Path) -> None:
 
 def test_cells_not_understood_are_reported_with_what_was_used(app: App, tmp_path: Path) -> None:
     path = tmp_path / "odd.csv"
-    path.write_text("email,name,country,language,time_zone\n"
-                    "k@example.org,Kirk,Narnia,Klingon,Mars/Base\n"
-                    "l@example.org,Lee,FR,fr,Europe/Paris\n", encoding="utf-8")
+    path.write_text(
+        "email,name,country,language,time_zone\n"
+        "k@example.org,Kirk,Narnia,Klingon,Mars/Base\n"
+        "l@example.org,Lee,FR,fr,Europe/Paris\n",
+        encoding="utf-8",
+    )
     report = import_contacts(app.factory, app.settings, path, "africa", NOW, rejects_path=tmp_path / "r.csv")
     assert report.imported == 2 and not report.rejected
     assert [(r.line, r.column, r.value) for r in report.replaced] == [
-        (2, "country", "Narnia"), (2, "language", "Klingon"), (2, "time zone", "Mars/Base")]
+        (2, "country", "Narnia"),
+        (2, "language", "Klingon"),
+        (2, "time zone", "Mars/Base"),
+    ]
     used = {r.column: r.used for r in report.replaced}
     assert used["language"] == "en" and used["time zone"] == "Africa/Lagos"  # the region's defaults
 
 
 def test_an_unclosed_quote_stops_the_import_at_its_line_and_imports_nothing(app: App, tmp_path: Path) -> None:
     path = tmp_path / "quote.csv"
-    path.write_text('email,name,country\nann@example.org,Ann,GH\nana@example.org,"Ana,Mexico\nbob@example.org,Bob,Peru\n',
-                    encoding="utf-8")
+    path.write_text(
+        'email,name,country\nann@example.org,Ann,GH\nana@example.org,"Ana,Mexico\nbob@example.org,Bob,Peru\n',
+        encoding="utf-8",
+    )
     with pytest.raises(ImportFileError, match=r"line 3: .*a quote opened on this line is never closed"):
         import_contacts(app.factory, app.settings, path, "africa", NOW, rejects_path=tmp_path / "r.csv")
     with transaction(app.factory) as db:

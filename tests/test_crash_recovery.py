@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 
 from mailer.app import open_app
 from mailer.config import load_settings
-from mailer.db import transaction
-from mailer.models import DeliveryEvent, Message, Wave
+from mailer.store.engine import transaction
+from mailer.store.models import DeliveryEvent, Message, Wave
 from tests.conftest import RunningServer
 from tests.service_processes import (
     ServiceProcess,
@@ -35,7 +35,9 @@ def _received(server: RunningServer) -> Counter[str]:
     return Counter(rcpt for message in server.messages for rcpt in message.rcpt_tos)
 
 
-def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, database_url: str, smtp_server: RunningServer) -> None:
+def test_sigkill_at_random_moments_loses_nothing(
+    tmp_path: Path, database_url: str, smtp_server: RunningServer
+) -> None:
     config = write_live_config(tmp_path)
     settings = load_settings(config, database_url=database_url)
     app = open_app(settings)
@@ -43,9 +45,11 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, database_url: s
     rng = random.Random(20210713)
     kills = 0
     for round_number in range(KILLS):
-        process = ServiceProcess(config, database_url, smtp_server.port, tmp_path / f"service-{round_number}.log")
+        process = ServiceProcess(
+            config, database_url, smtp_server.port, tmp_path / f"service-{round_number}.log"
+        )
         # Let it start (about 1-2 s) and send for a random while before the kill.
-        wait_until(lambda: len(smtp_server.messages) > 0 or process.process.poll() is not None, 20)
+        wait_until(lambda p=process: len(smtp_server.messages) > 0 or p.process.poll() is not None, 20)
         time.sleep(rng.uniform(0.05, 0.6))
         process.kill()
         kills += 1
@@ -63,7 +67,9 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, database_url: s
     duplicates = sum(count - 1 for count in received.values())
     with transaction(app.factory) as db:
         statuses = dict(db.execute(select(Message.status, func.count()).group_by(Message.status)).all())
-        reclaimed = db.scalar(select(func.count()).select_from(DeliveryEvent).where(DeliveryEvent.kind == "reclaimed"))
+        reclaimed = db.scalar(
+            select(func.count()).select_from(DeliveryEvent).where(DeliveryEvent.kind == "reclaimed")
+        )
         message_ids = db.scalars(select(Message.message_id)).all()
     assert statuses == {"sent": CONTACTS}
     # A duplicate can only come from the window between the server's 250 and the commit recording it:
@@ -71,12 +77,16 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, database_url: s
     assert duplicates <= kills * 100
     resent_ids = Counter(m.parsed()["Message-ID"] for m in smtp_server.messages)
     assert set(resent_ids) == set(message_ids)
-    print(f"\n[crash test] {kills} SIGKILLs, {CONTACTS} contacts, {duplicates} duplicate deliveries, "
-          f"{reclaimed} messages reclaimed after lease expiry")
+    print(
+        f"\n[crash test] {kills} SIGKILLs, {CONTACTS} contacts, {duplicates} duplicate deliveries, "
+        f"{reclaimed} messages reclaimed after lease expiry"
+    )
     app.close()
 
 
-def test_sigterm_returns_in_flight_work_and_resumes(tmp_path: Path, database_url: str, smtp_server: RunningServer) -> None:
+def test_sigterm_returns_in_flight_work_and_resumes(
+    tmp_path: Path, database_url: str, smtp_server: RunningServer
+) -> None:
     config = write_live_config(tmp_path)
     app = open_app(load_settings(config, database_url=database_url))
     add_contacts(app, SIGTERM_CONTACTS)
@@ -117,9 +127,9 @@ def test_three_processes_share_the_work_on_postgresql(
         ServiceProcess(config, postgres_url, smtp_server.port, tmp_path / f"worker-{n}.log") for n in range(3)
     ]
     try:
-        assert wait_until(lambda: message_count(app) == CONTACTS and pending_count(app) == 0, 90), (
-            processes[0].log_path.read_text()[-2000:]
-        )
+        assert wait_until(lambda: message_count(app) == CONTACTS and pending_count(app) == 0, 90), processes[
+            0
+        ].log_path.read_text()[-2000:]
     finally:
         codes = [process.terminate() for process in processes]
     assert codes == [0, 0, 0]
@@ -128,9 +138,13 @@ def test_three_processes_share_the_work_on_postgresql(
     with transaction(app.factory) as db:
         workers = dict(db.execute(select(Message.worker, func.count()).group_by(Message.worker)).all())
         waves = db.scalar(
-            select(func.count()).select_from(Wave).where(Wave.session_id == "africa-2021", Wave.step == "invitation")
+            select(func.count())
+            .select_from(Wave)
+            .where(Wave.session_id == "africa-2021", Wave.step == "invitation")
         )
-        queued_events = db.scalar(select(func.count()).select_from(DeliveryEvent).where(DeliveryEvent.kind == "queued"))
+        queued_events = db.scalar(
+            select(func.count()).select_from(DeliveryEvent).where(DeliveryEvent.kind == "queued")
+        )
     assert waves == 1
     assert queued_events == CONTACTS, "exactly one process materialised the step"
     print(f"\n[multi-process] messages per worker: {sorted(workers.values())}")

@@ -11,7 +11,7 @@ import base64
 import dataclasses
 import re
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import dkim
@@ -21,17 +21,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
 from mailer.app import App
-from mailer.clock import VirtualClock
 from mailer.config import DkimSettings, Security, Settings
-from mailer.db import transaction
-from mailer.models import DeliveryEvent, Message, Suppression
-from mailer.outbox import queue_wave
+from mailer.delivery.transport import SmtpPool
 from mailer.service import Service
-from mailer.transport import SmtpPool
+from mailer.store.engine import transaction
+from mailer.store.models import DeliveryEvent, Message, Suppression
+from mailer.store.outbox import queue_wave
+from mailer.timeline.clock import VirtualClock
 from tests.factories import add_contact
 from tests.smtp_faults import Faults, fault_server
 
-UTC = timezone.utc
 INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
 
 
@@ -39,7 +38,12 @@ def _app(app: App, server: object, **smtp: object) -> App:
     changes = {"connections": 4, "timeout": 1.0, "connect_timeout": 5.0, "data_timeout": 5.0, **smtp}
     settings: Settings = app.settings
     smtp_settings = dataclasses.replace(
-        settings.smtp, host=server.host, port=server.port, security=Security.NONE, username="", **changes  # type: ignore[attr-defined]
+        settings.smtp,
+        host=server.host,
+        port=server.port,
+        security=Security.NONE,
+        username="",
+        **changes,  # type: ignore[attr-defined]
     )
     return dataclasses.replace(app, settings=dataclasses.replace(settings, smtp=smtp_settings))
 
@@ -63,8 +67,11 @@ def _send_all(app: App, **pool_args: object) -> tuple[VirtualClock, SmtpPool]:
             for _ in range(60):
                 await service.dispatch(pool)
                 with transaction(app.factory) as db:
-                    pending = db.scalar(select(func.count()).select_from(Message).where(
-                        Message.status.in_(["queued", "deferred", "sending"])))
+                    pending = db.scalar(
+                        select(func.count())
+                        .select_from(Message)
+                        .where(Message.status.in_(["queued", "deferred", "sending"]))
+                    )
                 if not pending:
                     break
                 clock.advance(timedelta(minutes=10))
@@ -78,7 +85,9 @@ def _outcomes(app: App) -> dict[str, tuple[str, str, list[str]]]:
     with transaction(app.factory) as db:
         rows = db.execute(select(Message.id, Message.recipient, Message.status, Message.reply_text)).all()
         events: dict[int, list[str]] = {}
-        for pk, kind in db.execute(select(DeliveryEvent.message_pk, DeliveryEvent.kind).order_by(DeliveryEvent.id)):
+        for pk, kind in db.execute(
+            select(DeliveryEvent.message_pk, DeliveryEvent.kind).order_by(DeliveryEvent.id)
+        ):
             events.setdefault(pk, []).append(kind)
     return {address: (status, text, events[pk]) for pk, address, status, text in rows}
 
@@ -107,7 +116,9 @@ def test_faults_end_sent_deferred_then_sent_or_failed_and_nobody_twice(app: App,
     assert set(received) == set(people) - {people[5]}
     for address in people[1:5] + people[6:9]:
         status, _, events = outcomes[address]
-        assert status == "sent" and "deferred" in events and events.index("deferred") < events.index("sent"), address
+        assert (
+            status == "sent" and "deferred" in events and events.index("deferred") < events.index("sent")
+        ), address
     status, text, events = outcomes[people[5]]
     assert status == "bounced" and "550" in text and "User unknown" in text
     with transaction(app.factory) as db:
@@ -121,9 +132,13 @@ def test_faults_end_sent_deferred_then_sent_or_failed_and_nobody_twice(app: App,
 
 def _reply_texts(app: App, address: str) -> list[str]:
     with transaction(app.factory) as db:
-        return list(db.scalars(
-            select(DeliveryEvent.detail).join(Message, Message.id == DeliveryEvent.message_pk).where(Message.recipient == address)
-        ))
+        return list(
+            db.scalars(
+                select(DeliveryEvent.detail)
+                .join(Message, Message.id == DeliveryEvent.message_pk)
+                .where(Message.recipient == address)
+            )
+        )
 
 
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
@@ -164,7 +179,9 @@ def test_smtputf8_used_when_offered_else_permanent_failure_with_reason(app: App)
                 _queue(this, people)
             else:
                 with transaction(this.factory) as db:
-                    db.execute(Message.__table__.update().values(status="queued", attempts=0, due_at=INVITATION_AT))
+                    db.execute(
+                        Message.__table__.update().values(status="queued", attempts=0, due_at=INVITATION_AT)
+                    )
             _send_all(this)
         outcomes = _outcomes(this)
         by_address = {m.rcpt_tos[0]: m for m in handler.messages}
@@ -195,7 +212,7 @@ def test_redirect_all_to_sends_every_message_to_the_rehearsal_address(app: App) 
 
 
 def test_a_bounce_of_the_rehearsal_address_does_not_suppress_the_contact(app: App) -> None:
-    server, handler = fault_server(Faults(rcpt_permanent={"rehearsal@example.org": 550}))
+    server, _handler = fault_server(Faults(rcpt_permanent={"rehearsal@example.org": 550}))
     with server:
         this = _app(app, server)
         sender = dataclasses.replace(this.settings.sender, redirect_all_to="rehearsal@example.org")
@@ -227,16 +244,25 @@ def test_rate_limit_over_the_wait_defers_without_contacting_the_server(app: App)
     outcomes = _outcomes(this)
     assert Counter(status for status, _, _ in outcomes.values()) == {"sent": 4, "deferred": 2}
     assert len(handler.messages) == 4
-    assert all("rate limit of 4 per hour" in text for status, text, _ in outcomes.values() if status == "deferred")
+    assert all(
+        "rate limit of 4 per hour" in text for status, text, _ in outcomes.values() if status == "deferred"
+    )
 
 
 def test_signed_messages_arrive_verifiable_with_their_dotted_lines_intact(app: App, tmp_path: Path) -> None:
     """The service sends the transparent form (leading dots doubled) behind a DKIM-Signature; the server
     undoes the dots, so the body hash still verifies."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    (tmp_path / "dkim.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
-    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "dkim.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
     signing = DkimSettings("example.org", "s2021", tmp_path / "dkim.pem", "", ("From", "To", "Subject"))
     server, handler = fault_server(Faults())
@@ -248,17 +274,23 @@ def test_signed_messages_arrive_verifiable_with_their_dotted_lines_intact(app: A
             add_contact(db, "bob@example.org", name="Bob")
         with transaction(app.factory) as db:
             series = app.settings.series
-            queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT)
+            queue_wave(
+                db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT
+            )
         _send_all(app)
     received = sorted(message.data for message in handler.messages)
     assert len(received) == 2
     assert re.search(rb"^\.dot,", b"\n".join(received), re.MULTILINE)
     for data in received:
-        assert dkim.verify(data, dnsfunc=lambda name, timeout=5: record if name == b"s2021._domainkey.example.org." else None)
+        assert dkim.verify(
+            data, dnsfunc=lambda name, timeout=5: record if name == b"s2021._domainkey.example.org." else None
+        )
 
 
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
-def test_a_refused_data_command_resets_the_transaction_and_the_connection_goes_on(app: App, pipelining: bool) -> None:
+def test_a_refused_data_command_resets_the_transaction_and_the_connection_goes_on(
+    app: App, pipelining: bool
+) -> None:
     """451 to DATA leaves MAIL and RCPT in force (RFC 5321 sec. 4.1.1.4): RSET, or the next MAIL on the same
     connection would be refused as a nested transaction."""
     people = ["ann@example.org", "bob@example.org", "cy@example.org"]
@@ -288,8 +320,18 @@ def test_mailer_log_shows_the_dashboards_rows_and_events(app: App) -> None:
     if "log" not in cli.commands:
         cli.add_command(log_command)
     result = CliRunner().invoke(
-        cli, ["--config", str(app.settings.config_dir), "--database-url", app.settings.database_url,
-              "log", "--address", "BOB@", "--events"], env={"COLUMNS": "200"},
+        cli,
+        [
+            "--config",
+            str(app.settings.config_dir),
+            "--database-url",
+            app.settings.database_url,
+            "log",
+            "--address",
+            "BOB@",
+            "--events",
+        ],
+        env={"COLUMNS": "200"},
     )
     assert result.exit_code == 0, result.output
     assert "Delivery log: 1 of 1 messages" in result.output and "bounced" in result.output

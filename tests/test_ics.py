@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -14,23 +14,23 @@ import icalendar
 import pytest
 
 from mailer.app import App
-from mailer.clock import VirtualClock
+from mailer.compose.ics import CalendarPart, Method, build_calendar, calendar_method, event_uid
+from mailer.compose.mime import build_message, to_bytes
+from mailer.compose.render import Rendered
 from mailer.config import Settings, StepKind, load_settings
-from mailer.db import transaction
+from mailer.delivery.transport import SmtpPool
 from mailer.errors import NaiveDatetimeError
-from mailer.ics import CalendarPart, Method, build_calendar, calendar_method, event_uid
-from mailer.mime import build_message, make_message_id, to_bytes
-from mailer.recipient import Recipient
-from mailer.render import Rendered
+from mailer.message_ids import make_message_id
 from mailer.service import Service
-from mailer.timeline import notice_step
-from mailer.transport import SmtpPool
+from mailer.store.engine import transaction
+from mailer.store.recipient import Recipient
+from mailer.timeline.clock import VirtualClock
+from mailer.timeline.plan import notice_step
 from tests.conftest import RunningServer, with_smtp
 from tests.factories import add_contact, register
 from tests.test_mime import parse
 
 ROOT = Path(__file__).resolve().parent.parent
-UTC = timezone.utc
 STAMP = datetime(2021, 6, 1, 13, 0, 5, tzinfo=UTC)
 INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
 UID = "africa-2021.budapest-convention-2021@example.org"
@@ -42,11 +42,18 @@ def shipped() -> Settings:
     return load_settings(ROOT / "config", database_url="sqlite://")
 
 
-def calendar_of(shipped: Settings, method: Method = Method.REQUEST, sequence: int = 0, **changes: object) -> CalendarPart:
+def calendar_of(
+    shipped: Settings, method: Method = Method.REQUEST, sequence: int = 0, **changes: object
+) -> CalendarPart:
     arguments: dict[str, object] = {
-        "sequence": sequence, "method": method, "organiser_name": shipped.sender.name,
-        "organiser_address": shipped.sender.address, "attendee": ZOE, "stamp": STAMP,
-        "summary": "Webinaire parlementaire sur la Convention de Budapest : Région africaine", "language": "fr",
+        "sequence": sequence,
+        "method": method,
+        "organiser_name": shipped.sender.name,
+        "organiser_address": shipped.sender.address,
+        "attendee": ZOE,
+        "stamp": STAMP,
+        "summary": "Webinaire parlementaire sur la Convention de Budapest : Région africaine",
+        "language": "fr",
     }
     arguments.update(changes)
     series = shipped.series
@@ -63,12 +70,17 @@ def event(data: bytes) -> tuple[icalendar.Calendar, icalendar.Event]:
 def assert_valid_lines(data: bytes) -> None:
     """CRLF only, every line at most 75 octets (RFC 5545 §3.1), valid UTF-8, each TZID with its VTIMEZONE."""
     assert data.endswith(b"\r\n") and data.count(b"\n") == data.count(b"\r\n")
-    assert all(len(line) <= 75 for line in data.split(b"\r\n")), [l for l in data.split(b"\r\n") if len(l) > 75]
+    assert all(len(line) <= 75 for line in data.split(b"\r\n")), [
+        line for line in data.split(b"\r\n") if len(line) > 75
+    ]
     text = data.decode("utf-8")
     calendar = icalendar.Calendar.from_ical(data)
     zones = {str(zone["TZID"]) for zone in calendar.walk("VTIMEZONE")}
-    used = {part.split("=", 1)[1].split(":")[0].split(";")[0] for part in text.replace("\r\n ", "").split(";")
-            if part.startswith("TZID=")}
+    used = {
+        part.split("=", 1)[1].split(":")[0].split(";")[0]
+        for part in text.replace("\r\n ", "").split(";")
+        if part.startswith("TZID=")
+    }
     assert used <= zones  # none here: every time is UTC
 
 
@@ -91,12 +103,18 @@ def test_a_request_says_everything_a_calendar_needs(shipped: Settings) -> None:
     description = str(entry["DESCRIPTION"])
     assert session.join_url in description and "1. Opening remarks" in description
     organiser = entry["ORGANIZER"]
-    assert (str(organiser), organiser.params["CN"]) == ("mailto:webinars@example.org", "Budapest Convention webinars")
+    assert (str(organiser), organiser.params["CN"]) == (
+        "mailto:webinars@example.org",
+        "Budapest Convention webinars",
+    )
     attendee = entry["ATTENDEE"]
     assert str(attendee) == "mailto:zoe.smith@example.org"
     assert attendee.params["CN"] == "Hon. Zoë Q Smith Bcc: x@example.org"  # no quote, no line break
     assert (attendee.params["RSVP"], attendee.params["PARTSTAT"], attendee.params["ROLE"]) == (
-        "FALSE", "NEEDS-ACTION", "REQ-PARTICIPANT")
+        "FALSE",
+        "NEEDS-ACTION",
+        "REQ-PARTICIPANT",
+    )
 
 
 def test_a_cancellation_removes_the_same_event(shipped: Settings) -> None:
@@ -109,8 +127,14 @@ def test_a_cancellation_removes_the_same_event(shipped: Settings) -> None:
 
 def test_the_method_follows_the_step(shipped: Settings) -> None:
     methods = {step.name: calendar_method(step) for step in shipped.series.steps}
-    assert methods == {"invitation": Method.REQUEST, "invitation-2": Method.REQUEST, "reminder-1w": Method.REQUEST,
-                       "reminder-1d": Method.REQUEST, "reminder-1h": Method.REQUEST, "follow-up": None}
+    assert methods == {
+        "invitation": Method.REQUEST,
+        "invitation-2": Method.REQUEST,
+        "reminder-1w": Method.REQUEST,
+        "reminder-1d": Method.REQUEST,
+        "reminder-1h": Method.REQUEST,
+        "follow-up": None,
+    }
     assert calendar_method(notice_step("date-changed", 3)) is Method.REQUEST
     assert calendar_method(notice_step("cancelled", 4)) is Method.CANCEL
 
@@ -139,19 +163,35 @@ def test_a_calendar_is_the_same_for_the_same_message_and_checks_its_input(shippe
 
 
 @pytest.mark.parametrize("method", list(Method))
-def test_the_message_carries_the_calendar_as_outlook_and_gmail_expect(shipped: Settings, method: Method) -> None:
+def test_the_message_carries_the_calendar_as_outlook_and_gmail_expect(
+    shipped: Settings, method: Method
+) -> None:
     part = calendar_of(shipped, method, sequence=1)
     rendered = Rendered("Invitation", "Text\n", "<p>HTML</p>\n", "fr", "fr", StepKind.INVITATION)
-    message = build_message(rendered, ZOE, sender=shipped.sender, message_id=make_message_id("m:1", "example.org"),
-                            date=STAMP, list_id="b.example.org", unsubscribe_mailto="u@example.org", calendar=part)
+    message = build_message(
+        rendered,
+        ZOE,
+        sender=shipped.sender,
+        message_id=make_message_id("m:1", "example.org"),
+        date=STAMP,
+        list_id="b.example.org",
+        unsubscribe_mailto="u@example.org",
+        calendar=part,
+    )
     raw = to_bytes(message)
     assert raw == message.as_bytes(policy=message.policy)
     parsed = parse(raw)
     assert not parsed.defects and parsed.get_content_type() == "multipart/mixed"
     alternative, attachment = parsed.iter_parts()
-    assert [p.get_content_type() for p in alternative.iter_parts()] == ["text/plain", "text/html", "text/calendar"]
+    assert [p.get_content_type() for p in alternative.iter_parts()] == [
+        "text/plain",
+        "text/html",
+        "text/calendar",
+    ]
     inline = list(alternative.iter_parts())[2]
-    assert inline.get_param("method") == method.value == str(icalendar.Calendar.from_ical(part.data)["METHOD"])
+    assert (
+        inline.get_param("method") == method.value == str(icalendar.Calendar.from_ical(part.data)["METHOD"])
+    )
     assert inline.get_content_charset() == "utf-8"
     assert isinstance(attachment, EmailMessage)
     assert (attachment.get_content_type(), attachment.get_filename()) == ("application/ics", "invite.ics")
@@ -162,8 +202,15 @@ def test_the_message_carries_the_calendar_as_outlook_and_gmail_expect(shipped: S
 
 def test_without_a_calendar_the_message_is_unchanged(shipped: Settings) -> None:
     rendered = Rendered("Thanks", "Text\n", "<p>HTML</p>\n", "en", "en", StepKind.FOLLOW_UP)
-    message = build_message(rendered, ZOE, sender=shipped.sender, message_id=make_message_id("m:2", "example.org"),
-                            date=STAMP, list_id="b.example.org", unsubscribe_mailto="u@example.org")
+    message = build_message(
+        rendered,
+        ZOE,
+        sender=shipped.sender,
+        message_id=make_message_id("m:2", "example.org"),
+        date=STAMP,
+        list_id="b.example.org",
+        unsubscribe_mailto="u@example.org",
+    )
     assert parse(to_bytes(message)).get_content_type() == "multipart/alternative"
 
 
@@ -195,11 +242,16 @@ def _calendars(server: RunningServer) -> dict[tuple[str, str], icalendar.Event]:
     return found
 
 
-def test_one_event_through_invitation_reschedule_and_cancellation(app: App, smtp_server: RunningServer) -> None:
+def test_one_event_through_invitation_reschedule_and_cancellation(
+    app: App, smtp_server: RunningServer
+) -> None:
     live = dataclasses.replace(app, settings=with_smtp(app.settings, smtp_server))
     with transaction(live.factory) as db:
-        register(db, add_contact(db, "registered@example.org", language="fr", time_zone="Africa/Abidjan"),
-                 "africa-2021")
+        register(
+            db,
+            add_contact(db, "registered@example.org", language="fr", time_zone="Africa/Abidjan"),
+            "africa-2021",
+        )
         add_contact(db, "listed@example.org", language="pt", country="MZ", time_zone="Africa/Maputo")
     _dispatch(live, INVITATION_AT)  # the invitation wave (6 weeks before), REQUEST, SEQUENCE 0
     invitations = _calendars(smtp_server)
@@ -229,11 +281,15 @@ def test_one_event_through_invitation_reschedule_and_cancellation(app: App, smtp
     assert (entry["SEQUENCE"], str(entry["STATUS"])) == (2, "CANCELLED")
     assert str(entry["UID"]) == UID
     raw = smtp_server.messages[-1].parsed()
-    assert [p.get_param("method") for p in raw.walk() if p.get_content_type() == "text/calendar"] == ["CANCEL"]
+    assert [p.get_param("method") for p in raw.walk() if p.get_content_type() == "text/calendar"] == [
+        "CANCEL"
+    ]
 
 
 def _with_session(app: App, **changes: object) -> App:
     series = app.settings.series
-    sessions = tuple(dataclasses.replace(s, **changes) if s.id == "africa-2021" else s for s in series.sessions)
+    sessions = tuple(
+        dataclasses.replace(s, **changes) if s.id == "africa-2021" else s for s in series.sessions
+    )
     settings = dataclasses.replace(app.settings, series=dataclasses.replace(series, sessions=sessions))
     return dataclasses.replace(app, settings=settings)

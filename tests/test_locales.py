@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailer.locales import country_code, country_language, country_zone, fold, language_tag
+from mailer.audience.locales import country_code, country_language, country_zone, fold, language_tag
 
 OFFERED = ("en", "es", "fr", "ar")
 CONFIGURED_ZONES = {"MX": "America/Mexico_City", "AU": "Australia/Sydney", "BR": "America/Sao_Paulo"}

@@ -14,19 +14,25 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mailer.compose.checks import write_samples
 from mailer.config import Settings, load_settings
-from mailer.template_checks import write_samples
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 ARTIFACTS = ROOT / "test-artifacts" / "messages"
 WIDTHS = {"phone": 390, "desktop": 1100}
 SESSION = "africa-2021"  # GMT-3, languages en/fr/ar: every optional line of the templates shows
@@ -80,7 +86,7 @@ def settings() -> Settings:
 def pages(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """The HTML part of every sample message of the session (render-all's .html files)."""
     out = tmp_path_factory.mktemp("render-all")
-    written = write_samples(settings, out, date=datetime(2021, 6, 1, 13, 0, tzinfo=timezone.utc), sessions=[SESSION])
+    written = write_samples(settings, out, date=datetime(2021, 6, 1, 13, 0, tzinfo=UTC), sessions=[SESSION])
     return sorted(path for path in written if path.suffix == ".html")
 
 
@@ -89,19 +95,24 @@ def browser() -> Iterator[Any]:
     """Debian's Chromium, headless (module scope: Playwright's sync API holds an event loop while open)."""
     if not CHROMIUM.exists():
         if os.environ.get("CI"):
-            pytest.fail("/usr/bin/chromium missing: .ci/run should have installed it (apt-get install chromium)")
+            pytest.fail(
+                "/usr/bin/chromium missing: .ci/run should have installed it (apt-get install chromium)"
+            )
         pytest.skip("/usr/bin/chromium missing: apt-get install -y chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
         yield chromium
         chromium.close()
 
 
 @pytest.mark.parametrize("width", list(WIDTHS))
-def test_every_message_looks_right_in_its_language(browser: Any, pages: list[Path], settings: Settings,
-                                                   width: str) -> None:
+def test_every_message_looks_right_in_its_language(
+    browser: Any, pages: list[Path], settings: Settings, width: str
+) -> None:
     assert len(pages) == 8 * len(settings.languages)  # 6 steps and 2 notices in every language
     folder = ARTIFACTS / width
     folder.mkdir(parents=True, exist_ok=True)
@@ -113,9 +124,14 @@ def test_every_message_looks_right_in_its_language(browser: Any, pages: list[Pat
             page.goto(path.as_uri())
             shot = folder / f"{path.stem}.png"
             page.screenshot(path=str(shot), full_page=True)
-            pixels = blank.evaluate(PIXELS, "data:image/png;base64," + base64.b64encode(shot.read_bytes()).decode())
+            pixels = blank.evaluate(
+                PIXELS, "data:image/png;base64," + base64.b64encode(shot.read_bytes()).decode()
+            )
             assert pixels["width"] == WIDTHS[width] and pixels["height"] > 600, (path.name, pixels)
-            assert 0.01 < pixels["dark"] < 0.6 and pixels["colours"] > 12, (path.name, pixels)  # text on a card
+            assert 0.01 < pixels["dark"] < 0.6 and pixels["colours"] > 12, (
+                path.name,
+                pixels,
+            )  # text on a card
 
             layout = page.evaluate(LAYOUT)
             language = path.stem.split(".", 1)[1]
@@ -127,11 +143,17 @@ def test_every_message_looks_right_in_its_language(browser: Any, pages: list[Pat
             assert layout["dir"] == ("rtl" if rtl else "ltr")
             for p in paragraphs:
                 assert p["direction"] == ("rtl" if rtl else "ltr"), (path.name, p)
-                assert abs(p["right"] - inner["right"]) <= 1 and abs(p["left"] - inner["left"]) <= 1, (path.name, p)
+                assert abs(p["right"] - inner["right"]) <= 1 and abs(p["left"] - inner["left"]) <= 1, (
+                    path.name,
+                    p,
+                )
             greeting = paragraphs[0]  # one short line
             assert greeting["lines"] == 1, (path.name, greeting)
             if rtl:
-                assert greeting["align"] in ("right", "start") and abs(greeting["textRight"] - inner["right"]) <= 2
+                assert (
+                    greeting["align"] in ("right", "start")
+                    and abs(greeting["textRight"] - inner["right"]) <= 2
+                )
                 assert greeting["textLeft"] - inner["left"] > 40, (path.name, greeting)
             else:
                 assert abs(greeting["textLeft"] - inner["left"]) <= 2, (path.name, greeting)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from mailer.db import make_engine, upgrade
-from mailer.models import Base
+from mailer.store.engine import make_engine, upgrade
+from mailer.store.models import Base
 
 
 def test_migrated_schema_matches_the_models(database_url: str) -> None:
@@ -23,8 +23,10 @@ def test_the_claim_query_uses_the_pending_index(database_url: str) -> None:
 
     engine = make_engine(database_url)
     upgrade(engine)
-    query = ("SELECT id FROM messages WHERE status IN ('queued', 'deferred') AND due_at <= CURRENT_TIMESTAMP "
-             "ORDER BY due_at, id LIMIT 500")
+    query = (
+        "SELECT id FROM messages WHERE status IN ('queued', 'deferred') AND due_at <= CURRENT_TIMESTAMP "
+        "ORDER BY due_at, id LIMIT 500"
+    )
     explain = "EXPLAIN " if engine.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN "
     with engine.connect() as connection:
         plan = " ".join(str(row) for row in connection.execute(text(explain + query)))

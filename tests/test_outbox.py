@@ -1,16 +1,30 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 from sqlalchemy import func, select
 
 from mailer.app import App
-from mailer.db import transaction
-from mailer.models import DeliveryEvent, Message, MessageStatus, RegistrationStatus, Suppression, WaveStatus
-from mailer.outbox import Outcome, claim_due, queue_wave, reap_expired_leases, record_outcomes, set_wave_status, suppress
+from mailer.store.engine import transaction
+from mailer.store.models import (
+    DeliveryEvent,
+    Message,
+    MessageStatus,
+    RegistrationStatus,
+    Suppression,
+    WaveStatus,
+)
+from mailer.store.outbox import (
+    Outcome,
+    claim_due,
+    queue_wave,
+    reap_expired_leases,
+    record_outcomes,
+    set_wave_status,
+    suppress,
+)
 from tests.factories import add_contact, register
 
-UTC = timezone.utc
 INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
 
 
@@ -49,8 +63,13 @@ def test_a_step_queued_after_its_deadline_is_logged_skipped(app: App) -> None:
     series = app.settings.series
     _seed(app, 3)
     with transaction(app.factory) as db:
-        result = queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"),
-                            INVITATION_AT + timedelta(days=10))
+        result = queue_wave(
+            db,
+            app.settings,
+            series.session("africa-2021"),
+            series.step("invitation"),
+            INVITATION_AT + timedelta(days=10),
+        )
     assert (result.added, result.skipped) == (3, 3)
     with transaction(app.factory) as db:
         details = db.scalars(select(DeliveryEvent.detail).where(DeliveryEvent.kind == "skipped")).all()
@@ -72,16 +91,23 @@ def test_claim_checks_suppression_and_registration_at_send_time(app: App) -> Non
         assert queue_wave(db, app.settings, session, reminder, reminder_at).added == 3
         suppress(db, "gone@example.org", "unsubscribed", "test", reminder_at)
     with transaction(app.factory) as db:
-        from mailer.models import Registration
+        from mailer.store.models import Registration
 
         row = db.scalars(select(Registration).where(Registration.contact_id == withdrawn.id)).one()
         row.status = RegistrationStatus.DECLINED
     with transaction(app.factory) as db:
-        claimed, finished = claim_due(db, app.settings, reminder_at, worker="w1", limit=10, lease=timedelta(minutes=5))
+        claimed, finished = claim_due(
+            db, app.settings, reminder_at, worker="w1", limit=10, lease=timedelta(minutes=5)
+        )
     assert [m.recipient.email for m in claimed] == ["keep@example.org"]
-    assert sorted(finished) == [(session.id, "reminder-1d", "skipped"), (session.id, "reminder-1d", "suppressed")]
+    assert sorted(finished) == [
+        (session.id, "reminder-1d", "skipped"),
+        (session.id, "reminder-1d", "suppressed"),
+    ]
     with transaction(app.factory) as db:
-        assert db.scalars(select(DeliveryEvent.detail).where(DeliveryEvent.kind == "skipped")).all() == ["not registered"]
+        assert db.scalars(select(DeliveryEvent.detail).where(DeliveryEvent.kind == "skipped")).all() == [
+            "not registered"
+        ]
 
 
 def test_outcomes_defer_then_fail_at_deadline_and_bounce_suppresses(app: App) -> None:
@@ -90,14 +116,21 @@ def test_outcomes_defer_then_fail_at_deadline_and_bounce_suppresses(app: App) ->
     with transaction(app.factory) as db:
         queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT)
     with transaction(app.factory) as db:
-        claimed, _ = claim_due(db, app.settings, INVITATION_AT, worker="w", limit=10, lease=timedelta(minutes=5))
+        claimed, _ = claim_due(
+            db, app.settings, INVITATION_AT, worker="w", limit=10, lease=timedelta(minutes=5)
+        )
     by_email = {m.recipient.email: m.pk for m in claimed}
     with transaction(app.factory) as db:
-        record_outcomes(db, app.settings, [
-            Outcome(by_email["person0@example.org"], MessageStatus.SENT, 250, "ok", "en"),
-            Outcome(by_email["person1@example.org"], MessageStatus.DEFERRED, 451, "try later"),
-            Outcome(by_email["person2@example.org"], MessageStatus.BOUNCED, 550, "no such user"),
-        ], INVITATION_AT)
+        record_outcomes(
+            db,
+            app.settings,
+            [
+                Outcome(by_email["person0@example.org"], MessageStatus.SENT, 250, "ok", "en"),
+                Outcome(by_email["person1@example.org"], MessageStatus.DEFERRED, 451, "try later"),
+                Outcome(by_email["person2@example.org"], MessageStatus.BOUNCED, 550, "no such user"),
+            ],
+            INVITATION_AT,
+        )
     assert _status_counts(app) == {"sent": 1, "deferred": 1, "bounced": 1}
     with transaction(app.factory) as db:
         assert db.get(Suppression, "person2@example.org").reason == "hard-bounce"  # type: ignore[union-attr]
@@ -109,7 +142,9 @@ def test_outcomes_defer_then_fail_at_deadline_and_bounce_suppresses(app: App) ->
         claimed, _ = claim_due(db, app.settings, late, worker="w", limit=10, lease=timedelta(minutes=5))
         assert [m.pk for m in claimed] == [by_email["person1@example.org"]]
     with transaction(app.factory) as db:
-        record_outcomes(db, app.settings, [Outcome(claimed[0].pk, MessageStatus.DEFERRED, 451, "still later")], late)
+        record_outcomes(
+            db, app.settings, [Outcome(claimed[0].pk, MessageStatus.DEFERRED, 451, "still later")], late
+        )
         message = db.get(Message, claimed[0].pk)
         assert message is not None and message.status == "failed" and message.attempts == 2
     assert len(ids) == 3
@@ -119,9 +154,13 @@ def test_expired_lease_is_reaped_and_cancel_skips_pending(app: App) -> None:
     series = app.settings.series
     _seed(app, 2)
     with transaction(app.factory) as db:
-        wave = queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT).wave
+        wave = queue_wave(
+            db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT
+        ).wave
     with transaction(app.factory) as db:
-        claimed, _ = claim_due(db, app.settings, INVITATION_AT, worker="crashed", limit=1, lease=timedelta(minutes=5))
+        claimed, _ = claim_due(
+            db, app.settings, INVITATION_AT, worker="crashed", limit=1, lease=timedelta(minutes=5)
+        )
     assert len(claimed) == 1
     with transaction(app.factory) as db:
         assert reap_expired_leases(db, INVITATION_AT + timedelta(minutes=4)) == 0
@@ -130,7 +169,9 @@ def test_expired_lease_is_reaped_and_cancel_skips_pending(app: App) -> None:
     with transaction(app.factory) as db:
         set_wave_status(db, wave.id, WaveStatus.PAUSED, INVITATION_AT)
     with transaction(app.factory) as db:
-        assert claim_due(db, app.settings, INVITATION_AT, worker="w", limit=5, lease=timedelta(minutes=5)) == ([], [])
+        assert claim_due(
+            db, app.settings, INVITATION_AT, worker="w", limit=5, lease=timedelta(minutes=5)
+        ) == ([], [])
         _, touched = set_wave_status(db, wave.id, WaveStatus.CANCELLED, INVITATION_AT)
     assert touched == 2
     assert _status_counts(app) == {"skipped": 2}

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
 from mailer.app import App
 from mailer.config import Settings, parse_offset
-from mailer.db import transaction
-from mailer.models import Message, MessageStatus, SessionRow
-from mailer.outbox import Outcome, claim_due, queue_wave, record_outcomes, sync_sessions
+from mailer.store.engine import transaction
+from mailer.store.models import Message, MessageStatus, SessionRow
+from mailer.store.outbox import Outcome, claim_due, queue_wave, record_outcomes, sync_sessions
 from tests.factories import add_contact, register
 
-UTC = timezone.utc
 INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
 
 
@@ -37,13 +36,17 @@ def _send_invitations(app: App) -> None:
         sync_sessions(db, app.settings, INVITATION_AT)
         queue_wave(db, app.settings, session, app.settings.series.step("invitation"), INVITATION_AT)
     with transaction(app.factory) as db:
-        claimed, _ = claim_due(db, app.settings, INVITATION_AT, worker="w", limit=100, lease=timedelta(minutes=5))
-        record_outcomes(db, app.settings, [Outcome(m.pk, MessageStatus.SENT, 250, "ok") for m in claimed], INVITATION_AT)
+        claimed, _ = claim_due(
+            db, app.settings, INVITATION_AT, worker="w", limit=100, lease=timedelta(minutes=5)
+        )
+        record_outcomes(
+            db, app.settings, [Outcome(m.pk, MessageStatus.SENT, 250, "ok") for m in claimed], INVITATION_AT
+        )
 
 
 def test_reschedule_retimes_pending_steps_and_notifies_the_invited(app: App) -> None:
     with transaction(app.factory) as db:
-        invited = add_contact(db, "invited@example.org")
+        add_contact(db, "invited@example.org")
         registered = add_contact(db, "registered@example.org")
         register(db, registered, "africa-2021")
     _send_invitations(app)
@@ -93,14 +96,20 @@ def test_cancel_skips_pending_and_notifies_registrants(app: App) -> None:
 def test_recipient_local_hour_step_across_zones(app: App) -> None:
     # "09:00 in the recipient's zone, 2 days before", for the 13 July 2021 13:00 UTC session.
     settings = with_step(app.settings, "reminder-1d", offset=parse_offset("-2d"), local_time=time(9, 0))
-    zones = {"apia@example.org": "Pacific/Apia", "kathmandu@example.org": "Asia/Kathmandu",
-             "tongatapu@example.org": "Pacific/Tongatapu", "lima@example.org": "America/Lima"}
+    zones = {
+        "apia@example.org": "Pacific/Apia",
+        "kathmandu@example.org": "Asia/Kathmandu",
+        "tongatapu@example.org": "Pacific/Tongatapu",
+        "lima@example.org": "America/Lima",
+    }
     with transaction(app.factory) as db:
         for email, zone in zones.items():
             register(db, add_contact(db, email, time_zone=zone), "africa-2021")
     session = settings.series.session("africa-2021")
     with transaction(app.factory) as db:
-        queue_wave(db, settings, session, settings.series.step("reminder-1d"), datetime(2021, 7, 9, tzinfo=UTC))
+        queue_wave(
+            db, settings, session, settings.series.step("reminder-1d"), datetime(2021, 7, 9, tzinfo=UTC)
+        )
         due = dict(db.execute(select(Message.recipient, Message.due_at)).all())  # type: ignore[arg-type]
     local = {email: due[email].astimezone(ZoneInfo(zone)) for email, zone in zones.items()}
     # Apia (UTC+13) sees the session on 14 July 02:00, so two days before is 12 July.
@@ -121,15 +130,17 @@ def test_send_window_holds_invitations_until_morning(app: App) -> None:
         queue_wave(db, settings, session, settings.series.step("invitation"), INVITATION_AT)
         due = dict(db.execute(select(Message.recipient, Message.due_at)).all())  # type: ignore[arg-type]
     assert due["lagos@example.org"] == INVITATION_AT
-    assert due["tokyo@example.org"].astimezone(ZoneInfo("Asia/Tokyo")).replace(tzinfo=None) == datetime(2021, 6, 2, 8, 0)
+    assert due["tokyo@example.org"].astimezone(ZoneInfo("Asia/Tokyo")).replace(tzinfo=None) == datetime(
+        2021, 6, 2, 8, 0
+    )
     with transaction(app.factory) as db:
         claimed, _ = claim_due(db, settings, INVITATION_AT, worker="w", limit=10, lease=timedelta(minutes=5))
     assert [m.recipient.email for m in claimed] == ["lagos@example.org"]
 
 
 def test_a_late_registrant_gets_the_latest_reminder_only(app: App) -> None:
-    from mailer.clock import VirtualClock
     from mailer.service import Service
+    from mailer.timeline.clock import VirtualClock
 
     session = app.settings.series.session("africa-2021")
     start = session.start.astimezone(UTC)
@@ -150,6 +161,10 @@ def test_a_late_registrant_gets_the_latest_reminder_only(app: App) -> None:
     service.materialise()
     with transaction(app.factory) as db:
         steps = db.execute(select(Message.recipient, Message.step, Message.status).order_by(Message.id)).all()
-    assert [(r, s, st) for r, s, st in steps if r == "late@example.org"] == [("late@example.org", "reminder-1d", "queued")]
-    early_reminders = sorted((s, st) for r, s, st in steps if r == "early@example.org" and s.startswith("reminder"))
+    assert [(r, s, st) for r, s, st in steps if r == "late@example.org"] == [
+        ("late@example.org", "reminder-1d", "queued")
+    ]
+    early_reminders = sorted(
+        (s, st) for r, s, st in steps if r == "early@example.org" and s.startswith("reminder")
+    )
     assert early_reminders == [("reminder-1d", "queued"), ("reminder-1w", "queued")]

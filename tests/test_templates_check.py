@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-import mailer.render
+import mailer.compose.render
+from mailer.compose.checks import TemplateCheckError, check_templates, require_templates
+from mailer.compose.render import CONTEXT_VARIABLES, Renderer
 from mailer.config import Settings, load_settings
-from mailer.render import CONTEXT_VARIABLES, Renderer
-from mailer.template_checks import TemplateCheckError, check_templates, require_templates
 from tests.test_render import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,10 +51,19 @@ def test_the_documented_context_is_what_the_renderer_gives(shipped: Settings) ->
     series = shipped.series
     from tests.test_render import SAMPLES
 
-    context = renderer._context(series.step("invitation"), series.session("africa-2021"), SAMPLES["en"], series,
-                                "en", "https://x.example/u", None)
+    context = renderer._context(
+        series.step("invitation"),
+        series.session("africa-2021"),
+        SAMPLES["en"],
+        series,
+        "en",
+        "https://x.example/u",
+        None,
+    )
     assert set(context) - {"_dates"} == CONTEXT_VARIABLES
-    table = re.findall(r"^    ([a-z_]+(?:, [a-z_]+)*) {2,}", mailer.render.__doc__ or "", re.MULTILINE)
+    table = re.findall(
+        r"^    ([a-z_]+(?:, [a-z_]+)*) {2,}", mailer.compose.render.__doc__ or "", re.MULTILINE
+    )
     assert {name for row in table for name in row.split(", ")} == CONTEXT_VARIABLES  # the docstring's table
 
 
@@ -75,39 +84,54 @@ def test_a_part_nothing_can_replace_is_an_error(copy: tuple[Settings, Path]) -> 
         (folder / "follow-up" / f"{language}.html").unlink(missing_ok=True)
     report = check_templates(settings)
     assert [str(f) for f in report.errors] == [
-        "error: follow-up/: no complete template (subject, text and HTML) in any language"]
-    with pytest.raises(TemplateCheckError, match=r"1 template error\(s\), fix them before starting:\n  error: follow-up/"):
+        "error: follow-up/: no complete template (subject, text and HTML) in any language"
+    ]
+    with pytest.raises(
+        TemplateCheckError, match=r"1 template error\(s\), fix them before starting:\n  error: follow-up/"
+    ):
         require_templates(settings, say=lambda text: None)
 
 
-def test_syntax_errors_unknown_variables_and_filters_name_the_file_and_line(copy: tuple[Settings, Path]) -> None:
+def test_syntax_errors_unknown_variables_and_filters_name_the_file_and_line(
+    copy: tuple[Settings, Path],
+) -> None:
     settings, folder = copy
     path = folder / "reminder" / "es.txt"
-    path.write_text(path.read_text(encoding="utf-8").replace("{% endblock %}", "{% if lead %}\n{% endblock %}"),
-                    encoding="utf-8")
-    (folder / "invitation" / "fr.subject.txt").write_text("Invitation : {{ sesion_title }} {{ change }}\n",
-                                                         encoding="utf-8")
-    (folder / "notice" / "en.subject.txt").write_text("{{ change | shout }} {{ session_short }}\n", encoding="utf-8")
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("{% endblock %}", "{% if lead %}\n{% endblock %}"),
+        encoding="utf-8",
+    )
+    (folder / "invitation" / "fr.subject.txt").write_text(
+        "Invitation : {{ sesion_title }} {{ change }}\n", encoding="utf-8"
+    )
+    (folder / "notice" / "en.subject.txt").write_text(
+        "{{ change | shout }} {{ session_short }}\n", encoding="utf-8"
+    )
     found = messages(settings)
     assert any(m.startswith("error: reminder/es.txt: line ") and "endblock" in m for m in found), found
     assert "error: invitation/fr.subject.txt: uses 'change', which the renderer does not provide" in found
-    assert "error: invitation/fr.subject.txt: uses 'sesion_title', which the renderer does not provide" in found
+    assert (
+        "error: invitation/fr.subject.txt: uses 'sesion_title', which the renderer does not provide" in found
+    )
     assert "error: notice/en.subject.txt: line 1: No filter named 'shout'." in found
 
 
 def test_a_variable_only_notices_get_is_fine_in_notices(copy: tuple[Settings, Path]) -> None:
     settings, folder = copy
     path = folder / "notice" / "en.txt"
-    path.write_text(path.read_text(encoding="utf-8").replace("Kind regards,", "Kind regards ({{ change }}),"),
-                    encoding="utf-8")
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("Kind regards,", "Kind regards ({{ change }}),"),
+        encoding="utf-8",
+    )
     assert messages(settings) == []
 
 
 def test_an_attribute_that_does_not_exist_fails_the_sample_render(copy: tuple[Settings, Path]) -> None:
     settings, folder = copy
     path = folder / "reminder" / "pt-PT.txt"
-    path.write_text(path.read_text(encoding="utf-8").replace("{{ duration }}", "{{ session.length }}"),
-                    encoding="utf-8")
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("{{ duration }}", "{{ session.length }}"), encoding="utf-8"
+    )
     found = messages(settings)
     assert found and all(m.startswith("error: reminder/: reminder-") for m in found)
     assert "in pt-PT: reminder/pt-PT.txt line 13: undefined variable 'length'" in found[0]
@@ -116,27 +140,35 @@ def test_an_attribute_that_does_not_exist_fails_the_sample_render(copy: tuple[Se
 def test_html_the_inliner_cannot_keep_is_an_error(copy: tuple[Settings, Path]) -> None:
     settings, folder = copy
     path = folder / "invitation" / "es.html"
-    path.write_text(path.read_text(encoding="utf-8").replace("<h2>", '<h2 style="text-align: {{ align }}">'),
-                    encoding="utf-8")
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("<h2>", '<h2 style="text-align: {{ align }}">'),
+        encoding="utf-8",
+    )
     found = messages(settings)
     assert any("invitation/es.html line 19: Jinja in a style attribute of <h2>" in m for m in found), found
 
 
 def test_long_subjects_are_warnings(copy: tuple[Settings, Path]) -> None:
     settings, folder = copy
-    (folder / "follow-up" / "en.subject.txt").write_text("Thank you for taking part in the {{ session_title }}\n",
-                                                         encoding="utf-8")
+    (folder / "follow-up" / "en.subject.txt").write_text(
+        "Thank you for taking part in the {{ session_title }}\n", encoding="utf-8"
+    )
     found = messages(settings)
-    assert len(found) == 1 and found[0].startswith("warning: follow-up/en.subject.txt: subject of 111 characters "
-                                                   "(over 78) for africa-2021: 'Thank you for taking part")
+    assert len(found) == 1 and found[0].startswith(
+        "warning: follow-up/en.subject.txt: subject of 111 characters "
+        "(over 78) for africa-2021: 'Thank you for taking part"
+    )
 
 
-def test_the_check_command_and_start_up(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                        tmp_path: Path) -> None:
+def test_the_check_command_and_start_up(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     code, out, err = run_cli(monkeypatch, capsys, tmp_path, "templates", "check")
     assert code == 0, err
-    assert out.strip().endswith("0 error(s), 0 warning(s): 4 step templates, 6 languages (en, es, fr, ar, pt, pt-PT), "
-                                "subjects up to 78 characters")
+    assert out.strip().endswith(
+        "0 error(s), 0 warning(s): 4 step templates, 6 languages (en, es, fr, ar, pt, pt-PT), "
+        "subjects up to 78 characters"
+    )
 
     config = tmp_path / "site" / "config"
     shutil.copytree(ROOT / "config", config)
@@ -146,29 +178,62 @@ def test_the_check_command_and_start_up(monkeypatch: pytest.MonkeyPatch, capsys:
     code, out, err = run_cli(monkeypatch, capsys, tmp_path, "--config", str(config), "templates", "check")
     assert code == 1 and "error: notice/ar.txt: line 1: unexpected '}'" in err
 
-    started = subprocess.run([sys.executable, str(ROOT / "schedule.py"), "--config", str(config)], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=120)
+    started = subprocess.run(  # noqa: PLW1510 - the exit status is the assertion
+        [sys.executable, str(ROOT / "schedule.py"), "--config", str(config)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert started.returncode == 2
-    assert started.stderr.startswith("error: 1 template error(s), fix them before starting:\n"
-                                      "  error: notice/ar.txt: line 1: unexpected '}'")
+    assert started.stderr.startswith(
+        "error: 1 template error(s), fix them before starting:\n"
+        "  error: notice/ar.txt: line 1: unexpected '}'"
+    )
     assert "Traceback" not in started.stderr
 
 
-def test_render_all_writes_every_step_in_every_language(monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_render_all_writes_every_step_in_every_language(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     out_dir = tmp_path / "look"
-    code, out, err = run_cli(monkeypatch, capsys, tmp_path, "templates", "render-all", "--out", str(out_dir),
-                             "--session", "africa-2021")
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        tmp_path,
+        "templates",
+        "render-all",
+        "--out",
+        str(out_dir),
+        "--session",
+        "africa-2021",
+    )
     assert code == 0, err
-    steps = ["invitation", "invitation-2", "reminder-1w", "reminder-1d", "reminder-1h", "follow-up",
-             "date-changed-1", "cancelled-2"]
+    steps = [
+        "invitation",
+        "invitation-2",
+        "reminder-1w",
+        "reminder-1d",
+        "reminder-1h",
+        "follow-up",
+        "date-changed-1",
+        "cancelled-2",
+    ]
     languages = ["en", "es", "fr", "ar", "pt", "pt-PT"]
-    expected = {f"{step}.{language}.{ext}" for step in steps for language in languages for ext in ("eml", "html")}
+    expected = {
+        f"{step}.{language}.{ext}" for step in steps for language in languages for ext in ("eml", "html")
+    }
     assert {p.name for p in (out_dir / "africa-2021").iterdir()} == expected
     assert out.strip() == f"{len(expected) // 2} messages written to {out_dir} (.eml and .html)"
-    for name, method in [("invitation.pt-PT", "REQUEST"), ("date-changed-1.ar", "REQUEST"), ("cancelled-2.fr", "CANCEL"),
-                         ("follow-up.en", None)]:
-        message = BytesParser(policy=policy.default).parsebytes((out_dir / "africa-2021" / f"{name}.eml").read_bytes())
+    for name, method in [
+        ("invitation.pt-PT", "REQUEST"),
+        ("date-changed-1.ar", "REQUEST"),
+        ("cancelled-2.fr", "CANCEL"),
+        ("follow-up.en", None),
+    ]:
+        message = BytesParser(policy=policy.default).parsebytes(
+            (out_dir / "africa-2021" / f"{name}.eml").read_bytes()
+        )
         methods = [p.get_param("method") for p in message.walk() if p.get_content_type() == "text/calendar"]
         assert methods == ([method] if method else [])
         assert message["Content-Language"] == name.split(".")[1]

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -9,7 +9,7 @@ import pytest
 
 from mailer.config import load_settings, parse_offset
 from mailer.errors import NaiveDatetimeError
-from mailer.timeline import SkipReason, due_steps, step_deadline, step_time
+from mailer.timeline.plan import SkipReason, due_steps, step_deadline, step_time
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = load_settings(ROOT / "config", database_url="sqlite:///:memory:")
@@ -19,7 +19,7 @@ AFRICA = SERIES.session("africa-2021")
 
 def test_default_timeline_of_the_african_session() -> None:
     times = {step.name: step_time(AFRICA, step) for step in SERIES.steps}
-    utc = timezone.utc
+    utc = UTC
     assert times["invitation"] == datetime(2021, 6, 1, 13, 0, tzinfo=utc)
     assert times["invitation-2"] == datetime(2021, 6, 22, 13, 0, tzinfo=utc)
     assert times["reminder-1w"] == datetime(2021, 7, 6, 13, 0, tzinfo=utc)
@@ -73,20 +73,20 @@ def test_hour_offsets_are_exact_durations_across_dst() -> None:
 
 def test_deadlines_stop_at_session_start_and_next_step_of_same_kind() -> None:
     one_hour = step_deadline(SERIES, AFRICA, SERIES.step("reminder-1h"))
-    assert one_hour.at == datetime(2021, 7, 13, 12, 30, tzinfo=timezone.utc)
+    assert one_hour.at == datetime(2021, 7, 13, 12, 30, tzinfo=UTC)
     assert one_hour.reason is SkipReason.TOO_LATE
     one_day = step_deadline(SERIES, AFRICA, SERIES.step("reminder-1d"))
-    assert one_day.at == datetime(2021, 7, 13, 1, 0, tzinfo=timezone.utc)
+    assert one_day.at == datetime(2021, 7, 13, 1, 0, tzinfo=UTC)
     long_late = dataclasses.replace(SERIES.step("reminder-1d"), max_late=timedelta(days=5))
     superseded = step_deadline(SERIES, AFRICA, long_late)
-    assert superseded.at == datetime(2021, 7, 13, 12, 0, tzinfo=timezone.utc)
+    assert superseded.at == datetime(2021, 7, 13, 12, 0, tzinfo=UTC)
     assert superseded.reason is SkipReason.SUPERSEDED
     after = step_deadline(SERIES, AFRICA, SERIES.step("follow-up"))
-    assert after.at == datetime(2021, 7, 21, 13, 0, tzinfo=timezone.utc)
+    assert after.at == datetime(2021, 7, 21, 13, 0, tzinfo=UTC)
 
 
 def test_due_steps_refuses_naive_now() -> None:
     with pytest.raises(NaiveDatetimeError):
         due_steps(SERIES, datetime(2021, 7, 1))
-    names = [(p.session.id, p.step.name) for p in due_steps(SERIES, datetime(2021, 6, 23, tzinfo=timezone.utc))]
+    names = [(p.session.id, p.step.name) for p in due_steps(SERIES, datetime(2021, 6, 23, tzinfo=UTC))]
     assert names == [("africa-2021", "invitation"), ("africa-2021", "invitation-2")]

@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from mailer.models import MessageStatus
-from mailer.transport import Phase, classify, envelope_address, needs_smtputf8
+from mailer.delivery.transport import Phase, classify, envelope_address, needs_smtputf8
+from mailer.store.models import MessageStatus
 
 SENT, DEFERRED, BOUNCED, FAILED = (
-    MessageStatus.SENT, MessageStatus.DEFERRED, MessageStatus.BOUNCED, MessageStatus.FAILED,
+    MessageStatus.SENT,
+    MessageStatus.DEFERRED,
+    MessageStatus.BOUNCED,
+    MessageStatus.FAILED,
 )
 
 

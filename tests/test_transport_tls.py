@@ -18,11 +18,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from mailer.config import DkimSettings, RateLimits, Security, SmtpSettings, StepKind, load_settings
+from mailer.delivery.dkim import DkimSigner
+from mailer.delivery.ratelimit import RateLimited, RateLimiter
+from mailer.delivery.transport import SmtpPool, SmtpRouter
 from mailer.errors import ConfigError
-from mailer.models import MessageStatus
-from mailer.ratelimit import RateLimited, RateLimiter
-from mailer.signing import DkimSigner
-from mailer.transport import SmtpPool, SmtpRouter
+from mailer.store.models import MessageStatus
 from tests.smtp_faults import Faults, fault_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,20 +34,32 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and localhost: (certificate PEM, key PEM)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         .sign(key, hashes.SHA256())
     )
     folder = tmp_path_factory.mktemp("tls")
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return cert_path, key_path
 
 
@@ -58,19 +70,32 @@ def _server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
 
 
 def _smtp(server: object, **changes: object) -> SmtpSettings:
-    base = SmtpSettings(host=server.host, port=server.port, security=Security.STARTTLS, username="",  # type: ignore[attr-defined]
-                        password_env="TEST_SMTP_PASSWORD", connections=2, messages_per_connection=100, timeout=2.0,
-                        connect_timeout=2.0, data_timeout=2.0)
+    base = SmtpSettings(
+        host=server.host,
+        port=server.port,
+        security=Security.STARTTLS,
+        username="",  # type: ignore[attr-defined]
+        password_env="TEST_SMTP_PASSWORD",
+        connections=2,
+        messages_per_connection=100,
+        timeout=2.0,
+        connect_timeout=2.0,
+        data_timeout=2.0,
+    )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
 async def _send(settings: SmtpSettings, count: int) -> list[MessageStatus]:
     async with SmtpPool(settings) as pool:
-        replies = [await pool.send("webinars@example.org", f"p{i}@example.org", MESSAGE) for i in range(count)]
+        replies = [
+            await pool.send("webinars@example.org", f"p{i}@example.org", MESSAGE) for i in range(count)
+        ]
     return [reply.status for reply in replies]
 
 
-def test_starttls_upgrades_once_per_connection_and_verifies_with_the_ca_file(certificate: tuple[Path, Path]) -> None:
+def test_starttls_upgrades_once_per_connection_and_verifies_with_the_ca_file(
+    certificate: tuple[Path, Path],
+) -> None:
     server, handler = fault_server(Faults(), tls_context=_server_context(certificate), require_starttls=True)
     with server:
         statuses = asyncio.run(_send(_smtp(server, ca_file=str(certificate[0]), connections=1), 5))
@@ -81,9 +106,11 @@ def test_starttls_upgrades_once_per_connection_and_verifies_with_the_ca_file(cer
 def test_unverifiable_certificate_is_refused_by_default(certificate: tuple[Path, Path]) -> None:
     server, handler = fault_server(Faults(), tls_context=_server_context(certificate), require_starttls=True)
     with server:
+
         async def one() -> str:
             async with SmtpPool(_smtp(server)) as pool:
                 return (await pool.send("webinars@example.org", "a@example.org", MESSAGE)).text
+
         text = asyncio.run(one())
     assert "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower()
     assert handler.messages == []
@@ -94,8 +121,9 @@ def test_implicit_tls_and_login_from_the_environment_never_logged(
 ) -> None:
     secret = "s3cret-Pa55"
     monkeypatch.setenv("TEST_SMTP_PASSWORD", secret)
-    server, handler = fault_server(Faults(), tls_context=_server_context(certificate), implicit_tls=True,
-                                   auth={"mailer": secret})
+    server, handler = fault_server(
+        Faults(), tls_context=_server_context(certificate), implicit_tls=True, auth={"mailer": secret}
+    )
     caplog.set_level(logging.DEBUG)
     with server:
         settings = _smtp(server, security=Security.TLS, ca_file=str(certificate[0]), username="mailer")
@@ -109,7 +137,9 @@ def test_implicit_tls_and_login_from_the_environment_never_logged(
 
 def test_login_without_its_variable_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TEST_SMTP_PASSWORD", raising=False)
-    settings = SmtpSettings("relay.example.org", 587, Security.STARTTLS, "mailer", "TEST_SMTP_PASSWORD", 1, 1, 1.0)
+    settings = SmtpSettings(
+        "relay.example.org", 587, Security.STARTTLS, "mailer", "TEST_SMTP_PASSWORD", 1, 1, 1.0
+    )
     with pytest.raises(ConfigError, match="TEST_SMTP_PASSWORD"):
         SmtpPool(settings)
 
@@ -120,11 +150,20 @@ def test_router_sends_each_step_kind_through_its_server(tmp_path: Path) -> None:
     with first, second:
         config = tmp_path / "config"
         config.mkdir()
-        text = (ROOT / "config" / "mailer.toml").read_text().replace('security = "starttls"', 'security = "none"')
-        text += f'\n[smtp.servers.reminders]\nhost = "127.0.0.1"\nport = {second.port}\nmax_per_minute = 100\n'
+        text = (
+            (ROOT / "config" / "mailer.toml")
+            .read_text()
+            .replace('security = "starttls"', 'security = "none"')
+        )
+        text += (
+            f'\n[smtp.servers.reminders]\nhost = "127.0.0.1"\nport = {second.port}\nmax_per_minute = 100\n'
+        )
         text += '\n[smtp.routes]\nreminder = "reminders"\ninvitation = "default"\n'
-        (config / "mailer.toml").write_text(text.replace('host = ""', f'host = "127.0.0.1"\nport_unused = 0', 1)
-                                            .replace("port_unused = 0\n", "").replace("port = 587", f"port = {first.port}"))
+        (config / "mailer.toml").write_text(
+            text.replace('host = ""', 'host = "127.0.0.1"\nport_unused = 0', 1)
+            .replace("port_unused = 0\n", "")
+            .replace("port = 587", f"port = {first.port}")
+        )
         (config / "series.toml").write_text((ROOT / "config" / "series.toml").read_text())
         (tmp_path / "templates").symlink_to(ROOT / "templates")
         settings = load_settings(config)
@@ -146,13 +185,19 @@ def test_router_sends_each_step_kind_through_its_server(tmp_path: Path) -> None:
     [
         ('\n[smtp.routes]\nreminder = "nope"\n', "smtp.routes.reminder", "add [smtp.servers.nope]"),
         ('\n[smtp.routes]\nwebinar = "default"\n', "smtp.routes.webinar", "use one of invitation"),
-        ('\n[smtp.servers.x]\nport = 25\n', "smtp.servers.x.host", "add `host"),
-        ('\n[smtp.servers.x]\nhost = "h"\nmax_per_hour = -1\n', "smtp.servers.x.max_per_hour", "0 for no limit"),
+        ("\n[smtp.servers.x]\nport = 25\n", "smtp.servers.x.host", "add `host"),
+        (
+            '\n[smtp.servers.x]\nhost = "h"\nmax_per_hour = -1\n',
+            "smtp.servers.x.max_per_hour",
+            "0 for no limit",
+        ),
         ('\n[smtp.servers.x]\nhost = "h"\nspeed = 3\n', "smtp.servers.x.speed", "use one of"),
         ('\n[dkim]\nselector = "s1"\n', "dkim.private_key_file", "private_key_env"),
     ],
 )
-def test_delivery_config_errors_name_file_key_and_fix(tmp_path: Path, addition: str, key: str, hint: str) -> None:
+def test_delivery_config_errors_name_file_key_and_fix(
+    tmp_path: Path, addition: str, key: str, hint: str
+) -> None:
     config = tmp_path / "config"
     config.mkdir()
     (config / "mailer.toml").write_text((ROOT / "config" / "mailer.toml").read_text() + addition)
@@ -188,17 +233,26 @@ def test_rate_limiter_sliding_windows() -> None:
 
 def test_dkim_signature_verifies(tmp_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
     (tmp_path / "dkim.pem").write_bytes(pem)
-    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     import base64
 
     record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
-    signer = DkimSigner(DkimSettings("example.org", "s2021", tmp_path / "dkim.pem", "", ("From", "To", "Subject")))
+    signer = DkimSigner(
+        DkimSettings("example.org", "s2021", tmp_path / "dkim.pem", "", ("From", "To", "Subject"))
+    )
     signed = signer.sign(MESSAGE)
     assert signed.startswith(b"DKIM-Signature:")
-    assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: record if name == b"s2021._domainkey.example.org." else None)
+    assert dkim.verify(
+        signed, dnsfunc=lambda name, timeout=5: record if name == b"s2021._domainkey.example.org." else None
+    )
     assert not dkim.verify(signed.replace(b"body", b"bodY"), dnsfunc=lambda name, timeout=5: record)
 
 
@@ -206,10 +260,15 @@ def test_dkim_signature_verifies(tmp_path: Path) -> None:
     ("sent", "received"),
     [
         (MESSAGE, MESSAGE),  # CRLF already: sent as it is
-        (b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\n.\r\nend\r\n",
-         b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\n.\r\nend\r\n"),  # dot-stuffed on the wire, not in the message
+        (
+            b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\n.\r\nend\r\n",
+            b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\n.\r\nend\r\n",
+        ),  # dot-stuffed on the wire, not in the message
         (b".first line\r\n\r\nbody\r\n", b".first line\r\n\r\nbody\r\n"),
-        (b"Subject: lf\n\nbare LF\nand bare CR\rend", b"Subject: lf\r\n\r\nbare LF\r\nand bare CR\r\nend\r\n"),
+        (
+            b"Subject: lf\n\nbare LF\nand bare CR\rend",
+            b"Subject: lf\r\n\r\nbare LF\r\nand bare CR\r\nend\r\n",
+        ),
     ],
 )
 def test_message_arrives_byte_for_byte_with_dots_and_line_ends_handled(
@@ -233,7 +292,9 @@ def test_message_arrives_byte_for_byte_with_dots_and_line_ends_handled(
 def test_a_transparent_message_goes_as_it_is(smtp_server: object) -> None:
     settings = _smtp(smtp_server, security=Security.NONE)
     smtp_server.handler.messages.clear()  # type: ignore[attr-defined]
-    message = b"Subject: safe\r\n\r\nno line starts with a dot\r\n..but this one would be undone by the server\r\n"
+    message = (
+        b"Subject: safe\r\n\r\nno line starts with a dot\r\n..but this one would be undone by the server\r\n"
+    )
     dotted = b"Subject: dot\r\n\r\n..one dot when received\r\n"
 
     async def send() -> list[MessageStatus]:
@@ -249,20 +310,26 @@ def test_a_transparent_message_goes_as_it_is(smtp_server: object) -> None:
 
 
 @pytest.mark.parametrize("security", [Security.STARTTLS, Security.TLS])
-def test_tls_connections_carry_pipelined_transactions_on_uvloop(certificate: tuple[Path, Path], security: Security) -> None:
+def test_tls_connections_carry_pipelined_transactions_on_uvloop(
+    certificate: tuple[Path, Path], security: Security
+) -> None:
     """The service runs on uvloop (mailer.app.run_async): the transaction layer takes over its TLS transports."""
     from mailer.app import run_async
 
-    server, handler = fault_server(Faults(), tls_context=_server_context(certificate),
-                                   require_starttls=security is Security.STARTTLS,
-                                   implicit_tls=security is Security.TLS)
+    server, handler = fault_server(
+        Faults(),
+        tls_context=_server_context(certificate),
+        require_starttls=security is Security.STARTTLS,
+        implicit_tls=security is Security.TLS,
+    )
     with server:
         settings = _smtp(server, security=security, ca_file=str(certificate[0]), connections=2)
 
         async def send() -> tuple[list[MessageStatus], int]:
             async with SmtpPool(settings) as pool:
-                replies = await asyncio.gather(*(pool.send("webinars@example.org", f"p{i}@example.org", MESSAGE)
-                                                 for i in range(6)))
+                replies = await asyncio.gather(
+                    *(pool.send("webinars@example.org", f"p{i}@example.org", MESSAGE) for i in range(6))
+                )
                 return [reply.status for reply in replies], pool.pipelined
 
         statuses, pipelined = run_async(send())

@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import func, select
 
 from mailer.app import App
-from mailer.clock import VirtualClock
-from mailer.db import transaction
-from mailer.models import (
+from mailer.compose.links import rsvp_url
+from mailer.store.engine import transaction
+from mailer.store.models import (
     Contact,
     ContactStatus,
     DeliveryEvent,
@@ -29,12 +29,12 @@ from mailer.models import (
     Wave,
     WaveStatus,
 )
-from mailer.outbox import queue_wave
-from mailer.web.links import rsvp_url
+from mailer.store.outbox import queue_wave
+from mailer.timeline.clock import VirtualClock
 from mailer.web.server import ThreadedServer
 from tests.conftest import Received, RunningServer
 from tests.factories import add_contact
-from tests.test_web_support import (  # noqa: F401  (fixtures)
+from tests.test_web_support import (
     INVITATION_AT,
     REMINDER_1W_AT,
     accounts,
@@ -67,7 +67,11 @@ def _by_recipient(server: RunningServer) -> dict[str, Received]:
 
 
 def test_one_click_unsubscribe_through_the_list_unsubscribe_header(
-    app: App, web: ThreadedServer, smtp_server: RunningServer, clock: VirtualClock, phone: Any,
+    app: App,
+    web: ThreadedServer,
+    smtp_server: RunningServer,
+    clock: VirtualClock,
+    phone: Any,
     request: pytest.FixtureRequest,
 ) -> None:
     with transaction(app.factory) as db:
@@ -81,8 +85,12 @@ def test_one_click_unsubscribe_through_the_list_unsubscribe_header(
 
     # A mail client's RFC 8058 one-click: POST "List-Unsubscribe=One-Click" to the header's URL.
     url = _list_unsubscribe_url(received["ana@example.org"], web.url + "/u/")
-    answer = httpx.post(url, content=b"List-Unsubscribe=One-Click", follow_redirects=False,
-                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    answer = httpx.post(
+        url,
+        content=b"List-Unsubscribe=One-Click",
+        follow_redirects=False,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert answer.status_code == 200
     with transaction(app.factory) as db:
         suppression = db.get(Suppression, "ana@example.org")
@@ -113,7 +121,9 @@ def test_one_click_unsubscribe_through_the_list_unsubscribe_header(
     run_service(sender, clock)
     assert len(smtp_server.messages) == before
     with transaction(app.factory) as db:
-        rows = db.execute(select(Message.recipient, Message.status).where(Message.step == "invitation-2")).all()
+        rows = db.execute(
+            select(Message.recipient, Message.status).where(Message.step == "invitation-2")
+        ).all()
         assert sorted(rows) == [("ana@example.org", "suppressed"), ("samira@example.org", "suppressed")]
         details = db.scalars(select(DeliveryEvent.detail).where(DeliveryEvent.kind == "suppressed")).all()
         assert details == ["suppressed", "suppressed"]
@@ -125,7 +135,11 @@ def test_one_click_unsubscribe_through_the_list_unsubscribe_header(
 
 
 def test_rsvp_changes_who_gets_the_next_reminder(
-    app: App, web: ThreadedServer, smtp_server: RunningServer, clock: VirtualClock, phone: Any,
+    app: App,
+    web: ThreadedServer,
+    smtp_server: RunningServer,
+    clock: VirtualClock,
+    phone: Any,
     request: pytest.FixtureRequest,
 ) -> None:
     with transaction(app.factory) as db:
@@ -138,7 +152,9 @@ def test_rsvp_changes_who_gets_the_next_reminder(
     received = _by_recipient(smtp_server)
     assert set(received) == {"yes@example.org", "no@example.org", "silent@example.org"}
     with transaction(app.factory) as db:
-        pks = dict(db.execute(select(Message.recipient, Message.id).where(Message.step == "invitation")).all())
+        pks = dict(
+            db.execute(select(Message.recipient, Message.id).where(Message.step == "invitation")).all()
+        )
     yes_url = rsvp_url(sender.settings, pks["yes@example.org"], "yes", "yes@example.org")
     no_url = rsvp_url(sender.settings, pks["no@example.org"], "no", "no@example.org")
     template = (app.settings.templates_dir / "invitation" / "en.html").read_text(encoding="utf-8")
@@ -163,9 +179,17 @@ def test_rsvp_changes_who_gets_the_next_reminder(
     assert phone.inner_text("h1") == "شكرًا لإبلاغنا"
     screenshot(phone, "rsvp-ar-done", request)
     with transaction(app.factory) as db:
-        answers = dict(db.execute(select(Contact.email, Registration.status)
-                                  .join(Registration, Registration.contact_id == Contact.id)).all())
-    assert answers == {"yes@example.org": RegistrationStatus.REGISTERED, "no@example.org": RegistrationStatus.DECLINED}
+        answers = dict(
+            db.execute(
+                select(Contact.email, Registration.status).join(
+                    Registration, Registration.contact_id == Contact.id
+                )
+            ).all()
+        )
+    assert answers == {
+        "yes@example.org": RegistrationStatus.REGISTERED,
+        "no@example.org": RegistrationStatus.DECLINED,
+    }
 
     # Three weeks on: the second invitation goes only to who has not answered.
     clock.set(INVITATION_AT + timedelta(weeks=3))
@@ -180,8 +204,8 @@ def test_rsvp_changes_who_gets_the_next_reminder(
 
 
 def _seed_log(app: App) -> None:
-    from mailer.models import EventKind
-    from mailer.outbox import Outcome, claim_due, record_outcomes
+    from mailer.store.models import EventKind
+    from mailer.store.outbox import Outcome, claim_due, record_outcomes
 
     with transaction(app.factory) as db:
         add_contact(db, "ana@example.org", name="Ana Lima")
@@ -192,19 +216,33 @@ def _seed_log(app: App) -> None:
     with transaction(app.factory) as db:
         queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT)
     with transaction(app.factory) as db:
-        claimed, _ = claim_due(db, app.settings, INVITATION_AT, worker="t", limit=10, lease=timedelta(minutes=5))
-    replies = {"ana@example.org": (MessageStatus.FAILED, 554, "5.7.1 rejected by policy"),
-               "bounced@example.org": (MessageStatus.BOUNCED, 550, "5.1.1 no such user")}
+        claimed, _ = claim_due(
+            db, app.settings, INVITATION_AT, worker="t", limit=10, lease=timedelta(minutes=5)
+        )
+    replies = {
+        "ana@example.org": (MessageStatus.FAILED, 554, "5.7.1 rejected by policy"),
+        "bounced@example.org": (MessageStatus.BOUNCED, 550, "5.1.1 no such user"),
+    }
     with transaction(app.factory) as db:
-        record_outcomes(db, app.settings, [
-            Outcome(m.pk, *replies.get(m.recipient.email, (MessageStatus.SENT, 250, "2.0.0 OK")),
-                    language=m.recipient.language)
-            for m in claimed], INVITATION_AT + timedelta(minutes=2))
+        record_outcomes(
+            db,
+            app.settings,
+            [
+                Outcome(
+                    m.pk,
+                    *replies.get(m.recipient.email, (MessageStatus.SENT, 250, "2.0.0 OK")),
+                    language=m.recipient.language,
+                )
+                for m in claimed
+            ],
+            INVITATION_AT + timedelta(minutes=2),
+        )
     assert EventKind.SENT
 
 
-def test_staff_sign_in_filter_and_message_detail(app: App, web: ThreadedServer, accounts: dict[str, str],
-                                                 page: Any, request: pytest.FixtureRequest) -> None:
+def test_staff_sign_in_filter_and_message_detail(
+    app: App, web: ThreadedServer, accounts: dict[str, str], page: Any, request: pytest.FixtureRequest
+) -> None:
     _seed_log(app)
     page.goto(f"{web.url}/staff/log")
     assert page.url.startswith(f"{web.url}/login?next=")
@@ -253,12 +291,16 @@ def test_staff_sign_in_filter_and_message_detail(app: App, web: ThreadedServer, 
     screenshot(page, "overview", request)
     page.click("text=#1")
     page.wait_for_load_state()
-    assert "of 4 finished" in page.inner_text("#progress-text") and page.locator("svg.chart rect").count() >= 1
+    assert (
+        "of 4 finished" in page.inner_text("#progress-text") and page.locator("svg.chart rect").count() >= 1
+    )
     screenshot(page, "wave", request)
     assert page.locator("text=Cancel wave").count() == 0  # staff see progress, organisers steer
 
 
-def test_csrf_refused_in_the_browser(app: App, web: ThreadedServer, accounts: dict[str, str], browser: Any) -> None:
+def test_csrf_refused_in_the_browser(
+    app: App, web: ThreadedServer, accounts: dict[str, str], browser: Any
+) -> None:
     _seed_log(app)
     context = browser.new_context(bypass_csp=True)
     tab = context.new_page()
@@ -273,8 +315,10 @@ def test_csrf_refused_in_the_browser(app: App, web: ThreadedServer, accounts: di
             assert db.get(Wave, 1).status == WaveStatus.ACTIVE  # type: ignore[union-attr]
 
         # Another site's page posting to us: no token (and, SameSite=Lax, no session cookie either).
-        tab.set_content(f'<form method="post" action="{web.url}/organise/waves/1/cancel">'
-                        '<input name="confirm" value="yes"><button>go</button></form>')
+        tab.set_content(
+            f'<form method="post" action="{web.url}/organise/waves/1/cancel">'
+            '<input name="confirm" value="yes"><button>go</button></form>'
+        )
         tab.click("button")
         tab.wait_for_load_state()
         assert "Forbidden" in tab.inner_text("body")
@@ -290,7 +334,9 @@ def test_csrf_refused_in_the_browser(app: App, web: ThreadedServer, accounts: di
         context.close()
 
 
-def test_forged_links_are_refused(app: App, web: ThreadedServer, phone: Any, request: pytest.FixtureRequest) -> None:
+def test_forged_links_are_refused(
+    app: App, web: ThreadedServer, phone: Any, request: pytest.FixtureRequest
+) -> None:
     with transaction(app.factory) as db:
         add_contact(db, "ana@example.org")
         add_contact(db, "other@example.org")
@@ -300,8 +346,11 @@ def test_forged_links_are_refused(app: App, web: ThreadedServer, phone: Any, req
     real = rsvp_url(app.settings, first, "yes", "ana@example.org").rsplit("/", 1)[1]
     body, signature = real.rsplit(".", 1)
     other = rsvp_url(app.settings, second, "yes", "other@example.org").rsplit("/", 1)[1].rsplit(".", 1)[0]
-    for forged in (f"{other}.{signature}", f"{body}.{signature[:-1]}A" if signature[-1] != "A" else f"{body}.{signature[:-1]}B",
-                   "eyJ1IjoxfQ.bogus"):
+    for forged in (
+        f"{other}.{signature}",
+        f"{body}.{signature[:-1]}A" if signature[-1] != "A" else f"{body}.{signature[:-1]}B",
+        "eyJ1IjoxfQ.bogus",
+    ):
         response = phone.goto(f"{web.url}/rsvp/{forged}")
         assert response.status == 404
         assert phone.inner_text("h1") == "This link is not valid"
@@ -315,10 +364,17 @@ def test_forged_links_are_refused(app: App, web: ThreadedServer, phone: Any, req
         assert db.scalar(select(func.count()).select_from(Registration)) == 0
 
 
-def test_anonymous_visitors_are_sent_to_sign_in(app: App, web: ThreadedServer, accounts: dict[str, str],
-                                                page: Any) -> None:
-    for path in ("/staff/", "/staff/log?status=failed", "/staff/messages/1", "/organise/sessions",
-                 "/organise/preview", "/organise/waves/new"):
+def test_anonymous_visitors_are_sent_to_sign_in(
+    app: App, web: ThreadedServer, accounts: dict[str, str], page: Any
+) -> None:
+    for path in (
+        "/staff/",
+        "/staff/log?status=failed",
+        "/staff/messages/1",
+        "/organise/sessions",
+        "/organise/preview",
+        "/organise/waves/new",
+    ):
         page.goto(web.url + path)
         assert page.url.startswith(f"{web.url}/login?next="), path
         assert page.locator("input[name=password]").count() == 1
@@ -332,8 +388,14 @@ def test_anonymous_visitors_are_sent_to_sign_in(app: App, web: ThreadedServer, a
     assert page.url.startswith(f"{web.url}/login?next=")
 
 
-def test_organiser_pages(app: App, web: ThreadedServer, accounts: dict[str, str], page: Any,
-                         smtp_server: RunningServer, request: pytest.FixtureRequest) -> None:
+def test_organiser_pages(
+    app: App,
+    web: ThreadedServer,
+    accounts: dict[str, str],
+    page: Any,
+    smtp_server: RunningServer,
+    request: pytest.FixtureRequest,
+) -> None:
     with transaction(app.factory) as db:
         add_contact(db, "ana@example.org")
         add_contact(db, "fatima@example.org", language="ar", time_zone="Africa/Cairo", name="Fatima Al-Sayed")

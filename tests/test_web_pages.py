@@ -16,9 +16,9 @@ from sqlalchemy import func, select
 from starlette.routing import Route
 
 from mailer.app import App
-from mailer.clock import VirtualClock
-from mailer.db import transaction
-from mailer.models import (
+from mailer.compose.links import read_token, rsvp_url, unsubscribe_url
+from mailer.store.engine import transaction
+from mailer.store.models import (
     Contact,
     ContactStatus,
     DeliveryEvent,
@@ -29,14 +29,14 @@ from mailer.models import (
     Wave,
     WaveStatus,
 )
-from mailer.outbox import Outcome, claim_due, queue_wave, record_outcomes, suppress
-from mailer.users import set_password
+from mailer.store.outbox import Outcome, claim_due, queue_wave, record_outcomes, suppress
+from mailer.timeline.clock import VirtualClock
 from mailer.web.app import create_app
-from mailer.web.links import read_token, rsvp_url, unsubscribe_url
 from mailer.web.server import ThreadedServer, start_in_loop
+from mailer.web.users import set_password
 from tests.conftest import RunningServer
 from tests.factories import add_contact, register
-from tests.test_web_support import (  # noqa: F401  (fixtures)
+from tests.test_web_support import (
     INVITATION_AT,
     PASSWORD,
     accounts,
@@ -56,9 +56,7 @@ def _protected_routes(app: App) -> list[tuple[str, str]]:
     for route in create_app(app).routes:
         if isinstance(route, Route) and route.path.startswith(("/staff", "/organise")):
             path = re.sub(r"\{(\w+)(:int)?\}", lambda m: "1" if m.group(2) else "pause", route.path)
-            for method in sorted(route.methods or {"GET"}):
-                if method != "HEAD":
-                    routes.append((method, path))
+            routes.extend((method, path) for method in sorted(route.methods or {"GET"}) if method != "HEAD")
     return routes
 
 
@@ -77,17 +75,22 @@ def test_every_staff_and_organiser_route_refuses_anonymous_access(app: App, web:
         assert db.scalar(select(func.count(Wave.id))) == 0
 
 
-def test_staff_role_cannot_use_organiser_pages(app: App, web: ThreadedServer, accounts: dict[str, str]) -> None:
+def test_staff_role_cannot_use_organiser_pages(
+    app: App, web: ThreadedServer, accounts: dict[str, str]
+) -> None:
     with signed_in(web, "sam") as http:
         assert http.get("/staff/log").status_code == 200
         assert http.get("/organise/sessions").status_code == 403
         token = csrf_of(http.get("/staff/").text)
-        response = http.post("/organise/waves", data={"session": "africa-2021", "step": "invitation", "csrf_token": token})
+        response = http.post(
+            "/organise/waves", data={"session": "africa-2021", "step": "invitation", "csrf_token": token}
+        )
         assert response.status_code == 403
 
 
-def test_csrf_token_missing_wrong_or_cross_origin_is_refused(app: App, web: ThreadedServer,
-                                                             accounts: dict[str, str]) -> None:
+def test_csrf_token_missing_wrong_or_cross_origin_is_refused(
+    app: App, web: ThreadedServer, accounts: dict[str, str]
+) -> None:
     with transaction(app.factory) as db:
         add_contact(db, "ana@example.org")
     with signed_in(web, "olga") as http:
@@ -95,8 +98,9 @@ def test_csrf_token_missing_wrong_or_cross_origin_is_refused(app: App, web: Thre
         form = {"session": "africa-2021", "step": "invitation"}
         assert http.post("/organise/waves", data=form).status_code == 403
         assert http.post("/organise/waves", data={**form, "csrf_token": "x" * 43}).status_code == 403
-        evil = http.post("/organise/waves", data={**form, "csrf_token": token},
-                         headers={"Origin": "http://evil.example"})
+        evil = http.post(
+            "/organise/waves", data={**form, "csrf_token": token}, headers={"Origin": "http://evil.example"}
+        )
         assert evil.status_code == 403
         assert http.post("/logout").status_code == 403  # even signing out needs the token
         with transaction(app.factory) as db:
@@ -104,8 +108,9 @@ def test_csrf_token_missing_wrong_or_cross_origin_is_refused(app: App, web: Thre
         assert http.post("/organise/waves", data={**form, "csrf_token": token}).status_code == 303
 
 
-def test_sign_in_is_throttled_and_a_password_change_signs_out(app: App, web: ThreadedServer,
-                                                             accounts: dict[str, str]) -> None:
+def test_sign_in_is_throttled_and_a_password_change_signs_out(
+    app: App, web: ThreadedServer, accounts: dict[str, str]
+) -> None:
     with signed_in(web, "sam") as http:
         assert http.get("/staff/log").status_code == 200
         with transaction(app.factory) as db:
@@ -133,8 +138,9 @@ def _seed_list(app: App) -> list[int]:
     return ids
 
 
-def test_organiser_queues_then_pauses_resumes_and_cancels_a_wave(app: App, web: ThreadedServer,
-                                                                accounts: dict[str, str]) -> None:
+def test_organiser_queues_then_pauses_resumes_and_cancels_a_wave(
+    app: App, web: ThreadedServer, accounts: dict[str, str]
+) -> None:
     _seed_list(app)
     with signed_in(web, "olga") as http:
         confirm = http.get("/organise/waves/new", params={"session": "africa-2021", "step": "invitation"})
@@ -146,8 +152,10 @@ def test_organiser_queues_then_pauses_resumes_and_cancels_a_wave(app: App, web: 
         assert "1 of them unsubscribed or bounced" in page
         assert "2021-06-01 13:00 UTC" in page  # first send: the step time, 10:00 GMT-3
         token = csrf_of(page)
-        queued = http.post("/organise/waves", data={"session": "africa-2021", "step": "invitation", "list": "",
-                                                    "at": "", "csrf_token": token})
+        queued = http.post(
+            "/organise/waves",
+            data={"session": "africa-2021", "step": "invitation", "list": "", "at": "", "csrf_token": token},
+        )
         assert queued.status_code == 303
         wave_id = int(queued.headers["location"].rsplit("/", 1)[1])
         with transaction(app.factory) as db:
@@ -157,7 +165,10 @@ def test_organiser_queues_then_pauses_resumes_and_cancels_a_wave(app: App, web: 
         wave_page = http.get(f"/staff/waves/{wave_id}").text
         assert "0 of 4 finished" in wave_page and "<progress" in wave_page
         for action, status in (("pause", WaveStatus.PAUSED), ("resume", WaveStatus.ACTIVE)):
-            assert http.post(f"/organise/waves/{wave_id}/{action}", data={"csrf_token": token}).status_code == 303
+            assert (
+                http.post(f"/organise/waves/{wave_id}/{action}", data={"csrf_token": token}).status_code
+                == 303
+            )
             with transaction(app.factory) as db:
                 assert db.get(Wave, wave_id).status == status  # type: ignore[union-attr]
         assert http.post(f"/organise/waves/{wave_id}/cancel", data={"csrf_token": token}).status_code == 400
@@ -179,36 +190,55 @@ def test_sessions_page_shows_times_in_session_zone_and_utc_and_audience_sizes(
     africa = page.split("<section")[1]  # the first session: africa-2021
     invitation = africa.split("<tr>")[2]  # its first step row
     assert "invitation" in invitation and "Tue 01 Jun 2021 10:00 (-03:00)" in invitation
-    assert "2021-06-01 13:00 UTC" in invitation and '<td class="num">4</td>' in invitation  # suppressed included
+    assert (
+        "2021-06-01 13:00 UTC" in invitation and '<td class="num">4</td>' in invitation
+    )  # suppressed included
     assert "not queued" in invitation
 
 
 def _deliver_with_outcomes(app: App, outcomes: dict[str, tuple[MessageStatus, int, str]]) -> int:
     series = app.settings.series
     with transaction(app.factory) as db:
-        result = queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT)
+        result = queue_wave(
+            db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT
+        )
     with transaction(app.factory) as db:
-        claimed, _ = claim_due(db, app.settings, INVITATION_AT, worker="t", limit=100, lease=timedelta(minutes=5))
+        claimed, _ = claim_due(
+            db, app.settings, INVITATION_AT, worker="t", limit=100, lease=timedelta(minutes=5)
+        )
     with transaction(app.factory) as db:
-        record_outcomes(db, app.settings, [
-            Outcome(m.pk, *outcomes.get(m.recipient.email, (MessageStatus.SENT, 250, "2.0.0 OK")), language="en")
-            for m in claimed
-        ], INVITATION_AT + timedelta(minutes=1))
+        record_outcomes(
+            db,
+            app.settings,
+            [
+                Outcome(
+                    m.pk,
+                    *outcomes.get(m.recipient.email, (MessageStatus.SENT, 250, "2.0.0 OK")),
+                    language="en",
+                )
+                for m in claimed
+            ],
+            INVITATION_AT + timedelta(minutes=1),
+        )
     return result.wave.id
 
 
-def test_log_filters_message_detail_resend_and_csv(app: App, web: ThreadedServer, accounts: dict[str, str],
-                                                  smtp_server: RunningServer, clock: VirtualClock) -> None:
+def test_log_filters_message_detail_resend_and_csv(
+    app: App, web: ThreadedServer, accounts: dict[str, str], smtp_server: RunningServer, clock: VirtualClock
+) -> None:
     with transaction(app.factory) as db:
         add_contact(db, "ana@example.org", name="Ana Lima")
-        add_contact(db, "formula@example.org", name="=HYPERLINK(\"http://evil\",\"x\")")
+        add_contact(db, "formula@example.org", name='=HYPERLINK("http://evil","x")')
         add_contact(db, "bounce@example.org")
         for i in range(52):
             add_contact(db, f"p{i:02d}@example.org")
-    wave_id = _deliver_with_outcomes(app, {
-        "ana@example.org": (MessageStatus.FAILED, 554, "5.7.1 rejected by policy"),
-        "bounce@example.org": (MessageStatus.BOUNCED, 550, "5.1.1 no such user"),
-    })
+    wave_id = _deliver_with_outcomes(
+        app,
+        {
+            "ana@example.org": (MessageStatus.FAILED, 554, "5.7.1 rejected by policy"),
+            "bounce@example.org": (MessageStatus.BOUNCED, 550, "5.1.1 no such user"),
+        },
+    )
     with signed_in(web, "sam") as http:
         everything = http.get("/staff/log").text
         assert "55 messages" in everything and "page 1 of 2" in everything
@@ -235,7 +265,7 @@ def test_log_filters_message_detail_resend_and_csv(app: App, web: ThreadedServer
         assert rows[0][:3] == ["message", "recipient", "name"] and len(rows) == 2
         all_rows = list(csv.reader(io.StringIO(http.get("/staff/log.csv").content.decode("utf-8-sig"))))
         names = {row[1]: row[2] for row in all_rows[1:]}
-        assert names["formula@example.org"] == "'=HYPERLINK(\"http://evil\",\"x\")"
+        assert names["formula@example.org"] == '\'=HYPERLINK("http://evil","x")'
         assert len(all_rows) == 56
 
         token = csrf_of(detail)
@@ -244,7 +274,9 @@ def test_log_filters_message_detail_resend_and_csv(app: App, web: ThreadedServer
     with transaction(app.factory) as db:
         message = db.get(Message, pk)
         assert message is not None and message.status == MessageStatus.QUEUED
-        last = db.scalars(select(DeliveryEvent).where(DeliveryEvent.message_pk == pk).order_by(DeliveryEvent.id.desc())).first()
+        last = db.scalars(
+            select(DeliveryEvent).where(DeliveryEvent.message_pk == pk).order_by(DeliveryEvent.id.desc())
+        ).first()
         assert last is not None and last.detail == "resend requested by sam on the dashboard"
     clock.set(INVITATION_AT + timedelta(hours=2))
     run_service(sending_app(app, smtp_server, web.url), clock)
@@ -253,14 +285,20 @@ def test_log_filters_message_detail_resend_and_csv(app: App, web: ThreadedServer
         assert db.get(Message, pk).status == MessageStatus.SENT  # type: ignore[union-attr]
 
 
-def test_list_unsubscribe_carries_the_https_link_and_one_click_post(app: App, smtp_server: RunningServer,
-                                                                   clock: VirtualClock) -> None:
+def test_list_unsubscribe_carries_the_https_link_and_one_click_post(
+    app: App, smtp_server: RunningServer, clock: VirtualClock
+) -> None:
     with transaction(app.factory) as db:
         add_contact(db, "ana@example.org")
     sender = sending_app(app, smtp_server, "https://mailer.example.org")
     with transaction(app.factory) as db:
-        queue_wave(db, sender.settings, sender.settings.series.session("africa-2021"),
-                   sender.settings.series.step("invitation"), INVITATION_AT)
+        queue_wave(
+            db,
+            sender.settings,
+            sender.settings.series.session("africa-2021"),
+            sender.settings.series.step("invitation"),
+            INVITATION_AT,
+        )
     run_service(sender, clock)
     (received,) = smtp_server.messages
     email = received.parsed()
@@ -290,8 +328,9 @@ def _message_for(app: App, email: str, session_id: str = "africa-2021") -> int:
         return pk
 
 
-def test_rsvp_rules_denied_stays_closed_sessions_refuse_get_changes_nothing(app: App, web: ThreadedServer,
-                                                                           clock: VirtualClock) -> None:
+def test_rsvp_rules_denied_stays_closed_sessions_refuse_get_changes_nothing(
+    app: App, web: ThreadedServer, clock: VirtualClock
+) -> None:
     with transaction(app.factory) as db:
         ana = add_contact(db, "ana@example.org", language="es")
         denied = add_contact(db, "denied@example.org")
@@ -305,7 +344,9 @@ def test_rsvp_rules_denied_stays_closed_sessions_refuse_get_changes_nothing(app:
         page = http.get(path)
         assert page.status_code == 200 and 'lang="es"' in page.text and "Asistiré" in page.text
         with transaction(app.factory) as db:
-            assert db.scalar(select(func.count(Registration.id)).where(Registration.contact_id == ana_id)) == 0
+            assert (
+                db.scalar(select(func.count(Registration.id)).where(Registration.contact_id == ana_id)) == 0
+            )
         done = http.post(path)
         assert done.status_code == 200 and "Está inscrito" in done.text and "No podré asistir" in done.text
         with transaction(app.factory) as db:
@@ -314,13 +355,18 @@ def test_rsvp_rules_denied_stays_closed_sessions_refuse_get_changes_nothing(app:
         denied_path = "/" + rsvp_url(settings, denied_pk, "yes", "denied@example.org").split("/", 3)[3]
         assert "with the organisers" in http.post(denied_path).text
         with transaction(app.factory) as db:
-            assert db.scalar(select(Registration.status).where(Registration.contact_id == denied.id)) == "denied"
+            assert (
+                db.scalar(select(Registration.status).where(Registration.contact_id == denied.id)) == "denied"
+            )
         clock.set(settings.series.session("africa-2021").start + timedelta(minutes=1))
         no_path = "/" + rsvp_url(settings, pk, "no", "ana@example.org").split("/", 3)[3]
         late = http.post(no_path)
         assert late.status_code == 200 and "ya ha tenido lugar" in late.text
         with transaction(app.factory) as db:
-            assert db.scalar(select(Registration.status).where(Registration.contact_id == ana_id)) == "registered"
+            assert (
+                db.scalar(select(Registration.status).where(Registration.contact_id == ana_id))
+                == "registered"
+            )
         wrong_kind = "/rsvp/" + unsubscribe_url(settings, pk, "ana@example.org").rsplit("/", 1)[1]
         assert http.post(wrong_kind).status_code == 404
 
@@ -333,12 +379,17 @@ def test_unsubscribe_page_get_changes_nothing_post_suppresses(app: App, web: Thr
     with client(web) as http:
         page = http.get(path)
         assert page.status_code == 200 and "Me désabonner" in page.text and 'lang="fr"' in page.text
-        assert page.headers["referrer-policy"] == "no-referrer" and "frame-ancestors 'none'" in page.headers[
-            "content-security-policy"]
+        assert (
+            page.headers["referrer-policy"] == "no-referrer"
+            and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        )
         with transaction(app.factory) as db:
             assert db.get(Contact, contact_id).status == ContactStatus.ACTIVE  # type: ignore[union-attr]
-        done = http.post(path, content=b"List-Unsubscribe=One-Click",
-                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+        done = http.post(
+            path,
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         assert done.status_code == 200 and "désabonné" in done.text
         again = http.post(path)
         assert again.status_code == 200 and "déjà" in again.text
@@ -349,7 +400,9 @@ def test_unsubscribe_page_get_changes_nothing_post_suppresses(app: App, web: Thr
 
 
 def test_web_pages_run_inside_the_services_event_loop(app: App) -> None:
-    settings = dataclasses.replace(app.settings, web=dataclasses.replace(app.settings.web, port=0, enabled=True))
+    settings = dataclasses.replace(
+        app.settings, web=dataclasses.replace(app.settings.web, port=0, enabled=True)
+    )
     embedded = App(settings, app.engine, app.factory)
     said: list[str] = []
 
@@ -366,9 +419,14 @@ def test_web_pages_run_inside_the_services_event_loop(app: App) -> None:
 
 
 @pytest.mark.parametrize("path", ["/u/", "/rsvp/"])
-def test_a_link_for_a_message_that_does_not_exist_is_not_valid(app: App, web: ThreadedServer, path: str) -> None:
-    url = (unsubscribe_url(app.settings, 99999, "ana@example.org") if path == "/u/"
-           else rsvp_url(app.settings, 99999, "yes", "ana@example.org"))
+def test_a_link_for_a_message_that_does_not_exist_is_not_valid(
+    app: App, web: ThreadedServer, path: str
+) -> None:
+    url = (
+        unsubscribe_url(app.settings, 99999, "ana@example.org")
+        if path == "/u/"
+        else rsvp_url(app.settings, 99999, "yes", "ana@example.org")
+    )
     with client(web) as http:
         response = http.get("/" + url.split("/", 3)[3])
     assert response.status_code == 404 and "not valid" in response.text
@@ -381,22 +439,27 @@ def test_threaded_server_serves_static_files(app: App, web: ThreadedServer) -> N
     assert isinstance(web, ThreadedServer)
 
 
-def test_organiser_previews_and_sends_a_test_to_themself(app: App, accounts: dict[str, str], clock: VirtualClock,
-                                                       smtp_server: RunningServer) -> None:
+def test_organiser_previews_and_sends_a_test_to_themself(
+    app: App, accounts: dict[str, str], clock: VirtualClock, smtp_server: RunningServer
+) -> None:
     with transaction(app.factory) as db:
         add_contact(db, "fatima@example.org", language="ar", time_zone="Africa/Cairo", name="Fatima Al-Sayed")
-    with ThreadedServer(sending_app(app, smtp_server, "http://127.0.0.1:9"), clock=clock) as server:
-        with signed_in(server, "olga") as http:
-            query = {"session": "africa-2021", "step": "reminder-1d", "contact": "fatima@example.org"}
-            preview = http.get("/organise/preview", params=query)
-            assert preview.status_code == 200 and "language ar" in preview.text
-            assert 'dir="rtl"' in http.get("/organise/preview/html", params=query).text
-            missing = http.get("/organise/preview", params={**query, "contact": "nobody@example.org"})
-            assert "no contact with the address nobody@example.org" in missing.text
-            sent = http.post("/organise/preview/send", data={**query, "language": "en",
-                                                              "csrf_token": csrf_of(preview.text)})
-            assert sent.status_code == 303 and "test+sent+to+olga%40example.org" in sent.headers["location"]
-            assert "test sent to olga@example.org" in http.get(sent.headers["location"]).text
+    with (
+        ThreadedServer(sending_app(app, smtp_server, "http://127.0.0.1:9"), clock=clock) as server,
+        signed_in(server, "olga") as http,
+    ):
+        query = {"session": "africa-2021", "step": "reminder-1d", "contact": "fatima@example.org"}
+        preview = http.get("/organise/preview", params=query)
+        assert preview.status_code == 200 and "language ar" in preview.text
+        assert 'dir="rtl"' in http.get("/organise/preview/html", params=query).text
+        missing = http.get("/organise/preview", params={**query, "contact": "nobody@example.org"})
+        assert "no contact with the address nobody@example.org" in missing.text
+        sent = http.post(
+            "/organise/preview/send",
+            data={**query, "language": "en", "csrf_token": csrf_of(preview.text)},
+        )
+        assert sent.status_code == 303 and "test+sent+to+olga%40example.org" in sent.headers["location"]
+        assert "test sent to olga@example.org" in http.get(sent.headers["location"]).text
     (received,) = smtp_server.messages
     assert received.rcpt_tos == ["olga@example.org"]
     email = received.parsed()
@@ -416,8 +479,11 @@ def test_users_cli_adds_lists_and_changes_accounts(app: App) -> None:
         register(cli)
     base = ["--config", str(ROOT / "config"), "--database-url", app.settings.database_url, "users"]
     runner = CliRunner()
-    added = runner.invoke(cli, [*base, "add", "olga", "--role", "organiser", "--email", "olga@example.org",
-                                "--password-stdin"], input="correct horse battery\n")
+    added = runner.invoke(
+        cli,
+        [*base, "add", "olga", "--role", "organiser", "--email", "olga@example.org", "--password-stdin"],
+        input="correct horse battery\n",
+    )
     assert added.exit_code == 0, added.output
     short = runner.invoke(cli, [*base, "add", "bob", "--password-stdin"], input="short\n")
     assert short.exit_code != 0 and "too short" in short.output
@@ -426,7 +492,7 @@ def test_users_cli_adds_lists_and_changes_accounts(app: App) -> None:
     assert runner.invoke(cli, [*base, "set", "olga", "--disabled"]).exit_code == 0
     listed = runner.invoke(cli, [*base, "list"])
     assert "olga" in listed.output and "organiser" in listed.output and "no" in listed.output
-    from mailer.models import StaffUser
+    from mailer.store.models import StaffUser
 
     with transaction(app.factory) as db:
         user = db.scalar(select(StaffUser).where(StaffUser.username == "olga"))
@@ -434,8 +500,17 @@ def test_users_cli_adds_lists_and_changes_accounts(app: App) -> None:
 
 
 def test_session_cookie_is_secure_behind_https(app: App, clock: VirtualClock) -> None:
-    settings = dataclasses.replace(app.settings, web=dataclasses.replace(app.settings.web,
-                                                                         base_url="https://mailer.example.org"))
-    with ThreadedServer(App(settings, app.engine, app.factory), clock=clock) as server, client(server) as http:
+    settings = dataclasses.replace(
+        app.settings, web=dataclasses.replace(app.settings.web, base_url="https://mailer.example.org")
+    )
+    with (
+        ThreadedServer(App(settings, app.engine, app.factory), clock=clock) as server,
+        client(server) as http,
+    ):
         cookie = http.get("/login").headers["set-cookie"].lower()
-    assert "mailer_session=" in cookie and "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+    assert (
+        "mailer_session=" in cookie
+        and "secure" in cookie
+        and "httponly" in cookie
+        and "samesite=lax" in cookie
+    )

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +21,28 @@ import httpx
 import pytest
 
 from mailer.app import App
-from mailer.clock import VirtualClock
 from mailer.config import Settings
-from mailer.db import transaction
-from mailer.models import StaffRole
+from mailer.delivery.transport import SmtpPool
 from mailer.service import Service
-from mailer.transport import SmtpPool
-from mailer.users import add_user
+from mailer.store.engine import transaction
+from mailer.store.models import StaffRole
+from mailer.timeline.clock import VirtualClock
 from mailer.web.server import ThreadedServer
+from mailer.web.users import add_user
 from tests.conftest import ROOT, RunningServer, with_smtp
 
-UTC = timezone.utc
 INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)  # africa-2021 invitation: -6w from 13 Jul 10:00 GMT-3
 REMINDER_1W_AT = datetime(2021, 7, 6, 13, 0, tzinfo=UTC)
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 PASSWORD = "correct horse battery staple"
 PHONE = {"width": 390, "height": 844}
 
@@ -108,8 +113,10 @@ def signed_in(server: ThreadedServer, username: str) -> Iterator[httpx.Client]:
     """An httpx client signed in as ``username`` (through the real form, CSRF token included)."""
     with client(server) as http:
         token = csrf_of(http.get("/login").text)
-        response = http.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token,
-                                             "next": "/staff/"})
+        response = http.post(
+            "/login",
+            data={"username": username, "password": PASSWORD, "csrf_token": token, "next": "/staff/"},
+        )
         assert response.status_code == 303, response.text
         yield http
 
@@ -123,12 +130,16 @@ def browser() -> Iterator[Any]:
     """
     if not CHROMIUM.exists():
         if os.environ.get("CI"):
-            pytest.fail("/usr/bin/chromium missing: .ci/run should have installed it (apt-get install chromium)")
+            pytest.fail(
+                "/usr/bin/chromium missing: .ci/run should have installed it (apt-get install chromium)"
+            )
         pytest.skip("/usr/bin/chromium missing: apt-get install -y chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
         yield chromium
         chromium.close()
 

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import stat
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from mailer.config import Settings, load_settings
-from mailer.web.charts import bar_chart
-from mailer.web.i18n import STRINGS, local_datetime, page_language
-from mailer.web.links import (
+from mailer.compose.links import (
     Answer,
     BadLinkError,
     Link,
@@ -20,13 +17,16 @@ from mailer.web.links import (
     key_file,
     make_token,
     message_links,
-    recipient_tag,
     read_token,
+    recipient_tag,
     rsvp_url,
     signing_key,
     unsubscribe_url,
 )
-from mailer.web.queries import Bucket, LogFilter
+from mailer.config import Settings, load_settings
+from mailer.store.queries import Bucket, LogFilter
+from mailer.web.charts import bar_chart
+from mailer.web.i18n import STRINGS, local_datetime, page_language
 from mailer.web.staff import spreadsheet_safe
 from tests.conftest import ROOT
 
@@ -47,9 +47,11 @@ def test_links_round_trip_and_are_stable(config: Settings) -> None:
     yes = rsvp_url(config, 42, "yes", who)
     assert read_token(config, yes.rsplit("/", 1)[1]) == Link(LinkKind.RSVP, 42, Answer.YES, tag)
     assert rsvp_url(config, 42, Answer.NO, who) != yes
-    assert message_links(config, 7, who) == {"unsubscribe_url": unsubscribe_url(config, 7, who),
-                                             "rsvp_yes_url": rsvp_url(config, 7, Answer.YES, who),
-                                             "rsvp_no_url": rsvp_url(config, 7, Answer.NO, who)}
+    assert message_links(config, 7, who) == {
+        "unsubscribe_url": unsubscribe_url(config, 7, who),
+        "rsvp_yes_url": rsvp_url(config, 7, Answer.YES, who),
+        "rsvp_no_url": rsvp_url(config, 7, Answer.NO, who),
+    }
     assert url.isascii() and " " not in url
 
 
@@ -59,30 +61,39 @@ def _forge(token: str, payload: list[object]) -> str:
     return ".".join(map(str, payload)) + "." + signature
 
 
-@pytest.mark.parametrize("mangle", [
-    lambda t: _forge(t, ["u", 43, recipient_tag("ann@example.org")]),  # another message, same signature
-    lambda t: _forge(t, ["u", 42, recipient_tag("bob@example.org")]),  # another person
-    lambda t: _forge(t, ["r", 42, recipient_tag("ann@example.org"), "yes"]),  # another kind
-    lambda t: t[:-2],  # truncated
-    lambda t: t.rsplit(".", 1)[0],  # no signature
-    lambda t: _forge(t, ["u", "42x", recipient_tag("ann@example.org")]),  # malformed, even if it were signed
-    lambda t: "garbage",
-    lambda t: "",
-])
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: _forge(t, ["u", 43, recipient_tag("ann@example.org")]),  # another message, same signature
+        lambda t: _forge(t, ["u", 42, recipient_tag("bob@example.org")]),  # another person
+        lambda t: _forge(t, ["r", 42, recipient_tag("ann@example.org"), "yes"]),  # another kind
+        lambda t: t[:-2],  # truncated
+        lambda t: t.rsplit(".", 1)[0],  # no signature
+        lambda t: _forge(
+            t, ["u", "42x", recipient_tag("ann@example.org")]
+        ),  # malformed, even if it were signed
+        lambda t: "garbage",
+        lambda t: "",
+    ],
+)
 def test_forged_or_damaged_tokens_are_refused(config: Settings, mangle: object) -> None:
     token = make_token(config, Link(LinkKind.UNSUBSCRIBE, 42, recipient=recipient_tag("ann@example.org")))
     with pytest.raises(BadLinkError):
         read_token(config, mangle(token))  # type: ignore[operator]
 
 
-def test_a_token_signed_with_another_key_is_refused(config: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_token_signed_with_another_key_is_refused(
+    config: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     token = make_token(config, Link(LinkKind.UNSUBSCRIBE, 42))
     monkeypatch.setenv("MAILER_SECRET_KEY", "another-key-0123456789abcdefghijklmnopqrstu")
     with pytest.raises(BadLinkError):
         read_token(config, token)
 
 
-def test_key_file_is_made_once_with_mode_0600(config: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_file_is_made_once_with_mode_0600(
+    config: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MAILER_SECRET_KEY")
     settings = dataclasses.replace(config, base_dir=tmp_path)
     first = signing_key(settings)
@@ -108,17 +119,24 @@ def _fields(text: str) -> list[str]:
     return [name for _, name, _, _ in string.Formatter().parse(text) if name]
 
 
-@pytest.mark.parametrize(("tag", "code", "direction"), [
-    ("ar", "ar", "rtl"), ("ar-EG", "ar", "rtl"), ("es-419", "es", "ltr"), ("fr_CA", "fr", "ltr"),
-    ("pt-BR", "en", "ltr"), ("", "en", "ltr"),
-])
+@pytest.mark.parametrize(
+    ("tag", "code", "direction"),
+    [
+        ("ar", "ar", "rtl"),
+        ("ar-EG", "ar", "rtl"),
+        ("es-419", "es", "ltr"),
+        ("fr_CA", "fr", "ltr"),
+        ("pt-BR", "en", "ltr"),
+        ("", "en", "ltr"),
+    ],
+)
 def test_page_language_falls_back(tag: str, code: str, direction: str) -> None:
     language = page_language(tag)
     assert (language.code, language.direction) == (code, direction)
 
 
 def test_local_datetime_uses_the_contacts_zone_and_language() -> None:
-    moment = datetime(2021, 7, 13, 13, 0, tzinfo=timezone.utc)
+    moment = datetime(2021, 7, 13, 13, 0, tzinfo=UTC)
     assert local_datetime(moment, "Africa/Lagos", "en").replace("\u202f", " ") == (
         "Tuesday, July 13, 2021, 2:00 PM (GMT+01:00)"
     )
@@ -127,25 +145,31 @@ def test_local_datetime_uses_the_contacts_zone_and_language() -> None:
     assert local_datetime(moment, "Not/AZone", "en").endswith("(GMT+00:00)")  # unknown zone: UTC
 
 
-@pytest.mark.parametrize(("cell", "safe"), [
-    ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
-    ("+1 555", "'+1 555"),
-    ("-2+3", "'-2+3"),
-    ("@SUM(A1)", "'@SUM(A1)"),
-    ("\t=1", "'\t=1"),
-    ("ana@example.org", "ana@example.org"),
-    ("550 5.1.1 no such user", "550 5.1.1 no such user"),
-    (550, 550),
-    (None, ""),
-])
+@pytest.mark.parametrize(
+    ("cell", "safe"),
+    [
+        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
+        ("+1 555", "'+1 555"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=1", "'\t=1"),
+        ("ana@example.org", "ana@example.org"),
+        ("550 5.1.1 no such user", "550 5.1.1 no such user"),
+        (550, 550),
+        (None, ""),
+    ],
+)
 def test_spreadsheet_cells_are_neutralised(cell: object, safe: object) -> None:
     assert spreadsheet_safe(cell) == safe
 
 
 def test_bar_chart_is_inline_svg_with_a_bar_per_bucket() -> None:
-    start = datetime(2021, 6, 1, 13, tzinfo=timezone.utc)
-    svg = bar_chart([Bucket(start + timedelta(hours=i), n) for i, n in enumerate([3, 0, 7])], "hour",
-                    title="sent <per> hour")
+    start = datetime(2021, 6, 1, 13, tzinfo=UTC)
+    svg = bar_chart(
+        [Bucket(start + timedelta(hours=i), n) for i, n in enumerate([3, 0, 7])],
+        "hour",
+        title="sent <per> hour",
+    )
     assert svg.startswith("<svg") and svg.count("<rect") == 3 and "&lt;per&gt;" in svg
     assert bar_chart([], "hour", title="x") == ""
 
@@ -156,8 +180,9 @@ def test_log_filter_reads_and_writes_query_parameters() -> None:
     assert filters.as_params() == {"status": "failed", "q": "x" * 200}
 
 
-def test_processes_starting_together_agree_on_one_key(config: Settings, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_processes_starting_together_agree_on_one_key(
+    config: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import multiprocessing
 
     monkeypatch.delenv("MAILER_SECRET_KEY")
@@ -172,9 +197,11 @@ def _key_in_child(settings: Settings) -> bytes:
     return signing_key(settings)
 
 
-@pytest.mark.parametrize("payload", ["u.42x.tag", "u.42", "r.42.tag", "r.42.tag.maybe", "x.42.tag", "u.42.tag.yes", "u..tag"])
+@pytest.mark.parametrize(
+    "payload", ["u.42x.tag", "u.42", "r.42.tag", "r.42.tag.maybe", "x.42.tag", "u.42.tag.yes", "u..tag"]
+)
 def test_a_signed_token_of_the_wrong_shape_is_refused(config: Settings, payload: str) -> None:
-    from mailer.web.links import _signer
+    from mailer.compose.links import _signer
 
     with pytest.raises(BadLinkError, match="wrong shape"):
         read_token(config, _signer(config).sign(payload).decode())

@@ -1,4 +1,4 @@
-"""The fast builder (mailer.wire.Composer) against the straightforward build (mailer.mime.build_message and
+"""The fast builder (mailer.compose.wire.Composer) against the straightforward build (mailer.compose.mime.build_message and
 to_bytes): every composed message parses back with Python's email parser to exactly the same message,
 with or without a calendar (REQUEST or CANCEL, ASCII or not)."""
 
@@ -6,21 +6,22 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser, Parser
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from mailer.compose.ics import CalendarPart, Method, build_calendar
+from mailer.compose.mime import build_message, to_bytes
+from mailer.compose.render import Rendered
+from mailer.compose.wire import BOUNDARY, MIXED_BOUNDARY, Composer, base64_lines, quoted_printable
 from mailer.config import Sender, Session, StepKind
 from mailer.errors import PermanentDeliveryError
-from mailer.ics import CalendarPart, Method, build_calendar
-from mailer.mime import build_message, to_bytes
-from mailer.recipient import Recipient
-from mailer.render import Rendered
-from mailer.wire import BOUNDARY, MIXED_BOUNDARY, Composer, base64_lines, quoted_printable
+from mailer.store.recipient import Recipient
 
 SENDER = Sender(
     name="Budapest Convention webinars",
@@ -32,18 +33,42 @@ SENDER = Sender(
 LIST_ID = "bcc.example.org"
 
 # Text a template can produce: any character of any script (controls too: they must never reach a header).
-_chars = st.characters(blacklist_categories=("Cs",)) | st.sampled_from([" ", "\t", "=", ".", "\n", "é", "ع", "—", '"'])
-_tricky = st.sampled_from(["From me", "=?utf-8?q?x?=", f"--{BOUNDARY}", f"--{MIXED_BOUNDARY}", ". ", "\r\n", "x" * 1000,
-                          "\n.dot", "\n.", ".lead", "é" * 74 + ".x",
-                          "\u2028", "\x00"])
+_chars = st.characters(blacklist_categories=("Cs",)) | st.sampled_from(
+    [" ", "\t", "=", ".", "\n", "é", "ع", "—", '"']
+)
+_tricky = st.sampled_from(
+    [
+        "From me",
+        "=?utf-8?q?x?=",
+        f"--{BOUNDARY}",
+        f"--{MIXED_BOUNDARY}",
+        ". ",
+        "\r\n",
+        "x" * 1000,
+        "\n.dot",
+        "\n.",
+        ".lead",
+        "é" * 74 + ".x",
+        "\u2028",
+        "\x00",
+    ]
+)
 texts = st.lists(st.text(_chars, max_size=40) | _tricky, max_size=8).map("".join)
 names = st.lists(st.text(_chars, max_size=20) | _tricky, max_size=4).map(" ".join)
 locals_ = st.sampled_from(["jane.doe", "a", "o'brien", "x+tag", "josé.núñez", "李"])
 domains = st.sampled_from(["example.org", "assemblée.example", "mail.example.com"])
 urls = st.none() | st.sampled_from(["https://mailer.example.org/u/abc.DEF_123", "http://127.0.0.1:8080/u/x"])
-SESSION = Session("africa-2021", "africa", "Parliamentary webinar", datetime(2021, 7, 13, 13, 0, tzinfo=timezone.utc),
-                  "GMT-3", timedelta(hours=3), "https://meet.example.org/j/budapest-africa", ("en", "fr"),
-                  ("Opening remarks", "Discussion"))
+SESSION = Session(
+    "africa-2021",
+    "africa",
+    "Parliamentary webinar",
+    datetime(2021, 7, 13, 13, 0, tzinfo=UTC),
+    "GMT-3",
+    timedelta(hours=3),
+    "https://meet.example.org/j/budapest-africa",
+    ("en", "fr"),
+    ("Opening remarks", "Discussion"),
+)
 
 
 @st.composite
@@ -55,10 +80,18 @@ def calendars(draw: st.DrawFn) -> CalendarPart | None:
 
     series = Series("budapest-convention-2021", "Budapest", (), "", (SESSION,), ())
     summary = draw(texts)
-    return build_calendar(series, SESSION, sequence=draw(st.integers(0, 5)), method=draw(st.sampled_from(list(Method))),
-                          organiser_name=SENDER.name, organiser_address=SENDER.address,
-                          attendee=Recipient("guest@example.org", draw(names)), stamp=datetime(2021, 6, 1, tzinfo=timezone.utc),
-                          summary=summary, language="fr")
+    return build_calendar(
+        series,
+        SESSION,
+        sequence=draw(st.integers(0, 5)),
+        method=draw(st.sampled_from(list(Method))),
+        organiser_name=SENDER.name,
+        organiser_address=SENDER.address,
+        attendee=Recipient("guest@example.org", draw(names)),
+        stamp=datetime(2021, 6, 1, tzinfo=UTC),
+        summary=summary,
+        language="fr",
+    )
 
 
 def _parse(data: bytes) -> EmailMessage:
@@ -79,9 +112,15 @@ def _meaning(message: EmailMessage) -> dict[str, object]:
     assert plain is not None and html is not None
     headers = {name: str(value) for name, value in message.items() if name != "Content-Type"}
     leaves = [
-        (part.get_content_type(), [(k, v) for k, v in part.get_params() or [] if k != "boundary"],
-         part.get_content_disposition(), part.get_filename(), part.get_payload(decode=True))
-        for part in message.walk() if not part.is_multipart()
+        (
+            part.get_content_type(),
+            [(k, v) for k, v in part.get_params() or [] if k != "boundary"],
+            part.get_content_disposition(),
+            part.get_filename(),
+            part.get_payload(decode=True),
+        )
+        for part in message.walk()
+        if not part.is_multipart()
     ]
     return {
         "headers": headers,
@@ -95,24 +134,45 @@ def _meaning(message: EmailMessage) -> dict[str, object]:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    subject=texts.filter(lambda s: s.split()), text=texts, html=texts, name=names, local=locals_, domain=domains,
-    kind=st.sampled_from(list(StepKind)), url=urls, auto=st.sampled_from([None, True, False]), calendar=calendars(),
+    subject=texts.filter(lambda s: s.split()),
+    text=texts,
+    html=texts,
+    name=names,
+    local=locals_,
+    domain=domains,
+    kind=st.sampled_from(list(StepKind)),
+    url=urls,
+    auto=st.sampled_from([None, True, False]),
+    calendar=calendars(),
 )
 def test_composed_message_parses_to_the_straightforward_build(
-    subject: str, text: str, html: str, name: str, local: str, domain: str, kind: StepKind, url: str | None,
-    auto: bool | None, calendar: CalendarPart | None,
+    subject: str,
+    text: str,
+    html: str,
+    name: str,
+    local: str,
+    domain: str,
+    kind: StepKind,
+    url: str | None,
+    auto: bool | None,
+    calendar: CalendarPart | None,
 ) -> None:
     rendered = Rendered(subject, text, html, "fr", "fr-CA", kind)
     recipient = Recipient(email=f"{local}@{domain}", name=name, language="fr-CA")
     args = dict(
         message_id="<1b4e28ba2fa111d2883f0016d3cca427@example.org>",
-        date=datetime(2021, 7, 13, 8, 0, 5, tzinfo=timezone.utc),
+        date=datetime(2021, 7, 13, 8, 0, 5, tzinfo=UTC),
         unsubscribe_url=url,
         auto_submitted=auto,
         calendar=calendar,
     )
     reference = build_message(
-        rendered, recipient, sender=SENDER, list_id=LIST_ID, unsubscribe_mailto=SENDER.unsubscribe_mailto, **args  # type: ignore[arg-type]
+        rendered,
+        recipient,
+        sender=SENDER,
+        list_id=LIST_ID,
+        unsubscribe_mailto=SENDER.unsubscribe_mailto,
+        **args,  # type: ignore[arg-type]
     )
     composer = Composer(SENDER, list_id=LIST_ID, unsubscribe_mailto=SENDER.unsubscribe_mailto)
     composed = composer.compose(rendered, recipient, **args)  # type: ignore[arg-type]
@@ -120,8 +180,14 @@ def test_composed_message_parses_to_the_straightforward_build(
     meaning = _meaning(_parse(composed.data))
     assert meaning == _meaning(_parse(to_bytes(reference)))
     if calendar is not None:
-        assert meaning["tree"] == ["multipart/mixed", "multipart/alternative", "text/plain", "text/html",
-                                   "text/calendar", "application/ics"]
+        assert meaning["tree"] == [
+            "multipart/mixed",
+            "multipart/alternative",
+            "text/plain",
+            "text/html",
+            "text/calendar",
+            "application/ics",
+        ]
         leaves = meaning["leaves"]
         assert isinstance(leaves, list) and leaves[2][1][-1] == ("method", calendar.method.value)
         assert leaves[2][4] == leaves[3][4] == calendar.data
@@ -142,8 +208,12 @@ def test_unsendable_address_raises_like_the_straightforward_build() -> None:
     composer = Composer(SENDER, list_id=LIST_ID, unsubscribe_mailto=SENDER.unsubscribe_mailto)
     for address in ("no-at-sign", "a@b.org\r\nBcc: x@y.org", "two words@example.org"):
         with pytest.raises(PermanentDeliveryError):
-            composer.compose(rendered, Recipient(email=address), message_id="<a@b.org>",
-                             date=datetime(2021, 7, 13, tzinfo=timezone.utc))
+            composer.compose(
+                rendered,
+                Recipient(email=address),
+                message_id="<a@b.org>",
+                date=datetime(2021, 7, 13, tzinfo=UTC),
+            )
 
 
 @settings(max_examples=300, deadline=None)

@@ -82,6 +82,7 @@ def main() -> None:
         click.secho(
             f"error: cannot open the store: {detail} (check --database-url / DATABASE_URL, e.g. "
             "sqlite:///var/mailer.db or postgresql+psycopg://user@host:5432/mailer)",
-            fg="red", err=True,
+            fg="red",
+            err=True,
         )
         sys.exit(2)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from mailer.bounces import apply_bounces
 from mailer.cli import AppContext, pass_ctx
-from mailer.clock import SystemClock
-from mailer.db import transaction
+from mailer.delivery.bounces import apply_bounces
+from mailer.store.engine import transaction
+from mailer.timeline.clock import SystemClock
 
 
 @click.group("bounces")

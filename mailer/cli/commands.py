@@ -7,7 +7,17 @@ import click
 
 def register(root: click.Group) -> None:
     """Attach each command module's commands to ``root``."""
-    for module_name in ("contacts", "render", "sessions", "waves", "log", "run", "web", "bounces", "templates"):
+    for module_name in (
+        "contacts",
+        "render",
+        "sessions",
+        "waves",
+        "log",
+        "run",
+        "web",
+        "bounces",
+        "templates",
+    ):
         try:
             module = __import__(f"mailer.cli.{module_name}", fromlist=["COMMANDS"])
         except ModuleNotFoundError as exc:

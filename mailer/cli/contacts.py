@@ -20,11 +20,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mailer.app import App
+from mailer.audience.contacts import ImportReport, Rejected, contact_by_email, find_contacts, import_contacts
+from mailer.audience.registrations import RegistrationReport, import_registrations
 from mailer.cli import AppContext, output_console, pass_ctx
-from mailer.clock import SystemClock
-from mailer.contacts import ImportReport, Rejected, contact_by_email, find_contacts, import_contacts
 from mailer.errors import NotFoundError
-from mailer.registrations import RegistrationReport, import_registrations
+from mailer.timeline.clock import SystemClock
 
 #: Files with more physical lines than this get a progress bar even when stderr is not a terminal.
 BIG_FILE_LINES = 5000
@@ -49,8 +49,13 @@ class ProgressBar:
             if not (sys.stderr.isatty() or total > BIG_FILE_LINES):
                 return
             self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("lines"),
-                TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("lines"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
             )
             self._progress.start()
             self._task = self._progress.add_task(self.description, total=total)
@@ -120,7 +125,9 @@ def print_registration_report(report: RegistrationReport) -> None:
     click.echo(f"  denied       {report.denied:6d}")
     click.echo(f"  declined     {report.declined:6d}")
     click.echo(f"  new contacts {report.new_contacts:6d}")
-    click.echo(f"  stored       {report.created:6d} new, {report.updated} updated, {report.unchanged} unchanged")
+    click.echo(
+        f"  stored       {report.created:6d} new, {report.updated} updated, {report.unchanged} unchanged"
+    )
     click.echo(f"  rejected     {len(report.rejected):6d}{_rejects_note(report.rejects_path)}")
     click.echo(f"  duplicates   {len(report.duplicates):6d}")
     _echo_rejected(report.rejected)
@@ -136,8 +143,11 @@ def contacts_group() -> None:
 @contacts_group.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--region", required=True, help="Region whose contact list the file feeds (see mailer.toml).")
-@click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write rejected rows [default: var/rejects/<file>-rejects.csv].")
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write rejected rows [default: var/rejects/<file>-rejects.csv].",
+)
 @pass_ctx
 def import_contacts_command(ctx: AppContext, file: Path, region: str, rejects: Path | None) -> None:
     """Import a CSV export of contacts into REGION's list (idempotent; one transaction)."""
@@ -167,8 +177,15 @@ def list_contacts_command(ctx: AppContext, region: str | None, search: str | Non
     table = Table("Email", "Name", "Country", "Lang", "Time zone", "Lists", "Status")
     for view in views:
         name = " ".join(part for part in (view.title, view.name) if part)
-        table.add_row(view.email, name, view.country, view.language, view.time_zone, ", ".join(view.regions),
-                      view.status)
+        table.add_row(
+            view.email,
+            name,
+            view.country,
+            view.language,
+            view.time_zone,
+            ", ".join(view.regions),
+            view.status,
+        )
     console = output_console()
     console.print(table)
     console.print(f"{len(views)} of {total} contacts shown")
@@ -185,12 +202,22 @@ def show_contact_command(ctx: AppContext, email: str) -> None:
     except NotFoundError as exc:
         raise NotFound(str(exc)) from None
     fields = [
-        ("email", view.email), ("name", view.name), ("title", view.title), ("institution", view.institution),
-        ("country", view.country), ("language", view.language), ("time zone", view.time_zone),
-        ("needs SMTPUTF8", "yes" if view.needs_smtputf8 else "no"), ("status", view.status),
+        ("email", view.email),
+        ("name", view.name),
+        ("title", view.title),
+        ("institution", view.institution),
+        ("country", view.country),
+        ("language", view.language),
+        ("time zone", view.time_zone),
+        ("needs SMTPUTF8", "yes" if view.needs_smtputf8 else "no"),
+        ("status", view.status),
         ("lists", ", ".join(view.regions) or "-"),
-        ("registrations", ", ".join(f"{session} ({status})" for session, status in view.registrations) or "-"),
-        ("created", view.created_at.isoformat()), ("updated", view.updated_at.isoformat()),
+        (
+            "registrations",
+            ", ".join(f"{session} ({status})" for session, status in view.registrations) or "-",
+        ),
+        ("created", view.created_at.isoformat()),
+        ("updated", view.updated_at.isoformat()),
     ]
     for label, value in fields:
         click.echo(f"{label:15} {value}")
@@ -203,21 +230,33 @@ def registrations_group() -> None:
 
 @registrations_group.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--session", "session_id", required=True, help="Session id the report belongs to (see series.toml).")
-@click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write rejected rows [default: var/rejects/<file>-rejects.csv].")
+@click.option(
+    "--session", "session_id", required=True, help="Session id the report belongs to (see series.toml)."
+)
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write rejected rows [default: var/rejects/<file>-rejects.csv].",
+)
 @pass_ctx
 def import_registrations_command(ctx: AppContext, file: Path, session_id: str, rejects: Path | None) -> None:
     """Import a webinar platform's registration report for SESSION (idempotent; one transaction)."""
     app = _open(ctx)
     known = [session.id for session in app.settings.series.sessions]
     if session_id not in known:
-        raise click.BadParameter(f"unknown session {session_id!r} (known: {', '.join(known)})",
-                                 param_hint="--session")
+        raise click.BadParameter(
+            f"unknown session {session_id!r} (known: {', '.join(known)})", param_hint="--session"
+        )
     bar = ProgressBar(f"importing {file.name}")
     try:
         report = import_registrations(
-            app.factory, app.settings, file, session_id, SystemClock().now(), rejects_path=rejects, progress=bar
+            app.factory,
+            app.settings,
+            file,
+            session_id,
+            SystemClock().now(),
+            rejects_path=rejects,
+            progress=bar,
         )
     finally:
         bar.close()

@@ -6,12 +6,12 @@ import click
 from rich.table import Table
 
 from mailer.cli import AppContext, output_console, pass_ctx
-from mailer.db import transaction
 from mailer.errors import NotFoundError
-from mailer.models import MessageStatus
-from mailer.timeline import resolve_step
-from mailer.reports import STATUS_COLUMNS, CountRow, counts_by_step, message_events
-from mailer.web.queries import LogFilter, log_rows
+from mailer.store.engine import transaction
+from mailer.store.models import MessageStatus
+from mailer.store.queries import LogFilter, log_rows
+from mailer.store.reports import STATUS_COLUMNS, CountRow, counts_by_step, message_events
+from mailer.timeline.plan import resolve_step
 
 
 @click.command("log")
@@ -23,13 +23,20 @@ from mailer.web.queries import LogFilter, log_rows
 @click.option("--events", "show_events", is_flag=True, help="Also list every delivery event of each message.")
 @pass_ctx
 def log_command(
-    ctx: AppContext, session_id: str | None, step: str | None, status: str | None, address: str | None,
-    limit: int, show_events: bool,
+    ctx: AppContext,
+    session_id: str | None,
+    step: str | None,
+    status: str | None,
+    address: str | None,
+    limit: int,
+    show_events: bool,
 ) -> None:
     """The delivery log: one row per message, newest change first."""
     check_names(ctx, session_id, step)
     with transaction(ctx.app.factory) as db:
-        filters = LogFilter(session=session_id or "", step=step or "", status=status or "", address=address or "")
+        filters = LogFilter(
+            session=session_id or "", step=step or "", status=status or "", address=address or ""
+        )
         rows, total = log_rows(db, ctx.app.settings.series, filters, limit=limit)
         events = {row.pk: message_events(db, row.pk) for row in rows} if show_events else {}
     console = output_console()
@@ -39,8 +46,15 @@ def log_command(
     table.add_column("last event", overflow="fold")
     for row in rows:
         table.add_row(
-            row.recipient, row.session_id, row.step, row.language, row.status, str(row.attempts),
-            str(row.reply_code or ""), f"{row.updated_at:%Y-%m-%d %H:%M}", row.detail[:120],
+            row.recipient,
+            row.session_id,
+            row.step,
+            row.language,
+            row.status,
+            str(row.attempts),
+            str(row.reply_code or ""),
+            f"{row.updated_at:%Y-%m-%d %H:%M}",
+            row.detail[:120],
         )
     console.print(table)
     for pk, message_event_list in events.items():
@@ -75,7 +89,10 @@ def counts_table(rows: list[CountRow], title: str) -> Table:
         table.add_row(row.session_id, row.step, *(str(row.counts.get(s, 0)) for s in used), str(row.total))
     table.add_section()
     table.add_row(
-        "all", "", *(str(sum(row.counts.get(s, 0) for row in rows)) for s in used), str(sum(r.total for r in rows))
+        "all",
+        "",
+        *(str(sum(row.counts.get(s, 0) for row in rows)) for s in used),
+        str(sum(r.total for r in rows)),
     )
     return table
 

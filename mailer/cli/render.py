@@ -9,14 +9,15 @@ import click
 from sqlalchemy import func, or_, select
 
 from mailer.cli import AppContext, pass_ctx
-from mailer.clock import SystemClock
+from mailer.compose.ics import Method, build_calendar, calendar_method
+from mailer.compose.mime import build_message, to_bytes
+from mailer.compose.render import Renderer
 from mailer.config import Audience, Offset, Settings, Step, StepKind
 from mailer.errors import NaiveDatetimeError, NotFoundError, RenderError
-from mailer.ics import Method, build_calendar, calendar_method
-from mailer.mime import build_message, make_list_id, make_message_id, to_bytes
-from mailer.models import Contact
-from mailer.recipient import Recipient, recipient_of
-from mailer.render import Renderer
+from mailer.message_ids import make_list_id, make_message_id
+from mailer.store.models import Contact
+from mailer.store.recipient import Recipient, recipient_of
+from mailer.timeline.clock import SystemClock
 
 
 def _step(settings: Settings, name: str) -> Step:
@@ -26,7 +27,9 @@ def _step(settings: Settings, name: str) -> Step:
     except KeyError as exc:
         if name in {kind.value for kind in StepKind} and (settings.templates_dir / name).is_dir():
             kind = StepKind(name)
-            return Step(name, kind, Offset(0, timedelta(0), "+0m"), name, Audience.REGISTRANTS, False, timedelta(0))
+            return Step(
+                name, kind, Offset(0, timedelta(0), "+0m"), name, Audience.REGISTRANTS, False, timedelta(0)
+            )
         raise NotFoundError(str(exc.args[0])) from None
 
 
@@ -53,7 +56,10 @@ def _contact_recipient(ctx: AppContext, email: str, region: str) -> Recipient:
     with ctx.app.factory() as db:
         contact = db.scalars(
             select(Contact).where(
-                or_(Contact.email_key.in_({wanted.lower(), wanted.casefold()}), func.lower(Contact.email) == wanted.lower())
+                or_(
+                    Contact.email_key.in_({wanted.lower(), wanted.casefold()}),
+                    func.lower(Contact.email) == wanted.lower(),
+                )
             )
         ).first()
         if contact is None:
@@ -68,12 +74,25 @@ def _contact_recipient(ctx: AppContext, email: str, region: str) -> Recipient:
 @click.option("--language", help="Render for a made-up contact speaking this language (BCP 47).")
 @click.option("--zone", help="The made-up contact's time zone [default: the region's].")
 @click.option("--name", default="", help="The made-up contact's name.")
-@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
-              help="Extra template variable, repeatable (notice: change=rescheduled, previous_start=ISO time).")
-@click.option("--unsubscribe-url", help="Unsubscribe link to show [default: the sender's unsubscribe mailto].")
-@click.option("--eml", "eml_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the message here (with its calendar entry, SEQUENCE 0).")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the HTML part here.")
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Extra template variable, repeatable (notice: change=rescheduled, previous_start=ISO time).",
+)
+@click.option(
+    "--unsubscribe-url", help="Unsubscribe link to show [default: the sender's unsubscribe mailto]."
+)
+@click.option(
+    "--eml",
+    "eml_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the message here (with its calendar entry, SEQUENCE 0).",
+)
+@click.option(
+    "--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the HTML part here."
+)
 @pass_ctx
 def preview(
     ctx: AppContext,
@@ -135,22 +154,41 @@ def preview(
         click.echo(f"HTML written to {html_path}", err=True)
     if eml_path is not None:
         now = SystemClock().now()
-        method = Method.CANCEL if step.kind is StepKind.NOTICE and extra.get("change") == "cancelled" else (
-            calendar_method(step))
-        calendar = None if method is None else build_calendar(
-            settings.series, session, sequence=0, method=method, organiser_name=settings.sender.name,
-            organiser_address=settings.sender.address, attendee=recipient, stamp=now, summary=rendered.title,
-            language=rendered.language)
+        method = (
+            Method.CANCEL
+            if step.kind is StepKind.NOTICE and extra.get("change") == "cancelled"
+            else (calendar_method(step))
+        )
+        calendar = (
+            None
+            if method is None
+            else build_calendar(
+                settings.series,
+                session,
+                sequence=0,
+                method=method,
+                organiser_name=settings.sender.name,
+                organiser_address=settings.sender.address,
+                attendee=recipient,
+                stamp=now,
+                summary=rendered.title,
+                language=rendered.language,
+            )
+        )
         message = build_message(
             rendered,
             recipient,
             sender=settings.sender,
-            message_id=make_message_id(f"preview:{session.id}:{step.name}:{recipient.email}", settings.sender.domain),
+            message_id=make_message_id(
+                f"preview:{session.id}:{step.name}:{recipient.email}", settings.sender.domain
+            ),
             date=now,
             list_id=make_list_id(settings.series.id, settings.sender.domain),
             list_name=settings.series.title,
             unsubscribe_mailto=mailto,
-            unsubscribe_url=unsubscribe_url if unsubscribe_url and unsubscribe_url.startswith("http") else None,
+            unsubscribe_url=unsubscribe_url
+            if unsubscribe_url and unsubscribe_url.startswith("http")
+            else None,
             calendar=calendar,
         )
         eml_path.write_bytes(to_bytes(message))

@@ -16,18 +16,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from mailer.app import App, open_app, run_async
 from mailer.cli import AppContext, output_console, pass_ctx
 from mailer.cli.log import counts_table
-from mailer.clock import SystemClock
+from mailer.compose.ics import build_calendar, calendar_method
+from mailer.compose.mime import build_message, needs_smtputf8, to_bytes
+from mailer.compose.render import Renderer
 from mailer.config import load_settings
-from mailer.db import transaction
+from mailer.delivery.transport import SmtpRouter
 from mailer.errors import NotFoundError
-from mailer.ics import build_calendar, calendar_method
-from mailer.mime import build_message, make_list_id, make_message_id, needs_smtputf8, to_bytes
-from mailer.recipient import Recipient
-from mailer.render import Renderer
-from mailer.reports import counts_by_step
+from mailer.message_ids import make_list_id, make_message_id
 from mailer.service import smtp_target, wall_time
 from mailer.simulate import SimulationTick, simulate
-from mailer.transport import SmtpRouter
+from mailer.store.engine import transaction
+from mailer.store.recipient import Recipient
+from mailer.store.reports import counts_by_step
+from mailer.timeline.clock import SystemClock
 
 DEFAULT_CONTACTS_DIR = Path("../shared/data/contacts")
 
@@ -42,27 +43,39 @@ def _parse_utc(text: str | None, option: str) -> datetime | None:
             f"{text!r} is not an ISO 8601 date-time such as 2021-06-01T09:00+00:00", param_hint=option
         ) from None
     if moment.tzinfo is None:
-        raise click.BadParameter(f"{text!r} has no UTC offset: write e.g. {moment.isoformat()}+00:00", param_hint=option)
+        raise click.BadParameter(
+            f"{text!r} has no UTC offset: write e.g. {moment.isoformat()}+00:00", param_hint=option
+        )
     return moment
 
 
-def run_simulation(app: App, console: Console, start: datetime | None = None, end: datetime | None = None) -> None:
+def run_simulation(
+    app: App, console: Console, start: datetime | None = None, end: datetime | None = None
+) -> None:
     """Simulate the timeline against the configured SMTP server (or a capture server), printing as it goes."""
     with smtp_target(app.settings, on_start=console.print) as settings:
         target = App(settings, app.engine, app.factory)
         with Progress(
-            TextColumn("[bold]virtual time[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("steps"), console=console, transient=True,
+            TextColumn("[bold]virtual time[/bold] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("steps"),
+            console=console,
+            transient=True,
         ) as progress:
             task = progress.add_task("", total=None)
 
             def on_tick(tick: SimulationTick) -> None:
-                progress.update(task, total=tick.steps_total, completed=tick.steps_done, description=wall_time(tick.at))
+                progress.update(
+                    task, total=tick.steps_total, completed=tick.steps_done, description=wall_time(tick.at)
+                )
                 grouped: dict[tuple[str, str], list[str]] = {}
                 for (session_id, step, status), count in sorted(tick.report.counts.items()):
                     grouped.setdefault((session_id, step), []).append(f"{count} {status}")
                 for (session_id, step), parts in grouped.items():
-                    progress.console.print(f"{wall_time(tick.at)}  {session_id:<20} {step:<14} {', '.join(parts)}")
+                    progress.console.print(
+                        f"{wall_time(tick.at)}  {session_id:<20} {step:<14} {', '.join(parts)}"
+                    )
 
             run_async(simulate(target, start=start, end=end, on_tick=on_tick))
     with transaction(app.factory) as db:
@@ -70,18 +83,26 @@ def run_simulation(app: App, console: Console, start: datetime | None = None, en
 
 
 @click.command("simulate")
-@click.option("--from", "start_text", help="Virtual start, ISO 8601 with offset [default: before the first step].")
+@click.option(
+    "--from", "start_text", help="Virtual start, ISO 8601 with offset [default: before the first step]."
+)
 @click.option("--until", "end_text", help="Virtual end, ISO 8601 with offset [default: after the last step].")
 @pass_ctx
 def simulate_command(ctx: AppContext, start_text: str | None, end_text: str | None) -> None:
     """Run the whole timeline in virtual time, sending for real, then print the report."""
-    run_simulation(ctx.app, output_console(), _parse_utc(start_text, "--from"), _parse_utc(end_text, "--until"))
+    run_simulation(
+        ctx.app, output_console(), _parse_utc(start_text, "--from"), _parse_utc(end_text, "--until")
+    )
 
 
 @click.command("demo")
 @click.option(
-    "--contacts", "contacts_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
-    default=DEFAULT_CONTACTS_DIR, show_default=True, help="Folder with <region>.csv and registrations-<region>.csv.",
+    "--contacts",
+    "contacts_dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=DEFAULT_CONTACTS_DIR,
+    show_default=True,
+    help="Folder with <region>.csv and registrations-<region>.csv.",
 )
 @click.pass_context
 def demo(click_ctx: click.Context, contacts_dir: Path) -> None:
@@ -91,8 +112,8 @@ def demo(click_ctx: click.Context, contacts_dir: Path) -> None:
     Everything lives in var/demo/ (store: var/demo/mailer.db; messages: var/demo/capture/*.eml unless an
     SMTP host is configured), which each run starts afresh; nothing else under var/ is touched.
     """
-    from mailer.contacts import import_contacts
-    from mailer.registrations import import_registrations
+    from mailer.audience.contacts import import_contacts
+    from mailer.audience.registrations import import_registrations
 
     ctx: AppContext = click_ctx.obj
     console = output_console()
@@ -115,17 +136,30 @@ def demo(click_ctx: click.Context, contacts_dir: Path) -> None:
     now = SystemClock().now()
     for session in settings.series.sessions:
         contacts = contacts_dir / f"{session.region}.csv"
-        result = import_contacts(app.factory, settings, contacts, session.region, now,
-                                 rejects_path=demo_dir / "rejects" / f"{contacts.stem}-rejects.csv")
+        result = import_contacts(
+            app.factory,
+            settings,
+            contacts,
+            session.region,
+            now,
+            rejects_path=demo_dir / "rejects" / f"{contacts.stem}-rejects.csv",
+        )
         console.print(
             f"contacts {contacts.name:<22} {result.imported:4d} imported, {len(result.rejected):2d} rejected,"
-            f" {len(result.duplicates)} duplicate" + (f" (see {result.rejects_path})" if result.rejects_path else ""),
+            f" {len(result.duplicates)} duplicate"
+            + (f" (see {result.rejects_path})" if result.rejects_path else ""),
             soft_wrap=True,
         )
         registrations = contacts_dir / f"registrations-{session.region}.csv"
         if registrations.exists():
-            regs = import_registrations(app.factory, settings, registrations, session.id, now,
-                                        rejects_path=demo_dir / "rejects" / f"{registrations.stem}-rejects.csv")
+            regs = import_registrations(
+                app.factory,
+                settings,
+                registrations,
+                session.id,
+                now,
+                rejects_path=demo_dir / "rejects" / f"{registrations.stem}-rejects.csv",
+            )
             console.print(
                 f"registrations {registrations.name:<31} {regs.registered:3d} registered, {regs.denied:2d} denied,"
                 f" {regs.new_contacts} new contacts, {len(regs.rejected)} rejected",
@@ -145,7 +179,9 @@ def demo(click_ctx: click.Context, contacts_dir: Path) -> None:
 @click.option("--zone", default="UTC", show_default=True, help="Recipient's IANA time zone.")
 @click.option("--name", default="Test Recipient", show_default=True)
 @pass_ctx
-def send_test(ctx: AppContext, session_id: str, step_name: str, address: str, language: str, zone: str, name: str) -> None:
+def send_test(
+    ctx: AppContext, session_id: str, step_name: str, address: str, language: str, zone: str, name: str
+) -> None:
     """Render one message for a sample recipient and send it now (nothing is queued or logged).
 
     ``--to`` takes an address, or ``Name <address>`` (the name then replaces ``--name``).
@@ -164,28 +200,52 @@ def send_test(ctx: AppContext, session_id: str, step_name: str, address: str, la
         raise NotFoundError(exc.args[0]) from None
     recipient = Recipient(email=address, name=name, language=language, time_zone=zone, region=session.region)
     rendered = Renderer(settings).render(
-        step, session, recipient, series=settings.series,
+        step,
+        session,
+        recipient,
+        series=settings.series,
         unsubscribe_url=f"mailto:{settings.sender.unsubscribe_mailto}?subject=unsubscribe",
     )
     now = SystemClock().now()
     method = calendar_method(step)
-    calendar = None if method is None else build_calendar(
-        settings.series, session, sequence=0, method=method, organiser_name=settings.sender.name,
-        organiser_address=settings.sender.address, attendee=recipient, stamp=now, summary=rendered.title,
-        language=rendered.language,
+    calendar = (
+        None
+        if method is None
+        else build_calendar(
+            settings.series,
+            session,
+            sequence=0,
+            method=method,
+            organiser_name=settings.sender.name,
+            organiser_address=settings.sender.address,
+            attendee=recipient,
+            stamp=now,
+            summary=rendered.title,
+            language=rendered.language,
+        )
     )
     message = build_message(
-        rendered, recipient, sender=settings.sender,
-        message_id=make_message_id(f"send-test:{session.id}:{step.name}:{address}:{now.isoformat()}", settings.sender.domain),
-        date=now, list_id=make_list_id(settings.series.id, settings.sender.domain),
-        unsubscribe_mailto=settings.sender.unsubscribe_mailto, calendar=calendar,
+        rendered,
+        recipient,
+        sender=settings.sender,
+        message_id=make_message_id(
+            f"send-test:{session.id}:{step.name}:{address}:{now.isoformat()}", settings.sender.domain
+        ),
+        date=now,
+        list_id=make_list_id(settings.series.id, settings.sender.domain),
+        unsubscribe_mailto=settings.sender.unsubscribe_mailto,
+        calendar=calendar,
     )
 
     async def send() -> None:
         with smtp_target(settings, on_start=click.echo) as target:
             async with SmtpRouter(target) as pool:
                 reply = await pool.send(
-                    settings.sender.address, address, to_bytes(message), kind=step.kind, utf8=needs_smtputf8(message)
+                    settings.sender.address,
+                    address,
+                    to_bytes(message),
+                    kind=step.kind,
+                    utf8=needs_smtputf8(message),
                 )
         if reply.status == "sent":
             click.echo(f"sent: {reply.code or ''} {reply.text}".strip())

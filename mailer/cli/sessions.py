@@ -6,13 +6,13 @@ import click
 from rich.table import Table
 from sqlalchemy import func, select
 
-from mailer.errors import NotFoundError
 from mailer.cli import AppContext, output_console, pass_ctx
-from mailer.clock import SystemClock
-from mailer.db import transaction
-from mailer.models import SessionRow
-from mailer.outbox import audience_query, default_audience, sync_sessions
-from mailer.timeline import step_deadline, step_time
+from mailer.errors import NotFoundError
+from mailer.store.engine import transaction
+from mailer.store.models import SessionRow
+from mailer.store.outbox import audience_query, default_audience, sync_sessions
+from mailer.timeline.clock import SystemClock
+from mailer.timeline.plan import step_deadline, step_time
 
 
 @click.group("sessions")
@@ -46,19 +46,33 @@ def list_sessions(ctx: AppContext, session_id: str | None) -> None:
                 f" ({state}{sequence})",
                 title_justify="left",
             )
-            for column in ("step", "kind", "audience", f"time ({session.zone_name})", "time (UTC)", "deadline (UTC)",
-                           "recipients", "auto"):
+            for column in (
+                "step",
+                "kind",
+                "audience",
+                f"time ({session.zone_name})",
+                "time (UTC)",
+                "deadline (UTC)",
+                "recipients",
+                "auto",
+            ):
                 table.add_column(column, overflow="fold")
             for step in settings.series.steps:
                 moment = step_time(session, step)
                 audience = default_audience(session, step)
                 size = db.scalar(
-                    select(func.count()).select_from(audience_query(settings.series, session, step, audience, now).subquery())
+                    select(func.count()).select_from(
+                        audience_query(settings.series, session, step, audience, now).subquery()
+                    )
                 )
                 table.add_row(
-                    step.name, step.kind.value, step.audience.value,
-                    moment.astimezone(session.zone).strftime("%Y-%m-%d %H:%M"), moment.strftime("%Y-%m-%d %H:%M"),
-                    step_deadline(settings.series, session, step).at.strftime("%Y-%m-%d %H:%M"), str(size),
+                    step.name,
+                    step.kind.value,
+                    step.audience.value,
+                    moment.astimezone(session.zone).strftime("%Y-%m-%d %H:%M"),
+                    moment.strftime("%Y-%m-%d %H:%M"),
+                    step_deadline(settings.series, session, step).at.strftime("%Y-%m-%d %H:%M"),
+                    str(size),
                     "yes" if step.auto else "no",
                 )
             console.print(table)

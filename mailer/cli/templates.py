@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from mailer.clock import SystemClock
+from mailer.cli import AppContext, pass_ctx
+from mailer.compose.checks import SUBJECT_WARN, check_templates, write_samples
 from mailer.config import load_settings
 from mailer.errors import NotFoundError
-from mailer.cli import AppContext, pass_ctx
-from mailer.template_checks import SUBJECT_WARN, check_templates, write_samples
+from mailer.timeline.clock import SystemClock
 
 
 @click.group("templates")
@@ -31,28 +31,48 @@ def check(ctx: AppContext) -> None:
     settings = load_settings(ctx.config_dir, database_url=ctx.database_url or "sqlite://")
     report = check_templates(settings)
     for finding in report.findings:
-        click.secho(str(finding), fg="red" if finding.level == "error" else "yellow", err=finding.level == "error")
+        click.secho(
+            str(finding), fg="red" if finding.level == "error" else "yellow", err=finding.level == "error"
+        )
     folders = len({step.template for step in settings.series.steps} | {"notice"})
-    summary = (f"{len(report.errors)} error(s), {len(report.warnings)} warning(s): {folders} step templates, "
-               f"{len(settings.languages)} languages ({', '.join(settings.languages)}), subjects up to "
-               f"{SUBJECT_WARN} characters")
+    summary = (
+        f"{len(report.errors)} error(s), {len(report.warnings)} warning(s): {folders} step templates, "
+        f"{len(settings.languages)} languages ({', '.join(settings.languages)}), subjects up to "
+        f"{SUBJECT_WARN} characters"
+    )
     click.echo(summary)
     if report.errors:
         sys.exit(1)
 
 
 @templates.command("render-all")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder to write <session>/<step>.<language>.eml and .html into.")
-@click.option("--session", "session_ids", multiple=True, help="Only this session (repeatable) [default: all].")
-@click.option("--language", "languages", multiple=True, help="Only this language (repeatable) [default: offered].")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write <session>/<step>.<language>.eml and .html into.",
+)
+@click.option(
+    "--session", "session_ids", multiple=True, help="Only this session (repeatable) [default: all]."
+)
+@click.option(
+    "--language", "languages", multiple=True, help="Only this language (repeatable) [default: offered]."
+)
 @pass_ctx
-def render_all(ctx: AppContext, out_dir: Path, session_ids: tuple[str, ...], languages: tuple[str, ...]) -> None:
+def render_all(
+    ctx: AppContext, out_dir: Path, session_ids: tuple[str, ...], languages: tuple[str, ...]
+) -> None:
     """Render every step (and both notices) in every language for a sample contact, as .eml and .html files."""
     settings = load_settings(ctx.config_dir, database_url=ctx.database_url or "sqlite://")
     try:
-        written = write_samples(settings, out_dir, date=SystemClock().now(), sessions=list(session_ids) or None,
-                                languages=languages or None)
+        written = write_samples(
+            settings,
+            out_dir,
+            date=SystemClock().now(),
+            sessions=list(session_ids) or None,
+            languages=languages or None,
+        )
     except KeyError as exc:
         raise NotFoundError(str(exc.args[0])) from None
     click.echo(f"{len(written) // 2} messages written to {out_dir} (.eml and .html)")

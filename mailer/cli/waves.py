@@ -8,12 +8,12 @@ import click
 from rich.table import Table
 
 from mailer.cli import AppContext, output_console, pass_ctx
-from mailer.clock import SystemClock
-from mailer.db import transaction
 from mailer.errors import NotFoundError
-from mailer.models import WaveStatus
-from mailer.outbox import queue_wave, set_wave_status, sync_sessions
-from mailer.reports import STATUS_COLUMNS, counts_by_wave
+from mailer.store.engine import transaction
+from mailer.store.models import WaveStatus
+from mailer.store.outbox import queue_wave, set_wave_status, sync_sessions
+from mailer.store.reports import STATUS_COLUMNS, counts_by_wave
+from mailer.timeline.clock import SystemClock
 from mailer.zones import UnknownZoneError, resolve_zone
 
 
@@ -22,7 +22,9 @@ def parse_when(text: str, default_zone: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not an ISO 8601 date-time such as 2021-06-01T09:00-03:00") from None
+        raise click.BadParameter(
+            f"{text!r} is not an ISO 8601 date-time such as 2021-06-01T09:00-03:00"
+        ) from None
     if moment.tzinfo is None:
         try:
             moment = moment.replace(tzinfo=resolve_zone(default_zone))
@@ -95,8 +97,13 @@ def list_waves(ctx: AppContext, session_id: str | None, show_all: bool) -> None:
         table.add_column(column, justify="right", overflow="fold")
     for row in rows:
         table.add_row(
-            str(row.wave_id), row.session_id, row.step, row.audience, row.wave_status,
-            *(str(row.counts.get(status, 0)) for status in used), str(row.total),
+            str(row.wave_id),
+            row.session_id,
+            row.step,
+            row.audience,
+            row.wave_status,
+            *(str(row.counts.get(status, 0)) for status in used),
+            str(row.total),
         )
     output_console().print(table)
 
@@ -107,7 +114,9 @@ def _change(ctx: AppContext, wave_id: int, status: WaveStatus) -> None:
             wave, touched = set_wave_status(db, wave_id, status, SystemClock().now())
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
-    click.echo(f"wave {wave.id} ({wave.session_id} / {wave.step}) {status.value}: {touched} pending messages affected")
+    click.echo(
+        f"wave {wave.id} ({wave.session_id} / {wave.step}) {status.value}: {touched} pending messages affected"
+    )
 
 
 @waves.command("pause")

@@ -9,10 +9,10 @@ from rich.table import Table
 from sqlalchemy import select
 
 from mailer.cli import AppContext, output_console, pass_ctx
-from mailer.clock import SystemClock
-from mailer.db import transaction
-from mailer.models import StaffRole, StaffUser
-from mailer.users import MIN_PASSWORD_LENGTH, AccountError, add_user, get_user, set_password
+from mailer.store.engine import transaction
+from mailer.store.models import StaffRole, StaffUser
+from mailer.timeline.clock import SystemClock
+from mailer.web.users import MIN_PASSWORD_LENGTH, AccountError, add_user, get_user, set_password
 
 
 @click.command("web")
@@ -30,7 +30,9 @@ def web(ctx: AppContext, host: str | None, port: int | None) -> None:
 
     app = ctx.app
     config = make_server(app, host=host, port=port).config
-    click.echo(f"serving on http://{config.host}:{config.port}/ (links use {app.settings.web.base_url}); Ctrl-C stops")
+    click.echo(
+        f"serving on http://{config.host}:{config.port}/ (links use {app.settings.web.base_url}); Ctrl-C stops"
+    )
     try:
         uvicorn.Server(config).run()  # uvicorn's own signal handling: Ctrl-C finishes open requests
     except SystemExit as exc:
@@ -41,8 +43,11 @@ def web(ctx: AppContext, host: str | None, port: int | None) -> None:
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
-    return str(click.prompt(f"Password (at least {MIN_PASSWORD_LENGTH} characters)", hide_input=True,
-                            confirmation_prompt=True))
+    return str(
+        click.prompt(
+            f"Password (at least {MIN_PASSWORD_LENGTH} characters)", hide_input=True, confirmation_prompt=True
+        )
+    )
 
 
 @click.group("users")
@@ -52,10 +57,16 @@ def users() -> None:
 
 @users.command("add")
 @click.argument("username")
-@click.option("--role", type=click.Choice([r.value for r in StaffRole]), default=StaffRole.STAFF.value,
-              show_default=True)
+@click.option(
+    "--role",
+    type=click.Choice([r.value for r in StaffRole]),
+    default=StaffRole.STAFF.value,
+    show_default=True,
+)
 @click.option("--email", default="", help="Their own address: where 'send a test to yourself' goes.")
-@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of standard input."
+)
 @pass_ctx
 def add(ctx: AppContext, username: str, role: str, email: str, password_stdin: bool) -> None:
     """Create an account (the password is asked for twice, never echoed)."""
@@ -70,7 +81,9 @@ def add(ctx: AppContext, username: str, role: str, email: str, password_stdin: b
 
 @users.command("passwd")
 @click.argument("username")
-@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of standard input."
+)
 @pass_ctx
 def passwd(ctx: AppContext, username: str, password_stdin: bool) -> None:
     """Set a new password (signs the account out of every browser)."""
@@ -87,9 +100,13 @@ def passwd(ctx: AppContext, username: str, password_stdin: bool) -> None:
 @click.argument("username")
 @click.option("--role", type=click.Choice([r.value for r in StaffRole]))
 @click.option("--email")
-@click.option("--active/--disabled", default=None, help="Enable or disable the account (disabled: signed out).")
+@click.option(
+    "--active/--disabled", default=None, help="Enable or disable the account (disabled: signed out)."
+)
 @pass_ctx
-def set_user(ctx: AppContext, username: str, role: str | None, email: str | None, active: bool | None) -> None:
+def set_user(
+    ctx: AppContext, username: str, role: str | None, email: str | None, active: bool | None
+) -> None:
     """Change an account's role, address or whether it may sign in."""
     with transaction(ctx.app.factory) as db:
         user = get_user(db, username)

@@ -13,5 +13,5 @@ Modules::
     charts.py        inline SVG bar chart (sends per hour or day)
     server.py        uvicorn: `mailer web`, embedded in schedule.py, or in a thread (tests)
 
-Importing this package imports nothing heavy: the service imports :mod:`mailer.web.links` only.
+Importing this package imports nothing heavy: the service imports :mod:`mailer.compose.links` only.
 """

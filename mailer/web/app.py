@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,12 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailer.app import App
-from mailer.clock import Clock, SystemClock
+from mailer.compose.links import derived_key
+from mailer.compose.render import Renderer
 from mailer.config import Settings
-from mailer.db import transaction
-from mailer.render import Renderer
+from mailer.store.engine import transaction
+from mailer.timeline.clock import Clock, SystemClock
 from mailer.web.auth import GuardMiddleware, LoginThrottle, csrf_token
-from mailer.web.links import derived_key
 from mailer.zones import UnknownZoneError, resolve_zone
 
 SESSION_COOKIE = "mailer_session"
@@ -49,7 +49,10 @@ CSP = (
 
 def web_templates_dir(settings: Settings) -> Path:
     """``templates/web`` under the project root (beside ``templates/email``)."""
-    for candidate in (settings.base_dir / "templates" / "web", Path(__file__).resolve().parents[2] / "templates" / "web"):
+    for candidate in (
+        settings.base_dir / "templates" / "web",
+        Path(__file__).resolve().parents[2] / "templates" / "web",
+    ):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"no templates/web folder under {settings.base_dir}")
@@ -79,7 +82,9 @@ class WebContext:
     def now(self) -> datetime:
         return self.clock.now()
 
-    def page(self, request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200) -> Response:
+    def page(
+        self, request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200
+    ) -> Response:
         """Render a page template with ``request``, the signed-in user and ``context``."""
         return self.templates.TemplateResponse(request, name, context or {}, status_code=status_code)
 
@@ -92,7 +97,7 @@ def context_of(request: Request) -> WebContext:
 def _utc(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     if value is None:
         return ""
-    return value.astimezone(timezone.utc).strftime(fmt) + " UTC"
+    return value.astimezone(UTC).strftime(fmt) + " UTC"
 
 
 def _in_zone(value: datetime | None, zone: str, fmt: str = "%a %d %b %Y %H:%M") -> str:
@@ -167,7 +172,11 @@ def _health(request: Request) -> Response:
 
 
 def create_app(
-    app: App, *, clock: Clock | None = None, renderer: Renderer | None = None, throttle: LoginThrottle | None = None
+    app: App,
+    *,
+    clock: Clock | None = None,
+    renderer: Renderer | None = None,
+    throttle: LoginThrottle | None = None,
 ) -> Starlette:
     """The ASGI application for ``app``'s store and settings.
 

@@ -25,9 +25,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mailer.db import transaction
-from mailer.models import StaffRole, StaffUser
-from mailer.users import password_fingerprint
+from mailer.store.engine import transaction
+from mailer.store.models import StaffRole, StaffUser
+from mailer.web.users import password_fingerprint
 
 PROTECTED_PREFIXES = ("/staff", "/organise")
 ORGANISER_PREFIXES = ("/organise",)
@@ -107,8 +107,10 @@ def _load_user(factory: Any, session: dict[str, Any]) -> CurrentUser | None:
         return None
     with transaction(factory) as db:
         user = db.get(StaffUser, uid)
-        if user is None or not user.active or not hmac.compare_digest(
-            str(session.get("fp", "")), password_fingerprint(user)
+        if (
+            user is None
+            or not user.active
+            or not hmac.compare_digest(str(session.get("fp", "")), password_fingerprint(user))
         ):
             return None
         return CurrentUser(user.id, user.username, user.email, StaffRole(user.role))
@@ -179,7 +181,9 @@ class GuardMiddleware:
             receive = _replay(body, receive)
         await self.app(scope, receive, send)
 
-    async def _refuse_anonymous(self, scope: Scope, receive: Receive, send: Send, method: str, path: str) -> None:
+    async def _refuse_anonymous(
+        self, scope: Scope, receive: Receive, send: Send, method: str, path: str
+    ) -> None:
         response: Response
         if method in SAFE_METHODS:
             query = scope.get("query_string", b"").decode("latin-1")

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from markupsafe import Markup, escape
 
-from mailer.web.queries import Bucket
+from mailer.store.queries import Bucket
 
 WIDTH = 720
 HEIGHT = 200
@@ -46,7 +46,9 @@ def bar_chart(buckets: list[Bucket], unit: str, *, title: str) -> Markup:
     for fraction in (0, 0.5, 1):
         y = _TOP + plot_h * (1 - fraction)
         parts.append(f'<line x1="{_LEFT}" x2="{WIDTH - 8}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
-        parts.append(f'<text x="{_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" class="axis">{int(top * fraction)}</text>')
+        parts.append(
+            f'<text x="{_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" class="axis">{int(top * fraction)}</text>'
+        )
     every = max(1, len(buckets) // 6)
     for index, bucket in enumerate(buckets):
         height = plot_h * bucket.count / top

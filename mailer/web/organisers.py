@@ -1,14 +1,14 @@
 """Organisers' pages (organiser role): timelines, preview, test send, and waves.
 
-    GET  /organise/sessions                  every session's timeline: times in the session zone and UTC,
-                                             deadlines, audience sizes now, each step's wave and progress
-    GET  /organise/preview                   any step for any contact (by address) or language, as sent
-    GET  /organise/preview/html              the preview's HTML part, sandboxed, for the page's frame
-    POST /organise/preview/send              the same message to the signed-in organiser's own address
-    GET  /organise/waves/new                 choose session, step and list; then the confirmation: new
-                                             recipients per language, suppressed ones, first send time
-    POST /organise/waves                     queue it (mailer.outbox.queue_wave), then the wave's page
-    POST /organise/waves/{id}/{action}       pause, resume or cancel (mailer.outbox.set_wave_status)
+GET  /organise/sessions                  every session's timeline: times in the session zone and UTC,
+                                         deadlines, audience sizes now, each step's wave and progress
+GET  /organise/preview                   any step for any contact (by address) or language, as sent
+GET  /organise/preview/html              the preview's HTML part, sandboxed, for the page's frame
+POST /organise/preview/send              the same message to the signed-in organiser's own address
+GET  /organise/waves/new                 choose session, step and list; then the confirmation: new
+                                         recipients per language, suppressed ones, first send time
+POST /organise/waves                     queue it (mailer.store.outbox.queue_wave), then the wave's page
+POST /organise/waves/{id}/{action}       pause, resume or cancel (mailer.store.outbox.set_wave_status)
 """
 
 from __future__ import annotations
@@ -26,20 +26,20 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from mailer.compose.mime import needs_smtputf8, to_bytes
 from mailer.config import Audience, Session, Step
+from mailer.delivery.transport import SmtpPool
 from mailer.errors import MailerError, NotFoundError
-from mailer.mime import make_message_id, needs_smtputf8, to_bytes
-from mailer.models import Contact, Wave, WaveStatus
-from mailer.outbox import default_audience, queue_wave, set_wave_status, sync_sessions
-from mailer.recipient import Recipient
-from mailer.reports import counts_by_wave
+from mailer.message_ids import make_message_id
 from mailer.service import smtp_target
-from mailer.timeline import plan, step_deadline, step_time
-from mailer.transport import SmtpPool
+from mailer.store.models import Contact, Wave, WaveStatus
+from mailer.store.outbox import default_audience, queue_wave, set_wave_status, sync_sessions
+from mailer.store.queries import audience_size, plan_wave
+from mailer.store.recipient import Recipient, recipient_of
+from mailer.store.reports import counts_by_wave
+from mailer.timeline.plan import plan, step_deadline, step_time
 from mailer.web.app import WebContext, context_of
-from mailer.recipient import recipient_of
-from mailer.web.compose import Composed, compose
-from mailer.web.queries import audience_size, plan_wave
+from mailer.web.preview import Composed, compose
 from mailer.web.staff import html_frame, progress, user_of
 from mailer.zones import UnknownZoneError, resolve_zone
 
@@ -57,16 +57,27 @@ def sessions_page(request: Request) -> Response:
             session, step = item.session, item.step
             audience = default_audience(session, step)
             wave = waves.get((session.id, step.name))
-            rows[session.id].append({
-                "step": step, "at": item.at, "deadline": item.deadline, "audience": audience,
-                "size": audience_size(db, series, session, step, audience, now),
-                "wave": wave, "progress": progress(wave) if wave else None,
-            })
+            rows[session.id].append(
+                {
+                    "step": step,
+                    "at": item.at,
+                    "deadline": item.deadline,
+                    "audience": audience,
+                    "size": audience_size(db, series, session, step, audience, now),
+                    "wave": wave,
+                    "progress": progress(wave) if wave else None,
+                }
+            )
         extra = [row for key, row in waves.items() if key[1] not in {s.name for s in series.steps}]
-    return ctx.page(request, "organise/sessions.html", {
-        "sessions": [{"session": s, "steps": rows[s.id], "start_utc": s.start} for s in series.sessions],
-        "extra_waves": extra, "now": now,
-    })
+    return ctx.page(
+        request,
+        "organise/sessions.html",
+        {
+            "sessions": [{"session": s, "steps": rows[s.id], "start_utc": s.start} for s in series.sessions],
+            "extra_waves": extra,
+            "now": now,
+        },
+    )
 
 
 # -- preview -----------------------------------------------------------------------------------------------
@@ -86,9 +97,12 @@ def _preview_request(ctx: WebContext, params: Any) -> PreviewRequest | None:
     if not session_id or not step_name:
         return None
     try:
-        return PreviewRequest(series.session(session_id), series.step(step_name),
-                              str(params.get("contact", "")).strip()[:320],
-                              str(params.get("language", "")).strip()[:35] or ctx.settings.default_language)
+        return PreviewRequest(
+            series.session(session_id),
+            series.step(step_name),
+            str(params.get("contact", "")).strip()[:320],
+            str(params.get("language", "")).strip()[:35] or ctx.settings.default_language,
+        )
     except KeyError as exc:
         raise HTTPException(404, str(exc.args[0])) from None
 
@@ -103,15 +117,29 @@ def _preview_recipient(ctx: WebContext, wanted: PreviewRequest) -> Recipient:
                 raise NotFoundError(f"no contact with the address {wanted.contact}")
             return recipient_of(contact, session.region)
     region = ctx.settings.regions.get(session.region)
-    return Recipient(email=f"preview@{ctx.settings.sender.domain}", language=wanted.language,
-                     time_zone=region.default_zone if region else session.zone_name, region=session.region)
+    return Recipient(
+        email=f"preview@{ctx.settings.sender.domain}",
+        language=wanted.language,
+        time_zone=region.default_zone if region else session.zone_name,
+        region=session.region,
+    )
 
 
-def _compose_preview(ctx: WebContext, wanted: PreviewRequest, recipient: Recipient, prefix: str = "") -> Composed:
+def _compose_preview(
+    ctx: WebContext, wanted: PreviewRequest, recipient: Recipient, prefix: str = ""
+) -> Composed:
     key = f"preview/{wanted.session.id}/{wanted.step.name}/{recipient.email}/{ctx.now().timestamp()}"
-    return compose(ctx.settings, ctx.renderer, wanted.step, wanted.session, recipient, message_pk=None,
-                   message_id=make_message_id(key, ctx.settings.sender.domain), date=ctx.now(),
-                   subject_prefix=prefix)
+    return compose(
+        ctx.settings,
+        ctx.renderer,
+        wanted.step,
+        wanted.session,
+        recipient,
+        message_pk=None,
+        message_id=make_message_id(key, ctx.settings.sender.domain),
+        date=ctx.now(),
+        subject_prefix=prefix,
+    )
 
 
 def preview_page(request: Request) -> Response:
@@ -125,12 +153,21 @@ def preview_page(request: Request) -> Response:
         except (MailerError, ValueError) as exc:
             problem = str(exc)
     series = ctx.settings.series
-    return ctx.page(request, "organise/preview.html", {
-        "wanted": wanted, "composed": composed, "problem": problem, "recipient": recipient,
-        "sessions": series.sessions, "steps": series.steps, "languages": ctx.settings.languages,
-        "frame_src": "/organise/preview/html?" + urlencode(request.query_params.multi_items()),
-        "flash": request.query_params.get("sent", ""),
-    })
+    return ctx.page(
+        request,
+        "organise/preview.html",
+        {
+            "wanted": wanted,
+            "composed": composed,
+            "problem": problem,
+            "recipient": recipient,
+            "sessions": series.sessions,
+            "steps": series.steps,
+            "languages": ctx.settings.languages,
+            "frame_src": "/organise/preview/html?" + urlencode(request.query_params.multi_items()),
+            "flash": request.query_params.get("sent", ""),
+        },
+    )
 
 
 def preview_html(request: Request) -> Response:
@@ -153,7 +190,9 @@ async def preview_send(request: Request) -> Response:
     wanted = _preview_request(ctx, form)
     if wanted is None:
         raise HTTPException(400, "choose a session and a step")
-    back = "/organise/preview?" + urlencode({k: str(form.get(k, "")) for k in ("session", "step", "contact", "language")})
+    back = "/organise/preview?" + urlencode(
+        {k: str(form.get(k, "")) for k in ("session", "step", "contact", "language")}
+    )
     if not user.email:
         note = "not sent: your account has no e-mail address (set one with: mailer users set NAME --email ADDRESS)"
         return RedirectResponse(back + "&" + urlencode({"sent": note}), status_code=303)
@@ -166,8 +205,12 @@ async def preview_send(request: Request) -> Response:
     settings = ctx.settings
     with smtp_target(settings) as target:
         async with SmtpPool(target.smtp_for(wanted.step.kind)) as pool:
-            reply = await pool.send(settings.sender.address, user.email, to_bytes(composed.email),
-                                    utf8=needs_smtputf8(composed.email))
+            reply = await pool.send(
+                settings.sender.address,
+                user.email,
+                to_bytes(composed.email),
+                utf8=needs_smtputf8(composed.email),
+            )
     outcome = f"test sent to {user.email}: {reply.code or ''} {reply.text}".strip()
     if reply.status.value != "sent":
         outcome = f"test to {user.email} not sent ({reply.status.value}): {reply.code or ''} {reply.text}"
@@ -193,7 +236,9 @@ def _parse_at(text: str, session: Session) -> datetime | None:
     return moment
 
 
-def _wave_choice(ctx: WebContext, params: QueryParams | Any) -> tuple[Session, Step, str, datetime | None] | None:
+def _wave_choice(
+    ctx: WebContext, params: QueryParams | Any
+) -> tuple[Session, Step, str, datetime | None] | None:
     series = ctx.settings.series
     session_id, step_name = str(params.get("session", "")), str(params.get("step", ""))
     if not session_id or not step_name:
@@ -214,19 +259,34 @@ def wave_new(request: Request) -> Response:
     ctx = context_of(request)
     choice = _wave_choice(ctx, request.query_params)
     series = ctx.settings.series
-    context: dict[str, Any] = {"sessions": series.sessions, "steps": series.steps, "regions": ctx.settings.regions,
-                               "choice": None, "plan": None, "existing": None, "query": request.query_params}
+    context: dict[str, Any] = {
+        "sessions": series.sessions,
+        "steps": series.steps,
+        "regions": ctx.settings.regions,
+        "choice": None,
+        "plan": None,
+        "existing": None,
+        "query": request.query_params,
+    }
     if choice is not None:
         session, step, audience, at = choice
         now = ctx.now()
         with ctx.db() as db:
             context["plan"] = plan_wave(db, series, session, step, audience, now, at)
-            context["existing"] = db.scalar(select(Wave).where(Wave.session_id == session.id, Wave.step == step.name,
-                                                               Wave.audience == audience))
-        context["choice"] = {"session": session, "step": step, "audience": audience, "at": at,
-                             "at_text": request.query_params.get("at", ""),
-                             "step_time": step_time(session, step),
-                             "deadline": step_deadline(series, session, step, at)}
+            context["existing"] = db.scalar(
+                select(Wave).where(
+                    Wave.session_id == session.id, Wave.step == step.name, Wave.audience == audience
+                )
+            )
+        context["choice"] = {
+            "session": session,
+            "step": step,
+            "audience": audience,
+            "at": at,
+            "at_text": request.query_params.get("at", ""),
+            "step_time": step_time(session, step),
+            "deadline": step_deadline(series, session, step, at),
+        }
     return ctx.page(request, "organise/wave_new.html", context)
 
 
@@ -243,9 +303,16 @@ async def wave_queue(request: Request) -> Response:
         now = ctx.now()
         with ctx.db() as db:
             sync_sessions(db, ctx.settings, now)
-            result = queue_wave(db, ctx.settings, session, step, now,
-                                audience=None if audience in ("registrants", "invited") else audience, at=at,
-                                created_by=f"web:{user.username}"[:100])
+            result = queue_wave(
+                db,
+                ctx.settings,
+                session,
+                step,
+                now,
+                audience=None if audience in ("registrants", "invited") else audience,
+                at=at,
+                created_by=f"web:{user.username}"[:100],
+            )
             return result.wave.id
 
     wave_id = await run_in_threadpool(queue)

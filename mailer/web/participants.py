@@ -24,12 +24,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mailer.compose.links import Answer, BadLinkError, Link, LinkKind, read_token, recipient_tag, rsvp_url
 from mailer.config import Session
-from mailer.models import Contact, ContactStatus, Message, Registration, RegistrationStatus
-from mailer.outbox import suppress
+from mailer.store.models import Contact, ContactStatus, Message, Registration, RegistrationStatus
+from mailer.store.outbox import suppress
 from mailer.web.app import WebContext, context_of
 from mailer.web.i18n import PageLanguage, local_datetime, page_language
-from mailer.web.links import Answer, BadLinkError, Link, LinkKind, read_token, recipient_tag, rsvp_url
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,9 @@ def _resolve(ctx: WebContext, token: str, kind: LinkKind) -> tuple[Link, Recipie
         pk, session_id, contact = row
         if link.recipient != recipient_tag(contact.email):
             return None  # signed for someone else (e.g. a message row of another store)
-        return link, Recipient(contact.id, contact.email, contact.language, contact.time_zone, contact.status,
-                               session_id, pk)
+        return link, Recipient(
+            contact.id, contact.email, contact.language, contact.time_zone, contact.status, session_id, pk
+        )
 
 
 @dataclass(frozen=True)
@@ -102,16 +103,32 @@ def wording(ctx: WebContext, code: str) -> Wording:
     )
 
 
-def _page(ctx: WebContext, request: Request, name: str, lang: PageLanguage, context: dict[str, object],
-          status_code: int = 200) -> Response:
-    return ctx.page(request, name, {"lang": lang, "series_title": wording(ctx, lang.code).series, **context},
-                    status_code=status_code)
+def _page(
+    ctx: WebContext,
+    request: Request,
+    name: str,
+    lang: PageLanguage,
+    context: dict[str, object],
+    status_code: int = 200,
+) -> Response:
+    return ctx.page(
+        request,
+        name,
+        {"lang": lang, "series_title": wording(ctx, lang.code).series, **context},
+        status_code=status_code,
+    )
 
 
 def _bad_link(ctx: WebContext, request: Request) -> Response:
     lang = page_language(request.headers.get("accept-language", "en").split(",")[0].split(";")[0].strip())
-    return _page(ctx, request, "participant/message.html", lang,
-                 {"title": lang.t("bad_link_title"), "lines": [lang.t("bad_link_body")]}, status_code=404)
+    return _page(
+        ctx,
+        request,
+        "participant/message.html",
+        lang,
+        {"title": lang.t("bad_link_title"), "lines": [lang.t("bad_link_body")]},
+        status_code=404,
+    )
 
 
 def unsubscribe(request: Request) -> Response:
@@ -125,17 +142,38 @@ def unsubscribe(request: Request) -> Response:
     series = wording(ctx, lang.code).series
     if request.method == "GET":
         if person.status == ContactStatus.UNSUBSCRIBED:
-            return _page(ctx, request, "participant/message.html", lang, {
-                "title": lang.t("unsubscribed_title"), "lines": [lang.t("already_unsubscribed", email=person.email)]})
-        return _page(ctx, request, "participant/confirm.html", lang, {
-            "title": lang.t("unsubscribe_title"),
-            "lines": [lang.t("unsubscribe_question", series=series, email=person.email)],
-            "button": lang.t("unsubscribe_button"), "danger": True})
+            return _page(
+                ctx,
+                request,
+                "participant/message.html",
+                lang,
+                {
+                    "title": lang.t("unsubscribed_title"),
+                    "lines": [lang.t("already_unsubscribed", email=person.email)],
+                },
+            )
+        return _page(
+            ctx,
+            request,
+            "participant/confirm.html",
+            lang,
+            {
+                "title": lang.t("unsubscribe_title"),
+                "lines": [lang.t("unsubscribe_question", series=series, email=person.email)],
+                "button": lang.t("unsubscribe_button"),
+                "danger": True,
+            },
+        )
     already = _unsubscribe(ctx, person)
     log.info("contact %d unsubscribed through the link in message %d", person.contact_id, person.message_pk)
     text = lang.t("already_unsubscribed" if already else "unsubscribed_body", email=person.email)
-    return _page(ctx, request, "participant/message.html", lang,
-                 {"title": lang.t("unsubscribed_title"), "lines": [text], "done": True})
+    return _page(
+        ctx,
+        request,
+        "participant/message.html",
+        lang,
+        {"title": lang.t("unsubscribed_title"), "lines": [text], "done": True},
+    )
 
 
 def _unsubscribe(ctx: WebContext, person: Recipient) -> bool:
@@ -167,21 +205,43 @@ def rsvp(request: Request) -> Response:
         return _bad_link(ctx, request)
     region = ctx.settings.regions.get(session.region)
     session_title = wording(ctx, lang.code).session_title(session, region.name if region else session.region)
-    base = {"session_title": session_title,
-            "when": local_datetime(session.start, person.time_zone, lang.code), "when_label": lang.t("when")}
+    base = {
+        "session_title": session_title,
+        "when": local_datetime(session.start, person.time_zone, lang.code),
+        "when_label": lang.t("when"),
+    }
     closed = _closed(ctx, session, lang)
     if closed:
-        return _page(ctx, request, "participant/message.html", lang,
-                     {**base, "title": session_title, "lines": [closed]})
+        return _page(
+            ctx,
+            request,
+            "participant/message.html",
+            lang,
+            {**base, "title": session_title, "lines": [closed]},
+        )
     yes = link.answer is Answer.YES
     if request.method == "GET":
-        return _page(ctx, request, "participant/confirm.html", lang, {
-            **base,
-            "title": lang.t("rsvp_yes_title" if yes else "rsvp_no_title"),
-            "lines": [lang.t("rsvp_yes_question" if yes else "rsvp_no_question")],
-            "button": lang.t("rsvp_yes_button" if yes else "rsvp_no_button"), "danger": not yes})
+        return _page(
+            ctx,
+            request,
+            "participant/confirm.html",
+            lang,
+            {
+                **base,
+                "title": lang.t("rsvp_yes_title" if yes else "rsvp_no_title"),
+                "lines": [lang.t("rsvp_yes_question" if yes else "rsvp_no_question")],
+                "button": lang.t("rsvp_yes_button" if yes else "rsvp_no_button"),
+                "danger": not yes,
+            },
+        )
     outcome = _answer(ctx, person, link.answer)
-    log.info("contact %d answered %s for %s (now %s)", person.contact_id, link.answer.value, session.id, outcome.value)
+    log.info(
+        "contact %d answered %s for %s (now %s)",
+        person.contact_id,
+        link.answer.value,
+        session.id,
+        outcome.value,
+    )
     lines: list[str] = []
     if outcome is RegistrationStatus.DENIED:
         title, lines = session_title, [lang.t("rsvp_denied")]
@@ -194,11 +254,18 @@ def rsvp(request: Request) -> Response:
     other = Answer.NO if yes else Answer.YES
     change = None
     if outcome is not RegistrationStatus.DENIED:
-        change = {"text": lang.t("rsvp_change_no" if yes else "rsvp_change_yes"),
-                  "label": lang.t("rsvp_no_button" if yes else "rsvp_yes_button"),
-                  "href": _relative(rsvp_url(ctx.settings, person.message_pk, other, person.email))}
-    return _page(ctx, request, "participant/message.html", lang,
-                 {**base, "title": title, "lines": lines, "change": change, "done": True})
+        change = {
+            "text": lang.t("rsvp_change_no" if yes else "rsvp_change_yes"),
+            "label": lang.t("rsvp_no_button" if yes else "rsvp_yes_button"),
+            "href": _relative(rsvp_url(ctx.settings, person.message_pk, other, person.email)),
+        }
+    return _page(
+        ctx,
+        request,
+        "participant/message.html",
+        lang,
+        {**base, "title": title, "lines": lines, "change": change, "done": True},
+    )
 
 
 def _relative(url: str) -> str:
@@ -224,12 +291,22 @@ def _answer(ctx: WebContext, person: Recipient, answer: Answer) -> RegistrationS
             with ctx.db() as db:
                 row = db.scalar(
                     select(Registration)
-                    .where(Registration.contact_id == person.contact_id, Registration.session_id == person.session_id)
+                    .where(
+                        Registration.contact_id == person.contact_id,
+                        Registration.session_id == person.session_id,
+                    )
                     .with_for_update()
                 )
                 if row is None:
-                    db.add(Registration(contact_id=person.contact_id, session_id=person.session_id, status=wanted,
-                                        registered_at=now, source=f"web link in message {person.message_pk}"))
+                    db.add(
+                        Registration(
+                            contact_id=person.contact_id,
+                            session_id=person.session_id,
+                            status=wanted,
+                            registered_at=now,
+                            source=f"web link in message {person.message_pk}",
+                        )
+                    )
                     return wanted
                 if row.status == RegistrationStatus.DENIED:
                     return RegistrationStatus.DENIED

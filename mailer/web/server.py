@@ -14,8 +14,8 @@ from typing import Any
 import uvicorn
 
 from mailer.app import App
-from mailer.clock import Clock
 from mailer.errors import MailerError
+from mailer.timeline.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,14 @@ class EmbeddedServer(uvicorn.Server):
         return int(self.servers[0].sockets[0].getsockname()[1])
 
 
-def make_server(app: App, *, host: str | None = None, port: int | None = None, clock: Clock | None = None,
-                access_log: bool = False) -> EmbeddedServer:
+def make_server(
+    app: App,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    clock: Clock | None = None,
+    access_log: bool = False,
+) -> EmbeddedServer:
     """A server for ``app`` on ``host``:``port`` (default: ``settings.web``); not started."""
     from mailer.web.app import create_app
 
@@ -75,7 +81,9 @@ async def start_in_loop(app: App, say: Callable[[str], None] = print) -> Callabl
         if task.done():
             task.result()  # raises the start-up error
         await asyncio.sleep(0.05)
-    say(f"web pages on http://{server.config.host}:{server.port}/ (links in messages use {app.settings.web.base_url})")
+    say(
+        f"web pages on http://{server.config.host}:{server.port}/ (links in messages use {app.settings.web.base_url})"
+    )
 
     async def stop() -> None:
         server.should_exit = True
@@ -90,7 +98,9 @@ class ThreadedServer:
     ``url`` is ``http://127.0.0.1:<port>`` once entered.
     """
 
-    def __init__(self, app: App, *, host: str = "127.0.0.1", port: int = 0, clock: Clock | None = None) -> None:
+    def __init__(
+        self, app: App, *, host: str = "127.0.0.1", port: int = 0, clock: Clock | None = None
+    ) -> None:
         self.server = make_server(app, host=host, port=port, clock=clock)
         self._thread = threading.Thread(target=self.server.run, name="web", daemon=True)
 

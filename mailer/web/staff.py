@@ -1,13 +1,13 @@
 """Staff pages (sign-in required): overview, delivery log, message detail, resend, CSV export, wave progress.
 
-    GET  /login, POST /login, POST /logout
-    GET  /staff/                         sessions and waves: counts by status, progress bars
-    GET  /staff/log                      filter (session, step, status, language, region, address, wave), search, pages
-    GET  /staff/log.csv                  the filtered log for spreadsheets (formula-like cells neutralised)
-    GET  /staff/messages/{pk}            headers, the message as sent (re-rendered), every event and SMTP reply
-    GET  /staff/messages/{pk}/html       the HTML part alone, sandboxed, for the detail page's frame
-    POST /staff/messages/{pk}/resend     put a failed message back in the queue
-    GET  /staff/waves/{id}               one wave: counts, progress, sends per hour or day
+GET  /login, POST /login, POST /logout
+GET  /staff/                         sessions and waves: counts by status, progress bars
+GET  /staff/log                      filter (session, step, status, language, region, address, wave), search, pages
+GET  /staff/log.csv                  the filtered log for spreadsheets (formula-like cells neutralised)
+GET  /staff/messages/{pk}            headers, the message as sent (re-rendered), every event and SMTP reply
+GET  /staff/messages/{pk}/html       the HTML part alone, sandboxed, for the detail page's frame
+POST /staff/messages/{pk}/resend     put a failed message back in the queue
+GET  /staff/waves/{id}               one wave: counts, progress, sends per hour or day
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from mailer.errors import MailerError
-from mailer.models import (
+from mailer.store.models import (
     Contact,
     EventKind,
     Message,
@@ -36,16 +36,8 @@ from mailer.models import (
     Wave,
     WaveStatus,
 )
-from mailer.outbox import log_event
-from mailer.reports import CountRow, counts_by_step, counts_by_wave, message_events
-from mailer.timeline import resolve_step
-from mailer.users import authenticate
-from mailer.web.app import WebContext, context_of
-from mailer.web.auth import CurrentUser, sign_in, sign_out
-from mailer.web.charts import bar_chart
-from mailer.recipient import recipient_of
-from mailer.web.compose import compose
-from mailer.web.queries import (
+from mailer.store.outbox import log_event
+from mailer.store.queries import (
     PAGE_SIZE,
     LogFilter,
     contact_languages,
@@ -54,11 +46,33 @@ from mailer.web.queries import (
     pending_due,
     sends_over_time,
 )
+from mailer.store.recipient import recipient_of
+from mailer.store.reports import CountRow, counts_by_step, counts_by_wave, message_events
+from mailer.timeline.plan import resolve_step
+from mailer.web.app import WebContext, context_of
+from mailer.web.auth import CurrentUser, sign_in, sign_out
+from mailer.web.charts import bar_chart
+from mailer.web.preview import compose
+from mailer.web.users import authenticate
 
 STATUSES = [status.value for status in MessageStatus]
 UNFINISHED = {MessageStatus.QUEUED.value, MessageStatus.DEFERRED.value, MessageStatus.SENDING.value}
-CSV_COLUMNS = ("message", "recipient", "name", "session", "step", "language", "status", "attempts", "reply_code",
-               "reply_text", "due_at_utc", "sent_at_utc", "updated_at_utc", "last_event")
+CSV_COLUMNS = (
+    "message",
+    "recipient",
+    "name",
+    "session",
+    "step",
+    "language",
+    "status",
+    "attempts",
+    "reply_code",
+    "reply_text",
+    "due_at_utc",
+    "sent_at_utc",
+    "updated_at_utc",
+    "last_event",
+)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 
@@ -83,8 +97,11 @@ def _safe_next(target: str) -> str:
 async def login(request: Request) -> Response:
     ctx = context_of(request)
     if request.method == "GET":
-        return ctx.page(request, "staff/login.html", {"next": _safe_next(request.query_params.get("next", "")),
-                                                      "error": ""})
+        return ctx.page(
+            request,
+            "staff/login.html",
+            {"next": _safe_next(request.query_params.get("next", "")), "error": ""},
+        )
     form = await request.form()
     username = str(form.get("username", "")).strip()[:100]
     password = str(form.get("password", ""))[:1000]
@@ -92,8 +109,12 @@ async def login(request: Request) -> Response:
     client = request.client.host if request.client else "?"
     keys = (f"user:{username.casefold()}", f"addr:{client}")
     if ctx.throttle.blocked(*keys):
-        return ctx.page(request, "staff/login.html", {"next": target, "error": "Too many failed attempts: wait "
-                        "15 minutes and try again."}, status_code=429)
+        return ctx.page(
+            request,
+            "staff/login.html",
+            {"next": target, "error": "Too many failed attempts: wait 15 minutes and try again."},
+            status_code=429,
+        )
 
     def check() -> Any:
         with ctx.db() as db:
@@ -104,8 +125,12 @@ async def login(request: Request) -> Response:
 
     if await run_in_threadpool(check) is None:
         ctx.throttle.failed(*keys)
-        return ctx.page(request, "staff/login.html", {"next": target, "error": "Wrong username or password."},
-                        status_code=401)
+        return ctx.page(
+            request,
+            "staff/login.html",
+            {"next": target, "error": "Wrong username or password."},
+            status_code=401,
+        )
     ctx.throttle.succeeded(*keys)
     return RedirectResponse(target, status_code=303)
 
@@ -143,12 +168,16 @@ def overview(request: Request) -> Response:
         for row in by_session.get(session.id, []):
             for status, count in row.counts.items():
                 totals[status] += count
-        sessions.append({
-            "session": session,
-            "totals": dict(totals),
-            "total": sum(totals.values()),
-            "waves": [{"row": row, "progress": progress(row)} for row in waves_by_session.get(session.id, [])],
-        })
+        sessions.append(
+            {
+                "session": session,
+                "totals": dict(totals),
+                "total": sum(totals.values()),
+                "waves": [
+                    {"row": row, "progress": progress(row)} for row in waves_by_session.get(session.id, [])
+                ],
+            }
+        )
     return ctx.page(request, "staff/overview.html", {"sessions": sessions, "statuses": STATUSES})
 
 
@@ -169,11 +198,21 @@ def wave_page(request: Request) -> Response:
     except KeyError:
         session = None
     chart = bar_chart(buckets, unit, title=f"Messages sent per {unit} (UTC), wave {wave_id}")
-    return ctx.page(request, "staff/wave.html", {
-        "wave": wave, "row": row, "progress": progress(row), "session": session, "chart": chart, "unit": unit,
-        "sending": sending > 0 and wave.status == WaveStatus.ACTIVE, "statuses": STATUSES,
-        "can_change": wave.status != WaveStatus.CANCELLED,
-    })
+    return ctx.page(
+        request,
+        "staff/wave.html",
+        {
+            "wave": wave,
+            "row": row,
+            "progress": progress(row),
+            "session": session,
+            "chart": chart,
+            "unit": unit,
+            "sending": sending > 0 and wave.status == WaveStatus.ACTIVE,
+            "statuses": STATUSES,
+            "can_change": wave.status != WaveStatus.CANCELLED,
+        },
+    )
 
 
 # -- delivery log ------------------------------------------------------------------------------------------
@@ -198,13 +237,25 @@ def log_view(request: Request) -> Response:
     def page_link(number: int) -> str:
         return "/staff/log?" + urlencode({**params, "page": number})
 
-    return ctx.page(request, "staff/log.html", {
-        "entries": entries, "total": total, "page": page, "pages": pages, "filters": filters,
-        "prev_link": page_link(page - 1) if page > 1 else "", "next_link": page_link(page + 1) if page < pages else "",
-        "csv_link": "/staff/log.csv" + (f"?{urlencode(params)}" if params else ""),
-        "sessions": series.sessions, "steps": [s.name for s in series.steps], "statuses": STATUSES,
-        "languages": languages, "regions": ctx.settings.regions,
-    })
+    return ctx.page(
+        request,
+        "staff/log.html",
+        {
+            "entries": entries,
+            "total": total,
+            "page": page,
+            "pages": pages,
+            "filters": filters,
+            "prev_link": page_link(page - 1) if page > 1 else "",
+            "next_link": page_link(page + 1) if page < pages else "",
+            "csv_link": "/staff/log.csv" + (f"?{urlencode(params)}" if params else ""),
+            "sessions": series.sessions,
+            "steps": [s.name for s in series.steps],
+            "statuses": STATUSES,
+            "languages": languages,
+            "regions": ctx.settings.regions,
+        },
+    )
 
 
 def spreadsheet_safe(value: object) -> object:
@@ -229,11 +280,27 @@ def log_csv(request: Request) -> Response:
         writer.writerow(CSV_COLUMNS)
         with ctx.db() as db:
             for count, entry in enumerate(log_all(db, series, filters), 1):
-                writer.writerow([spreadsheet_safe(value) for value in (
-                    entry.pk, entry.recipient, entry.name, entry.session_id, entry.step,
-                    entry.language or entry.contact_language, entry.status, entry.attempts, entry.reply_code,
-                    entry.reply_text, _iso(entry.due_at), _iso(entry.sent_at), _iso(entry.updated_at), entry.detail,
-                )])
+                writer.writerow(
+                    [
+                        spreadsheet_safe(value)
+                        for value in (
+                            entry.pk,
+                            entry.recipient,
+                            entry.name,
+                            entry.session_id,
+                            entry.step,
+                            entry.language or entry.contact_language,
+                            entry.status,
+                            entry.attempts,
+                            entry.reply_code,
+                            entry.reply_text,
+                            _iso(entry.due_at),
+                            _iso(entry.sent_at),
+                            _iso(entry.updated_at),
+                            entry.detail,
+                        )
+                    ]
+                )
                 if count % 200 == 0:
                     yield buffer.getvalue()
                     buffer.seek(0)
@@ -241,8 +308,11 @@ def log_csv(request: Request) -> Response:
         yield buffer.getvalue()
 
     stamp = ctx.now().strftime("%Y%m%d-%H%M")
-    return StreamingResponse(lines(), media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": f'attachment; filename="delivery-log-{stamp}.csv"'})
+    return StreamingResponse(
+        lines(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="delivery-log-{stamp}.csv"'},
+    )
 
 
 def _iso(value: Any) -> str:
@@ -254,8 +324,9 @@ def _iso(value: Any) -> str:
 
 def _load_message(ctx: WebContext, pk: int) -> tuple[Message, Contact, list[Any], str]:
     with ctx.db() as db:
-        row = db.execute(select(Message, Contact).join(Contact, Contact.id == Message.contact_id)
-                         .where(Message.id == pk)).first()
+        row = db.execute(
+            select(Message, Contact).join(Contact, Contact.id == Message.contact_id).where(Message.id == pk)
+        ).first()
         if row is None:
             raise HTTPException(404, f"no message {pk}")
         message, contact = row
@@ -268,9 +339,16 @@ def _compose_sent(ctx: WebContext, message: Message, contact: Contact) -> Any:
     series = ctx.settings.series
     session = series.session(message.session_id)
     step = resolve_step(series, message.step)
-    return compose(ctx.settings, ctx.renderer, step, session, recipient_of(contact, session.region),
-                   message_pk=message.id, message_id=message.message_id,
-                   date=message.sent_at or message.updated_at)
+    return compose(
+        ctx.settings,
+        ctx.renderer,
+        step,
+        session,
+        recipient_of(contact, session.region),
+        message_pk=message.id,
+        message_id=message.message_id,
+        date=message.sent_at or message.updated_at,
+    )
 
 
 def message_view(request: Request) -> Response:
@@ -281,19 +359,31 @@ def message_view(request: Request) -> Response:
         composed = _compose_sent(ctx, message, contact)
     except (MailerError, KeyError, ValueError) as exc:
         problem = str(exc)
-    return ctx.page(request, "staff/message.html", {
-        "message": message, "contact": contact, "events": events, "composed": composed, "problem": problem,
-        "can_resend": message.status == MessageStatus.FAILED and wave_status != WaveStatus.CANCELLED,
-        "flash": request.query_params.get("done", ""),
-    })
+    return ctx.page(
+        request,
+        "staff/message.html",
+        {
+            "message": message,
+            "contact": contact,
+            "events": events,
+            "composed": composed,
+            "problem": problem,
+            "can_resend": message.status == MessageStatus.FAILED and wave_status != WaveStatus.CANCELLED,
+            "flash": request.query_params.get("done", ""),
+        },
+    )
 
 
-PREVIEW_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data: https:; frame-ancestors 'self'; sandbox"
+PREVIEW_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data: https:; frame-ancestors 'self'; sandbox"
+)
 
 
 def html_frame(html: str) -> Response:
     """An e-mail's HTML part served on its own: no scripts, no requests out, only framed by our pages."""
-    return HTMLResponse(html, headers={"Content-Security-Policy": PREVIEW_CSP, "X-Frame-Options": "SAMEORIGIN"})
+    return HTMLResponse(
+        html, headers={"Content-Security-Policy": PREVIEW_CSP, "X-Frame-Options": "SAMEORIGIN"}
+    )
 
 
 def message_html(request: Request) -> Response:

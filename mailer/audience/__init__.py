@@ -1,0 +1,1 @@
+"""Who is mailed: contact and registration imports, languages and countries."""

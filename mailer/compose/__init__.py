@@ -1,0 +1,1 @@
+"""What is sent: rendering, localisation, calendar entries, signed links and the message bytes."""

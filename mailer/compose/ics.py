@@ -1,0 +1,194 @@
+"""Calendar entries (iCalendar, RFC 5545) for invitations, reminders and notices, as iTIP messages (RFC 5546).
+
+Pure: (series, session, sequence, method, organiser, attendee) -> the bytes of a ``VCALENDAR``. The same
+session always has the same ``UID``, so a client files every message about it as one event:
+
+- ``METHOD:REQUEST`` (invitations, reminders, "date changed" notices) adds the event or, with a higher
+  ``SEQUENCE``, updates it in place: a reschedule moves the entry already in the reader's calendar;
+- ``METHOD:CANCEL`` with ``STATUS:CANCELLED`` ("cancelled" notices) removes it.
+
+``SEQUENCE`` is the session's counter in the store (``sessions.sequence``, raised on each reschedule and
+cancellation), never a per-message number: a reminder sent after a reschedule carries the new SEQUENCE and
+the new times, and a late invitation never moves an event back. Times are written in UTC (``...Z``), so
+there is no ``TZID`` and no ``VTIMEZONE`` to get wrong (Outlook rejects a VTIMEZONE it cannot match, and the
+zones of the sessions are fixed offsets like GMT-3 that have no Windows name); every client shows the
+event in its reader's own zone. ``DTSTAMP`` is the message's Date, so a message built twice is identical.
+
+The join URL is the event's ``LOCATION`` and ``URL`` and opens its ``DESCRIPTION``; the organiser is the
+sender (replies from a calendar client go there); the attendee is the recipient, ``RSVP=FALSE`` (answers
+go through the RSVP links of the message, not iTIP replies).
+
+In the message (:mod:`mailer.compose.mime`, :mod:`mailer.compose.wire`) the calendar travels twice, as Gmail and Outlook
+themselves send it: as a ``text/calendar; method=...`` alternative (what Outlook and Gmail turn into an
+invitation card) and as an ``invite.ics`` attachment (what every other client can open).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import lru_cache
+from urllib.parse import quote
+
+from icalendar import Calendar, Event, vCalAddress, vText
+
+from mailer.config import Series, Session, Step, StepKind
+from mailer.store.recipient import Recipient
+from mailer.timeline.clock import require_aware
+
+PRODID = "-//Parliamentary webinars//webinar-mailer//EN"
+FILENAME = "invite.ics"
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
+_PARAMETER_UNSAFE = re.compile(r'["\x00-\x1f\x7f]')
+_CANCELLED_STEP = re.compile(r"^cancelled-\d+$")
+
+
+class Method(StrEnum):
+    """The iTIP method (RFC 5546 §1.4): also the ``method=`` parameter of the ``text/calendar`` part."""
+
+    REQUEST = "REQUEST"  # add the event, or update it when SEQUENCE is higher
+    CANCEL = "CANCEL"  # remove the event
+
+
+@dataclass(frozen=True)
+class CalendarPart:
+    """A calendar to attach: ``data`` (UTF-8, CRLF lines of at most 75 octets) and its ``method``."""
+
+    data: bytes
+    method: Method
+    filename: str = FILENAME
+
+
+def calendar_method(step: Step) -> Method | None:
+    """CANCEL for a ``cancelled-N`` notice, REQUEST for invitations, reminders and other notices, None for
+    follow-ups (the event is over: no calendar entry)."""
+    if step.kind is StepKind.NOTICE and _CANCELLED_STEP.match(step.name):
+        return Method.CANCEL
+    if step.kind in (StepKind.INVITATION, StepKind.REMINDER, StepKind.NOTICE):
+        return Method.REQUEST
+    return None
+
+
+def event_uid(series: Series, session: Session, domain: str) -> str:
+    """The session's event UID, stable for ever: ``<session>.<series>@<domain>``."""
+    return f"{session.id}.{series.id}@{domain.strip().lower().rstrip('.')}"
+
+
+def build_calendar(
+    series: Series,
+    session: Session,
+    *,
+    sequence: int,
+    method: Method,
+    organiser_name: str,
+    organiser_address: str,
+    attendee: Recipient,
+    stamp: datetime,
+    summary: str = "",
+    language: str = "",
+) -> CalendarPart:
+    """The calendar of one message about ``session``.
+
+    ``sequence`` the session's current SEQUENCE (>= 0); ``stamp`` the message's aware Date (DTSTAMP);
+    ``summary`` the session's name in the reader's language (else the configured title) and ``language`` its
+    BCP 47 tag (the LANGUAGE parameter of SUMMARY and DESCRIPTION). Raises ValueError for a negative
+    sequence or an organiser address without "@", NaiveDatetimeError for a naive ``stamp``.
+    """
+    if sequence < 0:
+        raise ValueError(f"SEQUENCE must be >= 0, got {sequence}")
+    stamp = require_aware(stamp, "calendar stamp").astimezone(UTC)
+    shared = _shared(series, session, sequence, method, organiser_name, organiser_address, summary, language)
+    guest = _address(attendee.email, attendee.display_name)
+    name = f'CN="{guest.params["CN"]}";' if "CN" in guest.params else ""
+    attendee_line = (
+        f"ATTENDEE;{name}CUTYPE=INDIVIDUAL;PARTSTAT=NEEDS-ACTION;ROLE=REQ-PARTICIPANT;RSVP=FALSE:{guest}"
+    )
+    personal = stamp.strftime("DTSTAMP:%Y%m%dT%H%M%SZ\r\n").encode("ascii") + _fold(attendee_line)
+    head, tail = shared
+    return CalendarPart(head + personal + tail, method)
+
+
+def _fold(line: str) -> bytes:
+    """One content line folded at 75 octets (RFC 5545 §3.1), never inside a UTF-8 sequence, CRLF-ended."""
+    data = line.encode("utf-8")
+    if len(data) <= 75:
+        return data + b"\r\n"
+    if line.isascii():  # one octet a character: cut every 75, then every 74 after the leading space
+        return b"\r\n ".join([data[:75], *(data[i : i + 74] for i in range(75, len(data), 74))]) + b"\r\n"
+    out: list[bytes] = []
+    current = b""
+    for char in line:
+        raw = char.encode("utf-8")
+        if len(current) + len(raw) > (75 if not out else 74):
+            out.append(current)
+            current = b""
+        current += raw
+    out.append(current)
+    return b"\r\n ".join(out) + b"\r\n"
+
+
+@lru_cache(maxsize=512)
+def _shared(
+    series: Series,
+    session: Session,
+    sequence: int,
+    method: Method,
+    organiser_name: str,
+    organiser_address: str,
+    summary: str,
+    language: str,
+) -> tuple[bytes, bytes]:
+    """The calendar without DTSTAMP and ATTENDEE, split where they go: the same for every recipient of a
+    (session, SEQUENCE, method, language), so built once (icalendar takes about a millisecond a calendar)."""
+    title = _text(summary or session.title)
+    lines = [title, "", session.join_url]
+    if session.agenda:
+        lines += ["", *(f"{n}. {_text(item)}" for n, item in enumerate(session.agenda, 1))]
+
+    calendar = Calendar()
+    calendar.add("prodid", PRODID)
+    calendar.add("version", "2.0")
+    calendar.add("calscale", "GREGORIAN")
+    calendar.add("method", method.value)
+    event = Event()
+    event.add("uid", event_uid(series, session, organiser_address.rpartition("@")[2]))
+    event.add("sequence", sequence)
+    event.add("dtstart", session.start.astimezone(UTC))
+    event.add("dtend", session.end.astimezone(UTC))
+    language_parameter = {"LANGUAGE": language} if language else {}
+    event.add("summary", vText(title), parameters=language_parameter)
+    event.add("description", vText("\n".join(lines)), parameters=language_parameter)
+    event.add("location", session.join_url)
+    event.add("url", session.join_url)
+    event.add("status", "CANCELLED" if method is Method.CANCEL else "CONFIRMED")
+    event.add("transp", "OPAQUE")
+    event.add("organizer", _address(organiser_address, organiser_name))
+    calendar.add_component(event)
+    data = calendar.to_ical()
+    cut = data.rindex(b"END:VEVENT\r\n")
+    return data[:cut], data[cut:]
+
+
+def _text(value: str) -> str:
+    """One line of text for a calendar property: controls removed, whitespace runs collapsed."""
+    return " ".join(_CONTROLS.sub(" ", value).split())
+
+
+def _address(address: str, name: str) -> vCalAddress:
+    """A ``mailto:`` CAL-ADDRESS (RFC 6068: an IDN domain as its A-label, a non-ASCII local part
+    percent-encoded) with the display name as CN (double quotes and controls removed: RFC 5545 §3.1)."""
+    local, at, domain = address.strip().rpartition("@")
+    if not at or not local or not domain:
+        raise ValueError(f"not an email address: {address!r}")
+    if not domain.isascii():
+        domain = domain.encode("idna").decode("ascii")
+    value = vCalAddress(f"mailto:{quote(local, safe=chr(39) + '!#$&*+-/=?^_`{|}~.')}@{domain}")
+    common_name = " ".join(_PARAMETER_UNSAFE.sub(" ", name).split())
+    if common_name:
+        value.params["CN"] = common_name
+    return value
+
+
+__all__ = ["FILENAME", "PRODID", "CalendarPart", "Method", "build_calendar", "calendar_method", "event_uid"]

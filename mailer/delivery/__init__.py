@@ -1,0 +1,1 @@
+"""How it leaves: SMTP transactions, reply classification, rate limits, DKIM, bounces, the capture server."""

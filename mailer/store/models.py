@@ -1,0 +1,292 @@
+"""SQLAlchemy 2.0 typed models: the store is the source of truth (DESIGN invariant 1).
+
+Every timestamp column is :class:`UTCDateTime`: aware datetimes in, aware UTC datetimes out, naive refused.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from mailer.timeline.clock import require_aware
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC. Binding a naive datetime raises :class:`mailer.errors.NaiveDatetimeError`."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        aware = require_aware(value, "stored timestamp")
+        # SQLite has no time zone type: store naive UTC text; PostgreSQL keeps timestamptz.
+        return aware.replace(tzinfo=None) if dialect.name == "sqlite" else aware
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
+
+
+class ContactStatus(StrEnum):
+    """Whether a contact may be mailed."""
+
+    ACTIVE = "active"  # mailable
+    UNSUBSCRIBED = "unsubscribed"  # asked to stop; also in suppressions
+    BOUNCED = "bounced"  # hard bounce; also in suppressions
+
+
+class RegistrationStatus(StrEnum):
+    """A contact's answer for one session."""
+
+    REGISTERED = "registered"  # gets reminders and follow-up
+    DECLINED = "declined"  # said they cannot attend: no more invitations for this session
+    DENIED = "denied"  # the platform's organiser refused the registration
+
+
+class WaveStatus(StrEnum):
+    """An organiser's handle on one materialised step."""
+
+    ACTIVE = "active"  # messages go out when due
+    PAUSED = "paused"  # messages wait; resume puts them back
+    CANCELLED = "cancelled"  # pending messages skipped with reason "cancelled"
+
+
+class MessageStatus(StrEnum):
+    """The outbox state machine (DESIGN invariant 5)."""
+
+    QUEUED = "queued"  # waiting for its due time
+    SENDING = "sending"  # claimed by a worker until lease_until
+    SENT = "sent"  # the server answered 2xx for this recipient
+    DEFERRED = "deferred"  # temporary failure; retried at due_at until the deadline
+    FAILED = "failed"  # permanent failure other than a bounce, or retries ran out
+    BOUNCED = "bounced"  # 5xx for the recipient: address suppressed
+    SUPPRESSED = "suppressed"  # address on the suppression list at send time
+    SKIPPED = "skipped"  # not sent on purpose: reason in the last event
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.DEFERRED)
+
+
+PENDING_STATUSES = (MessageStatus.QUEUED, MessageStatus.DEFERRED)
+_PENDING_SQL = "status IN ('queued', 'deferred')"  # PENDING_STATUSES, for partial indexes
+
+
+class EventKind(StrEnum):
+    """Entries of the append-only delivery log."""
+
+    QUEUED = "queued"
+    ATTEMPT = "attempt"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    SUPPRESSED = "suppressed"
+    SKIPPED = "skipped"
+    RECLAIMED = "reclaimed"  # lease expired; back to queued
+    PAUSED = "paused"
+    RESUMED = "resumed"
+
+
+class Contact(Base):
+    """A person on one or more regional lists. ``email_key`` is the case-folded address, unique."""
+
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    email_key: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(300), default="")
+    title: Mapped[str] = mapped_column(String(100), default="")
+    institution: Mapped[str] = mapped_column(String(300), default="")
+    country: Mapped[str] = mapped_column(String(2), default="")  # ISO 3166-1 alpha-2
+    language: Mapped[str] = mapped_column(String(35), default="en")  # BCP 47 tag
+    time_zone: Mapped[str] = mapped_column(String(64), default="UTC")  # IANA name
+    needs_smtputf8: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[ContactStatus] = mapped_column(String(20), default=ContactStatus.ACTIVE)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    memberships: Mapped[list[ListMembership]] = relationship(back_populates="contact")
+
+
+class ContactList(Base):
+    """A region's contact list."""
+
+    __tablename__ = "contact_lists"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    region: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+
+
+class ListMembership(Base):
+    """A contact on a list; ``source`` says which file and line brought them."""
+
+    __tablename__ = "list_memberships"
+
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("contact_lists.id", ondelete="CASCADE"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(400), default="")
+    added_at: Mapped[datetime]
+
+    contact: Mapped[Contact] = relationship(back_populates="memberships")
+
+
+class SessionRow(Base):
+    """A session as last synced from config; ``sequence`` is the iCalendar SEQUENCE, raised on each change."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    region: Mapped[str] = mapped_column(String(64))
+    starts_at: Mapped[datetime]
+    previous_starts_at: Mapped[datetime | None]  # before the last reschedule, for "date changed" notices
+    time_zone: Mapped[str] = mapped_column(String(64))
+    duration_minutes: Mapped[int] = mapped_column(Integer)
+    sequence: Mapped[int] = mapped_column(Integer, default=0)
+    cancelled: Mapped[bool] = mapped_column(default=False)
+    updated_at: Mapped[datetime]
+
+
+class Registration(Base):
+    """A contact's registration (or refusal) for one session."""
+
+    __tablename__ = "registrations"
+    __table_args__ = (UniqueConstraint("contact_id", "session_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    session_id: Mapped[str] = mapped_column(String(100))
+    status: Mapped[RegistrationStatus] = mapped_column(String(20))
+    registered_at: Mapped[datetime | None]
+    source: Mapped[str] = mapped_column(String(400), default="")
+
+
+class Wave(Base):
+    """One step materialised for an audience. Unique per (session, step, audience)."""
+
+    __tablename__ = "waves"
+    __table_args__ = (UniqueConstraint("session_id", "step", "audience"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(100))
+    step: Mapped[str] = mapped_column(String(100))
+    audience: Mapped[str] = mapped_column(String(100))  # region id or "registrants"
+    status: Mapped[WaveStatus] = mapped_column(String(20), default=WaveStatus.ACTIVE)
+    scheduled_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(100), default="timeline")
+
+
+class Message(Base):
+    """The outbox row: one email to one contact for one (session, step)."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("contact_id", "session_id", "step"),
+        # Only pending rows are indexed for the claim query (due_at, id order): the index stays as small as
+        # the queue, and claiming or recording a message (it leaves "queued") adds no entry to it.
+        Index(
+            "ix_messages_pending",
+            "due_at",
+            "id",
+            postgresql_where=text(_PENDING_SQL),
+            sqlite_where=text(_PENDING_SQL),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(255), unique=True)  # RFC 5322 Message-ID, stable
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    session_id: Mapped[str] = mapped_column(String(100))
+    step: Mapped[str] = mapped_column(String(100))
+    wave_id: Mapped[int] = mapped_column(ForeignKey("waves.id", ondelete="CASCADE"))
+    recipient: Mapped[str] = mapped_column(String(320))
+    language: Mapped[str] = mapped_column(String(35), default="")  # the language actually used
+    status: Mapped[MessageStatus] = mapped_column(String(20), default=MessageStatus.QUEUED)
+    due_at: Mapped[datetime]
+    deadline_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None]
+    worker: Mapped[str] = mapped_column(String(100), default="")
+    reply_code: Mapped[int | None]
+    reply_text: Mapped[str] = mapped_column(Text, default="")
+    sent_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    contact: Mapped[Contact] = relationship()
+    events: Mapped[list[DeliveryEvent]] = relationship(order_by="DeliveryEvent.id")
+
+
+class DeliveryEvent(Base):
+    """Append-only log of what happened to a message."""
+
+    __tablename__ = "delivery_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime]
+    kind: Mapped[EventKind] = mapped_column(String(20))
+    reply_code: Mapped[int | None]
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class Suppression(Base):
+    """An address that must not be mailed."""
+
+    __tablename__ = "suppressions"
+
+    email_key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(40))  # unsubscribed | hard-bounce | complaint | manual
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+
+
+class StaffRole(StrEnum):
+    """What a signed-in person may do in the web dashboard."""
+
+    STAFF = "staff"  # read the delivery log and wave progress, export, resend failed messages
+    ORGANISER = "organiser"  # also preview steps, send tests, queue, pause, resume and cancel waves
+
+
+class StaffUser(Base):
+    """A dashboard account (``mailer users add``). ``password_hash`` is an argon2id PHC string."""
+
+    __tablename__ = "staff_users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    email: Mapped[str] = mapped_column(String(320), default="")  # where "send a test to yourself" goes
+    role: Mapped[StaffRole] = mapped_column(String(20), default=StaffRole.STAFF)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime]
+    last_login_at: Mapped[datetime | None]

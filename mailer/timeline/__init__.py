@@ -1,0 +1,1 @@
+"""Steps to due times, lateness and the clock."""

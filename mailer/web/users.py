@@ -1,0 +1,113 @@
+"""Dashboard accounts: create, verify, change. Passwords are hashed with argon2id (argon2-cffi).
+
+Accounts are made from the command line only (``mailer users add``); the web pages never create one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import select
+from sqlalchemy.orm import Session as DbSession
+
+from mailer.errors import MailerError, NotFoundError
+from mailer.store.models import StaffRole, StaffUser
+from mailer.timeline.clock import require_aware
+
+_HASHER = PasswordHasher()  # argon2id with the library's current recommended parameters
+_USERNAME = re.compile(r"^[A-Za-z0-9._@-]{2,100}$")
+MIN_PASSWORD_LENGTH = 10
+# Verified against when the username is unknown, so both cases take the same time.
+_DUMMY_HASH = _HASHER.hash("not a password of anybody")
+
+
+class AccountError(MailerError, ValueError):
+    """An account cannot be made or changed as asked (bad name, short password, name taken)."""
+
+
+def hash_password(password: str) -> str:
+    """An argon2id PHC string for ``password``. Raises AccountError when shorter than MIN_PASSWORD_LENGTH."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"password too short: at least {MIN_PASSWORD_LENGTH} characters")
+    return _HASHER.hash(password)
+
+
+def add_user(
+    db: DbSession,
+    username: str,
+    password: str,
+    now: datetime,
+    *,
+    role: StaffRole = StaffRole.STAFF,
+    email: str = "",
+) -> StaffUser:
+    """Create an account; caller commits. Raises AccountError for a bad or taken name or a short password."""
+    if not _USERNAME.match(username):
+        raise AccountError(f"bad username {username!r}: 2-100 letters, digits, '.', '_', '@' or '-'")
+    if db.scalar(select(StaffUser.id).where(StaffUser.username == username)) is not None:
+        raise AccountError(f"user {username!r} exists (change the password with `mailer users passwd`)")
+    user = StaffUser(
+        username=username,
+        email=email.strip(),
+        role=role,
+        password_hash=hash_password(password),
+        active=True,
+        created_at=require_aware(now, "now"),
+    )
+    db.add(user)
+    db.flush()
+    return user
+
+
+def get_user(db: DbSession, username: str) -> StaffUser:
+    """The account called ``username``; NotFoundError otherwise."""
+    user = db.scalar(select(StaffUser).where(StaffUser.username == username))
+    if user is None:
+        raise NotFoundError(f"no user {username!r} (see `mailer users list`)")
+    return user
+
+
+def authenticate(db: DbSession, username: str, password: str, now: datetime) -> StaffUser | None:
+    """The active account whose password matches, else None (same work either way). Caller commits.
+
+    A hash made with older parameters is upgraded on a successful sign-in.
+    """
+    user = db.scalar(select(StaffUser).where(StaffUser.username == username.strip()))
+    try:
+        _HASHER.verify(user.password_hash if user else _DUMMY_HASH, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return None
+    if user is None or not user.active:
+        return None
+    if _HASHER.check_needs_rehash(user.password_hash):
+        user.password_hash = _HASHER.hash(password)
+    user.last_login_at = require_aware(now, "now")
+    return user
+
+
+def set_password(db: DbSession, username: str, password: str) -> StaffUser:
+    """Change a password (signs the account out everywhere: sessions carry a hash fingerprint). Caller commits."""
+    user = get_user(db, username)
+    user.password_hash = hash_password(password)
+    return user
+
+
+def password_fingerprint(user: StaffUser) -> str:
+    """A short digest of the stored hash: a session made before a password change stops being valid."""
+    return hashlib.sha256(user.password_hash.encode("utf-8")).hexdigest()[:16]
+
+
+__all__ = [
+    "MIN_PASSWORD_LENGTH",
+    "AccountError",
+    "add_user",
+    "authenticate",
+    "get_user",
+    "hash_password",
+    "password_fingerprint",
+    "set_password",
+]
