@@ -200,7 +200,7 @@ def _country_index() -> tuple[dict[str, str], dict[str, str]]:
 
 @lru_cache(maxsize=1)
 def _country_codes() -> frozenset[str]:
-    return frozenset(code for code in Locale("en").territories if _is_country(code))
+    return frozenset(code for code in Locale("en").territories if isinstance(code, str) and _is_country(code))
 
 
 @lru_cache(maxsize=4096)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from mailer.app import App
@@ -42,7 +42,7 @@ class ProgressBar:
     def __init__(self, description: str) -> None:
         self.description = description
         self._progress: Progress | None = None
-        self._task = 0
+        self._task = TaskID(0)
 
     def __call__(self, done: int, total: int) -> None:
         if self._progress is None:

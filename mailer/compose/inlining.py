@@ -298,7 +298,7 @@ class InliningLoader(jinja2.FileSystemLoader):
 
     def get_source(
         self, environment: jinja2.Environment, template: str
-    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+    ) -> tuple[str, str, Callable[[], bool]]:
         rtl = template_is_rtl(template)
         filename = template.removeprefix(RTL_PREFIX)
         source, path, uptodate = super().get_source(environment, filename)

@@ -13,6 +13,7 @@ parts, so a date or a URL keeps its own order inside a right-to-left sentence.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta, tzinfo
 from functools import lru_cache
 from typing import Any
@@ -59,7 +60,7 @@ def language_family(tag: str) -> tuple[str, ...]:
     "pt-MZ" -> ("pt-MZ", "pt-PT", "pt"); "pt-BR" -> ("pt-BR", "pt"); "es-AR" -> ("es-AR", "es-419", "es");
     "zh-Hant-TW" -> ("zh-Hant-TW", "zh-Hant", "zh"); "" -> (). Tags are normalised (:func:`normalise_tag`).
     """
-    parents: dict[str, str] = get_global("parent_exceptions")
+    parents: Mapping[str, str] = get_global("parent_exceptions")
     family: list[str] = []
     current = normalise_tag(tag)
     while current and current not in family:

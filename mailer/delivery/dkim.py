@@ -37,7 +37,7 @@ class DkimSigner:
 
     def signature(self, data: bytes) -> bytes:
         """The DKIM-Signature field (folded, CRLF-ended) of message ``data``, to go before its first line."""
-        return dkim.sign(
+        signature: bytes = dkim.sign(
             data,
             self._selector,
             self._domain,
@@ -47,3 +47,4 @@ class DkimSigner:
             include_headers=self._headers,
             linesep=b"\r\n",
         )
+        return signature
