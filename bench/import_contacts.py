@@ -3,7 +3,7 @@
 usage: .venv/bin/python bench/import_contacts.py [--scale 2500] [--regions africa,caribbean] [--data DIR]
                                                  [--database-url URL] [--tools DIR] [--tracemalloc]
 
-Generates the four regional exports with /work/shared/tools/make_contacts.py (needs faker; ``--scale 2500``
+Generates the four regional exports with ../shared/tools/make_contacts.py (the `bench` extra: faker; ``--scale 2500``
 gives about 100,000 rows per region) into a temporary folder, imports the chosen regions into a fresh store
 (a temporary SQLite file unless ``--database-url`` names an EMPTY database), then imports each file a second
 time (nothing changes). ``--data DIR`` keeps the generated files there and reuses them on the next run. Prints, per file: rows, wall and CPU seconds, rows/s (wall), and the process's peak RSS; with
@@ -32,7 +32,7 @@ from mailer.audience.contacts import import_contacts  # noqa: E402
 from mailer.config import load_settings  # noqa: E402
 from mailer.timeline.clock import SystemClock  # noqa: E402
 
-DEFAULT_TOOLS = Path(os.environ.get("MAILER_TOOLS_DIR", "/work/shared/tools"))
+DEFAULT_TOOLS = Path(os.environ.get("MAILER_TOOLS_DIR", ROOT.parent / "shared" / "tools"))
 
 
 def peak_rss_mib() -> float:
