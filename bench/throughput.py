@@ -173,7 +173,7 @@ def seed(settings: Settings, count: int) -> None:
 def worker(settings: Settings, number: int, batch: int, ready: Any, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     """One sending process: set up, wait at the ``ready`` barrier (with the other workers and the parent),
     dispatch until nothing is due; reports (sent, first claim, last record, peak RSS KiB, CPU seconds)."""
-    from mailer.delivery.transport import SmtpPool
+    from mailer.delivery.pool import SmtpPool
     from mailer.service import Service
 
     app = open_app(settings)

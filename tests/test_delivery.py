@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from mailer.app import App
 from mailer.config import DkimSettings, Security, Settings
-from mailer.delivery.transport import SmtpPool
+from mailer.delivery.pool import SmtpPool
 from mailer.service import Service
 from mailer.store.engine import transaction
 from mailer.store.models import DeliveryEvent, Message, Suppression

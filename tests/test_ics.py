@@ -18,7 +18,7 @@ from mailer.compose.ics import CalendarPart, Method, build_calendar, calendar_me
 from mailer.compose.mime import build_message, to_bytes
 from mailer.compose.render import Rendered
 from mailer.config import Settings, StepKind, load_settings
-from mailer.delivery.transport import SmtpPool
+from mailer.delivery.pool import SmtpPool
 from mailer.errors import NaiveDatetimeError
 from mailer.message_ids import make_message_id
 from mailer.service import Service

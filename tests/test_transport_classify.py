@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from mailer.delivery.transport import Phase, classify, envelope_address, needs_smtputf8
+from mailer.delivery.envelope import envelope_address, needs_smtputf8
+from mailer.delivery.replies import Phase, classify
 from mailer.store.models import MessageStatus
 
 SENT, DEFERRED, BOUNCED, FAILED = (

@@ -19,8 +19,9 @@ from cryptography.x509.oid import NameOID
 
 from mailer.config import DkimSettings, RateLimits, Security, SmtpSettings, StepKind, load_settings
 from mailer.delivery.dkim import DkimSigner
+from mailer.delivery.pool import SmtpPool
 from mailer.delivery.ratelimit import RateLimited, RateLimiter
-from mailer.delivery.transport import SmtpPool, SmtpRouter
+from mailer.delivery.transport import SmtpRouter
 from mailer.errors import ConfigError
 from mailer.store.models import MessageStatus
 from tests.smtp_faults import Faults, fault_server

@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from mailer.compose.mime import needs_smtputf8, to_bytes
 from mailer.config import Audience, Session, Step
-from mailer.delivery.transport import SmtpPool
+from mailer.delivery.pool import SmtpPool
 from mailer.errors import MailerError, NotFoundError
 from mailer.message_ids import make_message_id
 from mailer.service import smtp_target

@@ -1,0 +1,236 @@
+"""The mail transactions of one SMTP connection: MAIL, RCPT and DATA in one write when the server offers
+PIPELINING (RFC 2920), every reply kept in order, each refusal classified (:mod:`mailer.delivery.replies`).
+
+aiosmtplib opens the connection (greeting, EHLO, STARTTLS, AUTH); :class:`Dialogue` then takes over its
+bytes. One recipient per transaction, so a refusal belongs to exactly one message. A timeout after the
+message was sent is deferred like any other; the receiver may then get it twice (RFC 1047), which the
+stable Message-ID lets it recognise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+import aiosmtplib
+from aiosmtplib import errors as smtp_errors
+from aiosmtplib.protocol import normalize_message_line_endings
+from aiosmtplib.response import SMTPResponse
+
+from mailer.delivery.replies import Phase, Reply, expected, refused, unanswered
+from mailer.store.models import MessageStatus
+
+CONNECTION_ERRORS = (smtp_errors.SMTPException, OSError, asyncio.TimeoutError)
+"""What a connection may raise instead of replying: classified as no reply (``code`` None)."""
+
+_REPLY_LIMIT = 65536  # bytes of one reply, multi-line included: a server sending more is out of step
+
+
+class ConnectionFailed(Exception):
+    """A classified failure that leaves the connection unusable; ``retry``: a new connection may try at once
+    (nothing was delivered)."""
+
+    def __init__(self, reply: Reply, *, retry: bool = False) -> None:
+        super().__init__(reply.text)
+        self.reply = reply
+        self.retry = retry
+
+
+class Dialogue(asyncio.Protocol):
+    """The mail transactions of a connection aiosmtplib opened (greeting, EHLO, STARTTLS, AUTH): from then
+    on this protocol receives the connection's bytes.
+
+    aiosmtplib reads one reply per command written and runs regular expressions over every message; here
+    commands go out in groups when the server offers PIPELINING (RFC 2920: MAIL, RCPT and DATA in one write)
+    and every reply that arrives is kept, in order, until read. Replies are parsed as RFC 5321 sec. 4.2 has
+    them: ``250-...`` lines continue, ``250 ...`` ends. :meth:`exchange` raises SMTPServerDisconnected when
+    the connection is lost and SMTPReadTimeoutError when replies are late (and then closes the connection:
+    a late reply would be taken for the next command's). Raises SMTPServerDisconnected when the client's
+    connection is closed already.
+    """
+
+    def __init__(self, client: aiosmtplib.SMTP) -> None:
+        transport = client.transport
+        if transport is None or transport.is_closing():
+            raise smtp_errors.SMTPServerDisconnected("Connection lost")
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]  # asyncio's or uvloop's
+        self.extensions = frozenset(client.esmtp_extensions)  # lower case, from the last EHLO
+        self.transactions = 0  # begun on this connection
+        self._loop = asyncio.get_running_loop()
+        self._buffer = bytearray()
+        self._replies: deque[SMTPResponse] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._lost: Exception | None = None
+        transport.set_protocol(self)
+
+    @property
+    def connected(self) -> bool:
+        """False once the connection is lost, closed or out of step."""
+        return self._lost is None and not self.transport.is_closing()
+
+    def offers(self, extension: str) -> bool:
+        """True when the server's EHLO named ``extension`` (any case), e.g. "pipelining"."""
+        return extension.lower() in self.extensions
+
+    def close(self) -> None:
+        """Close the connection without QUIT; a waiting :meth:`exchange` raises SMTPServerDisconnected."""
+        self._lose(smtp_errors.SMTPServerDisconnected("Connection closed"))
+        self.transport.close()
+
+    async def exchange(self, data: bytes, replies: int, timeout: float) -> list[SMTPResponse]:
+        """Write ``data`` (commands, or a message ending with ``CRLF.CRLF``) and return the next ``replies``
+        replies; ``timeout`` seconds for all of them."""
+        if self._lost is not None:
+            raise self._lost
+        self.transport.write(data)
+        out: list[SMTPResponse] = []
+        try:
+            async with asyncio.timeout(timeout):
+                while len(out) < replies:
+                    if self._replies:
+                        out.append(self._replies.popleft())
+                    elif self._lost is not None:
+                        raise self._lost
+                    else:
+                        self._waiter = self._loop.create_future()
+                        await self._waiter
+        except TimeoutError:
+            self.close()
+            raise smtp_errors.SMTPReadTimeoutError("Timed out waiting for server response") from None
+        return out
+
+    async def transaction(
+        self,
+        mail: bytes,
+        rcpt: bytes,
+        data: bytes,
+        *,
+        transparent: bool,
+        pipelining: bool,
+        timeout: float,
+        data_timeout: float,
+        fresh: bool,
+    ) -> Reply:
+        """One mail transaction: the ``mail`` and ``rcpt`` command lines, then DATA with ``data``.
+
+        ``transparent``: ``data`` is already in DATA's transparent form (:func:`transparent_form`); ``pipelining``:
+        MAIL, RCPT and DATA go in one write (the server offers it, RFC 2920). ``timeout`` seconds for the
+        commands' replies, ``data_timeout`` for the message and the reply to its final dot. Returns the
+        classified reply when the connection can carry the next transaction (a refused command is reset with
+        RSET); raises :class:`ConnectionFailed` when it cannot, with ``retry`` when the connection dropped
+        before DATA and was not ``fresh`` (a reused connection the server may have closed meanwhile).
+        """
+        self.transactions += 1
+        phase, in_data = Phase.MAIL, False
+        try:
+            if pipelining:  # RFC 2920: one write, three replies
+                replies = await self.exchange(mail + rcpt + b"DATA\r\n", 3, timeout)
+                refusals = [
+                    (step, reply)
+                    for step, reply in zip((Phase.MAIL, Phase.RCPT, Phase.DATA), replies, strict=False)
+                    if not expected(step, reply.code)
+                ]
+                if refusals:
+                    phase = refusals[0][0]
+                    if (
+                        replies[2].code == 354
+                    ):  # DATA taken although MAIL or RCPT was not: end the empty message
+                        await self.exchange(b".\r\n", 1, timeout)
+                    self._check(*refusals[0])
+            else:
+                self._check(phase, (await self.exchange(mail, 1, timeout))[0])
+                phase = Phase.RCPT
+                self._check(phase, (await self.exchange(rcpt, 1, timeout))[0])
+                phase = Phase.DATA
+                self._check(phase, (await self.exchange(b"DATA\r\n", 1, timeout))[0])
+            phase, in_data = Phase.DATA, True
+            [response] = await self.exchange(
+                (data if transparent else transparent_form(data)) + b".\r\n", 1, data_timeout
+            )
+            if response.code != 250:
+                if response.code == 421:
+                    self.close()
+                raise smtp_errors.SMTPResponseException(response.code, response.message)
+        except smtp_errors.SMTPResponseException as exc:
+            reply = refused(exc.code, exc.message, phase)
+            if exc.code == 421 or not self.connected:
+                raise ConnectionFailed(reply) from None
+            if not in_data:  # the transaction is still open (a refused MAIL, RCPT or DATA command): reset it
+                try:
+                    [reset] = await self.exchange(b"RSET\r\n", 1, timeout)
+                    if reset.code != 250:
+                        raise ConnectionFailed(reply)
+                except CONNECTION_ERRORS:
+                    raise ConnectionFailed(reply) from None
+            return reply
+        except (smtp_errors.SMTPServerDisconnected, ConnectionError) as exc:
+            reply = unanswered(phase, f"connection lost: {exc}")
+            raise ConnectionFailed(reply, retry=not in_data and not fresh) from None
+        except CONNECTION_ERRORS as exc:
+            reason = (
+                "timed out"
+                if isinstance(exc, (TimeoutError, asyncio.TimeoutError))
+                else f"{type(exc).__name__}: {exc}"
+            )
+            raise ConnectionFailed(unanswered(phase, reason)) from None
+        return Reply(MessageStatus.SENT, response.code, response.message)
+
+    def _check(self, phase: Phase, reply: SMTPResponse) -> None:
+        """Raise SMTPResponseException unless ``reply`` is the expected one; a 421 closes the connection."""
+        if not expected(phase, reply.code):
+            if reply.code == 421:
+                self.close()
+            raise smtp_errors.SMTPResponseException(reply.code, reply.message)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while (end := self._buffer.find(b"\n")) != -1:
+            start = 0
+            lines: list[bytes] = []
+            while end != -1:  # the lines of one reply
+                line = bytes(self._buffer[start:end]).rstrip(b"\r")
+                lines.append(line)
+                if line[3:4] != b"-":
+                    break
+                start, end = end + 1, self._buffer.find(b"\n", end + 1)
+            else:  # a multi-line reply not complete yet
+                if len(self._buffer) > _REPLY_LIMIT:
+                    self._lose(
+                        smtp_errors.SMTPServerDisconnected("reply too long: the server is out of step")
+                    )
+                    self.transport.close()
+                break
+            del self._buffer[: end + 1]
+            if not lines[0][:3].isdigit():
+                self._lose(smtp_errors.SMTPServerDisconnected(f"malformed reply {lines[0][:80]!r}"))
+                self.transport.close()
+                return
+            text = "\n".join(line[4:].strip().decode("utf-8", "surrogateescape") for line in lines)
+            self._replies.append(SMTPResponse(int(lines[0][:3]), text))
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._lose(smtp_errors.SMTPServerDisconnected("Unexpected EOF received"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lose(smtp_errors.SMTPServerDisconnected("Connection lost"))
+
+    def _lose(self, exc: Exception) -> None:
+        if self._lost is None:
+            self._lost = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+def transparent_form(data: bytes) -> bytes:
+    """``data`` as DATA carries it: CRLF line ends and a final CRLF (RFC 5321 sec. 2.3.8; aiosmtplib's own
+    function), then every line starting with "." given a second one (sec. 4.5.2)."""
+    crlf = data.count(b"\r\n")
+    if crlf != data.count(b"\n") or crlf != data.count(b"\r") or not data.endswith(b"\r\n"):
+        data = normalize_message_line_endings(data)
+    stuffed = data.replace(b"\n.", b"\n..")
+    return b"." + stuffed if stuffed.startswith(b".") else stuffed

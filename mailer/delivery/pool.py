@@ -1,0 +1,230 @@
+"""Reused SMTP connections to one server: :class:`SmtpPool`.
+
+The pool keeps up to ``connections`` clients open, reuses each for ``messages_per_connection`` messages,
+applies the server's rate limits, reconnects after a drop (a drop before DATA on a reused connection is
+retried at once on a new one: nothing was delivered), and sends QUIT when closed. aiosmtplib opens each
+connection (greeting, EHLO, STARTTLS, AUTH); its transactions then run over a
+:class:`~mailer.delivery.dialogue.Dialogue`. Timeouts are per phase: ``connect_timeout`` (TCP, greeting,
+EHLO, STARTTLS, AUTH), ``timeout`` (MAIL, RCPT, RSET, QUIT), ``data_timeout`` (the message and the reply
+to its final dot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from types import TracebackType
+
+import aiosmtplib
+from aiosmtplib import errors as smtp_errors
+
+from mailer.config import Security, SmtpSettings, StepKind
+from mailer.delivery.dialogue import CONNECTION_ERRORS, ConnectionFailed, Dialogue
+from mailer.delivery.envelope import envelope_commands, needs_smtputf8, unsendable
+from mailer.delivery.ratelimit import RateLimited, RateLimiter
+from mailer.delivery.replies import Phase, Reply, refused, unanswered
+from mailer.errors import ConfigError
+from mailer.store.models import MessageStatus
+
+log = logging.getLogger(__name__)
+
+
+def tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
+    """The client TLS context: the system's CAs (or ``ca_file``), host name checked; None for plain SMTP."""
+    if settings.security is Security.NONE:
+        return None
+    context = ssl.create_default_context(cafile=settings.ca_file or None)
+    if not settings.verify:
+        log.warning("SMTP server %s: certificate NOT verified (verify = false)", settings.name)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class _Slot:
+    """One pooled connection: the aiosmtplib client that opened it and the :class:`Dialogue` that carries its
+    mail transactions (and counts them)."""
+
+    def __init__(self) -> None:
+        self.client: aiosmtplib.SMTP | None = None
+        self.dialogue: Dialogue | None = None
+
+
+class SmtpPool:
+    """Up to ``settings.connections`` concurrent SMTP connections to one server; an async context manager.
+
+    ``send`` never raises for delivery problems: it returns a classified :class:`Reply`.
+    The password comes from the environment variable named in settings and is never logged.
+    Raises ValueError without a host, ConfigError when a login is configured but its variable is unset.
+    """
+
+    def __init__(
+        self, settings: SmtpSettings, *, local_hostname: str | None = None, limiter: RateLimiter | None = None
+    ) -> None:
+        if not settings.host:
+            raise ValueError("SmtpPool needs an SMTP host (the capture server's or a relay's)")
+        if settings.username and settings.password is None:
+            raise ConfigError(
+                "environment",
+                settings.password_env,
+                f"SMTP server {settings.name!r} logs in as {settings.username!r} but the variable is unset",
+                f"export {settings.password_env}=...",
+            )
+        self.settings = settings
+        self.local_hostname = local_hostname
+        self.limiter = limiter or RateLimiter(settings.rate)
+        self._tls = tls_context(settings)
+        self._all = [_Slot() for _ in range(settings.connections)]
+        self._slots: asyncio.Queue[_Slot] = asyncio.Queue()
+        for slot in self._all:
+            self._slots.put_nowait(slot)
+        self.connects = 0  # connections opened, for reports and tests
+        self.pipelined = 0  # transactions sent as one PIPELINING group (RFC 2920)
+
+    async def __aenter__(self) -> SmtpPool:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """QUIT every open connection (hard close if QUIT fails)."""
+        await asyncio.gather(*(self._drop(slot, polite=True) for slot in self._all))
+
+    async def _drop(self, slot: _Slot, *, polite: bool) -> None:
+        client, dialogue, slot.client, slot.dialogue = slot.client, slot.dialogue, None, None
+        if client is None:
+            return
+        try:
+            if polite and dialogue is not None and dialogue.connected:
+                with contextlib.suppress(*CONNECTION_ERRORS):  # a server gone already needs no QUIT
+                    await dialogue.exchange(b"QUIT\r\n", 1, self.settings.timeout)
+        finally:
+            client.close()
+
+    async def _connect(self, slot: _Slot) -> tuple[Dialogue, bool]:
+        """The slot's dialogue, (re)connected as needed; (dialogue, True when it was opened just now).
+
+        Raises :class:`ConnectionFailed` when the server cannot be reached or refuses the connection or login.
+        """
+        dialogue = slot.dialogue
+        if (
+            dialogue is not None
+            and dialogue.connected
+            and dialogue.transactions < self.settings.messages_per_connection
+        ):
+            return dialogue, False
+        await self._drop(slot, polite=True)
+        smtp = self.settings
+        client = aiosmtplib.SMTP(
+            hostname=smtp.host,
+            port=smtp.port,
+            timeout=smtp.connect_timeout,
+            use_tls=smtp.security is Security.TLS,
+            start_tls=smtp.security is Security.STARTTLS,
+            tls_context=self._tls,
+            local_hostname=self.local_hostname,
+        )
+        try:
+            await client.connect()
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()
+        except smtp_errors.SMTPResponseException as exc:
+            client.close()
+            raise ConnectionFailed(refused(exc.code, exc.message, Phase.CONNECT)) from None
+        except CONNECTION_ERRORS as exc:
+            client.close()
+            raise ConnectionFailed(unanswered(Phase.CONNECT, f"{type(exc).__name__}: {exc}")) from None
+        if smtp.username:
+            try:
+                await client.login(smtp.username, smtp.password or "", timeout=smtp.connect_timeout)
+            except smtp_errors.SMTPResponseException as exc:
+                client.close()
+                log.error(
+                    "SMTP server %s refused the login of %s: %s %s",
+                    smtp.name,
+                    smtp.username,
+                    exc.code,
+                    exc.message,
+                )
+                raise ConnectionFailed(refused(exc.code, exc.message, Phase.AUTH)) from None
+            except CONNECTION_ERRORS as exc:
+                client.close()
+                raise ConnectionFailed(unanswered(Phase.AUTH, f"{type(exc).__name__}: {exc}")) from None
+        try:
+            dialogue = Dialogue(client)
+        except smtp_errors.SMTPServerDisconnected as exc:  # closed by the server right after the login
+            client.close()
+            raise ConnectionFailed(unanswered(Phase.CONNECT, str(exc))) from None
+        slot.client, slot.dialogue = client, dialogue
+        self.connects += 1
+        return dialogue, True
+
+    async def send(
+        self,
+        envelope_from: str,
+        recipient: str,
+        data: bytes,
+        *,
+        kind: StepKind | None = None,
+        utf8: bool = False,
+        transparent: bool = False,
+    ) -> Reply:
+        """Deliver ``data`` (the full message) to one ``recipient``; returns the classified reply.
+
+        ``utf8``: the message itself carries UTF-8 addresses in its header, so it needs SMTPUTF8 too.
+        ``transparent``: ``data`` is already in DATA's transparent form (CRLF line ends, a final CRLF, a
+        leading "." doubled: RFC 5321 sec. 4.5.2; mailer.compose.wire.Composed.wire) and goes out as it is;
+        otherwise line ends are normalised and leading dots doubled here.
+        ``kind`` is ignored (a pool is one server). Waits for a rate-limit slot up to ``max_rate_wait``
+        seconds, else the reply is deferred without contacting the server.
+        """
+        try:
+            await self.limiter.acquire(self.settings.max_rate_wait)
+        except RateLimited as exc:
+            return Reply(MessageStatus.DEFERRED, None, f"server {self.settings.name}: {exc}")
+        slot = await self._slots.get()
+        try:
+            for _ in range(2):
+                try:
+                    return await self._send_on(slot, envelope_from, recipient, data, utf8, transparent)
+                except ConnectionFailed as failure:
+                    await self._drop(slot, polite=False)
+                    reply = failure.reply
+                    if not failure.retry:
+                        break
+                    log.info(
+                        "connection to %s dropped before DATA; retrying on a new one", self.settings.name
+                    )
+            return reply
+        finally:
+            self._slots.put_nowait(slot)
+
+    async def _send_on(
+        self, slot: _Slot, envelope_from: str, recipient: str, data: bytes, utf8: bool, transparent: bool
+    ) -> Reply:
+        dialogue, fresh = await self._connect(slot)
+        smtp = self.settings
+        utf8 = utf8 or needs_smtputf8(recipient) or needs_smtputf8(envelope_from)
+        reason = unsendable(envelope_from, recipient, utf8=utf8, offers_smtputf8=dialogue.offers("smtputf8"))
+        if reason is not None:
+            return Reply(MessageStatus.FAILED, None, reason)
+        mail, rcpt = envelope_commands(
+            envelope_from, recipient, utf8=utf8, eight_bit=dialogue.offers("8bitmime")
+        )
+        pipelining = dialogue.offers("pipelining")
+        self.pipelined += pipelining
+        return await dialogue.transaction(
+            mail,
+            rcpt,
+            data,
+            transparent=transparent,
+            pipelining=pipelining,
+            timeout=smtp.timeout,
+            data_timeout=smtp.data_timeout,
+            fresh=fresh,
+        )
