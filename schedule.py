@@ -3,6 +3,7 @@
     python schedule.py [--config DIR]
 
 With no SMTP host configured, a local capture server writes every message to var/capture/*.eml.
+With ``[web] enabled = true`` the web pages are served in the same event loop.
 """
 
 from __future__ import annotations
@@ -16,9 +17,18 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from mailer.app import open_app, run_async
 from mailer.compose.checks import require_templates
-from mailer.config import load_settings
+from mailer.config import Settings, load_settings
 from mailer.errors import MailerError
-from mailer.scheduler import serve
+from mailer.scheduler import Companion, serve
+
+
+def companions(settings: Settings) -> list[Companion]:
+    """What runs beside the scheduler: the web pages when ``settings.web.enabled`` (mailer.web.server)."""
+    if not settings.web.enabled:
+        return []
+    from mailer.web.server import start_in_loop  # the web stack is loaded only when it is served
+
+    return [start_in_loop]
 
 
 def main() -> int:
@@ -45,7 +55,7 @@ def main() -> int:
         )
         return 2
     try:
-        run_async(serve(app, say=lambda text: print(text, flush=True)))
+        run_async(serve(app, say=lambda text: print(text, flush=True), companions=companions(settings)))
     finally:
         app.close()
     return 0

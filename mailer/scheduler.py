@@ -4,14 +4,16 @@ Jobs: one ``date`` job per (session, step) time still ahead, plus an ``interval`
 ``delivery.poll_interval`` for retries, late registrants and organiser-queued waves. Both run the same
 idempotent tick, with ``max_instances=1`` and ``coalesce=True``; a duplicate wake-up finds nothing to do.
 SIGTERM/SIGINT stop new batches; in-flight messages finish and are recorded before the process exits.
+Companions (e.g. the web pages, wired in by ``schedule.py``) run in the same event loop and stop with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
@@ -24,6 +26,10 @@ from mailer.timeline.clock import SystemClock
 from mailer.timeline.plan import plan
 
 log = logging.getLogger(__name__)
+
+Stop = Callable[[], Awaitable[object]]
+Companion = Callable[[App, Callable[[str], None]], Awaitable[Stop]]
+"""Started with (app, say) once the scheduler runs; returns the async ``stop()`` called when the service stops."""
 
 
 class Runner:
@@ -57,8 +63,12 @@ class Runner:
                 self.say(f"{session_id}/{step}: {count} {status}")
 
 
-async def serve(app: App, say: Callable[[str], None] = print) -> None:
-    """Run until SIGTERM or SIGINT; returns after in-flight messages are recorded and SMTP connections closed."""
+async def serve(app: App, say: Callable[[str], None] = print, companions: Sequence[Companion] = ()) -> None:
+    """Run until SIGTERM or SIGINT; returns after in-flight messages are recorded and SMTP connections closed.
+
+    Each of ``companions`` is started in this event loop after the scheduler and stopped, in reverse order,
+    after it; a companion that fails to start stops those started before it, and its error propagates.
+    """
     with smtp_target(app.settings, on_start=say) as settings:
         async with SmtpRouter(settings) as pool:
             runner = Runner(App(settings, app.engine, app.factory), pool, say)
@@ -88,18 +98,14 @@ async def serve(app: App, say: Callable[[str], None] = print) -> None:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, runner.stop.set)
             scheduler.start()
-            stop_web = None
-            if settings.web.enabled:  # the pages in this same event loop (mailer.web.server)
-                from mailer.web.server import start_in_loop
-
-                stop_web = await start_in_loop(runner.service.app, say)
-            say(f"service started: {upcoming} step times ahead, polling every {settings.poll_interval}")
-            await runner.stop.wait()
-            say("stopping: finishing in-flight messages")
-            # Wait for a running tick to record its batch *before* the scheduler shuts down:
-            # APScheduler cancels the coroutine jobs still running at shutdown.
-            await runner.finished()
-            scheduler.shutdown(wait=False)
-            if stop_web is not None:
-                await stop_web()
+            async with contextlib.AsyncExitStack() as running:  # stopped in reverse, after the scheduler
+                for start in companions:
+                    running.push_async_callback(await start(runner.service.app, say))
+                say(f"service started: {upcoming} step times ahead, polling every {settings.poll_interval}")
+                await runner.stop.wait()
+                say("stopping: finishing in-flight messages")
+                # Wait for a running tick to record its batch *before* the scheduler shuts down:
+                # APScheduler cancels the coroutine jobs still running at shutdown.
+                await runner.finished()
+                scheduler.shutdown(wait=False)
     say("stopped")

@@ -8,7 +8,13 @@ import csv
 import dataclasses
 import io
 import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +23,7 @@ from starlette.routing import Route
 
 from mailer.app import App
 from mailer.compose.links import read_token, rsvp_url, unsubscribe_url
+from mailer.config import load_settings
 from mailer.store.engine import transaction
 from mailer.store.models import (
     Contact,
@@ -34,6 +41,7 @@ from mailer.timeline.clock import VirtualClock
 from mailer.web.app import create_app
 from mailer.web.server import ThreadedServer, start_in_loop
 from mailer.web.users import set_password
+from schedule import companions
 from tests.conftest import RunningServer
 from tests.factories import add_contact, register
 from tests.test_web_support import (
@@ -416,6 +424,50 @@ def test_web_pages_run_inside_the_services_event_loop(app: App) -> None:
 
     asyncio.run(scenario())
     assert said and "web pages on http://127.0.0.1:" in said[0]
+
+
+def test_the_service_serves_the_pages_when_web_is_enabled(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    config = tmp_path / "config"
+    shutil.copytree(root / "config", config)
+    shutil.copytree(root / "templates", tmp_path / "templates")
+    toml = config / "mailer.toml"
+    text = toml.read_text(encoding="utf-8")
+    web_table = text.index("[web]")
+    toml.write_text(
+        text[:web_table]
+        + text[web_table:]
+        .replace("enabled = false", "enabled = true", 1)
+        .replace("port = 8080", "port = 0", 1),
+        encoding="utf-8",
+    )
+    assert companions(load_settings(config)) == [start_in_loop]
+    assert companions(load_settings(root / "config")) == []  # [web] enabled = false: the service alone
+
+    out = tmp_path / "service.log"
+    with out.open("wb") as log:
+        service = subprocess.Popen(
+            [sys.executable, str(root / "schedule.py"), "--config", str(config)],
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not (found := re.search(r"web pages on (http://127\.0\.0\.1:\d+/)", out.read_text())):
+                assert service.poll() is None, out.read_text()
+                assert time.monotonic() < deadline, out.read_text()
+                time.sleep(0.1)
+            assert httpx.get(found.group(1) + "healthz").text == "ok"
+            service.send_signal(signal.SIGTERM)
+            assert service.wait(30) == 0, out.read_text()
+        finally:
+            if service.poll() is None:
+                service.kill()
+                service.wait(10)
+    said = out.read_text()
+    assert said.index("web pages on") < said.index("service started") < said.index("stopped")
 
 
 @pytest.mark.parametrize("path", ["/u/", "/rsvp/"])
