@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import pytest
 
+from mailer.config import Security, SmtpSettings
 from mailer.delivery.envelope import envelope_address, needs_smtputf8
-from mailer.delivery.replies import Phase, classify
+from mailer.delivery.pool import SmtpPool
+from mailer.delivery.replies import Phase, Reply, classify
 from mailer.store.models import MessageStatus
 
 SENT, DEFERRED, BOUNCED, FAILED = (
@@ -39,6 +44,60 @@ SENT, DEFERRED, BOUNCED, FAILED = (
 )
 def test_classify(code: int | None, phase: Phase, expected: MessageStatus) -> None:
     assert classify(code, phase) is expected
+
+
+PHASES = (Phase.CONNECT, Phase.AUTH, Phase.MAIL, Phase.RCPT, Phase.DATA)
+# Reply-code class boundaries (RFC 5321 sec. 4.2.1), the expected status at each phase, in PHASES' order.
+BOUNDARIES: dict[int, tuple[MessageStatus, ...]] = {
+    199: (FAILED, DEFERRED, FAILED, FAILED, FAILED),  # 1yz: SMTP has no such reply to a command
+    200: (SENT, SENT, SENT, SENT, SENT),
+    299: (SENT, SENT, SENT, SENT, SENT),
+    300: (FAILED, DEFERRED, FAILED, FAILED, FAILED),  # 3yz is no completion reply
+    354: (FAILED, DEFERRED, FAILED, FAILED, FAILED),  # "start mail input" where the end of DATA was due
+    399: (FAILED, DEFERRED, FAILED, FAILED, FAILED),
+    400: (DEFERRED, DEFERRED, DEFERRED, DEFERRED, DEFERRED),
+    421: (DEFERRED, DEFERRED, DEFERRED, DEFERRED, DEFERRED),
+    450: (DEFERRED, DEFERRED, DEFERRED, DEFERRED, DEFERRED),
+    499: (DEFERRED, DEFERRED, DEFERRED, DEFERRED, DEFERRED),
+    500: (FAILED, DEFERRED, FAILED, BOUNCED, FAILED),
+    550: (FAILED, DEFERRED, FAILED, BOUNCED, FAILED),
+    599: (FAILED, DEFERRED, FAILED, BOUNCED, FAILED),
+    600: (FAILED, DEFERRED, FAILED, FAILED, FAILED),  # beyond 5yz: not a bounce
+}
+
+
+@pytest.mark.parametrize(
+    ("code", "phase", "expected"),
+    [
+        (code, phase, expected)
+        for code, statuses in BOUNDARIES.items()
+        for phase, expected in zip(PHASES, statuses, strict=True)
+    ],
+)
+def test_classify_at_the_class_boundaries(code: int, phase: Phase, expected: MessageStatus) -> None:
+    assert classify(code, phase) is expected
+
+
+def test_a_refused_connection_is_deferred_not_permanent() -> None:
+    with socket.socket() as closed:  # bound, never listening: a connection to it is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        settings = SmtpSettings("127.0.0.1", port, Security.NONE, "", "", 1, 10, 5.0, connect_timeout=5.0)
+
+        async def send() -> tuple[SmtpPool, Reply]:
+            async with SmtpPool(settings) as pool:
+                return pool, await pool.send(
+                    "news@example.org", "ana@example.org", b"Subject: x\r\n\r\nx\r\n"
+                )
+
+        pool, reply = asyncio.run(send())
+    assert reply == Reply(
+        DEFERRED,
+        None,
+        f"connect: SMTPConnectError: Error connecting to 127.0.0.1 on port {port}: "
+        f"[Errno 111] Connect call failed ('127.0.0.1', {port})",
+    )
+    assert pool.connects == 0
 
 
 def test_envelope_addresses() -> None:
