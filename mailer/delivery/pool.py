@@ -129,21 +129,17 @@ class SmtpPool:
             tls_context=self._tls,
             local_hostname=self.local_hostname,
         )
+        phase = Phase.CONNECT
         try:
             await client.connect()
             if client.is_ehlo_or_helo_needed:
                 await client.ehlo()
+            if smtp.username:
+                phase = Phase.AUTH
+                await client.login(smtp.username, smtp.password or "", timeout=smtp.connect_timeout)
         except smtp_errors.SMTPResponseException as exc:
             client.close()
-            raise ConnectionFailed(refused(exc.code, exc.message, Phase.CONNECT)) from None
-        except CONNECTION_ERRORS as exc:
-            client.close()
-            raise ConnectionFailed(unanswered(Phase.CONNECT, f"{type(exc).__name__}: {exc}")) from None
-        if smtp.username:
-            try:
-                await client.login(smtp.username, smtp.password or "", timeout=smtp.connect_timeout)
-            except smtp_errors.SMTPResponseException as exc:
-                client.close()
+            if phase is Phase.AUTH:
                 log.error(
                     "SMTP server %s refused the login of %s: %s %s",
                     smtp.name,
@@ -151,10 +147,10 @@ class SmtpPool:
                     exc.code,
                     exc.message,
                 )
-                raise ConnectionFailed(refused(exc.code, exc.message, Phase.AUTH)) from None
-            except CONNECTION_ERRORS as exc:
-                client.close()
-                raise ConnectionFailed(unanswered(Phase.AUTH, f"{type(exc).__name__}: {exc}")) from None
+            raise ConnectionFailed(refused(exc.code, exc.message, phase)) from None
+        except CONNECTION_ERRORS as exc:
+            client.close()
+            raise ConnectionFailed(unanswered(phase, f"{type(exc).__name__}: {exc}")) from None
         try:
             dialogue = Dialogue(client)
         except smtp_errors.SMTPServerDisconnected as exc:  # closed by the server right after the login
