@@ -1,0 +1,71 @@
+"""The outbox: queue waves idempotently, claim due messages, record every state transition.
+
+State machine (DESIGN invariant 5)::
+
+    queued --claim--> sending --2xx--> sent
+                         |--4xx / drop--> deferred --(due again)--> sending ...
+                         |--5xx on recipient--> bounced (address suppressed)
+                         |--other 5xx / deadline passed--> failed
+    queued --send-time check--> skipped (reason) | suppressed
+
+Every transition is committed together with a row in ``delivery_events``. Uniqueness of
+(contact, session, step) is enforced by the database, so queuing twice, from two processes or after a
+restart, never makes a second message. Claims use ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite
+(one sending process) the write lock of the claiming transaction serialises them.
+
+Modules, lower ones first::
+
+    batch         dialect-aware batch statements (INSERT ignoring conflicts, IN as one array)
+    events        the delivery log (delivery_events rows)
+    suppressions  the suppression list
+    checks        the send-time checks: why a claimed message must not go now
+    waves         wave control: pause, resume, cancel; skipping pending messages
+    queue         queuing a wave: audience, due times, deadlines, message rows
+    sessions      session changes from the config: re-time or skip, and queue a notice
+    claim         claiming due messages with a lease, renewing, releasing, reaping
+    outcomes      recording delivery outcomes, retry backoff
+
+Callers outside the package import from here.
+"""
+
+from __future__ import annotations
+
+from mailer.store.outbox.claim import (
+    ClaimedMessage,
+    claim_due,
+    has_due,
+    next_due_at,
+    reap_expired_leases,
+    release_claims,
+    renew_leases,
+)
+from mailer.store.outbox.events import log_event
+from mailer.store.outbox.outcomes import Outcome, record_outcomes, retry_delay
+from mailer.store.outbox.queue import QueueResult, audience_query, default_audience, message_key, queue_wave
+from mailer.store.outbox.sessions import SessionChange, retime_pending, sync_sessions
+from mailer.store.outbox.suppressions import suppress
+from mailer.store.outbox.waves import set_wave_status
+
+__all__ = [
+    "ClaimedMessage",
+    "Outcome",
+    "QueueResult",
+    "SessionChange",
+    "audience_query",
+    "claim_due",
+    "default_audience",
+    "has_due",
+    "log_event",
+    "message_key",
+    "next_due_at",
+    "queue_wave",
+    "reap_expired_leases",
+    "record_outcomes",
+    "release_claims",
+    "renew_leases",
+    "retime_pending",
+    "retry_delay",
+    "set_wave_status",
+    "suppress",
+    "sync_sessions",
+]

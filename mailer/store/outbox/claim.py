@@ -1,0 +1,201 @@
+"""Claiming due messages with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), renewing, releasing
+and reaping expired leases; when the next message is due."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Integer, and_, func, select, update
+from sqlalchemy.orm import Session as DbSession
+
+from mailer.config import Settings
+from mailer.store.models import (
+    PENDING_STATUSES,
+    Contact,
+    EventKind,
+    Message,
+    MessageStatus,
+    Wave,
+    WaveStatus,
+)
+from mailer.store.outbox.batch import among, is_postgresql
+from mailer.store.outbox.checks import load_facts, skip_reason
+from mailer.store.outbox.events import event_row, insert_events, log_many
+from mailer.store.recipient import Recipient, recipient_of
+from mailer.timeline.clock import require_aware
+from mailer.timeline.plan import (
+    SkipReason,
+    resolve_step,
+)
+
+
+@dataclass(frozen=True)
+class ClaimedMessage:
+    """A message claimed for sending, with everything the sender needs and no ORM state."""
+
+    pk: int
+    message_id: str
+    session_id: str
+    step: str
+    recipient: Recipient
+    needs_smtputf8: bool
+    attempts: int
+    deadline_at: datetime
+
+
+def reap_expired_leases(db: DbSession, now: datetime) -> int:
+    """Put messages stuck in ``sending`` past their lease back to ``queued`` (a crashed worker's)."""
+    stuck = db.scalars(
+        select(Message.id).where(Message.status == MessageStatus.SENDING, Message.lease_until < now)
+    ).all()
+    if stuck:
+        db.execute(
+            update(Message)
+            .where(Message.id.in_(stuck), Message.status == MessageStatus.SENDING)
+            .values(status=MessageStatus.QUEUED, lease_until=None, worker="", updated_at=now)
+        )
+        log_many(db, stuck, EventKind.RECLAIMED, now, "lease expired")
+    return len(stuck)
+
+
+def claim_due(
+    db: DbSession, settings: Settings, now: datetime, *, worker: str, limit: int, lease: timedelta
+) -> tuple[list[ClaimedMessage], list[tuple[str, str, str]]]:
+    """Claim up to ``limit`` due messages for ``worker`` until ``now + lease``; caller commits.
+
+    Returns (claimed messages, [(session_id, step, status)] of those finished by the checks below).
+
+    Send-time checks (DESIGN invariant 6) happen here: past deadline, session or wave cancelled,
+    suppressed address, registration withdrawn, invitation to someone who answered meanwhile: such
+    messages are finished as skipped or suppressed instead of being returned.
+    """
+    now = require_aware(now, "now")
+    query = (
+        select(
+            Message.id,
+            Message.message_id,
+            Message.session_id,
+            Message.step,
+            Message.contact_id,
+            Message.attempts,
+            Message.deadline_at,
+            Contact.email,
+            Contact.email_key,
+            Contact.name,
+            Contact.title,
+            Contact.institution,
+            Contact.country,
+            Contact.language,
+            Contact.time_zone,
+            Contact.needs_smtputf8,
+            Contact.status.label("contact_status"),
+        )
+        .join(Contact, Contact.id == Message.contact_id)
+        .join(Wave, Wave.id == Message.wave_id)
+        .where(Message.status.in_(PENDING_STATUSES), Message.due_at <= now, Wave.status == WaveStatus.ACTIVE)
+        .order_by(Message.due_at, Message.id)
+        .limit(limit)
+    )
+    if is_postgresql(db):
+        query = query.with_for_update(skip_locked=True, of=Message)
+    rows = db.execute(query).all()
+    if not rows:
+        return [], []
+    facts = load_facts(db, rows)
+
+    claimed: list[ClaimedMessage] = []
+    finished: list[tuple[str, str, str]] = []
+    ended: dict[tuple[MessageStatus, str], list[int]] = {}
+    events: list[dict[str, object]] = []
+    for row in rows:
+        step = resolve_step(settings.series, row.step)
+        reason = skip_reason(row, step, facts, now)
+        if reason is not None:
+            status = MessageStatus.SUPPRESSED if reason is SkipReason.SUPPRESSED else MessageStatus.SKIPPED
+            ended.setdefault((status, reason.value), []).append(row.id)
+            finished.append((row.session_id, row.step, status.value))
+            continue
+        claimed.append(
+            ClaimedMessage(
+                pk=row.id,
+                message_id=row.message_id,
+                session_id=row.session_id,
+                step=row.step,
+                recipient=recipient_of(row, settings.series.session(row.session_id).region),
+                needs_smtputf8=row.needs_smtputf8,
+                attempts=row.attempts + 1,
+                deadline_at=row.deadline_at,
+            )
+        )
+    for (status, reason_text), pks in ended.items():
+        db.execute(update(Message).where(Message.id.in_(pks)).values(status=status, updated_at=now))
+        events.extend(event_row(pk, EventKind(status.value), now, reason_text) for pk in pks)
+    if claimed:
+        db.execute(
+            update(Message)
+            .where(among(db, Message.id, [message.pk for message in claimed], Integer))
+            .values(
+                status=MessageStatus.SENDING,
+                lease_until=now + lease,
+                worker=worker,
+                attempts=Message.attempts + 1,
+                updated_at=now,
+            )
+        )
+    insert_events(db, events)
+    return claimed, finished
+
+
+def renew_leases(db: DbSession, pks: Sequence[int], worker: str, until: datetime) -> None:
+    """Extend ``worker``'s claim on messages it is still sending to ``until``; caller commits."""
+    db.execute(
+        update(Message)
+        .where(
+            among(db, Message.id, pks, Integer),
+            Message.status == MessageStatus.SENDING,
+            Message.worker == worker,
+        )
+        .values(lease_until=until)
+    )
+
+
+def release_claims(db: DbSession, pks: Sequence[int], now: datetime) -> None:
+    """Give claimed, unsent messages back (graceful shutdown): ``sending`` -> ``queued``."""
+    if not pks:
+        return
+    db.execute(
+        update(Message)
+        .where(Message.id.in_(pks), Message.status == MessageStatus.SENDING)
+        .values(
+            status=MessageStatus.QUEUED,
+            lease_until=None,
+            worker="",
+            attempts=Message.attempts - 1,
+            updated_at=now,
+        )
+    )
+    log_many(db, pks, EventKind.RECLAIMED, now, "released at shutdown")
+
+
+def next_due_at(db: DbSession, after: datetime) -> datetime | None:
+    """The earliest due time of a pending message in an active wave strictly after ``after``, or None."""
+    return db.scalar(
+        select(func.min(Message.due_at))
+        .join(Wave, Wave.id == Message.wave_id)
+        .where(Message.status.in_(PENDING_STATUSES), Wave.status == WaveStatus.ACTIVE, Message.due_at > after)
+    )
+
+
+def has_due(db: DbSession, now: datetime) -> bool:
+    """True when some pending message of an active wave is due at ``now``."""
+    return (
+        db.scalar(
+            select(Message.id)
+            .join(Wave, and_(Wave.id == Message.wave_id, Wave.status == WaveStatus.ACTIVE))
+            .where(Message.status.in_(PENDING_STATUSES), Message.due_at <= now)
+            .limit(1)
+        )
+        is not None
+    )

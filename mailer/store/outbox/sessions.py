@@ -1,0 +1,133 @@
+"""Session changes from the config: reschedules re-time pending messages, cancellations skip them;
+both raise the session's SEQUENCE and queue a notice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session as DbSession
+
+from mailer.config import Session, Settings, StepKind
+from mailer.store.models import (
+    PENDING_STATUSES,
+    Contact,
+    Message,
+    SessionRow,
+    Wave,
+)
+from mailer.store.outbox.queue import message_deadline, queue_wave
+from mailer.store.outbox.waves import pending_messages, skip_messages
+from mailer.timeline.clock import require_aware
+from mailer.timeline.plan import (
+    SkipReason,
+    hold_for_window,
+    message_due,
+    notice_step,
+    resolve_step,
+    step_time,
+)
+
+
+@dataclass(frozen=True)
+class SessionChange:
+    """A session whose config differs from the store: rescheduled (``date-changed``) or ``cancelled``."""
+
+    session_id: str
+    change: str
+    sequence: int  # the new iCalendar SEQUENCE (RFC 5545 sec. 3.8.7.4)
+    retimed: int  # pending messages given new due times
+    skipped: int  # pending messages skipped because the session was cancelled
+    notices: int  # notices queued
+
+
+def sync_sessions(db: DbSession, settings: Settings, now: datetime) -> list[SessionChange]:
+    """Bring the ``sessions`` table in line with the config; apply reschedules and cancellations.
+
+    A changed start (or zone) raises the session's SEQUENCE, re-times every pending message of it and
+    queues a "date changed" notice to everyone already invited or registered. A newly cancelled session
+    raises SEQUENCE, skips its pending messages (reason "cancelled") and queues a cancellation notice to
+    registrants. Rows are locked (PostgreSQL), so concurrent processes apply each change once. Caller commits.
+    """
+    series = settings.series
+    existing = {row.id: row for row in db.scalars(select(SessionRow).with_for_update())}
+    changes: list[SessionChange] = []
+    for session in series.sessions:
+        row = existing.get(session.id)
+        starts_at = require_aware(session.start, "session start")
+        duration = int(session.duration.total_seconds() // 60)
+        if row is None:
+            db.add(
+                SessionRow(
+                    id=session.id,
+                    region=session.region,
+                    starts_at=starts_at,
+                    time_zone=session.zone_name,
+                    duration_minutes=duration,
+                    sequence=0,
+                    cancelled=session.cancelled,
+                    updated_at=now,
+                )
+            )
+            continue
+        if session.cancelled and not row.cancelled:
+            row.cancelled = True
+            row.sequence += 1
+            row.updated_at = now
+            pending = pending_messages(db, Message.session_id == session.id)
+            skip_messages(db, pending, SkipReason.CANCELLED, now)
+            result = queue_wave(
+                db,
+                settings,
+                session,
+                notice_step("cancelled", row.sequence),
+                now,
+                at=now,
+                created_by="session-change",
+            )
+            changes.append(
+                SessionChange(session.id, "cancelled", row.sequence, 0, len(pending), result.added)
+            )
+        elif not session.cancelled and (
+            row.starts_at != starts_at
+            or row.time_zone != session.zone_name
+            or row.duration_minutes != duration
+        ):
+            moved = row.starts_at != starts_at
+            if moved:
+                row.previous_starts_at = row.starts_at
+            row.starts_at, row.time_zone, row.duration_minutes = starts_at, session.zone_name, duration
+            row.sequence += 1
+            row.updated_at = now
+            retimed = retime_pending(db, settings, session)
+            added = 0
+            if moved:
+                notice = notice_step("date-changed", row.sequence)
+                added = queue_wave(
+                    db, settings, session, notice, now, at=now, created_by="session-change"
+                ).added
+            changes.append(SessionChange(session.id, "date-changed", row.sequence, retimed, 0, added))
+    return changes
+
+
+def retime_pending(db: DbSession, settings: Settings, session: Session) -> int:
+    """Give every pending message of ``session`` the due time and deadline of its step under the session's
+    current start; timeline waves get their new time too. Returns how many messages were re-timed."""
+    for wave in db.scalars(select(Wave).where(Wave.session_id == session.id, Wave.created_by == "timeline")):
+        wave.scheduled_at = step_time(session, resolve_step(settings.series, wave.step))
+    rows = db.execute(
+        select(Message, Wave, Contact.time_zone)
+        .join(Wave, Wave.id == Message.wave_id)
+        .join(Contact, Contact.id == Message.contact_id)
+        .where(Message.session_id == session.id, Message.status.in_(PENDING_STATUSES))
+    ).all()
+    for message, wave, zone in rows:
+        step = resolve_step(settings.series, message.step)
+        if step.kind is StepKind.NOTICE and step.name not in {s.name for s in settings.series.steps}:
+            continue
+        base = wave.scheduled_at if wave.created_by != "timeline" else None
+        meant = message_due(session, step, zone, base)
+        message.deadline_at = message_deadline(settings.series, session, step, meant).at
+        message.due_at = hold_for_window(meant, step, zone)
+    return len(rows)
