@@ -9,8 +9,15 @@ from mailer.cli import AppContext, output_console, pass_ctx
 from mailer.errors import NotFoundError
 from mailer.store.engine import transaction
 from mailer.store.models import MessageStatus
-from mailer.store.queries import LogFilter, log_rows
-from mailer.store.reports import STATUS_COLUMNS, CountRow, counts_by_step, message_events
+from mailer.store.queries import (
+    CountRow,
+    LogFilter,
+    counts_by_step,
+    log_rows,
+    message_events,
+    status_totals,
+    used_statuses,
+)
 from mailer.timeline.plan import resolve_step
 
 
@@ -81,19 +88,15 @@ def counts_table(rows: list[CountRow], title: str) -> Table:
     table = Table(title=title)
     table.add_column("session")
     table.add_column("step")
-    used = [status for status in STATUS_COLUMNS if any(row.counts.get(status) for row in rows)]
+    used = used_statuses(rows)
     for status in used:
         table.add_column(status, justify="right")
     table.add_column("total", justify="right")
     for row in rows:
         table.add_row(row.session_id, row.step, *(str(row.counts.get(s, 0)) for s in used), str(row.total))
     table.add_section()
-    table.add_row(
-        "all",
-        "",
-        *(str(sum(row.counts.get(s, 0) for row in rows)) for s in used),
-        str(sum(r.total for r in rows)),
-    )
+    totals = status_totals(rows)
+    table.add_row("all", "", *(str(totals.get(s, 0)) for s in used), str(sum(totals.values())))
     return table
 
 

@@ -26,8 +26,8 @@ from mailer.message_ids import make_list_id, make_message_id
 from mailer.service import smtp_target, wall_time
 from mailer.simulate import SimulationTick, simulate
 from mailer.store.engine import transaction
+from mailer.store.queries import counts_by_step
 from mailer.store.recipient import Recipient
-from mailer.store.reports import counts_by_step
 from mailer.timeline.clock import SystemClock
 
 DEFAULT_CONTACTS_DIR = Path("../shared/data/contacts")

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import click
 from rich.table import Table
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from mailer.cli import AppContext, output_console, pass_ctx
 from mailer.errors import NotFoundError
 from mailer.store.engine import transaction
 from mailer.store.models import SessionRow
-from mailer.store.outbox import audience_query, default_audience, sync_sessions
+from mailer.store.outbox import sync_sessions
+from mailer.store.queries import session_timelines
 from mailer.timeline.clock import SystemClock
-from mailer.timeline.plan import step_deadline, step_time
 
 
 @click.group("sessions")
@@ -35,8 +35,9 @@ def list_sessions(ctx: AppContext, session_id: str | None) -> None:
     console = output_console()
     with transaction(ctx.app.factory) as db:
         rows = {row.id: row for row in db.scalars(select(SessionRow))}
+        timelines = session_timelines(db, settings.series, now, session_id)
         for session in settings.series.sessions:
-            if session_id and session.id != session_id:
+            if session.id not in timelines:
                 continue
             row = rows.get(session.id)
             state = "cancelled" if session.cancelled else "scheduled"
@@ -57,23 +58,16 @@ def list_sessions(ctx: AppContext, session_id: str | None) -> None:
                 "auto",
             ):
                 table.add_column(column, overflow="fold")
-            for step in settings.series.steps:
-                moment = step_time(session, step)
-                audience = default_audience(session, step)
-                size = db.scalar(
-                    select(func.count()).select_from(
-                        audience_query(settings.series, session, step, audience, now).subquery()
-                    )
-                )
+            for item in timelines[session.id]:
                 table.add_row(
-                    step.name,
-                    step.kind.value,
-                    step.audience.value,
-                    moment.astimezone(session.zone).strftime("%Y-%m-%d %H:%M"),
-                    moment.strftime("%Y-%m-%d %H:%M"),
-                    step_deadline(settings.series, session, step).at.strftime("%Y-%m-%d %H:%M"),
-                    str(size),
-                    "yes" if step.auto else "no",
+                    item.step.name,
+                    item.step.kind.value,
+                    item.step.audience.value,
+                    item.at.astimezone(session.zone).strftime("%Y-%m-%d %H:%M"),
+                    item.at.strftime("%Y-%m-%d %H:%M"),
+                    item.deadline.at.strftime("%Y-%m-%d %H:%M"),
+                    str(item.size),
+                    "yes" if item.step.auto else "no",
                 )
             console.print(table)
 

@@ -12,7 +12,7 @@ from mailer.errors import NotFoundError
 from mailer.store.engine import transaction
 from mailer.store.models import WaveStatus
 from mailer.store.outbox import queue_wave, set_wave_status, sync_sessions
-from mailer.store.reports import STATUS_COLUMNS, counts_by_wave
+from mailer.store.queries import counts_by_wave, used_statuses
 from mailer.timeline.clock import SystemClock
 from mailer.zones import UnknownZoneError, resolve_zone
 
@@ -89,7 +89,7 @@ def list_waves(ctx: AppContext, session_id: str | None, show_all: bool) -> None:
     if not rows:
         click.echo("No waves yet. Queue one with `mailer waves queue --session S --step STEP`.")
         return
-    used = [status for status in STATUS_COLUMNS if any(row.counts.get(status) for row in rows)]
+    used = used_statuses(rows)
     table = Table(title="Waves")
     for column in ("wave", "session", "step", "audience", "state"):
         table.add_column(column, justify="right" if column == "wave" else "left", overflow="fold")

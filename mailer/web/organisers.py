@@ -33,11 +33,10 @@ from mailer.errors import MailerError, NotFoundError
 from mailer.message_ids import make_message_id
 from mailer.service import smtp_target
 from mailer.store.models import Contact, Wave, WaveStatus
-from mailer.store.outbox import default_audience, queue_wave, set_wave_status, sync_sessions
-from mailer.store.queries import audience_size, plan_wave
+from mailer.store.outbox import queue_wave, set_wave_status, sync_sessions
+from mailer.store.queries import counts_by_wave, plan_wave, session_timelines
 from mailer.store.recipient import Recipient, recipient_of
-from mailer.store.reports import counts_by_wave
-from mailer.timeline.plan import plan, step_deadline, step_time
+from mailer.timeline.plan import step_deadline, step_time
 from mailer.web.app import WebContext, context_of
 from mailer.web.preview import Composed, compose
 from mailer.web.staff import html_frame, progress, user_of
@@ -52,22 +51,22 @@ def sessions_page(request: Request) -> Response:
     now = ctx.now()
     with ctx.db() as db:
         waves = {(row.session_id, row.step): row for row in counts_by_wave(db)}
-        rows: dict[str, list[dict[str, Any]]] = {session.id: [] for session in series.sessions}
-        for item in plan(series):
-            session, step = item.session, item.step
-            audience = default_audience(session, step)
-            wave = waves.get((session.id, step.name))
-            rows[session.id].append(
-                {
-                    "step": step,
-                    "at": item.at,
-                    "deadline": item.deadline,
-                    "audience": audience,
-                    "size": audience_size(db, series, session, step, audience, now),
-                    "wave": wave,
-                    "progress": progress(wave) if wave else None,
-                }
-            )
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for session_id, timeline in session_timelines(db, series, now).items():
+            rows[session_id] = []
+            for item in timeline:
+                wave = waves.get((session_id, item.step.name))
+                rows[session_id].append(
+                    {
+                        "step": item.step,
+                        "at": item.at,
+                        "deadline": item.deadline,
+                        "audience": item.audience,
+                        "size": item.size,
+                        "wave": wave,
+                        "progress": progress(wave) if wave else None,
+                    }
+                )
         extra = [row for key, row in waves.items() if key[1] not in {s.name for s in series.steps}]
     return ctx.page(
         request,

@@ -39,15 +39,19 @@ from mailer.store.models import (
 from mailer.store.outbox import log_event
 from mailer.store.queries import (
     PAGE_SIZE,
+    CountRow,
     LogFilter,
     contact_languages,
+    counts_by_step,
+    counts_by_wave,
     log_all,
     log_page,
+    message_events,
     pending_due,
     sends_over_time,
+    status_totals,
 )
 from mailer.store.recipient import recipient_of
-from mailer.store.reports import CountRow, counts_by_step, counts_by_wave, message_events
 from mailer.timeline.plan import resolve_step
 from mailer.web.app import WebContext, context_of
 from mailer.web.auth import CurrentUser, sign_in, sign_out
@@ -56,7 +60,6 @@ from mailer.web.preview import compose
 from mailer.web.users import authenticate
 
 STATUSES = [status.value for status in MessageStatus]
-UNFINISHED = {MessageStatus.QUEUED.value, MessageStatus.DEFERRED.value, MessageStatus.SENDING.value}
 CSV_COLUMNS = (
     "message",
     "recipient",
@@ -145,10 +148,7 @@ def logout(request: Request) -> Response:
 
 def progress(row: CountRow) -> dict[str, Any]:
     """Finished and total messages of a wave or step, and the percentage finished."""
-    total = row.total
-    unfinished = sum(row.counts.get(status, 0) for status in UNFINISHED)
-    done = total - unfinished
-    return {"done": done, "total": total, "percent": round(100 * done / total) if total else 0}
+    return {"done": row.done, "total": row.total, "percent": row.percent}
 
 
 def overview(request: Request) -> Response:
@@ -164,14 +164,11 @@ def overview(request: Request) -> Response:
         waves_by_session[row.session_id].append(row)
     sessions = []
     for session in ctx.settings.series.sessions:
-        totals: dict[str, int] = defaultdict(int)
-        for row in by_session.get(session.id, []):
-            for status, count in row.counts.items():
-                totals[status] += count
+        totals = status_totals(by_session.get(session.id, []))
         sessions.append(
             {
                 "session": session,
-                "totals": dict(totals),
+                "totals": totals,
                 "total": sum(totals.values()),
                 "waves": [
                     {"row": row, "progress": progress(row)} for row in waves_by_session.get(session.id, [])
@@ -189,7 +186,7 @@ def wave_page(request: Request) -> Response:
         wave = db.get(Wave, wave_id)
         if wave is None:
             raise HTTPException(404, f"no wave {wave_id}")
-        rows = [row for row in counts_by_wave(db, wave.session_id) if row.wave_id == wave_id]
+        rows = counts_by_wave(db, wave_id=wave_id)
         buckets, unit = sends_over_time(db, wave_id=wave_id)
         sending = pending_due(db, wave_id, now)
     row = rows[0]

@@ -1,28 +1,20 @@
-"""Read-only queries behind the staff and organiser pages (the CLI's views live in mailer.store.reports)."""
+"""The delivery log: one row per message with its last event, filtered and paged (dashboard, CSV, ``mailer log``)."""
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session as DbSession
 
-from mailer.config import Series, Session, Step
+from mailer.config import Series
 from mailer.store.models import (
     Contact,
-    ContactStatus,
     DeliveryEvent,
     Message,
-    MessageStatus,
-    Suppression,
-    Wave,
-    WaveStatus,
 )
-from mailer.store.outbox import audience_query
-from mailer.timeline.plan import hold_for_window, message_due
 
 PAGE_SIZE = 50
 
@@ -185,141 +177,10 @@ def contact_languages(db: DbSession) -> list[str]:
     return sorted(tag for tag in found if tag)
 
 
-@dataclass(frozen=True)
-class Bucket:
-    """Messages sent in one hour or day (UTC)."""
-
-    start: datetime
-    count: int
-
-
-def sends_over_time(
-    db: DbSession, *, session_id: str = "", wave_id: int | None = None
-) -> tuple[list[Bucket], str]:
-    """Sent messages per hour (span up to 3 days) or per day, gaps filled with zero; and the unit used."""
-    query = select(Message.sent_at).where(Message.status == MessageStatus.SENT, Message.sent_at.is_not(None))
-    if session_id:
-        query = query.where(Message.session_id == session_id)
-    if wave_id is not None:
-        query = query.where(Message.wave_id == wave_id)
-    moments = [moment for moment in db.scalars(query) if moment is not None]
-    if not moments:
-        return [], "hour"
-    first, last = min(moments), max(moments)
-    unit = "hour" if last - first <= timedelta(days=3) else "day"
-
-    def floor(moment: datetime) -> datetime:
-        moment = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-        return moment.replace(hour=0) if unit == "day" else moment
-
-    counts = Counter(floor(moment) for moment in moments)
-    step = timedelta(hours=1) if unit == "hour" else timedelta(days=1)
-    buckets, cursor = [], floor(first)
-    while cursor <= floor(last):
-        buckets.append(Bucket(cursor, counts.get(cursor, 0)))
-        cursor += step
-    return buckets, unit
-
-
-def pending_due(db: DbSession, wave_id: int, now: datetime) -> int:
-    """Pending messages of an active wave whose time has come (the wave is sending now)."""
-    return (
-        db.scalar(
-            select(func.count(Message.id))
-            .join(Wave, Wave.id == Message.wave_id)
-            .where(
-                Message.wave_id == wave_id,
-                Wave.status == WaveStatus.ACTIVE,
-                Message.status.in_((MessageStatus.QUEUED, MessageStatus.DEFERRED, MessageStatus.SENDING)),
-                Message.due_at <= now,
-            )
-        )
-        or 0
-    )
-
-
-def audience_size(
-    db: DbSession, series: Series, session: Session, step: Step, audience: str, now: datetime
-) -> int:
-    """How many contacts a wave of ``step`` would go to now (suppressed ones included, as queue_wave does)."""
-    return (
-        db.scalar(
-            select(func.count()).select_from(audience_query(series, session, step, audience, now).subquery())
-        )
-        or 0
-    )
-
-
-@dataclass(frozen=True)
-class WavePlan:
-    """What queuing a wave would do, shown before the organiser confirms."""
-
-    new_recipients: int  # contacts in the audience without a message for this step yet
-    already: int  # contacts who already have one (queuing again adds nobody twice)
-    suppressed: int  # of the new ones, addresses on the suppression list or not active
-    by_language: list[tuple[str, int]]  # new recipients per contact language, most first
-    first_send: datetime | None  # earliest due time among the new recipients (UTC)
-    last_send: datetime | None
-
-
-def plan_wave(
-    db: DbSession,
-    series: Series,
-    session: Session,
-    step: Step,
-    audience: str,
-    now: datetime,
-    at: datetime | None = None,
-) -> WavePlan:
-    """Recipients per language and the first send time of queuing ``step`` for ``audience`` at ``now``."""
-    members = audience_query(series, session, step, audience, now)
-    rows = db.execute(
-        select(Contact.id, Contact.language, Contact.time_zone, Contact.status, Contact.email_key).where(
-            Contact.id.in_(members)
-        )
-    ).all()
-    have = set(
+def message_events(db: DbSession, message_pk: int) -> list[DeliveryEvent]:
+    """Every event of one message, oldest first."""
+    return list(
         db.scalars(
-            select(Message.contact_id).where(Message.session_id == session.id, Message.step == step.name)
+            select(DeliveryEvent).where(DeliveryEvent.message_pk == message_pk).order_by(DeliveryEvent.id)
         )
     )
-    suppressed_keys = set(
-        db.scalars(
-            select(Suppression.email_key).where(
-                Suppression.email_key.in_(select(Contact.email_key).where(Contact.id.in_(members)))
-            )
-        )
-    )
-    languages: Counter[str] = Counter()
-    times: list[datetime] = []
-    suppressed = 0
-    new = 0
-    for contact_id, language, zone, status, key in rows:
-        if contact_id in have:
-            continue
-        new += 1
-        languages[language or "?"] += 1
-        if status != ContactStatus.ACTIVE or key in suppressed_keys:
-            suppressed += 1
-        times.append(hold_for_window(message_due(session, step, zone, at), step, zone))
-    if not times:
-        return WavePlan(0, len(rows), 0, [], None, None)
-    return WavePlan(
-        new, len(rows) - new, suppressed, languages.most_common(), max(min(times), now), max(*times, now)
-    )
-
-
-__all__ = [
-    "PAGE_SIZE",
-    "Bucket",
-    "LogEntry",
-    "LogFilter",
-    "WavePlan",
-    "audience_size",
-    "contact_languages",
-    "log_all",
-    "log_page",
-    "pending_due",
-    "plan_wave",
-    "sends_over_time",
-]
