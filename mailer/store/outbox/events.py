@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import text
+from sqlalchemy import Table, text
 from sqlalchemy.orm import Session as DbSession
 
 from mailer.store.models import (
@@ -52,7 +53,7 @@ def insert_events(db: DbSession, rows: list[dict[str, object]]) -> None:
         db.execute(_INSERT_EVENTS, {name: [row[name] for row in rows] for name in columns})
         return
     for start in range(0, len(rows), INSERT_CHUNK):
-        db.execute(DeliveryEvent.__table__.insert(), rows[start : start + INSERT_CHUNK])
+        db.execute(cast(Table, DeliveryEvent.__table__).insert(), rows[start : start + INSERT_CHUNK])
 
 
 _INSERT_EVENTS = text(

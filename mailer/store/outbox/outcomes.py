@@ -6,8 +6,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import Integer, bindparam, select, text
+from sqlalchemy import Integer, Table, bindparam, select, text
 from sqlalchemy.orm import Session as DbSession
 
 from mailer.config import Settings
@@ -36,7 +37,7 @@ class Outcome:
 def retry_delay(attempts: int, base: timedelta, rng: random.Random | None = None) -> timedelta:
     """Exponential backoff with +-20 % jitter: base * 2**(attempts-1), capped at 6 hours."""
     rng = rng or random.Random()
-    delay = min(base * (2 ** max(attempts - 1, 0)), timedelta(hours=6))
+    delay = min(base * (1 << max(attempts - 1, 0)), timedelta(hours=6))
     return delay * rng.uniform(0.8, 1.2)
 
 
@@ -115,7 +116,7 @@ def _update_outcomes(db: DbSession, rows: list[dict[str, object]], now: datetime
         columns = ("pk", "status", "reply_code", "reply_text", "language", "due_at", "sent_at")
         db.execute(_UPDATE_OUTCOMES, {"now": now, **{name: [row[name] for row in rows] for name in columns}})
         return
-    table = Message.__table__
+    table = cast(Table, Message.__table__)
     db.execute(
         table.update()
         .where(table.c.id == bindparam("pk"))
