@@ -110,6 +110,13 @@ def test_a_misspelt_or_impossible_setting_stops_loading(
 ) -> None:
     """A typo must not be ignored: ``[smpt]`` would leave the relay unset and send everything to the capture
     server; ``canceled = true`` would leave the session running."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_config_with(tmp_path, file, old, new), database_url="sqlite:///:memory:")
+    assert caught.value.key == key and hint in str(caught.value), str(caught.value)
+
+
+def _config_with(tmp_path: Path, file: str, old: str, new: str) -> Path:
+    """The shipped config folder copied under ``tmp_path`` with ``old`` replaced by ``new`` once in ``file``."""
     config = tmp_path / "config"
     config.mkdir()
     for name in ("mailer.toml", "series.toml"):
@@ -119,6 +126,112 @@ def test_a_misspelt_or_impossible_setting_stops_loading(
             text = text.replace(old, new, 1)
         (config / name).write_text(text)
     (tmp_path / "templates").symlink_to(ROOT / "templates")
+    return config
+
+
+_ONE_LINE = "write it on one line without control characters: it goes into a message header"
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "key", "problem"),
+    [
+        (
+            "series.toml",
+            'title = "Parliamentary webinar on the Budapest Convention on Cybercrime: African Region"',
+            r'title = "Webinar\r\nBcc: everyone@example.org"',
+            "sessions[0].title",
+            "control character U+000D in 'Webinar\\r\\nBcc: everyone@example.org'",
+        ),
+        (
+            "series.toml",
+            'title = "Parliamentary webinars on the Budapest Convention on Cybercrime"',
+            r'title = "Webinars\nBcc: everyone@example.org"',
+            "series.title",
+            "control character U+000A in 'Webinars\\nBcc: everyone@example.org'",
+        ),
+        (
+            "series.toml",
+            'id = "budapest-convention-2021"',
+            r'id = "budapest\tconvention"',
+            "series.id",
+            "control character U+0009 in 'budapest\\tconvention'",
+        ),
+        (
+            "series.toml",
+            '"Parliamentarians for Global Action",',
+            r'"Parliamentarians\u2028for Global Action",',
+            "series.organisers",
+            "control character U+2028 in 'Parliamentarians\\u2028for Global Action'",
+        ),
+        (
+            "mailer.toml",
+            'name = "Budapest Convention webinars"',
+            r'name = "Webinars\r\nBcc: everyone@example.org"',
+            "sender.name",
+            "control character U+000D in 'Webinars\\r\\nBcc: everyone@example.org'",
+        ),
+        (
+            "mailer.toml",
+            'address = "webinars@example.org"',
+            r'address = "webinars@example.org\nBcc: everyone@example.org"',
+            "sender.address",
+            "control character U+000A in 'webinars@example.org\\nBcc: everyone@example.org'",
+        ),
+        (
+            "mailer.toml",
+            'name = "African Region"',
+            r'name = "African\u0085Region"',
+            "regions.africa.name",
+            "control character U+0085 in 'African\\x85Region'",
+        ),
+    ],
+)
+def test_a_text_bound_for_a_header_refuses_control_characters(
+    tmp_path: Path, file: str, old: str, new: str, key: str, problem: str
+) -> None:
+    """A line break in a title or sender name would end the header field and start another (RFC 5322 sec. 2.2):
+    refused when the config is loaded, before any message is built."""
     with pytest.raises(ConfigError) as caught:
-        load_settings(config, database_url="sqlite:///:memory:")
-    assert caught.value.key == key and hint in str(caught.value), str(caught.value)
+        load_settings(_config_with(tmp_path, file, old, new), database_url="sqlite:///:memory:")
+    assert (Path(caught.value.path).name, caught.value.key) == (file, key)
+    assert (caught.value.problem, caught.value.fix) == (problem, _ONE_LINE)
+
+
+def test_an_environment_override_bound_for_a_header_refuses_control_characters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILER_REDIRECT_ALL_TO", "rehearsal@example.org\r\nBcc: everyone@example.org")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_config_with(tmp_path, "mailer.toml", "", ""), database_url="sqlite:///:memory:")
+    assert (caught.value.path, caught.value.key, caught.value.fix) == (
+        "$MAILER_REDIRECT_ALL_TO",
+        "",
+        _ONE_LINE,
+    )
+    assert (
+        caught.value.problem
+        == "control character U+000D in 'rehearsal@example.org\\r\\nBcc: everyone@example.org'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "fix"),
+    [
+        (
+            'poll_interval = "30s"',
+            'poll_interval = "0s"',
+            "delivery.poll_interval",
+            "give a duration such as '30s'",
+        ),
+        ('lease = "5m"', 'lease = "0m"', "delivery.lease", "give a duration such as '5m'"),
+        ('retry_base = "1m"', 'retry_base = "0h"', "delivery.retry_base", "give a duration such as '1m'"),
+    ],
+)
+def test_an_interval_that_paces_a_loop_or_a_lease_must_be_more_than_zero(
+    tmp_path: Path, old: str, new: str, key: str, fix: str
+) -> None:
+    """A zero poll interval would spin; a zero lease would hand a message being sent to a second worker."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_config_with(tmp_path, "mailer.toml", old, new), database_url="sqlite:///:memory:")
+    assert (Path(caught.value.path).name, caught.value.key) == ("mailer.toml", key)
+    assert (caught.value.problem, caught.value.fix) == ("must be more than 0", fix)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mailer.config.reader import TableReader, read_toml
+from mailer.config.reader import TableReader, read_toml, refuse_control_characters
 from mailer.config.series import load_series
 from mailer.config.settings import Region, Sender, Settings, WebSettings
 from mailer.config.smtp import read_dkim, read_smtp_routes, read_smtp_server
@@ -47,12 +47,12 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
 
     sender_table = main.table("sender")
     sender = Sender(
-        name=sender_table.get("name", str),
-        address=sender_table.get("address", str),
-        reply_to=sender_table.get("reply_to", str, ""),
-        unsubscribe_mailto=sender_table.get("unsubscribe_mailto", str),
-        redirect_all_to=os.environ.get(
-            "MAILER_REDIRECT_ALL_TO", sender_table.get("redirect_all_to", str, "")
+        name=sender_table.header_text("name"),
+        address=sender_table.header_text("address"),
+        reply_to=sender_table.header_text("reply_to", ""),
+        unsubscribe_mailto=sender_table.header_text("unsubscribe_mailto"),
+        redirect_all_to=_header_override(
+            "MAILER_REDIRECT_ALL_TO", sender_table.header_text("redirect_all_to", "")
         ),
     )
     for key in ("address", "unsubscribe_mailto"):
@@ -74,7 +74,7 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
         reader = regions_table.table(region_id)
         regions[region_id] = Region(
             id=region_id,
-            name=reader.get("name", str),
+            name=reader.header_text("name"),
             default_language=reader.get("default_language", str, default_language),
             default_zone=reader.zone("default_zone"),
             fallback=reader.strings("fallback", ()),
@@ -88,8 +88,8 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
         enabled=web_table.get("enabled", bool, False),
         host=web_table.get("host", str, "127.0.0.1"),
         port=web_table.get("port", int, 8080),
-        base_url=os.environ.get(
-            "MAILER_BASE_URL", web_table.get("base_url", str, "http://127.0.0.1:8080")
+        base_url=_header_override(
+            "MAILER_BASE_URL", web_table.header_text("base_url", "http://127.0.0.1:8080")
         ).rstrip("/"),
         secret_env=web_table.get("secret_env", str, "MAILER_SECRET_KEY"),
     )
@@ -99,8 +99,8 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
     series = load_series(series_path, regions, templates_dir, main.table("lateness"))
 
     capture_dir = base_dir / main.table("capture").get("directory", str, "var/capture")
-    lease, retry_base = delivery.duration("lease", "5m"), delivery.duration("retry_base", "1m")
-    poll_interval = delivery.duration("poll_interval", "30s")
+    lease, retry_base = delivery.interval("lease", "5m"), delivery.interval("retry_base", "1m")
+    poll_interval = delivery.interval("poll_interval", "30s")
     main.refuse_unknown()
     return Settings(
         base_dir=base_dir,
@@ -123,6 +123,15 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
         smtp_routes=smtp_routes,
         dkim=dkim,
     )
+
+
+def _header_override(variable: str, file_value: str) -> str:
+    """``$variable`` when set, else ``file_value``; a text that reaches a message header (List-Unsubscribe, To),
+    so ConfigError naming the variable when it holds a control character."""
+    if variable not in os.environ:
+        return file_value
+    refuse_control_characters(f"${variable}", "", os.environ[variable])
+    return os.environ[variable]
 
 
 def _absolute_sqlite_url(url: str, base_dir: Path) -> str:

@@ -7,14 +7,35 @@ any key nobody asked for, suggesting the closest known one (``[smpt]``: "did you
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from mailer.config.times import parse_duration
 from mailer.errors import ConfigError
 from mailer.zones import UnknownZoneError, canonical_zone_name, resolve_zone
+
+# C0 controls (CR, LF, TAB among them), DEL, C1 controls and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def refuse_control_characters(path: str, key: str, value: str) -> None:
+    """Raise ConfigError naming ``path`` and ``key`` when ``value`` holds a control character.
+
+    For texts that reach a message header: a header field is one line (RFC 5322 sec. 2.2), so a line break
+    in a title or a sender name would end the field and start another (header injection).
+    """
+    found = _CONTROL.search(value)
+    if found:
+        raise ConfigError(
+            path,
+            key,
+            f"control character U+{ord(found.group()):04X} in {value!r}",
+            "write it on one line without control characters: it goes into a message header",
+        )
 
 
 class TableReader:
@@ -81,6 +102,20 @@ class TableReader:
             raise self.fail(name, "expected a list of strings")
         return tuple(value)
 
+    def header_text(self, name: str, default: Any = ...) -> str:
+        """A string that reaches a message header (subject, From, List-Id, DKIM-Signature): ConfigError
+        when it holds CR, LF or another control character (see :func:`refuse_control_characters`)."""
+        value: str = self.get(name, str, default)
+        refuse_control_characters(str(self.path), self.key(name), value)
+        return value
+
+    def header_strings(self, name: str, default: Any = ...) -> tuple[str, ...]:
+        """A list of strings each of which may reach a message header, checked as :meth:`header_text`."""
+        values = self.strings(name, default)
+        for value in values:
+            refuse_control_characters(str(self.path), self.key(name), value)
+        return values
+
     def zone(self, name: str, default: Any = ...) -> str:
         value = self.get(name, str, default)
         try:
@@ -101,6 +136,14 @@ class TableReader:
             raise self.fail(
                 name, f"bad duration {value!r}", "write e.g. '3d', '12h', '90m' or '30s'"
             ) from None
+
+    def interval(self, name: str, default: str) -> timedelta:
+        """A duration that paces a loop or a lease, more than zero: ConfigError otherwise (a zero poll
+        interval would spin, a zero lease would give a message being sent to a second worker)."""
+        value: timedelta = self.duration(name, default)
+        if value <= timedelta(0):
+            raise self.fail(name, "must be more than 0", f"give a duration such as {default!r}")
+        return value
 
 
 def read_toml(path: Path) -> dict[str, Any]:

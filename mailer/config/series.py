@@ -209,7 +209,7 @@ def load_series(path: Path, regions: Collection[str], templates_dir: Path, laten
             Session(
                 id=session_id,
                 region=region,
-                title=reader.get("title", str),
+                title=reader.header_text("title"),
                 start=naive.replace(tzinfo=resolve_zone(zone_name)),
                 zone_name=zone_name,
                 duration=timedelta(minutes=reader.get("duration_minutes", int)),
@@ -224,9 +224,9 @@ def load_series(path: Path, regions: Collection[str], templates_dir: Path, laten
         raise root.fail("sessions", "duplicate session id", "give each session a unique id")
 
     series = Series(
-        id=head.get("id", str),
-        title=head.get("title", str),
-        organisers=head.strings("organisers", ()),
+        id=head.header_text("id"),
+        title=head.header_text("title"),
+        organisers=head.header_strings("organisers", ()),
         materials_url=head.get("materials_url", str, ""),
         sessions=tuple(sessions),
         steps=tuple(steps),

@@ -230,7 +230,7 @@ def read_dkim(table: TableReader, sender_domain: str, base_dir: Path) -> DkimSet
     """``[dkim]``: signing is on when ``selector`` is set; ``domain`` defaults to ``sender_domain``.
 
     Raises ConfigError naming the key and the fix."""
-    selector = table.get("selector", str, "")
+    selector = table.header_text("selector", "")
     if not selector:
         return None
     key_file_text = table.get("private_key_file", str, "")
@@ -246,7 +246,7 @@ def read_dkim(table: TableReader, sender_domain: str, base_dir: Path) -> DkimSet
         key_file = Path(key_file_text) if Path(key_file_text).is_absolute() else base_dir / key_file_text
         if not key_file.is_file() and not (key_env and os.environ.get(key_env)):
             raise table.fail("private_key_file", f"no file {key_file}", "create the key or fix the path")
-    headers = table.strings(
+    headers = table.header_strings(
         "headers",
         (
             "From",
@@ -264,4 +264,4 @@ def read_dkim(table: TableReader, sender_domain: str, base_dir: Path) -> DkimSet
     )
     if "from" not in {h.lower() for h in headers}:
         raise table.fail("headers", "must include From (RFC 6376 sec. 5.4)", 'add "From"')
-    return DkimSettings(table.get("domain", str, sender_domain), selector, key_file, key_env, headers)
+    return DkimSettings(table.header_text("domain", sender_domain), selector, key_file, key_env, headers)
