@@ -280,7 +280,11 @@ def samples(
         for step, extra in sample_steps(settings):
             for language in languages or settings.languages:
                 recipient = sample_recipient(settings, language, session.region)
-                values: dict[str, object] = {**links, **extra}
+                values: dict[str, object] = {
+                    "rsvp_yes_url": links["rsvp_yes_url"],
+                    "rsvp_no_url": links["rsvp_no_url"],
+                    **extra,
+                }
                 if extra.get("change") == "rescheduled":
                     values["previous_start"] = session.start - timedelta(days=7)
                 try:
