@@ -5,7 +5,7 @@ service runs before it starts (:func:`require_templates`).
 
 - errors: a template that does not parse (file and line), HTML whose Jinja tags cannot survive CSS inlining,
   a variable the renderer does not provide (``jinja2.meta.find_undeclared_variables`` against
-  :data:`mailer.compose.render.CONTEXT_VARIABLES` and the step kind's :data:`~mailer.compose.render.EXTRA_VARIABLES`), a step
+  :data:`mailer.compose.context.CONTEXT_VARIABLES` and the step kind's :data:`~mailer.compose.context.EXTRA_VARIABLES`), a step
   template some offered language cannot be rendered in at all, a sample that fails to render (an attribute
   that does not exist, ``fail()``);
 - warnings: an offered language that has no part of its own or of its family (``pt-PT`` -> ``pt``) and is
@@ -28,15 +28,10 @@ from pathlib import Path
 import jinja2
 from jinja2 import meta
 
+from mailer.compose.context import CONTEXT_VARIABLES, EXTRA_VARIABLES
+from mailer.compose.environment import make_environment
 from mailer.compose.outgoing import Outgoing, sample_links
-from mailer.compose.render import (
-    CONTEXT_VARIABLES,
-    EXTRA_VARIABLES,
-    PARTS,
-    Rendered,
-    Renderer,
-    make_environment,
-)
+from mailer.compose.render import PARTS, Rendered, Renderer
 from mailer.config import Settings, Step, StepKind
 from mailer.errors import RenderError
 from mailer.message_ids import make_message_id
