@@ -16,7 +16,7 @@ import pytest
 
 import mailer.compose.context
 from mailer.compose.checks import TemplateCheckError, check_templates, require_templates
-from mailer.compose.context import CONTEXT_VARIABLES
+from mailer.compose.context import CONTEXT_VARIABLES, template_context
 from mailer.compose.render import Renderer
 from mailer.config import Settings, load_settings
 from tests.test_render import run_cli
@@ -52,7 +52,9 @@ def test_the_documented_context_is_what_the_renderer_gives(shipped: Settings) ->
     series = shipped.series
     from tests.test_render import SAMPLES
 
-    context = renderer._context(
+    context = template_context(
+        shipped,
+        renderer.wording["en"],
         series.step("invitation"),
         series.session("africa-2021"),
         SAMPLES["en"],

@@ -251,7 +251,17 @@ class Renderer:
         personal.update((name, value) for name, value in (extra or {}).items() if name in PERSONAL)
         group = self._group(step, session, recipient, series, used, unsubscribe_url, extra, personal)
         if group is None:  # rendered for this recipient alone
-            context = self._context(step, session, recipient, series, used, unsubscribe_url, extra)
+            context = template_context(
+                self.settings,
+                self.wording[used],
+                step,
+                session,
+                recipient,
+                series,
+                used,
+                unsubscribe_url,
+                extra,
+            )
             subject, text, html = (self._run(template, context) for template in languages[used])
             title = context["session_title"]
         else:
@@ -288,7 +298,17 @@ class Renderer:
         except TypeError:  # an unhashable value in extra
             return None
         if group is None:
-            context = self._context(step, session, recipient, series, language, unsubscribe_url, extra)
+            context = template_context(
+                self.settings,
+                self.wording[language],
+                step,
+                session,
+                recipient,
+                series,
+                language,
+                unsubscribe_url,
+                extra,
+            )
             context.update(marked(personal), _marked=True)
             parts = tuple(
                 pieces(self._run(template, context)) for template in self.templates[step.template][language]
@@ -306,28 +326,6 @@ class Renderer:
             names = [template.name or "" for template in self.templates[folder][language]]
             known = self._plain[(folder, language)] = substitutable(self.env, names)
         return known
-
-    def _context(
-        self,
-        step: Step,
-        session: Session,
-        recipient: Recipient,
-        series: Series,
-        language: str,
-        unsubscribe_url: str,
-        extra: Mapping[str, object] | None,
-    ) -> dict[str, Any]:
-        return template_context(
-            self.settings,
-            self.wording[language],
-            step,
-            session,
-            recipient,
-            series,
-            language,
-            unsubscribe_url,
-            extra,
-        )
 
     def _run(self, template: jinja2.Template, context: dict[str, Any]) -> str:
         return run_template(template, context, self.templates_dir)
