@@ -12,7 +12,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
+from mailer.compose.outgoing import Outgoing
+from mailer.compose.render import Renderer
 from mailer.config import Settings, load_settings
+from mailer.delivery.dkim import DkimSigner
 from mailer.store.engine import make_engine, session_factory, upgrade
 
 _T = TypeVar("_T")
@@ -41,6 +44,14 @@ def open_app(
     engine = make_engine(settings.database_url)
     upgrade(engine)
     return App(settings=settings, engine=engine, factory=session_factory(engine))
+
+
+def outgoing(settings: Settings, renderer: Renderer | None = None) -> Outgoing:
+    """The maker of the messages the service sends, signing with DKIM when ``[dkim]`` is configured.
+
+    Raises :class:`mailer.errors.ConfigError` for an unusable DKIM key, RenderError for broken templates.
+    """
+    return Outgoing(settings, renderer, signer=DkimSigner(settings.dkim) if settings.dkim else None)
 
 
 def run_async(main: Coroutine[Any, Any, _T]) -> _T:

@@ -19,14 +19,11 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from mailer.app import App
-from mailer.compose.ics import build_calendar, calendar_method
-from mailer.compose.links import message_links
+from mailer.app import App, outgoing
+from mailer.compose.outgoing import notice_extra
 from mailer.compose.render import Renderer
-from mailer.compose.wire import Composer
 from mailer.config import Security, Settings
 from mailer.delivery.capture import EmlWriter, SmtpServer
-from mailer.delivery.dkim import DkimSigner
 from mailer.delivery.transport import Transport
 from mailer.errors import PermanentDeliveryError, RenderError
 from mailer.store.engine import transaction
@@ -83,7 +80,8 @@ class Service:
         self.app = app
         self.settings = app.settings
         self.clock = clock
-        self.renderer = renderer or Renderer(app.settings)
+        self.outgoing = outgoing(app.settings, renderer)
+        self.renderer = self.outgoing.renderer
         self.worker = worker or default_worker_name()
         self.batch_size = batch_size
         self._previous_starts: dict[str, datetime | None] = {}
@@ -92,14 +90,6 @@ class Service:
             smtp.connections for smtp in (self.settings.smtp, *self.settings.smtp_servers.values())
         )
         self._sequences: dict[str, int] = {}  # session -> iCalendar SEQUENCE, loaded once per batch
-        self._list_id = f"{self.settings.series.id}.{self.settings.sender.domain}"
-        self._unsubscribe_url = f"mailto:{self.settings.sender.unsubscribe_mailto}?subject=unsubscribe"
-        self.composer = Composer(
-            self.settings.sender,
-            list_id=self._list_id,
-            unsubscribe_mailto=self.settings.sender.unsubscribe_mailto,
-        )
-        self.signer = DkimSigner(self.settings.dkim) if self.settings.dkim else None
 
     def materialise(self) -> list[QueueResult]:
         """Queue every automatic step whose time has come (idempotent); returns what each call did."""
@@ -223,80 +213,42 @@ class Service:
                 message.pk, MessageStatus.DEFERRED, None, f"internal error: {type(exc).__name__}: {exc}"
             )
 
-    def _notice_extra(self, message: ClaimedMessage) -> dict[str, object]:
-        """What a notice template needs: ``change`` and, for a reschedule, ``previous_start``."""
-        if message.step.startswith("cancelled-"):
-            return {"change": "cancelled"}
-        if message.step.startswith("date-changed-"):
-            previous = self._previous_starts.get(message.session_id)
-            return (
-                {"change": "rescheduled", "previous_start": previous}
-                if previous
-                else {"change": "rescheduled"}
-            )
-        return {}
-
     async def _deliver(self, pool: Transport, message: ClaimedMessage) -> Outcome:
         settings = self.settings
         session = settings.series.session(message.session_id)
         step = resolve_step(settings.series, message.step)
-        links = message_links(
-            settings, message.pk, message.recipient.email
-        )  # signed personal URLs (mailer.compose.links)
+        links = self.outgoing.links(message.pk, message.recipient.email)  # signed personal URLs
         try:
-            rendered = self.renderer.render(
+            rendered = self.outgoing.render(
                 step,
                 session,
                 message.recipient,
-                series=settings.series,
-                unsubscribe_url=links["unsubscribe_url"],
-                extra={
-                    "rsvp_yes_url": links["rsvp_yes_url"],
-                    "rsvp_no_url": links["rsvp_no_url"],
-                    **self._notice_extra(message),
-                },
+                links=links,
+                extra=notice_extra(message.step, self._previous_starts.get(message.session_id)),
             )
         except RenderError as exc:
             log.error("render failed for %s: %s", message.message_id, exc)
             return Outcome(message.pk, MessageStatus.FAILED, None, f"render failed: {exc}")
-        method = calendar_method(step)  # REQUEST, CANCEL for cancelled-N, None for follow-ups
-        now = self.clock.now()
-        try:  # the bytes mailer.compose.mime.build_message would make, written directly (mailer.compose.wire)
-            calendar = (
-                None
-                if method is None
-                else build_calendar(
-                    settings.series,
-                    session,
-                    sequence=self._sequences.get(session.id, 0),
-                    method=method,
-                    organiser_name=settings.sender.name,
-                    organiser_address=settings.sender.address,
-                    attendee=message.recipient,
-                    stamp=now,
-                    summary=rendered.title,
-                    language=rendered.language,
-                )
-            )
-            composed = self.composer.compose(
+        try:
+            built = self.outgoing.build(
                 rendered,
+                step,
+                session,
                 message.recipient,
                 message_id=message.message_id,
-                date=now,
+                date=self.clock.now(),
                 unsubscribe_url=links["unsubscribe_url"],
-                auto_submitted=step.kind.value != "invitation",
-                calendar=calendar,
+                sequence=self._sequences.get(session.id, 0),
             )
         except (ValueError, PermanentDeliveryError) as exc:  # an address or header that cannot be written
             return Outcome(message.pk, MessageStatus.FAILED, None, f"cannot build: {exc}", rendered.language)
-        wire = self.signer.signature(composed.data) + composed.wire if self.signer else composed.wire
         redirect = settings.sender.redirect_all_to
         reply = await pool.send(
             settings.sender.address,
             redirect or message.recipient.email,
-            wire,
+            built.wire,
             kind=step.kind,
-            utf8=composed.utf8,
+            utf8=built.utf8,
             transparent=True,
         )
         if (

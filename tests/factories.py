@@ -1,12 +1,18 @@
-"""Small helpers to put contacts and registrations in a test store without going through CSV import."""
+"""Small helpers to put contacts and registrations in a test store without going through CSV import, and a
+DKIM key to sign with."""
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timezone
+from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
+from mailer.config import DkimSettings
 from mailer.store.models import Contact, ContactList, ListMembership, Registration, RegistrationStatus
 
 EPOCH = datetime(2021, 1, 1, tzinfo=UTC)
@@ -58,3 +64,21 @@ def register(
     )
     db.add(registration)
     return registration
+
+
+def dkim_signing(folder: Path) -> tuple[DkimSettings, bytes]:
+    """DKIM settings for example.org, selector s2021, with a fresh 2048-bit RSA key written under ``folder``,
+    and the DNS TXT record (RFC 6376 sec. 3.6.1) that publishes its public half."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (folder / "dkim.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    return DkimSettings("example.org", "s2021", folder / "dkim.pem", "", ("From", "To", "Subject")), record

@@ -28,7 +28,7 @@ from mailer.store.engine import transaction
 from mailer.store.models import DeliveryEvent, Message, Suppression
 from mailer.store.outbox import queue_wave
 from mailer.timeline.clock import VirtualClock
-from tests.factories import add_contact
+from tests.factories import add_contact, dkim_signing
 from tests.smtp_faults import Faults, fault_server
 
 INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
@@ -252,19 +252,7 @@ def test_rate_limit_over_the_wait_defers_without_contacting_the_server(app: App)
 def test_signed_messages_arrive_verifiable_with_their_dotted_lines_intact(app: App, tmp_path: Path) -> None:
     """The service sends the transparent form (leading dots doubled) behind a DKIM-Signature; the server
     undoes the dots, so the body hash still verifies."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    (tmp_path / "dkim.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
-    signing = DkimSettings("example.org", "s2021", tmp_path / "dkim.pem", "", ("From", "To", "Subject"))
+    signing, record = dkim_signing(tmp_path)
     server, handler = fault_server(Faults())
     with server:
         app = _app(app, server)

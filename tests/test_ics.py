@@ -15,8 +15,8 @@ import pytest
 
 from mailer.app import App
 from mailer.compose.ics import CalendarPart, Method, build_calendar, calendar_method, event_uid
-from mailer.compose.mime import build_message, to_bytes
 from mailer.compose.render import Rendered
+from mailer.compose.wire import Composer
 from mailer.config import Settings, StepKind, load_settings
 from mailer.delivery.pool import SmtpPool
 from mailer.errors import NaiveDatetimeError
@@ -28,6 +28,7 @@ from mailer.timeline.clock import VirtualClock
 from mailer.timeline.plan import notice_step
 from tests.conftest import RunningServer, with_smtp
 from tests.factories import add_contact, register
+from tests.reference_message import regenerate
 from tests.test_mime import parse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,18 +169,11 @@ def test_the_message_carries_the_calendar_as_outlook_and_gmail_expect(
 ) -> None:
     part = calendar_of(shipped, method, sequence=1)
     rendered = Rendered("Invitation", "Text\n", "<p>HTML</p>\n", "fr", "fr", StepKind.INVITATION)
-    message = build_message(
-        rendered,
-        ZOE,
-        sender=shipped.sender,
-        message_id=make_message_id("m:1", "example.org"),
-        date=STAMP,
-        list_id="b.example.org",
-        unsubscribe_mailto="u@example.org",
-        calendar=part,
-    )
-    raw = to_bytes(message)
-    assert raw == message.as_bytes(policy=message.policy)
+    composer = Composer(shipped.sender, list_id="b.example.org", unsubscribe_mailto="u@example.org")
+    raw = composer.compose(
+        rendered, ZOE, message_id=make_message_id("m:1", "example.org"), date=STAMP, calendar=part
+    ).data
+    assert regenerate(raw)[1] == raw
     parsed = parse(raw)
     assert not parsed.defects and parsed.get_content_type() == "multipart/mixed"
     alternative, attachment = parsed.iter_parts()
@@ -202,16 +196,9 @@ def test_the_message_carries_the_calendar_as_outlook_and_gmail_expect(
 
 def test_without_a_calendar_the_message_is_unchanged(shipped: Settings) -> None:
     rendered = Rendered("Thanks", "Text\n", "<p>HTML</p>\n", "en", "en", StepKind.FOLLOW_UP)
-    message = build_message(
-        rendered,
-        ZOE,
-        sender=shipped.sender,
-        message_id=make_message_id("m:2", "example.org"),
-        date=STAMP,
-        list_id="b.example.org",
-        unsubscribe_mailto="u@example.org",
-    )
-    assert parse(to_bytes(message)).get_content_type() == "multipart/alternative"
+    composer = Composer(shipped.sender, list_id="b.example.org", unsubscribe_mailto="u@example.org")
+    raw = composer.compose(rendered, ZOE, message_id=make_message_id("m:2", "example.org"), date=STAMP).data
+    assert parse(raw).get_content_type() == "multipart/alternative"
 
 
 def _dispatch(app: App, now: datetime) -> None:

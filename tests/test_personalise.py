@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from mailer.compose.environment import make_environment
 from mailer.compose.personalise import substitutable
-from mailer.compose.render import Renderer, make_environment
+from mailer.compose.render import Renderer
 from mailer.config import load_settings
 from mailer.store.recipient import Recipient
 from mailer.timeline.plan import notice_step

@@ -20,8 +20,9 @@ from hypothesis import example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from mailer.compose.environment import UndefinedVariableError
 from mailer.compose.localise import language_family, normalise_tag, with_country, wrap_text
-from mailer.compose.render import Renderer, UndefinedVariableError
+from mailer.compose.render import Renderer
 from mailer.config import Audience, Settings, Step, StepKind, load_settings, parse_offset
 from mailer.errors import NotFoundError, RenderError
 from mailer.store.recipient import Recipient

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-import mailer.compose.render
+import mailer.compose.context
 from mailer.compose.checks import TemplateCheckError, check_templates, require_templates
-from mailer.compose.render import CONTEXT_VARIABLES, Renderer
+from mailer.compose.context import CONTEXT_VARIABLES, template_context
+from mailer.compose.render import Renderer
 from mailer.config import Settings, load_settings
 from tests.test_render import run_cli
 
@@ -51,7 +52,9 @@ def test_the_documented_context_is_what_the_renderer_gives(shipped: Settings) ->
     series = shipped.series
     from tests.test_render import SAMPLES
 
-    context = renderer._context(
+    context = template_context(
+        shipped,
+        renderer.wording["en"],
         series.step("invitation"),
         series.session("africa-2021"),
         SAMPLES["en"],
@@ -62,7 +65,7 @@ def test_the_documented_context_is_what_the_renderer_gives(shipped: Settings) ->
     )
     assert set(context) - {"_dates"} == CONTEXT_VARIABLES
     table = re.findall(
-        r"^    ([a-z_]+(?:, [a-z_]+)*) {2,}", mailer.compose.render.__doc__ or "", re.MULTILINE
+        r"^    ([a-z_]+(?:, [a-z_]+)*) {2,}", mailer.compose.context.__doc__ or "", re.MULTILINE
     )
     assert {name for row in table for name in row.split(", ")} == CONTEXT_VARIABLES  # the docstring's table
 

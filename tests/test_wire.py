@@ -1,11 +1,12 @@
-"""The fast builder (mailer.compose.wire.Composer) against the straightforward build (mailer.compose.mime.build_message and
-to_bytes): every composed message parses back with Python's email parser to exactly the same message,
-with or without a calendar (REQUEST or CANCEL, ASCII or not)."""
+"""The one builder (mailer.compose.wire.Composer) against the straightforward standard-library build
+(tests/reference_message.py): every composed message parses back with Python's email parser to exactly the
+same message, with or without a calendar (REQUEST or CANCEL, ASCII or not)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from datetime import UTC, datetime, timedelta, timezone
 from email import policy
 from email.message import EmailMessage
@@ -16,12 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailer.compose.ics import CalendarPart, Method, build_calendar
-from mailer.compose.mime import build_message, to_bytes
 from mailer.compose.render import Rendered
 from mailer.compose.wire import BOUNDARY, MIXED_BOUNDARY, Composer, base64_lines, quoted_printable
-from mailer.config import Sender, Session, StepKind
+from mailer.config import Sender, Series, Session, StepKind
 from mailer.errors import PermanentDeliveryError
 from mailer.store.recipient import Recipient
+from tests.reference_message import reference_bytes
 
 SENDER = Sender(
     name="Budapest Convention webinars",
@@ -76,8 +77,6 @@ def calendars(draw: st.DrawFn) -> CalendarPart | None:
     """None, or the calendar of a message: any summary (ASCII or not: 7bit or base64), either method."""
     if draw(st.booleans()):
         return None
-    from mailer.config import Series
-
     series = Series("budapest-convention-2021", "Budapest", (), "", (SESSION,), ())
     summary = draw(texts)
     return build_calendar(
@@ -166,7 +165,7 @@ def test_composed_message_parses_to_the_straightforward_build(
         auto_submitted=auto,
         calendar=calendar,
     )
-    reference = build_message(
+    reference, reference_utf8 = reference_bytes(
         rendered,
         recipient,
         sender=SENDER,
@@ -178,7 +177,7 @@ def test_composed_message_parses_to_the_straightforward_build(
     composed = composer.compose(rendered, recipient, **args)  # type: ignore[arg-type]
 
     meaning = _meaning(_parse(composed.data))
-    assert meaning == _meaning(_parse(to_bytes(reference)))
+    assert meaning == _meaning(_parse(reference))
     if calendar is not None:
         assert meaning["tree"] == [
             "multipart/mixed",
@@ -191,7 +190,7 @@ def test_composed_message_parses_to_the_straightforward_build(
         leaves = meaning["leaves"]
         assert isinstance(leaves, list) and leaves[2][1][-1] == ("method", calendar.method.value)
         assert leaves[2][4] == leaves[3][4] == calendar.data
-    assert composed.utf8 == bool(reference.policy.utf8) == (not local.isascii())
+    assert composed.utf8 == reference_utf8 == (not local.isascii())
     lines = composed.data.split(b"\r\n")
     assert all(len(line) <= 998 and b"\n" not in line and b"\r" not in line for line in lines)
     assert composed.data.endswith(b"\r\n")
@@ -229,3 +228,81 @@ def test_quoted_printable_line_by_line_is_the_whole_body_encoding(text: str) -> 
 @given(st.binary(max_size=400))
 def test_base64_lines_are_encodebytes_with_crlf(data: bytes) -> None:
     assert base64_lines(data) == base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+def test_composed_bytes_are_pinned() -> None:
+    """The bytes on the wire, pinned (SHA-256 of ``data`` and ``wire``): a refactoring never changes them."""
+    composer = Composer(SENDER, list_id=LIST_ID, unsubscribe_mailto=SENDER.unsubscribe_mailto)
+    series = Series("budapest-convention-2021", "Budapest", (), "", (SESSION,), ())
+    calendar = build_calendar(
+        series,
+        SESSION,
+        sequence=1,
+        method=Method.REQUEST,
+        organiser_name=SENDER.name,
+        organiser_address=SENDER.address,
+        attendee=Recipient("guest@example.org", "Zoë"),
+        stamp=datetime(2021, 6, 1, tzinfo=UTC),
+        summary="Webinaire parlementaire",
+        language="fr",
+    )
+    cases = [
+        (
+            Rendered(
+                "Invitation: webinar",
+                "Dear colleague,\n.join\n",
+                "<p>Dear colleague</p>\n",
+                "en",
+                "en",
+                StepKind.INVITATION,
+            ),
+            Recipient("ana@example.org", "Ana Lima", "Dep."),
+            "https://mailer.example.org/u/abc",
+            False,
+            calendar,
+        ),
+        (
+            Rendered(
+                "Demain à 13:00 : Webinaire",
+                "Très bien, à bientôt.\n",
+                "<p>à bientôt — merci</p>\n",
+                "fr",
+                "fr",
+                StepKind.REMINDER,
+            ),
+            Recipient("aicha.toure@assemblée.example", "Aïcha Touré", "Hon."),
+            "http://127.0.0.1:8080/u/x",
+            True,
+            None,
+        ),
+        (
+            Rendered("دعوة", "نص عربي قصير للتجربة\n", "<p>نص</p>\n", "ar", "ar", StepKind.FOLLOW_UP),
+            Recipient("josé.núñez@mail.example.com", "واصف الحويطات"),
+            None,
+            True,
+            None,
+        ),
+    ]
+    digests = []
+    for rendered, recipient, url, auto, part in cases:
+        composed = composer.compose(
+            rendered,
+            recipient,
+            message_id="<1b4e28ba2fa111d2883f0016d3cca427@example.org>",
+            date=datetime(2021, 7, 13, 8, 0, 5, tzinfo=UTC),
+            unsubscribe_url=url,
+            auto_submitted=auto,
+            calendar=part,
+        )
+        digests.append(
+            (
+                hashlib.sha256(composed.data).hexdigest()[:16],
+                hashlib.sha256(composed.wire).hexdigest()[:16],
+                composed.utf8,
+            )
+        )
+    assert digests == [
+        ("0932290d8ccd582d", "f58d4097b3a62fee", False),
+        ("ead57d6e3d16c20e", "ead57d6e3d16c20e", False),
+        ("605edee1eada27c1", "605edee1eada27c1", True),
+    ]

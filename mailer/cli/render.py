@@ -8,13 +8,11 @@ from pathlib import Path
 import click
 from sqlalchemy import func, or_, select
 
+from mailer.app import outgoing
 from mailer.cli import AppContext, pass_ctx
-from mailer.compose.ics import Method, build_calendar, calendar_method
-from mailer.compose.mime import build_message, to_bytes
-from mailer.compose.render import Renderer
 from mailer.config import Audience, Offset, Settings, Step, StepKind
 from mailer.errors import NaiveDatetimeError, NotFoundError, RenderError
-from mailer.message_ids import make_list_id, make_message_id
+from mailer.message_ids import make_message_id
 from mailer.store.models import Contact
 from mailer.store.recipient import Recipient, recipient_of
 from mailer.timeline.clock import SystemClock
@@ -82,7 +80,7 @@ def _contact_recipient(ctx: AppContext, email: str, region: str) -> Recipient:
     help="Extra template variable, repeatable (notice: change=rescheduled, previous_start=ISO time).",
 )
 @click.option(
-    "--unsubscribe-url", help="Unsubscribe link to show [default: the sender's unsubscribe mailto]."
+    "--unsubscribe-url", help="Unsubscribe link to show [default: the preview link under web.base_url]."
 )
 @click.option(
     "--eml",
@@ -126,17 +124,13 @@ def preview(
             time_zone=zone or settings.region(session.region).default_zone,
             region=session.region,
         )
-    mailto = settings.sender.unsubscribe_mailto
     extra = _extra(assignments)
+    messages = outgoing(settings)
+    links = messages.links(None, recipient.email)
+    if unsubscribe_url:
+        links["unsubscribe_url"] = unsubscribe_url
     try:
-        rendered = Renderer(settings).render(
-            step,
-            session,
-            recipient,
-            series=settings.series,
-            unsubscribe_url=unsubscribe_url or f"mailto:{mailto}?subject=unsubscribe",
-            extra=extra,
-        )
+        rendered = messages.render(step, session, recipient, links=links, extra=extra)
     except RenderError:
         raise
     except ValueError as exc:  # an --set key shadowing a fixed context variable
@@ -154,44 +148,19 @@ def preview(
         click.echo(f"HTML written to {html_path}", err=True)
     if eml_path is not None:
         now = SystemClock().now()
-        method = (
-            Method.CANCEL
-            if step.kind is StepKind.NOTICE and extra.get("change") == "cancelled"
-            else (calendar_method(step))
-        )
-        calendar = (
-            None
-            if method is None
-            else build_calendar(
-                settings.series,
-                session,
-                sequence=0,
-                method=method,
-                organiser_name=settings.sender.name,
-                organiser_address=settings.sender.address,
-                attendee=recipient,
-                stamp=now,
-                summary=rendered.title,
-                language=rendered.language,
-            )
-        )
-        message = build_message(
+        message = messages.build(
             rendered,
+            step,
+            session,
             recipient,
-            sender=settings.sender,
             message_id=make_message_id(
                 f"preview:{session.id}:{step.name}:{recipient.email}", settings.sender.domain
             ),
             date=now,
-            list_id=make_list_id(settings.series.id, settings.sender.domain),
-            list_name=settings.series.title,
-            unsubscribe_mailto=mailto,
-            unsubscribe_url=unsubscribe_url
-            if unsubscribe_url and unsubscribe_url.startswith("http")
-            else None,
-            calendar=calendar,
+            unsubscribe_url=links["unsubscribe_url"] if links["unsubscribe_url"].startswith("http") else None,
+            cancelled=step.kind is StepKind.NOTICE and extra.get("change") == "cancelled",
         )
-        eml_path.write_bytes(to_bytes(message))
+        eml_path.write_bytes(message.data)
         click.echo(f"Message written to {eml_path}", err=True)
 
 

@@ -13,16 +13,13 @@ from email_validator import EmailNotValidError, validate_email
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from mailer.app import App, open_app, run_async
+from mailer.app import App, open_app, outgoing, run_async
 from mailer.cli import AppContext, output_console, pass_ctx
 from mailer.cli.log import counts_table
-from mailer.compose.ics import build_calendar, calendar_method
-from mailer.compose.mime import build_message, needs_smtputf8, to_bytes
-from mailer.compose.render import Renderer
 from mailer.config import load_settings
 from mailer.delivery.transport import SmtpRouter
 from mailer.errors import NotFoundError
-from mailer.message_ids import make_list_id, make_message_id
+from mailer.message_ids import make_message_id
 from mailer.service import smtp_target, wall_time
 from mailer.simulate import SimulationTick, simulate
 from mailer.store.engine import transaction
@@ -182,7 +179,8 @@ def demo(click_ctx: click.Context, contacts_dir: Path) -> None:
 def send_test(
     ctx: AppContext, session_id: str, step_name: str, address: str, language: str, zone: str, name: str
 ) -> None:
-    """Render one message for a sample recipient and send it now (nothing is queued or logged).
+    """Make the message the service would send to a sample recipient and send it now (nothing is queued or
+    logged): the same header fields, DKIM signature and calendar, with links that lead to preview pages.
 
     ``--to`` takes an address, or ``Name <address>`` (the name then replaces ``--name``).
     """
@@ -199,42 +197,16 @@ def send_test(
     except KeyError as exc:
         raise NotFoundError(exc.args[0]) from None
     recipient = Recipient(email=address, name=name, language=language, time_zone=zone, region=session.region)
-    rendered = Renderer(settings).render(
+    now = SystemClock().now()
+    message = outgoing(settings).message(
         step,
         session,
         recipient,
-        series=settings.series,
-        unsubscribe_url=f"mailto:{settings.sender.unsubscribe_mailto}?subject=unsubscribe",
-    )
-    now = SystemClock().now()
-    method = calendar_method(step)
-    calendar = (
-        None
-        if method is None
-        else build_calendar(
-            settings.series,
-            session,
-            sequence=0,
-            method=method,
-            organiser_name=settings.sender.name,
-            organiser_address=settings.sender.address,
-            attendee=recipient,
-            stamp=now,
-            summary=rendered.title,
-            language=rendered.language,
-        )
-    )
-    message = build_message(
-        rendered,
-        recipient,
-        sender=settings.sender,
+        message_pk=None,
         message_id=make_message_id(
             f"send-test:{session.id}:{step.name}:{address}:{now.isoformat()}", settings.sender.domain
         ),
         date=now,
-        list_id=make_list_id(settings.series.id, settings.sender.domain),
-        unsubscribe_mailto=settings.sender.unsubscribe_mailto,
-        calendar=calendar,
     )
 
     async def send() -> None:
@@ -243,9 +215,10 @@ def send_test(
                 reply = await pool.send(
                     settings.sender.address,
                     address,
-                    to_bytes(message),
+                    message.wire,
                     kind=step.kind,
-                    utf8=needs_smtputf8(message),
+                    utf8=message.utf8,
+                    transparent=True,
                 )
         if reply.status == "sent":
             click.echo(f"sent: {reply.code or ''} {reply.text}".strip())

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from mailer.app import outgoing
 from mailer.cli import AppContext, pass_ctx
 from mailer.compose.checks import SUBJECT_WARN, check_templates, write_samples
 from mailer.config import load_settings
@@ -72,6 +73,7 @@ def render_all(
             date=SystemClock().now(),
             sessions=list(session_ids) or None,
             languages=languages or None,
+            outgoing=outgoing(settings),
         )
     except KeyError as exc:
         raise NotFoundError(str(exc.args[0])) from None

@@ -5,7 +5,7 @@ service runs before it starts (:func:`require_templates`).
 
 - errors: a template that does not parse (file and line), HTML whose Jinja tags cannot survive CSS inlining,
   a variable the renderer does not provide (``jinja2.meta.find_undeclared_variables`` against
-  :data:`mailer.compose.render.CONTEXT_VARIABLES` and the step kind's :data:`~mailer.compose.render.EXTRA_VARIABLES`), a step
+  :data:`mailer.compose.context.CONTEXT_VARIABLES` and the step kind's :data:`~mailer.compose.context.EXTRA_VARIABLES`), a step
   template some offered language cannot be rendered in at all, a sample that fails to render (an attribute
   that does not exist, ``fail()``);
 - warnings: an offered language that has no part of its own or of its family (``pt-PT`` -> ``pt``) and is
@@ -13,8 +13,8 @@ service runs before it starts (:func:`require_templates`).
   than :data:`SUBJECT_WARN` characters, rendered for every session with a sample contact.
 
 :func:`samples` renders every step (and both notices) in every offered language for a sample contact;
-:func:`write_samples` writes them as ``.eml`` (built by :func:`mailer.compose.mime.build_message`, calendar included)
-and ``.html`` files to look at.
+:func:`write_samples` writes them as ``.eml`` (the message the service would send:
+:class:`mailer.compose.outgoing.Outgoing`, calendar included) and ``.html`` files to look at.
 """
 
 from __future__ import annotations
@@ -28,19 +28,13 @@ from pathlib import Path
 import jinja2
 from jinja2 import meta
 
-from mailer.compose.ics import build_calendar, calendar_method
-from mailer.compose.mime import build_message, to_bytes
-from mailer.compose.render import (
-    CONTEXT_VARIABLES,
-    EXTRA_VARIABLES,
-    PARTS,
-    Rendered,
-    Renderer,
-    make_environment,
-)
+from mailer.compose.context import CONTEXT_VARIABLES, EXTRA_VARIABLES
+from mailer.compose.environment import make_environment
+from mailer.compose.outgoing import Outgoing, sample_links
+from mailer.compose.render import PARTS, Rendered, Renderer
 from mailer.config import Settings, Step, StepKind
 from mailer.errors import RenderError
-from mailer.message_ids import make_list_id, make_message_id
+from mailer.message_ids import make_message_id
 from mailer.store.recipient import Recipient
 from mailer.timeline.plan import notice_step
 
@@ -275,14 +269,17 @@ def samples(
     A render failure raises :class:`RenderError`, or, with a ``report``, is added to it as an error and the
     sample is skipped.
     """
-    base = settings.web.base_url
-    links = {"rsvp_yes_url": f"{base}/rsvp/sample-yes", "rsvp_no_url": f"{base}/rsvp/sample-no"}
+    links = sample_links(settings)
     wanted = settings.series.sessions if sessions is None else [settings.series.session(s) for s in sessions]
     for session in wanted:
         for step, extra in sample_steps(settings):
             for language in languages or settings.languages:
                 recipient = sample_recipient(settings, language, session.region)
-                values: dict[str, object] = {**links, **extra}
+                values: dict[str, object] = {
+                    "rsvp_yes_url": links["rsvp_yes_url"],
+                    "rsvp_no_url": links["rsvp_no_url"],
+                    **extra,
+                }
                 if extra.get("change") == "rescheduled":
                     values["previous_start"] = session.start - timedelta(days=7)
                 try:
@@ -291,7 +288,7 @@ def samples(
                         session,
                         recipient,
                         series=settings.series,
-                        unsubscribe_url=f"{base}/u/sample",
+                        unsubscribe_url=links["unsubscribe_url"],
                         extra=values,
                     )
                 except RenderError as exc:
@@ -311,52 +308,33 @@ def write_samples(
     date: datetime,
     sessions: list[str] | None = None,
     languages: tuple[str, ...] | None = None,
-    renderer: Renderer | None = None,
+    outgoing: Outgoing | None = None,
 ) -> list[Path]:
     """Write ``<out>/<session>/<step>.<language>.eml`` and ``.html`` for every sample; returns the files.
 
-    The .eml is the whole message (calendar parts included, SEQUENCE as in the sample's step name); the
-    .html its HTML part, to open in a browser. Raises RenderError for a template that fails.
+    The .eml is the message the service would send (``outgoing``, default unsigned: the same header fields,
+    calendar parts included, SEQUENCE as in the sample's step name, links to preview pages); the .html its
+    HTML part, to open in a browser. Raises RenderError for a template that fails.
     """
-    renderer = renderer or Renderer(settings)
-    sender = settings.sender
+    outgoing = outgoing or Outgoing(settings)
+    links = sample_links(settings)
     written: list[Path] = []
-    for sample in samples(settings, renderer, sessions=sessions, languages=languages):
+    for sample in samples(settings, outgoing.renderer, sessions=sessions, languages=languages):
         session = settings.series.session(sample.session_id)
-        method = calendar_method(sample.step)
-        sequence = int(sample.step.name.rpartition("-")[2]) if sample.step.kind is StepKind.NOTICE else 0
-        calendar = (
-            None
-            if method is None
-            else build_calendar(
-                settings.series,
-                session,
-                sequence=sequence,
-                method=method,
-                organiser_name=sender.name,
-                organiser_address=sender.address,
-                attendee=sample.recipient,
-                stamp=date,
-                summary=sample.rendered.title,
-                language=sample.rendered.language,
-            )
-        )
-        message = build_message(
+        message = outgoing.build(
             sample.rendered,
+            sample.step,
+            session,
             sample.recipient,
-            sender=sender,
+            message_id=make_message_id(f"sample:{session.id}:{sample.stem}", settings.sender.domain),
             date=date,
-            message_id=make_message_id(f"sample:{session.id}:{sample.stem}", sender.domain),
-            list_id=make_list_id(settings.series.id, sender.domain),
-            list_name=settings.series.title,
-            unsubscribe_mailto=sender.unsubscribe_mailto,
-            unsubscribe_url=f"{settings.web.base_url}/u/sample",
-            calendar=calendar,
+            unsubscribe_url=links["unsubscribe_url"],
+            sequence=int(sample.step.name.rpartition("-")[2]) if sample.step.kind is StepKind.NOTICE else 0,
         )
         folder = out / session.id
         folder.mkdir(parents=True, exist_ok=True)
         eml, html = folder / f"{sample.stem}.eml", folder / f"{sample.stem}.html"
-        eml.write_bytes(to_bytes(message))
+        eml.write_bytes(message.data)
         html.write_text(sample.rendered.html, encoding="utf-8")
         written += [eml, html]
     return written

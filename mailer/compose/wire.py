@@ -1,18 +1,36 @@
-"""Message bytes for the wire, fast: the sending hot path's builder.
+"""The one message builder: writes a rendered message's bytes for the wire, fast (the sending hot path).
 
-:func:`mailer.compose.mime.build_message` builds an :class:`email.message.EmailMessage` and ``as_bytes()``
-serialises it: about 3 ms a message, ten times the rendering. :class:`Composer` writes the same message
-straight as bytes: the header lines every message of a sender shares (From, Reply-To, List-Id,
-MIME-Version, the part headers) are made once per (language, auto-submitted, UTF-8) and kept; per message
-only Date, To, Subject (cached by text), Message-ID, List-Unsubscribe and the two bodies are written, the
-bodies with C-speed encoders. Header text uses :mod:`mailer.compose.mime`'s own composing functions, so both
-agree on every rule; tests/test_wire.py proves with hypothesis that a composed message parses back with
-Python's email parser to exactly what ``to_bytes(build_message(...))`` parses to.
+Shape: ``multipart/alternative`` holding ``text/plain`` then ``text/html`` (RFC 2046 §5.1.4: the richest
+part last), both UTF-8, each 7bit when ASCII, else quoted-printable or base64 (whichever is smaller).
+With a calendar (:mod:`mailer.compose.ics`), as Gmail and Outlook send invitations::
+
+    multipart/mixed
+    ├── multipart/alternative
+    │   ├── text/plain
+    │   ├── text/html
+    │   └── text/calendar; method=REQUEST|CANCEL   what Outlook and Gmail show as an invitation card
+    └── application/ics; name="invite.ics"         attachment, for every other client
+
+Header fields, in this order: Date (RFC 5322 §3.3, in UTC), From, Reply-To, To, Subject, Message-ID (stable
+per outbox row, DESIGN invariant 8), MIME-Version, Content-Language (RFC 3282), List-Id (RFC 2919),
+List-Unsubscribe (RFC 2369: the mailto and, when given, the URL), List-Unsubscribe-Post only for an https URL
+(RFC 8058 §3.1), Auto-Submitted: auto-generated (RFC 3834 §5), Content-Type. Their values follow
+:mod:`mailer.compose.mime`'s rules. A caller that wants an :class:`email.message.EmailMessage` (to show the
+parts) parses these bytes with the standard library's parser
+(:meth:`mailer.compose.outgoing.OutgoingMessage.email`).
+
+Building an :class:`~email.message.EmailMessage` and serialising it with ``as_bytes()`` costs about 3 ms a
+message, ten times the rendering; :class:`Composer` writes the bytes directly: the header lines every
+message of a sender shares (From, Reply-To, List-Id, MIME-Version, the part headers) are made once per
+(language, auto-submitted, UTF-8) and kept; per message only Date, To, Subject (cached by text), Message-ID,
+List-Unsubscribe and the two bodies are written, the bodies with C-speed encoders. tests/test_wire.py proves
+with hypothesis that a composed message parses back with Python's email parser to exactly what a
+straightforward standard-library build parses to.
 
 The multipart boundaries are fixed and contain ``=_``, which quoted-printable and base64 output never
 contain; a 7bit body is checked not to contain them (else it goes quoted-printable, or base64 for a
 calendar). With a calendar the message is ``multipart/mixed`` around the alternative (see
-:mod:`mailer.compose.mime` for the shape); the calendar's part headers come from :mod:`mailer.compose.mime` too.
+above); the calendar's part headers and encoding come from :mod:`mailer.compose.mime`.
 """
 
 from __future__ import annotations
@@ -25,20 +43,20 @@ from functools import lru_cache
 
 from mailer.compose.ics import CalendarPart
 from mailer.compose.mime import (
-    _AUTO_SUBMITTED_KINDS,
-    _DOT_ATOM,
-    _LANGUAGE_TAG,
-    _MESSAGE_ID,
-    _URL,
+    AUTO_SUBMITTED_KINDS,
     BOUNDARY_MARK,
-    _config_address,
-    _list,
-    _mailbox,
-    _mailto,
-    _unstructured,
+    DOT_ATOM,
+    HEADER_URL,
+    LANGUAGE_TAG,
+    MESSAGE_ID,
     calendar_encoding,
     calendar_headers,
+    config_address,
     encode_address,
+    mailbox,
+    mailto_uri,
+    unstructured,
+    url_list,
 )
 from mailer.compose.render import Rendered
 from mailer.config import Sender
@@ -69,17 +87,18 @@ def _field(name: str, value: str) -> bytes:
 
 @lru_cache(maxsize=4096)
 def _subject(subject: str) -> bytes:
-    return _field("Subject", _unstructured("Subject", subject))
+    return _field("Subject", unstructured("Subject", subject))
 
 
 @lru_cache(maxsize=1024)
 def _to(display_name: str, addr_spec: str) -> bytes:
-    return _field("To", _mailbox("To", display_name, addr_spec))
+    return _field("To", mailbox("To", display_name, addr_spec))
 
 
 def _part(subtype: str, text: str) -> tuple[bytes, bool]:
-    """One UTF-8 text part (headers and body), encoded as :func:`mailer.compose.mime._text_part` chooses, and whether
-    a line of it starts with "." (SMTP then has to double that dot: RFC 5321 sec. 4.5.2)."""
+    """One UTF-8 text part (headers and body): 7bit when ASCII (free of :data:`BOUNDARY_MARK`, lines of at most
+    998 octets), else base64 when more than a sixth of its bytes are 8-bit (quoted-printable would triple
+    them), else quoted-printable; and whether a line of it starts with "." (SMTP then has to double that dot: RFC 5321 sec. 4.5.2)."""
     body = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
     if not body.endswith("\n"):
         body += "\n"
@@ -121,8 +140,7 @@ def _quoted_printable_line(line: str) -> bytes:
 def _calendar(
     calendar: CalendarPart, boundary: str, *, attachment: bool, encoded: tuple[str, bytes]
 ) -> bytes:
-    """One calendar part (delimiter, headers, body), as :func:`mailer.compose.mime._calendar_part` makes it;
-    ``encoded`` is ``(Content-Transfer-Encoding, payload with CRLF line ends)`` from :func:`_encode_calendar`."""
+    """One calendar part (delimiter, headers, body); ``encoded`` is ``(Content-Transfer-Encoding, payload with CRLF line ends)`` from :func:`_encode_calendar`."""
     cte, payload = encoded
     headers = "".join(
         f"{name}: {value}\r\n" for name, value in calendar_headers(calendar, attachment=attachment)
@@ -132,7 +150,7 @@ def _calendar(
 
 
 def _encode_calendar(calendar: CalendarPart) -> tuple[str, bytes]:
-    cte, _ = calendar_encoding(calendar.data, encode=False)
+    cte = calendar_encoding(calendar.data)
     if cte == "base64":
         return cte, base64_lines(calendar.data)
     data = calendar.data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
@@ -142,26 +160,26 @@ def _encode_calendar(calendar: CalendarPart) -> tuple[str, bytes]:
 class Composer:
     """Writes message bytes for one sender and list; build once per process, then :meth:`compose`.
 
-    ``list_id``, ``unsubscribe_mailto`` and ``list_name`` as for :func:`mailer.compose.mime.build_message`.
-    Raises ValueError at construction for a malformed sender, list id or mailto.
+    ``list_id`` a dot-atom (see :func:`mailer.message_ids.make_list_id`), ``list_name`` its optional
+    description; ``unsubscribe_mailto`` an address or "mailto:address". Raises ValueError at construction for a malformed sender, list id or mailto.
     """
 
     def __init__(self, sender: Sender, *, list_id: str, unsubscribe_mailto: str, list_name: str = "") -> None:
-        if not _DOT_ATOM.match(list_id):
+        if not DOT_ATOM.match(list_id):
             raise ValueError(
                 f"malformed List-Id {list_id!r}: expected a dot-atom like 'webinars.example.org'"
             )
         self.sender = sender
-        from_spec, from_utf8 = _config_address(sender.address, "sender address")
-        reply = _config_address(sender.reply_to, "reply_to") if sender.reply_to else None
+        from_spec, from_utf8 = config_address(sender.address, "sender address")
+        reply = config_address(sender.reply_to, "reply_to") if sender.reply_to else None
         self._sender_utf8 = from_utf8 or bool(reply and reply[1])
-        self._originator = _field("From", _mailbox("From", sender.name, from_spec))
+        self._originator = _field("From", mailbox("From", sender.name, from_spec))
         if reply is not None:
-            self._originator += _field("Reply-To", _mailbox("Reply-To", "", reply[0]))
-        self._list_id = _field("List-Id", _mailbox("List-Id", list_name, list_id))
-        self._mailto = f"<{_mailto(unsubscribe_mailto)}>"
+            self._originator += _field("Reply-To", mailbox("Reply-To", "", reply[0]))
+        self._list_id = _field("List-Id", mailbox("List-Id", list_name, list_id))
+        self._mailto = f"<{mailto_uri(unsubscribe_mailto)}>"
         self._unsubscribe: dict[str | None, bytes] = {
-            None: _field("List-Unsubscribe", _list("List-Unsubscribe", [self._mailto]))
+            None: _field("List-Unsubscribe", url_list("List-Unsubscribe", [self._mailto]))
         }
         self._content_type = f'Content-Type: multipart/alternative; boundary="{BOUNDARY}"\r\n\r\n'.encode(
             "ascii"
@@ -174,7 +192,7 @@ class Composer:
     def _language(self, language: str) -> bytes:
         block = self._languages.get(language)
         if block is None:
-            if not _LANGUAGE_TAG.match(language):
+            if not LANGUAGE_TAG.match(language):
                 raise ValueError(f"malformed language tag {language!r}")
             block = self._languages[language] = b"MIME-Version: 1.0\r\n" + _field(
                 "Content-Language", language
@@ -184,9 +202,9 @@ class Composer:
     def _list_unsubscribe(self, url: str | None) -> bytes:
         field = self._unsubscribe.get(url)
         if field is None:
-            if not _URL.match(url or ""):
+            if not HEADER_URL.match(url or ""):
                 raise ValueError(f"unsubscribe URL must be an ASCII http(s) URL without spaces: {url!r}")
-            field = _field("List-Unsubscribe", _list("List-Unsubscribe", [self._mailto, f"<{url}>"]))
+            field = _field("List-Unsubscribe", url_list("List-Unsubscribe", [self._mailto, f"<{url}>"]))
             if len(self._unsubscribe) < 16:  # per-message URLs are not worth keeping
                 self._unsubscribe[url] = field
         return field
@@ -202,16 +220,21 @@ class Composer:
         auto_submitted: bool | None = None,
         calendar: CalendarPart | None = None,
     ) -> Composed:
-        """The bytes of the message :func:`mailer.compose.mime.build_message` would build from the same arguments.
+        """The message for ``recipient`` as bytes (see the module docstring for its shape and fields).
+
+        ``message_id`` "<id@domain>" (see :func:`mailer.message_ids.make_message_id`); ``date`` aware (written
+        in UTC); ``unsubscribe_url`` an http(s) URL (One-Click only when https); ``auto_submitted`` None means:
+        yes for the kinds of :data:`mailer.compose.mime.AUTO_SUBMITTED_KINDS` (``rendered.kind``);
+        ``calendar`` adds the calendar parts.
 
         Raises :class:`mailer.errors.PermanentDeliveryError` when the recipient's address cannot be written,
         ValueError for a malformed message_id, language or URL, NaiveDatetimeError for a naive ``date``.
         """
         to_spec, to_utf8 = encode_address(recipient.email)
-        if not _MESSAGE_ID.match(message_id):
+        if not MESSAGE_ID.match(message_id):
             raise ValueError(f"malformed Message-ID {message_id!r}: expected '<left@right>'")
         if auto_submitted is None:
-            auto_submitted = rendered.kind in _AUTO_SUBMITTED_KINDS
+            auto_submitted = rendered.kind in AUTO_SUBMITTED_KINDS
         (text, text_dot), (html, html_dot) = _part("plain", rendered.text), _part("html", rendered.html)
         parts = [
             b"Date: ",

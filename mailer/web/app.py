@@ -29,8 +29,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mailer.app import App
+from mailer.app import App, outgoing
 from mailer.compose.links import derived_key
+from mailer.compose.outgoing import Outgoing
 from mailer.compose.render import Renderer
 from mailer.config import Settings
 from mailer.store.engine import transaction
@@ -60,11 +61,13 @@ def web_templates_dir(settings: Settings) -> Path:
 
 @dataclass
 class WebContext:
-    """What every handler shares: the store, the clock, the e-mail renderer and the page templates."""
+    """What every handler shares: the store, the clock, the e-mail renderer, the maker of the messages the
+    service sends (previews and tests use it) and the page templates."""
 
     app: App
     clock: Clock
     renderer: Renderer
+    outgoing: Outgoing
     templates: Jinja2Templates
     throttle: LoginThrottle
     secure_cookies: bool
@@ -182,17 +185,20 @@ def create_app(
 
     ``clock`` defaults to the system clock (tests pass a virtual one); ``renderer`` to one built from the
     settings (it parses every e-mail template now: a broken template fails here, not on a page).
-    Raises FileNotFoundError without ``templates/web`` and :class:`mailer.errors.RenderError` for bad templates.
+    Raises FileNotFoundError without ``templates/web``, :class:`mailer.errors.RenderError` for bad templates and
+    :class:`mailer.errors.ConfigError` for an unusable DKIM key.
     """
     from mailer.web import organisers, participants, staff
 
     settings = app.settings
     directory = web_templates_dir(settings)
     secure = settings.web.base_url.startswith("https://")
+    messages = outgoing(settings, renderer)
     ctx = WebContext(
         app=app,
         clock=clock or SystemClock(),
-        renderer=renderer or Renderer(settings),
+        renderer=messages.renderer,
+        outgoing=messages,
         templates=_templates(directory),
         throttle=throttle or LoginThrottle(),
         secure_cookies=secure,

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from mailer.compose.mime import needs_smtputf8, to_bytes
+from mailer.compose.outgoing import OutgoingMessage
 from mailer.config import Audience, Session, Step
 from mailer.delivery.pool import SmtpPool
 from mailer.errors import MailerError, NotFoundError
@@ -38,7 +38,6 @@ from mailer.store.queries import counts_by_wave, plan_wave, session_timelines
 from mailer.store.recipient import Recipient, recipient_of
 from mailer.timeline.plan import step_deadline, step_time
 from mailer.web.app import WebContext, context_of
-from mailer.web.preview import Composed, compose
 from mailer.web.staff import html_frame, progress, user_of
 from mailer.zones import UnknownZoneError, resolve_zone
 
@@ -126,11 +125,10 @@ def _preview_recipient(ctx: WebContext, wanted: PreviewRequest) -> Recipient:
 
 def _compose_preview(
     ctx: WebContext, wanted: PreviewRequest, recipient: Recipient, prefix: str = ""
-) -> Composed:
+) -> OutgoingMessage:
+    """The message the service would send ``recipient`` for the wanted step, with preview links."""
     key = f"preview/{wanted.session.id}/{wanted.step.name}/{recipient.email}/{ctx.now().timestamp()}"
-    return compose(
-        ctx.settings,
-        ctx.renderer,
+    return ctx.outgoing.message(
         wanted.step,
         wanted.session,
         recipient,
@@ -207,8 +205,9 @@ async def preview_send(request: Request) -> Response:
             reply = await pool.send(
                 settings.sender.address,
                 user.email,
-                to_bytes(composed.email),
-                utf8=needs_smtputf8(composed.email),
+                composed.wire,
+                utf8=composed.utf8,
+                transparent=True,
             )
     outcome = f"test sent to {user.email}: {reply.code or ''} {reply.text}".strip()
     if reply.status.value != "sent":

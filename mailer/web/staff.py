@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from mailer.compose.outgoing import OutgoingMessage, notice_extra
 from mailer.errors import MailerError
 from mailer.store.models import (
     Contact,
@@ -56,7 +57,6 @@ from mailer.timeline.plan import resolve_step
 from mailer.web.app import WebContext, context_of
 from mailer.web.auth import CurrentUser, sign_in, sign_out
 from mailer.web.charts import bar_chart
-from mailer.web.preview import compose
 from mailer.web.users import authenticate
 
 STATUSES = [status.value for status in MessageStatus]
@@ -332,19 +332,19 @@ def _load_message(ctx: WebContext, pk: int) -> tuple[Message, Contact, list[Any]
     return message, contact, events, wave_status
 
 
-def _compose_sent(ctx: WebContext, message: Message, contact: Contact) -> Any:
+def _compose_sent(ctx: WebContext, message: Message, contact: Contact) -> OutgoingMessage:
+    """The message as the service sends it, rebuilt from today's templates and contact data."""
     series = ctx.settings.series
     session = series.session(message.session_id)
     step = resolve_step(series, message.step)
-    return compose(
-        ctx.settings,
-        ctx.renderer,
+    return ctx.outgoing.message(
         step,
         session,
         recipient_of(contact, session.region),
         message_pk=message.id,
         message_id=message.message_id,
         date=message.sent_at or message.updated_at,
+        extra=notice_extra(message.step, None),
     )
 
 

@@ -1,0 +1,190 @@
+"""The template context: what every e-mail template may use, built for one (step, session, recipient, language).
+
+Template context (a fixed set; ``extra`` adds keys, see :data:`OVERRIDABLE`):
+
+    recipient            Recipient          the person (name, title, institution, email, ...)
+    greeting_name        str                title and name on one line, or "" (the template chooses a fallback)
+    series, session, step                   config objects (Series, Session, Step)
+    occurrence           int                1 for the first step of its kind in the series, 2 for the next, ...
+    lead                 str                "week" | "day" | "hour" for 7 days / 1 day / 1 hour before, else ""
+    lead_text            str                the lead time in words ("in 3 days"); "" unless before the start
+    language             str                the language used (BCP 47)
+    direction, align     str                "ltr" | "rtl" and the matching "left" | "right"
+    t                    module             _common/<lang>.j2 (t.series_name, t.unsubscribe, ...)
+    region_name          str                the session's region in the language (t.region_names, else config)
+    session_title        str                the session's name for subjects and headings, in the language
+    session_ref          str                the same for running text ("au webinaire parlementaire ... (Caraïbes)")
+    session_short        str                a short name for subjects ("Budapest Convention webinar (Caribbean)")
+    organisers_text      str                the organisers as a list in words, in the language
+    start_local          str                date, time and zone label in the recipient's zone and language
+    start_local_date     str                full date there ("Wednesday, July 14, 2021")
+    start_local_day      str                day and month there, for subjects ("July 14", "14 juillet")
+    start_local_time     str                short time there ("2:00 AM")
+    end_local_time       str                short end time there
+    local_zone           str                the recipient's zone label ("Apia, GMT+13:00")
+    start_session_zone   str                date, time and zone label in the session's own zone
+    session_zone         str                the session's zone label ("GMT-03:00")
+    same_zone            bool               both zones have the same UTC offset at the start
+    duration             str                "3 hours", "1 hour and 30 minutes"
+    session_languages    str                the session's languages in words ("English, French, and Arabic")
+    agenda, organisers   tuple[str, ...]    from the session and the series (as configured)
+    join_url             str                the session's join URL
+    registration_url     str                where to register (the join URL unless ``extra`` gives one)
+    materials_url        str | None         the series' materials page; None when not configured
+    unsubscribe_url      str                the URL or mailto: URI the caller passes in
+
+Notices also get ``change`` and ``previous_start``, invitations ``rsvp_yes_url`` and ``rsvp_no_url``
+(:data:`EXTRA_VARIABLES`), through ``extra``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from mailer.compose.localise import (
+    DateWords,
+    is_rtl,
+    language_names,
+    lead_words,
+    locale_for,
+    session_times,
+    word_list,
+)
+from mailer.compose.wording import Wording
+from mailer.config import Series, Session, Settings, Step, StepKind
+from mailer.errors import RenderError
+from mailer.store.recipient import Recipient
+from mailer.zones import UnknownZoneError, resolve_zone
+
+#: Context keys ``extra`` may replace; any other clash with a fixed variable raises ValueError.
+OVERRIDABLE = frozenset({"join_url", "registration_url", "materials_url"})
+
+#: The documented template context (see the module docstring): what every template may use.
+CONTEXT_VARIABLES = frozenset(
+    {
+        "recipient",
+        "greeting_name",
+        "series",
+        "session",
+        "step",
+        "occurrence",
+        "lead",
+        "lead_text",
+        "language",
+        "direction",
+        "align",
+        "t",
+        "region_name",
+        "session_title",
+        "session_ref",
+        "session_short",
+        "organisers_text",
+        "start_local",
+        "start_local_date",
+        "start_local_day",
+        "start_local_time",
+        "end_local_time",
+        "local_zone",
+        "start_session_zone",
+        "session_zone",
+        "same_zone",
+        "duration",
+        "session_languages",
+        "agenda",
+        "organisers",
+        "join_url",
+        "registration_url",
+        "materials_url",
+        "unsubscribe_url",
+    }
+)
+
+#: Variables the service passes in ``extra``, by step kind (guard the optional ones with ``is defined``).
+EXTRA_VARIABLES: dict[StepKind, frozenset[str]] = {
+    kind: frozenset(
+        {"rsvp_yes_url", "rsvp_no_url"} | ({"change", "previous_start"} if kind is StepKind.NOTICE else set())
+    )
+    for kind in StepKind
+}
+
+
+def step_lead(step: Step) -> tuple[str, timedelta | None]:
+    """("week" | "day" | "hour" | "", time before the start or None when the step is not before it)."""
+    offset = step.offset
+    if offset.calendar_days < 0:
+        before = timedelta(days=-offset.calendar_days)
+    elif offset.exact < timedelta(0):
+        before = -offset.exact
+    else:
+        return "", None
+    named = {timedelta(days=7): "week", timedelta(days=1): "day", timedelta(hours=1): "hour"}
+    if offset.calendar_days == 0 and before >= timedelta(days=1):
+        return "", before  # exact hours worth a day or more: say it in words
+    return named.get(before, ""), before
+
+
+def template_context(
+    settings: Settings,
+    wording: Wording,
+    step: Step,
+    session: Session,
+    recipient: Recipient,
+    series: Series,
+    language: str,
+    unsubscribe_url: str,
+    extra: Mapping[str, object] | None,
+) -> dict[str, Any]:
+    """The context of the module docstring (plus ``_dates`` for the date filters) in ``language``, whose
+    shared wording is ``wording``. Raises RenderError for an unknown recipient zone, ValueError when ``extra``
+    would replace a fixed variable other than those of :data:`OVERRIDABLE`."""
+    try:
+        times = session_times(session.start, session.end, recipient.time_zone, session.zone_name, language)
+        local_zone = resolve_zone(recipient.time_zone)
+    except UnknownZoneError as exc:
+        raise RenderError(f"recipient {recipient.email}: {exc}") from None
+    locale = locale_for(language)
+    region = settings.regions.get(session.region)
+    region_name = wording.region_names.get(session.region, region.name if region else session.region)
+    lead, before = step_lead(step)
+    rtl = is_rtl(locale)
+    same_kind = [s.name for s in series.steps if s.kind is step.kind]
+    context: dict[str, Any] = {
+        "recipient": recipient,
+        "greeting_name": recipient.display_name,
+        "series": series,
+        "session": session,
+        "step": step,
+        "occurrence": same_kind.index(step.name) + 1 if step.name in same_kind else 1,
+        "lead": lead,
+        "lead_text": lead_words(before, language) if before else "",
+        "language": language,
+        "t": wording.module,
+        "direction": "rtl" if rtl else "ltr",
+        "align": "right" if rtl else "left",
+        **times,
+        "session_languages": language_names(session.languages, language),
+        "region_name": region_name,
+        "session_title": wording.title_format.format(title=session.title, region=region_name),
+        "session_ref": wording.ref_format.format(title=session.title, region=region_name),
+        "session_short": wording.short_format.format(title=session.title, region=region_name),
+        "organisers_text": word_list(
+            tuple(wording.organiser_names.get(o, o) for o in series.organisers), language
+        ),
+        "agenda": session.agenda,
+        "organisers": series.organisers,
+        "join_url": session.join_url,
+        "registration_url": session.join_url,
+        "materials_url": series.materials_url or None,
+        "unsubscribe_url": unsubscribe_url,
+        "_dates": DateWords(locale, local_zone, session.zone),
+    }
+    for key, value in (extra or {}).items():
+        if key in context and key not in OVERRIDABLE:
+            raise ValueError(f"extra variable {key!r} would replace a fixed context variable")
+        context[key] = value
+    return context
+
+
+__all__ = ["CONTEXT_VARIABLES", "EXTRA_VARIABLES", "OVERRIDABLE", "step_lead", "template_context"]
