@@ -315,8 +315,9 @@ class Renderer:
             )
             if len(self._groups) >= _GROUPS:
                 self._groups.clear()
+            whole = tuple(part for part in parts if part is not None)
             group = self._groups[key] = (
-                _Group(parts, context["session_title"], series) if None not in parts else _NONE
+                _Group(whole, context["session_title"], series) if len(whole) == len(parts) else _NONE
             )
         return None if group is _NONE else group
 

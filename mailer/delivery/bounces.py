@@ -64,8 +64,8 @@ def _original_message_id(message: email.message.Message) -> str | None:
             if isinstance(inner, email.message.Message) and inner.get("Message-ID"):
                 return str(inner["Message-ID"]).strip()
         if part.get_content_type() == "text/rfc822-headers":
-            raw = part.get_payload(decode=True) or b""
-            match = _MESSAGE_ID.search(raw)
+            raw = part.get_payload(decode=True)
+            match = _MESSAGE_ID.search(raw) if isinstance(raw, bytes) else None
             if match:
                 return match.group(1).decode("ascii", "replace")
     return None
