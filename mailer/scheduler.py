@@ -70,7 +70,7 @@ async def serve(app: App, say: Callable[[str], None] = print, companions: Sequen
     after it; a companion that fails to start stops those started before it, and its error propagates.
     """
     with smtp_target(app.settings, on_start=say) as settings:
-        async with SmtpRouter(settings) as pool:
+        async with SmtpRouter(settings, factory=app.factory) as pool:
             runner = Runner(App(settings, app.engine, app.factory), pool, say)
             scheduler = AsyncIOScheduler(timezone="UTC")
             now = SystemClock().now()

@@ -261,7 +261,7 @@ class Service:
                 f"redirect to {redirect}: {reply.text}",
                 rendered.language,
             )
-        return Outcome(message.pk, reply.status, reply.code, reply.text, rendered.language)
+        return Outcome(message.pk, reply.status, reply.code, reply.text, rendered.language, reply.retry_at)
 
 
 @contextmanager

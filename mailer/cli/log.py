@@ -18,6 +18,7 @@ from mailer.store.queries import (
     status_totals,
     used_statuses,
 )
+from mailer.store.relays import describe, open_circuits
 from mailer.timeline.plan import resolve_step
 
 
@@ -104,10 +105,13 @@ def counts_table(rows: list[CountRow], title: str) -> Table:
 @click.option("--session", "session_id", help="Only this session.")
 @pass_ctx
 def report(ctx: AppContext, session_id: str | None) -> None:
-    """Message counts per session and step, by status."""
+    """Message counts per session and step, by status; then any relay found unreachable."""
     check_names(ctx, session_id, None)
     with transaction(ctx.app.factory) as db:
         rows = counts_by_step(db, session_id)
+        down = open_circuits(db)
+    for state in down:
+        click.echo(describe(state))
     if not rows:
         click.echo("No messages yet.")
         return

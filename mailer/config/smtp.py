@@ -66,6 +66,10 @@ class SmtpSettings:
     verify: bool = True  # verify the certificate and host name (false only for a test relay)
     rate: RateLimits = RateLimits()
     max_rate_wait: float = 60.0  # seconds a message may wait for a rate-limit slot before it is deferred
+    rate_limit_storage: str = ""  # where the limits are counted: "" in this process, or "redis://host:port/db"
+    circuit_failures: int = 3  # consecutive failed connections after which the relay counts as unreachable
+    circuit_backoff: float = 30.0  # seconds to the first probe of an unreachable relay; doubles, with jitter
+    circuit_backoff_max: float = 600.0  # seconds: the longest wait between probes
 
     @property
     def password(self) -> str | None:
@@ -118,6 +122,10 @@ def read_smtp_server(table: TableReader, base: SmtpSettings | None, base_dir: Pa
         "max_per_hour",
         "max_per_day",
         "max_rate_wait",
+        "rate_limit_storage",
+        "circuit_failures",
+        "circuit_backoff",
+        "circuit_backoff_max",
         "servers",
         "routes",
     }
@@ -184,6 +192,10 @@ def read_smtp_server(table: TableReader, base: SmtpSettings | None, base_dir: Pa
         verify=get("verify", bool, True),
         rate=RateLimits(**limits),
         max_rate_wait=get("max_rate_wait", float, 60.0),
+        rate_limit_storage=get("rate_limit_storage", str, ""),
+        circuit_failures=get("circuit_failures", int, 3),
+        circuit_backoff=get("circuit_backoff", float, 30.0),
+        circuit_backoff_max=get("circuit_backoff_max", float, 600.0),
     )
     if smtp.connections < 1:
         raise table.fail("connections", "must be at least 1")
@@ -192,6 +204,18 @@ def read_smtp_server(table: TableReader, base: SmtpSettings | None, base_dir: Pa
     for key in ("timeout", "connect_timeout", "data_timeout"):
         if getattr(smtp, key) <= 0:
             raise table.fail(key, "must be more than 0 seconds")
+    if smtp.circuit_failures < 1:
+        raise table.fail("circuit_failures", "must be at least 1")
+    if smtp.circuit_backoff <= 0:
+        raise table.fail("circuit_backoff", "must be more than 0 seconds")
+    if smtp.circuit_backoff_max < smtp.circuit_backoff:
+        raise table.fail("circuit_backoff_max", "shorter than circuit_backoff", "give at least circuit_backoff")
+    if smtp.rate_limit_storage and not smtp.rate_limit_storage.startswith(("redis://", "rediss://", "memory://")):
+        raise table.fail(
+            "rate_limit_storage",
+            f"unsupported storage {smtp.rate_limit_storage!r}",
+            'use "" (this process) or a Redis URL such as "redis://127.0.0.1:6379/0"',
+        )
     if smtp.security is Security.TLS and smtp.port == 587:
         raise table.fail("port", "implicit TLS on port 587", "use port 465 with security = 'tls'")
     if smtp.security is Security.STARTTLS and smtp.port == 465:

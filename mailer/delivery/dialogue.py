@@ -28,12 +28,14 @@ _REPLY_LIMIT = 65536  # bytes of one reply, multi-line included: a server sendin
 
 class ConnectionFailed(Exception):
     """A classified failure that leaves the connection unusable; ``retry``: a new connection may try at once
-    (nothing was delivered)."""
+    (nothing was delivered); ``unreachable``: no connection could be opened (refused, lost or timed out
+    before EHLO completed, or a 4xx greeting)."""
 
-    def __init__(self, reply: Reply, *, retry: bool = False) -> None:
+    def __init__(self, reply: Reply, *, retry: bool = False, unreachable: bool = False) -> None:
         super().__init__(reply.text)
         self.reply = reply
         self.retry = retry
+        self.unreachable = unreachable
 
 
 class Dialogue(asyncio.Protocol):

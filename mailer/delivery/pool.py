@@ -6,7 +6,9 @@ retried at once on a new one: nothing was delivered), and sends QUIT when closed
 connection (greeting, EHLO, STARTTLS, AUTH); its transactions then run over a
 :class:`~mailer.delivery.dialogue.Dialogue`. Timeouts are per phase: ``connect_timeout`` (TCP, greeting,
 EHLO, STARTTLS, AUTH), ``timeout`` (MAIL, RCPT, RSET, QUIT), ``data_timeout`` (the message and the reply
-to its final dot).
+to its final dot). A relay that cannot be reached is noticed by a :class:`~mailer.delivery.circuit.Circuit`:
+after ``circuit_failures`` consecutive failed connections, messages are deferred without an attempt until
+a probe connection succeeds.
 """
 
 from __future__ import annotations
@@ -15,18 +17,21 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 import aiosmtplib
 from aiosmtplib import errors as smtp_errors
 
 from mailer.config import Security, SmtpSettings, StepKind
+from mailer.delivery.circuit import Circuit
 from mailer.delivery.dialogue import CONNECTION_ERRORS, ConnectionFailed, Dialogue
 from mailer.delivery.envelope import envelope_commands, needs_smtputf8, unsendable
-from mailer.delivery.ratelimit import RateLimited, RateLimiter
+from mailer.delivery.ratelimit import Limiter, RateLimited, rate_limiter
 from mailer.delivery.replies import Phase, Reply, refused, unanswered
 from mailer.errors import ConfigError
 from mailer.store.models import MessageStatus
+from mailer.store.relays import CircuitState
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +62,18 @@ class SmtpPool:
 
     ``send`` never raises for delivery problems: it returns a classified :class:`Reply`.
     The password comes from the environment variable named in settings and is never logged.
+    ``limiter``: the rate limiter (default: :func:`~mailer.delivery.ratelimit.rate_limiter` of the settings);
+    ``on_circuit``: called with the relay's state each time its circuit opens, re-opens or closes.
     Raises ValueError without a host, ConfigError when a login is configured but its variable is unset.
     """
 
     def __init__(
-        self, settings: SmtpSettings, *, local_hostname: str | None = None, limiter: RateLimiter | None = None
+        self,
+        settings: SmtpSettings,
+        *,
+        local_hostname: str | None = None,
+        limiter: Limiter | None = None,
+        on_circuit: Callable[[CircuitState], Awaitable[None]] | None = None,
     ) -> None:
         if not settings.host:
             raise ValueError("SmtpPool needs an SMTP host (the capture server's or a relay's)")
@@ -74,13 +86,22 @@ class SmtpPool:
             )
         self.settings = settings
         self.local_hostname = local_hostname
-        self.limiter = limiter or RateLimiter(settings.rate)
+        self.limiter = limiter or rate_limiter(settings)
+        self.circuit = Circuit(
+            f"{settings.host}:{settings.port}",
+            settings.name,
+            threshold=settings.circuit_failures,
+            backoff=settings.circuit_backoff,
+            backoff_max=settings.circuit_backoff_max,
+            on_change=on_circuit,
+        )
         self._tls = tls_context(settings)
         self._all = [_Slot() for _ in range(settings.connections)]
         self._slots: asyncio.Queue[_Slot] = asyncio.Queue()
         for slot in self._all:
             self._slots.put_nowait(slot)
         self.connects = 0  # connections opened, for reports and tests
+        self.connect_attempts = 0  # connections tried, opened or not
         self.pipelined = 0  # transactions sent as one PIPELINING group (RFC 2920)
 
     async def __aenter__(self) -> SmtpPool:
@@ -92,8 +113,9 @@ class SmtpPool:
         await self.close()
 
     async def close(self) -> None:
-        """QUIT every open connection (hard close if QUIT fails)."""
+        """QUIT every open connection (hard close if QUIT fails); release the rate limiter's storage."""
         await asyncio.gather(*(self._drop(slot, polite=True) for slot in self._all))
+        await self.limiter.close()
 
     async def _drop(self, slot: _Slot, *, polite: bool) -> None:
         client, dialogue, slot.client, slot.dialogue = slot.client, slot.dialogue, None, None
@@ -109,7 +131,8 @@ class SmtpPool:
     async def _connect(self, slot: _Slot) -> tuple[Dialogue, bool]:
         """The slot's dialogue, (re)connected as needed; (dialogue, True when it was opened just now).
 
-        Raises :class:`ConnectionFailed` when the server cannot be reached or refuses the connection or login.
+        Raises :class:`ConnectionFailed` when the server cannot be reached or refuses the connection or login
+        (``unreachable`` when no connection could be opened, which the circuit counts).
         """
         dialogue = slot.dialogue
         if (
@@ -130,6 +153,7 @@ class SmtpPool:
             local_hostname=self.local_hostname,
         )
         phase = Phase.CONNECT
+        self.connect_attempts += 1
         try:
             await client.connect()
             if client.is_ehlo_or_helo_needed:
@@ -147,10 +171,13 @@ class SmtpPool:
                     exc.code,
                     exc.message,
                 )
-            raise ConnectionFailed(refused(exc.code, exc.message, phase)) from None
+            reply = refused(exc.code, exc.message, phase)
+            down = phase is Phase.CONNECT and reply.status is MessageStatus.DEFERRED  # e.g. 421 greeting
+            raise ConnectionFailed(reply, unreachable=down) from None
         except CONNECTION_ERRORS as exc:
             client.close()
-            raise ConnectionFailed(unanswered(phase, f"{type(exc).__name__}: {exc}")) from None
+            reason = f"{type(exc).__name__}: {exc}"
+            raise ConnectionFailed(unanswered(phase, reason), unreachable=phase is Phase.CONNECT) from None
         try:
             dialogue = Dialogue(client)
         except smtp_errors.SMTPServerDisconnected as exc:  # closed by the server right after the login
@@ -158,6 +185,7 @@ class SmtpPool:
             raise ConnectionFailed(unanswered(Phase.CONNECT, str(exc))) from None
         slot.client, slot.dialogue = client, dialogue
         self.connects += 1
+        await self.circuit.connected()
         return dialogue, True
 
     async def send(
@@ -177,28 +205,51 @@ class SmtpPool:
         leading "." doubled: RFC 5321 sec. 4.5.2; mailer.compose.wire.Composed.wire) and goes out as it is;
         otherwise line ends are normalised and leading dots doubled here.
         ``kind`` is ignored (a pool is one server). Waits for a rate-limit slot up to ``max_rate_wait``
-        seconds, else the reply is deferred without contacting the server.
+        seconds, else the reply is deferred without contacting the server. A failed connection is tried
+        again on a new one until the circuit opens (``circuit_failures`` in a row); while it is open the reply
+        is a deferral with ``retry_at`` (the next probe) and nothing is sent.
         """
+        verdict = await self.circuit.admit()
+        if verdict is not None:
+            return verdict
+        probing = self.circuit.open  # admitted while open: this send is the probe
         try:
-            await self.limiter.acquire(self.settings.max_rate_wait)
-        except RateLimited as exc:
-            return Reply(MessageStatus.DEFERRED, None, f"server {self.settings.name}: {exc}")
-        slot = await self._slots.get()
-        try:
-            for _ in range(2):
-                try:
-                    return await self._send_on(slot, envelope_from, recipient, data, utf8, transparent)
-                except ConnectionFailed as failure:
-                    await self._drop(slot, polite=False)
-                    reply = failure.reply
-                    if not failure.retry:
-                        break
-                    log.info(
-                        "connection to %s dropped before DATA; retrying on a new one", self.settings.name
-                    )
-            return reply
+            try:
+                await self.limiter.acquire(self.settings.max_rate_wait)
+            except RateLimited as exc:
+                return Reply(MessageStatus.DEFERRED, None, f"server {self.settings.name}: {exc}")
+            slot = await self._slots.get()
+            try:
+                return await self._send_on_slot(slot, envelope_from, recipient, data, utf8, transparent)
+            finally:
+                self._slots.put_nowait(slot)
         finally:
-            self._slots.put_nowait(slot)
+            if probing:
+                self.circuit.abandon_probe()
+
+    async def _send_on_slot(
+        self, slot: _Slot, envelope_from: str, recipient: str, data: bytes, utf8: bool, transparent: bool
+    ) -> Reply:
+        """:meth:`_send_on`, reconnecting after a drop before DATA (once) or a failed connection (until the
+        circuit opens)."""
+        dropped = unreachable = 0
+        while True:
+            try:
+                return await self._send_on(slot, envelope_from, recipient, data, utf8, transparent)
+            except ConnectionFailed as failure:
+                await self._drop(slot, polite=False)
+                reply = failure.reply
+                if failure.unreachable:
+                    if await self.circuit.failed(reply.text):
+                        return self.circuit.deferral()
+                    unreachable += 1
+                    if unreachable >= self.settings.circuit_failures:
+                        return reply
+                    continue
+                if not failure.retry or dropped:
+                    return reply
+                dropped += 1
+                log.info("connection to %s dropped before DATA; retrying on a new one", self.settings.name)
 
     async def _send_on(
         self, slot: _Slot, envelope_from: str, recipient: str, data: bytes, utf8: bool, transparent: bool

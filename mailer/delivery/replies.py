@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from mailer.store.models import MessageStatus
@@ -33,11 +34,16 @@ class Phase(StrEnum):
 
 @dataclass(frozen=True)
 class Reply:
-    """A classified delivery result: ``status`` is SENT, DEFERRED, BOUNCED or FAILED; ``text`` the reason."""
+    """A classified delivery result: ``status`` is SENT, DEFERRED, BOUNCED or FAILED; ``text`` the reason.
+
+    ``retry_at`` (aware) is set on a deferral that made no attempt (the relay is unreachable: nothing of
+    the message reached it): retry then, without counting an attempt.
+    """
 
     status: MessageStatus
     code: int | None
     text: str
+    retry_at: datetime | None = None
 
 
 def classify(code: int | None, phase: Phase) -> MessageStatus:

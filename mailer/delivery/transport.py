@@ -10,12 +10,18 @@ limits, reconnects), :mod:`~mailer.delivery.dialogue` (one SMTP transaction, pip
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Protocol
+
+from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import sessionmaker
 
 from mailer.config import Settings, StepKind
 from mailer.delivery.pool import SmtpPool
 from mailer.delivery.replies import Reply
+from mailer.store.engine import transaction
+from mailer.store.relays import CircuitState, save_circuit
 
 
 class Transport(Protocol):
@@ -39,11 +45,20 @@ class SmtpRouter:
     """A pool per configured SMTP server, each step kind sent through its route (``[smtp.routes]``).
 
     ``settings.smtp`` is the default server; pools are opened on first use and closed (QUIT) together.
+    With ``factory``, each relay's circuit state (unreachable since, next probe) is saved in the store,
+    where ``mailer report`` and the staff dashboard of any process read it.
     """
 
-    def __init__(self, settings: Settings, *, local_hostname: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        local_hostname: str | None = None,
+        factory: sessionmaker[DbSession] | None = None,
+    ) -> None:
         self.settings = settings
         self.local_hostname = local_hostname
+        self.factory = factory
         self.pools: dict[str, SmtpPool] = {}
 
     def pool_for(self, kind: StepKind | None) -> SmtpPool:
@@ -51,8 +66,21 @@ class SmtpRouter:
         smtp = self.settings.smtp_for(kind)
         pool = self.pools.get(smtp.name)
         if pool is None:
-            pool = self.pools[smtp.name] = SmtpPool(smtp, local_hostname=self.local_hostname)
+            on_circuit = self._save_circuit if self.factory is not None else None
+            pool = SmtpPool(smtp, local_hostname=self.local_hostname, on_circuit=on_circuit)
+            self.pools[smtp.name] = pool
         return pool
+
+    async def _save_circuit(self, state: CircuitState) -> None:
+        """Save a relay's circuit in the store (in a thread: the store may be busy)."""
+        factory = self.factory
+        assert factory is not None
+
+        def save() -> None:
+            with transaction(factory) as db:
+                save_circuit(db, state, datetime.now(UTC))
+
+        await asyncio.to_thread(save)
 
     async def send(
         self,

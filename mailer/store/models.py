@@ -290,3 +290,22 @@ class StaffUser(Base):
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime]
     last_login_at: Mapped[datetime | None]
+
+
+class RelayCircuit(Base):
+    """The last known reachability of one SMTP relay, shared by every sending process of the store.
+
+    ``open`` is true while the relay is considered down: no process's pool then connects to it, except one
+    probe connection at ``next_probe_at``.
+    """
+
+    __tablename__ = "relay_circuits"
+
+    relay: Mapped[str] = mapped_column(String(300), primary_key=True)  # host:port
+    server: Mapped[str] = mapped_column(String(100))  # the [smtp] or [smtp.servers.NAME] name
+    open: Mapped[bool]
+    failures: Mapped[int]  # consecutive failed connections
+    since: Mapped[datetime | None]  # when it was found unreachable (opened)
+    next_probe_at: Mapped[datetime | None]
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime]

@@ -53,6 +53,7 @@ from mailer.store.queries import (
     status_totals,
 )
 from mailer.store.recipient import recipient_of
+from mailer.store.relays import describe, open_circuits
 from mailer.timeline.plan import resolve_step
 from mailer.web.app import WebContext, context_of
 from mailer.web.auth import CurrentUser, sign_in, sign_out
@@ -156,6 +157,7 @@ def overview(request: Request) -> Response:
     with ctx.db() as db:
         steps = counts_by_step(db)
         waves = counts_by_wave(db)
+        relays = [describe(state) for state in open_circuits(db)]
     by_session: dict[str, list[CountRow]] = defaultdict(list)
     waves_by_session: dict[str, list[CountRow]] = defaultdict(list)
     for row in steps:
@@ -175,7 +177,9 @@ def overview(request: Request) -> Response:
                 ],
             }
         )
-    return ctx.page(request, "staff/overview.html", {"sessions": sessions, "statuses": STATUSES})
+    return ctx.page(
+        request, "staff/overview.html", {"sessions": sessions, "statuses": STATUSES, "relays": relays}
+    )
 
 
 def wave_page(request: Request) -> Response:

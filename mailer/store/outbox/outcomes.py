@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Integer, Table, bindparam, select, text
+from sqlalchemy import Integer, Table, bindparam, select, text, update
 from sqlalchemy.orm import Session as DbSession
 
 from mailer.config import Settings
@@ -32,6 +32,7 @@ class Outcome:
     code: int | None
     text: str
     language: str = ""
+    retry_at: datetime | None = None  # a deferral without an attempt (relay unreachable): due then, not counted
 
 
 def retry_delay(attempts: int, base: timedelta, rng: random.Random | None = None) -> timedelta:
@@ -53,7 +54,8 @@ def record_outcomes(
     ``worker`` when given) and log them; caller commits.
 
     A temporary failure becomes ``deferred`` with a retry time, or ``failed`` when the retry would fall
-    after the message's deadline. A bounce also suppresses the address (reason ``hard-bounce``).
+    after the message's deadline. A deferral with ``retry_at`` (nothing reached the relay) is due at that
+    time and gives its attempt back. A bounce also suppresses the address (reason ``hard-bounce``).
     """
     if not outcomes:
         return
@@ -74,18 +76,23 @@ def record_outcomes(
         query = query.where(Message.worker == worker)
     changes: list[dict[str, object]] = []
     events: list[dict[str, object]] = []
+    unattempted: list[int] = []
     by = f" by {worker}" if worker else ""
     for row in db.execute(query):
         outcome = by_pk[row.id]
         status, detail, due_at = outcome.status, outcome.text, row.due_at
         if status is MessageStatus.DEFERRED:
-            retry_at = now + retry_delay(row.attempts, settings.retry_base)
+            retry_at = outcome.retry_at or now + retry_delay(row.attempts, settings.retry_base)
+            if outcome.retry_at is not None:
+                unattempted.append(row.id)
             if retry_at >= row.deadline_at:
                 status = MessageStatus.FAILED
                 detail = f"gave up: next retry would be after the deadline; last reply: {outcome.text}"
             else:
                 due_at = retry_at
                 detail = f"{outcome.text}; retry at {retry_at.isoformat()}"
+                if outcome.retry_at is not None:
+                    detail += "; not counted as an attempt"
         if status is MessageStatus.BOUNCED:
             suppress(db, row.email_key, "hard-bounce", outcome.text, now)
         changes.append(
@@ -106,6 +113,12 @@ def record_outcomes(
         )
     if changes:
         _update_outcomes(db, changes, now)
+    if unattempted:
+        db.execute(
+            update(Message)
+            .where(among(db, Message.id, unattempted, Integer))
+            .values(attempts=Message.attempts - 1)
+        )
     insert_events(db, events)
 
 
