@@ -91,12 +91,21 @@ def test_a_refused_connection_is_deferred_not_permanent() -> None:
                 )
 
         pool, reply = asyncio.run(send())
+    reason = (
+        f"connect: SMTPConnectError: Error connecting to 127.0.0.1 on port {port}: "
+        f"[Errno 111] Connect call failed ('127.0.0.1', {port})"
+    )
+    # Refused circuit_failures (3) times in a row: the relay counts as unreachable, the message waits for
+    # the probe (retry_at) without an attempt counted.
+    assert pool.circuit.since is not None and pool.circuit.next_probe is not None
     assert reply == Reply(
         DEFERRED,
         None,
-        f"connect: SMTPConnectError: Error connecting to 127.0.0.1 on port {port}: "
-        f"[Errno 111] Connect call failed ('127.0.0.1', {port})",
+        f"relay 127.0.0.1:{port} (default) unreachable since {pool.circuit.since:%H:%M:%S} UTC, "
+        f"next probe {pool.circuit.next_probe:%H:%M:%S} UTC (3 failed connections; last: {reason})",
+        retry_at=pool.circuit.next_probe,
     )
+    assert pool.connect_attempts == 3
     assert pool.connects == 0
 
 

@@ -65,6 +65,7 @@ class Circuit:
         self._now = now
         self._rng = rng or random.Random()
         self._probe: asyncio.Future[None] | None = None
+        self._saved = False  # a state was handed to on_change (before: another process may have left it open)
 
     @property
     def open(self) -> bool:
@@ -99,12 +100,14 @@ class Circuit:
         return None
 
     async def connected(self) -> None:
-        """A connection was opened: the relay is reachable (closes an open circuit)."""
+        """A connection was opened: the relay is reachable (closes an open circuit, and on the first
+        connection the one another process may have saved)."""
         was_open = self.open
         self.failures, self.opens, self.since, self.next_probe, self.last_error = 0, 0, None, None, ""
         self._end_probe()
         if was_open:
             log.warning("relay %s reachable again: circuit closed", self.relay)
+        if was_open or not self._saved:
             await self._changed()
 
     async def failed(self, reason: str) -> bool:
@@ -136,6 +139,7 @@ class Circuit:
             self._end_probe()
 
     async def _changed(self) -> None:
+        self._saved = True
         if self._on_change is not None:
             try:
                 await self._on_change(self.state())

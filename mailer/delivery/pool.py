@@ -102,6 +102,7 @@ class SmtpPool:
             self._slots.put_nowait(slot)
         self.connects = 0  # connections opened, for reports and tests
         self.connect_attempts = 0  # connections tried, opened or not
+        self._attempts: set[asyncio.Future[None]] = set()  # connections being opened now
         self.pipelined = 0  # transactions sent as one PIPELINING group (RFC 2920)
 
     async def __aenter__(self) -> SmtpPool:
@@ -152,8 +153,33 @@ class SmtpPool:
             tls_context=self._tls,
             local_hostname=self.local_hostname,
         )
-        phase = Phase.CONNECT
         self.connect_attempts += 1
+        attempt = asyncio.get_running_loop().create_future()
+        self._attempts.add(attempt)
+        try:
+            try:
+                await self._open(client)
+            except ConnectionFailed as failure:
+                if failure.unreachable:
+                    await self.circuit.failed(failure.reply.text)
+                raise
+            dialogue = Dialogue(client)
+        except smtp_errors.SMTPServerDisconnected as exc:  # closed by the server right after the login
+            client.close()
+            raise ConnectionFailed(unanswered(Phase.CONNECT, str(exc))) from None
+        finally:
+            self._attempts.discard(attempt)
+            attempt.set_result(None)
+        slot.client, slot.dialogue = client, dialogue
+        self.connects += 1
+        await self.circuit.connected()
+        return dialogue, True
+
+    async def _open(self, client: aiosmtplib.SMTP) -> None:
+        """Connect, greeting, EHLO (STARTTLS) and login; raises :class:`ConnectionFailed` (``unreachable``
+        when no connection could be opened: refused, lost, timed out or a 4xx greeting)."""
+        smtp = self.settings
+        phase = Phase.CONNECT
         try:
             await client.connect()
             if client.is_ehlo_or_helo_needed:
@@ -178,15 +204,6 @@ class SmtpPool:
             client.close()
             reason = f"{type(exc).__name__}: {exc}"
             raise ConnectionFailed(unanswered(phase, reason), unreachable=phase is Phase.CONNECT) from None
-        try:
-            dialogue = Dialogue(client)
-        except smtp_errors.SMTPServerDisconnected as exc:  # closed by the server right after the login
-            client.close()
-            raise ConnectionFailed(unanswered(Phase.CONNECT, str(exc))) from None
-        slot.client, slot.dialogue = client, dialogue
-        self.connects += 1
-        await self.circuit.connected()
-        return dialogue, True
 
     async def send(
         self,
@@ -239,8 +256,10 @@ class SmtpPool:
             except ConnectionFailed as failure:
                 await self._drop(slot, polite=False)
                 reply = failure.reply
-                if failure.unreachable:
-                    if await self.circuit.failed(reply.text):
+                if failure.unreachable:  # counted by the circuit; the attempts under way count first
+                    if self._attempts:
+                        await asyncio.wait(set(self._attempts))
+                    if self.circuit.open:
                         return self.circuit.deferral()
                     unreachable += 1
                     if unreachable >= self.settings.circuit_failures:

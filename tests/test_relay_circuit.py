@@ -1,0 +1,166 @@
+"""A dead relay is noticed: K failed connections open its circuit, the batch waits for the probe without
+an attempt counted, the state is visible to another process, and the probe closes the circuit.
+
+Real sockets only: a bound but not listening loopback port (connections refused), a listening socket that
+never answers (connect timeout), then a real aiosmtpd server on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from mailer.app import App, open_app
+from mailer.config import Security, Settings, load_settings
+from mailer.delivery.capture import SmtpServer
+from mailer.delivery.transport import SmtpRouter
+from mailer.service import DispatchReport, Service
+from mailer.store.engine import transaction
+from mailer.store.models import Message, RelayCircuit
+from mailer.timeline.clock import SystemClock
+from tests.conftest import RecordingHandler
+from tests.service_processes import ROOT, add_contacts, write_live_config
+
+MESSAGES = 40
+
+
+def _app(tmp_path: Path, database_url: str, port: int, **smtp: object) -> App:
+    config = write_live_config(tmp_path)
+    settings = load_settings(config, database_url=database_url)
+    relay = dataclasses.replace(
+        settings.smtp, host="127.0.0.1", port=port, security=Security.NONE, username="", **smtp
+    )
+    app = open_app(dataclasses.replace(settings, smtp=relay))
+    add_contacts(app, MESSAGES)
+    return app
+
+
+def _dispatch(app: App, settings: Settings | None = None) -> tuple[DispatchReport, int, float]:
+    """One real dispatch; (its report, connections tried, seconds taken)."""
+    service = Service(app, SystemClock())
+    service.materialise()
+
+    async def run() -> tuple[DispatchReport, int]:
+        async with SmtpRouter(settings or app.settings, factory=app.factory) as router:
+            report = await service.dispatch(router)
+            return report, router.pool_for(None).connect_attempts
+
+    started = time.monotonic()
+    report, attempts = asyncio.run(run())
+    return report, attempts, time.monotonic() - started
+
+
+def _statuses(report: DispatchReport) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for (_, _, status), count in report.counts.items():
+        totals[status] = totals.get(status, 0) + count
+    return totals
+
+
+def _messages(app: App) -> list[tuple[str, int, datetime]]:
+    with transaction(app.factory) as db:
+        return [tuple(row) for row in db.execute(select(Message.status, Message.attempts, Message.due_at))]  # type: ignore[misc]
+
+
+def _report_in_another_process(config: Path, database_url: str) -> str:
+    env = dict(os.environ, DATABASE_URL=database_url)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "mailer"), "--config", str(config), "report"],
+        cwd=ROOT,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_refused_relay_opens_the_circuit_and_the_probe_sends_everything_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, not listening: every connection is refused
+    port = closed.getsockname()[1]
+    app = _app(
+        tmp_path,
+        database_url,
+        port,
+        connections=1,
+        circuit_failures=3,
+        circuit_backoff=1.0,
+        circuit_backoff_max=2.0,
+    )
+    before = datetime.now(UTC)
+    report, attempts, _ = _dispatch(app)
+    assert attempts == 3, "three refused connections open the circuit; no other message tries"
+    assert _statuses(report) == {"deferred": MESSAGES}
+    with transaction(app.factory) as db:
+        circuit = db.get(RelayCircuit, f"127.0.0.1:{port}")
+        assert circuit is not None
+        assert (circuit.open, circuit.failures, circuit.server) == (True, 3, "default")
+        assert circuit.since is not None and circuit.next_probe_at is not None
+        assert before <= circuit.since < circuit.next_probe_at
+        next_probe = circuit.next_probe_at
+    rows = _messages(app)
+    assert {(status, attempts) for status, attempts, _ in rows} == {("deferred", 0)}, "no attempt burnt"
+    assert {due for _, _, due in rows} == {next_probe}
+
+    shown = _report_in_another_process(tmp_path / "config", database_url)
+    assert f"relay 127.0.0.1:{port} (default) unreachable since {circuit.since:%H:%M:%S} UTC" in shown
+    assert f"next probe {next_probe:%H:%M:%S} UTC" in shown
+
+    closed.close()
+    handler = RecordingHandler()
+    with SmtpServer(handler, port=port):
+        time.sleep(max((next_probe - datetime.now(UTC)).total_seconds(), 0) + 0.05)
+        report, attempts, _ = _dispatch(app)
+    assert _statuses(report) == {"sent": MESSAGES}
+    assert attempts == 1, "the probe's connection carries the batch"
+    received = [rcpt for message in handler.messages for rcpt in message.rcpt_tos]
+    assert sorted(received) == [f"person{i:05d}@example.org" for i in range(MESSAGES)], "each once"
+    assert {(status, attempts) for status, attempts, _ in _messages(app)} == {("sent", 1)}
+    with transaction(app.factory) as db:
+        circuit = db.get(RelayCircuit, f"127.0.0.1:{port}")
+        assert circuit is not None
+        assert (circuit.open, circuit.failures, circuit.since, circuit.next_probe_at) == (
+            False,
+            0,
+            None,
+            None,
+        )
+    assert "unreachable" not in _report_in_another_process(tmp_path / "config", database_url)
+
+
+def test_a_silent_relay_costs_one_connect_timeout_not_one_per_message(tmp_path: Path) -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # accepts TCP connections and never greets: each waits for the connect timeout
+    port = silent.getsockname()[1]
+    app = _app(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'mailer.db'}",
+        port,
+        connections=3,
+        circuit_failures=3,
+        connect_timeout=1.0,
+    )
+    try:
+        report, attempts, elapsed = _dispatch(app)
+    finally:
+        silent.close()
+    assert _statuses(report) == {"deferred": MESSAGES}
+    assert attempts == 3
+    # Without the circuit: MESSAGES / connections timeouts of 1 s each, about 13 s.
+    assert 1.0 <= elapsed < 2.5, elapsed
+    assert {(status, attempts) for status, attempts, _ in _messages(app)} == {("deferred", 0)}
