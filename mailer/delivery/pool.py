@@ -231,10 +231,6 @@ class SmtpPool:
             return verdict
         probing = self.circuit.open  # admitted while open: this send is the probe
         try:
-            try:
-                await self.limiter.acquire(self.settings.max_rate_wait)
-            except RateLimited as exc:
-                return Reply(MessageStatus.DEFERRED, None, f"server {self.settings.name}: {exc}")
             slot = await self._slots.get()
             try:
                 return await self._send_on_slot(slot, envelope_from, recipient, data, utf8, transparent)
@@ -275,6 +271,10 @@ class SmtpPool:
     ) -> Reply:
         dialogue, fresh = await self._connect(slot)
         smtp = self.settings
+        try:  # the slot is taken once connected, so the relay sees the messages spaced as the limit says
+            await self.limiter.acquire(smtp.max_rate_wait)
+        except RateLimited as exc:
+            return Reply(MessageStatus.DEFERRED, None, f"server {smtp.name}: {exc}")
         utf8 = utf8 or needs_smtputf8(recipient) or needs_smtputf8(envelope_from)
         reason = unsendable(envelope_from, recipient, utf8=utf8, offers_smtputf8=dialogue.offers("smtputf8"))
         if reason is not None:
