@@ -83,7 +83,7 @@ def test_three_processes_share_one_relay_limit(tmp_path: Path, database_url: str
         try:
             total = PER_PROCESS * PROCESSES
             assert wait_until(
-                lambda: len(handler.times) >= total and all(pending_count(a) == 0 for a in apps), 40
+                lambda: len(handler.times) >= total and all(pending_count(a) == 0 for a in apps), 90
             )
         finally:
             codes = [process.terminate() for process in processes]
