@@ -66,7 +66,9 @@ class SmtpSettings:
     verify: bool = True  # verify the certificate and host name (false only for a test relay)
     rate: RateLimits = RateLimits()
     max_rate_wait: float = 60.0  # seconds a message may wait for a rate-limit slot before it is deferred
-    rate_limit_storage: str = ""  # where the limits are counted: "" in this process, or "redis://host:port/db"
+    rate_limit_storage: str = (
+        ""  # where the limits are counted: "" in this process, or "redis://host:port/db"
+    )
     circuit_failures: int = 3  # consecutive failed connections after which the relay counts as unreachable
     circuit_backoff: float = 30.0  # seconds to the first probe of an unreachable relay; doubles, with jitter
     circuit_backoff_max: float = 600.0  # seconds: the longest wait between probes
@@ -209,8 +211,12 @@ def read_smtp_server(table: TableReader, base: SmtpSettings | None, base_dir: Pa
     if smtp.circuit_backoff <= 0:
         raise table.fail("circuit_backoff", "must be more than 0 seconds")
     if smtp.circuit_backoff_max < smtp.circuit_backoff:
-        raise table.fail("circuit_backoff_max", "shorter than circuit_backoff", "give at least circuit_backoff")
-    if smtp.rate_limit_storage and not smtp.rate_limit_storage.startswith(("redis://", "rediss://", "memory://")):
+        raise table.fail(
+            "circuit_backoff_max", "shorter than circuit_backoff", "give at least circuit_backoff"
+        )
+    if smtp.rate_limit_storage and not smtp.rate_limit_storage.startswith(
+        ("redis://", "rediss://", "memory://")
+    ):
         raise table.fail(
             "rate_limit_storage",
             f"unsupported storage {smtp.rate_limit_storage!r}",

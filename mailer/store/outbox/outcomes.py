@@ -32,7 +32,9 @@ class Outcome:
     code: int | None
     text: str
     language: str = ""
-    retry_at: datetime | None = None  # a deferral without an attempt (relay unreachable): due then, not counted
+    retry_at: datetime | None = (
+        None  # a deferral without an attempt (relay unreachable): due then, not counted
+    )
 
 
 def retry_delay(attempts: int, base: timedelta, rng: random.Random | None = None) -> timedelta:
