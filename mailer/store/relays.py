@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as DbSession
 
 from mailer.store.models import RelayCircuit
@@ -29,18 +30,27 @@ class CircuitState:
 
 
 def save_circuit(db: DbSession, state: CircuitState, now: datetime) -> None:
-    """Insert or update ``state.relay``'s row; caller commits. Raises NaiveDatetimeError for naive times."""
-    row = db.get(RelayCircuit, state.relay)
-    if row is None:
-        row = RelayCircuit(relay=state.relay)
-        db.add(row)
-    row.server = state.server
-    row.open = state.open
-    row.failures = state.failures
-    row.since = state.since
-    row.next_probe_at = state.next_probe_at
-    row.last_error = state.last_error[:2000]
-    row.updated_at = require_aware(now, "now")
+    """Insert or update ``state.relay``'s row in one statement (``INSERT ... ON CONFLICT DO UPDATE``), so two
+    processes saving the same relay at once never collide; caller commits. Raises NaiveDatetimeError for
+    naive times."""
+    values = {
+        "relay": state.relay,
+        "server": state.server,
+        "open": state.open,
+        "failures": state.failures,
+        "since": state.since,
+        "next_probe_at": state.next_probe_at,
+        "last_error": state.last_error[:2000],
+        "updated_at": require_aware(now, "now"),
+    }
+    insert = postgresql.insert if db.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = insert(RelayCircuit).values(values)
+    db.execute(
+        statement.on_conflict_do_update(
+            index_elements=[RelayCircuit.relay],
+            set_={key: statement.excluded[key] for key in values if key != "relay"},
+        )
+    )
 
 
 def open_circuits(db: DbSession) -> list[CircuitState]:
