@@ -309,3 +309,41 @@ class RelayCircuit(Base):
     next_probe_at: Mapped[datetime | None]
     last_error: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[datetime]
+
+
+class ReportKind(StrEnum):
+    """What a message received at the bounce address turned out to be (mailer.delivery.reports)."""
+
+    HARD = "hard"  # permanent failure (5.x.x, RFC 3464 Action: failed): the contact is suppressed at once
+    SOFT = "soft"  # temporary failure (4.x.x, Action: failed): counted towards the soft-bounce policy
+    DELAYED = "delayed"  # a warning (Action: delayed): logged, nothing suppressed
+    COMPLAINT = "complaint"  # ARF feedback report (RFC 5965): suppressed at once with reason "complaint"
+    AUTO_REPLY = "auto-reply"  # out-of-office and other RFC 3834 answers: logged, ignored
+    OTHER = "other"  # an ordinary message (a person's reply): logged, ignored
+    UNPARSED = "unparsed"  # a parser failed on it: the report is kept where it was found and counted
+
+
+class BounceReport(Base):
+    """One message received at the bounce address (mailbox, file import), as read and applied.
+
+    ``fingerprint`` (SHA-256 of the raw bytes) makes handling idempotent: the same report read twice, from
+    IMAP after a failed move or from a file imported again, is applied once.
+    """
+
+    __tablename__ = "bounce_reports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[ReportKind] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), default="")  # enhanced status code (RFC 3463), "5.1.1"
+    diagnostic: Mapped[str] = mapped_column(Text, default="")  # Diagnostic-Code or the bounce's text line
+    reporting_mta: Mapped[str] = mapped_column(String(255), default="")
+    named_address: Mapped[str] = mapped_column(String(320), default="")  # Final-Recipient, as written
+    matched_by: Mapped[str] = mapped_column(String(20), default="")  # verp | message-id | address | ""
+    message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"), index=True)
+    outcome: Mapped[str] = mapped_column(Text, default="")  # what was done, for staff
+    source: Mapped[str] = mapped_column(String(400), default="")  # imap://host/INBOX, a file path
+    error: Mapped[str] = mapped_column(Text, default="")  # for kind "unparsed": the parser's error
+    arrived_at: Mapped[datetime | None]  # Arrival-Date of the report, else its Date header
+    received_at: Mapped[datetime]  # when this service read it
