@@ -13,9 +13,11 @@ from sqlalchemy import select
 
 from mailer.app import App
 from mailer.cli import _register, cli
+from mailer.errors import ImportFileError
 from mailer.store.engine import transaction
-from mailer.store.models import Contact, Message, MessageStatus, Suppression
+from mailer.store.models import BounceReport, Contact, Message, MessageStatus, Suppression
 from mailer.store.outbox import queue_wave
+from tests import bounce_fixtures as fixtures
 from tests.factories import add_contact
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,3 +131,133 @@ def test_bounces_import_refuses_a_folder_that_is_no_maildir(app: App, tmp_path: 
         ],
     )
     assert result.exit_code != 0 and "no maildir" in str(result.exception or result.output)
+
+
+def _sent(app: App, *addresses: str) -> dict[str, str]:
+    """Contacts on the africa list, each with a sent invitation; address -> that message's Message-ID."""
+    series = app.settings.series
+    with transaction(app.factory) as db:
+        for address in addresses:
+            add_contact(db, address)
+    ids: dict[str, str] = {}
+    with transaction(app.factory) as db:
+        queue_wave(
+            db,
+            app.settings,
+            series.session("africa-2021"),
+            series.step("invitation"),
+            datetime(2021, 6, 1, 13, tzinfo=UTC),
+        )
+        for message in db.scalars(select(Message)):
+            message.status = MessageStatus.SENT
+            message.sent_at = datetime(2021, 6, 1, 13, 5, tzinfo=UTC)
+            ids[message.recipient] = message.message_id
+    return ids
+
+
+def _mbox(path: Path, *reports: bytes) -> Path:
+    box = mailbox.mbox(path)
+    for raw in reports:
+        box.add(raw)
+    box.flush()
+    return path
+
+
+def _state(app: App, address: str) -> tuple[str, str | None, list[str]]:
+    """(contact status, suppression reason or None, statuses of the contact's messages)."""
+    with transaction(app.factory) as db:
+        contact = db.scalar(select(Contact).where(Contact.email == address))
+        assert contact is not None
+        suppression = db.get(Suppression, contact.email_key)
+        statuses = list(db.scalars(select(Message.status).where(Message.contact_id == contact.id)))
+        return contact.status, suppression.reason if suppression else None, statuses
+
+
+def test_a_report_from_a_forwarding_address_suppresses_the_contact_who_was_mailed(
+    app: App, tmp_path: Path
+) -> None:
+    ids = _sent(app, "rosa.alias@example.org", "other@example.org")
+    path = _mbox(
+        tmp_path / "bounces.mbox",
+        fixtures.dsn("rosa.personal@mail.example.net", message_id=ids["rosa.alias@example.org"]),
+    )
+    result = run(app, "bounces", "import", str(path))
+    assert result.exit_code == 0, result.output
+    assert "suppressed      1" in result.output and "rosa.alias@example.org  (hard-bounce)" in result.output
+    assert _state(app, "rosa.alias@example.org") == ("bounced", "hard-bounce", ["bounced"])
+    assert _state(app, "other@example.org") == ("active", None, ["sent"])
+    with transaction(app.factory) as db:
+        assert db.get(Suppression, "rosa.personal@mail.example.net") is None
+        row = db.scalar(select(BounceReport))
+        assert row is not None and row.matched_by == "message-id"
+        assert row.named_address == "rosa.personal@mail.example.net"
+        assert "not ours, not suppressed: rosa.personal@mail.example.net" in row.outcome
+
+
+def test_internationalised_reports_suppress_the_contact(app: App, tmp_path: Path) -> None:
+    _sent(app, "josé.núñez@example.org", "zoë@example.org")
+    global_report = _mbox(tmp_path / "global.mbox", fixtures.global_dsn("josé.núñez@example.org"))
+    result = run(app, "bounces", "import", str(global_report))
+    assert "1 messages read, 1 recognised as bounces" in result.output
+    assert _state(app, "josé.núñez@example.org") == ("bounced", "hard-bounce", ["bounced"])
+
+    classic = _mbox(tmp_path / "classic.mbox", fixtures.dsn("ZOË@example.org"))
+    result = run(app, "bounces", "import", str(classic))
+    assert "1 messages read, 1 recognised as bounces" in result.output
+    assert _state(app, "zoë@example.org") == ("bounced", "hard-bounce", ["bounced"])
+
+
+def test_a_report_naming_the_a_label_matches_a_contact_listed_with_the_u_label(
+    app: App, tmp_path: Path
+) -> None:
+    _sent(app, "ana@bücher.example", "ana@example.org")
+    path = _mbox(tmp_path / "idn.mbox", fixtures.dsn("Ana@XN--BCHER-KVA.example"))
+    result = run(app, "bounces", "import", str(path))
+    assert "suppressed      1" in result.output
+    assert _state(app, "ana@bücher.example") == ("bounced", "hard-bounce", ["bounced"])
+    assert _state(app, "ana@example.org") == ("active", None, ["sent"])
+    with transaction(app.factory) as db:
+        assert db.get(Suppression, "ana@xn--bcher-kva.example") is None
+
+
+def test_a_message_that_breaks_a_parser_is_kept_and_counted_and_the_others_applied(
+    app: App, tmp_path: Path
+) -> None:
+    _sent(app, "gone@example.org")
+    path = tmp_path / "mixed.mbox"
+    path.write_bytes(
+        fixtures.NO_FROM_LINE
+        + b"\n"
+        + b"From MAILER-DAEMON Wed Jun  2 10:00:00 2021\n"
+        + fixtures.dsn("gone@example.org")
+    )
+    before = path.read_bytes()
+    result = run(app, "bounces", "import", str(path))
+    assert result.exit_code == 0, result.output
+    assert "2 messages read, 1 recognised as bounces" in result.output
+    assert "unparsed        1" in result.output and "IndexError" in result.output
+    assert _state(app, "gone@example.org") == ("bounced", "hard-bounce", ["bounced"])
+    assert path.read_bytes() == before
+    with transaction(app.factory) as db:
+        kinds = sorted(db.scalars(select(BounceReport.kind)))
+        assert kinds == ["hard", "unparsed"]
+
+
+def test_bounces_import_says_when_a_file_is_no_mbox(app: App) -> None:
+    _register()
+    readme = ROOT / "README.md"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--config",
+            str(ROOT / "config"),
+            "--database-url",
+            app.settings.database_url,
+            "bounces",
+            "import",
+            str(readme),
+        ],
+    )
+    assert result.exit_code != 0
+    assert isinstance(result.exception, ImportFileError)
+    assert str(result.exception).startswith(f"{readme}: not an mbox")

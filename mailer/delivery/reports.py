@@ -111,19 +111,33 @@ def _unfold(value: str) -> str:
     return " ".join(value.split())
 
 
-def _blocks(part: email.message.Message) -> list[dict[str, str]]:
-    """The field blocks of a delivery-status or feedback-report part, names lower-cased."""
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        return [
-            {k.lower(): _unfold(_text(v)) for k, v in sub.raw_items()}
-            for sub in payload
-            if isinstance(sub, email.message.Message)
-        ]
-    blocks: list[dict[str, str]] = []
+def _decoded(part: email.message.Message) -> str:
     raw = part.get_payload(decode=True)
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
-    for chunk in re.split(r"\r?\n[ \t]*\r?\n", text):
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", "replace")
+    payload = part.get_payload()
+    return payload if isinstance(payload, str) else ""
+
+
+def _part_text(part: email.message.Message) -> str:
+    """A leaf part's text. A ``message/*`` part the parser split into header blocks (how compat32 reads
+    delivery-status, and any 8bit message/* part) is written back as the text it came from."""
+    payload = part.get_payload()
+    if not isinstance(payload, list):
+        return _decoded(part)[:_TEXT_LIMIT]
+    chunks: list[str] = []
+    for sub in payload:
+        if isinstance(sub, email.message.Message):
+            head = "\n".join(f"{name}: {_text(value)}" for name, value in sub.raw_items())
+            body = "" if sub.is_multipart() else _decoded(sub)
+            chunks.append(f"{head}\n\n{body}" if body else head)
+    return "\n\n".join(chunks)[:_TEXT_LIMIT]
+
+
+def _blocks(part: email.message.Message) -> list[dict[str, str]]:
+    """The field blocks of a delivery-status or feedback-report part, names lower-cased, values unfolded."""
+    blocks: list[dict[str, str]] = []
+    for chunk in re.split(r"\r?\n[ \t]*\r?\n", _part_text(part)):
         fields: dict[str, str] = {}
         name = ""
         for line in chunk.splitlines():
@@ -134,7 +148,7 @@ def _blocks(part: email.message.Message) -> list[dict[str, str]]:
                 name = name.strip().lower()
                 fields[name] = value.strip()
         if fields:
-            blocks.append(fields)
+            blocks.append({key: _unfold(value) for key, value in fields.items()})
     return blocks
 
 
@@ -161,22 +175,13 @@ def _date(value: str) -> datetime | None:
 
 
 def _bodies(message: email.message.Message) -> list[tuple[str, str]]:
-    """(content type, text) of every non-multipart part, decoded leniently as UTF-8."""
+    """(content type, text) of every leaf part (a message/* part counts as a leaf), decoded as UTF-8."""
     found: list[tuple[str, str]] = []
     for part in message.walk():
-        if part.is_multipart():
+        kind = part.get_content_type()
+        if part.is_multipart() and not kind.startswith("message/"):
             continue
-        payload = part.get_payload()
-        if isinstance(payload, list):  # message/* parsed into header blocks
-            text = "\n\n".join(
-                "\n".join(f"{k}: {_text(v)}" for k, v in sub.raw_items())
-                for sub in payload
-                if isinstance(sub, email.message.Message)
-            )
-        else:
-            raw = part.get_payload(decode=True)
-            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
-        found.append((part.get_content_type(), text[:_TEXT_LIMIT]))
+        found.append((kind, _part_text(part)))
     return found
 
 
@@ -195,7 +200,7 @@ def _returned(message: email.message.Message) -> tuple[list[str], list[str]]:
                 if inner.get("Return-Path"):
                     paths.append(_text(inner["Return-Path"]).strip().strip("<>"))
     for kind, text in _bodies(message):
-        if kind.startswith("text/") or kind in ("message/global-headers", "message/rfc822-headers"):
+        if kind.startswith("text/") or kind == "message/global-headers":
             ids.extend(_MESSAGE_ID.findall(text))
             paths.extend(_RETURN_PATH.findall(text))
     return list(dict.fromkeys(ids)), list(dict.fromkeys(paths))
@@ -334,14 +339,14 @@ def parse_report(raw: bytes) -> Report:
         found = _complaint(message, base) or _dsn(message, base)
         if found is not None and found.kind is not ReportKind.OTHER:
             return found
-    except Exception as exc:  # noqa: BLE001 - a report that breaks the reader is kept as unparsed
+    except Exception as exc:  # a report that breaks the reader is kept as unparsed
         return Report(kind=ReportKind.UNPARSED, errors=(f"email parser: {type(exc).__name__}: {exc}",))
     temporary: set[bytes] = set()
     permanent: set[bytes] = set()
     if len(raw) <= _FLUFL_LIMIT:
         try:
             temporary, permanent = all_failures(message)
-        except Exception as exc:  # noqa: BLE001 - third-party detectors fail on odd input (IndexError, ...)
+        except Exception as exc:  # third-party detectors fail on odd input (IndexError)
             errors.append(f"flufl.bounce: {type(exc).__name__}: {exc}")
     texts = [text for kind, text in _bodies(message) if kind.startswith("text/")]
     status, line = (

@@ -112,6 +112,7 @@ class EventKind(StrEnum):
     RECLAIMED = "reclaimed"  # lease expired; back to queued
     PAUSED = "paused"
     RESUMED = "resumed"
+    REPORTED = "reported"  # a report about a sent message arrived (delay, soft bounce, complaint): see detail
 
 
 class Contact(Base):

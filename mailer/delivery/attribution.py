@@ -1,0 +1,116 @@
+"""Which of our messages, and so which contact, a report is about.
+
+Tried in this order, the first that finds one of our messages wins:
+
+1. the signed return path the report was delivered to (or that the returned headers or an ARF
+   ``Original-Mail-From`` carry): it names the outbox row (mailer.delivery.verp);
+2. one of our Message-IDs in the returned headers;
+3. the addresses the report names (Final-Recipient, then Original-Recipient), compared in one canonical form:
+   case-folded, NFC, the domain's IDNA A-label and U-label forms the same (:func:`address_keys`).
+
+The contact who was mailed is the message's contact, whatever address the report names. An address the
+report names that is not that contact's (a forwarding target, a list expansion) is returned in
+``Attribution.strangers``: logged by the caller, never suppressed.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+import idna
+from sqlalchemy import select
+from sqlalchemy.orm import Session as DbSession
+
+from mailer.audience.contacts import email_key
+from mailer.delivery.reports import Report
+from mailer.delivery.verp import ReturnPath
+from mailer.store.models import Contact, Message, MessageStatus
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """The message and contact a report is about (None when it names nothing of ours), and how they were found.
+
+    ``matched_by`` is ``verp``, ``message-id``, ``address`` or ``""``.
+    """
+
+    message: Message | None
+    contact: Contact | None
+    matched_by: str
+    strangers: tuple[str, ...]
+
+
+def address_keys(address: str) -> tuple[str, ...]:
+    """The keys an address may be stored under (``Contact.email_key`` form), one per spelling of its domain.
+
+    ``"J@XN--BCHER-KVA.Example"`` -> ``("j@xn--bcher-kva.example", "j@bücher.example")``. An address without
+    a local part or domain gives ``()``. Domains that are not valid IDNA keep their lower-cased form only.
+    """
+    local, at, domain = address.strip().strip("<>").strip().rpartition("@")
+    if not at or not local or not domain:
+        return ()
+    local = unicodedata.normalize("NFC", local)
+    domain = unicodedata.normalize("NFC", domain.rstrip(".").lower())
+    forms = [domain]
+    for convert in (
+        lambda d: idna.encode(d, uts46=True).decode("ascii"),
+        idna.decode,
+    ):
+        try:
+            forms.append(convert(domain))
+        except (idna.IDNAError, UnicodeError, ValueError):
+            continue
+    return tuple(dict.fromkeys(email_key(f"{local}@{form}") for form in forms))
+
+
+def _named(report: Report) -> list[str]:
+    names: list[str] = []
+    for recipient in report.recipients:
+        names.extend(a for a in (recipient.address, recipient.original) if a)
+    return list(dict.fromkeys(names))
+
+
+def _last_message_to(db: DbSession, contact: Contact) -> Message | None:
+    """The contact's most recently sent message (a report names an address, not a message)."""
+    return db.scalars(
+        select(Message)
+        .where(
+            Message.contact_id == contact.id,
+            Message.status.in_((MessageStatus.SENT, MessageStatus.BOUNCED)),
+        )
+        .order_by(Message.sent_at.desc(), Message.id.desc())
+        .limit(1)
+    ).first()
+
+
+def attribute(db: DbSession, report: Report, return_path: ReturnPath | None) -> Attribution:
+    """Find the message and contact ``report`` is about; see the module docstring for the order."""
+    message: Message | None = None
+    matched_by = ""
+    if return_path is not None:
+        for address in report.sent_to:
+            pk = return_path.message_pk(address)
+            message = db.get(Message, pk) if pk is not None else None
+            if message is not None:
+                matched_by = "verp"
+                break
+    if message is None and report.message_ids:
+        message = db.scalars(
+            select(Message).where(Message.message_id.in_(report.message_ids)).limit(1)
+        ).first()
+        matched_by = "message-id" if message is not None else ""
+    named = _named(report)
+    contact = message.contact if message is not None else None
+    if contact is None:
+        for address in named:
+            keys = address_keys(address)
+            contact = db.scalars(select(Contact).where(Contact.email_key.in_(keys)).limit(1)).first()
+            if contact is not None:
+                message = _last_message_to(db, contact)
+                matched_by = "address"
+                break
+    strangers = tuple(
+        address for address in named if contact is None or contact.email_key not in address_keys(address)
+    )
+    return Attribution(message, contact, matched_by, strangers)
