@@ -364,8 +364,8 @@ def parse_report(raw: bytes) -> Report:
             Recipient(name, action="delayed", status=status, diagnostic=line) for name in names
         )
         return replace(base, kind=ReportKind.DELAYED, recipients=recipients)
-    if _is_auto_reply(message):
-        return replace(base, kind=ReportKind.AUTO_REPLY)
     if found is not None:  # a delivery-status report of successes only (relayed, delivered)
         return found
+    if _is_auto_reply(message):
+        return replace(base, kind=ReportKind.AUTO_REPLY)
     return replace(base, kind=ReportKind.UNPARSED if errors else ReportKind.OTHER)

@@ -1,0 +1,315 @@
+"""Reading every kind of report (mailer.delivery.reports), the signed return path, and applying reports
+(mailer.delivery.handling): hand-written fixtures of the field's shapes, and garbage that must do nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from mailer.app import App
+from mailer.delivery.attribution import address_keys
+from mailer.delivery.handling import Policy, handle_report
+from mailer.delivery.reports import parse_report
+from mailer.delivery.verp import ReturnPath
+from mailer.store.engine import transaction
+from mailer.store.models import (
+    BounceReport,
+    Contact,
+    DeliveryEvent,
+    Message,
+    MessageStatus,
+    ReportKind,
+    Suppression,
+)
+from mailer.store.outbox import queue_wave
+from tests import bounce_fixtures as fixtures
+from tests.factories import add_contact
+
+NOW = datetime(2021, 6, 10, 12, tzinfo=UTC)
+RETURN_PATH = ReturnPath("bounces", "bounce.example.org", b"k" * 32)
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "status", "named", "message_ids"),
+    [
+        (fixtures.dsn("a@example.org"), "hard", "5.1.1", "a@example.org", ()),
+        (
+            fixtures.dsn("a@example.org", message_id="<m1@example.org>"),
+            "hard",
+            "5.1.1",
+            "a@example.org",
+            ("<m1@example.org>",),
+        ),
+        (
+            fixtures.dsn("a@example.org", status="4.2.2", diagnostic="smtp; 452 4.2.2 mailbox full"),
+            "soft",
+            "4.2.2",
+            "a@example.org",
+            (),
+        ),
+        (
+            fixtures.dsn("a@example.org", action="delayed", status="4.4.1"),
+            "delayed",
+            "4.4.1",
+            "a@example.org",
+            (),
+        ),
+        (
+            fixtures.dsn("a@example.org", action="relayed", status="2.0.0"),
+            "other",
+            "2.0.0",
+            "a@example.org",
+            (),
+        ),
+        (fixtures.dsn("josé@example.org"), "hard", "5.1.1", "josé@example.org", ()),
+        (
+            fixtures.global_dsn("josé@example.org", message_id="<g@example.org>"),
+            "hard",
+            "5.1.1",
+            "josé@example.org",
+            ("<g@example.org>",),
+        ),
+        (
+            fixtures.exchange_ndr("a@example.org", message_id="<x@example.org>"),
+            "hard",
+            "5.1.1",
+            "",
+            ("<x@example.org>",),
+        ),
+        (fixtures.exim_bounce("a@example.org"), "hard", "5.1.1", "a@example.org", ()),
+        (
+            fixtures.qmail_bounce("a@example.org", message_id="<q@example.org>"),
+            "hard",
+            "5.1.1",
+            "a@example.org",
+            ("<q@example.org>",),
+        ),
+        (
+            fixtures.arf(original_rcpt="a@example.org", message_id="<f@example.org>"),
+            "complaint",
+            "",
+            "a@example.org",
+            ("<f@example.org>",),
+        ),
+        (fixtures.out_of_office("a@example.org"), "auto-reply", "", "", ()),
+        (fixtures.personal_reply("a@example.org"), "other", "", "", ()),
+        (fixtures.NO_FROM_LINE, "unparsed", "", "", ()),
+    ],
+    ids=[
+        "dsn",
+        "dsn-returned-headers",
+        "soft",
+        "delayed",
+        "relayed",
+        "dsn-utf8-address",
+        "global-dsn",
+        "exchange",
+        "exim",
+        "qmail",
+        "arf",
+        "out-of-office",
+        "reply",
+        "no-from-line",
+    ],
+)
+def test_each_report_kind_is_read(
+    raw: bytes, kind: str, status: str, named: str, message_ids: tuple[str, ...]
+) -> None:
+    report = parse_report(raw)
+    assert report.kind == kind
+    assert report.status == status
+    assert (report.recipients[0].address if report.recipients else "") == named
+    assert report.message_ids == message_ids
+
+
+def test_the_report_says_what_the_mta_said_and_when() -> None:
+    report = parse_report(fixtures.dsn("a@example.org"))
+    assert report.reporting_mta == "relay.example.net"
+    assert report.arrived_at == datetime(2021, 6, 2, 7, 59, 58, tzinfo=UTC)
+    assert report.diagnostic == "smtp; 550 5.1.1 <a@example.org>: Recipient address rejected: User unknown"
+    assert report.smtp_code == 550
+    assert parse_report(fixtures.arf(original_mail_from="bounces+x@bounce.example.org")).sent_to[0] == (
+        "bounces+x@bounce.example.org"
+    )
+
+
+def test_the_return_path_names_one_message_and_cannot_be_forged() -> None:
+    address = RETURN_PATH.address(123456)
+    assert address == f"bounces+2n9c-{RETURN_PATH.token(123456).split('-')[1]}@bounce.example.org"
+    assert len(address.split("@")[0]) <= 22
+    assert RETURN_PATH.message_pk(address) == 123456
+    assert RETURN_PATH.message_pk(f"<{address.upper()}>") == 123456
+    other_key = ReturnPath("bounces", "bounce.example.org", b"o" * 32)
+    assert other_key.message_pk(address) is None
+    forged = address.replace("2n9c-", "2n9d-")
+    assert RETURN_PATH.message_pk(forged) is None
+    assert RETURN_PATH.message_pk("bounces@bounce.example.org") is None
+    assert RETURN_PATH.message_pk(address.replace("bounce.example.org", "example.net")) is None
+
+
+def test_address_keys_treat_a_labels_and_u_labels_alike() -> None:
+    assert address_keys("Ana@XN--BCHER-KVA.Example.") == ("ana@xn--bcher-kva.example", "ana@bücher.example")
+    assert address_keys("ana@bücher.example") == ("ana@bücher.example", "ana@xn--bcher-kva.example")
+    assert address_keys("JOSÉ@Example.org") == ("josé@example.org",)
+    assert address_keys("no-at-sign") == ()
+
+
+def _sent(app: App, *addresses: str) -> dict[str, Message]:
+    series = app.settings.series
+    with transaction(app.factory) as db:
+        for address in addresses:
+            add_contact(db, address)
+    with transaction(app.factory) as db:
+        queue_wave(
+            db,
+            app.settings,
+            series.session("africa-2021"),
+            series.step("invitation"),
+            datetime(2021, 6, 1, 13, tzinfo=UTC),
+        )
+        messages = list(db.scalars(select(Message)))
+        for message in messages:
+            message.status, message.sent_at = MessageStatus.SENT, datetime(2021, 6, 1, 13, 5, tzinfo=UTC)
+        return {m.recipient: m for m in messages}
+
+
+def _handle(app: App, raw: bytes, now: datetime = NOW, policy: Policy | None = None) -> str:
+    with transaction(app.factory) as db:
+        return handle_report(db, raw, now, policy=policy or Policy(RETURN_PATH), source="test").outcome
+
+
+def _suppressions(app: App) -> dict[str, str]:
+    with transaction(app.factory) as db:
+        return {s.email_key: s.reason for s in db.scalars(select(Suppression))}
+
+
+def test_the_return_path_attributes_a_report_that_names_another_address(app: App) -> None:
+    messages = _sent(app, "rosa.alias@example.org", "other@example.org")
+    to = RETURN_PATH.address(messages["rosa.alias@example.org"].id)
+    outcome = _handle(app, fixtures.dsn("rosa.personal@mail.example.net", to=to))
+    assert outcome == (
+        "hard bounce: rosa.alias@example.org suppressed; not ours, not suppressed: rosa.personal@mail.example.net"
+    )
+    assert _suppressions(app) == {"rosa.alias@example.org": "hard-bounce"}
+    with transaction(app.factory) as db:
+        message = db.get(Message, messages["rosa.alias@example.org"].id)
+        assert message is not None and message.status == "bounced" and message.reply_code == 550
+        assert message.reply_text.startswith("5.1.1 smtp; 550 5.1.1 <rosa.personal@mail.example.net>")
+        assert message.reply_text.endswith("(relay.example.net, 2021-06-02 07:59 UTC)")
+        assert db.scalar(select(BounceReport.matched_by)) == "verp"
+
+
+def test_a_complaint_suppresses_at_once(app: App) -> None:
+    messages = _sent(app, "ana@example.org")
+    rp = RETURN_PATH.address(messages["ana@example.org"].id)
+    assert _handle(app, fixtures.arf(original_mail_from=rp)) == "complaint: ana@example.org suppressed"
+    assert _suppressions(app) == {"ana@example.org": "complaint"}
+    with transaction(app.factory) as db:
+        assert db.scalar(select(Contact.status)) == "unsubscribed"
+        assert db.scalar(select(Message.status)) == "sent"
+        assert db.scalar(select(DeliveryEvent.kind).order_by(DeliveryEvent.id.desc())) == "reported"
+
+
+def test_delays_auto_replies_and_replies_suppress_nobody(app: App) -> None:
+    messages = _sent(app, "ana@example.org")
+    mid = messages["ana@example.org"].message_id
+    assert _handle(
+        app, fixtures.dsn("ana@example.org", action="delayed", status="4.4.1", message_id=mid)
+    ) == (
+        "delayed for ana@example.org: 4.4.1 smtp; 550 5.1.1 <ana@example.org>: Recipient address rejected: "
+        "User unknown (relay.example.net, 2021-06-02 07:59 UTC)"
+    )
+    assert _handle(app, fixtures.out_of_office("ana@example.org")) == "auto-reply: ignored"
+    assert _handle(app, fixtures.personal_reply("ana@example.org")) == "other: ignored"
+    assert _suppressions(app) == {}
+    with transaction(app.factory) as db:
+        assert db.scalar(select(Message.status)) == "sent"
+        assert db.scalar(select(func.count(BounceReport.id))) == 3
+
+
+def test_soft_bounces_suppress_after_the_limit_over_the_period(app: App) -> None:
+    messages = _sent(app, "full@example.org")
+    mid = messages["full@example.org"].message_id
+    policy = Policy(RETURN_PATH, soft_limit=3, soft_period=timedelta(days=7))
+
+    def soft(day: int) -> bytes:
+        raw = fixtures.dsn(
+            "full@example.org", status="4.2.2", diagnostic="smtp; 452 4.2.2 full", message_id=mid
+        )
+        return raw.replace(b"Wed,  2 Jun 2021", f"Wed, {day:2d} Jun 2021".encode())
+
+    assert _handle(app, soft(1), policy=policy).startswith("soft bounce for full@example.org")
+    assert _handle(app, soft(3), policy=policy).startswith("soft bounce")
+    assert _handle(app, soft(5), policy=policy).startswith("soft bounce")  # 3 bounces, only 4 days apart
+    assert _suppressions(app) == {}
+    assert _handle(app, soft(8), policy=policy).endswith("full@example.org suppressed (soft-bounce)")
+    assert _suppressions(app) == {"full@example.org": "soft-bounce"}
+
+
+def test_the_same_report_twice_is_applied_once(app: App) -> None:
+    _sent(app, "gone@example.org")
+    raw = fixtures.dsn("gone@example.org")
+    assert _handle(app, raw) == "hard bounce: gone@example.org suppressed"
+    assert _handle(app, raw) == "already handled on 2021-06-10"
+    with transaction(app.factory) as db:
+        assert db.scalar(select(func.count(BounceReport.id))) == 1
+        assert db.scalar(select(func.count(DeliveryEvent.id)).where(DeliveryEvent.kind == "bounced")) == 1
+
+
+_SHAPES = [
+    fixtures.dsn("gone@example.org"),
+    fixtures.global_dsn("josé@example.org"),
+    fixtures.exim_bounce("gone@example.org"),
+    fixtures.qmail_bounce("gone@example.org", message_id="<q@example.org>"),
+    fixtures.arf(original_rcpt="gone@example.org"),
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=4000))
+def test_garbage_never_raises(raw: bytes) -> None:
+    assert parse_report(raw).kind in set(ReportKind)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(_SHAPES), st.data())
+def test_truncated_reports_never_raise_nor_report_a_failure(shape: bytes, data: st.DataObject) -> None:
+    # Cut before the first field that says what happened (Action, "permanent error", Feedback-Type).
+    cut = min(
+        shape.find(marker)
+        for marker in (b"Action:", b"permanent", b"Feedback-Type", b"Delivery to")
+        if shape.find(marker) >= 0
+    )
+    report = parse_report(shape[: data.draw(st.integers(0, cut))])
+    assert report.kind in (ReportKind.OTHER, ReportKind.AUTO_REPLY, ReportKind.UNPARSED)
+
+
+def test_a_huge_report_is_read_without_raising() -> None:
+    junk = b"Subject: x\n\n" + b"5.1.1 gone@example.org \xff\xfe\n" * 200_000
+    assert parse_report(junk).kind == "other"
+    huge_dsn = fixtures.dsn("gone@example.org").replace(
+        b"--b1--", b"--b1\n\n" + b"x" * 3_000_000 + b"\n--b1--"
+    )
+    assert parse_report(huge_dsn).status == "5.1.1"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.one_of(
+        st.binary(max_size=3000),
+        st.sampled_from(_SHAPES).flatmap(
+            lambda s: st.integers(0, s.find(b"Action:") if b"Action:" in s else 40).map(lambda n: s[:n])
+        ),
+    )
+)
+def test_garbage_and_truncated_reports_suppress_nobody(app: App, raw: bytes) -> None:
+    with transaction(app.factory) as db:
+        if db.scalar(select(func.count(Contact.id))) == 0:
+            add_contact(db, "gone@example.org")
+            add_contact(db, "josé@example.org")
+    _handle(app, raw)
+    assert _suppressions(app) == {}
