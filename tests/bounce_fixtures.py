@@ -33,7 +33,7 @@ def dsn(
     ``message_id`` is given. ``recipient`` goes into Final-Recipient as ``rfc822;`` (raw UTF-8 if non-ASCII)."""
     original = f"Original-Recipient: rfc822;{original_recipient}\n" if original_recipient else ""
     returned = (
-        f'--b1\nContent-Description: Undelivered Message Headers\nContent-Type: text/rfc822-headers\n\n'
+        f"--b1\nContent-Description: Undelivered Message Headers\nContent-Type: text/rfc822-headers\n\n"
         f"{_headers_part(message_id, original_recipient or recipient)}\n"
         if message_id
         else ""

@@ -81,10 +81,19 @@ def read_mailbox(path: Path) -> Iterator[tuple[str, bytes]]:
 
 
 def handle_batch(
-    db: DbSession, reports: Iterator[tuple[str, bytes]], now: datetime, *, policy: Policy, source: str
+    db: DbSession,
+    reports: Iterator[tuple[str, bytes]],
+    now: datetime,
+    *,
+    policy: Policy,
+    source: str,
+    tally: ReportTally | None = None,
 ) -> ReportTally:
-    """Handle each (where, raw bytes) in a savepoint of its own (caller commits); see the module docstring."""
-    tally = ReportTally()
+    """Handle each (where, raw bytes) in a savepoint of its own (caller commits); see the module docstring.
+
+    Counts go into ``tally`` when given (a poll adds message after message), else into a new one.
+    """
+    tally = tally if tally is not None else ReportTally()
     for where, raw in reports:
         tally.read += 1
         try:

@@ -339,14 +339,14 @@ def parse_report(raw: bytes) -> Report:
         found = _complaint(message, base) or _dsn(message, base)
         if found is not None and found.kind is not ReportKind.OTHER:
             return found
-    except Exception as exc:  # a report that breaks the reader is kept as unparsed
+    except Exception as exc:  # noqa: BLE001 - a report that breaks the reader is kept as unparsed
         return Report(kind=ReportKind.UNPARSED, errors=(f"email parser: {type(exc).__name__}: {exc}",))
     temporary: set[bytes] = set()
     permanent: set[bytes] = set()
     if len(raw) <= _FLUFL_LIMIT:
         try:
             temporary, permanent = all_failures(message)
-        except Exception as exc:  # third-party detectors fail on odd input (IndexError)
+        except Exception as exc:  # noqa: BLE001 - third-party detectors fail on odd input (IndexError)
             errors.append(f"flufl.bounce: {type(exc).__name__}: {exc}")
     texts = [text for kind, text in _bodies(message) if kind.startswith("text/")]
     status, line = (
