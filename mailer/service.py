@@ -25,6 +25,7 @@ from mailer.compose.render import Renderer
 from mailer.config import Security, Settings
 from mailer.delivery.capture import EmlWriter, SmtpServer
 from mailer.delivery.transport import Transport
+from mailer.delivery.verp import return_path_for
 from mailer.errors import PermanentDeliveryError, RenderError
 from mailer.store.engine import transaction
 from mailer.store.models import MessageStatus, SessionRow
@@ -90,6 +91,9 @@ class Service:
             smtp.connections for smtp in (self.settings.smtp, *self.settings.smtp_servers.values())
         )
         self._sequences: dict[str, int] = {}  # session -> iCalendar SEQUENCE, loaded once per batch
+        # VERP: each message's envelope sender names it, so its bounce finds it (mailer.delivery.verp).
+        # A rehearsal (redirect_all_to) keeps the plain sender: its bounces are not the contacts'.
+        self.return_path = None if self.settings.sender.redirect_all_to else return_path_for(self.settings)
 
     def materialise(self) -> list[QueueResult]:
         """Queue every automatic step whose time has come (idempotent); returns what each call did."""
@@ -244,7 +248,7 @@ class Service:
             return Outcome(message.pk, MessageStatus.FAILED, None, f"cannot build: {exc}", rendered.language)
         redirect = settings.sender.redirect_all_to
         reply = await pool.send(
-            settings.sender.address,
+            self.return_path.address(message.pk) if self.return_path else settings.sender.address,
             redirect or message.recipient.email,
             built.wire,
             kind=step.kind,

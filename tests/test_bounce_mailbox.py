@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 
 from mailer.app import App
-from mailer.config import Security
+from mailer.config import ImapSettings, Security
 from mailer.delivery.handling import Policy
-from mailer.delivery.mailbox import ImapSettings, poll_mailbox
+from mailer.delivery.mailbox import poll_mailbox
 from mailer.store.engine import transaction
 from mailer.store.models import BounceReport, Contact, Message, Suppression
 from tests import bounce_fixtures as fixtures
@@ -47,7 +47,7 @@ def _deliver(server: Dovecot, *messages: bytes) -> None:
 def _folder(server: Dovecot, folder: str) -> list[bytes]:
     client = _client(server)
     client.select(f'"{folder}"', readonly=True)
-    _, data = client.uid("SEARCH", None, "ALL")
+    _, data = client.uid("SEARCH", "ALL")
     found = []
     for uid in data[0].split():
         _, fetched = client.uid("FETCH", uid.decode(), "(BODY.PEEK[])")

@@ -325,3 +325,34 @@ def test_mailer_log_shows_the_dashboards_rows_and_events(app: App) -> None:
     assert "Delivery log: 1 of 1 messages" in result.output and "bounced" in result.output
     assert "ann@example.org" not in result.output
     assert "550" in result.output and "(attempt 1 by" in result.output
+
+
+def test_each_message_goes_out_with_its_own_return_path_and_its_bounce_finds_it(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailer.config import BounceSettings
+    from mailer.delivery.handling import handle_report, policy_for
+    from tests import bounce_fixtures
+
+    monkeypatch.setenv(app.settings.web.secret_env, "a-test-signing-key-of-at-least-32-characters")
+    server, handler = fault_server(Faults())
+    with server:
+        this = _app(app, server)
+        bounces = BounceSettings(return_path="bounces@bounce.example.org")
+        this = dataclasses.replace(this, settings=dataclasses.replace(this.settings, bounces=bounces))
+        _queue(this, ["rosa.alias@example.org", "other@example.org"])
+        _send_all(this)
+    senders = {m.rcpt_tos[0]: m.mail_from for m in handler.messages}
+    assert all(
+        re.fullmatch(r"bounces\+[0-9a-z]+-[a-z2-7]{8}@bounce\.example\.org", s) for s in senders.values()
+    )
+    assert senders["rosa.alias@example.org"] != senders["other@example.org"]
+    # The forward target bounces; the report goes to the return path and names only the forward target.
+    report = bounce_fixtures.dsn("rosa.personal@mail.example.net", to=senders["rosa.alias@example.org"])
+    with transaction(this.factory) as db:
+        handled = handle_report(
+            db, report, INVITATION_AT + timedelta(days=1), policy=policy_for(this.settings), source="t"
+        )
+    assert handled.suppressed == "rosa.alias@example.org"
+    statuses = {address: outcome[0] for address, outcome in _outcomes(this).items()}
+    assert statuses == {"rosa.alias@example.org": "bounced", "other@example.org": "sent"}

@@ -14,12 +14,14 @@ The modules, lower first (each imports only those above it):
     reader.py     the strict TOML table reader: typed values, unknown keys refused with a suggestion
     series.py     series.toml: Series, Session, Step, StepKind, Audience
     smtp.py       [smtp], [smtp.servers.NAME], [smtp.routes], [dkim]
+    bounces.py    [bounces], [bounces.imap]: return path, soft-bounce rule, bounce mailbox
     settings.py   Sender, WebSettings, Region, Settings
     load.py       load_settings: both files, environment overrides
 """
 
 from __future__ import annotations
 
+from mailer.config.bounces import BounceSettings, ImapSettings
 from mailer.config.load import default_config_dir, load_settings
 from mailer.config.series import Audience, Series, Session, Step, StepKind
 from mailer.config.settings import Region, Sender, Settings, WebSettings
@@ -28,7 +30,9 @@ from mailer.config.times import Offset, parse_clock_time, parse_duration, parse_
 
 __all__ = [
     "Audience",
+    "BounceSettings",
     "DkimSettings",
+    "ImapSettings",
     "Offset",
     "RateLimits",
     "Region",

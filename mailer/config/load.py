@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mailer.config.bounces import read_bounces
 from mailer.config.reader import TableReader, read_toml, refuse_control_characters
 from mailer.config.series import load_series
 from mailer.config.settings import Region, Sender, Settings, WebSettings
@@ -101,6 +102,7 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
     capture_dir = base_dir / main.table("capture").get("directory", str, "var/capture")
     lease, retry_base = delivery.interval("lease", "5m"), delivery.interval("retry_base", "1m")
     poll_interval = delivery.interval("poll_interval", "30s")
+    bounces = read_bounces(main.table("bounces"))
     main.refuse_unknown()
     return Settings(
         base_dir=base_dir,
@@ -122,6 +124,7 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
         smtp_servers=smtp_servers,
         smtp_routes=smtp_routes,
         dkim=dkim,
+        bounces=bounces,
     )
 
 

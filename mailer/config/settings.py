@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from mailer.config.bounces import BounceSettings
 from mailer.config.series import Series, StepKind
 from mailer.config.smtp import DkimSettings, SmtpSettings
 
@@ -75,6 +76,7 @@ class Settings:
     smtp_servers: dict[str, SmtpSettings] = field(default_factory=dict)  # [smtp.servers.NAME]
     smtp_routes: dict[StepKind, str] = field(default_factory=dict)  # step kind -> server name
     dkim: DkimSettings | None = None
+    bounces: BounceSettings = field(default_factory=BounceSettings)
 
     def smtp_for(self, kind: StepKind | None) -> SmtpSettings:
         """The SMTP server a step kind is routed to (``[smtp.routes]``), else the default ``[smtp]``."""

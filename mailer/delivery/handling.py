@@ -25,9 +25,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session as DbSession
 
+from mailer.config import Settings
 from mailer.delivery.attribution import Attribution, attribute
 from mailer.delivery.reports import Report, parse_report
-from mailer.delivery.verp import ReturnPath
+from mailer.delivery.verp import ReturnPath, return_path_for
 from mailer.store.models import (
     BounceReport,
     Contact,
@@ -226,3 +227,9 @@ def record_failure(db: DbSession, raw: bytes, now: datetime, *, source: str, err
     row.source = source[:400]
     row.outcome = "not applied: kept for another try"
     row.received_at = now
+
+
+def policy_for(settings: Settings) -> Policy:
+    """The handling policy ``settings`` describe (``[bounces]``)."""
+    bounces = settings.bounces
+    return Policy(return_path_for(settings), bounces.soft_limit, bounces.soft_period)

@@ -18,52 +18,19 @@ from __future__ import annotations
 
 import imaplib
 import logging
-import os
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
-from mailer.config import Security
+from mailer.config import ImapSettings, Security
 from mailer.delivery.bounces import ReportTally, handle_batch
 from mailer.delivery.handling import Policy
 from mailer.store.engine import transaction
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ImapSettings:
-    """Where the bounce mailbox is and how to reach it. Timeouts in seconds; the password is only ever read
-    from the environment variable named by ``password_env``."""
-
-    host: str
-    port: int = 993
-    security: Security = (
-        Security.TLS
-    )  # tls: implicit TLS (993); starttls: upgrade on 143; none: loopback tests
-    username: str = ""
-    password_env: str = "BOUNCE_IMAP_PASSWORD"
-    folder: str = "INBOX"
-    processed_folder: str = "Processed"
-    unparsed_folder: str = "Unparsed"
-    interval: timedelta = timedelta(minutes=5)
-    ca_file: str = ""  # PEM bundle to verify the server with ("": the system's CAs)
-    verify: bool = True
-    timeout: float = 60.0
-
-    @property
-    def password(self) -> str | None:
-        """The password from ``$<password_env>``, or None when unset."""
-        return os.environ.get(self.password_env) if self.password_env else None
-
-    @property
-    def source(self) -> str:
-        """``imap://user@host:port/INBOX``, naming where a report came from."""
-        return f"imap://{self.username}@{self.host}:{self.port}/{self.folder}"
 
 
 def _tls_context(imap: ImapSettings) -> ssl.SSLContext:
@@ -152,7 +119,7 @@ def poll_mailbox(
         status, answer = connection.select(_quoted(imap.folder))
         if status != "OK":
             raise imaplib.IMAP4.error(f"cannot open folder {imap.folder}: {answer}")
-        status, data = connection.uid("SEARCH", None, "ALL")
+        status, data = connection.uid("SEARCH", "ALL")
         uids = data[0].split() if status == "OK" and data and data[0] else []
         for uid in uids:
             raw = _fetch(connection, uid)

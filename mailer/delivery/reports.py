@@ -341,8 +341,8 @@ def parse_report(raw: bytes) -> Report:
             return found
     except Exception as exc:  # noqa: BLE001 - a report that breaks the reader is kept as unparsed
         return Report(kind=ReportKind.UNPARSED, errors=(f"email parser: {type(exc).__name__}: {exc}",))
-    temporary: set[bytes] = set()
-    permanent: set[bytes] = set()
+    temporary: frozenset[bytes] = frozenset()
+    permanent: frozenset[bytes] = frozenset()
     if len(raw) <= _FLUFL_LIMIT:
         try:
             temporary, permanent = all_failures(message)

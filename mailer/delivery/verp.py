@@ -18,6 +18,9 @@ import hmac
 import re
 from dataclasses import dataclass
 
+from mailer.compose.links import derived_key
+from mailer.config import Settings
+
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 _TOKEN = re.compile(r"^([0-9a-z]{1,13})-([a-z2-7]{8})$")
 
@@ -87,3 +90,13 @@ class ReturnPath:
         if not hmac.compare_digest(signature, self._signature(number)):
             return None
         return int(number, 36)
+
+
+def return_path_for(settings: Settings) -> ReturnPath | None:
+    """The configured return path (``[bounces] return_path``), signed with the service's own derived key,
+    or None when VERP is off. Raises ValueError or OSError as :func:`mailer.compose.links.signing_key`."""
+    address = settings.bounces.return_path
+    if not address:
+        return None
+    local, _, domain = address.rpartition("@")
+    return ReturnPath(local, domain.lower(), derived_key(settings, "verp"))
