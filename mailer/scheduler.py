@@ -3,6 +3,8 @@
 Jobs: one ``date`` job per (session, step) time still ahead, plus an ``interval`` job every
 ``delivery.poll_interval`` for retries, late registrants and organiser-queued waves. Both run the same
 idempotent tick, with ``max_instances=1`` and ``coalesce=True``; a duplicate wake-up finds nothing to do.
+With ``[bounces.imap]`` set, one more ``interval`` job reads the bounce mailbox in a thread
+(mailer.delivery.mailbox); a failed poll is logged and tried again at the next interval.
 SIGTERM/SIGINT stop new batches; in-flight messages finish and are recorded before the process exits.
 Companions (e.g. the web pages, wired in by ``schedule.py``) run in the same event loop and stop with it.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import imaplib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,6 +23,8 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from mailer.app import App
+from mailer.delivery.handling import policy_for
+from mailer.delivery.mailbox import poll_mailbox
 from mailer.delivery.transport import SmtpRouter, Transport
 from mailer.service import Service, smtp_target
 from mailer.timeline.clock import SystemClock
@@ -62,6 +67,29 @@ class Runner:
             for (session_id, step, status), count in sorted(report.counts.items()):
                 self.say(f"{session_id}/{step}: {count} {status}")
 
+    async def poll_bounces(self) -> None:
+        """Read the bounce mailbox once, in a thread (imaplib blocks); a failed poll is logged, never fatal."""
+        if self.stop.is_set():
+            return
+        app = self.service.app
+        imap = app.settings.bounces.imap
+        if imap is None:
+            return
+        try:
+            tally = await asyncio.to_thread(
+                poll_mailbox, imap, app.factory, SystemClock().now, policy=policy_for(app.settings)
+            )
+        except (OSError, imaplib.IMAP4.error) as exc:
+            log.warning("bounce mailbox %s: %s", imap.source, exc)
+            self.say(f"bounce mailbox {imap.source}: not read ({exc})")
+            return
+        if tally.read:
+            kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(tally.kinds.items()))
+            self.say(
+                f"bounce mailbox: {tally.read} read ({kinds}), {len(tally.suppressed)} suppressed"
+                + (f", {len(tally.unparsed)} kept unparsed" if tally.unparsed else "")
+            )
+
 
 async def serve(app: App, say: Callable[[str], None] = print, companions: Sequence[Companion] = ()) -> None:
     """Run until SIGTERM or SIGINT; returns after in-flight messages are recorded and SMTP connections closed.
@@ -94,6 +122,16 @@ async def serve(app: App, say: Callable[[str], None] = print, companions: Sequen
                 coalesce=True,
                 next_run_time=now,
             )
+            imap = settings.bounces.imap
+            if imap is not None:
+                scheduler.add_job(
+                    runner.poll_bounces,
+                    IntervalTrigger(seconds=imap.interval.total_seconds()),
+                    id="bounces",
+                    max_instances=1,
+                    coalesce=True,
+                    next_run_time=now,
+                )
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, runner.stop.set)
@@ -102,6 +140,8 @@ async def serve(app: App, say: Callable[[str], None] = print, companions: Sequen
                 for start in companions:
                     running.push_async_callback(await start(runner.service.app, say))
                 say(f"service started: {upcoming} step times ahead, polling every {settings.poll_interval}")
+                if imap is not None:
+                    say(f"bounce mailbox {imap.source}: read every {imap.interval}")
                 await runner.stop.wait()
                 say("stopping: finishing in-flight messages")
                 # Wait for a running tick to record its batch *before* the scheduler shuts down:

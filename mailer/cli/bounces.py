@@ -8,7 +8,8 @@ import click
 
 from mailer.cli import AppContext, pass_ctx
 from mailer.delivery.bounces import ReportTally, import_reports
-from mailer.delivery.handling import Policy
+from mailer.delivery.handling import policy_for
+from mailer.delivery.mailbox import poll_mailbox
 from mailer.store.engine import transaction
 from mailer.timeline.clock import SystemClock
 
@@ -48,7 +49,22 @@ def import_command(ctx: AppContext, path: Path) -> None:
     nothing.
     """
     with transaction(ctx.app.factory) as db:
-        tally = import_reports(db, path, SystemClock().now(), policy=Policy())
+        tally = import_reports(db, path, SystemClock().now(), policy=policy_for(ctx.app.settings))
+    echo_tally(tally)
+
+
+@bounces.command("poll")
+@pass_ctx
+def poll_command(ctx: AppContext) -> None:
+    """Read the bounce mailbox ([bounces.imap]) once, as the service does on its interval.
+
+    Handled reports move to the processed folder, unreadable ones to the unparsed folder; nothing is deleted.
+    """
+    imap = ctx.app.settings.bounces.imap
+    if imap is None:
+        raise click.UsageError("no bounce mailbox configured: set [bounces.imap] host in mailer.toml")
+    tally = poll_mailbox(imap, ctx.app.factory, SystemClock().now, policy=policy_for(ctx.app.settings))
+    click.echo(f"{imap.source}:")
     echo_tally(tally)
 
 
