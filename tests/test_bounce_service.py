@@ -51,7 +51,8 @@ def test_the_service_polls_the_bounce_mailbox(
     add_contacts(app, 3)
     service = ServiceProcess(config, app.settings.database_url, smtp_server.port, tmp_path / "service.log")
     try:
-        assert wait_until(lambda: len(smtp_server.messages) == 3 and pending_count(app) == 0, 60)
+        sent = wait_until(lambda: len(smtp_server.messages) == 3 and pending_count(app) == 0, 90)
+        assert sent, (tmp_path / "service.log").read_text()
         senders = {m.rcpt_tos[0]: m.mail_from for m in smtp_server.messages}
         assert all(s.startswith("bounces+") and s.endswith("@bounce.example.org") for s in senders.values())
         _deliver(dovecot, fixtures.dsn("forwarded@mail.example.net", to=senders["person00001@example.org"]))
