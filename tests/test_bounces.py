@@ -15,7 +15,7 @@ from mailer.app import App
 from mailer.cli import _register, cli
 from mailer.errors import ImportFileError
 from mailer.store.engine import transaction
-from mailer.store.models import BounceReport, Contact, Message, MessageStatus, Suppression
+from mailer.store.models import BounceReport, Contact, Message, MessageStatus, Suppression, SuppressionLift
 from mailer.store.outbox import queue_wave
 from tests import bounce_fixtures as fixtures
 from tests.factories import add_contact
@@ -261,3 +261,35 @@ def test_bounces_import_says_when_a_file_is_no_mbox(app: App) -> None:
     assert result.exit_code != 0
     assert isinstance(result.exception, ImportFileError)
     assert str(result.exception).startswith(f"{readme}: not an mbox")
+
+
+def test_staff_see_the_suppression_and_its_report_and_can_lift_it(app: App, tmp_path: Path) -> None:
+    _sent(app, "gone@example.org", "fine@example.org")
+    run(app, "bounces", "import", str(_mbox(tmp_path / "b.mbox", fixtures.dsn("gone@example.org"))))
+    shown = run(app, "contacts", "show", "GONE@example.org").output
+    assert "status          bounced" in shown
+    assert "suppressed      hard-bounce since " in shown
+    assert (
+        "last report     hard 5.1.1 smtp; 550 5.1.1 <gone@example.org>: Recipient address rejected: User unknown "
+        "(relay.example.net, 2021-06-02 07:59 UTC)"
+    ) in shown
+    listed = run(app, "suppressions", "list", "--reason", "hard-bounce").output
+    assert listed.splitlines()[0].startswith("gone@example.org                         hard-bounce  ")
+    assert listed.splitlines()[-1] == "1 suppressed (hard-bounce)"
+
+    lifted = run(app, "suppressions", "remove", "gone@example.org", "--by", "olga", "--note", "new mailbox")
+    assert (
+        lifted.output
+        == "gone@example.org: hard-bounce suppression lifted by olga; the contact is active again\n"
+    )
+    assert _state(app, "gone@example.org") == ("active", None, ["bounced"])
+    with transaction(app.factory) as db:
+        lift = db.scalar(select(SuppressionLift))
+        assert lift is not None and (lift.email_key, lift.reason, lift.lifted_by, lift.note) == (
+            "gone@example.org",
+            "hard-bounce",
+            "olga",
+            "new mailbox",
+        )
+    again = run(app, "suppressions", "remove", "fine@example.org")
+    assert again.exit_code == 1 and "fine@example.org is not on the suppression list" in again.output

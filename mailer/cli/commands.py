@@ -16,6 +16,7 @@ def register(root: click.Group) -> None:
         "run",
         "web",
         "bounces",
+        "suppressions",
         "templates",
     ):
         try:

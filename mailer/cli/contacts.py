@@ -20,10 +20,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from mailer.app import App
-from mailer.audience.contacts import ImportReport, Rejected, contact_by_email, find_contacts, import_contacts
+from mailer.audience.contacts import (
+    ImportReport,
+    Rejected,
+    contact_by_email,
+    email_key,
+    find_contacts,
+    import_contacts,
+)
 from mailer.audience.registrations import RegistrationReport, import_registrations
 from mailer.cli import AppContext, output_console, pass_ctx
 from mailer.errors import NotFoundError
+from mailer.store.engine import transaction
+from mailer.store.suppressions import suppression_of
 from mailer.timeline.clock import SystemClock
 
 #: Files with more physical lines than this get a progress bar even when stderr is not a terminal.
@@ -219,6 +228,14 @@ def show_contact_command(ctx: AppContext, email: str) -> None:
         ("created", view.created_at.isoformat()),
         ("updated", view.updated_at.isoformat()),
     ]
+    with transaction(app.factory) as db:
+        suppression = suppression_of(db, email_key(view.email))
+    if suppression is not None:
+        fields.append(
+            ("suppressed", f"{suppression.reason} since {suppression.created_at:%Y-%m-%d %H:%M} UTC")
+        )
+        if suppression.last_report:
+            fields.append(("last report", suppression.last_report))
     for label, value in fields:
         click.echo(f"{label:15} {value}")
 

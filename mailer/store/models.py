@@ -348,3 +348,18 @@ class BounceReport(Base):
     error: Mapped[str] = mapped_column(Text, default="")  # for kind "unparsed": the parser's error
     arrived_at: Mapped[datetime | None]  # Arrival-Date of the report, else its Date header
     received_at: Mapped[datetime]  # when this service read it
+
+
+class SuppressionLift(Base):
+    """A suppression lifted by staff (``mailer suppressions remove``): what it was, who lifted it and when."""
+
+    __tablename__ = "suppression_lifts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email_key: Mapped[str] = mapped_column(String(320), index=True)
+    reason: Mapped[str] = mapped_column(String(40))  # the lifted suppression's reason
+    detail: Mapped[str] = mapped_column(Text, default="")  # the lifted suppression's detail
+    suppressed_at: Mapped[datetime]
+    lifted_by: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str] = mapped_column(Text, default="")  # why, as staff wrote it
+    lifted_at: Mapped[datetime]

@@ -1,4 +1,4 @@
-"""bounce reports read from the bounce mailbox or a file
+"""bounce reports read from the bounce mailbox or a file; suppressions lifted by staff
 
 Revision ID: 0005_bounce_reports
 Revises: 0004_relay_circuits
@@ -42,9 +42,24 @@ def upgrade() -> None:
     )
     op.create_index("ix_bounce_reports_contact_id", "bounce_reports", ["contact_id"], unique=False)
     op.create_index("ix_bounce_reports_message_pk", "bounce_reports", ["message_pk"], unique=False)
+    op.create_table(
+        "suppression_lifts",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("email_key", sa.String(length=320), nullable=False),
+        sa.Column("reason", sa.String(length=40), nullable=False),
+        sa.Column("detail", sa.Text(), nullable=False),
+        sa.Column("suppressed_at", UTCDateTime(), nullable=False),
+        sa.Column("lifted_by", sa.String(length=100), nullable=False),
+        sa.Column("note", sa.Text(), nullable=False),
+        sa.Column("lifted_at", UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_suppression_lifts_email_key", "suppression_lifts", ["email_key"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_suppression_lifts_email_key", table_name="suppression_lifts")
+    op.drop_table("suppression_lifts")
     op.drop_index("ix_bounce_reports_message_pk", table_name="bounce_reports")
     op.drop_index("ix_bounce_reports_contact_id", table_name="bounce_reports")
     op.drop_table("bounce_reports")
