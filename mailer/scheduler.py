@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.exc import SQLAlchemyError
 
 from mailer.app import App
 from mailer.delivery.handling import policy_for
@@ -68,7 +69,8 @@ class Runner:
                 self.say(f"{session_id}/{step}: {count} {status}")
 
     async def poll_bounces(self) -> None:
-        """Read the bounce mailbox once, in a thread (imaplib blocks); a failed poll is logged, never fatal."""
+        """Read the bounce mailbox once, in a thread (imaplib blocks), never during a tick; a failed poll is
+        logged, never fatal: what it did not apply stays in the mailbox for the next one."""
         if self.stop.is_set():
             return
         app = self.service.app
@@ -76,10 +78,11 @@ class Runner:
         if imap is None:
             return
         try:
-            tally = await asyncio.to_thread(
-                poll_mailbox, imap, app.factory, SystemClock().now, policy=policy_for(app.settings)
-            )
-        except (OSError, imaplib.IMAP4.error) as exc:
+            async with self._lock:  # one writer at a time: SQLite refuses a second one mid-transaction
+                tally = await asyncio.to_thread(
+                    poll_mailbox, imap, app.factory, SystemClock().now, policy=policy_for(app.settings)
+                )
+        except (OSError, imaplib.IMAP4.error, SQLAlchemyError) as exc:
             log.warning("bounce mailbox %s: %s", imap.source, exc)
             self.say(f"bounce mailbox {imap.source}: not read ({exc})")
             return

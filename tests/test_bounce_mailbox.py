@@ -6,9 +6,12 @@ import imaplib
 import ssl
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import sessionmaker
 
 from mailer.app import App
 from mailer.config import ImapSettings, Security
@@ -129,3 +132,14 @@ def test_an_untrusted_certificate_or_a_wrong_password_touches_nothing(
     with pytest.raises(imaplib.IMAP4.error):
         poll_mailbox(imap, app.factory, lambda: NOW, policy=Policy())
     assert len(_folder(dovecot, "INBOX")) == 1
+
+
+def test_a_store_error_leaves_the_report_in_the_mailbox_unrecorded(
+    dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _deliver(dovecot, fixtures.dsn("gone@example.org"))
+    empty = sessionmaker(create_engine(f"sqlite:///{tmp_path / 'no-tables.db'}"), expire_on_commit=False)
+    with pytest.raises(SQLAlchemyError):
+        poll_mailbox(_settings(dovecot, monkeypatch, Security.TLS), empty, lambda: NOW, policy=Policy())
+    assert len(_folder(dovecot, "INBOX")) == 1
+    assert _folder(dovecot, "Unparsed") == [] and _folder(dovecot, "Processed") == []

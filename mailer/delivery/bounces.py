@@ -1,8 +1,10 @@
 """``mailer bounces import``: reports read from an mbox file or a Maildir folder, each handled on its own.
 
-Each message is handled in a savepoint (mailer.delivery.handling): one that breaks a parser or the store is
-rolled back alone, recorded as ``unparsed`` with its error and counted, and the others are applied. The file
-itself is never changed. Importing the same file twice changes nothing.
+Each message is handled in a savepoint (mailer.delivery.handling): one whose handling raises is rolled back
+alone, recorded as ``unparsed`` with its error and counted, and the others are applied. A database error
+(SQLAlchemyError) is the store's, not the report's: it propagates and the caller's transaction rolls back, so
+nothing is recorded and the reports are read again next time. The file itself is never changed. Importing the
+same file twice changes nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session as DbSession
 
 from mailer.delivery.handling import Handled, Policy, handle_report, record_failure
@@ -99,6 +102,8 @@ def handle_batch(
         try:
             with db.begin_nested():
                 handled = handle_report(db, raw, now, policy=policy, source=source)
+        except SQLAlchemyError:
+            raise  # the store, not the report: nothing is recorded, the report stays where it is for next time
         except Exception as exc:
             log.exception("bounce report %s in %s could not be applied", where, source)
             error = f"{type(exc).__name__}: {exc}"

@@ -11,7 +11,8 @@ One poll (:func:`poll_mailbox`, blocking: the service runs it in a thread) logs 
 
 A crash between 2 and 3 leaves the message where it was; the next poll sees it again and, the report being
 recorded by its fingerprint, applies nothing twice. Connection and login errors propagate
-(:class:`imaplib.IMAP4.error`, OSError, ssl.SSLError) and leave the mailbox untouched.
+(:class:`imaplib.IMAP4.error`, OSError, ssl.SSLError) and leave the mailbox untouched; so does a database
+error (SQLAlchemyError): the message being handled stays in ``folder``, unrecorded.
 """
 
 from __future__ import annotations
