@@ -1,6 +1,7 @@
 """The running service: APScheduler 3 (asyncio) wakes the tick; the database decides what to do.
 
-Jobs: one ``date`` job per (session, step) time still ahead, plus an ``interval`` job every
+Jobs: one ``date`` job per moment of the plan still ahead (:func:`mailer.timeline.plan.plan_moments`: step
+times and the materialising of recipient-local steps), plus an ``interval`` job every
 ``delivery.poll_interval`` for retries, late registrants and organiser-queued waves. Both run the same
 idempotent tick, with ``max_instances=1`` and ``coalesce=True``; a duplicate wake-up finds nothing to do.
 With ``[bounces.imap]`` set, one more ``interval`` job reads the bounce mailbox in a thread
@@ -29,7 +30,7 @@ from mailer.delivery.mailbox import poll_mailbox
 from mailer.delivery.transport import SmtpRouter, Transport
 from mailer.service import Service, smtp_target
 from mailer.timeline.clock import SystemClock
-from mailer.timeline.plan import plan
+from mailer.timeline.plan import plan_moments
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +107,12 @@ async def serve(app: App, say: Callable[[str], None] = print, companions: Sequen
             scheduler = AsyncIOScheduler(timezone="UTC")
             now = SystemClock().now()
             upcoming = 0
-            for item in plan(settings.series):
-                if item.at > now:
+            for moment in plan_moments(settings.series):
+                if moment > now:
                     scheduler.add_job(
                         runner.tick,
-                        DateTrigger(run_date=item.at),
-                        id=f"{item.session.id}/{item.step.name}",
+                        DateTrigger(run_date=moment),
+                        id=f"moment-{moment.isoformat()}",
                         max_instances=1,
                         coalesce=True,
                         misfire_grace_time=None,
@@ -142,7 +143,7 @@ async def serve(app: App, say: Callable[[str], None] = print, companions: Sequen
             async with contextlib.AsyncExitStack() as running:  # stopped in reverse, after the scheduler
                 for start in companions:
                     running.push_async_callback(await start(runner.service.app, say))
-                say(f"service started: {upcoming} step times ahead, polling every {settings.poll_interval}")
+                say(f"service started: {upcoming} plan moments ahead, polling every {settings.poll_interval}")
                 if imap is not None:
                     say(f"bounce mailbox {imap.source}: read every {imap.interval}")
                 await runner.stop.wait()

@@ -34,6 +34,7 @@ from mailer.store.outbox import (
     Outcome,
     QueueResult,
     claim_due,
+    next_due_at,
     queue_wave,
     reap_expired_leases,
     record_outcomes,
@@ -42,7 +43,7 @@ from mailer.store.outbox import (
     sync_sessions,
 )
 from mailer.timeline.clock import Clock
-from mailer.timeline.plan import due_steps, resolve_step
+from mailer.timeline.plan import due_steps, next_moment, resolve_step
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,13 @@ class Service:
             with transaction(self.app.factory) as db:
                 results.append(queue_wave(db, self.settings, planned.session, planned.step, now))
         return results
+
+    def next_moment(self, after: datetime) -> datetime | None:
+        """The first moment strictly after ``after`` at which this service has something to do
+        (:func:`mailer.timeline.plan.next_moment` over the config and the store), or None."""
+        with transaction(self.app.factory) as db:
+            pending = next_due_at(db, after)
+        return next_moment(self.settings.series, after, pending)
 
     async def dispatch(self, pool: Transport, *, stop: asyncio.Event | None = None) -> DispatchReport:
         """Send due messages batch by batch until none is due (or ``stop`` is set between batches).

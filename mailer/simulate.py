@@ -1,7 +1,8 @@
 """Run the whole timeline in virtual time against a real SMTP server (``mailer simulate``).
 
-The clock jumps from one wake-up to the next: each step's time and each deferred message's retry time,
-from before the first step to after the last one. Everything else is the real service: the same
+The clock jumps from one moment to the next that the service itself would act on
+(:meth:`mailer.service.Service.next_moment`: step times, waves materialised ahead of recipient-local steps,
+each message's own due time, send-window openings, retries), from before the first step to after the last one. Everything else is the real service: the same
 materialise and dispatch code, the same store, real SMTP.
 """
 
@@ -14,10 +15,8 @@ from datetime import datetime, timedelta
 from mailer.app import App
 from mailer.delivery.transport import SmtpRouter
 from mailer.service import DispatchReport, Service
-from mailer.store.engine import transaction
-from mailer.store.outbox import next_due_at
 from mailer.timeline.clock import VirtualClock, require_aware
-from mailer.timeline.plan import plan
+from mailer.timeline.plan import plan, plan_moments
 
 
 @dataclass(frozen=True)
@@ -31,9 +30,10 @@ class SimulationTick:
 
 
 def simulation_window(app: App) -> tuple[datetime, datetime]:
-    """From one hour before the first step to one day after the last step's deadline (UTC)."""
+    """From one hour before the first moment of the plan (a step, or a wave materialised ahead of a
+    recipient-local step) to one day after the last step's deadline (UTC)."""
     planned = plan(app.settings.series)
-    start = min(item.at for item in planned) - timedelta(hours=1)
+    start = min(plan_moments(app.settings.series)) - timedelta(hours=1)
     end = max(item.deadline.at for item in planned) + timedelta(days=1)
     return start, end
 
@@ -66,14 +66,10 @@ async def simulate(
             done = sum(1 for moment in step_times if moment <= now)
             if on_tick and report.total:
                 on_tick(SimulationTick(now, report, done, len(step_times)))
-            with transaction(app.factory) as db:
-                retry = next_due_at(db, now)
-            upcoming = [moment for moment in step_times if moment > now]
-            if retry is not None:
-                upcoming.append(retry)
-            if not upcoming or min(upcoming) > end:
+            upcoming = service.next_moment(now)
+            if upcoming is None or upcoming > end:
                 break
-            clock.set(min(upcoming))
+            clock.set(upcoming)
     if on_tick:
         on_tick(SimulationTick(clock.now(), DispatchReport(), len(step_times), len(step_times)))
     return totals

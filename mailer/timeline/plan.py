@@ -161,6 +161,33 @@ def plan(series: Series) -> list[PlannedStep]:
     return sorted(planned, key=lambda item: (item.at, item.session.id, item.step.name))
 
 
+def plan_moments(series: Series) -> list[datetime]:
+    """Every moment the timeline itself makes something due, in UTC, ascending and without repeats: each step's
+    time and, for automatic steps of sessions not cancelled, the moment its wave is materialised
+    (:func:`materialise_at`, earlier than the step's time for recipient-local steps)."""
+    moments = {item.at for item in plan(series)}
+    moments.update(
+        materialise_at(item.session, item.step)
+        for item in plan(series)
+        if item.step.auto and not item.session.cancelled
+    )
+    return sorted(moments)
+
+
+def next_moment(series: Series, after: datetime, pending: datetime | None) -> datetime | None:
+    """The first moment strictly after ``after`` at which anything is due: a moment of :func:`plan_moments`
+    or ``pending``, the store's earliest pending due time after ``after`` (a recipient-local due time, a send
+    window's opening, a retry, an organiser's wave). None when nothing is left. The service's wake-ups and
+    ``mailer simulate``'s virtual clock both follow it. Raises NaiveDatetimeError for naive times."""
+    after = require_aware(after, "after")
+    candidates = [moment for moment in plan_moments(series) if moment > after]
+    if pending is not None:
+        pending = require_aware(pending, "pending")
+        if pending > after:
+            candidates.append(pending)
+    return min(candidates, default=None)
+
+
 def due_steps(series: Series, now: datetime) -> list[PlannedStep]:
     """Automatic steps of sessions not cancelled whose wave should exist by ``now`` (late ones included:
     the caller applies deadlines)."""
