@@ -42,7 +42,7 @@ from mailer.store.outbox import (
     renew_leases,
     sync_sessions,
 )
-from mailer.timeline.clock import Clock
+from mailer.timeline.clock import Clock, require_aware
 from mailer.timeline.plan import due_steps, next_moment, resolve_step
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,7 @@ class Service:
     def next_moment(self, after: datetime) -> datetime | None:
         """The first moment strictly after ``after`` at which this service has something to do
         (:func:`mailer.timeline.plan.next_moment` over the config and the store), or None."""
+        after = require_aware(after, "after")
         with transaction(self.app.factory) as db:
             pending = next_due_at(db, after)
         return next_moment(self.settings.series, after, pending)
@@ -299,4 +300,5 @@ def smtp_target(settings: Settings, on_start: Callable[[str], None] | None = Non
 
 def wall_time(moment: datetime) -> str:
     """A UTC moment as ``YYYY-MM-DD HH:MM UTC`` for progress lines."""
+    moment = require_aware(moment, "moment")
     return moment.strftime("%Y-%m-%d %H:%M UTC")

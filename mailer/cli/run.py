@@ -25,7 +25,7 @@ from mailer.simulate import SimulationTick, simulate
 from mailer.store.engine import transaction
 from mailer.store.queries import counts_by_step
 from mailer.store.recipient import Recipient
-from mailer.timeline.clock import SystemClock
+from mailer.timeline.clock import SystemClock, require_aware
 
 DEFAULT_CONTACTS_DIR = Path("../shared/data/contacts")
 
@@ -50,6 +50,8 @@ def run_simulation(
     app: App, console: Console, start: datetime | None = None, end: datetime | None = None
 ) -> None:
     """Simulate the timeline against the configured SMTP server (or a capture server), printing as it goes."""
+    start = require_aware(start, "start") if start is not None else None
+    end = require_aware(end, "end") if end is not None else None
     with smtp_target(app.settings, on_start=console.print) as settings:
         target = App(settings, app.engine, app.factory)
         with Progress(

@@ -96,6 +96,7 @@ def build_calendar(
     BCP 47 tag (the LANGUAGE parameter of SUMMARY and DESCRIPTION). Raises ValueError for a negative
     sequence or an organiser address without "@", NaiveDatetimeError for a naive ``stamp``.
     """
+    stamp = require_aware(stamp, "stamp")
     if sequence < 0:
         raise ValueError(f"SEQUENCE must be >= 0, got {sequence}")
     stamp = require_aware(stamp, "calendar stamp").astimezone(UTC)

@@ -111,6 +111,7 @@ def is_rtl(locale: Locale) -> bool:
 
 def zone_label(moment: datetime, locale: Locale) -> str:
     """ "Apia, GMT+13:00" for IANA zones, "GMT-03:00" for fixed offsets, in ``locale`` (moment aware)."""
+    require_aware(moment, "moment")
     gmt = get_timezone_gmt(moment, locale=locale)
     if isinstance(moment.tzinfo, ZoneInfo) and "/" in moment.tzinfo.key:
         city = get_timezone_location(moment.tzinfo, locale=locale, return_city=True)
@@ -120,6 +121,7 @@ def zone_label(moment: datetime, locale: Locale) -> str:
 
 def date_time(moment: datetime, locale: Locale) -> str:
     """Full date and short time joined by the locale's own pattern, then the zone label in parentheses."""
+    require_aware(moment, "moment")
     glue = re.sub(r"'([^']*)'", r"\1", str(locale.datetime_formats["full"]))
     text = glue.replace("{1}", format_date(moment, "full", locale=locale)).replace(
         "{0}", format_time(moment, "short", locale=locale)
@@ -170,6 +172,8 @@ def session_times(
     end_local_time, local_zone, start_session_zone, session_zone (str), same_zone (bool), duration (str).
     Raises mailer.zones.UnknownZoneError.
     """
+    require_aware(start, "start")
+    require_aware(end, "end")
     locale = locale_for(language)
     here = resolve_zone(local_zone)
     local, local_end = start.astimezone(here), end.astimezone(here)

@@ -32,6 +32,7 @@ from mailer.compose.render import Rendered, Renderer
 from mailer.compose.wire import Composer
 from mailer.config import Session, Settings, Step, StepKind
 from mailer.store.recipient import Recipient
+from mailer.timeline.clock import require_aware
 
 
 class Signer(Protocol):
@@ -81,6 +82,7 @@ def sample_links(settings: Settings) -> dict[str, str]:
 def notice_extra(step_name: str, previous_start: datetime | None) -> dict[str, object]:
     """What a notice template needs: ``change`` ("cancelled" for ``cancelled-N``, "rescheduled" for
     ``date-changed-N``) and, for a reschedule, ``previous_start`` when known; {} for other steps."""
+    previous_start = require_aware(previous_start, "previous_start") if previous_start is not None else None
     if step_name.startswith("cancelled-"):
         return {"change": "cancelled"}
     if step_name.startswith("date-changed-"):
@@ -161,6 +163,7 @@ class Outgoing:
         Raises :class:`mailer.errors.PermanentDeliveryError` when the recipient's address cannot be written,
         ValueError for a malformed header value, NaiveDatetimeError for a naive ``date``.
         """
+        require_aware(date, "date")
         method = calendar_method(step)
         if method is not None and cancelled:
             method = Method.CANCEL
@@ -211,6 +214,7 @@ class Outgoing:
         """:meth:`render` then :meth:`build`: the message for a queued message (``message_pk``) or a sample
         recipient (None). A notice's ``extra`` ``change="cancelled"`` makes its calendar a CANCEL. Raises what
         both raise."""
+        require_aware(date, "date")
         links = self.links(message_pk, recipient.email)
         rendered = self.render(
             step, session, recipient, links=links, extra=extra, subject_prefix=subject_prefix

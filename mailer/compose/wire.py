@@ -230,6 +230,7 @@ class Composer:
         Raises :class:`mailer.errors.PermanentDeliveryError` when the recipient's address cannot be written,
         ValueError for a malformed message_id, language or URL, NaiveDatetimeError for a naive ``date``.
         """
+        require_aware(date, "date")
         to_spec, to_utf8 = encode_address(recipient.email)
         if not MESSAGE_ID.match(message_id):
             raise ValueError(f"malformed Message-ID {message_id!r}: expected '<left@right>'")

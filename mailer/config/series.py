@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mailer.config.reader import TableReader, read_toml
 from mailer.config.times import Offset, parse_clock_time, parse_offset
+from mailer.errors import NaiveDatetimeError
 from mailer.zones import resolve_zone
 
 
@@ -48,7 +49,8 @@ class Step:
 
 @dataclass(frozen=True)
 class Session:
-    """One webinar. ``start`` is aware, in the session's own zone (``zone_name``)."""
+    """One webinar. ``start`` is aware, in the session's own zone (``zone_name``); a naive one raises
+    NaiveDatetimeError."""
 
     id: str
     region: str
@@ -60,6 +62,10 @@ class Session:
     languages: tuple[str, ...]
     agenda: tuple[str, ...]
     cancelled: bool = False
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.start.utcoffset() is None:
+            raise NaiveDatetimeError(f"session {self.id}: start must be timezone-aware, got {self.start}")
 
     @property
     def zone(self) -> tzinfo:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session as DbSession
 from mailer.delivery.handling import Handled, Policy, handle_report, record_failure
 from mailer.errors import ImportFileError
 from mailer.store.models import ReportKind
+from mailer.timeline.clock import require_aware
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,10 @@ def handle_batch(
 def import_reports(db: DbSession, path: Path, now: datetime, *, policy: Policy) -> ReportTally:
     """Handle every message of the mbox or Maildir at ``path`` (caller commits).
 
-    Raises ImportFileError when ``path`` is no mailbox (see :func:`read_mailbox`), before anything is read.
+    Raises ImportFileError when ``path`` is no mailbox (see :func:`read_mailbox`), before anything is read,
+    and NaiveDatetimeError for a naive ``now``.
     """
+    now = require_aware(now, "now")
     reports = read_mailbox(path)
     first = next(reports, None)
     if first is None:

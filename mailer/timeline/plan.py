@@ -84,17 +84,22 @@ def message_due(
 
     A ``local_time`` step is due at that wall-clock time in the recipient's zone, ``offset`` calendar
     days from the session's date *as the recipient sees it*; other steps at ``scheduled_at`` (an
-    organiser's choice) or the step's time.
+    organiser's choice) or the step's time. Raises NaiveDatetimeError for a naive session start or
+    ``scheduled_at``.
     """
+    start = require_aware(session.start, "session start")
+    if scheduled_at is not None:
+        scheduled_at = require_aware(scheduled_at, "scheduled_at")
     if step.local_time is None:
-        return require_aware(scheduled_at, "scheduled_at") if scheduled_at else step_time(session, step)
+        return scheduled_at if scheduled_at else step_time(session, step)
     zone = resolve_zone(recipient_zone)
-    local_date = session.start.astimezone(zone).date() + timedelta(days=step.offset.calendar_days)
+    local_date = start.astimezone(zone).date() + timedelta(days=step.offset.calendar_days)
     return datetime.combine(local_date, step.local_time, tzinfo=zone).astimezone(UTC)
 
 
 def hold_for_window(due: datetime, step: Step, recipient_zone: str) -> datetime:
     """``due`` moved forward to the opening of the step's send window in the recipient's zone, if outside it."""
+    require_aware(due, "due")
     if step.send_window is None:
         return due
     opens, closes = step.send_window

@@ -12,6 +12,7 @@ from datetime import datetime
 from babel import Locale
 from babel.dates import format_date, format_time, get_timezone_gmt
 
+from mailer.timeline.clock import require_aware
 from mailer.zones import UnknownZoneError, resolve_zone
 
 STRINGS: dict[str, dict[str, str]] = {
@@ -152,6 +153,7 @@ def page_language(tag: str) -> PageLanguage:
 
 def local_datetime(moment: datetime, zone_name: str, language: str) -> str:
     """``moment`` as the full date, short time and GMT offset in ``zone_name`` (UTC when unknown) and ``language``."""
+    require_aware(moment, "moment")
     try:
         zone = resolve_zone(zone_name)
     except UnknownZoneError:

@@ -46,6 +46,7 @@ def add_user(
     email: str = "",
 ) -> StaffUser:
     """Create an account; caller commits. Raises AccountError for a bad or taken name or a short password."""
+    now = require_aware(now, "now")
     if not _USERNAME.match(username):
         raise AccountError(f"bad username {username!r}: 2-100 letters, digits, '.', '_', '@' or '-'")
     if db.scalar(select(StaffUser.id).where(StaffUser.username == username)) is not None:
@@ -76,6 +77,7 @@ def authenticate(db: DbSession, username: str, password: str, now: datetime) -> 
 
     A hash made with older parameters is upgraded on a successful sign-in.
     """
+    now = require_aware(now, "now")
     user = db.scalar(select(StaffUser).where(StaffUser.username == username.strip()))
     try:
         _HASHER.verify(user.password_hash if user else _DUMMY_HASH, password)

@@ -19,6 +19,7 @@ from mailer.store.models import (
     Suppression,
 )
 from mailer.store.outbox.batch import among
+from mailer.timeline.clock import require_aware
 from mailer.timeline.plan import (
     SkipReason,
 )
@@ -59,6 +60,7 @@ def skip_reason(row: Any, step: Step, facts: SendTimeFacts, now: datetime) -> Sk
     In order: session cancelled (notices still go), address suppressed or contact not active, deadline
     passed, registrants-only step to someone not registered, invitation to someone who has answered.
     """
+    now = require_aware(now, "now")
     answer = facts.answers.get((row.contact_id, row.session_id))
     if row.session_id in facts.cancelled_sessions and step.kind is not StepKind.NOTICE:
         return SkipReason.CANCELLED

@@ -47,6 +47,7 @@ class ClaimedMessage:
 
 def reap_expired_leases(db: DbSession, now: datetime) -> int:
     """Put messages stuck in ``sending`` past their lease back to ``queued`` (a crashed worker's)."""
+    now = require_aware(now, "now")
     stuck = db.scalars(
         select(Message.id).where(Message.status == MessageStatus.SENDING, Message.lease_until < now)
     ).all()
@@ -150,6 +151,7 @@ def claim_due(
 
 def renew_leases(db: DbSession, pks: Sequence[int], worker: str, until: datetime) -> None:
     """Extend ``worker``'s claim on messages it is still sending to ``until``; caller commits."""
+    until = require_aware(until, "until")
     db.execute(
         update(Message)
         .where(
@@ -163,6 +165,7 @@ def renew_leases(db: DbSession, pks: Sequence[int], worker: str, until: datetime
 
 def release_claims(db: DbSession, pks: Sequence[int], now: datetime) -> None:
     """Give claimed, unsent messages back (graceful shutdown): ``sending`` -> ``queued``."""
+    now = require_aware(now, "now")
     if not pks:
         return
     db.execute(
@@ -181,6 +184,7 @@ def release_claims(db: DbSession, pks: Sequence[int], now: datetime) -> None:
 
 def next_due_at(db: DbSession, after: datetime) -> datetime | None:
     """The earliest due time of a pending message in an active wave strictly after ``after``, or None."""
+    after = require_aware(after, "after")
     return db.scalar(
         select(func.min(Message.due_at))
         .join(Wave, Wave.id == Message.wave_id)
@@ -190,6 +194,7 @@ def next_due_at(db: DbSession, after: datetime) -> datetime | None:
 
 def has_due(db: DbSession, now: datetime) -> bool:
     """True when some pending message of an active wave is due at ``now``."""
+    now = require_aware(now, "now")
     return (
         db.scalar(
             select(Message.id)

@@ -14,12 +14,14 @@ from mailer.store.models import (
     EventKind,
 )
 from mailer.store.outbox.batch import INSERT_CHUNK, is_postgresql
+from mailer.timeline.clock import require_aware
 
 
 def log_many(
     db: DbSession, message_pks: Iterable[int], kind: EventKind, now: datetime, detail: str = ""
 ) -> None:
     """Append one event of ``kind`` with the same ``detail`` to each of ``message_pks`` (caller commits)."""
+    now = require_aware(now, "now")
     insert_events(db, [event_row(pk, kind, now, detail) for pk in message_pks])
 
 
@@ -33,6 +35,7 @@ def log_event(
     detail: str = "",
 ) -> None:
     """Append one delivery event (caller commits)."""
+    now = require_aware(now, "now")
     db.add(DeliveryEvent(message_pk=message_pk, at=now, kind=kind, reply_code=code, detail=detail))
 
 
@@ -40,6 +43,7 @@ def event_row(
     pk: int, kind: EventKind, now: datetime, detail: str, code: int | None = None
 ) -> dict[str, object]:
     """One ``delivery_events`` row as a mapping, for :func:`insert_events`."""
+    now = require_aware(now, "now")
     return {"message_pk": pk, "at": now, "kind": kind, "detail": detail, "reply_code": code}
 
 

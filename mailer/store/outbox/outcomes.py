@@ -21,6 +21,7 @@ from mailer.store.models import (
 from mailer.store.outbox.batch import among, is_postgresql
 from mailer.store.outbox.events import event_row, insert_events
 from mailer.store.outbox.suppressions import suppress
+from mailer.timeline.clock import require_aware
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ def record_outcomes(
     after the message's deadline. A deferral with ``retry_at`` (nothing reached the relay) is due at that
     time and gives its attempt back. A bounce also suppresses the address (reason ``hard-bounce``).
     """
+    now = require_aware(now, "now")
     if not outcomes:
         return
     by_pk = {outcome.pk: outcome for outcome in outcomes}

@@ -62,6 +62,7 @@ def audience_query(series: Series, session: Session, step: Step, audience: str, 
     Registrations count from their ``registered_at`` on. Suppressed contacts are included: they are
     finished as suppressed at send time, so the log shows why they got nothing.
     """
+    now = require_aware(now, "now")
     answered = select(Registration.contact_id).where(
         Registration.session_id == session.id,
         (Registration.registered_at.is_(None)) | (Registration.registered_at <= now),

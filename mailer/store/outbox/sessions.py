@@ -50,6 +50,7 @@ def sync_sessions(db: DbSession, settings: Settings, now: datetime) -> list[Sess
     raises SEQUENCE, skips its pending messages (reason "cancelled") and queues a cancellation notice to
     registrants. Rows are locked (PostgreSQL), so concurrent processes apply each change once. Caller commits.
     """
+    now = require_aware(now, "now")
     series = settings.series
     existing = {row.id: row for row in db.scalars(select(SessionRow).with_for_update())}
     changes: list[SessionChange] = []

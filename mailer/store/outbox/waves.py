@@ -19,6 +19,7 @@ from mailer.store.models import (
     WaveStatus,
 )
 from mailer.store.outbox.events import log_many
+from mailer.timeline.clock import require_aware
 from mailer.timeline.plan import (
     SkipReason,
 )
@@ -31,6 +32,7 @@ def pending_messages(db: DbSession, condition: Any) -> list[int]:
 
 def skip_messages(db: DbSession, pks: Sequence[int], reason: SkipReason, now: datetime) -> None:
     """Finish the still pending ones of ``pks`` as skipped for ``reason`` and log it; caller commits."""
+    now = require_aware(now, "now")
     if not pks:
         return
     db.execute(
@@ -47,6 +49,7 @@ def set_wave_status(db: DbSession, wave_id: int, status: WaveStatus, now: dateti
     Cancelling finishes every pending message as skipped ("cancelled"); a cancelled wave stays cancelled.
     Raises NotFoundError for an unknown wave and ValueError for a change from ``cancelled``.
     """
+    now = require_aware(now, "now")
     wave = db.get(Wave, wave_id)
     if wave is None:
         raise NotFoundError(f"no wave {wave_id} (see `mailer waves list`)")

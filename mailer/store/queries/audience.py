@@ -17,6 +17,7 @@ from mailer.store.models import (
     Suppression,
 )
 from mailer.store.outbox import audience_query, default_audience
+from mailer.timeline.clock import require_aware
 from mailer.timeline.plan import Deadline, hold_for_window, message_due, plan
 
 
@@ -24,6 +25,7 @@ def audience_size(
     db: DbSession, series: Series, session: Session, step: Step, audience: str, now: datetime
 ) -> int:
     """How many contacts a wave of ``step`` would go to now (suppressed ones included, as queue_wave does)."""
+    now = require_aware(now, "now")
     return (
         db.scalar(
             select(func.count()).select_from(audience_query(series, session, step, audience, now).subquery())
@@ -49,6 +51,7 @@ def session_timelines(
 ) -> dict[str, list[TimelineRow]]:
     """Each session's steps in time order (the ``mailer sessions list`` tables and the organisers' sessions
     page), keyed by session id in config order; only ``session_id`` when given."""
+    now = require_aware(now, "now")
     timelines: dict[str, list[TimelineRow]] = {
         session.id: [] for session in series.sessions if not session_id or session.id == session_id
     }
@@ -85,6 +88,8 @@ def plan_wave(
     at: datetime | None = None,
 ) -> WavePlan:
     """Recipients per language and the first send time of queuing ``step`` for ``audience`` at ``now``."""
+    now = require_aware(now, "now")
+    at = require_aware(at, "at") if at is not None else None
     members = audience_query(series, session, step, audience, now)
     rows = db.execute(
         select(Contact.id, Contact.language, Contact.time_zone, Contact.status, Contact.email_key).where(

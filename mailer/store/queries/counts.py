@@ -16,6 +16,7 @@ from mailer.store.models import (
     Wave,
     WaveStatus,
 )
+from mailer.timeline.clock import require_aware
 
 STATUS_COLUMNS = tuple(status.value for status in MessageStatus)
 UNFINISHED_STATUSES = (MessageStatus.QUEUED, MessageStatus.DEFERRED, MessageStatus.SENDING)
@@ -140,6 +141,7 @@ def sends_over_time(
 
 def pending_due(db: DbSession, wave_id: int, now: datetime) -> int:
     """Pending messages of an active wave whose time has come (the wave is sending now)."""
+    now = require_aware(now, "now")
     return (
         db.scalar(
             select(func.count(Message.id))
