@@ -33,9 +33,11 @@ from mailer.app import App, open_app
 from mailer.compose.outgoing import Outgoing, sample_links
 from mailer.compose.render import Rendered, Renderer
 from mailer.config import Series, Session, Settings, Step, load_settings
+from mailer.delivery.handling import Policy
 from mailer.errors import NaiveDatetimeError
 from mailer.store.outbox.checks import SendTimeFacts
 from mailer.store.recipient import Recipient
+from mailer.store.relays import CircuitState
 from tests.conftest import ROOT
 
 NAIVE = datetime(2022, 3, 6, 9, 0)
@@ -135,6 +137,12 @@ def _sample(hint: Any, name: str, app: App, folder: Path) -> Any:
     if hint is Path:
         (folder / "empty.csv").write_text("email\n", encoding="utf-8")
         return folder / "empty.csv"
+    if hint is bytes:
+        return b"From: mailer-daemon@example.org\r\n\r\nnot a report\r\n"
+    if hint is Policy:
+        return Policy()
+    if hint is CircuitState:
+        return CircuitState("127.0.0.1:25", "main", False, 0, None, None, "")
     if hint is SendTimeFacts:
         return SendTimeFacts(set(), {}, set())
     if hint is str or hint == str | None:
@@ -170,6 +178,8 @@ def _sample(hint: Any, name: str, app: App, folder: Path) -> Any:
         return app.factory
     if "orm.session.Session" in text:
         return app.factory()
+    if "Iterator" in text:
+        return iter(())
     if "Sequence" in text or "Iterable" in text or text.startswith("list"):
         return []
     if hint is datetime or _datetime_hint(hint):

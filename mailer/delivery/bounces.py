@@ -97,6 +97,7 @@ def handle_batch(
 
     Counts go into ``tally`` when given (a poll adds message after message), else into a new one.
     """
+    now = require_aware(now, "now")
     tally = tally if tally is not None else ReportTally()
     for where, raw in reports:
         tally.read += 1

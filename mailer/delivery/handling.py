@@ -39,6 +39,7 @@ from mailer.store.models import (
     Suppression,
 )
 from mailer.store.outbox import log_event, suppress
+from mailer.timeline.clock import require_aware
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,7 @@ def handle_report(db: DbSession, raw: bytes, now: datetime, *, policy: Policy, s
     Never raises for what the bytes hold; database errors propagate (the caller rolls back and keeps the
     report for the next run, mailer.delivery.bounces and mailer.delivery.mailbox).
     """
+    now = require_aware(now, "now")
     key = fingerprint(raw)
     row = db.scalar(select(BounceReport).where(BounceReport.fingerprint == key))
     if row is not None and row.kind != ReportKind.UNPARSED:
@@ -217,6 +219,7 @@ def handle_report(db: DbSession, raw: bytes, now: datetime, *, policy: Policy, s
 
 def record_failure(db: DbSession, raw: bytes, now: datetime, *, source: str, error: str) -> None:
     """Record a report whose handling raised (kept as ``unparsed`` with the error; caller commits)."""
+    now = require_aware(now, "now")
     key = fingerprint(raw)
     row = db.scalar(select(BounceReport).where(BounceReport.fingerprint == key))
     if row is None:

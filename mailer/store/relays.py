@@ -33,6 +33,7 @@ def save_circuit(db: DbSession, state: CircuitState, now: datetime) -> None:
     """Insert or update ``state.relay``'s row in one statement (``INSERT ... ON CONFLICT DO UPDATE``), so two
     processes saving the same relay at once never collide; caller commits. Raises NaiveDatetimeError for
     naive times."""
+    now = require_aware(now, "now")
     values = {
         "relay": state.relay,
         "server": state.server,

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from mailer.errors import NotFoundError
 from mailer.store.models import BounceReport, Contact, ContactStatus, Suppression, SuppressionLift
+from mailer.timeline.clock import require_aware
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ def lift_suppression(db: DbSession, email_key: str, *, by: str, note: str, now: 
 
     The contact with that key, if any, becomes active. Raises NotFoundError when the address is not suppressed.
     """
+    now = require_aware(now, "now")
     row = db.get(Suppression, email_key)
     if row is None:
         raise NotFoundError(f"{email_key} is not on the suppression list")
