@@ -238,6 +238,7 @@ class Service:
                 message.recipient,
                 links=links,
                 extra=notice_extra(message.step, self._previous_starts.get(message.session_id)),
+                sent_at=self.clock.now(),
             )
         except RenderError as exc:
             log.error("render failed for %s: %s", message.message_id, exc)

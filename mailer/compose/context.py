@@ -6,8 +6,11 @@ Template context (a fixed set; ``extra`` adds keys, see :data:`OVERRIDABLE`):
     greeting_name        str                title and name on one line, or "" (the template chooses a fallback)
     series, session, step                   config objects (Series, Session, Step)
     occurrence           int                1 for the first step of its kind in the series, 2 for the next, ...
-    lead                 str                "week" | "day" | "hour" for 7 days / 1 day / 1 hour before, else ""
-    lead_text            str                the lead time in words ("in 3 days"); "" unless before the start
+    lead                 str                from the moment the message is sent, in the recipient's zone: "hour" when
+                                            the start is 50-70 minutes away, "day" when it is tomorrow there,
+                                            "week" when it is 7 days later there, else ""
+    lead_text            str                otherwise the time left in words: the same day in hours or minutes
+                                            ("in 13 hours"), else in calendar days there ("in 3 days")
     language             str                the language used (BCP 47)
     direction, align     str                "ltr" | "rtl" and the matching "left" | "right"
     t                    module             _common/<lang>.j2 (t.series_name, t.unsubscribe, ...)
@@ -40,7 +43,7 @@ Notices also get ``change`` and ``previous_start``, invitations ``rsvp_yes_url``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from mailer.compose.localise import (
@@ -56,6 +59,8 @@ from mailer.compose.wording import Wording
 from mailer.config import Series, Session, Settings, Step, StepKind
 from mailer.errors import RenderError
 from mailer.store.recipient import Recipient
+from mailer.timeline.clock import require_aware
+from mailer.timeline.plan import step_time
 from mailer.zones import UnknownZoneError, resolve_zone
 
 #: Context keys ``extra`` may replace; any other clash with a fixed variable raises ValueError.
@@ -125,6 +130,29 @@ def step_lead(step: Step) -> tuple[str, timedelta | None]:
     return named.get(before, ""), before
 
 
+def send_lead(session: Session, zone: tzinfo, sent_at: datetime, language: str) -> tuple[str, str]:
+    """(``lead``, ``lead_text``) of the context for a message sent at ``sent_at`` (aware) to a recipient in
+    ``zone``: the relative words are decided by the actual send moment, never by the step's offset, so a
+    reminder held by a send window until the session's morning says "in 13 hours", not "tomorrow".
+
+    Raises NaiveDatetimeError for a naive ``sent_at``.
+    """
+    sent_at = require_aware(sent_at, "sent_at")
+    before = session.start.astimezone(UTC) - sent_at
+    if before <= timedelta(0):
+        return "", ""
+    if timedelta(minutes=50) <= before <= timedelta(minutes=70):
+        return "hour", ""
+    days = (session.start.astimezone(zone).date() - sent_at.astimezone(zone).date()).days
+    if days == 0:
+        if before < timedelta(hours=2):
+            return "", lead_words(timedelta(minutes=before // timedelta(minutes=1)), language, "minute")
+        return "", lead_words(timedelta(hours=before // timedelta(hours=1)), language, "hour")
+    if days in (1, 7):
+        return {1: "day", 7: "week"}[days], ""
+    return "", lead_words(timedelta(days=days), language, "day")
+
+
 def template_context(
     settings: Settings,
     wording: Wording,
@@ -135,9 +163,12 @@ def template_context(
     language: str,
     unsubscribe_url: str,
     extra: Mapping[str, object] | None,
+    *,
+    sent_at: datetime | None = None,
 ) -> dict[str, Any]:
     """The context of the module docstring (plus ``_dates`` for the date filters) in ``language``, whose
-    shared wording is ``wording``. Raises RenderError for an unknown recipient zone, ValueError when ``extra``
+    shared wording is ``wording``, for a message sent at ``sent_at`` (default: the step's own time, for
+    previews). Raises RenderError for an unknown recipient zone, ValueError when ``extra``
     would replace a fixed variable other than those of :data:`OVERRIDABLE`."""
     try:
         times = session_times(session.start, session.end, recipient.time_zone, session.zone_name, language)
@@ -147,7 +178,8 @@ def template_context(
     locale = locale_for(language)
     region = settings.regions.get(session.region)
     region_name = wording.region_names.get(session.region, region.name if region else session.region)
-    lead, before = step_lead(step)
+    moment = step_time(session, step) if sent_at is None else require_aware(sent_at, "sent_at")
+    lead, lead_text = send_lead(session, local_zone, moment, language)
     rtl = is_rtl(locale)
     same_kind = [s.name for s in series.steps if s.kind is step.kind]
     context: dict[str, Any] = {
@@ -158,7 +190,7 @@ def template_context(
         "step": step,
         "occurrence": same_kind.index(step.name) + 1 if step.name in same_kind else 1,
         "lead": lead,
-        "lead_text": lead_words(before, language) if before else "",
+        "lead_text": lead_text,
         "language": language,
         "t": wording.module,
         "direction": "rtl" if rtl else "ltr",
@@ -187,4 +219,11 @@ def template_context(
     return context
 
 
-__all__ = ["CONTEXT_VARIABLES", "EXTRA_VARIABLES", "OVERRIDABLE", "step_lead", "template_context"]
+__all__ = [
+    "CONTEXT_VARIABLES",
+    "EXTRA_VARIABLES",
+    "OVERRIDABLE",
+    "send_lead",
+    "step_lead",
+    "template_context",
+]

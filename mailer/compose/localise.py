@@ -148,9 +148,14 @@ def word_list(items: tuple[str, ...], language: str) -> str:
 
 
 @lru_cache(maxsize=256)
-def lead_words(before: timedelta, language: str) -> str:
-    """How long before the start, in words with a direction: "in 3 days", "dans 3 jours"."""
-    return format_timedelta(before, add_direction=True, locale=locale_for(language))
+def lead_words(before: timedelta, language: str, unit: str = "second") -> str:
+    """How long before the start, in words with a direction: "in 3 days", "dans 3 jours"; with ``unit``
+    "hour" or "minute" the time is said in that unit, never rounded up to a larger one ("in 13 hours")."""
+    if unit == "second":
+        return format_timedelta(before, add_direction=True, locale=locale_for(language))
+    return format_timedelta(
+        before, granularity=unit, threshold=10_000, add_direction=True, locale=locale_for(language)
+    )
 
 
 @lru_cache(maxsize=256)

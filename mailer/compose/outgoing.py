@@ -123,9 +123,11 @@ class Outgoing:
         links: Mapping[str, str],
         extra: Mapping[str, object] | None = None,
         subject_prefix: str = "",
+        sent_at: datetime | None = None,
     ) -> Rendered:
         """The texts of the message with ``links`` (from :meth:`links`) and ``extra`` template variables;
-        ``subject_prefix`` (a test's "[TEST] ") goes before the subject. Raises what
+        ``subject_prefix`` (a test's "[TEST] ") goes before the subject; ``sent_at`` is the moment it is sent
+        (the relative words follow it; default: the step's time). Raises what
         :meth:`mailer.compose.render.Renderer.render` raises."""
         rendered = self.renderer.render(
             step,
@@ -138,6 +140,7 @@ class Outgoing:
                 "rsvp_no_url": links["rsvp_no_url"],
                 **(extra or {}),
             },
+            sent_at=sent_at,
         )
         if subject_prefix:
             rendered = replace(rendered, subject=f"{subject_prefix}{rendered.subject}")
@@ -217,7 +220,7 @@ class Outgoing:
         require_aware(date, "date")
         links = self.links(message_pk, recipient.email)
         rendered = self.render(
-            step, session, recipient, links=links, extra=extra, subject_prefix=subject_prefix
+            step, session, recipient, links=links, extra=extra, subject_prefix=subject_prefix, sent_at=date
         )
         return self.build(
             rendered,

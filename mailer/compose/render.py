@@ -33,13 +33,14 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from babel import UnknownLocaleError
 
-from mailer.compose.context import template_context
+from mailer.compose.context import send_lead, template_context
 from mailer.compose.environment import make_environment, run_template
 from mailer.compose.inlining import RTL_PREFIX
 from mailer.compose.localise import language_family, locale_for, normalise_tag, with_country
@@ -48,6 +49,8 @@ from mailer.compose.wording import Wording, wording_of
 from mailer.config import Series, Session, Settings, Step, StepKind
 from mailer.errors import NotFoundError, RenderError
 from mailer.store.recipient import Recipient
+from mailer.timeline.plan import step_time
+from mailer.zones import UnknownZoneError, resolve_zone
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +221,10 @@ class Renderer:
         series: Series,
         unsubscribe_url: str,
         extra: Mapping[str, object] | None = None,
+        sent_at: datetime | None = None,
     ) -> Rendered:
-        """Render ``step``'s template for ``recipient`` in the first language of the chain that has all parts.
+        """Render ``step``'s template for ``recipient`` in the first language of the chain that has all parts,
+        as sent at ``sent_at`` (the relative words "tomorrow", "in 13 hours" follow it; default: the step's time).
 
         The chain uses ``recipient.region`` or else the session's region. A fallback is logged (INFO) with the
         requested and the used language. Raises :class:`RenderError` (no template folder, no language in the
@@ -249,7 +254,7 @@ class Renderer:
             "unsubscribe_url": unsubscribe_url,
         }
         personal.update((name, value) for name, value in (extra or {}).items() if name in PERSONAL)
-        group = self._group(step, session, recipient, series, used, unsubscribe_url, extra, personal)
+        group = self._group(step, session, recipient, series, used, unsubscribe_url, extra, personal, sent_at)
         if group is None:  # rendered for this recipient alone
             context = template_context(
                 self.settings,
@@ -261,6 +266,7 @@ class Renderer:
                 used,
                 unsubscribe_url,
                 extra,
+                sent_at=sent_at,
             )
             subject, text, html = (self._run(template, context) for template in languages[used])
             title = context["session_title"]
@@ -286,13 +292,20 @@ class Renderer:
         unsubscribe_url: str,
         extra: Mapping[str, object] | None,
         personal: Mapping[str, object],
+        sent_at: datetime | None,
     ) -> _Group | None:
         """The parts shared by every recipient of (step, session, language, zone, ``extra``), with markers for
         the personal values (:mod:`mailer.compose.personalise`); None when this template set must render per message."""
         if not self.substitute or not self._substitutable(step.template, language) or not fits(personal):
             return None
         shared = tuple(sorted((name, value) for name, value in (extra or {}).items() if name not in PERSONAL))
-        key = (id(series), session, step, language, recipient.time_zone, shared, presence(personal))
+        try:
+            zone = resolve_zone(recipient.time_zone)
+        except UnknownZoneError:
+            return None  # rendered alone, where the error names the recipient
+        moment = step_time(session, step) if sent_at is None else sent_at
+        lead = send_lead(session, zone, moment, language)
+        key = (id(series), session, step, language, recipient.time_zone, lead, shared, presence(personal))
         try:
             group = self._groups.get(key)
         except TypeError:  # an unhashable value in extra
@@ -308,6 +321,7 @@ class Renderer:
                 language,
                 unsubscribe_url,
                 extra,
+                sent_at=sent_at,
             )
             context.update(marked(personal), _marked=True)
             parts = tuple(
