@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta, tzinfo
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from babel import Locale
@@ -147,8 +147,11 @@ def word_list(items: tuple[str, ...], language: str) -> str:
     return text
 
 
+LeadUnit = Literal["day", "hour", "minute", "second"]
+
+
 @lru_cache(maxsize=256)
-def lead_words(before: timedelta, language: str, unit: str = "second") -> str:
+def lead_words(before: timedelta, language: str, unit: LeadUnit = "second") -> str:
     """How long before the start, in words with a direction: "in 3 days", "dans 3 jours"; with ``unit``
     "hour" or "minute" the time is said in that unit, never rounded up to a larger one ("in 13 hours")."""
     if unit == "second":
