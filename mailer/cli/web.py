@@ -12,7 +12,16 @@ from mailer.cli import AppContext, output_console, pass_ctx
 from mailer.store.engine import transaction
 from mailer.store.models import StaffRole, StaffUser
 from mailer.timeline.clock import SystemClock
-from mailer.web.users import MIN_PASSWORD_LENGTH, AccountError, add_user, get_user, set_password
+from mailer.web.sessions import end_session_ref, end_sessions, list_sessions
+from mailer.web.users import (
+    MIN_PASSWORD_LENGTH,
+    AccountError,
+    add_user,
+    change_user,
+    get_user,
+    remove_user,
+    set_password,
+)
 
 
 @click.command("web")
@@ -107,16 +116,65 @@ def passwd(ctx: AppContext, username: str, password_stdin: bool) -> None:
 def set_user(
     ctx: AppContext, username: str, role: str | None, email: str | None, active: bool | None
 ) -> None:
-    """Change an account's role, address or whether it may sign in."""
+    """Change an account's role, address or whether it may sign in (a new role or disabling signs it out)."""
     with transaction(ctx.app.factory) as db:
-        user = get_user(db, username)
-        if role is not None:
-            user.role = StaffRole(role)
-        if email is not None:
-            user.email = email.strip()
-        if active is not None:
-            user.active = active
+        change_user(db, username, role=StaffRole(role) if role else None, email=email, active=active)
     click.echo(f"user {username} updated")
+
+
+@users.command("remove")
+@click.argument("username")
+@pass_ctx
+def remove(ctx: AppContext, username: str) -> None:
+    """Delete an account (its sessions end with it)."""
+    with transaction(ctx.app.factory) as db:
+        remove_user(db, username)
+    click.echo(f"user {username} removed")
+
+
+@users.command("sessions")
+@click.argument("username", required=False)
+@click.option("--end", "end_ref", metavar="REF", help="End the session whose reference starts so.")
+@click.option("--end-all", is_flag=True, help="End every listed session (of USERNAME, or of everybody).")
+@pass_ctx
+def sessions(ctx: AppContext, username: str | None, end_ref: str | None, end_all: bool) -> None:
+    """Signed-in browsers (of USERNAME, or of everybody): list them, or end one or all."""
+    with transaction(ctx.app.factory) as db:
+        if username is not None:
+            get_user(db, username)  # NotFoundError names the unknown account
+        if end_ref:
+            try:
+                ended = end_session_ref(db, end_ref)
+            except ValueError as exc:
+                raise click.ClickException(str(exc)) from None
+            if not ended:
+                raise click.ClickException(f"no open session {end_ref!r} (see `mailer users sessions`)")
+            click.echo(f"session {end_ref} ended")
+            return
+        if end_all:
+            ids = [
+                user.id for user in db.scalars(select(StaffUser)).all() if username in (None, user.username)
+            ]
+            count = sum(end_sessions(db, uid) for uid in ids)
+            click.echo(f"{count} session(s) ended")
+            return
+        rows = list_sessions(db, username)
+    if not rows:
+        click.echo("No open sessions.")
+        return
+    table = Table(title="Open dashboard sessions (times UTC)")
+    for column in ("ref", "user", "signed in", "last request", "client", "browser"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.ref,
+            row.username,
+            f"{row.created_at:%Y-%m-%d %H:%M}",
+            f"{row.last_seen_at:%Y-%m-%d %H:%M}",
+            row.client,
+            row.agent[:60],
+        )
+    output_console().print(table)
 
 
 @users.command("list")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,13 +21,14 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 def make_engine(url: str, **options: Any) -> Engine:
     """Create an engine for ``url``.
 
-    SQLite files get their folder created, WAL journaling, a 30 s busy timeout and foreign keys on;
+    SQLite files get their folder created, the file itself made readable by its owner only (0600; SQLite
+    gives its -wal and -shm files the same mode), WAL journaling, a 30 s busy timeout and foreign keys on;
     they suit one sending process. PostgreSQL (``postgresql+psycopg://...``) suits several.
     """
     if url.startswith("sqlite"):
         path = url.split("sqlite:///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if path and path != ":memory:" and not path.startswith("file:"):
+            private_file(Path(path))
         engine = create_engine(url, connect_args={"timeout": 30}, **options)
 
         @event.listens_for(engine, "connect")
@@ -38,6 +41,17 @@ def make_engine(url: str, **options: Any) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, **options)
+
+
+def private_file(path: Path) -> None:
+    """Make ``path`` (and its folder) exist with mode 0600: created so, or tightened when group or others
+    could read it. The store holds password hashes and every contact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if name.stat().st_mode & 0o077:
+                name.chmod(0o600)
 
 
 def upgrade(engine: Engine) -> None:

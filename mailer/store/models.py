@@ -363,3 +363,18 @@ class SuppressionLift(Base):
     lifted_by: Mapped[str] = mapped_column(String(100))
     note: Mapped[str] = mapped_column(Text, default="")  # why, as staff wrote it
     lifted_at: Mapped[datetime]
+
+
+class StaffSession(Base):
+    """A signed-in browser of a dashboard account. The cookie carries a random token; only its SHA-256 is
+    stored (``id``), so a copy of the store opens no session. Deleted by sign-out, a password or role
+    change, disabling or removing the account, ``mailer users sessions --end``, or on expiry."""
+
+    __tablename__ = "staff_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # hex SHA-256 of the cookie's token
+    user_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    client: Mapped[str] = mapped_column(String(64), default="")  # address at sign-in
+    agent: Mapped[str] = mapped_column(String(200), default="")  # browser's User-Agent at sign-in

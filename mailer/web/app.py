@@ -1,7 +1,8 @@
 """The Starlette application: routes, middleware and the shared :class:`WebContext`.
 
-Middleware, outermost first: security headers (CSP, no framing, no referrer, no caching), the signed session
-cookie, then :class:`mailer.web.auth.GuardMiddleware` (sign-in, roles, CSRF). Route handlers that touch the
+Middleware, outermost first: security headers (CSP, no framing, no referrer, no caching), request limits
+(:mod:`mailer.web.inputs`), forwarded headers from trusted proxies (:mod:`mailer.web.proxy`), the signed
+session cookie, then :class:`mailer.web.auth.GuardMiddleware` (server-side session, roles, CSRF). Route handlers that touch the
 database are plain functions (Starlette runs them in its thread pool) or hand their work to
 ``run_in_threadpool``, so the event loop shared with the scheduler never waits on the store.
 """
@@ -36,11 +37,14 @@ from mailer.compose.render import Renderer
 from mailer.config import Settings
 from mailer.store.engine import transaction
 from mailer.timeline.clock import Clock, SystemClock
-from mailer.web.auth import GuardMiddleware, LoginThrottle, csrf_token
+from mailer.web.auth import GuardMiddleware, csrf_token
+from mailer.web.inputs import RequestLimits
+from mailer.web.proxy import ForwardedHeaders, networks, public_origin
+from mailer.web.sessions import SessionPolicy
+from mailer.web.throttle import LoginThrottle
 from mailer.zones import UnknownZoneError, resolve_zone
 
 SESSION_COOKIE = "mailer_session"
-SESSION_MAX_AGE = 8 * 3600  # seconds: a working day, then sign in again
 
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; object-src 'none'; "
@@ -71,6 +75,7 @@ class WebContext:
     templates: Jinja2Templates
     throttle: LoginThrottle
     secure_cookies: bool
+    sessions: SessionPolicy
 
     @property
     def settings(self) -> Settings:
@@ -174,6 +179,20 @@ def _health(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
+def trusted_proxies(settings: Settings) -> tuple[str, ...]:
+    """``web.trusted_proxies``: addresses whose forwarded headers are believed (none by default)."""
+    return tuple(getattr(settings.web, "trusted_proxies", ()))
+
+
+def session_policy(settings: Settings) -> SessionPolicy:
+    """Idle and absolute session lifetimes (``web.session_idle``, ``web.session_max``)."""
+    web = settings.web
+    default = SessionPolicy()
+    return SessionPolicy(
+        idle=getattr(web, "session_idle", default.idle), longest=getattr(web, "session_max", default.longest)
+    )
+
+
 def create_app(
     app: App,
     *,
@@ -194,6 +213,7 @@ def create_app(
     directory = web_templates_dir(settings)
     secure = settings.web.base_url.startswith("https://")
     messages = outgoing(settings, renderer)
+    policy = session_policy(settings)
     ctx = WebContext(
         app=app,
         clock=clock or SystemClock(),
@@ -202,6 +222,7 @@ def create_app(
         templates=_templates(directory),
         throttle=throttle or LoginThrottle(),
         secure_cookies=secure,
+        sessions=policy,
     )
     routes = [
         Route("/", _home),
@@ -213,15 +234,23 @@ def create_app(
     ]
     middleware = [
         Middleware(SecurityHeaders),
+        Middleware(RequestLimits),
+        Middleware(ForwardedHeaders, trusted=networks(trusted_proxies(settings))),
         Middleware(
             SessionMiddleware,
             secret_key=derived_key(settings, "sessions").hex(),
             session_cookie=SESSION_COOKIE,
-            max_age=SESSION_MAX_AGE,
+            max_age=int(policy.longest.total_seconds()),
             same_site="lax",
             https_only=secure,
         ),
-        Middleware(GuardMiddleware, factory=app.factory),
+        Middleware(
+            GuardMiddleware,
+            factory=app.factory,
+            clock=ctx.clock,
+            policy=policy,
+            public_origin=public_origin(settings.web.base_url),
+        ),
     ]
     web = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: _not_found})
     web.state.ctx = ctx

@@ -1,23 +1,24 @@
-"""Staff sign-in: the current user, CSRF tokens, sign-in throttling, and the ASGI guard that enforces them.
+"""Staff sign-in: the current user, CSRF tokens, and the ASGI guard that enforces them.
 
-Sessions are Starlette's signed cookies (itsdangerous; HttpOnly, SameSite=Lax, Secure when the base URL is
-https), holding the user id, a fingerprint of the password hash (a password change signs out everywhere)
-and the CSRF token. :class:`GuardMiddleware` runs before every route:
+The cookie is Starlette's signed cookie (itsdangerous; HttpOnly, SameSite=Lax, Secure when the base URL is
+https) holding the token of a server-side session (:mod:`mailer.web.sessions`, checked on every request,
+so signing out or a password change ends it at once) and the CSRF token. :class:`GuardMiddleware` runs
+before every route:
 
 - ``/staff/...`` and ``/organise/...`` refuse anonymous requests (GET: redirect to the sign-in page; any
   other method: 403); ``/organise/...`` also needs the organiser role.
 - Every unsafe request (POST, PUT, PATCH, DELETE) outside the participants' signed links must carry the
   session's CSRF token in the form field ``csrf_token`` (or the ``X-CSRF-Token`` header) and, when the
-  browser sends an Origin, come from this site; otherwise 403.
+  browser sends an Origin, come from this site (the public origin of ``web.base_url``, or the one the
+  request was addressed to); otherwise 403.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
-import threading
-import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, quote
 
@@ -26,8 +27,9 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailer.store.engine import transaction
-from mailer.store.models import StaffRole, StaffUser
-from mailer.web.users import password_fingerprint
+from mailer.store.models import StaffRole
+from mailer.timeline.clock import Clock
+from mailer.web.sessions import SessionPolicy, session_user
 
 PROTECTED_PREFIXES = ("/staff", "/organise")
 ORGANISER_PREFIXES = ("/organise",)
@@ -60,58 +62,23 @@ def csrf_token(session: dict[str, Any]) -> str:
     return token
 
 
-def sign_in(session: dict[str, Any], user: StaffUser) -> None:
-    """Start a fresh session for ``user`` (a new CSRF token too: no fixation of a pre-sign-in value)."""
+def sign_in(session: dict[str, Any], token: str) -> None:
+    """Put a new server-side session's ``token`` in the cookie (a new CSRF token too: no fixation of a
+    pre-sign-in value)."""
     session.clear()
-    session.update(uid=user.id, fp=password_fingerprint(user), csrf=secrets.token_urlsafe(32))
+    session.update(sid=token, csrf=secrets.token_urlsafe(32))
 
 
-def sign_out(session: dict[str, Any]) -> None:
-    session.clear()
+def session_token(session: dict[str, Any]) -> str:
+    """The server-side session token in the cookie ("" when signed out)."""
+    token = session.get("sid")
+    return token if isinstance(token, str) else ""
 
 
-class LoginThrottle:
-    """At most ``limit`` failed sign-ins per username (and per client address) in ``window`` seconds."""
-
-    def __init__(self, limit: int = 5, window: float = 900.0) -> None:
-        self.limit = limit
-        self.window = window
-        self._failures: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, key: str, now: float) -> list[float]:
-        times = [t for t in self._failures.get(key, []) if now - t < self.window]
-        self._failures[key] = times
-        return times
-
-    def blocked(self, *keys: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            return any(len(self._recent(key, now)) >= self.limit for key in keys)
-
-    def failed(self, *keys: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for key in keys:
-                self._recent(key, now).append(now)
-
-    def succeeded(self, *keys: str) -> None:
-        with self._lock:
-            for key in keys:
-                self._failures.pop(key, None)
-
-
-def _load_user(factory: Any, session: dict[str, Any]) -> CurrentUser | None:
-    uid = session.get("uid")
-    if not isinstance(uid, int):
-        return None
+def _load_user(factory: Any, token: str, now: datetime, policy: SessionPolicy) -> CurrentUser | None:
     with transaction(factory) as db:
-        user = db.get(StaffUser, uid)
-        if (
-            user is None
-            or not user.active
-            or not hmac.compare_digest(str(session.get("fp", "")), password_fingerprint(user))
-        ):
+        user = session_user(db, token, now, policy)
+        if user is None:
             return None
         return CurrentUser(user.id, user.username, user.email, StaffRole(user.role))
 
@@ -131,9 +98,13 @@ def _form_token(body: bytes, content_type: str) -> str:
     return ""
 
 
-def _same_origin(scope: Scope, origin: str) -> bool:
+def _same_origin(scope: Scope, origin: str, public: str) -> bool:
+    """``origin`` is the site's public origin (from ``web.base_url``: behind a TLS proxy the request itself
+    arrives over http) or the origin the request was addressed to (scheme from a trusted proxy)."""
+    if origin == public:
+        return True
     headers = dict(scope["headers"])
-    host = headers.get(b"host", b"").decode("latin-1")
+    host = headers.get(b"host", b"").decode("latin-1").lower()
     scheme = scope.get("scheme", "http")
     return origin == f"{scheme}://{host}"
 
@@ -144,9 +115,14 @@ class GuardMiddleware:
     Must run inside Starlette's SessionMiddleware (it reads ``scope["session"]``).
     """
 
-    def __init__(self, app: ASGIApp, factory: Any) -> None:
+    def __init__(
+        self, app: ASGIApp, factory: Any, clock: Clock, policy: SessionPolicy, public_origin: str
+    ) -> None:
         self.app = app
         self.factory = factory
+        self.clock = clock
+        self.policy = policy
+        self.public_origin = public_origin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -155,12 +131,15 @@ class GuardMiddleware:
         path: str = scope["path"]
         method: str = scope["method"]
         session: dict[str, Any] = scope["session"]
-        user = await run_in_threadpool(_load_user, self.factory, session) if "uid" in session else None
+        token = session_token(session)
+        user = None
+        if token:
+            user = await run_in_threadpool(_load_user, self.factory, token, self.clock.now(), self.policy)
+            if user is None:
+                session.clear()  # ended: signed out, expired, password or role changed, account disabled
         scope.setdefault("state", {})["user"] = user
         if path.startswith(PROTECTED_PREFIXES):
             if user is None:
-                if "uid" in session:
-                    session.clear()  # stale: deleted, disabled or password changed
                 await self._refuse_anonymous(scope, receive, send, method, path)
                 return
             if path.startswith(ORGANISER_PREFIXES) and not user.is_organiser:
@@ -171,7 +150,7 @@ class GuardMiddleware:
             if body is None:
                 await PlainTextResponse("Request too large.", status_code=413)(scope, receive, send)
                 return
-            if not self._csrf_ok(scope, session, body):
+            if not self._csrf_ok(scope, session, body, self.public_origin):
                 await PlainTextResponse(
                     "Forbidden: the form's security token is missing or out of date. Go back, reload the page "
                     "and try again.",
@@ -194,10 +173,10 @@ class GuardMiddleware:
         await response(scope, receive, send)
 
     @staticmethod
-    def _csrf_ok(scope: Scope, session: dict[str, Any], body: bytes) -> bool:
+    def _csrf_ok(scope: Scope, session: dict[str, Any], body: bytes, public: str) -> bool:
         headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
         origin = headers.get("origin", "")
-        if origin and origin != "null" and not _same_origin(scope, origin):
+        if origin and origin != "null" and not _same_origin(scope, origin, public):
             return False
         expected = session.get("csrf")
         if not isinstance(expected, str) or not expected:
@@ -241,8 +220,7 @@ __all__ = [
     "CSRF_FIELD",
     "CurrentUser",
     "GuardMiddleware",
-    "LoginThrottle",
     "csrf_token",
+    "session_token",
     "sign_in",
-    "sign_out",
 ]

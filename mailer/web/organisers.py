@@ -38,6 +38,7 @@ from mailer.store.queries import counts_by_wave, plan_wave, session_timelines
 from mailer.store.recipient import Recipient, recipient_of
 from mailer.timeline.plan import step_deadline, step_time
 from mailer.web.app import WebContext, context_of
+from mailer.web.inputs import row_id
 from mailer.web.staff import html_frame, progress, user_of
 from mailer.zones import UnknownZoneError, resolve_zone
 
@@ -319,7 +320,7 @@ async def wave_queue(request: Request) -> Response:
 
 async def wave_action(request: Request) -> Response:
     ctx = context_of(request)
-    wave_id: int = request.path_params["wave_id"]
+    wave_id = row_id(request, "wave_id")
     action = request.path_params["action"]
     if action not in WAVE_ACTIONS:
         raise HTTPException(404, f"unknown action {action!r}")

@@ -1,5 +1,8 @@
 """Participants' pages, reached from signed links in their messages (no sign-in).
 
+Only POST acts: GET and HEAD (mail scanners and link previewers fetch every link of a message) show the
+page and change nothing.
+
 ``/u/<token>``
     GET: the contact's address and one button, in the contact's language. POST (the button, or a mail
     client's RFC 8058 one-click ``List-Unsubscribe=One-Click``): suppress the address at once (reason
@@ -140,7 +143,7 @@ def unsubscribe(request: Request) -> Response:
     _, person = found
     lang = page_language(person.language)
     series = wording(ctx, lang.code).series
-    if request.method == "GET":
+    if request.method != "POST":  # GET, HEAD (link scanners, previews): show, never act
         if person.status == ContactStatus.UNSUBSCRIBED:
             return _page(
                 ctx,
@@ -220,7 +223,7 @@ def rsvp(request: Request) -> Response:
             {**base, "title": session_title, "lines": [closed]},
         )
     yes = link.answer is Answer.YES
-    if request.method == "GET":
+    if request.method != "POST":  # GET, HEAD (link scanners, previews): show, never act
         return _page(
             ctx,
             request,

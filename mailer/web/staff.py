@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import timedelta
@@ -56,9 +57,13 @@ from mailer.store.recipient import recipient_of
 from mailer.store.relays import describe, open_circuits
 from mailer.timeline.plan import resolve_step
 from mailer.web.app import WebContext, context_of
-from mailer.web.auth import CurrentUser, sign_in, sign_out
+from mailer.web.auth import CurrentUser, session_token, sign_in
 from mailer.web.charts import bar_chart
+from mailer.web.inputs import row_id
+from mailer.web.sessions import end_session, start_session
 from mailer.web.users import authenticate
+
+log = logging.getLogger(__name__)
 
 STATUSES = [status.value for status in MessageStatus]
 CSV_COLUMNS = (
@@ -100,7 +105,7 @@ def _safe_next(target: str) -> str:
 
 async def login(request: Request) -> Response:
     ctx = context_of(request)
-    if request.method == "GET":
+    if request.method != "POST":
         return ctx.page(
             request,
             "staff/login.html",
@@ -108,39 +113,54 @@ async def login(request: Request) -> Response:
         )
     form = await request.form()
     username = str(form.get("username", "")).strip()[:100]
+    if not username.isprintable():
+        username = ""  # control characters: no account has them (and PostgreSQL refuses NUL)
     password = str(form.get("password", ""))[:1000]
     target = _safe_next(str(form.get("next", "")))
     client = request.client.host if request.client else "?"
-    keys = (f"user:{username.casefold()}", f"addr:{client}")
-    if ctx.throttle.blocked(*keys):
-        return ctx.page(
+    wait = ctx.throttle.wait(username, client)
+    if wait > 0:
+        log.warning("sign-in as %r from %s refused: %.0f s to wait after failures", username, client, wait)
+        minutes = f"{wait / 60:.0f} minutes" if wait >= 90 else f"{max(1, round(wait))} seconds"
+        response = ctx.page(
             request,
             "staff/login.html",
-            {"next": target, "error": "Too many failed attempts: wait 15 minutes and try again."},
+            {"next": target, "error": f"Too many failed attempts: wait {minutes} and try again."},
             status_code=429,
         )
+        response.headers["Retry-After"] = str(max(1, round(wait)))
+        return response
+    agent = request.headers.get("user-agent", "")
 
-    def check() -> Any:
+    def check() -> str:
         with ctx.db() as db:
             user = authenticate(db, username, password, ctx.now())
-            if user is not None:
-                sign_in(request.session, user)
-            return user
+            return start_session(db, user, ctx.now(), client, agent) if user is not None else ""
 
-    if await run_in_threadpool(check) is None:
-        ctx.throttle.failed(*keys)
+    token = await run_in_threadpool(check)
+    if not token:
+        failures = ctx.throttle.failed(username, client)
+        log.warning("failed sign-in as %r from %s (%d in a row)", username, client, failures)
         return ctx.page(
             request,
             "staff/login.html",
             {"next": target, "error": "Wrong username or password."},
             status_code=401,
         )
-    ctx.throttle.succeeded(*keys)
+    ctx.throttle.succeeded(username, client)
+    sign_in(request.session, token)
+    log.info("%s signed in from %s", username, client)
     return RedirectResponse(target, status_code=303)
 
 
 def logout(request: Request) -> Response:
-    sign_out(request.session)
+    """End the server-side session (a saved copy of the cookie opens nothing afterwards)."""
+    ctx = context_of(request)
+    token = session_token(request.session)
+    if token:
+        with ctx.db() as db:
+            end_session(db, token)
+    request.session.clear()
     return RedirectResponse("/login", status_code=303)
 
 
@@ -184,7 +204,7 @@ def overview(request: Request) -> Response:
 
 def wave_page(request: Request) -> Response:
     ctx = context_of(request)
-    wave_id = request.path_params["wave_id"]
+    wave_id = row_id(request, "wave_id")
     now = ctx.now()
     with ctx.db() as db:
         wave = db.get(Wave, wave_id)
@@ -221,7 +241,7 @@ def wave_page(request: Request) -> Response:
 
 def _page_number(request: Request) -> int:
     text = request.query_params.get("page", "1")
-    return max(1, min(int(text), 100000)) if text.isdigit() else 1
+    return max(1, min(int(text), 100000)) if text.isascii() and text.isdigit() and len(text) < 7 else 1
 
 
 def log_view(request: Request) -> Response:
@@ -354,7 +374,7 @@ def _compose_sent(ctx: WebContext, message: Message, contact: Contact) -> Outgoi
 
 def message_view(request: Request) -> Response:
     ctx = context_of(request)
-    message, contact, events, wave_status = _load_message(ctx, request.path_params["pk"])
+    message, contact, events, wave_status = _load_message(ctx, row_id(request, "pk"))
     composed, problem = None, ""
     try:
         composed = _compose_sent(ctx, message, contact)
@@ -389,7 +409,7 @@ def html_frame(html: str) -> Response:
 
 def message_html(request: Request) -> Response:
     ctx = context_of(request)
-    message, contact, _, _ = _load_message(ctx, request.path_params["pk"])
+    message, contact, _, _ = _load_message(ctx, row_id(request, "pk"))
     try:
         composed = _compose_sent(ctx, message, contact)
     except (MailerError, KeyError, ValueError):
@@ -425,7 +445,7 @@ def requeue_failed(ctx: WebContext, pk: int, by: str) -> str:
 
 async def resend(request: Request) -> Response:
     ctx = context_of(request)
-    pk = request.path_params["pk"]
+    pk = row_id(request, "pk")
     problem = await run_in_threadpool(requeue_failed, ctx, pk, user_of(request).username)
     if problem:
         raise HTTPException(409, problem)

@@ -5,7 +5,6 @@ Accounts are made from the command line only (``mailer users add``); the web pag
 
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import datetime
 
@@ -17,6 +16,7 @@ from sqlalchemy.orm import Session as DbSession
 from mailer.errors import MailerError, NotFoundError
 from mailer.store.models import StaffRole, StaffUser
 from mailer.timeline.clock import require_aware
+from mailer.web.sessions import end_sessions
 
 _HASHER = PasswordHasher()  # argon2id with the library's current recommended parameters
 _USERNAME = re.compile(r"^[A-Za-z0-9._@-]{2,100}$")
@@ -92,15 +92,41 @@ def authenticate(db: DbSession, username: str, password: str, now: datetime) -> 
 
 
 def set_password(db: DbSession, username: str, password: str) -> StaffUser:
-    """Change a password (signs the account out everywhere: sessions carry a hash fingerprint). Caller commits."""
+    """Change a password and end the account's sessions (signed out everywhere). Caller commits."""
     user = get_user(db, username)
     user.password_hash = hash_password(password)
+    end_sessions(db, user.id)
     return user
 
 
-def password_fingerprint(user: StaffUser) -> str:
-    """A short digest of the stored hash: a session made before a password change stops being valid."""
-    return hashlib.sha256(user.password_hash.encode("utf-8")).hexdigest()[:16]
+def change_user(
+    db: DbSession,
+    username: str,
+    *,
+    role: StaffRole | None = None,
+    email: str | None = None,
+    active: bool | None = None,
+) -> StaffUser:
+    """Change an account's role, address or whether it may sign in. A new role or disabling ends its
+    sessions (it signs in again to get the new rights). NotFoundError for an unknown name. Caller commits."""
+    user = get_user(db, username)
+    if role is not None and role != user.role:
+        user.role = role
+        end_sessions(db, user.id)
+    if email is not None:
+        user.email = email.strip()
+    if active is not None:
+        user.active = active
+        if not active:
+            end_sessions(db, user.id)
+    return user
+
+
+def remove_user(db: DbSession, username: str) -> None:
+    """Delete an account and its sessions. NotFoundError for an unknown name. Caller commits."""
+    user = get_user(db, username)
+    end_sessions(db, user.id)
+    db.delete(user)
 
 
 __all__ = [
@@ -108,8 +134,9 @@ __all__ = [
     "AccountError",
     "add_user",
     "authenticate",
+    "change_user",
     "get_user",
     "hash_password",
-    "password_fingerprint",
+    "remove_user",
     "set_password",
 ]

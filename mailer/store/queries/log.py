@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, false, func, or_, select
 from sqlalchemy.orm import Session as DbSession
 
 from mailer.config import Series
@@ -17,6 +17,7 @@ from mailer.store.models import (
 )
 
 PAGE_SIZE = 50
+MAX_ROW_ID = 2**31 - 1  # an SQL integer primary key
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,9 @@ def _conditions(series: Series, filters: LogFilter) -> list[Any]:
         conditions.append(Message.step == filters.step)
     if filters.status:
         conditions.append(Message.status == filters.status)
-    if filters.wave.isdigit():
-        conditions.append(Message.wave_id == int(filters.wave))
+    if filters.wave.isascii() and filters.wave.isdigit():
+        wave = int(filters.wave)  # beyond an SQL integer: no wave has that id
+        conditions.append(Message.wave_id == wave if wave <= MAX_ROW_ID else false())
     if filters.region:
         conditions.append(
             Message.session_id.in_([s.id for s in series.sessions if s.region == filters.region])
