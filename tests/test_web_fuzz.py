@@ -1,5 +1,6 @@
 """No input makes a page fail: every route with hypothesis-made path and query values (huge and negative
-numbers, unicode, control characters, empty, overlong) answers below 500, and a CSV export is complete."""
+numbers, unicode, control characters, empty, overlong; as forms for POST routes) answers below 500, and a CSV
+export is complete."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from mailer.web.app import create_app
 from mailer.web.server import ThreadedServer
 from mailer.web.staff import CSV_COLUMNS
 from tests.factories import add_contact
-from tests.test_web_support import INVITATION_AT, accounts, clock, signed_in, signing_secret
+from tests.test_web_support import INVITATION_AT, accounts, clock, csrf_of, signed_in, signing_secret
 
 __all__ = ["accounts", "clock", "signing_secret"]
 
@@ -58,11 +59,14 @@ VALUES = st.one_of(
 )
 
 
-def _templates(app: App) -> list[str]:
+def _routes(app: App) -> list[tuple[str, str]]:
+    """(method, path template) of every route; signing in and out are left to their own tests."""
     return [
-        route.path
+        (method, route.path)
         for route in create_app(app).routes
-        if isinstance(route, Route) and "GET" in (route.methods or ())
+        if isinstance(route, Route)
+        for method in sorted(route.methods or ())
+        if (method, route.path) not in {("POST", "/login"), ("POST", "/logout")}
     ]
 
 
@@ -84,9 +88,15 @@ def test_no_path_or_query_value_gives_a_server_error(
         series = app.settings.series
         queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT)
         assert db.scalar(select(Message.id)) is not None
-    templates = _templates(app)
-    assert {"/staff/messages/{pk:int}", "/staff/log.csv", "/u/{token}", "/organise/preview"} <= set(templates)
+    routes = _routes(app)
+    assert {
+        ("GET", "/staff/messages/{pk:int}"),
+        ("HEAD", "/staff/log.csv"),
+        ("POST", "/u/{token}"),
+        ("POST", "/organise/waves/{wave_id:int}/{action}"),
+    } <= set(routes)
     with ThreadedServer(app, clock=clock) as server, signed_in(server, "olga") as http:
+        token = csrf_of(http.get("/staff/").text)
 
         @settings(
             max_examples=250,
@@ -94,14 +104,17 @@ def test_no_path_or_query_value_gives_a_server_error(
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         )
         @given(
-            template=st.sampled_from(templates),
+            route=st.sampled_from(routes),
             part=VALUES,
             query=st.dictionaries(st.sampled_from(QUERY_KEYS), VALUES, max_size=4),
-            method=st.sampled_from(["GET", "HEAD"]),
         )
-        def walk(template: str, part: str, query: dict[str, str], method: str) -> None:
+        def walk(route: tuple[str, str], part: str, query: dict[str, str]) -> None:
+            method, template = route
             path = re.sub(r"\{\w+(:\w+)?\}", quote(part, safe=""), template)
-            target = path + ("?" + urlencode(query) if query else "")
-            _check(http.request(method, target), f"{method} {target[:200]}")
+            if method == "POST":  # the values as a form, with the session's CSRF token
+                response = http.post(path, data={**query, "csrf_token": token})
+            else:
+                response = http.request(method, path + ("?" + urlencode(query) if query else ""))
+            _check(response, f"{method} {path[:200]} {query!r:.200}")
 
         walk()

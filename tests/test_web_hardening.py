@@ -85,7 +85,7 @@ def _concrete_paths(app: App, ids: dict[str, int]) -> list[tuple[str, frozenset[
             _path(rsvp_url(settings, ids["pk"], answer, "ana@example.org")) for answer in ("yes", "no")
         ],
     }
-    found = []
+    found: list[tuple[str, frozenset[str]]] = []
     for route in create_app(app).routes:
         path = getattr(route, "path", "")
         if path in tokens:

@@ -37,10 +37,24 @@ def session_key(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def start_session(db: DbSession, user: StaffUser, now: datetime, client: str = "", agent: str = "") -> str:
-    """Record a new session of ``user``; returns the token for the cookie. Caller commits."""
+def start_session(
+    db: DbSession,
+    user: StaffUser,
+    now: datetime,
+    client: str = "",
+    agent: str = "",
+    policy: SessionPolicy | None = None,
+) -> str:
+    """Record a new session of ``user``; returns the token for the cookie. Sessions of anybody that have
+    expired under ``policy`` (default :class:`SessionPolicy`) are deleted on the way. Caller commits."""
     token = secrets.token_urlsafe(32)
     at = require_aware(now, "now")
+    rules = policy or SessionPolicy()
+    db.execute(
+        delete(StaffSession).where(
+            (StaffSession.last_seen_at < at - rules.idle) | (StaffSession.created_at < at - rules.longest)
+        )
+    )
     db.add(
         StaffSession(
             id=session_key(token),

@@ -135,7 +135,7 @@ async def login(request: Request) -> Response:
     def check() -> str:
         with ctx.db() as db:
             user = authenticate(db, username, password, ctx.now())
-            return start_session(db, user, ctx.now(), client, agent) if user is not None else ""
+            return start_session(db, user, ctx.now(), client, agent, ctx.sessions) if user is not None else ""
 
     token = await run_in_threadpool(check)
     if not token:
