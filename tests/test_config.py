@@ -225,6 +225,8 @@ def test_an_environment_override_bound_for_a_header_refuses_control_characters(
         ),
         ('lease = "5m"', 'lease = "0m"', "delivery.lease", "give a duration such as '5m'"),
         ('retry_base = "1m"', 'retry_base = "0h"', "delivery.retry_base", "give a duration such as '1m'"),
+        ('session_idle = "2h"', 'session_idle = "0s"', "web.session_idle", "give a duration such as '2h'"),
+        ('session_max = "12h"', 'session_max = "0m"', "web.session_max", "give a duration such as '12h'"),
     ],
 )
 def test_an_interval_that_paces_a_loop_or_a_lease_must_be_more_than_zero(
@@ -235,3 +237,24 @@ def test_an_interval_that_paces_a_loop_or_a_lease_must_be_more_than_zero(
         load_settings(_config_with(tmp_path, "mailer.toml", old, new), database_url="sqlite:///:memory:")
     assert (Path(caught.value.path).name, caught.value.key) == ("mailer.toml", key)
     assert (caught.value.problem, caught.value.fix) == ("must be more than 0", fix)
+
+
+def test_trusted_proxies_are_addresses_or_networks(tmp_path: Path) -> None:
+    config = _config_with(
+        tmp_path, "mailer.toml", "trusted_proxies = []", 'trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]'
+    )
+    web = load_settings(config, database_url="sqlite:///:memory:").web
+    assert (web.trusted_proxies, web.session_idle, web.session_max) == (
+        ("127.0.0.1", "10.0.0.0/8"),
+        timedelta(hours=2),
+        timedelta(hours=12),
+    )
+    (config / "mailer.toml").write_text(
+        (config / "mailer.toml").read_text().replace('"10.0.0.0/8"', '"proxy.example.org"')
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, database_url="sqlite:///:memory:")
+    assert (caught.value.key, caught.value.problem) == (
+        "web.trusted_proxies",
+        "not an IP address or network: 'proxy.example.org'",
+    )

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -93,6 +94,9 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
             "MAILER_BASE_URL", web_table.header_text("base_url", "http://127.0.0.1:8080")
         ).rstrip("/"),
         secret_env=web_table.get("secret_env", str, "MAILER_SECRET_KEY"),
+        trusted_proxies=_networks(web_table, "trusted_proxies"),
+        session_idle=web_table.interval("session_idle", "2h"),
+        session_max=web_table.interval("session_max", "12h"),
     )
     delivery = main.table("delivery")
     templates_dir = base_dir / main.get("templates_dir", str, "templates/email")
@@ -142,3 +146,16 @@ def _absolute_sqlite_url(url: str, base_dir: Path) -> str:
     if url.startswith(prefix) and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
         return prefix + str(base_dir / url[len(prefix) :])
     return url
+
+
+def _networks(table: TableReader, name: str) -> tuple[str, ...]:
+    """A list of IP addresses or CIDR networks (``web.trusted_proxies``); ConfigError naming a bad one."""
+    values = table.strings(name, ())
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise table.fail(
+                name, f"not an IP address or network: {value!r}", 'give e.g. ["127.0.0.1", "10.0.0.0/8"]'
+            ) from None
+    return values

@@ -47,6 +47,9 @@ class WebSettings:
     port: int
     base_url: str  # public URL prefix used in links inside messages, no trailing slash
     secret_env: str  # environment variable holding the signing key; else a key file under var/
+    trusted_proxies: tuple[str, ...] = ()  # addresses or networks whose X-Forwarded-* headers are believed
+    session_idle: timedelta = timedelta(hours=2)  # a staff session ends after this long without a request
+    session_max: timedelta = timedelta(hours=12)  # and this long after sign-in in any case
 
     @property
     def secret(self) -> str | None:

@@ -181,16 +181,12 @@ def _health(request: Request) -> Response:
 
 def trusted_proxies(settings: Settings) -> tuple[str, ...]:
     """``web.trusted_proxies``: addresses whose forwarded headers are believed (none by default)."""
-    return tuple(getattr(settings.web, "trusted_proxies", ()))
+    return settings.web.trusted_proxies
 
 
 def session_policy(settings: Settings) -> SessionPolicy:
     """Idle and absolute session lifetimes (``web.session_idle``, ``web.session_max``)."""
-    web = settings.web
-    default = SessionPolicy()
-    return SessionPolicy(
-        idle=getattr(web, "session_idle", default.idle), longest=getattr(web, "session_max", default.longest)
-    )
+    return SessionPolicy(idle=settings.web.session_idle, longest=settings.web.session_max)
 
 
 def create_app(
