@@ -35,9 +35,11 @@ from mailer.compose.render import Rendered, Renderer
 from mailer.config import Series, Session, Settings, Step, load_settings
 from mailer.delivery.handling import Policy
 from mailer.errors import NaiveDatetimeError
+from mailer.store.models import StaffUser
 from mailer.store.outbox.checks import SendTimeFacts
 from mailer.store.recipient import Recipient
 from mailer.store.relays import CircuitState
+from mailer.web.sessions import SessionPolicy
 from tests.conftest import ROOT
 
 NAIVE = datetime(2022, 3, 6, 9, 0)
@@ -145,6 +147,10 @@ def _sample(hint: Any, name: str, app: App, folder: Path) -> Any:
         return CircuitState("127.0.0.1:25", "main", False, 0, None, None, "")
     if hint is SendTimeFacts:
         return SendTimeFacts(set(), {}, set())
+    if hint is StaffUser:
+        return StaffUser(username="olga", password_hash="x", active=True)
+    if hint is SessionPolicy:
+        return SessionPolicy()
     if hint is str or hint == str | None:
         return {
             "recipient_zone": "Asia/Kathmandu",

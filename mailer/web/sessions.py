@@ -70,7 +70,9 @@ def start_session(
 
 def session_user(db: DbSession, token: str, now: datetime, policy: SessionPolicy) -> StaffUser | None:
     """The active account of the session ``token``, else None (unknown, ended, expired: an expired or
-    disabled account's session is deleted). Marks the session used. Caller commits."""
+    disabled account's session is deleted). Marks the session used. Caller commits.
+    Raises :class:`mailer.errors.NaiveDatetimeError` for a naive ``now``."""
+    now = require_aware(now, "now")
     row = db.get(StaffSession, session_key(token))
     if row is None:
         return None
