@@ -32,6 +32,7 @@ import mailer
 from mailer.app import App, open_app
 from mailer.compose.outgoing import Outgoing, sample_links
 from mailer.compose.render import Rendered, Renderer
+from mailer.compose.wording import Wording
 from mailer.config import Series, Session, Settings, Step, load_settings
 from mailer.delivery.handling import Policy
 from mailer.errors import NaiveDatetimeError
@@ -177,6 +178,12 @@ def _sample(hint: Any, name: str, app: App, folder: Path) -> Any:
     if hint is Rendered:
         outgoing = Outgoing(app.settings, Renderer(app.settings))
         return outgoing.render(LOCAL_STEP, SESSION, RECIPIENT, links=sample_links(app.settings))
+    if name == "links":
+        return sample_links(app.settings)
+    if name == "extra":
+        return None
+    if hint is Wording:
+        return Renderer(app.settings).wording["pt"]
     if hint is bool:
         return False
     text = str(hint)
@@ -196,6 +203,8 @@ def _sample(hint: Any, name: str, app: App, folder: Path) -> Any:
 def _instance(owner: type, app: App, folder: Path) -> Any:
     if owner is Outgoing:
         return Outgoing(app.settings, Renderer(app.settings))
+    if owner is Renderer:
+        return Renderer(app.settings)
     from mailer.compose.localise import DateWords
     from mailer.compose.wire import Composer
     from mailer.service import Service
