@@ -1,0 +1,5 @@
+"""The JSON API under /api/v1/."""
+
+from __future__ import annotations
+
+ROUTES: list[object] = []
