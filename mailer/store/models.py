@@ -364,6 +364,7 @@ class SuppressionLift(Base):
     note: Mapped[str] = mapped_column(Text, default="")  # why, as staff wrote it
     lifted_at: Mapped[datetime]
 
+
 class WebhookEvent(Base):
     """A registration event pushed by a webinar platform, kept once per (source, event id).
 
