@@ -115,7 +115,7 @@ def build_registry(factory: sessionmaker[DbSession], clock: Clock) -> CollectorR
 
 
 def metrics(request: Request) -> Response:
-    """``GET /metrics``: the Prometheus text format (version 0.0.4)."""
+    """``GET /metrics``: the Prometheus text format."""
     ctx = context_of(request)
     registry = getattr(request.app.state, "metrics_registry", None)
     if registry is None:
