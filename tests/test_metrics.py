@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import socket
 from datetime import timedelta
 
 import httpx
@@ -75,10 +77,13 @@ def test_metrics_and_health_during_a_wave(app: App, smtp_server: RunningServer) 
         assert httpx.post(web.url + "/metrics").status_code == 403  # the CSRF guard: an unsafe method
 
 
-def test_readyz_reports_an_unreachable_relay(app: App, smtp_server: RunningServer) -> None:
-    sending = sending_app(app, smtp_server, "http://127.0.0.1:9")
-    relay = f"{smtp_server.host}:{smtp_server.port}"
-    smtp_server.server.__exit__(None, None, None)  # the relay goes away
+def test_readyz_reports_an_unreachable_relay(app: App) -> None:
+    with socket.socket() as probe:  # a port nobody listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    smtp = dataclasses.replace(app.settings.smtp, host="127.0.0.1", port=port)
+    sending = App(dataclasses.replace(app.settings, smtp=smtp), app.engine, app.factory)
+    relay = f"127.0.0.1:{port}"
     with ThreadedServer(sending, clock=VirtualClock(INVITATION_AT)) as web:
         ready = httpx.get(web.url + "/readyz", timeout=30)
     assert ready.status_code == 503
