@@ -83,7 +83,7 @@ def apply_event(
         outcome = EventOutcome.IGNORED if event.pending else EventOutcome.APPLIED
         if outcome is EventOutcome.APPLIED and db.scalar(select(later)):
             outcome = EventOutcome.STALE
-        row = {
+        row: dict[str, object] = {
             "source": event.source,
             "event_id": event.event_id,
             "action": event.action.value,

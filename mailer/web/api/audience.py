@@ -7,6 +7,7 @@ import csv
 import io
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from mailer.audience.contacts import InvalidAddressError, import_contacts, normalise_address
 from mailer.audience.registrations import import_registrations
@@ -159,7 +160,9 @@ def save_contact(call: Call) -> ContactSaved:
     report = _with_file(upload, run)
     if report.rejected:  # type: ignore[attr-defined]
         raise ValueError(report.rejected[0].reason)  # type: ignore[attr-defined]
-    outcome = "created" if report.new else "updated" if report.updated else "unchanged"  # type: ignore[attr-defined]
+    outcome: Literal["created", "updated", "unchanged"] = (
+        "created" if report.new else "updated" if report.updated else "unchanged"  # type: ignore[attr-defined]
+    )
     with ctx.db() as db:
         contact = contact_by_email(db, normalise_address(person.email).key)
         assert contact is not None
