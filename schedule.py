@@ -19,6 +19,7 @@ from mailer.app import open_app, run_async
 from mailer.compose.checks import require_templates
 from mailer.config import Settings, load_settings
 from mailer.errors import MailerError
+from mailer.logformat import FORMATS, configure_logging, log_format
 from mailer.scheduler import Companion, serve
 
 
@@ -35,10 +36,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="config folder [default: ./config or $MAILER_CONFIG]")
     parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args()
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s"
+    parser.add_argument(
+        "--log-format", choices=FORMATS, help="text (default) or json, one object a line [$MAILER_LOG_FORMAT]"
     )
+    args = parser.parse_args()
+    try:
+        fmt = log_format(args.log_format)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO, fmt)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # the capture server's per-command chatter
     try:
         settings = load_settings(args.config)

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from mailer.delivery.capture import EmlWriter, SmtpServer
 from mailer.delivery.transport import Transport
 from mailer.delivery.verp import return_path_for
 from mailer.errors import PermanentDeliveryError, RenderError
+from mailer.metrics import SEND_SECONDS, SMTP_REPLIES, reply_class
 from mailer.store.engine import transaction
 from mailer.store.models import MessageStatus, SessionRow
 from mailer.store.outbox import (
@@ -257,6 +259,7 @@ class Service:
         except (ValueError, PermanentDeliveryError) as exc:  # an address or header that cannot be written
             return Outcome(message.pk, MessageStatus.FAILED, None, f"cannot build: {exc}", rendered.language)
         redirect = settings.sender.redirect_all_to
+        started = time.perf_counter()
         reply = await pool.send(
             self.return_path.address(message.pk) if self.return_path else settings.sender.address,
             redirect or message.recipient.email,
@@ -264,6 +267,24 @@ class Service:
             kind=step.kind,
             utf8=built.utf8,
             transparent=True,
+        )
+        duration = time.perf_counter() - started
+        SEND_SECONDS.labels(step.kind.value).observe(duration)
+        SMTP_REPLIES.labels(reply_class(reply.code)).inc()
+        log.info(
+            "%s %s",
+            reply.status.value,
+            message.message_id,
+            extra={
+                "message_id": message.message_id,
+                "wave": message.wave_id,
+                "session": message.session_id,
+                "step": message.step,
+                "status": reply.status.value,
+                "smtp_code": reply.code,
+                "smtp_reply": reply.text,
+                "duration_ms": round(duration * 1000, 1),
+            },
         )
         if (
             redirect and reply.status is MessageStatus.BOUNCED

@@ -222,8 +222,14 @@ class RegistrationReport:
 
 
 @dataclass(slots=True)
-class _Registrant:
-    line: int
+class Registrant:
+    """One person's answer for a session, from a report row or a pushed event.
+
+    ``source`` is recorded on the registration ("report.csv:12", "zoom:<event id>"); ``country`` an ISO
+    3166-1 alpha-2 code or ""; ``registered_at`` aware UTC or None (unknown).
+    """
+
+    source: str
     address: Address
     status: RegistrationStatus
     registered_at: datetime | None
@@ -233,14 +239,16 @@ class _Registrant:
 
 
 @dataclass
-class _Counts:
+class StoreCounts:
+    """What :func:`store_registrants` did: contacts created, registrations created, updated or unchanged."""
+
     new_contacts: int = 0
     created: int = 0
     updated: int = 0
     unchanged: int = 0
 
 
-def _parse(table: Table, record: Record, zone: tzinfo) -> _Registrant | Rejected:
+def _parse(table: Table, record: Record, zone: tzinfo) -> Registrant | Rejected:
     raw_email = table.value(record, "email")
     status_cell = table.value(record, "approval")
     status = _STATUSES.get(fold(status_cell, accents=False))
@@ -253,8 +261,8 @@ def _parse(table: Table, record: Record, zone: tzinfo) -> _Registrant | Rejected
     name = clean_text(f"{table.value(record, 'first_name')} {table.value(record, 'last_name')}")
     if not name:
         name = split_title(clean_text(table.value(record, "name")))[1]
-    return _Registrant(
-        line=record.line,
+    return Registrant(
+        source=f"{table.path.name}:{record.line}",
         address=address,
         status=status,
         registered_at=parse_registration_time(table.value(record, "registered_at"), zone),
@@ -264,7 +272,7 @@ def _parse(table: Table, record: Record, zone: tzinfo) -> _Registrant | Rejected
     )
 
 
-def _new_contact(person: _Registrant, settings: Settings, region: Region, now: datetime) -> dict[str, Any]:
+def _new_contact(person: Registrant, settings: Settings, region: Region, now: datetime) -> dict[str, Any]:
     country = person.country
     language = (country and country_language(country, settings.languages)) or region.default_language
     zone = (country and country_zone(country, settings.country_zones)) or region.default_zone
@@ -284,17 +292,21 @@ def _new_contact(person: _Registrant, settings: Settings, region: Region, now: d
     }
 
 
-def _store_chunk(
+def store_registrants(
     db: DbSession,
-    chunk: list[_Registrant],
+    chunk: Sequence[Registrant],
     settings: Settings,
-    region: Region,
     session_id: str,
-    source: str,
     now: datetime,
-    counts: _Counts,
-) -> None:
-    """Create missing contacts, then insert or update the chunk's registrations (bulk statements)."""
+    counts: StoreCounts | None = None,
+) -> StoreCounts:
+    """Create the contacts missing among ``chunk`` (language and zone from their country, else the session
+    region's defaults; not put on any list), then insert or update their registrations for ``session_id``
+    (bulk statements, one address at most once per chunk). Caller commits. Adds to ``counts`` (or a new one)
+    and returns it. Raises KeyError for an unknown session.
+    """
+    counts = counts if counts is not None else StoreCounts()
+    region = settings.region(settings.series.session(session_id).region)
     keys = [person.address.key for person in chunk]
     lookup = select(Contact.email_key, Contact.id).where(literal_in(Contact.email_key, keys))
     ids = {key: contact_id for key, contact_id in db.execute(lookup)}
@@ -325,7 +337,7 @@ def _store_chunk(
                     "session_id": session_id,
                     "status": person.status.value,
                     "registered_at": person.registered_at,
-                    "source": f"{source}:{person.line}",
+                    "source": person.source[:400],
                 }
             )
             continue
@@ -335,13 +347,14 @@ def _store_chunk(
         if person.registered_at is not None and old.registered_at != person.registered_at:
             changes["registered_at"] = person.registered_at
         if changes:
-            updates.append({"id": old.id, **changes, "source": f"{source}:{person.line}"})
+            updates.append({"id": old.id, **changes, "source": person.source[:400]})
     insert_ignoring_conflicts(db, Registration.__table__, inserts, ["contact_id", "session_id"])
     if updates:
         db.execute(update(Registration), updates)
     counts.created += len(inserts)
     counts.updated += len(updates)
     counts.unchanged += len(chunk) - len(inserts) - len(updates)
+    return counts
 
 
 def import_registrations(
@@ -367,7 +380,6 @@ def import_registrations(
         session = settings.series.session(session_id)
     except KeyError as exc:
         raise NotFoundError(exc.args[0]) from None
-    region = settings.region(session.region)
     table = read_table(Path(path), REGISTRATION_COLUMNS)
     if "approval" not in table.columns:
         raise ImportFileError(
@@ -386,9 +398,9 @@ def import_registrations(
     rejected_cells: list[tuple[Sequence[str], int, str]] = []
     duplicates: list[Duplicate] = []
     first_line: dict[str, int] = {}
-    counts = _Counts()
+    counts = StoreCounts()
     with transaction(factory) as db:
-        chunk: list[_Registrant] = []
+        chunk: list[Registrant] = []
         for record in table.records:
             rows += 1
             parsed = _parse(table, record, zone)
@@ -396,19 +408,19 @@ def import_registrations(
                 rejected.append(parsed)
                 rejected_cells.append((record.cells, parsed.line, parsed.reason))
                 continue
-            kept = first_line.setdefault(parsed.address.key, parsed.line)
-            if kept != parsed.line:
-                duplicates.append(Duplicate(parsed.line, parsed.address.email, kept))
+            kept = first_line.setdefault(parsed.address.key, record.line)
+            if kept != record.line:
+                duplicates.append(Duplicate(record.line, parsed.address.email, kept))
                 continue
             outcomes[parsed.status] += 1
             chunk.append(parsed)
             if len(chunk) >= _CHUNK:
-                _store_chunk(db, chunk, settings, region, session.id, table.path.name, now, counts)
+                store_registrants(db, chunk, settings, session.id, now, counts)
                 chunk = []
                 if progress:
                     progress(table.lines_read(), table.total_lines)
         if chunk:
-            _store_chunk(db, chunk, settings, region, session.id, table.path.name, now, counts)
+            store_registrants(db, chunk, settings, session.id, now, counts)
     if progress:
         progress(table.total_lines, table.total_lines)
     written = None
@@ -435,8 +447,11 @@ def import_registrations(
 
 __all__ = [
     "REGISTRATION_COLUMNS",
+    "Registrant",
     "RegistrationReport",
+    "StoreCounts",
     "import_registrations",
     "parse_registration_time",
     "report_zone",
+    "store_registrants",
 ]

@@ -12,6 +12,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from mailer.app import App, open_app
 from mailer.errors import MailerError
+from mailer.logformat import FORMATS, LOG_FORMAT_ENV, configure_logging
 
 
 class AppContext:
@@ -48,11 +49,20 @@ def output_console() -> Console:
 )
 @click.option("--database-url", envvar="DATABASE_URL", help="SQLAlchemy URL; overrides mailer.toml.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details (language fallbacks, SMTP replies).")
+@click.option(
+    "--log-format",
+    type=click.Choice(FORMATS),
+    envvar=LOG_FORMAT_ENV,
+    default="text",
+    help="Log lines for people (text) or a log collector (json: one object a line) [$MAILER_LOG_FORMAT].",
+)
 @click.pass_context
-def cli(ctx: click.Context, config_dir: Path | None, database_url: str | None, verbose: bool) -> None:
+def cli(
+    ctx: click.Context, config_dir: Path | None, database_url: str | None, verbose: bool, log_format: str
+) -> None:
     """Email campaigns on session timelines: contacts, waves, reminders, delivery log."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    configure_logging(
+        logging.DEBUG if verbose else logging.WARNING, log_format, "%(levelname)s %(name)s: %(message)s"
     )
     ctx.obj = AppContext(config_dir, database_url)
 

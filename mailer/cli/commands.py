@@ -18,6 +18,7 @@ def register(root: click.Group) -> None:
         "bounces",
         "suppressions",
         "templates",
+        "tokens",
     ):
         try:
             module = __import__(f"mailer.cli.{module_name}", fromlist=["COMMANDS"])

@@ -15,6 +15,7 @@ The modules, lower first (each imports only those above it):
     series.py     series.toml: Series, Session, Step, StepKind, Audience
     smtp.py       [smtp], [smtp.servers.NAME], [smtp.routes], [dkim]
     bounces.py    [bounces], [bounces.imap]: return path, soft-bounce rule, bounce mailbox
+    hooks.py      [webhooks]: secrets' variables, replay tolerance, Zoom webinar -> session
     settings.py   Sender, WebSettings, Region, Settings
     load.py       load_settings: both files, environment overrides
 """
@@ -22,6 +23,7 @@ The modules, lower first (each imports only those above it):
 from __future__ import annotations
 
 from mailer.config.bounces import BounceSettings, ImapSettings
+from mailer.config.hooks import WebhookSettings
 from mailer.config.load import default_config_dir, load_settings
 from mailer.config.series import Audience, Series, Session, Step, StepKind
 from mailer.config.settings import Region, Sender, Settings, WebSettings
@@ -45,6 +47,7 @@ __all__ = [
     "Step",
     "StepKind",
     "WebSettings",
+    "WebhookSettings",
     "default_config_dir",
     "load_settings",
     "parse_clock_time",

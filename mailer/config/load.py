@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from mailer.config.bounces import read_bounces
+from mailer.config.hooks import read_webhooks
 from mailer.config.reader import TableReader, read_toml, refuse_control_characters
 from mailer.config.series import load_series
 from mailer.config.settings import Region, Sender, Settings, WebSettings
@@ -107,6 +108,7 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
     lease, retry_base = delivery.interval("lease", "5m"), delivery.interval("retry_base", "1m")
     poll_interval = delivery.interval("poll_interval", "30s")
     bounces = read_bounces(main.table("bounces"))
+    webhooks = read_webhooks(main.table("webhooks"), {session.id for session in series.sessions})
     main.refuse_unknown()
     return Settings(
         base_dir=base_dir,
@@ -129,6 +131,7 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
         smtp_routes=smtp_routes,
         dkim=dkim,
         bounces=bounces,
+        webhooks=webhooks,
     )
 
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from mailer.config.bounces import BounceSettings
+from mailer.config.hooks import WebhookSettings
 from mailer.config.series import Series, StepKind
 from mailer.config.smtp import DkimSettings, SmtpSettings
 
@@ -80,6 +81,7 @@ class Settings:
     smtp_routes: dict[StepKind, str] = field(default_factory=dict)  # step kind -> server name
     dkim: DkimSettings | None = None
     bounces: BounceSettings = field(default_factory=BounceSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     def smtp_for(self, kind: StepKind | None) -> SmtpSettings:
         """The SMTP server a step kind is routed to (``[smtp.routes]``), else the default ``[smtp]``."""

@@ -66,6 +66,22 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+def schema_revisions(engine: Engine) -> tuple[str | None, str | None]:
+    """(the store's current Alembic revision, the newest one this code ships); equal when migrations are current.
+
+    Raises SQLAlchemy's OperationalError when the store cannot be reached.
+    """
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    return current, head
+
+
 def session_factory(engine: Engine) -> sessionmaker[DbSession]:
     """A session factory whose objects stay readable after commit."""
     return sessionmaker(engine, expire_on_commit=False)

@@ -378,3 +378,48 @@ class StaffSession(Base):
     last_seen_at: Mapped[datetime]
     client: Mapped[str] = mapped_column(String(64), default="")  # address at sign-in
     agent: Mapped[str] = mapped_column(String(200), default="")  # browser's User-Agent at sign-in
+
+
+class WebhookEvent(Base):
+    """A registration event pushed by a webinar platform, kept once per (source, event id).
+
+    ``outcome`` says what it did: ``applied``, ``stale`` (an event about the same registrant and session
+    that happened later was applied first) or ``ignored`` (nothing to do, e.g. a pending approval).
+    """
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        UniqueConstraint("source", "event_id"),
+        Index("ix_webhook_events_registrant", "session_id", "email_key", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(20))  # generic | zoom
+    event_id: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(20))  # created | approved | denied | cancelled
+    session_id: Mapped[str] = mapped_column(String(100))
+    email_key: Mapped[str] = mapped_column(String(320))
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(20))
+
+
+class TokenScope(StrEnum):
+    """What an API token may do."""
+
+    READ = "read"  # GET only
+    WRITE = "write"  # also queue, pause, resume and cancel waves, import, add and suppress contacts
+
+
+class ApiToken(Base):
+    """A JSON API client's token (``mailer api-tokens``); only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    scope: Mapped[TokenScope] = mapped_column(String(10))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # hex SHA-256 of the token
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]

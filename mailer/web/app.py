@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -165,18 +165,19 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+MACHINE_PREFIXES = ("/api/", "/hooks/")  # answered in JSON
+
+
 async def _not_found(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     detail = exc.detail if isinstance(exc, HTTPException) else "Server error"
+    if request.url.path.startswith(MACHINE_PREFIXES):
+        return JSONResponse({"error": detail}, status_code=status, headers=getattr(exc, "headers", None))
     return PlainTextResponse(f"{status}: {detail}", status_code=status)
 
 
 def _home(request: Request) -> Response:
     return RedirectResponse("/staff/", status_code=303)
-
-
-def _health(request: Request) -> Response:
-    return PlainTextResponse("ok")
 
 
 def trusted_proxies(settings: Settings) -> tuple[str, ...]:
@@ -203,7 +204,7 @@ def create_app(
     Raises FileNotFoundError without ``templates/web``, :class:`mailer.errors.RenderError` for bad templates and
     :class:`mailer.errors.ConfigError` for an unusable DKIM key.
     """
-    from mailer.web import organisers, participants, staff
+    from mailer.web import api, metrics, organisers, participants, staff, webhooks
 
     settings = app.settings
     directory = web_templates_dir(settings)
@@ -222,7 +223,9 @@ def create_app(
     )
     routes = [
         Route("/", _home),
-        Route("/healthz", _health),
+        *metrics.ROUTES,
+        *webhooks.ROUTES,
+        *api.ROUTES,
         *participants.ROUTES,
         *staff.ROUTES,
         *organisers.ROUTES,

@@ -33,7 +33,8 @@ from mailer.web.sessions import SessionPolicy, session_user
 
 PROTECTED_PREFIXES = ("/staff", "/organise")
 ORGANISER_PREFIXES = ("/organise",)
-TOKEN_PREFIXES = ("/u/", "/rsvp/")  # participants' signed links: the token is the authorisation
+# The token is the authorisation: participants' signed links, API bearer tokens, signed webhooks.
+TOKEN_PREFIXES = ("/u/", "/rsvp/", "/api/", "/hooks/")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_FIELD = "csrf_token"
 MAX_FORM_BYTES = 64 * 1024

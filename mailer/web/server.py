@@ -54,6 +54,7 @@ def make_server(
         host=host or app.settings.web.host,
         port=app.settings.web.port if port is None else port,
         log_level="warning",
+        log_config=None,  # records go to the root logger: text or JSON as configured (mailer.logformat)
         access_log=access_log,
         lifespan="off",
         server_header=False,

@@ -43,6 +43,7 @@ class ClaimedMessage:
     needs_smtputf8: bool
     attempts: int
     deadline_at: datetime
+    wave_id: int = 0
 
 
 def reap_expired_leases(db: DbSession, now: datetime) -> int:
@@ -79,6 +80,7 @@ def claim_due(
             Message.message_id,
             Message.session_id,
             Message.step,
+            Message.wave_id,
             Message.contact_id,
             Message.attempts,
             Message.deadline_at,
@@ -128,6 +130,7 @@ def claim_due(
                 needs_smtputf8=row.needs_smtputf8,
                 attempts=row.attempts + 1,
                 deadline_at=row.deadline_at,
+                wave_id=row.wave_id,
             )
         )
     for (status, reason_text), pks in ended.items():

@@ -186,3 +186,14 @@ def message_events(db: DbSession, message_pk: int) -> list[DeliveryEvent]:
             select(DeliveryEvent).where(DeliveryEvent.message_pk == message_pk).order_by(DeliveryEvent.id)
         )
     )
+
+
+def log_before(
+    db: DbSession, series: Series, filters: LogFilter, before: int | None, limit: int
+) -> list[LogEntry]:
+    """Up to ``limit`` matching messages with an id below ``before`` (None: from the newest), newest first:
+    keyset pages for the API, stable while new messages arrive."""
+    query = _log_select(series, filters)
+    if before is not None:
+        query = query.where(Message.id < before)
+    return [_entry(*row) for row in db.execute(query.order_by(Message.id.desc()).limit(limit)).all()]

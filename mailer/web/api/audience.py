@@ -1,0 +1,219 @@
+"""API endpoints over contacts, lists and registrations: list and page them, import a file, add or update
+one contact (through the file import's own rules), suppress an address."""
+
+from __future__ import annotations
+
+import csv
+import io
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from mailer.audience.contacts import InvalidAddressError, import_contacts, normalise_address
+from mailer.audience.registrations import import_registrations
+from mailer.errors import NotFoundError
+from mailer.metrics import IMPORTS
+from mailer.store.models import Contact, TokenScope
+from mailer.store.outbox import suppress
+from mailer.store.queries.directory import contact_by_email, contacts_before, registrations_before
+from mailer.web.api.models import (
+    ContactIn,
+    ContactOut,
+    ContactPage,
+    ContactQuery,
+    ContactSaved,
+    FileIn,
+    ImportOut,
+    RegistrationOut,
+    RegistrationPage,
+    RegistrationQuery,
+    RejectedRow,
+    SuppressIn,
+    SuppressOut,
+)
+from mailer.web.api.spec import Call, endpoint
+
+
+def _contact_out(contact: Contact) -> ContactOut:
+    return ContactOut(
+        id=contact.id,
+        email=contact.email,
+        name=contact.name,
+        title=contact.title,
+        institution=contact.institution,
+        country=contact.country,
+        language=contact.language,
+        time_zone=contact.time_zone,
+        status=str(contact.status),
+    )
+
+
+@endpoint("GET", "/contacts", summary="Contacts, newest first", response=ContactPage, query=ContactQuery)
+def list_contacts(call: Call) -> ContactPage:
+    query: ContactQuery = call.query
+    with call.ctx.db() as db:
+        found = contacts_before(
+            db, region=query.region, search=query.search, before=query.cursor, limit=query.limit + 1
+        )
+    more = len(found) > query.limit
+    found = found[: query.limit]
+    return ContactPage(
+        items=[_contact_out(c) for c in found], next_cursor=found[-1].id if more and found else None
+    )
+
+
+def _with_file(upload: FileIn, run: object) -> object:
+    with tempfile.TemporaryDirectory(prefix="mailer-api-") as folder:
+        path = Path(folder) / upload.filename
+        path.write_text(upload.content, encoding="utf-8")
+        return run(path, Path(folder) / "rejects.csv")  # type: ignore[operator]
+
+
+@endpoint(
+    "POST",
+    "/lists/{region}/import",
+    summary="Import a contact file into a region's list (as `mailer contacts import`)",
+    response=ImportOut,
+    body=FileIn,
+    scope=TokenScope.WRITE,
+    errors=(404,),
+)
+def import_list(call: Call) -> ImportOut:
+    ctx = call.ctx
+
+    def run(path: Path, rejects: Path) -> ImportOut:
+        report = import_contacts(
+            ctx.app.factory, ctx.settings, path, call.path["region"], ctx.now(), rejects_path=rejects
+        )
+        return ImportOut(
+            rows=report.rows,
+            created=report.new,
+            updated=report.updated,
+            unchanged=report.unchanged,
+            rejected=[RejectedRow(line=r.line, reason=r.reason) for r in report.rejected],
+            duplicates=len(report.duplicates),
+        )
+
+    result = _with_file(call.body, run)
+    IMPORTS.labels("contacts", "api").inc()
+    assert isinstance(result, ImportOut)
+    return result
+
+
+@endpoint(
+    "POST",
+    "/sessions/{session_id}/registrations/import",
+    summary="Import a platform's registration report (as `mailer registrations import`)",
+    response=ImportOut,
+    body=FileIn,
+    scope=TokenScope.WRITE,
+    errors=(404,),
+)
+def import_registration_report(call: Call) -> ImportOut:
+    ctx = call.ctx
+
+    def run(path: Path, rejects: Path) -> ImportOut:
+        report = import_registrations(
+            ctx.app.factory, ctx.settings, path, call.path["session_id"], ctx.now(), rejects_path=rejects
+        )
+        return ImportOut(
+            rows=report.rows,
+            created=report.created,
+            updated=report.updated,
+            unchanged=report.unchanged,
+            rejected=[RejectedRow(line=r.line, reason=r.reason) for r in report.rejected],
+            duplicates=len(report.duplicates),
+        )
+
+    result = _with_file(call.body, run)
+    IMPORTS.labels("registrations", "api").inc()
+    assert isinstance(result, ImportOut)
+    return result
+
+
+_CONTACT_COLUMNS = ("email", "name", "title", "institution", "country", "language", "time_zone")
+
+
+@endpoint(
+    "POST",
+    "/contacts",
+    summary="Add or update one contact on a region's list (the file import's rules)",
+    response=ContactSaved,
+    body=ContactIn,
+    scope=TokenScope.WRITE,
+    errors=(404,),
+)
+def save_contact(call: Call) -> ContactSaved:
+    person: ContactIn = call.body
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(_CONTACT_COLUMNS)
+    writer.writerow([getattr(person, column) for column in _CONTACT_COLUMNS])
+    upload = FileIn(filename=f"api-{call.token.name}.csv"[:200].replace("/", "-"), content=text.getvalue())
+    ctx = call.ctx
+
+    def run(path: Path, rejects: Path) -> object:
+        return import_contacts(
+            ctx.app.factory, ctx.settings, path, person.region, ctx.now(), rejects_path=rejects
+        )
+
+    report = _with_file(upload, run)
+    if report.rejected:  # type: ignore[attr-defined]
+        raise ValueError(report.rejected[0].reason)  # type: ignore[attr-defined]
+    outcome: Literal["created", "updated", "unchanged"] = (
+        "created" if report.new else "updated" if report.updated else "unchanged"  # type: ignore[attr-defined]
+    )
+    with ctx.db() as db:
+        contact = contact_by_email(db, normalise_address(person.email).key)
+        assert contact is not None
+        return ContactSaved(outcome=outcome, contact=_contact_out(contact))
+
+
+@endpoint(
+    "POST",
+    "/suppressions",
+    summary="Put an address on the suppression list (never mailed again)",
+    response=SuppressOut,
+    body=SuppressIn,
+    scope=TokenScope.WRITE,
+)
+def suppress_address(call: Call) -> SuppressOut:
+    request: SuppressIn = call.body
+    try:
+        address = normalise_address(request.email)
+    except InvalidAddressError as exc:
+        raise ValueError(str(exc)) from None
+    with call.ctx.db() as db:
+        suppress(db, address.key, "manual", request.detail or f"api:{call.token.name}", call.ctx.now())
+    return SuppressOut(email=address.email, suppressed=True)
+
+
+@endpoint(
+    "GET",
+    "/registrations",
+    summary="Registrations, newest first",
+    response=RegistrationPage,
+    query=RegistrationQuery,
+)
+def list_registrations(call: Call) -> RegistrationPage:
+    query: RegistrationQuery = call.query
+    if query.session and query.session not in {s.id for s in call.ctx.settings.series.sessions}:
+        raise NotFoundError(f"no session {query.session!r}")
+    with call.ctx.db() as db:
+        found = registrations_before(
+            db, session_id=query.session, status=query.status, before=query.cursor, limit=query.limit + 1
+        )
+    more = len(found) > query.limit
+    found = found[: query.limit]
+    items = [
+        RegistrationOut(
+            id=r.id,
+            email=email,
+            session=r.session_id,
+            status=str(r.status),
+            registered_at=r.registered_at,
+            source=r.source,
+        )
+        for r, email in found
+    ]
+    return RegistrationPage(items=items, next_cursor=found[-1][0].id if more and found else None)
