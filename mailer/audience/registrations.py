@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from functools import lru_cache
 from pathlib import Path
@@ -31,30 +31,23 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
-from mailer.audience.contacts import (
-    CONTACT_COLUMNS,
-    Address,
+from mailer.audience.addresses import Address
+from mailer.audience.bulk import insert_ignoring_conflicts, literal_in
+from mailer.audience.cells import Defaults, clean_text, fit_column, language_and_zone
+from mailer.audience.contact_rows import CONTACT_COLUMNS, ContactRow, row_address, row_name
+from mailer.audience.contact_store import contact_ids, contact_values
+from mailer.audience.locales import country_code, fold
+from mailer.audience.row_import import (
     Duplicate,
-    InvalidAddressError,
     ProgressCallback,
-    Record,
     Rejected,
-    Table,
-    clean_text,
     default_rejects_path,
-    fit_column,
-    insert_ignoring_conflicts,
-    literal_in,
-    normalise_address,
-    read_table,
-    split_title,
-    write_rejects,
+    import_rows,
 )
-from mailer.audience.locales import country_code, country_language, country_zone, fold
-from mailer.config import Region, Settings
+from mailer.audience.table import Record, Table, read_table
+from mailer.config import Settings
 from mailer.errors import ImportFileError, NotFoundError
-from mailer.store.engine import transaction
-from mailer.store.models import Contact, ContactStatus, Registration, RegistrationStatus
+from mailer.store.models import Contact, Registration, RegistrationStatus
 from mailer.timeline.clock import require_aware
 from mailer.zones import UnknownZoneError, canonical_zone_name, is_known_zone, resolve_zone
 
@@ -119,7 +112,6 @@ _TIME_FORMATS = (
     "%m/%d/%Y %H:%M:%S",
     "%m/%d/%Y %H:%M",
 )
-_CHUNK = 1000
 
 
 @lru_cache(maxsize=1)
@@ -232,116 +224,115 @@ class _Registrant:
     country: str
 
 
-@dataclass
-class _Counts:
-    new_contacts: int = 0
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-
-
 def _parse(table: Table, record: Record, zone: tzinfo) -> _Registrant | Rejected:
-    raw_email = table.value(record, "email")
     status_cell = table.value(record, "approval")
     status = _STATUSES.get(fold(status_cell, accents=False))
     if status is None:
-        return Rejected(record.line, f"Unknown approval status {status_cell.strip()!r}.", raw_email)
-    try:
-        address = normalise_address(raw_email)
-    except InvalidAddressError as exc:
-        return Rejected(record.line, str(exc), raw_email)
-    name = clean_text(f"{table.value(record, 'first_name')} {table.value(record, 'last_name')}")
-    if not name:
-        name = split_title(clean_text(table.value(record, "name")))[1]
+        return Rejected(
+            record.line, f"Unknown approval status {status_cell.strip()!r}.", table.value(record, "email")
+        )
+    address = row_address(table, record)
+    if isinstance(address, Rejected):
+        return address
     return _Registrant(
         line=record.line,
         address=address,
         status=status,
         registered_at=parse_registration_time(table.value(record, "registered_at"), zone),
-        name=name,
+        name=row_name(table, record)[1],
         institution=clean_text(table.value(record, "institution")),
         country=country_code(clean_text(table.value(record, "country"))) or "",
     )
 
 
-def _new_contact(person: _Registrant, settings: Settings, region: Region, now: datetime) -> dict[str, Any]:
-    country = person.country
-    language = (country and country_language(country, settings.languages)) or region.default_language
-    zone = (country and country_zone(country, settings.country_zones)) or region.default_zone
-    return {
-        "email": person.address.email,
-        "email_key": person.address.key,
-        "name": fit_column(person.name, "name"),
-        "title": "",
-        "institution": fit_column(person.institution, "institution"),
-        "country": country,
-        "language": language,
-        "time_zone": zone,
-        "needs_smtputf8": person.address.needs_smtputf8,
-        "status": ContactStatus.ACTIVE.value,
-        "created_at": now,
-        "updated_at": now,
-    }
+@dataclass
+class _RegistrationWriter:
+    """Stores one session's registrations from ``source`` (a file name), creating missing contacts (language and
+    zone from their country, else ``defaults``), and counts rows by outcome and by what was stored."""
 
+    defaults: Defaults
+    session_id: str
+    source: str
+    now: datetime
+    outcomes: dict[RegistrationStatus, int] = field(
+        default_factory=lambda: {status: 0 for status in RegistrationStatus}
+    )
+    new_contacts: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
 
-def _store_chunk(
-    db: DbSession,
-    chunk: list[_Registrant],
-    settings: Settings,
-    region: Region,
-    session_id: str,
-    source: str,
-    now: datetime,
-    counts: _Counts,
-) -> None:
-    """Create missing contacts, then insert or update the chunk's registrations (bulk statements)."""
-    keys = [person.address.key for person in chunk]
-    lookup = select(Contact.email_key, Contact.id).where(literal_in(Contact.email_key, keys))
-    ids = {key: contact_id for key, contact_id in db.execute(lookup)}
-    fresh = [_new_contact(p, settings, region, now) for p in chunk if p.address.key not in ids]
-    if fresh:
-        insert_ignoring_conflicts(db, Contact.__table__, fresh, ["email_key"])
-        counts.new_contacts += len(fresh)
-        ids = {key: contact_id for key, contact_id in db.execute(lookup)}
-    existing = {
-        row.contact_id: row
-        for row in db.execute(
-            select(
-                Registration.id, Registration.contact_id, Registration.status, Registration.registered_at
-            ).where(
-                Registration.session_id == session_id, literal_in(Registration.contact_id, list(ids.values()))
+    def begin(self, db: DbSession) -> None:
+        """Nothing to prepare: registrants are not put on the region's list."""
+
+    def write(self, db: DbSession, chunk: list[_Registrant]) -> None:
+        """Create missing contacts, then insert or update the chunk's registrations (bulk statements)."""
+        for person in chunk:
+            self.outcomes[person.status] += 1
+        keys = [person.address.key for person in chunk]
+        ids = contact_ids(db, keys)
+        fresh = [contact_values(self._contact(p), self.now) for p in chunk if p.address.key not in ids]
+        if fresh:
+            insert_ignoring_conflicts(db, Contact.__table__, fresh, ["email_key"])
+            self.new_contacts += len(fresh)
+            ids = contact_ids(db, keys)
+        existing = {
+            row.contact_id: row
+            for row in db.execute(
+                select(
+                    Registration.id, Registration.contact_id, Registration.status, Registration.registered_at
+                ).where(
+                    Registration.session_id == self.session_id,
+                    literal_in(Registration.contact_id, list(ids.values())),
+                )
             )
+        }
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for person in chunk:
+            contact_id = ids[person.address.key]
+            source = f"{self.source}:{person.line}"
+            old = existing.get(contact_id)
+            if old is None:
+                inserts.append(
+                    {
+                        "contact_id": contact_id,
+                        "session_id": self.session_id,
+                        "status": person.status.value,
+                        "registered_at": person.registered_at,
+                        "source": source,
+                    }
+                )
+                continue
+            changes: dict[str, Any] = {}
+            if old.status != person.status.value:
+                changes["status"] = person.status.value
+            if person.registered_at is not None and old.registered_at != person.registered_at:
+                changes["registered_at"] = person.registered_at
+            if changes:
+                updates.append({"id": old.id, **changes, "source": source})
+        insert_ignoring_conflicts(db, Registration.__table__, inserts, ["contact_id", "session_id"])
+        if updates:
+            db.execute(update(Registration), updates)
+        self.created += len(inserts)
+        self.updated += len(updates)
+        self.unchanged += len(chunk) - len(inserts) - len(updates)
+
+    def _contact(self, person: _Registrant) -> ContactRow:
+        """The contact a registrant becomes when not one yet: no title, language and zone by country."""
+        language, _, zone, _ = language_and_zone("", "", person.country, self.defaults)
+        return ContactRow(
+            line=person.line,
+            address=person.address,
+            name=fit_column(person.name, "name"),
+            title="",
+            institution=fit_column(person.institution, "institution"),
+            country=person.country,
+            language=language,
+            language_explicit=False,
+            time_zone=zone,
+            zone_explicit=False,
         )
-    }
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
-    for person in chunk:
-        contact_id = ids[person.address.key]
-        old = existing.get(contact_id)
-        if old is None:
-            inserts.append(
-                {
-                    "contact_id": contact_id,
-                    "session_id": session_id,
-                    "status": person.status.value,
-                    "registered_at": person.registered_at,
-                    "source": f"{source}:{person.line}",
-                }
-            )
-            continue
-        changes: dict[str, Any] = {}
-        if old.status != person.status.value:
-            changes["status"] = person.status.value
-        if person.registered_at is not None and old.registered_at != person.registered_at:
-            changes["registered_at"] = person.registered_at
-        if changes:
-            updates.append({"id": old.id, **changes, "source": f"{source}:{person.line}"})
-    insert_ignoring_conflicts(db, Registration.__table__, inserts, ["contact_id", "session_id"])
-    if updates:
-        db.execute(update(Registration), updates)
-    counts.created += len(inserts)
-    counts.updated += len(updates)
-    counts.unchanged += len(chunk) - len(inserts) - len(updates)
 
 
 def import_registrations(
@@ -380,56 +371,30 @@ def import_registrations(
         zone = resolve_zone(zone_name)
     except UnknownZoneError:  # pragma: no cover - report_zone only returns resolvable names
         zone_name, zone = session.zone_name, session.zone
-    rows = 0
-    outcomes = {status: 0 for status in RegistrationStatus}
-    rejected: list[Rejected] = []
-    rejected_cells: list[tuple[Sequence[str], int, str]] = []
-    duplicates: list[Duplicate] = []
-    first_line: dict[str, int] = {}
-    counts = _Counts()
-    with transaction(factory) as db:
-        chunk: list[_Registrant] = []
-        for record in table.records:
-            rows += 1
-            parsed = _parse(table, record, zone)
-            if isinstance(parsed, Rejected):
-                rejected.append(parsed)
-                rejected_cells.append((record.cells, parsed.line, parsed.reason))
-                continue
-            kept = first_line.setdefault(parsed.address.key, parsed.line)
-            if kept != parsed.line:
-                duplicates.append(Duplicate(parsed.line, parsed.address.email, kept))
-                continue
-            outcomes[parsed.status] += 1
-            chunk.append(parsed)
-            if len(chunk) >= _CHUNK:
-                _store_chunk(db, chunk, settings, region, session.id, table.path.name, now, counts)
-                chunk = []
-                if progress:
-                    progress(table.lines_read(), table.total_lines)
-        if chunk:
-            _store_chunk(db, chunk, settings, region, session.id, table.path.name, now, counts)
-    if progress:
-        progress(table.total_lines, table.total_lines)
-    written = None
-    if rejected_cells:
-        written = rejects_path or default_rejects_path(settings, table.path)
-        write_rejects(written, table.header, rejected_cells)
+    writer = _RegistrationWriter(Defaults.of(settings, region), session.id, table.path.name, now)
+    outcome = import_rows(
+        factory,
+        table,
+        lambda record: _parse(table, record, zone),
+        writer,
+        rejects_path=rejects_path or default_rejects_path(settings, table.path),
+        progress=progress,
+    )
     return RegistrationReport(
         path=table.path,
         session_id=session.id,
         zone_name=zone_name,
-        rows=rows,
-        registered=outcomes[RegistrationStatus.REGISTERED],
-        denied=outcomes[RegistrationStatus.DENIED],
-        declined=outcomes[RegistrationStatus.DECLINED],
-        new_contacts=counts.new_contacts,
-        created=counts.created,
-        updated=counts.updated,
-        unchanged=counts.unchanged,
-        rejected=tuple(rejected),
-        duplicates=tuple(duplicates),
-        rejects_path=written,
+        rows=outcome.rows,
+        registered=writer.outcomes[RegistrationStatus.REGISTERED],
+        denied=writer.outcomes[RegistrationStatus.DENIED],
+        declined=writer.outcomes[RegistrationStatus.DECLINED],
+        new_contacts=writer.new_contacts,
+        created=writer.created,
+        updated=writer.updated,
+        unchanged=writer.unchanged,
+        rejected=outcome.rejected,
+        duplicates=outcome.duplicates,
+        rejects_path=outcome.rejects_path,
     )
 
 
