@@ -2,8 +2,7 @@
 
 Shapes
     import_registrations(factory, settings, path, session_id, now) -> RegistrationReport
-    report_zone(label) -> IANA/offset zone name or None       "Buenos Aires, Georgetown" -> Buenos Aires' zone
-    parse_registration_time(text, zone) -> aware UTC datetime or None
+    report_zone(label) / parse_registration_time(text, zone)   see mailer.audience.report_times
 
 A report is a preamble of report lines (title, topic, webinar id, scheduled time, time zone), a blank line,
 "Attendee Details", then a table (First Name, Last Name, Email, Country/Region Name, Organization,
@@ -18,14 +17,10 @@ their country, else the session region's defaults) but are NOT put on the region
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from zoneinfo import available_timezones
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session as DbSession
@@ -37,6 +32,7 @@ from mailer.audience.cells import Defaults, clean_text, fit_column, language_and
 from mailer.audience.contact_rows import CONTACT_COLUMNS, ContactRow, row_address, row_name
 from mailer.audience.contact_store import contact_ids, contact_values
 from mailer.audience.locales import country_code, fold
+from mailer.audience.report_times import parse_registration_time, preamble_zone_label, report_zone
 from mailer.audience.row_import import (
     Duplicate,
     ProgressCallback,
@@ -49,7 +45,7 @@ from mailer.config import Settings
 from mailer.errors import ImportFileError, NotFoundError
 from mailer.store.models import Contact, Registration, RegistrationStatus
 from mailer.timeline.clock import require_aware
-from mailer.zones import UnknownZoneError, canonical_zone_name, is_known_zone, resolve_zone
+from mailer.zones import UnknownZoneError, resolve_zone
 
 #: Header names recognised in a registration report (contact fields plus the platform's own columns).
 REGISTRATION_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -86,106 +82,6 @@ _STATUSES: dict[str, RegistrationStatus] = {
     "cancelled": RegistrationStatus.DECLINED,
     "canceled": RegistrationStatus.DECLINED,
 }
-
-_ZONE_KEYS = frozenset({"time zone", "timezone", "zona horaria", "fuseau horaire"})
-_OFFSET_IN_LABEL = re.compile(r"(?:GMT|UTC)\s*([+-])\s*(\d{1,2})(?::?(\d{2}))?", re.IGNORECASE)
-_ZONE_AREAS = (
-    "Africa",
-    "America",
-    "Antarctica",
-    "Asia",
-    "Atlantic",
-    "Australia",
-    "Europe",
-    "Indian",
-    "Pacific",
-)
-_TIME_FORMATS = (
-    "%Y-%m-%d %I:%M:%S %p",
-    "%Y-%m-%d %I:%M %p",
-    "%Y-%m-%d %H:%M:%S",
-    "%Y-%m-%d %H:%M",
-    "%b %d, %Y %I:%M:%S %p",
-    "%b %d, %Y %I:%M %p",
-    "%m/%d/%Y %I:%M:%S %p",
-    "%m/%d/%Y %I:%M %p",
-    "%m/%d/%Y %H:%M:%S",
-    "%m/%d/%Y %H:%M",
-)
-
-
-@lru_cache(maxsize=1)
-def _city_zones() -> dict[str, str]:
-    """Folded city name -> IANA zone ("buenos aires" -> "America/Argentina/Buenos_Aires")."""
-    cities: dict[str, str] = {}
-    for name in sorted(available_timezones()):
-        if name.startswith(_ZONE_AREAS):
-            cities.setdefault(fold(name.rsplit("/", 1)[-1].replace("_", " "), accents=False), name)
-    return cities
-
-
-def report_zone(label: str) -> str | None:
-    """The zone a report's "Time Zone" label means, as a storable name, or ``None`` when it means nothing.
-
-    Accepts an IANA name or an offset ("GMT-3", "(GMT-03:00) Buenos Aires" -> "UTC-03:00"), else the first
-    comma-separated part naming a zone's city ("Buenos Aires, Georgetown" -> "America/Argentina/Buenos_Aires").
-    """
-    text = label.strip()
-    if not text:
-        return None
-    if is_known_zone(text):
-        return canonical_zone_name(text)
-    match = _OFFSET_IN_LABEL.search(text)
-    if match:
-        sign, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3) or 0)
-        name = f"UTC{sign}{hours:02d}:{minutes:02d}"
-        return name if is_known_zone(name) else None
-    for part in re.split(r"[,;/()]", text):
-        zone = _city_zones().get(fold(part, accents=False))
-        if zone:
-            return zone
-    return None
-
-
-def parse_registration_time(text: str, zone: tzinfo) -> datetime | None:
-    """A report's local registration time ("2021-06-20 03:14:15 PM") in ``zone`` -> aware UTC; ``None`` if blank
-    or in no known format. ISO 8601 text with an offset keeps its own offset."""
-    text = clean_text(text)
-    if not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        parsed = None
-        for layout in _TIME_FORMATS:
-            try:
-                parsed = datetime.strptime(text, layout)
-                break
-            except ValueError:
-                continue
-    if parsed is None:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=zone)
-    return require_aware(parsed, "registration time")
-
-
-def _preamble_zone_label(preamble: Sequence[Record]) -> str:
-    """The value under (or beside) a "Time Zone" cell in the report's preamble, or ""."""
-    for index, record in enumerate(preamble):
-        for column, cell in enumerate(record.cells):
-            if fold(cell, accents=False) not in _ZONE_KEYS:
-                continue
-            below = preamble[index + 1].cells if index + 1 < len(preamble) else ()
-            beside = record.cells[column + 1] if column + 1 < len(record.cells) else ""
-            is_key_row = sum(1 for c in record.cells if c.strip()) >= 3
-            if is_key_row and column < len(below) and below[column].strip():
-                return below[column].strip()
-            if beside.strip():
-                return beside.strip()
-            if column < len(below):
-                return below[column].strip()
-    return ""
 
 
 @dataclass(frozen=True)
@@ -366,7 +262,7 @@ def import_registrations(
             f" ({', '.join(table.header)}): this looks like a contact list, not a registration report;"
             " import it with `mailer contacts import`, or export the platform's registration report"
         )
-    zone_name = report_zone(_preamble_zone_label(table.preamble)) or session.zone_name
+    zone_name = report_zone(preamble_zone_label(table.preamble)) or session.zone_name
     try:
         zone = resolve_zone(zone_name)
     except UnknownZoneError:  # pragma: no cover - report_zone only returns resolvable names
