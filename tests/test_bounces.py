@@ -279,8 +279,11 @@ def test_staff_see_the_suppression_and_its_report_and_can_lift_it(app: App, tmp_
 
     lifted = run(app, "suppressions", "remove", "gone@example.org", "--by", "olga", "--note", "new mailbox")
     assert (
-        lifted.output
+        lifted.stdout
         == "gone@example.org: hard-bounce suppression lifted by olga; the contact is active again\n"
+    )
+    assert lifted.stderr == (  # the lift is logged, for the operator's log
+        "WARNING mailer.cli.suppressions: suppression of gone@example.org (hard-bounce) lifted by olga: new mailbox\n"
     )
     assert _state(app, "gone@example.org") == ("active", None, ["bounced"])
     with transaction(app.factory) as db:

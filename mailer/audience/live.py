@@ -100,6 +100,7 @@ def apply_event(
         status = event.action.status
         known = db.scalar(select(Contact.id).where(Contact.email_key == address.key)) is not None
         person = Registrant(
+            line=0,
             source=f"{event.source}:{event.event_id}",
             address=address,
             status=status,

@@ -2,8 +2,7 @@
 
 Shapes
     import_registrations(factory, settings, path, session_id, now) -> RegistrationReport
-    report_zone(label) -> IANA/offset zone name or None       "Buenos Aires, Georgetown" -> Buenos Aires' zone
-    parse_registration_time(text, zone) -> aware UTC datetime or None
+    report_zone(label) / parse_registration_time(text, zone)   see mailer.audience.report_times
 
 A report is a preamble of report lines (title, topic, webinar id, scheduled time, time zone), a blank line,
 "Attendee Details", then a table (First Name, Last Name, Email, Country/Region Name, Organization,
@@ -18,45 +17,36 @@ their country, else the session region's defaults) but are NOT put on the region
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from zoneinfo import available_timezones
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
-from mailer.audience.contacts import (
-    CONTACT_COLUMNS,
-    Address,
+from mailer.audience.addresses import Address
+from mailer.audience.bulk import insert_ignoring_conflicts, literal_in
+from mailer.audience.cells import Defaults, clean_text, fit_column, language_and_zone
+from mailer.audience.contact_rows import CONTACT_COLUMNS, ContactRow, row_address, row_name
+from mailer.audience.contact_store import contact_ids, contact_values
+from mailer.audience.locales import country_code, fold
+from mailer.audience.report_times import parse_registration_time, preamble_zone_label, report_zone
+from mailer.audience.row_import import (
     Duplicate,
-    InvalidAddressError,
     ProgressCallback,
-    Record,
     Rejected,
-    Table,
-    clean_text,
     default_rejects_path,
-    fit_column,
-    insert_ignoring_conflicts,
-    literal_in,
-    normalise_address,
-    read_table,
-    split_title,
-    write_rejects,
+    import_rows,
 )
-from mailer.audience.locales import country_code, country_language, country_zone, fold
-from mailer.config import Region, Settings
+from mailer.audience.table import Record, Table, read_table
+from mailer.config import Settings
 from mailer.errors import ImportFileError, NotFoundError
-from mailer.store.engine import transaction
-from mailer.store.models import Contact, ContactStatus, Registration, RegistrationStatus
+from mailer.store.models import Contact, Registration, RegistrationStatus
 from mailer.timeline.clock import require_aware
-from mailer.zones import UnknownZoneError, canonical_zone_name, is_known_zone, resolve_zone
+from mailer.zones import UnknownZoneError, resolve_zone
 
 #: Header names recognised in a registration report (contact fields plus the platform's own columns).
 REGISTRATION_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -94,107 +84,6 @@ _STATUSES: dict[str, RegistrationStatus] = {
     "canceled": RegistrationStatus.DECLINED,
 }
 
-_ZONE_KEYS = frozenset({"time zone", "timezone", "zona horaria", "fuseau horaire"})
-_OFFSET_IN_LABEL = re.compile(r"(?:GMT|UTC)\s*([+-])\s*(\d{1,2})(?::?(\d{2}))?", re.IGNORECASE)
-_ZONE_AREAS = (
-    "Africa",
-    "America",
-    "Antarctica",
-    "Asia",
-    "Atlantic",
-    "Australia",
-    "Europe",
-    "Indian",
-    "Pacific",
-)
-_TIME_FORMATS = (
-    "%Y-%m-%d %I:%M:%S %p",
-    "%Y-%m-%d %I:%M %p",
-    "%Y-%m-%d %H:%M:%S",
-    "%Y-%m-%d %H:%M",
-    "%b %d, %Y %I:%M:%S %p",
-    "%b %d, %Y %I:%M %p",
-    "%m/%d/%Y %I:%M:%S %p",
-    "%m/%d/%Y %I:%M %p",
-    "%m/%d/%Y %H:%M:%S",
-    "%m/%d/%Y %H:%M",
-)
-_CHUNK = 1000
-
-
-@lru_cache(maxsize=1)
-def _city_zones() -> dict[str, str]:
-    """Folded city name -> IANA zone ("buenos aires" -> "America/Argentina/Buenos_Aires")."""
-    cities: dict[str, str] = {}
-    for name in sorted(available_timezones()):
-        if name.startswith(_ZONE_AREAS):
-            cities.setdefault(fold(name.rsplit("/", 1)[-1].replace("_", " "), accents=False), name)
-    return cities
-
-
-def report_zone(label: str) -> str | None:
-    """The zone a report's "Time Zone" label means, as a storable name, or ``None`` when it means nothing.
-
-    Accepts an IANA name or an offset ("GMT-3", "(GMT-03:00) Buenos Aires" -> "UTC-03:00"), else the first
-    comma-separated part naming a zone's city ("Buenos Aires, Georgetown" -> "America/Argentina/Buenos_Aires").
-    """
-    text = label.strip()
-    if not text:
-        return None
-    if is_known_zone(text):
-        return canonical_zone_name(text)
-    match = _OFFSET_IN_LABEL.search(text)
-    if match:
-        sign, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3) or 0)
-        name = f"UTC{sign}{hours:02d}:{minutes:02d}"
-        return name if is_known_zone(name) else None
-    for part in re.split(r"[,;/()]", text):
-        zone = _city_zones().get(fold(part, accents=False))
-        if zone:
-            return zone
-    return None
-
-
-def parse_registration_time(text: str, zone: tzinfo) -> datetime | None:
-    """A report's local registration time ("2021-06-20 03:14:15 PM") in ``zone`` -> aware UTC; ``None`` if blank
-    or in no known format. ISO 8601 text with an offset keeps its own offset."""
-    text = clean_text(text)
-    if not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        parsed = None
-        for layout in _TIME_FORMATS:
-            try:
-                parsed = datetime.strptime(text, layout)
-                break
-            except ValueError:
-                continue
-    if parsed is None:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=zone)
-    return require_aware(parsed, "registration time")
-
-
-def _preamble_zone_label(preamble: Sequence[Record]) -> str:
-    """The value under (or beside) a "Time Zone" cell in the report's preamble, or ""."""
-    for index, record in enumerate(preamble):
-        for column, cell in enumerate(record.cells):
-            if fold(cell, accents=False) not in _ZONE_KEYS:
-                continue
-            below = preamble[index + 1].cells if index + 1 < len(preamble) else ()
-            beside = record.cells[column + 1] if column + 1 < len(record.cells) else ""
-            is_key_row = sum(1 for c in record.cells if c.strip()) >= 3
-            if is_key_row and column < len(below) and below[column].strip():
-                return below[column].strip()
-            if beside.strip():
-                return beside.strip()
-            if column < len(below):
-                return below[column].strip()
-    return ""
-
 
 @dataclass(frozen=True)
 class RegistrationReport:
@@ -223,19 +112,127 @@ class RegistrationReport:
 
 @dataclass(slots=True)
 class Registrant:
-    """One person's answer for a session, from a report row or a pushed event.
+    """One person's registration for a session, from a report row or a platform's event."""
 
-    ``source`` is recorded on the registration ("report.csv:12", "zoom:<event id>"); ``country`` an ISO
-    3166-1 alpha-2 code or ""; ``registered_at`` aware UTC or None (unknown).
-    """
-
-    source: str
+    line: int  # the report's physical line; 0 for a platform's event
+    source: str  # where it came from: "file.csv:12", "zoom:<event id>"
     address: Address
     status: RegistrationStatus
     registered_at: datetime | None
     name: str
     institution: str
     country: str
+
+
+def _parse(table: Table, record: Record, zone: tzinfo) -> Registrant | Rejected:
+    status_cell = table.value(record, "approval")
+    status = _STATUSES.get(fold(status_cell, accents=False))
+    if status is None:
+        return Rejected(
+            record.line, f"Unknown approval status {status_cell.strip()!r}.", table.value(record, "email")
+        )
+    address = row_address(table, record)
+    if isinstance(address, Rejected):
+        return address
+    return Registrant(
+        line=record.line,
+        source=f"{table.path.name}:{record.line}",
+        address=address,
+        status=status,
+        registered_at=parse_registration_time(table.value(record, "registered_at"), zone),
+        name=row_name(table, record)[1],
+        institution=clean_text(table.value(record, "institution")),
+        country=country_code(clean_text(table.value(record, "country"))) or "",
+    )
+
+
+@dataclass
+class _RegistrationWriter:
+    """Stores one session's registrations, creating missing contacts (language and zone from their country,
+    else ``defaults``), and counts rows by outcome and by what was stored."""
+
+    defaults: Defaults
+    session_id: str
+    now: datetime
+    outcomes: dict[RegistrationStatus, int] = field(
+        default_factory=lambda: {status: 0 for status in RegistrationStatus}
+    )
+    new_contacts: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def begin(self, db: DbSession) -> None:
+        """Nothing to prepare: registrants are not put on the region's list."""
+
+    def write(self, db: DbSession, chunk: Sequence[Registrant]) -> None:
+        """Create missing contacts, then insert or update the chunk's registrations (bulk statements)."""
+        for person in chunk:
+            self.outcomes[person.status] += 1
+        keys = [person.address.key for person in chunk]
+        ids = contact_ids(db, keys)
+        fresh = [contact_values(self._contact(p), self.now) for p in chunk if p.address.key not in ids]
+        if fresh:
+            insert_ignoring_conflicts(db, Contact.__table__, fresh, ["email_key"])
+            self.new_contacts += len(fresh)
+            ids = contact_ids(db, keys)
+        existing = {
+            row.contact_id: row
+            for row in db.execute(
+                select(
+                    Registration.id, Registration.contact_id, Registration.status, Registration.registered_at
+                ).where(
+                    Registration.session_id == self.session_id,
+                    literal_in(Registration.contact_id, list(ids.values())),
+                )
+            )
+        }
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for person in chunk:
+            contact_id = ids[person.address.key]
+            source = person.source[:400]
+            old = existing.get(contact_id)
+            if old is None:
+                inserts.append(
+                    {
+                        "contact_id": contact_id,
+                        "session_id": self.session_id,
+                        "status": person.status.value,
+                        "registered_at": person.registered_at,
+                        "source": source,
+                    }
+                )
+                continue
+            changes: dict[str, Any] = {}
+            if old.status != person.status.value:
+                changes["status"] = person.status.value
+            if person.registered_at is not None and old.registered_at != person.registered_at:
+                changes["registered_at"] = person.registered_at
+            if changes:
+                updates.append({"id": old.id, **changes, "source": source})
+        insert_ignoring_conflicts(db, Registration.__table__, inserts, ["contact_id", "session_id"])
+        if updates:
+            db.execute(update(Registration), updates)
+        self.created += len(inserts)
+        self.updated += len(updates)
+        self.unchanged += len(chunk) - len(inserts) - len(updates)
+
+    def _contact(self, person: Registrant) -> ContactRow:
+        """The contact a registrant becomes when not one yet: no title, language and zone by country."""
+        language, _, zone, _ = language_and_zone("", "", person.country, self.defaults)
+        return ContactRow(
+            line=person.line,
+            address=person.address,
+            name=fit_column(person.name, "name"),
+            title="",
+            institution=fit_column(person.institution, "institution"),
+            country=person.country,
+            language=language,
+            language_explicit=False,
+            time_zone=zone,
+            zone_explicit=False,
+        )
 
 
 @dataclass
@@ -248,50 +245,6 @@ class StoreCounts:
     unchanged: int = 0
 
 
-def _parse(table: Table, record: Record, zone: tzinfo) -> Registrant | Rejected:
-    raw_email = table.value(record, "email")
-    status_cell = table.value(record, "approval")
-    status = _STATUSES.get(fold(status_cell, accents=False))
-    if status is None:
-        return Rejected(record.line, f"Unknown approval status {status_cell.strip()!r}.", raw_email)
-    try:
-        address = normalise_address(raw_email)
-    except InvalidAddressError as exc:
-        return Rejected(record.line, str(exc), raw_email)
-    name = clean_text(f"{table.value(record, 'first_name')} {table.value(record, 'last_name')}")
-    if not name:
-        name = split_title(clean_text(table.value(record, "name")))[1]
-    return Registrant(
-        source=f"{table.path.name}:{record.line}",
-        address=address,
-        status=status,
-        registered_at=parse_registration_time(table.value(record, "registered_at"), zone),
-        name=name,
-        institution=clean_text(table.value(record, "institution")),
-        country=country_code(clean_text(table.value(record, "country"))) or "",
-    )
-
-
-def _new_contact(person: Registrant, settings: Settings, region: Region, now: datetime) -> dict[str, Any]:
-    country = person.country
-    language = (country and country_language(country, settings.languages)) or region.default_language
-    zone = (country and country_zone(country, settings.country_zones)) or region.default_zone
-    return {
-        "email": person.address.email,
-        "email_key": person.address.key,
-        "name": fit_column(person.name, "name"),
-        "title": "",
-        "institution": fit_column(person.institution, "institution"),
-        "country": country,
-        "language": language,
-        "time_zone": zone,
-        "needs_smtputf8": person.address.needs_smtputf8,
-        "status": ContactStatus.ACTIVE.value,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
 def store_registrants(
     db: DbSession,
     chunk: Sequence[Registrant],
@@ -300,60 +253,20 @@ def store_registrants(
     now: datetime,
     counts: StoreCounts | None = None,
 ) -> StoreCounts:
-    """Create the contacts missing among ``chunk`` (language and zone from their country, else the session
-    region's defaults; not put on any list), then insert or update their registrations for ``session_id``
-    (bulk statements, one address at most once per chunk). Caller commits. Adds to ``counts`` (or a new one)
-    and returns it. Raises KeyError for an unknown session.
+    """Store ``chunk`` for ``session_id`` as the file import does (one address at most once per chunk):
+    missing contacts created (language and zone from their country, else the session region's defaults; not
+    put on any list), registrations inserted or updated. Caller commits. Adds to ``counts`` (or a new one)
+    and returns it. Raises KeyError for an unknown session, NaiveDatetimeError for a naive ``now``.
     """
-    counts = counts if counts is not None else StoreCounts()
+    now = require_aware(now, "now")
     region = settings.region(settings.series.session(session_id).region)
-    keys = [person.address.key for person in chunk]
-    lookup = select(Contact.email_key, Contact.id).where(literal_in(Contact.email_key, keys))
-    ids = {key: contact_id for key, contact_id in db.execute(lookup)}
-    fresh = [_new_contact(p, settings, region, now) for p in chunk if p.address.key not in ids]
-    if fresh:
-        insert_ignoring_conflicts(db, Contact.__table__, fresh, ["email_key"])
-        counts.new_contacts += len(fresh)
-        ids = {key: contact_id for key, contact_id in db.execute(lookup)}
-    existing = {
-        row.contact_id: row
-        for row in db.execute(
-            select(
-                Registration.id, Registration.contact_id, Registration.status, Registration.registered_at
-            ).where(
-                Registration.session_id == session_id, literal_in(Registration.contact_id, list(ids.values()))
-            )
-        )
-    }
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
-    for person in chunk:
-        contact_id = ids[person.address.key]
-        old = existing.get(contact_id)
-        if old is None:
-            inserts.append(
-                {
-                    "contact_id": contact_id,
-                    "session_id": session_id,
-                    "status": person.status.value,
-                    "registered_at": person.registered_at,
-                    "source": person.source[:400],
-                }
-            )
-            continue
-        changes: dict[str, Any] = {}
-        if old.status != person.status.value:
-            changes["status"] = person.status.value
-        if person.registered_at is not None and old.registered_at != person.registered_at:
-            changes["registered_at"] = person.registered_at
-        if changes:
-            updates.append({"id": old.id, **changes, "source": person.source[:400]})
-    insert_ignoring_conflicts(db, Registration.__table__, inserts, ["contact_id", "session_id"])
-    if updates:
-        db.execute(update(Registration), updates)
-    counts.created += len(inserts)
-    counts.updated += len(updates)
-    counts.unchanged += len(chunk) - len(inserts) - len(updates)
+    writer = _RegistrationWriter(Defaults.of(settings, region), session_id, now)
+    writer.write(db, chunk)
+    counts = counts if counts is not None else StoreCounts()
+    counts.new_contacts += writer.new_contacts
+    counts.created += writer.created
+    counts.updated += writer.updated
+    counts.unchanged += writer.unchanged
     return counts
 
 
@@ -380,6 +293,7 @@ def import_registrations(
         session = settings.series.session(session_id)
     except KeyError as exc:
         raise NotFoundError(exc.args[0]) from None
+    region = settings.region(session.region)
     table = read_table(Path(path), REGISTRATION_COLUMNS)
     if "approval" not in table.columns:
         raise ImportFileError(
@@ -387,61 +301,35 @@ def import_registrations(
             f" ({', '.join(table.header)}): this looks like a contact list, not a registration report;"
             " import it with `mailer contacts import`, or export the platform's registration report"
         )
-    zone_name = report_zone(_preamble_zone_label(table.preamble)) or session.zone_name
+    zone_name = report_zone(preamble_zone_label(table.preamble)) or session.zone_name
     try:
         zone = resolve_zone(zone_name)
     except UnknownZoneError:  # pragma: no cover - report_zone only returns resolvable names
         zone_name, zone = session.zone_name, session.zone
-    rows = 0
-    outcomes = {status: 0 for status in RegistrationStatus}
-    rejected: list[Rejected] = []
-    rejected_cells: list[tuple[Sequence[str], int, str]] = []
-    duplicates: list[Duplicate] = []
-    first_line: dict[str, int] = {}
-    counts = StoreCounts()
-    with transaction(factory) as db:
-        chunk: list[Registrant] = []
-        for record in table.records:
-            rows += 1
-            parsed = _parse(table, record, zone)
-            if isinstance(parsed, Rejected):
-                rejected.append(parsed)
-                rejected_cells.append((record.cells, parsed.line, parsed.reason))
-                continue
-            kept = first_line.setdefault(parsed.address.key, record.line)
-            if kept != record.line:
-                duplicates.append(Duplicate(record.line, parsed.address.email, kept))
-                continue
-            outcomes[parsed.status] += 1
-            chunk.append(parsed)
-            if len(chunk) >= _CHUNK:
-                store_registrants(db, chunk, settings, session.id, now, counts)
-                chunk = []
-                if progress:
-                    progress(table.lines_read(), table.total_lines)
-        if chunk:
-            store_registrants(db, chunk, settings, session.id, now, counts)
-    if progress:
-        progress(table.total_lines, table.total_lines)
-    written = None
-    if rejected_cells:
-        written = rejects_path or default_rejects_path(settings, table.path)
-        write_rejects(written, table.header, rejected_cells)
+    writer = _RegistrationWriter(Defaults.of(settings, region), session.id, now)
+    outcome = import_rows(
+        factory,
+        table,
+        lambda record: _parse(table, record, zone),
+        writer,
+        rejects_path=rejects_path or default_rejects_path(settings, table.path),
+        progress=progress,
+    )
     return RegistrationReport(
         path=table.path,
         session_id=session.id,
         zone_name=zone_name,
-        rows=rows,
-        registered=outcomes[RegistrationStatus.REGISTERED],
-        denied=outcomes[RegistrationStatus.DENIED],
-        declined=outcomes[RegistrationStatus.DECLINED],
-        new_contacts=counts.new_contacts,
-        created=counts.created,
-        updated=counts.updated,
-        unchanged=counts.unchanged,
-        rejected=tuple(rejected),
-        duplicates=tuple(duplicates),
-        rejects_path=written,
+        rows=outcome.rows,
+        registered=writer.outcomes[RegistrationStatus.REGISTERED],
+        denied=writer.outcomes[RegistrationStatus.DENIED],
+        declined=writer.outcomes[RegistrationStatus.DECLINED],
+        new_contacts=writer.new_contacts,
+        created=writer.created,
+        updated=writer.updated,
+        unchanged=writer.unchanged,
+        rejected=outcome.rejected,
+        duplicates=outcome.duplicates,
+        rejects_path=outcome.rejects_path,
     )
 
 
@@ -453,5 +341,4 @@ __all__ = [
     "import_registrations",
     "parse_registration_time",
     "report_zone",
-    "store_registrants",
 ]

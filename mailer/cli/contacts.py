@@ -20,15 +20,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from mailer.app import App
-from mailer.audience.contacts import (
-    ImportReport,
-    Rejected,
-    contact_by_email,
-    email_key,
-    find_contacts,
-    import_contacts,
-)
+from mailer.audience.addresses import email_key
+from mailer.audience.contact_queries import contact_by_email, find_contacts
+from mailer.audience.contacts import ImportReport, import_contacts
 from mailer.audience.registrations import RegistrationReport, import_registrations
+from mailer.audience.row_import import Rejected
 from mailer.cli import AppContext, output_console, pass_ctx
 from mailer.errors import NotFoundError
 from mailer.store.engine import transaction

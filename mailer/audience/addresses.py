@@ -1,0 +1,94 @@
+"""Email addresses as written in a cell -> validated, normalised addresses with their uniqueness key.
+
+Shapes
+    normalise_address("  Ana <ANA@Example.org> ") -> Address("ANA@example.org", "ana@example.org", False)
+    email_key(address) -> str                      the case-folded key contacts and suppressions are unique on
+
+Validation is email-validator's (RFC 5321/5322 syntax, IDNA 2008 / UTS-46 for domains, SMTPUTF8 for
+non-ASCII local parts), without DNS. Errors: :class:`InvalidAddressError` (a ValueError) with a message for
+the organiser.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.utils import parseaddr
+from functools import lru_cache
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+from mailer.audience.cells import clean_text
+
+_ADDRESS_SEPARATORS = re.compile(r"[;,\s]+")
+
+
+class InvalidAddressError(ValueError):
+    """A cell that is not exactly one valid email address; the message says why, for the organiser."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A validated address: ``email`` normalised (IDN domain in Unicode), ``key`` case-folded for uniqueness."""
+
+    email: str
+    key: str
+    needs_smtputf8: bool  # non-ASCII local part: only an SMTPUTF8 server can take it
+
+
+def email_key(address: str) -> str:
+    """The uniqueness key of a normalised address: case-folded (``Contact.email_key``, suppressions)."""
+    return address.strip().casefold()
+
+
+def normalise_address(cell: str) -> Address:
+    """Validate one address as written in a cell ("  A@B.org ", "Name <a@b.org>", "josé@b.org", "a@bé.org").
+
+    Raises :class:`InvalidAddressError` for a blank cell, two addresses in one cell, or anything
+    email-validator refuses (no @, empty local part, consecutive dots, trailing dot...).
+    """
+    text = clean_text(cell)
+    if not text:
+        raise InvalidAddressError("The address cell is blank.")
+    if text.count("@") > 1 and sum(1 for part in _ADDRESS_SEPARATORS.split(text) if "@" in part) > 1:
+        raise InvalidAddressError("The cell holds more than one address.")
+    if "<" in text or ">" in text:
+        _, text = parseaddr(text)
+        if not text:
+            raise InvalidAddressError("The 'Name <address>' form is malformed.")
+    if text[:7].lower() == "mailto:":
+        text = text[7:]
+    try:
+        email, smtputf8 = _validate(text)
+    except EmailNotValidError as exc:
+        raise InvalidAddressError(str(exc)) from None
+    return Address(email, email_key(email), smtputf8)
+
+
+_VALIDATION: dict[str, Any] = {"check_deliverability": False, "allow_smtputf8": True}
+_SHORT_DOMAIN = "a.io"  # a valid domain that costs little to check
+
+
+@lru_cache(maxsize=65536)
+def _valid_domain(domain: str) -> str:
+    """The normalised (Unicode) form of a valid domain, checked once per distinct domain."""
+    return str(validate_email(f"a@{domain}", **_VALIDATION).domain)
+
+
+def _validate(text: str) -> tuple[str, bool]:
+    """(normalised address, needs SMTPUTF8) by email-validator; raises EmailNotValidError.
+
+    A list holds many addresses at few domains, and the domain check (IDNA/UTS-46) is the costly half:
+    the local part is checked against a short domain and each distinct domain once. Anything unusual
+    (no local part, quotes, long) goes through one plain call, so the outcome and message are the library's.
+    """
+    local, at, domain = text.rpartition("@")
+    if not at or not local or not domain or '"' in text or len(text) > 200:
+        result = validate_email(text, **_VALIDATION)
+        return str(result.normalized), bool(result.smtputf8)
+    local_result = validate_email(f"{local}@{_SHORT_DOMAIN}", **_VALIDATION)
+    return f"{local_result.local_part}@{_valid_domain(domain)}", bool(local_result.smtputf8)
+
+
+__all__ = ["Address", "InvalidAddressError", "email_key", "normalise_address"]

@@ -1,0 +1,151 @@
+"""The pass over an export's rows that every import shares: parse, reject, de-duplicate, store in chunks.
+
+Shapes
+    import_rows(factory, table, parse, writer, rejects_path=..., progress=...) -> RowOutcome
+    parse(record) -> row | Rejected              the import's own reading of one record
+    writer.begin(db); writer.write(db, chunk)    the import's own storing, chunk by chunk (ChunkWriter)
+
+All rows are stored in ONE transaction: nothing is stored when parsing, reading or storing raises. The first
+row of an address (by its case-folded key) wins; later ones are :class:`Duplicate` and never reach the writer.
+Rejected rows are written, after the commit, to a rejects CSV with their original cells, ``line`` and ``reason``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import sessionmaker
+
+from mailer.audience.addresses import Address
+from mailer.audience.table import Record, Table, write_rejects
+from mailer.config import Settings
+from mailer.store.engine import transaction
+
+#: Called now and then during an import with (physical lines read so far, total physical lines).
+ProgressCallback = Callable[[int, int], None]
+
+_CHUNK = 1000  # accepted rows per write: a few statements each, memory bounded
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A row not imported: its physical ``line``, the ``reason`` and the address cell as written."""
+
+    line: int
+    reason: str
+    raw_email: str
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """A row whose address (case-insensitively) already came earlier in the file: that one (``kept_line``) wins."""
+
+    line: int
+    email: str
+    kept_line: int
+
+
+class KeyedRow(Protocol):
+    """An accepted row: the physical line it starts on and its address, whose key de-duplicates the file."""
+
+    @property
+    def line(self) -> int: ...
+
+    @property
+    def address(self) -> Address: ...
+
+
+Row = TypeVar("Row", bound=KeyedRow)
+
+
+class ChunkWriter(Protocol[Row]):
+    """Stores accepted rows for one import, inside the import's transaction, and counts what it did."""
+
+    def begin(self, db: DbSession) -> None:
+        """Called once before the first chunk (also when no row is accepted)."""
+
+    def write(self, db: DbSession, chunk: list[Row]) -> None:
+        """Store one chunk of de-duplicated rows, in file order."""
+
+
+@dataclass(frozen=True)
+class RowOutcome:
+    """What the pass saw: ``rows`` read after the header, rejected and duplicate rows, where rejects went."""
+
+    rows: int
+    rejected: tuple[Rejected, ...]
+    duplicates: tuple[Duplicate, ...]
+    rejects_path: Path | None  # None when nothing was rejected
+
+
+def default_rejects_path(settings: Settings, path: Path) -> Path:
+    """``var/rejects/<file stem>-rejects.csv`` under the project root."""
+    return settings.base_dir / "var" / "rejects" / f"{path.stem}-rejects.csv"
+
+
+def import_rows(
+    factory: sessionmaker[DbSession],
+    table: Table,
+    parse: Callable[[Record], Row | Rejected],
+    writer: ChunkWriter[Row],
+    *,
+    rejects_path: Path,
+    progress: ProgressCallback | None = None,
+) -> RowOutcome:
+    """Parse every record of ``table`` and hand accepted, first-of-their-address rows to ``writer`` in chunks
+    of 1000, all in ONE transaction; then write rejected rows to ``rejects_path`` (only if there are any).
+
+    ``progress`` gets (lines read, total lines) after each full chunk and (total, total) at the end.
+    Raises what reading the table (:class:`mailer.errors.ImportFileError`), ``parse`` or ``writer`` raise, with
+    nothing stored; OSError if the rejects file cannot be written (the rows are then stored).
+    """
+    rows = 0
+    rejected: list[Rejected] = []
+    rejected_cells: list[tuple[Sequence[str], int, str]] = []
+    duplicates: list[Duplicate] = []
+    first_line: dict[str, int] = {}
+    with transaction(factory) as db:
+        writer.begin(db)
+        chunk: list[Row] = []
+        for record in table.records:
+            rows += 1
+            parsed = parse(record)
+            if isinstance(parsed, Rejected):
+                rejected.append(parsed)
+                rejected_cells.append((record.cells, parsed.line, parsed.reason))
+                continue
+            kept = first_line.setdefault(parsed.address.key, parsed.line)
+            if kept != parsed.line:
+                duplicates.append(Duplicate(parsed.line, parsed.address.email, kept))
+                continue
+            chunk.append(parsed)
+            if len(chunk) >= _CHUNK:
+                writer.write(db, chunk)
+                chunk = []
+                if progress:
+                    progress(table.lines_read(), table.total_lines)
+        if chunk:
+            writer.write(db, chunk)
+    if progress:
+        progress(table.total_lines, table.total_lines)
+    written = None
+    if rejected_cells:
+        written = rejects_path
+        write_rejects(written, table.header, rejected_cells)
+    return RowOutcome(rows, tuple(rejected), tuple(duplicates), written)
+
+
+__all__ = [
+    "ChunkWriter",
+    "Duplicate",
+    "KeyedRow",
+    "ProgressCallback",
+    "Rejected",
+    "RowOutcome",
+    "default_rejects_path",
+    "import_rows",
+]

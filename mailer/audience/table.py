@@ -1,0 +1,223 @@
+"""Tabular exports as organisers and platforms save them: decoded, delimiter found, header mapped, rows by line.
+
+Shapes
+    read_table(path, aliases) -> Table          header found, ``Table.records`` streamed once
+    Table.value(record, field) -> str           one cell by field name ("" when absent)
+    write_rejects(path, header, rows)           rejected rows back out as CSV, with ``line`` and ``reason``
+
+Files are read as they come: UTF-8 with or without BOM (UTF-16 with BOM), else Windows-1252; delimiter sniffed
+among ``, ; TAB |``; header names matched after :func:`mailer.audience.locales.fold` without accents, so English,
+snake_case, Spanish or French aliases all work; quoted cells spanning lines; blank lines skipped. Line numbers
+are PHYSICAL lines of the file (header = line 1 when it is the first line), counting the lines inside quoted
+multi-line cells, so an organiser can find the row in a text editor.
+
+Errors: :class:`mailer.errors.ImportFileError` when a file cannot be read at all (missing, undecodable, no
+header with the required column, broken quoting).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+from mailer.audience.locales import fold
+from mailer.errors import ImportFileError
+
+_DELIMITERS = ",;\t|"
+_HEADER_SEARCH_RECORDS = 100
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One CSV record: ``line`` is the physical line it starts on (1-based), ``cells`` as read."""
+
+    line: int
+    cells: tuple[str, ...]
+
+
+@dataclass
+class Table:
+    """An export opened by :func:`read_table`: header found, ``records`` (after the header) streamed once.
+
+    ``columns`` maps field names to cell positions; ``preamble`` holds the records before the header
+    (a webinar report's title lines); ``total_lines`` counts physical lines, for progress.
+    """
+
+    path: Path
+    encoding: str
+    delimiter: str
+    header: tuple[str, ...]
+    header_line: int
+    columns: dict[str, int]
+    preamble: tuple[Record, ...]
+    records: Iterator[Record]
+    total_lines: int
+    lines_read: Callable[[], int] = field(repr=False)  # physical lines consumed so far
+
+    def value(self, record: Record, name: str) -> str:
+        """The cell of field ``name`` in ``record``, or "" when the file has no such column or the row is short."""
+        index = self.columns.get(name)
+        if index is None or index >= len(record.cells):
+            return ""
+        return record.cells[index]
+
+
+def decode(raw: bytes) -> tuple[str, str]:
+    """(text, encoding name): UTF-8 with BOM, UTF-16 with BOM, strict UTF-8, else strict Windows-1252.
+
+    Raises :class:`ImportFileError` when none of them decodes the bytes.
+    """
+    if raw.startswith(codecs.BOM_UTF8):
+        candidates = ["utf-8-sig"]
+    elif raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        candidates = ["utf-16"]
+    else:
+        candidates = ["utf-8", "cp1252"]
+    for encoding in candidates:
+        try:
+            return raw.decode(encoding), encoding
+        except UnicodeDecodeError:
+            continue
+    raise ImportFileError(f"cannot decode the file as {' or '.join(candidates)}: save it as UTF-8 and retry")
+
+
+def _physical_lines(text: str) -> Iterator[str]:
+    """The text's lines split on "\\n" only, ends kept (a CRLF file gives lines ending "\\r\\n")."""
+    start = 0
+    length = len(text)
+    while start < length:
+        end = text.find("\n", start)
+        if end < 0:
+            yield text[start:]
+            return
+        yield text[start : end + 1]
+        start = end + 1
+
+
+def _records(text: str, delimiter: str) -> tuple[Iterator[Record], Callable[[], int]]:
+    """Non-blank records with their first physical line, and a function telling how many lines were read."""
+    reader = csv.reader(
+        _physical_lines(text), delimiter=delimiter, strict=True
+    )  # an unclosed quote is an error
+
+    def generate() -> Iterator[Record]:
+        previous = 0
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                hint = ": a quote opened on this line is never closed" if "end of data" in str(exc) else ""
+                raise ImportFileError(
+                    f"line {previous + 1}: unreadable CSV ({exc}){hint}; fix the quoting in the file "
+                    "and import it again (nothing was imported)"
+                ) from None
+            line, previous = previous + 1, reader.line_num
+            if any(cell.strip() for cell in cells):
+                yield Record(line, tuple(cells))
+
+    return generate(), lambda: reader.line_num
+
+
+def map_columns(header: Sequence[str], aliases: dict[str, tuple[str, ...]]) -> dict[str, int]:
+    """Field name -> position for each header cell matching an alias (first matching column wins)."""
+    lookup = {alias: name for name, names in aliases.items() for alias in names}
+    columns: dict[str, int] = {}
+    for index, cell in enumerate(header):
+        name = lookup.get(fold(cell, accents=False))
+        if name and name not in columns:
+            columns[name] = index
+    return columns
+
+
+def _sniff(text: str) -> list[str]:
+    """Delimiters to try, the sniffed one first."""
+    sample = text[:65536]
+    order = list(_DELIMITERS)
+    try:
+        sniffed = (
+            csv.Sniffer().sniff(sample[: sample.rfind("\n") + 1] or sample, delimiters=_DELIMITERS).delimiter
+        )
+        order.remove(sniffed)
+        order.insert(0, sniffed)
+    except csv.Error:
+        counts = {d: sample.count(d) for d in _DELIMITERS}
+        order.sort(key=lambda d: -counts[d])
+    return order
+
+
+def read_table(path: Path, aliases: dict[str, tuple[str, ...]], *, required: str = "email") -> Table:
+    """Open an export and find its header: the first of the first 100 records holding a ``required`` column.
+
+    Raises :class:`ImportFileError` if the file is missing, undecodable or has no such header.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ImportFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    text, encoding = decode(raw)
+    del raw
+    total_lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+    first_cells: tuple[str, ...] = ()
+    for delimiter in _sniff(text):
+        records, lines_read = _records(text, delimiter)
+        preamble: list[Record] = []
+        try:
+            for record in islice(records, _HEADER_SEARCH_RECORDS):
+                columns = map_columns(record.cells, aliases)
+                if required in columns:
+                    return Table(
+                        path,
+                        encoding,
+                        delimiter,
+                        record.cells,
+                        record.line,
+                        columns,
+                        tuple(preamble),
+                        records,
+                        total_lines,
+                        lines_read,
+                    )
+                preamble.append(record)
+        except ImportFileError:
+            continue  # unreadable with this delimiter: try the next one
+        if preamble and not first_cells:
+            first_cells = preamble[0].cells
+    shown = (
+        f"first row: {', '.join(repr(c) for c in first_cells[:12])}"
+        if first_cells
+        else "the file has no rows"
+    )
+    accepted = ", ".join(repr(alias) for alias in aliases[required][:8])
+    raise ImportFileError(
+        f"{path.name}: no header row with an {required} column found ({shown}); name that "
+        f"column one of {accepted} (any case, accents ignored)"
+    )
+
+
+def write_rejects(path: Path, header: Sequence[str], rows: Sequence[tuple[Sequence[str], int, str]]) -> None:
+    """Write rejected rows as UTF-8 CSV (with BOM, for spreadsheets): original columns, then ``line``, ``reason``.
+
+    Cells that a spreadsheet would run as a formula (starting with = + - @) are prefixed with ``'``.
+    Creates the folder. Raises OSError if the file cannot be written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8-sig", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*header, "line", "reason"])
+        for cells, line, reason in rows:
+            padded = [*cells, *[""] * (len(header) - len(cells))]
+            writer.writerow([_neutralise(cell) for cell in padded] + [str(line), reason])
+
+
+def _neutralise(cell: str) -> str:
+    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+
+
+__all__ = ["Record", "Table", "decode", "map_columns", "read_table", "write_rejects"]
