@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from mailer.app import App
-from mailer.cli import _register, cli
+from mailer.cli import cli
 from mailer.errors import ImportFileError
 from mailer.store.engine import transaction
 from mailer.store.models import BounceReport, Contact, Message, MessageStatus, Suppression, SuppressionLift
@@ -60,7 +60,6 @@ Message-ID: {original_id or "<x@y>"}
 
 
 def run(app: App, *args: str) -> Any:
-    _register()
     base = ["--config", str(ROOT / "config"), "--database-url", app.settings.database_url]
     return CliRunner().invoke(cli, [*base, *args], catch_exceptions=False)
 
@@ -117,7 +116,6 @@ def test_bounces_import_from_mbox_and_maildir(app: App, tmp_path: Path) -> None:
 
 
 def test_bounces_import_refuses_a_folder_that_is_no_maildir(app: App, tmp_path: Path) -> None:
-    _register()
     result = CliRunner().invoke(
         cli,
         [
@@ -244,7 +242,6 @@ def test_a_message_that_breaks_a_parser_is_kept_and_counted_and_the_others_appli
 
 
 def test_bounces_import_says_when_a_file_is_no_mbox(app: App) -> None:
-    _register()
     readme = ROOT / "README.md"
     result = CliRunner().invoke(
         cli,

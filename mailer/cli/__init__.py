@@ -1,18 +1,23 @@
-"""The ``mailer`` command. Each group lives in its own module and is registered here."""
+"""The ``mailer`` command. Each group lives in its own module, imported only when it runs
+(:mod:`mailer.cli.commands`); this module imports nothing heavy, so ``mailer --help`` starts at once."""
 
 from __future__ import annotations
 
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
-from mailer.app import App, open_app
+from mailer.cli.commands import LazyGroup
 from mailer.errors import MailerError
 from mailer.logformat import FORMATS, LOG_FORMAT_ENV, configure_logging
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mailer.app import App
 
 
 class AppContext:
@@ -26,6 +31,8 @@ class AppContext:
     @property
     def app(self) -> App:
         if self._app is None:
+            from mailer.app import open_app
+
             self._app = open_app(config_dir=self.config_dir, database_url=self.database_url)
         return self._app
 
@@ -36,10 +43,12 @@ pass_ctx = click.make_pass_decorator(AppContext)
 def output_console() -> Console:
     """Where commands print: the terminal's width, or 200 columns when the output goes to a pipe or a file
     (rich would otherwise assume 80 and cut table cells)."""
+    from rich.console import Console
+
     return Console(width=None if sys.stdout.isatty() else 200)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_dir",
@@ -67,15 +76,8 @@ def cli(
     ctx.obj = AppContext(config_dir, database_url)
 
 
-def _register() -> None:
-    from mailer.cli import commands
-
-    commands.register(cli)
-
-
 def main() -> None:
     """Console entry point: known errors print one clear line and exit 2, never a traceback."""
-    _register()
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -87,7 +89,9 @@ def main() -> None:
     except MailerError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
-    except (ArgumentError, NoSuchModuleError, OperationalError) as exc:
+    except Exception as exc:
+        if not _is_store_error(exc):
+            raise
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         click.secho(
             f"error: cannot open the store: {detail} (check --database-url / DATABASE_URL, e.g. "
@@ -96,3 +100,17 @@ def main() -> None:
             err=True,
         )
         sys.exit(2)
+
+
+def _is_store_error(exc: Exception) -> bool:
+    """True for SQLAlchemy's "cannot open the store" errors (a bad URL, a missing driver, no server).
+    SQLAlchemy is not imported for it: a command that never loaded it cannot have raised one."""
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy_exc is None:
+        return False
+    store_errors = (
+        sqlalchemy_exc.ArgumentError,
+        sqlalchemy_exc.NoSuchModuleError,
+        sqlalchemy_exc.OperationalError,
+    )
+    return isinstance(exc, store_errors)
