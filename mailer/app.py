@@ -6,17 +6,18 @@ import asyncio
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
-from mailer.compose.outgoing import Outgoing
-from mailer.compose.render import Renderer
 from mailer.config import Settings, load_settings
-from mailer.delivery.dkim import DkimSigner
-from mailer.store.engine import make_engine, session_factory, upgrade
+from mailer.store.engine import make_engine, require_store, session_factory, upgrade
+
+if TYPE_CHECKING:
+    from mailer.compose.outgoing import Outgoing
+    from mailer.compose.render import Renderer
 
 _T = TypeVar("_T")
 
@@ -34,13 +35,21 @@ class App:
 
 
 def open_app(
-    settings: Settings | None = None, *, config_dir: Path | None = None, database_url: str | None = None
+    settings: Settings | None = None,
+    *,
+    config_dir: Path | None = None,
+    database_url: str | None = None,
+    existing: bool = False,
 ) -> App:
     """Load settings (unless given), connect to the store and migrate it to the newest schema.
 
-    Raises :class:`mailer.errors.ConfigError` for bad config; SQLAlchemy errors if the database is unreachable.
+    ``existing``: refuse a store that was never made instead of creating an empty one (commands that only
+    read). Raises :class:`mailer.errors.ConfigError` for bad config, NotFoundError for a missing store when
+    ``existing``; SQLAlchemy errors if the database is unreachable.
     """
     settings = settings or load_settings(config_dir, database_url=database_url)
+    if existing:
+        require_store(settings.database_url)
     engine = make_engine(settings.database_url)
     upgrade(engine)
     return App(settings=settings, engine=engine, factory=session_factory(engine))
@@ -50,7 +59,11 @@ def outgoing(settings: Settings, renderer: Renderer | None = None) -> Outgoing:
     """The maker of the messages the service sends, signing with DKIM when ``[dkim]`` is configured.
 
     Raises :class:`mailer.errors.ConfigError` for an unusable DKIM key, RenderError for broken templates.
+    Imports the composing and signing packages on first use: commands that only read the store never need them.
     """
+    from mailer.compose.outgoing import Outgoing
+    from mailer.delivery.dkim import DkimSigner
+
     return Outgoing(settings, renderer, signer=DkimSigner(settings.dkim) if settings.dkim else None)
 
 

@@ -18,22 +18,46 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from mailer.app import App
+    from mailer.config import Settings
 
 
 class AppContext:
-    """Lazily opened :class:`App` for the command being run."""
+    """Lazily opened :class:`App` for the command being run.
+
+    ``app`` opens the store, creating it when it does not exist (commands that write); ``existing_app``
+    refuses a store that was never made, naming its path (commands that only read: a mistyped path must not
+    answer "0 of 0 messages"); ``settings`` reads the config without touching the store.
+    """
 
     def __init__(self, config_dir: Path | None, database_url: str | None) -> None:
         self.config_dir = config_dir
         self.database_url = database_url
         self._app: App | None = None
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._app is not None:
+            return self._app.settings
+        if self._settings is None:
+            from mailer.config import load_settings
+
+            self._settings = load_settings(self.config_dir, database_url=self.database_url)
+        return self._settings
 
     @property
     def app(self) -> App:
+        return self._open(existing=False)
+
+    @property
+    def existing_app(self) -> App:
+        return self._open(existing=True)
+
+    def _open(self, *, existing: bool) -> App:
         if self._app is None:
             from mailer.app import open_app
 
-            self._app = open_app(config_dir=self.config_dir, database_url=self.database_url)
+            self._app = open_app(self.settings, existing=existing)
         return self._app
 
 

@@ -71,8 +71,9 @@ class ProgressBar:
             self._progress.stop()
 
 
-def _open(ctx: AppContext) -> App:
-    app = ctx.app
+def _open(ctx: AppContext, *, existing: bool = False) -> App:
+    """The store, closed with the command; ``existing``: refuse one that was never made (reading commands)."""
+    app = ctx.existing_app if existing else ctx.app
     click.get_current_context().call_on_close(app.close)
     return app
 
@@ -175,7 +176,7 @@ def import_contacts_command(ctx: AppContext, file: Path, region: str, rejects: P
 @pass_ctx
 def list_contacts_command(ctx: AppContext, region: str | None, search: str | None, limit: int) -> None:
     """Show contacts as a table, ordered by address."""
-    app = _open(ctx)
+    app = _open(ctx, existing=True)
     if region:
         _check_region(app, region)
     views, total = find_contacts(app.factory, region=region, search=search, limit=limit)
@@ -201,7 +202,7 @@ def list_contacts_command(ctx: AppContext, region: str | None, search: str | Non
 @pass_ctx
 def show_contact_command(ctx: AppContext, email: str) -> None:
     """Show one contact (address in any case), its lists and registrations."""
-    app = _open(ctx)
+    app = _open(ctx, existing=True)
     try:
         view = contact_by_email(app.factory, email)
     except NotFoundError as exc:

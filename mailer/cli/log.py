@@ -41,11 +41,11 @@ def log_command(
 ) -> None:
     """The delivery log: one row per message, newest change first."""
     check_names(ctx, session_id, step)
-    with transaction(ctx.app.factory) as db:
+    with transaction(ctx.existing_app.factory) as db:
         filters = LogFilter(
             session=session_id or "", step=step or "", status=status or "", address=address or ""
         )
-        rows, total = log_rows(db, ctx.app.settings.series, filters, limit=limit)
+        rows, total = log_rows(db, ctx.settings.series, filters, limit=limit)
         events = {row.pk: message_events(db, row.pk) for row in rows} if show_events else {}
     console = output_console()
     table = Table(title=f"Delivery log: {len(rows)} of {total} messages")
@@ -74,7 +74,7 @@ def log_command(
 
 def check_names(ctx: AppContext, session_id: str | None, step: str | None) -> None:
     """Refuse a session or step name the config does not know (a typo would show an empty log)."""
-    series = ctx.app.settings.series
+    series = ctx.settings.series
     try:
         if session_id:
             series.session(session_id)
@@ -107,7 +107,7 @@ def counts_table(rows: list[CountRow], title: str) -> Table:
 def report(ctx: AppContext, session_id: str | None) -> None:
     """Message counts per session and step, by status; then any relay found unreachable."""
     check_names(ctx, session_id, None)
-    with transaction(ctx.app.factory) as db:
+    with transaction(ctx.existing_app.factory) as db:
         rows = counts_by_step(db, session_id)
         down = open_circuits(db)
     for state in down:

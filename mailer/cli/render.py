@@ -51,7 +51,7 @@ def _extra(assignments: tuple[str, ...]) -> dict[str, object]:
 
 def _contact_recipient(ctx: AppContext, email: str, region: str) -> Recipient:
     wanted = email.strip()
-    with ctx.app.factory() as db:
+    with ctx.existing_app.factory() as db:
         contact = db.scalars(
             select(Contact).where(
                 or_(
@@ -108,7 +108,7 @@ def preview(
     """Print the subject, the language used and the text part of one step's message; optionally save it."""
     if (contact_email is None) == (language is None):
         raise click.UsageError("give exactly one of --contact EMAIL or --language L")
-    settings = ctx.app.settings
+    settings = ctx.settings
     try:
         session = settings.series.session(session_id)
     except KeyError as exc:

@@ -25,7 +25,7 @@ def sessions() -> None:
 @pass_ctx
 def list_sessions(ctx: AppContext, session_id: str | None) -> None:
     """Each session's steps: time in the session's zone and in UTC, deadline, audience size now."""
-    settings = ctx.app.settings
+    settings = ctx.settings
     if session_id:
         try:
             settings.series.session(session_id)
@@ -33,7 +33,7 @@ def list_sessions(ctx: AppContext, session_id: str | None) -> None:
             raise NotFoundError(exc.args[0]) from None
     now = SystemClock().now()
     console = output_console()
-    with transaction(ctx.app.factory) as db:
+    with transaction(ctx.existing_app.factory) as db:
         rows = {row.id: row for row in db.scalars(select(SessionRow))}
         timelines = session_timelines(db, settings.series, now, session_id)
         for session in settings.series.sessions:

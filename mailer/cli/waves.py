@@ -84,7 +84,7 @@ def queue(ctx: AppContext, session_id: str, step_name: str, region: str | None, 
 @pass_ctx
 def list_waves(ctx: AppContext, session_id: str | None, show_all: bool) -> None:
     """Waves with message counts per status."""
-    with transaction(ctx.app.factory) as db:
+    with transaction(ctx.existing_app.factory) as db:
         rows = [row for row in counts_by_wave(db, session_id) if show_all or row.total]
     if not rows:
         click.echo("No waves yet. Queue one with `mailer waves queue --session S --step STEP`.")

@@ -181,7 +181,7 @@ def sessions(ctx: AppContext, username: str | None, end_ref: str | None, end_all
 @pass_ctx
 def list_users(ctx: AppContext) -> None:
     """Every account with its role and last sign-in."""
-    with transaction(ctx.app.factory) as db:
+    with transaction(ctx.existing_app.factory) as db:
         rows = db.scalars(select(StaffUser).order_by(StaffUser.username)).all()
     if not rows:
         click.echo("No accounts yet. Make one with `mailer users add NAME --role organiser --email ADDRESS`.")

@@ -1,4 +1,8 @@
-"""Who a step reaches: audience sizes along each session's timeline, and what queuing a wave would do."""
+"""Who a step reaches: audience sizes along each session's timeline, and what queuing a wave would do.
+
+The outbox's audience queries are imported where they are used: the read queries of this package are
+loaded by every command that reads the log, which should not pay for the whole outbox.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,6 @@ from mailer.store.models import (
     Message,
     Suppression,
 )
-from mailer.store.outbox import audience_query, default_audience
 from mailer.timeline.clock import require_aware
 from mailer.timeline.plan import Deadline, hold_for_window, message_due, plan
 
@@ -25,6 +28,8 @@ def audience_size(
     db: DbSession, series: Series, session: Session, step: Step, audience: str, now: datetime
 ) -> int:
     """How many contacts a wave of ``step`` would go to now (suppressed ones included, as queue_wave does)."""
+    from mailer.store.outbox import audience_query
+
     now = require_aware(now, "now")
     return (
         db.scalar(
@@ -51,6 +56,8 @@ def session_timelines(
 ) -> dict[str, list[TimelineRow]]:
     """Each session's steps in time order (the ``mailer sessions list`` tables and the organisers' sessions
     page), keyed by session id in config order; only ``session_id`` when given."""
+    from mailer.store.outbox import default_audience
+
     now = require_aware(now, "now")
     timelines: dict[str, list[TimelineRow]] = {
         session.id: [] for session in series.sessions if not session_id or session.id == session_id
@@ -88,6 +95,8 @@ def plan_wave(
     at: datetime | None = None,
 ) -> WavePlan:
     """Recipients per language and the first send time of queuing ``step`` for ``audience`` at ``now``."""
+    from mailer.store.outbox import audience_query
+
     now = require_aware(now, "now")
     at = require_aware(at, "at") if at is not None else None
     members = audience_query(series, session, step, audience, now)
