@@ -27,7 +27,7 @@ from mailer.timeline.plan import resolve_step
 @click.option("--step", help="Only this step.")
 @click.option("--status", type=click.Choice([s.value for s in MessageStatus]), help="Only this status.")
 @click.option("--address", help="Recipient address contains this text.")
-@click.option("--limit", default=50, show_default=True, help="Rows to show.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Rows to show.")
 @click.option("--events", "show_events", is_flag=True, help="Also list every delivery event of each message.")
 @pass_ctx
 def log_command(

@@ -137,6 +137,13 @@ def preview(
         raise click.BadParameter(str(exc), param_hint="--set") from None
     used = rendered.language
     note = f" (requested {rendered.requested_language or 'none'}: fell back)" if rendered.fell_back else ""
+    if rendered.fell_back and language is not None:
+        offered = ", ".join(settings.languages)
+        click.echo(
+            f"warning: no {step.name} template in {language!r}; the preview falls back to {used}"
+            f" (its language family, then the {session.region} region's chain; offered: {offered})",
+            err=True,
+        )
     click.echo(f"Subject:  {rendered.subject}")
     click.echo(f"Language: {used}{note}")
     to = f"{recipient.display_name} <{recipient.email}>" if recipient.display_name else recipient.email

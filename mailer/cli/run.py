@@ -89,9 +89,13 @@ def run_simulation(
 @pass_ctx
 def simulate_command(ctx: AppContext, start_text: str | None, end_text: str | None) -> None:
     """Run the whole timeline in virtual time, sending for real, then print the report."""
-    run_simulation(
-        ctx.app, output_console(), _parse_utc(start_text, "--from"), _parse_utc(end_text, "--until")
-    )
+    start, end = _parse_utc(start_text, "--from"), _parse_utc(end_text, "--until")
+    if start is not None and end is not None and start >= end:
+        raise click.BadParameter(
+            f"{start_text} is not before --until {end_text}: the simulation would run no time at all",
+            param_hint="--from",
+        )
+    run_simulation(ctx.app, output_console(), start, end)
 
 
 @click.command("demo")

@@ -67,6 +67,7 @@ def render_all(
     """Render every step (and both notices) in every language for a sample contact, as .eml and .html files."""
     settings = load_settings(ctx.config_dir, database_url=ctx.database_url or "sqlite://")
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
         written = write_samples(
             settings,
             out_dir,
@@ -77,6 +78,11 @@ def render_all(
         )
     except KeyError as exc:
         raise NotFoundError(str(exc.args[0])) from None
+    except OSError as exc:
+        where = exc.filename or out_dir
+        raise click.ClickException(
+            f"cannot write to {where}: {exc.strerror or exc} (give --out a folder you can write to)"
+        ) from None
     click.echo(f"{len(written) // 2} messages written to {out_dir} (.eml and .html)")
 
 

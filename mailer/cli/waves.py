@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import click
 from rich.table import Table
 
 from mailer.cli import AppContext, output_console, pass_ctx
+from mailer.config import Series, Session, Step
 from mailer.errors import NotFoundError
 from mailer.store.engine import transaction
 from mailer.store.models import WaveStatus
-from mailer.store.outbox import queue_wave, set_wave_status, sync_sessions
+from mailer.store.outbox import CHANGE_DONE, WaveStateError, queue_wave, set_wave_status, sync_sessions
 from mailer.store.queries import counts_by_wave, used_statuses
 from mailer.timeline.clock import SystemClock
+from mailer.timeline.plan import step_deadline
 from mailer.zones import UnknownZoneError, resolve_zone
 
 
@@ -31,6 +33,20 @@ def parse_when(text: str, default_zone: str) -> datetime:
         except UnknownZoneError as exc:
             raise click.BadParameter(str(exc)) from None
     return moment
+
+
+def check_send_time(series: Series, session: Session, step: Step, at: datetime) -> None:
+    """Refuse an ``--at`` after the latest moment the step may go on the session's timeline (its own time plus
+    ``max_late``, the session's start for a step before it, or the next step of its kind): a 2027 follow-up
+    of a 2022 session would otherwise be queued and sent to everyone. Raises click.BadParameter."""
+    deadline = step_deadline(series, session, step)
+    if at > deadline.at:
+        raise click.BadParameter(
+            f"{at.astimezone(UTC):%Y-%m-%d %H:%M} UTC is after the last moment {step.name} of {session.id}"
+            f" may go, {deadline.at:%Y-%m-%d %H:%M} UTC (after it: {deadline.reason.value}); the session"
+            f" starts {session.start.astimezone(UTC):%Y-%m-%d %H:%M} UTC: check the year and the session",
+            param_hint="--at",
+        )
 
 
 @click.group("waves")
@@ -56,11 +72,18 @@ def queue(ctx: AppContext, session_id: str, step_name: str, region: str | None, 
     except KeyError as exc:
         raise NotFoundError(exc.args[0]) from None
     at = parse_when(at_text, session.zone_name) if at_text else None
+    if at is not None:
+        check_send_time(series, session, step, at)
     now = SystemClock().now()
     with transaction(app.factory) as db:
         sync_sessions(db, app.settings, now)
         result = queue_wave(db, app.settings, session, step, now, audience=region, at=at, created_by="cli")
     wave = result.wave
+    if wave.status == WaveStatus.CANCELLED:
+        raise click.ClickException(
+            f"wave {wave.id} ({session.id} / {step.name} to {wave.audience}) was cancelled: nothing queued"
+            " (a cancelled wave stays cancelled; see `mailer waves list`)"
+        )
     click.echo(
         f"wave {wave.id}: {session.id} / {step.name} to {wave.audience}: {result.added} messages queued"
         f" ({'new wave' if result.created else 'existing wave'}), send at {wave.scheduled_at:%Y-%m-%d %H:%M} UTC,"
@@ -101,7 +124,7 @@ def list_waves(ctx: AppContext, session_id: str | None, show_all: bool) -> None:
             row.session_id,
             row.step,
             row.audience,
-            row.wave_status,
+            row.state,
             *(str(row.counts.get(status, 0)) for status in used),
             str(row.total),
         )
@@ -112,10 +135,14 @@ def _change(ctx: AppContext, wave_id: int, status: WaveStatus) -> None:
     with transaction(ctx.app.factory) as db:
         try:
             wave, touched = set_wave_status(db, wave_id, status, SystemClock().now())
-        except ValueError as exc:
+        except WaveStateError as exc:
+            if exc.already:
+                click.echo(str(exc))
+                return
             raise click.ClickException(str(exc)) from None
     click.echo(
-        f"wave {wave.id} ({wave.session_id} / {wave.step}) {status.value}: {touched} pending messages affected"
+        f"wave {wave.id} ({wave.session_id} / {wave.step}) {CHANGE_DONE[status]}:"
+        f" {touched} pending messages affected"
     )
 
 

@@ -44,13 +44,15 @@ from mailer.store.outbox.outcomes import Outcome, record_outcomes, retry_delay
 from mailer.store.outbox.queue import QueueResult, audience_query, default_audience, message_key, queue_wave
 from mailer.store.outbox.sessions import SessionChange, retime_pending, sync_sessions
 from mailer.store.outbox.suppressions import suppress
-from mailer.store.outbox.waves import set_wave_status
+from mailer.store.outbox.waves import CHANGE_DONE, WaveStateError, set_wave_status
 
 __all__ = [
+    "CHANGE_DONE",
     "ClaimedMessage",
     "Outcome",
     "QueueResult",
     "SessionChange",
+    "WaveStateError",
     "audience_query",
     "claim_due",
     "default_audience",

@@ -105,7 +105,8 @@ def queue_wave(
     this (session, step) are added, and on PostgreSQL one process at a time materialises a given step
     (a transaction-scoped advisory lock; the others return at once). Each message gets its own due time
     (recipient-local steps, send windows) and deadline; messages that could only go after their deadline
-    are logged as skipped with the reason. Caller commits. Raises NaiveDatetimeError for naive times.
+    are logged as skipped with the reason. A cancelled wave stays cancelled: queuing it again adds nobody
+    (``added`` 0, the wave's status says why). Caller commits. Raises NaiveDatetimeError for naive times.
     """
     now = require_aware(now, "now")
     if step.audience in (Audience.REGISTRANTS, Audience.INVITED):
@@ -144,6 +145,8 @@ def queue_wave(
     ).one()
     base = wave.scheduled_at if wave.created_by != "timeline" else None
     wave_deadline = message_deadline(settings.series, session, step, base)
+    if wave.status == WaveStatus.CANCELLED:
+        return QueueResult(wave, False, 0, 0, wave_deadline.at)
     if not created and now >= wave_deadline.at and step.local_time is None:
         return QueueResult(wave, False, 0, 0, wave_deadline.at)
 

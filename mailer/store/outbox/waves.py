@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session as DbSession
 
-from mailer.errors import NotFoundError
+from mailer.errors import MailerError, NotFoundError
 from mailer.store.models import (
     PENDING_STATUSES,
     EventKind,
@@ -43,18 +43,37 @@ def skip_messages(db: DbSession, pks: Sequence[int], reason: SkipReason, now: da
     log_many(db, pks, EventKind.SKIPPED, now, reason.value)
 
 
+# The participle of each change, for messages: "cannot be resumed", "already paused".
+CHANGE_DONE = {WaveStatus.ACTIVE: "resumed", WaveStatus.PAUSED: "paused", WaveStatus.CANCELLED: "cancelled"}
+
+
+class WaveStateError(MailerError, ValueError):
+    """A wave cannot take the asked state: it is cancelled (for good), or already in that state
+    (``already`` True; nothing was changed or logged)."""
+
+    def __init__(self, message: str, *, already: bool) -> None:
+        super().__init__(message)
+        self.already = already
+
+
 def set_wave_status(db: DbSession, wave_id: int, status: WaveStatus, now: datetime) -> tuple[Wave, int]:
     """Pause, resume or cancel a wave; returns the wave and how many pending messages it touched.
 
     Cancelling finishes every pending message as skipped ("cancelled"); a cancelled wave stays cancelled.
-    Raises NotFoundError for an unknown wave and ValueError for a change from ``cancelled``.
+    Raises NotFoundError for an unknown wave; WaveStateError (a ValueError) for a change from ``cancelled``,
+    or when the wave is already in ``status`` (nothing is logged then).
     """
     now = require_aware(now, "now")
     wave = db.get(Wave, wave_id)
     if wave is None:
         raise NotFoundError(f"no wave {wave_id} (see `mailer waves list`)")
-    if wave.status == WaveStatus.CANCELLED and status != WaveStatus.CANCELLED:
-        raise ValueError(f"wave {wave_id} is cancelled and cannot be {status.value}d")
+    if wave.status == status:
+        state = "active" if status is WaveStatus.ACTIVE else CHANGE_DONE[status]
+        raise WaveStateError(f"wave {wave_id} is already {state}: nothing changed", already=True)
+    if wave.status == WaveStatus.CANCELLED:
+        raise WaveStateError(
+            f"wave {wave_id} is cancelled and cannot be {CHANGE_DONE[status]}", already=False
+        )
     pending = pending_messages(db, Message.wave_id == wave_id)
     wave.status = status
     if status is WaveStatus.CANCELLED:

@@ -44,6 +44,15 @@ class CountRow:
         return self.total - sum(self.counts.get(status.value, 0) for status in UNFINISHED_STATUSES)
 
     @property
+    def state(self) -> str:
+        """The wave's state as staff read it: ``done`` once every message of an active or paused wave is
+        final (nothing left to pause or cancel), else the wave's status (active, paused, cancelled)."""
+        finished = self.total > 0 and self.done == self.total
+        if finished and self.wave_status != WaveStatus.CANCELLED:
+            return "done"
+        return self.wave_status
+
+    @property
     def percent(self) -> int:
         """``done`` as a whole percentage of ``total`` (0 for an empty group)."""
         return round(100 * self.done / self.total) if self.total else 0
