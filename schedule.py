@@ -17,7 +17,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from mailer.app import open_app, run_async
 from mailer.compose.checks import require_templates
-from mailer.config import Settings, load_settings
+from mailer.config import Settings, check_public_links, load_settings
 from mailer.errors import MailerError
 from mailer.logformat import FORMATS, configure_logging, log_format
 from mailer.scheduler import Companion, serve
@@ -49,6 +49,7 @@ def main() -> int:
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # the capture server's per-command chatter
     try:
         settings = load_settings(args.config)
+        check_public_links(settings)  # a real relay with links participants cannot open stops start-up
         require_templates(settings, say=lambda text: print(text, flush=True))  # template errors stop start-up
         app = open_app(settings)
     except MailerError as exc:

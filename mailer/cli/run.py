@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from mailer.app import App, open_app, outgoing, run_async
 from mailer.cli import AppContext, output_console, pass_ctx
 from mailer.cli.log import counts_table
-from mailer.config import load_settings
+from mailer.config import check_public_links, load_settings
 from mailer.delivery.transport import SmtpRouter
 from mailer.errors import NotFoundError
 from mailer.message_ids import make_message_id
@@ -49,7 +49,10 @@ def _parse_utc(text: str | None, option: str) -> datetime | None:
 def run_simulation(
     app: App, console: Console, start: datetime | None = None, end: datetime | None = None
 ) -> None:
-    """Simulate the timeline against the configured SMTP server (or a capture server), printing as it goes."""
+    """Simulate the timeline against the configured SMTP server (or a capture server), printing as it goes.
+
+    Raises ConfigError before sending when a real relay would carry links participants cannot open."""
+    check_public_links(app.settings)
     start = require_aware(start, "start") if start is not None else None
     end = require_aware(end, "end") if end is not None else None
     with smtp_target(app.settings, on_start=console.print) as settings:
@@ -196,7 +199,8 @@ def send_test(
     except EmailNotValidError as exc:
         raise click.BadParameter(f"{address!r}: {exc}", param_hint="--to") from None
     name = display or name
-    settings = ctx.app.settings
+    settings = ctx.settings
+    check_public_links(settings)
     try:
         session = settings.series.session(session_id)
         step = settings.series.step(step_name)

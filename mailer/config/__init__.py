@@ -18,12 +18,14 @@ The modules, lower first (each imports only those above it):
     hooks.py      [webhooks]: secrets' variables, replay tolerance, Zoom webinar -> session
     settings.py   Sender, WebSettings, Region, Settings
     load.py       load_settings: both files, environment overrides
+    links.py      check_public_links: a real relay needs a public https web.base_url (start-up check)
 """
 
 from __future__ import annotations
 
 from mailer.config.bounces import BounceSettings, ImapSettings
 from mailer.config.hooks import WebhookSettings
+from mailer.config.links import check_public_links
 from mailer.config.load import default_config_dir, load_settings
 from mailer.config.series import Audience, Series, Session, Step, StepKind
 from mailer.config.settings import Region, Sender, Settings, WebSettings
@@ -48,6 +50,7 @@ __all__ = [
     "StepKind",
     "WebSettings",
     "WebhookSettings",
+    "check_public_links",
     "default_config_dir",
     "load_settings",
     "parse_clock_time",

@@ -1,7 +1,7 @@
 """Load ``mailer.toml`` and ``series.toml`` into :class:`Settings`, with the environment's overrides.
 
 ``$MAILER_CONFIG`` names the config folder; ``$DATABASE_URL``, ``$SMTP_HOST``, ``$SMTP_PORT``,
-``$MAILER_REDIRECT_ALL_TO`` and ``$MAILER_BASE_URL`` override the files' values.
+``$SMTP_SECURITY``, ``$MAILER_REDIRECT_ALL_TO`` and ``$MAILER_BASE_URL`` override the files' values.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ class DkimSettings:
 
 
 def read_smtp_server(table: TableReader, base: SmtpSettings | None, base_dir: Path) -> SmtpSettings:
-    """``[smtp]`` (``base`` None; $SMTP_HOST and $SMTP_PORT override) or ``[smtp.servers.NAME]``, whose
+    """``[smtp]`` (``base`` None; $SMTP_HOST, $SMTP_PORT and $SMTP_SECURITY override) or ``[smtp.servers.NAME]``, whose
     unset keys default to ``[smtp]``'s. Raises ConfigError naming the key and the fix."""
     known = {
         "host",
@@ -141,6 +141,15 @@ def read_smtp_server(table: TableReader, base: SmtpSettings | None, base_dir: Pa
         return table.get(key, kind, getattr(base, key) if base is not None else default)
 
     security_text = table.get("security", str, base.security.value if base else "starttls")
+    if base is None and os.environ.get("SMTP_SECURITY"):
+        security_text = os.environ["SMTP_SECURITY"].strip().lower()
+        if security_text not in {member.value for member in Security}:
+            raise ConfigError(
+                "$SMTP_SECURITY",
+                "",
+                f"unknown value {os.environ['SMTP_SECURITY']!r}",
+                "use none, starttls or tls",
+            )
     try:
         security = Security(security_text)
     except ValueError:
@@ -152,7 +161,7 @@ def read_smtp_server(table: TableReader, base: SmtpSettings | None, base_dir: Pa
         port_text = os.environ.get("SMTP_PORT", "")
         if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
             raise ConfigError("$SMTP_PORT", "", f"not a port number: {port_text!r}", "give 1-65535, e.g. 587")
-        file_port = table.get("port", int, 587)
+        file_port = table.get("port", int, 465 if security is Security.TLS else 587)
         port = int(port_text) if port_text else file_port
         name = "default"
         if not 0 < port < 65536:

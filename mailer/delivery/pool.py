@@ -177,7 +177,8 @@ class SmtpPool:
 
     async def _open(self, client: aiosmtplib.SMTP) -> None:
         """Connect, greeting, EHLO (STARTTLS) and login; raises :class:`ConnectionFailed` (``unreachable``
-        when no connection could be opened: refused, lost, timed out or a 4xx greeting)."""
+        when no connection could be opened: refused, lost, timed out or a 4xx greeting), and ConfigError when
+        ``security`` is starttls but the server's EHLO does not offer it (no retry can help)."""
         smtp = self.settings
         phase = Phase.CONNECT
         try:
@@ -201,7 +202,15 @@ class SmtpPool:
             down = phase is Phase.CONNECT and reply.status is MessageStatus.DEFERRED  # e.g. 421 greeting
             raise ConnectionFailed(reply, unreachable=down) from None
         except CONNECTION_ERRORS as exc:
+            starttls_missing = (
+                smtp.security is Security.STARTTLS
+                and client.is_connected
+                and bool(client.esmtp_extensions)
+                and not client.supports_extension("starttls")
+            )
             client.close()
+            if starttls_missing:
+                raise starttls_not_offered(smtp) from None
             reason = f"{type(exc).__name__}: {exc}"
             raise ConnectionFailed(unanswered(phase, reason), unreachable=phase is Phase.CONNECT) from None
 
@@ -294,3 +303,16 @@ class SmtpPool:
             data_timeout=smtp.data_timeout,
             fresh=fresh,
         )
+
+
+def starttls_not_offered(smtp: SmtpSettings) -> ConfigError:
+    """The configuration error for a server that does not offer the STARTTLS that ``smtp.security`` requires
+    (RFC 3207): the fix for a local test server, and why a relay must not be used without it."""
+    where = "[smtp]" if smtp.name == "default" else f"[smtp.servers.{smtp.name}]"
+    return ConfigError(
+        f"SMTP server {smtp.name} ({smtp.host}:{smtp.port})",
+        "security",
+        "'starttls' is required but the server does not offer STARTTLS",
+        f'for a local test server without TLS set security = "none" in {where} or SMTP_SECURITY=none;'
+        ' a relay on another machine must offer STARTTLS, or use security = "tls" on its port 465',
+    )
