@@ -149,7 +149,7 @@ class SmtpPool:
             port=smtp.port,
             timeout=smtp.connect_timeout,
             use_tls=smtp.security is Security.TLS,
-            start_tls=smtp.security is Security.STARTTLS,
+            start_tls=False,  # STARTTLS is sent by _open, once the EHLO shows the server offers it
             tls_context=self._tls,
             local_hostname=self.local_hostname,
         )
@@ -185,6 +185,13 @@ class SmtpPool:
             await client.connect()
             if client.is_ehlo_or_helo_needed:
                 await client.ehlo()
+            if smtp.security is Security.STARTTLS:
+                if not client.supports_extension("starttls"):
+                    client.close()
+                    raise starttls_not_offered(smtp)
+                await client.starttls(tls_context=self._tls, timeout=smtp.connect_timeout)
+                if client.is_ehlo_or_helo_needed:
+                    await client.ehlo()  # RFC 3207 sec. 4.2: what the server offers may change after TLS
             if smtp.username:
                 phase = Phase.AUTH
                 await client.login(smtp.username, smtp.password or "", timeout=smtp.connect_timeout)
@@ -202,15 +209,7 @@ class SmtpPool:
             down = phase is Phase.CONNECT and reply.status is MessageStatus.DEFERRED  # e.g. 421 greeting
             raise ConnectionFailed(reply, unreachable=down) from None
         except CONNECTION_ERRORS as exc:
-            starttls_missing = (
-                smtp.security is Security.STARTTLS
-                and client.is_connected
-                and bool(client.esmtp_extensions)
-                and not client.supports_extension("starttls")
-            )
             client.close()
-            if starttls_missing:
-                raise starttls_not_offered(smtp) from None
             reason = f"{type(exc).__name__}: {exc}"
             raise ConnectionFailed(unanswered(phase, reason), unreachable=phase is Phase.CONNECT) from None
 
