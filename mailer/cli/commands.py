@@ -52,7 +52,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "report": (
         "mailer.cli.log",
         "report",
-        "Message counts per session and step, by status.",
+        "Message counts per session and step, by status; then any relay found unreachable.",
     ),
     "send-test": (
         "mailer.cli.run",

@@ -116,7 +116,9 @@ def demo(click_ctx: click.Context, contacts_dir: Path) -> None:
     series, print the report.
 
     Everything lives in var/demo/ (store: var/demo/mailer.db; messages: var/demo/capture/*.eml unless an
-    SMTP host is configured), which each run starts afresh; nothing else under var/ is touched.
+    SMTP host is configured), which each run starts afresh, keeping only the dashboard accounts of the
+    last run's store; nothing else under var/ is touched. Ends with the command that serves the web pages
+    on the demo's store.
     """
     from mailer.audience.contacts import import_contacts
     from mailer.audience.registrations import import_registrations
@@ -132,13 +134,20 @@ def demo(click_ctx: click.Context, contacts_dir: Path) -> None:
     if missing:
         raise click.BadParameter(f"no contact file {', '.join(missing)}", param_hint="--contacts")
     demo_dir = settings.base_dir / "var" / "demo"
+    demo_store = demo_dir / "mailer.db"
+    accounts = saved_accounts(f"sqlite:///{demo_store}") if not ctx.database_url else []
     if demo_dir.exists():
         shutil.rmtree(demo_dir)
     settings = dataclasses.replace(settings, capture_dir=demo_dir / "capture")
     if not ctx.database_url:
-        settings = dataclasses.replace(settings, database_url=f"sqlite:///{demo_dir / 'mailer.db'}")
+        settings = dataclasses.replace(settings, database_url=f"sqlite:///{demo_store}")
     app = open_app(settings)
-    console.print(f"store: {settings.database_url}")
+    restore_accounts(app, accounts)
+    console.print(f"store: {settings.database_url}", soft_wrap=True)
+    if accounts:
+        console.print(
+            f"dashboard accounts kept from the last run: {', '.join(str(a['username']) for a in accounts)}"
+        )
     now = SystemClock().now()
     for session in settings.series.sessions:
         contacts = contacts_dir / f"{session.region}.csv"
@@ -174,7 +183,52 @@ def demo(click_ctx: click.Context, contacts_dir: Path) -> None:
     run_simulation(app, console)
     if not settings.smtp.host:
         console.print(f"Messages written to {settings.capture_dir}", soft_wrap=True)
+    url = settings.database_url
+    console.print(
+        f"Browse the results on the web pages: ./run mailer --database-url {url} web", soft_wrap=True
+    )
+    if not accounts:
+        console.print(
+            f"  (make an account first: ./run mailer --database-url {url} users add NAME --role organiser"
+            " --email ADDRESS; it is kept across demo runs)",
+            soft_wrap=True,
+        )
     app.close()
+
+
+def saved_accounts(url: str) -> list[dict[str, object]]:
+    """The dashboard accounts of the demo store at ``url`` (a SQLite file), as column values; [] when the
+    file or its accounts table does not exist yet. The demo restores them into its new store, so
+    signing in to the web pages survives ``./run demo``."""
+    from sqlalchemy import inspect, select
+
+    from mailer.store.engine import make_engine, sqlite_path
+    from mailer.store.models import StaffUser
+
+    path = sqlite_path(url)
+    if path is None or not path.is_file():
+        return []
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table(StaffUser.__tablename__):
+                return []
+            table = StaffUser.__table__
+            return [dict(row._mapping) for row in connection.execute(select(table))]
+    finally:
+        engine.dispose()
+
+
+def restore_accounts(app: App, accounts: list[dict[str, object]]) -> None:
+    """Insert ``accounts`` (from :func:`saved_accounts`) into the freshly made store of ``app``."""
+    from sqlalchemy import insert
+
+    from mailer.store.models import StaffUser
+
+    if not accounts:
+        return
+    with transaction(app.factory) as db:
+        db.execute(insert(StaffUser), accounts)
 
 
 @click.command("send-test")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -21,8 +22,14 @@ from mailer.web.sessions import end_sessions
 _HASHER = PasswordHasher()  # argon2id with the library's current recommended parameters
 _USERNAME = re.compile(r"^[A-Za-z0-9._@-]{2,100}$")
 MIN_PASSWORD_LENGTH = 10
-# Verified against when the username is unknown, so both cases take the same time.
-_DUMMY_HASH = _HASHER.hash("not a password of anybody")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the username is unknown, so both cases take the same time. Made on the first
+    sign-in, not at import: an argon2id hash costs every command that imports this module a tenth of a second.
+    """
+    return _HASHER.hash("not a password of anybody")
 
 
 class AccountError(MailerError, ValueError):
@@ -80,7 +87,7 @@ def authenticate(db: DbSession, username: str, password: str, now: datetime) -> 
     now = require_aware(now, "now")
     user = db.scalar(select(StaffUser).where(StaffUser.username == username.strip()))
     try:
-        _HASHER.verify(user.password_hash if user else _DUMMY_HASH, password)
+        _HASHER.verify(user.password_hash if user else _dummy_hash(), password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return None
     if user is None or not user.active:
