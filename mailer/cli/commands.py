@@ -22,7 +22,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "bounces": (
         "mailer.cli.bounces",
         "bounces",
-        "Bounce messages: suppress addresses that fail permanently.",
+        "Bounce reports and complaints: suppress the contacts they are about.",
     ),
     "contacts": (
         "mailer.cli.contacts",
