@@ -69,6 +69,7 @@ READING_COMMANDS = [
     ["contacts", "list"],
     ["contacts", "show", "ann@example.org"],
     ["users", "list"],
+    ["suppressions", "list"],
     ["preview", "--session", "africa-2021", "--step", "invitation", "--contact", "ann@example.org"],
 ]
 

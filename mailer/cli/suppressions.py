@@ -30,7 +30,7 @@ def suppressions() -> None:
 @pass_ctx
 def list_command(ctx: AppContext, reason: str, limit: int) -> None:
     """Suppressed addresses, newest first, with the reason and the last report about each."""
-    with transaction(ctx.app.factory) as db:
+    with transaction(ctx.existing_app.factory) as db:
         rows = list_suppressions(db, reason=reason, limit=limit)
     for row in rows:
         click.echo(f"{row.email_key:40} {row.reason:12} {row.created_at:%Y-%m-%d %H:%M} UTC")
