@@ -8,6 +8,7 @@ calls them with database values). A new parameter type needs a sample in
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import dataclasses
 import importlib
@@ -89,11 +90,21 @@ def _callables() -> Iterator[tuple[str, Callable[..., Any], type | None]]:
                         yield f"{module.__name__}.{name}.{method_name}", method, value
 
 
+def _type_checking_names(module: types.ModuleType) -> dict[str, Any]:
+    """The names a module imports only under ``if TYPE_CHECKING:`` (kept out of start-up), imported here."""
+    names: dict[str, Any] = {}
+    for node in ast.parse(inspect.getsource(module)).body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            exec(compile(ast.Module(body=node.body, type_ignores=[]), str(module.__file__), "exec"), names)
+    return names
+
+
 def _hints(function: Callable[..., Any]) -> dict[str, Any]:
     try:
         return typing.get_type_hints(function)
     except NameError:  # a TYPE_CHECKING-only import: resolve with the module's names plus common ones
-        namespace = {**vars(importlib.import_module(function.__module__)), "Any": Any}
+        module = importlib.import_module(function.__module__)
+        namespace = {**vars(module), **_type_checking_names(module), "Any": Any}
         return typing.get_type_hints(function, globalns=namespace)
 
 

@@ -14,7 +14,7 @@ from mailer.store.engine import transaction
 from mailer.store.models import WaveStatus
 from mailer.store.outbox import CHANGE_DONE, WaveStateError, queue_wave, set_wave_status, sync_sessions
 from mailer.store.queries import counts_by_wave, used_statuses
-from mailer.timeline.clock import SystemClock
+from mailer.timeline.clock import SystemClock, require_aware
 from mailer.timeline.plan import step_deadline
 from mailer.zones import UnknownZoneError, resolve_zone
 
@@ -38,7 +38,9 @@ def parse_when(text: str, default_zone: str) -> datetime:
 def check_send_time(series: Series, session: Session, step: Step, at: datetime) -> None:
     """Refuse an ``--at`` after the latest moment the step may go on the session's timeline (its own time plus
     ``max_late``, the session's start for a step before it, or the next step of its kind): a 2027 follow-up
-    of a 2022 session would otherwise be queued and sent to everyone. Raises click.BadParameter."""
+    of a 2022 session would otherwise be queued and sent to everyone. Raises click.BadParameter, and
+    NaiveDatetimeError for a naive ``at``."""
+    at = require_aware(at, "--at")
     deadline = step_deadline(series, session, step)
     if at > deadline.at:
         raise click.BadParameter(
