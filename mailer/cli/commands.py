@@ -16,7 +16,7 @@ import click
 LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "api-tokens": (
         "mailer.cli.tokens",
-        "tokens",
+        "api_tokens",
         "Tokens of the JSON API (/api/v1/): one per client, scoped read or write, stored hashed.",
     ),
     "bounces": (
