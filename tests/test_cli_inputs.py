@@ -404,3 +404,52 @@ def test_the_demo_prints_how_to_browse_its_store_and_keeps_accounts(
     assert "dashboard accounts kept from the last run: olga" in second.out
     listed = run("--database-url", url, "users", "list")
     assert "olga" in listed.out and "organiser" in listed.out
+
+
+# --- contact files ---------------------------------------------------------------------------------------------
+
+
+def test_a_10001_character_name_is_cut_to_300_with_a_replaced_line(run, app: App, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    contacts = tmp_path / "long.csv"
+    contacts.write_text(f"Email,First name\nann@example.org,{'A' * 10_001}\n", encoding="utf-8")
+    result = run("contacts", "import", str(contacts), "--region", "africa", store=app)
+    assert result.code == 0, result.err
+    assert "  replaced        1  (cells not understood; the rows were imported)" in result.out
+    assert (
+        f"  line 2: name '{'A' * 40}…' is 10,001 characters long, more than the 300 kept;"
+        " the first 300 characters used" in result.out
+    )
+    shown = run("contacts", "show", "ann@example.org", store=app)
+    assert f"name            {'A' * 300}\n" in shown.out
+
+
+@pytest.mark.parametrize(
+    ("entries", "kind"),
+    [
+        ({"[Content_Types].xml": "<Types/>", "xl/workbook.xml": "<workbook/>"}, "an Excel workbook (.xlsx)"),
+        (
+            {"mimetype": "application/vnd.oasis.opendocument.spreadsheet", "content.xml": "<x/>"},
+            "an OpenDocument spreadsheet (.ods)",
+        ),
+        (None, "an Excel 97-2003 workbook (.xls)"),
+    ],
+    ids=["xlsx", "ods", "xls"],
+)
+def test_a_workbook_renamed_csv_is_named_as_such(  # type: ignore[no-untyped-def]
+    run, app: App, tmp_path: Path, entries: dict[str, str] | None, kind: str
+) -> None:
+    import zipfile
+
+    workbook = tmp_path / "contacts.csv"
+    if entries is None:
+        workbook.write_bytes(bytes.fromhex("d0cf11e0a1b11ae1") + bytes(504))
+    else:
+        with zipfile.ZipFile(workbook, "w") as archive:
+            for name, text in entries.items():
+                archive.writestr(name, text)
+    result = run("contacts", "import", str(workbook), "--region", "africa", store=app)
+    assert result.code == 2
+    assert result.err == (
+        f'error: this is {kind}, not a CSV file: open it in Excel or LibreOffice and save it as "CSV UTF-8'
+        ' (comma delimited)", then import the .csv\n'
+    )

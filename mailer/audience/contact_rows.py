@@ -86,14 +86,18 @@ CONTACT_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+_SHOWN = 40  # characters of an over-long cell shown in the report
+
+
 @dataclass(frozen=True, slots=True)
 class Replaced:
     """A cell the import could not use and replaced (the row itself was kept): what was in it, what is used."""
 
     line: int
     column: str
-    value: str
+    value: str  # the cell, or its beginning when it was too long to show
     used: str
+    problem: str = "not recognised"  # what was wrong with it, e.g. "is 10,001 characters long, ..."
 
 
 @dataclass(slots=True)
@@ -151,12 +155,25 @@ def parse_contact_row(table: Table, record: Record, defaults: Defaults) -> Conta
         replaced.append(Replaced(record.line, "language", language_cell.strip(), language))
     if zone_cell.strip() and not is_known_zone(zone_cell.strip()):
         replaced.append(Replaced(record.line, "time zone", zone_cell.strip(), zone))
+    texts = {"name": name, "title": title, "institution": clean_text(table.value(record, "institution"))}
+    kept = {column: fit_column(text, column) for column, text in texts.items()}
+    for column, text in texts.items():
+        if kept[column] != text:
+            replaced.append(
+                Replaced(
+                    record.line,
+                    column,
+                    text[:_SHOWN] + "…",
+                    f"the first {len(kept[column])} characters",
+                    problem=f"is {len(text):,} characters long, more than the {len(kept[column])} kept",
+                )
+            )
     return ContactRow(
         line=record.line,
         address=address,
-        name=fit_column(name, "name"),
-        title=fit_column(title, "title"),
-        institution=fit_column(clean_text(table.value(record, "institution")), "institution"),
+        name=kept["name"],
+        title=kept["title"],
+        institution=kept["institution"],
         country=country,
         language=language,
         language_explicit=language_explicit,

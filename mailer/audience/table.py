@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -70,8 +72,15 @@ class Table:
 def decode(raw: bytes) -> tuple[str, str]:
     """(text, encoding name): UTF-8 with BOM, UTF-16 with BOM, strict UTF-8, else strict Windows-1252.
 
-    Raises :class:`ImportFileError` when none of them decodes the bytes.
+    Raises :class:`ImportFileError` when none of them decodes the bytes, or when they are a spreadsheet
+    workbook (an .xlsx or .ods is a ZIP archive, an .xls an OLE2 compound file), whatever the file's name.
     """
+    workbook = _workbook_kind(raw)
+    if workbook:
+        raise ImportFileError(
+            f"this is {workbook}, not a CSV file: open it in Excel or LibreOffice and save it as"
+            ' "CSV UTF-8 (comma delimited)", then import the .csv'
+        )
     if raw.startswith(codecs.BOM_UTF8):
         candidates = ["utf-8-sig"]
     elif raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -84,6 +93,29 @@ def decode(raw: bytes) -> tuple[str, str]:
         except UnicodeDecodeError:
             continue
     raise ImportFileError(f"cannot decode the file as {' or '.join(candidates)}: save it as UTF-8 and retry")
+
+
+_ZIP_SIGNATURE = b"PK\x03\x04"  # a ZIP archive's first local file header (APPNOTE.TXT 4.3.7)
+_OLE2_SIGNATURE = bytes.fromhex("d0cf11e0a1b11ae1")  # an OLE2 compound file ([MS-CFB] 2.2): .xls, .doc
+
+
+def _workbook_kind(raw: bytes) -> str:
+    """What kind of workbook ``raw`` is ("an Excel workbook (.xlsx)" ...), or "" for anything else."""
+    if raw.startswith(_OLE2_SIGNATURE):
+        return "an Excel 97-2003 workbook (.xls)"
+    if not raw.startswith(_ZIP_SIGNATURE):
+        return ""
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            names = set(archive.namelist())
+            mimetype = archive.read("mimetype").decode("ascii", "replace") if "mimetype" in names else ""
+    except (zipfile.BadZipFile, KeyError, OSError):
+        return "a ZIP archive"
+    if any(name.startswith("xl/") for name in names):
+        return "an Excel workbook (.xlsx)"
+    if "spreadsheet" in mimetype:
+        return "an OpenDocument spreadsheet (.ods)"
+    return "a ZIP archive"
 
 
 def _physical_lines(text: str) -> Iterator[str]:

@@ -118,7 +118,7 @@ def print_import_report(report: ImportReport) -> None:
     if report.replaced:
         click.echo("Replaced cells (correct them in the file and import it again):")
     for cell in report.replaced:
-        click.echo(f"  line {cell.line}: {cell.column} {cell.value!r} not recognised; {cell.used} used")
+        click.echo(f"  line {cell.line}: {cell.column} {cell.value!r} {cell.problem}; {cell.used} used")
 
 
 def print_registration_report(report: RegistrationReport) -> None:
