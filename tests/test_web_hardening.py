@@ -250,10 +250,7 @@ def test_sessions_end_when_idle_and_after_the_longest_time(
 
 def test_users_sessions_lists_and_ends_them(app: App, web: ThreadedServer, accounts: dict[str, str]) -> None:
     from mailer.cli import cli
-    from mailer.cli.commands import register
 
-    if "users" not in cli.commands:
-        register(cli)
     base = [
         "--config",
         str(ROOT / "config"),

@@ -524,11 +524,8 @@ def test_users_cli_adds_lists_and_changes_accounts(app: App) -> None:
     from click.testing import CliRunner
 
     from mailer.cli import cli
-    from mailer.cli.commands import register
     from tests.conftest import ROOT
 
-    if "users" not in cli.commands:
-        register(cli)
     base = ["--config", str(ROOT / "config"), "--database-url", app.settings.database_url, "users"]
     runner = CliRunner()
     added = runner.invoke(
