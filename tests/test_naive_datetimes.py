@@ -31,6 +31,9 @@ from sqlalchemy.types import TypeDecorator
 
 import mailer
 from mailer.app import App, open_app
+from mailer.audience.addresses import Address
+from mailer.audience.contact_rows import ContactRow
+from mailer.audience.pushed import Action, RegistrationEvent
 from mailer.compose.outgoing import Outgoing, sample_links
 from mailer.compose.render import Rendered, Renderer
 from mailer.compose.wording import Wording
@@ -193,6 +196,13 @@ def _sample(hint: Any, name: str, app: App, folder: Path) -> Any:
         return sample_links(app.settings)
     if name == "extra":
         return None
+    if hint is ContactRow:
+        address = Address("someone@example.org", "someone@example.org", False)
+        return ContactRow(1, address, "", "", "", "", "en", False, "UTC", False)
+    if hint is RegistrationEvent:
+        return RegistrationEvent(
+            "generic", "e1", Action.CREATED, SESSION.id, "someone@example.org", "", "", "", "", AWARE
+        )
     if hint is Wording:
         return Renderer(app.settings).wording["pt"]
     if hint is bool:

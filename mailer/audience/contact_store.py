@@ -24,6 +24,7 @@ from mailer.audience.bulk import insert_ignoring_conflicts, literal_in
 from mailer.audience.contact_rows import ContactRow, Replaced
 from mailer.config import Settings
 from mailer.store.models import Contact, ContactList, ContactStatus, ListMembership
+from mailer.timeline.clock import require_aware
 
 _COMPARED = ("name", "title", "institution", "country", "language", "time_zone")
 
@@ -57,7 +58,9 @@ def changes(existing: Any, row: ContactRow, *, home: bool = True) -> dict[str, A
 
 
 def contact_values(row: ContactRow, now: datetime) -> dict[str, Any]:
-    """The ``contacts`` columns of a new, active contact made from ``row``, created and updated ``now``."""
+    """The ``contacts`` columns of a new, active contact made from ``row``, created and updated ``now``.
+    Raises NaiveDatetimeError for a naive ``now``."""
+    now = require_aware(now, "now")
     return {
         "email": row.address.email,
         "email_key": row.address.key,

@@ -54,12 +54,14 @@ def create_token(db: DbSession, name: str, scope: TokenScope, now: datetime) -> 
 
 
 def revoke_token(db: DbSession, name: str, now: datetime) -> None:
-    """Revoke the token named ``name`` (again: no change); caller commits. NotFoundError when unknown."""
+    """Revoke the token named ``name`` (again: no change); caller commits. NotFoundError when unknown,
+    NaiveDatetimeError for a naive ``now``."""
+    now = require_aware(now)
     row = db.scalars(select(ApiToken).where(ApiToken.name == name)).first()
     if row is None:
         raise NotFoundError(f"no API token named {name!r} (see `mailer api-tokens list`)")
     if row.revoked_at is None:
-        row.revoked_at = require_aware(now)
+        row.revoked_at = now
 
 
 def list_tokens(db: DbSession) -> list[TokenInfo]:
@@ -72,13 +74,15 @@ def list_tokens(db: DbSession) -> list[TokenInfo]:
 
 
 def authenticate(db: DbSession, token: str, now: datetime) -> TokenInfo | None:
-    """The live token ``token`` is, with its last use stamped ``now``; None when unknown or revoked."""
+    """The live token ``token`` is, with its last use stamped ``now``; None when unknown or revoked.
+    Raises NaiveDatetimeError for a naive ``now``."""
+    now = require_aware(now)
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     row = db.scalars(select(ApiToken).where(ApiToken.token_hash == token_hash(token))).first()
     if row is None or row.revoked_at is not None:
         return None
-    row.last_used_at = require_aware(now)
+    row.last_used_at = now
     return TokenInfo(row.name, TokenScope(row.scope), row.created_at, row.last_used_at, None)
 
 

@@ -13,6 +13,8 @@ import hashlib
 import hmac
 from datetime import UTC, datetime, timedelta
 
+from mailer.timeline.clock import require_aware
+
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     """``v0=`` and the hex HMAC-SHA256 of ``v0:{timestamp}:{body}`` keyed with ``secret``."""
@@ -32,7 +34,9 @@ def check_signature(
     """None when the request is authentic and fresh, else why not (for the 401 answer; never the secret).
 
     ``timestamp`` is the header's text (whole seconds since 1970), ``signature`` the header ``v0=<hex>``.
+    Raises NaiveDatetimeError for a naive ``now``.
     """
+    now = require_aware(now, "now")
     if not timestamp or not signature:
         return "missing signature or timestamp header"
     if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
