@@ -1,0 +1,33 @@
+"""index the leased (sending) messages by lease end, for reaping expired leases
+
+Revision ID: 0005_leased_index
+Revises: 0004_relay_circuits
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005_leased_index"
+down_revision = "0004_relay_circuits"
+branch_labels = None
+depends_on = None
+
+SENDING = sa.text("status = 'sending'")
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_messages_leased",
+            ["lease_until"],
+            unique=False,
+            postgresql_where=SENDING,
+            sqlite_where=SENDING,
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_index("ix_messages_leased")
