@@ -1,7 +1,7 @@
 """index the leased (sending) messages by lease end, for reaping expired leases
 
-Revision ID: 0005_leased_index
-Revises: 0004_relay_circuits
+Revision ID: 0007_leased_index
+Revises: 0006_staff_sessions
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_leased_index"
-down_revision = "0004_relay_circuits"
+revision = "0007_leased_index"
+down_revision = "0006_staff_sessions"
 branch_labels = None
 depends_on = None
 
