@@ -1,7 +1,7 @@
 """index the leased (sending) messages by lease end, for reaping expired leases
 
-Revision ID: 0007_leased_index
-Revises: 0006_staff_sessions
+Revision ID: 0008_leased_index
+Revises: 0007_webhooks_api_tokens
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_leased_index"
-down_revision = "0006_staff_sessions"
+revision = "0008_leased_index"
+down_revision = "0007_webhooks_api_tokens"
 branch_labels = None
 depends_on = None
 
