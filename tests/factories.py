@@ -9,11 +9,18 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session as DbSession
 
 from mailer.config import DkimSettings
-from mailer.store.models import Contact, ContactList, ListMembership, Registration, RegistrationStatus
+from mailer.store.models import (
+    Contact,
+    ContactList,
+    ListMembership,
+    Registration,
+    RegistrationStatus,
+    UTCDateTime,
+)
 
 EPOCH = datetime(2021, 1, 1, tzinfo=UTC)
 
@@ -82,3 +89,34 @@ def dkim_signing(folder: Path) -> tuple[DkimSettings, bytes]:
     )
     record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
     return DkimSettings("example.org", "s2021", folder / "dkim.pem", "", ("From", "To", "Subject")), record
+
+
+def add_contacts_in_bulk(
+    db: DbSession, count: int, *, region: str = "africa", zones: tuple[str, ...] = ("Africa/Lagos",)
+) -> None:
+    """``count`` contacts person<i>@bulk.example (i from 1) on ``region``'s list, made by the store itself
+    (a recursive CTE: no row passes through Python); time zones cycle through ``zones``."""
+    contact_list = db.scalar(select(ContactList).where(ContactList.region == region))
+    if contact_list is None:
+        contact_list = ContactList(region=region, name=region)
+        db.add(contact_list)
+        db.flush()
+    zone = "CASE n.i % :zones " + " ".join(f"WHEN {k} THEN :zone{k}" for k in range(len(zones))) + " END"
+    stamp = bindparam("epoch", EPOCH, type_=UTCDateTime())
+    db.execute(
+        text(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count) "
+            "INSERT INTO contacts (email, email_key, name, title, institution, country, language, time_zone, "
+            "needs_smtputf8, status, created_at, updated_at) "
+            f"SELECT 'person' || n.i || '@bulk.example', 'person' || n.i || '@bulk.example', 'Person ' || n.i, "
+            f"'', '', '', 'en', {zone}, false, 'active', :epoch, :epoch FROM n"
+        ).bindparams(stamp),
+        {"count": count, "zones": len(zones), **{f"zone{k}": name for k, name in enumerate(zones)}},
+    )
+    db.execute(
+        text(
+            "INSERT INTO list_memberships (contact_id, list_id, source, added_at) "
+            "SELECT id, :list, 'test', :epoch FROM contacts WHERE email_key LIKE '%@bulk.example'"
+        ).bindparams(stamp),
+        {"list": contact_list.id},
+    )

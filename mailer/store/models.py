@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
+    ColumnElement,
     DateTime,
     ForeignKey,
     Index,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    literal_column,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -96,6 +98,7 @@ class MessageStatus(StrEnum):
 
 PENDING_STATUSES = (MessageStatus.QUEUED, MessageStatus.DEFERRED)
 _PENDING_SQL = "status IN ('queued', 'deferred')"  # PENDING_STATUSES, for partial indexes
+_SENDING_SQL = "status = 'sending'"
 
 
 class EventKind(StrEnum):
@@ -221,6 +224,13 @@ class Message(Base):
             postgresql_where=text(_PENDING_SQL),
             sqlite_where=text(_PENDING_SQL),
         ),
+        # Only leased rows, by lease end, for reaping expired leases: as small as the messages in flight.
+        Index(
+            "ix_messages_leased",
+            "lease_until",
+            postgresql_where=text(_SENDING_SQL),
+            sqlite_where=text(_SENDING_SQL),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -245,6 +255,15 @@ class Message(Base):
 
     contact: Mapped[Contact] = relationship()
     events: Mapped[list[DeliveryEvent]] = relationship(order_by="DeliveryEvent.id")
+
+
+def message_status_is(*statuses: MessageStatus) -> ColumnElement[bool]:
+    """``messages.status IN (...)`` with the values written into the SQL, not bound: a partial index
+    (``ix_messages_pending``, ``ix_messages_leased``) serves a query only when its planner sees that the
+    query's condition implies the index's, which neither SQLite nor a generic PostgreSQL plan can see
+    through a bound value. One status is written ``status = '...'``, as the indexes' conditions are."""
+    values = [literal_column(f"'{status.value}'", String) for status in statuses]
+    return Message.status == values[0] if len(values) == 1 else Message.status.in_(values)
 
 
 class DeliveryEvent(Base):

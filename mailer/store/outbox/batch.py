@@ -1,13 +1,17 @@
-"""Dialect-aware batch statements: INSERT ignoring conflicts, ``IN`` as one array parameter on PostgreSQL."""
+"""Dialect-aware batch statements: INSERT ignoring conflicts (rows, or a SELECT run by the store), ``IN`` as
+one array parameter on PostgreSQL, the msg-id digest computed by the store."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
-from sqlalchemy import any_, bindparam
+from sqlalchemy import ColumnElement, String, Table, any_, bindparam, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.sql.expression import Selectable
+
+from mailer.message_ids import message_id_digest
 
 INSERT_CHUNK = 500
 
@@ -24,6 +28,31 @@ def insert_ignoring_conflicts(db: DbSession, table: type, rows: list[dict[str, o
         statement = insert(table).on_conflict_do_nothing().returning(primary)
         new_ids.extend(db.scalars(statement, rows[start : start + INSERT_CHUNK]))
     return new_ids
+
+
+def insert_selected(db: DbSession, table: type, columns: Sequence[str], rows: Selectable) -> int:
+    """``INSERT INTO table (columns) SELECT ... ON CONFLICT DO NOTHING``: the store copies the rows of
+    ``rows`` (one per ``columns`` entry, in order) without a round trip per row and without their count in
+    bound values; rows violating a unique constraint are skipped. Returns how many were inserted."""
+    insert = postgresql.insert if is_postgresql(db) else sqlite.insert
+    target = cast(Table, table.__table__)  # type: ignore[attr-defined]
+    statement = insert(target).from_select(list(columns), rows).on_conflict_do_nothing()
+    statement = statement.execution_options(preserve_rowcount=True)
+    return db.connection().execute(statement).rowcount
+
+
+def message_digest_sql(db: DbSession, key: ColumnElement[str]) -> ColumnElement[str]:
+    """SQL for :func:`mailer.message_ids.message_id_digest` of the text ``key``: PostgreSQL's sha256();
+    on SQLite the Python function, registered on this session's connection."""
+    if is_postgresql(db):
+        digest = func.encode(func.sha256(func.convert_to(key, "UTF8")), "hex")
+        return func.substr(digest, 1, 32, type_=String)
+    raw = db.connection().connection.dbapi_connection
+    raw.create_function(_SQLITE_DIGEST, 1, message_id_digest, deterministic=True)  # type: ignore[union-attr]
+    return getattr(func, _SQLITE_DIGEST)(key, type_=String)  # type: ignore[no-any-return]
+
+
+_SQLITE_DIGEST = "mailer_message_id_digest"
 
 
 def is_postgresql(db: DbSession) -> bool:

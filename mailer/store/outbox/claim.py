@@ -19,6 +19,7 @@ from mailer.store.models import (
     MessageStatus,
     Wave,
     WaveStatus,
+    message_status_is,
 )
 from mailer.store.outbox.batch import among, is_postgresql
 from mailer.store.outbox.checks import load_facts, skip_reason
@@ -50,7 +51,7 @@ def reap_expired_leases(db: DbSession, now: datetime) -> int:
     """Put messages stuck in ``sending`` past their lease back to ``queued`` (a crashed worker's)."""
     now = require_aware(now, "now")
     stuck = db.scalars(
-        select(Message.id).where(Message.status == MessageStatus.SENDING, Message.lease_until < now)
+        select(Message.id).where(message_status_is(MessageStatus.SENDING), Message.lease_until < now)
     ).all()
     if stuck:
         db.execute(
@@ -97,7 +98,7 @@ def claim_due(
         )
         .join(Contact, Contact.id == Message.contact_id)
         .join(Wave, Wave.id == Message.wave_id)
-        .where(Message.status.in_(PENDING_STATUSES), Message.due_at <= now, Wave.status == WaveStatus.ACTIVE)
+        .where(message_status_is(*PENDING_STATUSES), Message.due_at <= now, Wave.status == WaveStatus.ACTIVE)
         .order_by(Message.due_at, Message.id)
         .limit(limit)
     )
@@ -191,7 +192,7 @@ def next_due_at(db: DbSession, after: datetime) -> datetime | None:
     return db.scalar(
         select(func.min(Message.due_at))
         .join(Wave, Wave.id == Message.wave_id)
-        .where(Message.status.in_(PENDING_STATUSES), Wave.status == WaveStatus.ACTIVE, Message.due_at > after)
+        .where(message_status_is(*PENDING_STATUSES), Wave.status == WaveStatus.ACTIVE, Message.due_at > after)
     )
 
 
@@ -202,7 +203,7 @@ def has_due(db: DbSession, now: datetime) -> bool:
         db.scalar(
             select(Message.id)
             .join(Wave, and_(Wave.id == Message.wave_id, Wave.status == WaveStatus.ACTIVE))
-            .where(Message.status.in_(PENDING_STATUSES), Message.due_at <= now)
+            .where(message_status_is(*PENDING_STATUSES), Message.due_at <= now)
             .limit(1)
         )
         is not None

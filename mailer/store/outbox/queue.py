@@ -2,28 +2,52 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    String,
+    Text,
+    and_,
+    case,
+    cast,
+    column,
+    exists,
+    func,
+    literal,
+    null,
+    select,
+    values,
+)
 from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql.expression import Selectable
 
 from mailer.config import Audience, Series, Session, Settings, Step, StepKind
-from mailer.message_ids import make_message_id
+from mailer.message_ids import ascii_domain
 from mailer.store.models import (
     Contact,
     ContactList,
+    DeliveryEvent,
     EventKind,
     ListMembership,
     Message,
     MessageStatus,
     Registration,
     RegistrationStatus,
+    UTCDateTime,
     Wave,
     WaveStatus,
 )
-from mailer.store.outbox.batch import insert_ignoring_conflicts, is_postgresql
-from mailer.store.outbox.events import log_event, log_many
+from mailer.store.outbox.batch import (
+    insert_ignoring_conflicts,
+    insert_selected,
+    is_postgresql,
+    message_digest_sql,
+)
 from mailer.timeline.clock import require_aware
 from mailer.timeline.plan import (
     Deadline,
@@ -37,7 +61,12 @@ from mailer.timeline.plan import (
 
 def message_key(series_id: str, session_id: str, step: str, contact_id: int) -> str:
     """The identity of a message row, stable across restarts and processes."""
-    return f"{series_id}/{session_id}/{step}/{contact_id}"
+    return f"{key_prefix(series_id, session_id, step)}{contact_id}"
+
+
+def key_prefix(series_id: str, session_id: str, step: str) -> str:
+    """What the :func:`message_key` of every message of one (session, step) starts with."""
+    return f"{series_id}/{session_id}/{step}/"
 
 
 @dataclass(frozen=True)
@@ -150,63 +179,164 @@ def queue_wave(
     if not created and now >= wave_deadline.at and step.local_time is None:
         return QueueResult(wave, False, 0, 0, wave_deadline.at)
 
-    already = select(Message.id).where(
-        Message.contact_id == Contact.id, Message.session_id == session.id, Message.step == step.name
+    fresh = and_(
+        Contact.id.in_(audience_query(settings.series, session, step, audience, now)),
+        ~exists(
+            select(_EARLIER.id).where(
+                _EARLIER.contact_id == Contact.id,
+                _EARLIER.session_id == session.id,
+                _EARLIER.step == step.name,
+            )
+        ),
     )
-    candidates = db.execute(
-        select(Contact.id, Contact.email, Contact.time_zone)
-        .where(
-            Contact.id.in_(audience_query(settings.series, session, step, audience, now)), ~exists(already)
+    zones = db.scalars(select(Contact.time_zone).where(fresh).distinct()).all()
+    plans = [zone_plan(settings.series, session, step, zone, base, wave_deadline, now) for zone in zones]
+    before = db.scalar(select(func.max(Message.id))) or 0
+    prefix = key_prefix(settings.series.id, session.id, step.name)
+    for start in range(0, len(plans), ZONE_CHUNK):
+        insert_selected(
+            db,
+            Message,
+            _MESSAGE_COLUMNS,
+            new_messages(
+                db, plans[start : start + ZONE_CHUNK], fresh, prefix, settings, session, step, wave, now
+            ),
         )
+    skipped = log_new_messages(db, wave.id, before, MessageStatus.SKIPPED, now)
+    queued = log_new_messages(db, wave.id, before, MessageStatus.QUEUED, now)
+    return QueueResult(wave, created, queued + skipped, skipped, wave_deadline.at)
+
+
+ZONE_CHUNK = 1000  # zones per INSERT: 4 bound values each, far below any driver's limit
+_EARLIER = aliased(Message, name="earlier")
+_MESSAGE_COLUMNS = (
+    "message_id",
+    "contact_id",
+    "session_id",
+    "step",
+    "wave_id",
+    "recipient",
+    "language",
+    "status",
+    "due_at",
+    "deadline_at",
+    "attempts",
+    "worker",
+    "reply_text",
+    "created_at",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True)
+class ZonePlan:
+    """When the messages of a wave to recipients in one time zone go: due, deadline and skip reason ("": none)."""
+
+    zone: str
+    due_at: datetime
+    deadline_at: datetime
+    reason: str
+
+
+def zone_plan(
+    series: Series,
+    session: Session,
+    step: Step,
+    zone: str,
+    base: datetime | None,
+    wave_deadline: Deadline,
+    now: datetime,
+) -> ZonePlan:
+    """The due time, deadline and skip reason of a message of ``step`` to a recipient in ``zone`` (an IANA
+    name): recipient-local steps and send windows depend on the zone only, so a wave needs one per zone."""
+    meant = message_due(session, step, zone, base)
+    deadline = message_deadline(series, session, step, meant) if step.local_time else wave_deadline
+    due = hold_for_window(meant, step, zone)
+    reason: SkipReason | None = None
+    if now >= deadline.at:
+        reason = deadline.reason
+    elif due >= deadline.at:
+        reason = SkipReason.WINDOW_AFTER_DEADLINE
+    return ZonePlan(zone, due, deadline.at, reason.value if reason else "")
+
+
+def new_messages(
+    db: DbSession,
+    plans: Sequence[ZonePlan],
+    fresh: ColumnElement[bool],
+    prefix: str,
+    settings: Settings,
+    session: Session,
+    step: Step,
+    wave: Wave,
+    now: datetime,
+) -> Selectable:
+    """The SELECT of the message rows of ``wave`` for the contacts matching ``fresh`` whose zone is in
+    ``plans`` (columns in :data:`_MESSAGE_COLUMNS` order, by contact id). The msg-id is computed by the
+    store: :func:`mailer.message_ids.make_message_id` of the row's :func:`message_key`."""
+    by_zone = (
+        values(
+            column("zone", String),
+            column("due_at", UTCDateTime()),
+            column("deadline_at", UTCDateTime()),
+            column("reason", Text),
+            name="wave_zones",
+        )
+        .data([(plan.zone, plan.due_at, plan.deadline_at, plan.reason) for plan in plans])
+        .cte("wave_zones")
+    )
+    key = literal(prefix, String) + cast(Contact.id, String)
+    message_id = (
+        literal("<", String)
+        + message_digest_sql(db, key)
+        + literal(f"@{ascii_domain(settings.sender.domain)}>", String)
+    )
+    stamp = literal(now, UTCDateTime())
+    return (
+        select(
+            message_id,
+            Contact.id,
+            literal(session.id, String),
+            literal(step.name, String),
+            literal(wave.id, Integer),
+            Contact.email,
+            literal("", String),
+            case(
+                (by_zone.c.reason == "", literal(MessageStatus.QUEUED.value, String)),
+                else_=literal(MessageStatus.SKIPPED.value, String),
+            ),
+            by_zone.c.due_at,
+            by_zone.c.deadline_at,
+            literal(0, Integer),
+            literal("", String),
+            by_zone.c.reason,
+            stamp,
+            stamp,
+        )
+        .join_from(Contact, by_zone, by_zone.c.zone == Contact.time_zone)
+        .where(fresh)
         .order_by(Contact.id)
-    ).all()
-    rows: list[dict[str, object]] = []
-    for contact_id, email, zone in candidates:
-        meant = message_due(session, step, zone, base)
-        deadline = (
-            message_deadline(settings.series, session, step, meant) if step.local_time else wave_deadline
-        )
-        due = hold_for_window(meant, step, zone)
-        reason: SkipReason | None = None
-        if now >= deadline.at:
-            reason = deadline.reason
-        elif due >= deadline.at:
-            reason = SkipReason.WINDOW_AFTER_DEADLINE
-        key = message_key(settings.series.id, session.id, step.name, contact_id)
-        rows.append(
-            {
-                "message_id": make_message_id(key, settings.sender.domain),
-                "contact_id": contact_id,
-                "session_id": session.id,
-                "step": step.name,
-                "wave_id": wave.id,
-                "recipient": email,
-                "language": "",
-                "status": MessageStatus.SKIPPED if reason else MessageStatus.QUEUED,
-                "due_at": due,
-                "deadline_at": deadline.at,
-                "attempts": 0,
-                "worker": "",
-                "reply_text": reason.value if reason else "",
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-    new_ids = insert_ignoring_conflicts(db, Message, rows)
-    reasons = {row["contact_id"]: row["reply_text"] for row in rows}
-    inserted = (
-        db.execute(select(Message.id, Message.contact_id).where(Message.id.in_(new_ids))).all()
-        if new_ids
-        else []
     )
-    queued = [pk for pk, contact_id in inserted if not reasons[contact_id]]
-    log_many(db, queued, EventKind.QUEUED, now, f"wave {wave.id}")
-    skipped = 0
-    for pk, contact_id in inserted:
-        if reasons[contact_id]:
-            skipped += 1
-            log_event(db, pk, EventKind.SKIPPED, now, detail=str(reasons[contact_id]))
-    return QueueResult(wave, created, len(new_ids), skipped, wave_deadline.at)
+
+
+def log_new_messages(db: DbSession, wave_id: int, before: int, status: MessageStatus, now: datetime) -> int:
+    """Log the arrival of the messages of ``wave_id`` added after id ``before`` in ``status`` (queued: "wave
+    N"; skipped: the reason) in one INSERT ... SELECT; returns how many."""
+    detail = Message.reply_text if status is MessageStatus.SKIPPED else literal(f"wave {wave_id}", Text)
+    return insert_selected(
+        db,
+        DeliveryEvent,
+        ("message_pk", "at", "kind", "detail", "reply_code"),
+        select(
+            Message.id,
+            literal(now, UTCDateTime()),
+            literal(EventKind(status.value).value, String),
+            detail,
+            null(),
+        )
+        .where(Message.id > before, Message.wave_id == wave_id, Message.status == status)
+        .order_by(Message.id),
+    )
 
 
 def message_deadline(series: Series, session: Session, step: Step, base: datetime | None) -> Deadline:
