@@ -7,6 +7,7 @@ State machine (DESIGN invariant 5)::
                          |--5xx on recipient--> bounced (address suppressed)
                          |--other 5xx / deadline passed--> failed
     queued --send-time check--> skipped (reason) | suppressed
+    sending --lease expired--> queued (sent alone next time) --lease expired again--> held (staff review)
 
 Every transition is committed together with a row in ``delivery_events``. Uniqueness of
 (contact, session, step) is enforced by the database, so queuing twice, from two processes or after a
@@ -31,6 +32,8 @@ Callers outside the package import from here.
 from __future__ import annotations
 
 from mailer.store.outbox.claim import (
+    HELD_REASON,
+    MAX_EXPIRIES,
     ClaimedMessage,
     claim_due,
     has_due,
@@ -38,6 +41,7 @@ from mailer.store.outbox.claim import (
     reap_expired_leases,
     release_claims,
     renew_leases,
+    renew_worker_leases,
 )
 from mailer.store.outbox.events import log_event
 from mailer.store.outbox.outcomes import Outcome, record_outcomes, retry_delay
@@ -47,6 +51,8 @@ from mailer.store.outbox.suppressions import suppress
 from mailer.store.outbox.waves import set_wave_status
 
 __all__ = [
+    "HELD_REASON",
+    "MAX_EXPIRIES",
     "ClaimedMessage",
     "Outcome",
     "QueueResult",
@@ -63,6 +69,7 @@ __all__ = [
     "record_outcomes",
     "release_claims",
     "renew_leases",
+    "renew_worker_leases",
     "retime_pending",
     "retry_delay",
     "set_wave_status",

@@ -43,22 +43,53 @@ class ClaimedMessage:
     needs_smtputf8: bool
     attempts: int
     deadline_at: datetime
-    wave_id: int = 0
+    careful: bool = False  # its lease expired before: send it alone, outcome committed before the next
+
+
+MAX_EXPIRIES = 2
+"""Lease expiries after which a message is held for staff review instead of being sent again."""
+
+HELD_REASON = (
+    "held for review: its lease expired twice (a worker died or stalled while sending it), so it may "
+    "have reached the recipient already; resend it from the staff page if it did not"
+)
 
 
 def reap_expired_leases(db: DbSession, now: datetime) -> int:
-    """Put messages stuck in ``sending`` past their lease back to ``queued`` (a crashed worker's)."""
+    """Take back messages stuck in ``sending`` past their lease (a dead or stalled worker's); caller commits.
+
+    Each expiry is counted on the message. At the first, the message goes back to ``queued`` due ``now``,
+    behind what is already due, and is sent carefully from then on (:attr:`ClaimedMessage.careful`). At the
+    second (:data:`MAX_EXPIRIES`) it is ``held`` for staff review instead of being sent a third time.
+    On PostgreSQL rows another process is reaping are skipped (``SKIP LOCKED``), so each expiry is counted
+    once. Returns how many messages were taken back or held.
+    """
     now = require_aware(now, "now")
-    stuck = db.scalars(
-        select(Message.id).where(Message.status == MessageStatus.SENDING, Message.lease_until < now)
-    ).all()
-    if stuck:
+    query = select(Message.id, Message.expiries).where(
+        Message.status == MessageStatus.SENDING, Message.lease_until < now
+    )
+    if is_postgresql(db):
+        query = query.with_for_update(skip_locked=True)
+    stuck = db.execute(query).all()
+    if not stuck:
+        return 0
+    held = [row.id for row in stuck if row.expiries + 1 >= MAX_EXPIRIES]
+    reclaimed = [row.id for row in stuck if row.expiries + 1 < MAX_EXPIRIES]
+    common = {"lease_until": None, "worker": "", "expiries": Message.expiries + 1, "updated_at": now}
+    if held:
         db.execute(
             update(Message)
-            .where(Message.id.in_(stuck), Message.status == MessageStatus.SENDING)
-            .values(status=MessageStatus.QUEUED, lease_until=None, worker="", updated_at=now)
+            .where(Message.id.in_(held))
+            .values(status=MessageStatus.HELD, reply_text=HELD_REASON, **common)
         )
-        log_many(db, stuck, EventKind.RECLAIMED, now, "lease expired")
+        log_many(db, held, EventKind.HELD, now, HELD_REASON)
+    if reclaimed:
+        db.execute(
+            update(Message)
+            .where(Message.id.in_(reclaimed))
+            .values(status=MessageStatus.QUEUED, due_at=now, **common)
+        )
+        log_many(db, reclaimed, EventKind.RECLAIMED, now, "lease expired: sent alone next time")
     return len(stuck)
 
 
@@ -84,6 +115,7 @@ def claim_due(
             Message.contact_id,
             Message.attempts,
             Message.deadline_at,
+            Message.expiries,
             Contact.email,
             Contact.email_key,
             Contact.name,
@@ -130,7 +162,7 @@ def claim_due(
                 needs_smtputf8=row.needs_smtputf8,
                 attempts=row.attempts + 1,
                 deadline_at=row.deadline_at,
-                wave_id=row.wave_id,
+                careful=row.expiries > 0,
             )
         )
     for (status, reason_text), pks in ended.items():
@@ -164,6 +196,18 @@ def renew_leases(db: DbSession, pks: Sequence[int], worker: str, until: datetime
         )
         .values(lease_until=until)
     )
+
+
+def renew_worker_leases(db: DbSession, worker: str, until: datetime) -> int:
+    """Extend to ``until`` every claim ``worker`` holds (all its messages in ``sending``); caller commits.
+    Returns how many were renewed."""
+    result = db.execute(
+        update(Message)
+        .where(Message.status == MessageStatus.SENDING, Message.worker == worker)
+        .values(lease_until=until)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def release_claims(db: DbSession, pks: Sequence[int], now: datetime) -> None:

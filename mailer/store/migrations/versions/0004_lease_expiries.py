@@ -1,0 +1,25 @@
+"""count lease expiries per message, so a message reclaimed twice is held for staff review
+
+Revision ID: 0004_lease_expiries
+Revises: 0003_pending_index
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004_lease_expiries"
+down_revision = "0003_pending_index"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("expiries", sa.Integer(), nullable=False, server_default="0"))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_column("expiries")

@@ -1,0 +1,146 @@
+"""Delivery outcomes made durable as soon as they arrive: a group commit from a thread with its own connection.
+
+The senders hand each outcome to :meth:`OutcomeRecorder.add` the moment the server's reply is classified. One
+task takes everything that has arrived, commits it in one transaction (on a worker thread, so the event loop
+keeps sending meanwhile), and starts again with what arrived during that commit: the groups grow with the
+load and a commit is never more than one group behind. A SIGKILL therefore loses the record of the messages
+whose reply arrived since the last commit began, not of a whole batch.
+
+A commit that fails because the store is busy or unreachable (SQLAlchemy ``OperationalError``, e.g. SQLite's
+"database is locked", a PostgreSQL lock timeout or a dropped connection) is retried with a growing pause (up
+to :data:`MAX_RETRY_PAUSE` seconds) until it succeeds: an outcome the process knows is never dropped. Recording
+is idempotent (only messages still ``sending`` and claimed by this worker change), so writing an outcome twice
+does no harm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from types import TracebackType
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import sessionmaker
+
+from mailer.config import Settings
+from mailer.store.engine import transaction
+from mailer.store.outbox import Outcome, record_outcomes
+from mailer.timeline.clock import Clock
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_PAUSE = 5.0  # seconds between attempts to record a group while the store refuses
+GROUP_INTERVAL = 0.002  # seconds: at most one commit started per interval, so groups gather under load
+
+
+def store_busy(exc: BaseException) -> bool:
+    """True for an error that says the store is busy or unreachable for now (worth retrying), not a bug."""
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    )
+
+
+class OutcomeRecorder:
+    """Commits delivery outcomes in groups as they arrive; use as ``async with`` around the sending.
+
+    :meth:`add` returns a future done once that outcome is committed; :meth:`flush` waits for everything
+    added so far. Leaving the block flushes. :meth:`write_now` records synchronously (for a cancelled task).
+    """
+
+    def __init__(
+        self, factory: sessionmaker[DbSession], settings: Settings, clock: Clock, *, worker: str
+    ) -> None:
+        self._factory = factory
+        self._settings = settings
+        self._clock = clock
+        self._worker = worker
+        self._pending: list[tuple[Outcome, asyncio.Future[None]]] = []
+        self._arrived = asyncio.Event()
+        self._unsettled: set[asyncio.Future[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._error: Exception | None = None
+        self.commits = 0  # transactions committed, for tests and benches
+
+    async def __aenter__(self) -> OutcomeRecorder:
+        self._task = asyncio.create_task(self._run(), name="outcome-recorder")
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if kind is None:
+                await self.flush()
+        finally:
+            if self._task is not None:
+                self._task.cancel()
+                try:
+                    await self._task
+                except asyncio.CancelledError:
+                    pass
+
+    def add(self, outcome: Outcome) -> asyncio.Future[None]:
+        """Queue ``outcome`` for the next group commit; the future is done once it is committed (or carries
+        the error that made the commit impossible other than a busy store)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((outcome, done))
+        self._unsettled.add(done)
+        done.add_done_callback(self._unsettled.discard)
+        self._arrived.set()
+        return done
+
+    async def flush(self) -> None:
+        """Return once every outcome added so far is committed; raises what a commit raised."""
+        if self._unsettled:
+            await asyncio.gather(*self._unsettled, return_exceptions=True)
+        if self._error is not None:
+            raise self._error
+
+    def write_now(self, outcomes: Sequence[Outcome]) -> None:
+        """Record ``outcomes`` in this thread, now, retrying while the store is busy (a cancelled dispatch
+        keeping what it knows)."""
+        self._write_retrying(list(outcomes))
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._arrived.wait()
+            self._arrived.clear()
+            group, self._pending = self._pending, []
+            if not group:
+                continue
+            started = loop.time()
+            try:
+                await asyncio.to_thread(self._write_retrying, [outcome for outcome, _ in group])
+            except Exception as exc:
+                self._error = exc
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(exc)
+                raise
+            for _, done in group:
+                if not done.done():
+                    done.set_result(None)
+            pause = GROUP_INTERVAL - (loop.time() - started)
+            if pause > 0:
+                await asyncio.sleep(pause)
+
+    def _write_retrying(self, outcomes: list[Outcome]) -> None:
+        pause = 0.05
+        while True:
+            try:
+                with transaction(self._factory) as db:
+                    record_outcomes(db, self._settings, outcomes, self._clock.now(), worker=self._worker)
+                self.commits += 1
+                return
+            except Exception as exc:
+                if not store_busy(exc):
+                    raise
+                log.warning(
+                    "recording %d outcomes failed (%s); retrying in %.2f s", len(outcomes), exc, pause
+                )
+                time.sleep(pause)
+                pause = min(pause * 2, MAX_RETRY_PAUSE)
