@@ -37,13 +37,13 @@ from mailer.store.outbox import (
     Outcome,
     QueueResult,
     claim_due,
-    next_due_at,
+    mark_handed,
     queue_wave,
     reap_expired_leases,
     release_claims,
     sync_sessions,
 )
-from mailer.store.recorder import OutcomeRecorder
+from mailer.store.recorder import OutcomeRecorder, commit_retrying
 from mailer.timeline.clock import Clock
 from mailer.timeline.plan import due_steps, resolve_step
 
@@ -206,13 +206,23 @@ class Service:
             for index in queue:  # shared: each index is taken by one sender
                 if stop is not None and stop.is_set():
                     return
-                outcome = await self._deliver_safely(pool, claimed[index])
+                message = claimed[index]
+                if message.careful:  # noted before it goes, so a second expiry is counted only if it went
+                    await asyncio.to_thread(self._hand_over, message.pk)
+                outcome = await self._deliver_safely(pool, message)
                 outcomes[index] = outcome
                 committed = recorder.add(outcome)
-                if claimed[index].careful:
+                if message.careful:
                     await committed
 
         await asyncio.gather(*(sender() for _ in range(min(self._concurrency, len(claimed)))))
+
+    def _hand_over(self, pk: int) -> None:
+        commit_retrying(
+            self.app.factory,
+            lambda db: mark_handed(db, pk, self.worker, self.clock.now()),
+            f"noting message {pk} as handed to SMTP",
+        )
 
     def _settle(
         self, recorder: OutcomeRecorder, claimed: list[ClaimedMessage], outcomes: list[Outcome | None]

@@ -240,6 +240,7 @@ class Message(Base):
     # Times its lease expired while claimed (a worker died or stalled after claiming it): from the first the
     # message is sent carefully, alone on its connection; at the second it is held.
     expiries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    handed_at: Mapped[datetime | None]  # a careful message handed to SMTP under its current claim
     lease_until: Mapped[datetime | None]
     worker: Mapped[str] = mapped_column(String(100), default="")
     reply_code: Mapped[int | None]

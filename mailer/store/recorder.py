@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -129,18 +129,26 @@ class OutcomeRecorder:
                 await asyncio.sleep(pause)
 
     def _write_retrying(self, outcomes: list[Outcome]) -> None:
-        pause = 0.05
-        while True:
-            try:
-                with transaction(self._factory) as db:
-                    record_outcomes(db, self._settings, outcomes, self._clock.now(), worker=self._worker)
-                self.commits += 1
-                return
-            except Exception as exc:
-                if not store_busy(exc):
-                    raise
-                log.warning(
-                    "recording %d outcomes failed (%s); retrying in %.2f s", len(outcomes), exc, pause
-                )
-                time.sleep(pause)
-                pause = min(pause * 2, MAX_RETRY_PAUSE)
+        commit_retrying(
+            self._factory,
+            lambda db: record_outcomes(db, self._settings, outcomes, self._clock.now(), worker=self._worker),
+            f"recording {len(outcomes)} outcomes",
+        )
+        self.commits += 1
+
+
+def commit_retrying(factory: sessionmaker[DbSession], work: Callable[[DbSession], object], what: str) -> None:
+    """Run ``work`` in one transaction and commit, trying again (pauses growing from 0.05 s to
+    :data:`MAX_RETRY_PAUSE`) while the store is busy or unreachable; other errors propagate. Blocks."""
+    pause = 0.05
+    while True:
+        try:
+            with transaction(factory) as db:
+                work(db)
+            return
+        except Exception as exc:
+            if not store_busy(exc):
+                raise
+            log.warning("%s failed (%s); retrying in %.2f s", what, exc, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, MAX_RETRY_PAUSE)

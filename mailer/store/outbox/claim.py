@@ -58,14 +58,16 @@ HELD_REASON = (
 def reap_expired_leases(db: DbSession, now: datetime) -> int:
     """Take back messages stuck in ``sending`` past their lease (a dead or stalled worker's); caller commits.
 
-    Each expiry is counted on the message. At the first, the message goes back to ``queued`` due ``now``,
-    behind what is already due, and is sent carefully from then on (:attr:`ClaimedMessage.careful`). At the
-    second (:data:`MAX_EXPIRIES`) it is ``held`` for staff review instead of being sent a third time.
-    On PostgreSQL rows another process is reaping are skipped (``SKIP LOCKED``), so each expiry is counted
-    once. Returns how many messages were taken back or held.
+    An expiry counts when the message may have reached the server: always at the first (a batch is handed
+    to SMTP without a write per message), and later only if it was handed over under the expired claim
+    (``handed_at``, written before a careful message is sent). At the first counted expiry the message
+    goes back to ``queued`` due ``now``, behind what is already due, and is sent carefully from then on
+    (:attr:`ClaimedMessage.careful`); at the second (:data:`MAX_EXPIRIES`) it is ``held`` for staff review
+    instead of being sent a third time. On PostgreSQL rows another process is reaping are skipped
+    (``SKIP LOCKED``), so each expiry is counted once. Returns how many messages were taken back or held.
     """
     now = require_aware(now, "now")
-    query = select(Message.id, Message.expiries).where(
+    query = select(Message.id, Message.expiries, Message.handed_at).where(
         Message.status == MessageStatus.SENDING, Message.lease_until < now
     )
     if is_postgresql(db):
@@ -73,24 +75,41 @@ def reap_expired_leases(db: DbSession, now: datetime) -> int:
     stuck = db.execute(query).all()
     if not stuck:
         return 0
-    held = [row.id for row in stuck if row.expiries + 1 >= MAX_EXPIRIES]
-    reclaimed = [row.id for row in stuck if row.expiries + 1 < MAX_EXPIRIES]
-    common = {"lease_until": None, "worker": "", "expiries": Message.expiries + 1, "updated_at": now}
+    counted = [row for row in stuck if row.expiries == 0 or row.handed_at is not None]
+    held = [row.id for row in counted if row.expiries + 1 >= MAX_EXPIRIES]
+    reclaimed = [row.id for row in counted if row.expiries + 1 < MAX_EXPIRIES]
+    unsent = [row.id for row in stuck if row.expiries > 0 and row.handed_at is None]
+    common = {"lease_until": None, "worker": "", "handed_at": None, "updated_at": now}
     if held:
         db.execute(
             update(Message)
             .where(Message.id.in_(held))
-            .values(status=MessageStatus.HELD, reply_text=HELD_REASON, **common)
+            .values(
+                status=MessageStatus.HELD, reply_text=HELD_REASON, expiries=Message.expiries + 1, **common
+            )
         )
         log_many(db, held, EventKind.HELD, now, HELD_REASON)
-    if reclaimed:
-        db.execute(
-            update(Message)
-            .where(Message.id.in_(reclaimed))
-            .values(status=MessageStatus.QUEUED, due_at=now, **common)
-        )
-        log_many(db, reclaimed, EventKind.RECLAIMED, now, "lease expired: sent alone next time")
+    for pks, expiries, detail in (
+        (reclaimed, Message.expiries + 1, "lease expired: sent alone next time"),
+        (unsent, Message.expiries, "lease expired before it was handed to SMTP"),
+    ):
+        if pks:
+            db.execute(
+                update(Message)
+                .where(Message.id.in_(pks))
+                .values(status=MessageStatus.QUEUED, due_at=now, expiries=expiries, **common)
+            )
+            log_many(db, pks, EventKind.RECLAIMED, now, detail)
     return len(stuck)
+
+
+def mark_handed(db: DbSession, pk: int, worker: str, now: datetime) -> None:
+    """Note that ``worker`` hands careful message ``pk`` to SMTP now (before sending it); caller commits."""
+    db.execute(
+        update(Message)
+        .where(Message.id == pk, Message.status == MessageStatus.SENDING, Message.worker == worker)
+        .values(handed_at=now)
+    )
 
 
 def claim_due(
@@ -174,6 +193,7 @@ def claim_due(
             .where(among(db, Message.id, [message.pk for message in claimed], Integer))
             .values(
                 status=MessageStatus.SENDING,
+                handed_at=None,
                 lease_until=now + lease,
                 worker=worker,
                 attempts=Message.attempts + 1,
