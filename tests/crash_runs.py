@@ -103,6 +103,15 @@ def fresh_database(url: str, name: str) -> str:
     return base.set(database=name).render_as_string(hide_password=False)
 
 
+def drop_database(url: str) -> None:
+    """Drop the PostgreSQL database of ``url`` (disconnecting its sessions)."""
+    parsed = make_url(url)
+    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def _holds_a_batch(app_factory: object, worker: str) -> bool:
     with transaction(app_factory) as db:  # type: ignore[arg-type]
         return bool(

@@ -157,10 +157,13 @@ def test_kills_of_processes_holding_a_batch_resend_at_most_the_connections_in_fl
 ) -> None:
     """The bench/crash_duplicates.py scenario with fewer kills: 3 processes on PostgreSQL, each kill hitting
     one that holds claimed messages; the same bounds as the README's guarantee."""
-    from tests.crash_runs import fresh_database, kill_run
+    from tests.crash_runs import drop_database, fresh_database, kill_run
 
     url = fresh_database(postgres_url, postgres_url.rsplit("/", 1)[-1] + "_kills")
-    run = kill_run(tmp_path, url, contacts=1500, kills=5)
+    try:
+        run = kill_run(tmp_path, url, contacts=1500, kills=5)
+    finally:
+        drop_database(url)
     print(f"\n[kills] {run.summary()}")
     assert run.kills == 5
     assert run.lost == 0
