@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
@@ -33,7 +35,7 @@ from mailer.timeline.clock import Clock
 log = logging.getLogger(__name__)
 
 MAX_RETRY_PAUSE = 5.0  # seconds between attempts to record a group while the store refuses
-GROUP_INTERVAL = 0.002  # seconds: at most one commit started per interval, so groups gather under load
+GROUP_INTERVAL = 0.005  # seconds: at most one commit started per interval, so groups gather under load
 
 
 def store_busy(exc: BaseException) -> bool:
@@ -54,6 +56,10 @@ class OutcomeRecorder:
         self, factory: sessionmaker[DbSession], settings: Settings, clock: Clock, *, worker: str
     ) -> None:
         self._factory = factory
+        self._engine: Engine = factory.kw["bind"]
+        self._connection: Connection | None = None  # used by one write at a time, on a worker thread
+        self._guard = threading.Lock()  # the connection's owner: a write in progress, or closing
+        self._closed = False
         self._settings = settings
         self._clock = clock
         self._worker = worker
@@ -81,6 +87,9 @@ class OutcomeRecorder:
                     await self._task
                 except asyncio.CancelledError:
                     pass
+            with self._guard:  # a write still running on its thread (a cancelled task) closes it after
+                self._closed = True
+                self._close_connection()
 
     def add(self, outcome: Outcome) -> asyncio.Future[None]:
         """Queue ``outcome`` for the next group commit; the future is done once it is committed (or carries
@@ -100,9 +109,14 @@ class OutcomeRecorder:
             raise self._error
 
     def write_now(self, outcomes: Sequence[Outcome]) -> None:
-        """Record ``outcomes`` in this thread, now, retrying while the store is busy (a cancelled dispatch
-        keeping what it knows)."""
-        self._write_retrying(list(outcomes))
+        """Record ``outcomes`` in this thread, now, on a connection of the pool, retrying while the store is
+        busy (a cancelled dispatch keeping what it knows)."""
+        settings, clock, worker = self._settings, self._clock, self._worker
+        commit_retrying(
+            self._factory,
+            lambda db: record_outcomes(db, settings, list(outcomes), clock.now(), worker=worker),
+            f"recording {len(outcomes)} outcomes",
+        )
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -129,22 +143,41 @@ class OutcomeRecorder:
                 await asyncio.sleep(pause)
 
     def _write_retrying(self, outcomes: list[Outcome]) -> None:
-        commit_retrying(
-            self._factory,
-            lambda db: record_outcomes(db, self._settings, outcomes, self._clock.now(), worker=self._worker),
-            f"recording {len(outcomes)} outcomes",
-        )
+        retrying(lambda: self._write(outcomes), f"recording {len(outcomes)} outcomes")
         self.commits += 1
 
+    def _write(self, outcomes: list[Outcome]) -> None:
+        """One transaction on the recorder's own connection (kept between groups: no pool checkout and
+        ping per commit); a failed connection is dropped and the next attempt opens another."""
+        with self._guard:
+            if self._connection is None:
+                self._connection = self._engine.connect()
+            try:
+                with DbSession(bind=self._connection, expire_on_commit=False) as db, db.begin():
+                    record_outcomes(db, self._settings, outcomes, self._clock.now(), worker=self._worker)
+            except Exception:
+                self._close_connection()
+                raise
+            finally:
+                if self._closed:
+                    self._close_connection()
 
-def commit_retrying(factory: sessionmaker[DbSession], work: Callable[[DbSession], object], what: str) -> None:
-    """Run ``work`` in one transaction and commit, trying again (pauses growing from 0.05 s to
-    :data:`MAX_RETRY_PAUSE`) while the store is busy or unreachable; other errors propagate. Blocks."""
+    def _close_connection(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            try:
+                connection.close()
+            except SQLAlchemyError as exc:
+                log.debug("closing the recorder's connection: %s", exc)
+
+
+def retrying(attempt: Callable[[], object], what: str) -> None:
+    """Call ``attempt`` until it returns, pausing (0.05 s growing to :data:`MAX_RETRY_PAUSE`) after each
+    failure that says the store is busy or unreachable; other errors propagate. Blocks."""
     pause = 0.05
     while True:
         try:
-            with transaction(factory) as db:
-                work(db)
+            attempt()
             return
         except Exception as exc:
             if not store_busy(exc):
@@ -152,3 +185,13 @@ def commit_retrying(factory: sessionmaker[DbSession], work: Callable[[DbSession]
             log.warning("%s failed (%s); retrying in %.2f s", what, exc, pause)
             time.sleep(pause)
             pause = min(pause * 2, MAX_RETRY_PAUSE)
+
+
+def commit_retrying(factory: sessionmaker[DbSession], work: Callable[[DbSession], object], what: str) -> None:
+    """Run ``work`` in one transaction from ``factory`` and commit, with :func:`retrying`. Blocks."""
+
+    def attempt() -> None:
+        with transaction(factory) as db:
+            work(db)
+
+    retrying(attempt, what)
