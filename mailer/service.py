@@ -142,7 +142,9 @@ class Service:
         """
         report = DispatchReport()
         keeper = LeaseKeeper(self.app.factory, self.clock, worker=self.worker, lease=self.settings.lease)
-        recorder = OutcomeRecorder(self.app.factory, self.settings, self.clock, worker=self.worker)
+        recorder = OutcomeRecorder(
+            self.app.factory, self.settings, self.clock, worker=self.worker, group_size=self._concurrency
+        )
         with keeper:
             async with recorder:
                 while stop is None or not stop.is_set():
@@ -211,7 +213,7 @@ class Service:
                     await asyncio.to_thread(self._hand_over, message.pk)
                 outcome = await self._deliver_safely(pool, message)
                 outcomes[index] = outcome
-                committed = recorder.add(outcome)
+                committed = recorder.add(outcome, urgent=message.careful)
                 if message.careful:
                     await committed
 

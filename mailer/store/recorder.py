@@ -1,10 +1,12 @@
 """Delivery outcomes made durable as soon as they arrive: a group commit from a thread with its own connection.
 
 The senders hand each outcome to :meth:`OutcomeRecorder.add` the moment the server's reply is classified. One
-task takes everything that has arrived, commits it in one transaction (on a worker thread, so the event loop
-keeps sending meanwhile), and starts again with what arrived during that commit: the groups grow with the
-load and a commit is never more than one group behind. A SIGKILL therefore loses the record of the messages
-whose reply arrived since the last commit began, not of a whole batch.
+task commits them in groups, in one transaction each, on a worker thread (so the event loop keeps sending
+meanwhile): a group is committed once it holds ``group_size`` outcomes (the service passes its number of
+connections), once its first outcome has waited ``max_wait`` (20 ms), or at once when someone waits for it
+(a careful message, the end of a batch). A SIGKILL therefore loses the record of at most the group being
+filled and the one being committed, never of a whole batch; the cost is one commit per group, not per
+message.
 
 A commit that fails because the store is busy or unreachable (SQLAlchemy ``OperationalError``, e.g. SQLite's
 "database is locked", a PostgreSQL lock timeout or a dropped connection) is retried with a growing pause (up
@@ -35,7 +37,7 @@ from mailer.timeline.clock import Clock
 log = logging.getLogger(__name__)
 
 MAX_RETRY_PAUSE = 5.0  # seconds between attempts to record a group while the store refuses
-GROUP_INTERVAL = 0.005  # seconds: at most one commit started per interval, so groups gather under load
+MAX_WAIT = 0.02  # seconds an outcome may wait for its group to fill before it is committed anyway
 
 
 def store_busy(exc: BaseException) -> bool:
@@ -53,7 +55,14 @@ class OutcomeRecorder:
     """
 
     def __init__(
-        self, factory: sessionmaker[DbSession], settings: Settings, clock: Clock, *, worker: str
+        self,
+        factory: sessionmaker[DbSession],
+        settings: Settings,
+        clock: Clock,
+        *,
+        worker: str,
+        group_size: int = 8,
+        max_wait: float = MAX_WAIT,
     ) -> None:
         self._factory = factory
         self._engine: Engine = factory.kw["bind"]
@@ -63,6 +72,9 @@ class OutcomeRecorder:
         self._settings = settings
         self._clock = clock
         self._worker = worker
+        self._group_size = group_size
+        self._max_wait = max_wait  # seconds
+        self._urgent = False
         self._pending: list[tuple[Outcome, asyncio.Future[None]]] = []
         self._arrived = asyncio.Event()
         self._unsettled: set[asyncio.Future[None]] = set()
@@ -91,11 +103,13 @@ class OutcomeRecorder:
                 self._closed = True
                 self._close_connection()
 
-    def add(self, outcome: Outcome) -> asyncio.Future[None]:
-        """Queue ``outcome`` for the next group commit; the future is done once it is committed (or carries
-        the error that made the commit impossible other than a busy store)."""
+    def add(self, outcome: Outcome, *, urgent: bool = False) -> asyncio.Future[None]:
+        """Queue ``outcome`` for the next group commit (at once when ``urgent``: someone waits for it); the
+        future is done once it is committed (or carries the error, other than a busy store, that made the
+        commit impossible)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((outcome, done))
+        self._urgent = self._urgent or urgent
         self._unsettled.add(done)
         done.add_done_callback(self._unsettled.discard)
         self._arrived.set()
@@ -103,6 +117,8 @@ class OutcomeRecorder:
 
     async def flush(self) -> None:
         """Return once every outcome added so far is committed; raises what a commit raised."""
+        self._urgent = True
+        self._arrived.set()
         if self._unsettled:
             await asyncio.gather(*self._unsettled, return_exceptions=True)
         if self._error is not None:
@@ -122,11 +138,18 @@ class OutcomeRecorder:
         loop = asyncio.get_running_loop()
         while True:
             await self._arrived.wait()
+            due = loop.time() + self._max_wait
+            while len(self._pending) < self._group_size and not self._urgent:
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), due - loop.time())
+                except TimeoutError:
+                    break
             self._arrived.clear()
+            self._urgent = False
             group, self._pending = self._pending, []
             if not group:
                 continue
-            started = loop.time()
             try:
                 await asyncio.to_thread(self._write_retrying, [outcome for outcome, _ in group])
             except Exception as exc:
@@ -138,9 +161,6 @@ class OutcomeRecorder:
             for _, done in group:
                 if not done.done():
                     done.set_result(None)
-            pause = GROUP_INTERVAL - (loop.time() - started)
-            if pause > 0:
-                await asyncio.sleep(pause)
 
     def _write_retrying(self, outcomes: list[Outcome]) -> None:
         retrying(lambda: self._write(outcomes), f"recording {len(outcomes)} outcomes")
