@@ -143,7 +143,11 @@ class Service:
         report = DispatchReport()
         keeper = LeaseKeeper(self.app.factory, self.clock, worker=self.worker, lease=self.settings.lease)
         recorder = OutcomeRecorder(
-            self.app.factory, self.settings, self.clock, worker=self.worker, group_size=self._concurrency
+            self.app.factory,
+            self.settings,
+            self.clock,
+            worker=self.worker,
+            group_size=max(self._concurrency // 2, 1),
         )
         with keeper:
             async with recorder:
