@@ -161,9 +161,8 @@ class Service:
                     try:
                         await self._send_batch(pool, claimed, outcomes, stop, recorder)
                         await recorder.flush()
-                    except (
-                        asyncio.CancelledError
-                    ):  # Ctrl-C or shutdown: keep what is known, give the rest back
+                    except asyncio.CancelledError:
+                        # Ctrl-C or shutdown: keep what is known, give the rest back
                         self._settle(recorder, claimed, outcomes)
                         raise
                     unsent = [
