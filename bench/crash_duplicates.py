@@ -6,7 +6,9 @@
 Real ``schedule.py`` processes send one invitation wave to a counting aiosmtpd server on 127.0.0.1; each
 kill hits a process at a moment it holds claimed messages, and a new process takes its place (the scenario of
 ``tests/crash_runs.py``). Prints the duplicates (copies beyond the first), their mean per kill, the most
-copies one recipient received, the contacts who received nothing, and the final statuses. Not a test.
+copies one recipient received, the contacts who received nothing without their message being held for staff
+review (lost), the held messages (and how many of them never reached the server), and the final statuses.
+Not a test.
 """
 
 from __future__ import annotations

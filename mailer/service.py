@@ -30,6 +30,7 @@ from mailer.delivery.verp import return_path_for
 from mailer.errors import PermanentDeliveryError, RenderError
 from mailer.metrics import SEND_SECONDS, SMTP_REPLIES, reply_class
 from mailer.store.engine import transaction
+from mailer.store.handover import HandOver
 from mailer.store.leases import LeaseKeeper
 from mailer.store.models import MessageStatus, SessionRow
 from mailer.store.outbox import (
@@ -37,13 +38,12 @@ from mailer.store.outbox import (
     Outcome,
     QueueResult,
     claim_due,
-    mark_handed,
     queue_wave,
     reap_expired_leases,
     release_claims,
     sync_sessions,
 )
-from mailer.store.recorder import OutcomeRecorder, commit_retrying
+from mailer.store.recorder import OutcomeRecorder
 from mailer.timeline.clock import Clock
 from mailer.timeline.plan import due_steps, resolve_step
 
@@ -206,28 +206,26 @@ class Service:
         until none is left or ``stop`` is set; ``outcomes[i]`` is filled in and handed to ``recorder`` as
         message ``i`` finishes. A careful message's sender waits for its commit before taking the next."""
         queue = iter(range(len(claimed)))
+        handover = HandOver(
+            self.app.factory, self.clock, worker=self.worker, claimed=claimed, window=4 * self._concurrency
+        )
 
         async def sender() -> None:
             for index in queue:  # shared: each index is taken by one sender
                 if stop is not None and stop.is_set():
                     return
                 message = claimed[index]
-                if message.careful:  # noted before it goes, so a second expiry is counted only if it went
-                    await asyncio.to_thread(self._hand_over, message.pk)
+                await handover.before(index)  # marked before it goes: an expiry counts only if it went
                 outcome = await self._deliver_safely(pool, message)
                 outcomes[index] = outcome
                 committed = recorder.add(outcome, urgent=message.careful)
                 if message.careful:
                     await committed
 
-        await asyncio.gather(*(sender() for _ in range(min(self._concurrency, len(claimed)))))
-
-    def _hand_over(self, pk: int) -> None:
-        commit_retrying(
-            self.app.factory,
-            lambda db: mark_handed(db, pk, self.worker, self.clock.now()),
-            f"noting message {pk} as handed to SMTP",
-        )
+        try:
+            await asyncio.gather(*(sender() for _ in range(min(self._concurrency, len(claimed)))))
+        finally:
+            await handover.close()
 
     def _settle(
         self, recorder: OutcomeRecorder, claimed: list[ClaimedMessage], outcomes: list[Outcome | None]

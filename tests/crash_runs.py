@@ -62,6 +62,7 @@ class KillRun:
     connections: int  # per process
     received: Counter[str] = field(default_factory=Counter)
     statuses: dict[str, int] = field(default_factory=dict)
+    held: set[str] = field(default_factory=set)  # recipients whose message is held for staff review
     seconds: float = 0.0
 
     @property
@@ -71,8 +72,13 @@ class KillRun:
 
     @property
     def lost(self) -> int:
-        """Contacts who received nothing."""
-        return self.contacts - len(self.received)
+        """Contacts who received nothing and whose message is not held for staff review either."""
+        return self.contacts - len(set(self.received) | self.held)
+
+    @property
+    def held_unreceived(self) -> int:
+        """Held messages that never reached the server (staff resend them)."""
+        return len(self.held - set(self.received))
 
     @property
     def most(self) -> int:
@@ -88,6 +94,7 @@ class KillRun:
             f"{self.kills} SIGKILLs of processes holding a batch, {self.contacts} contacts, "
             f"{self.connections} connections per process: {self.duplicates} duplicates "
             f"({self.per_kill:.2f} per kill), at most {self.most} copies of one message, {self.lost} lost, "
+            f"{len(self.held)} held for review ({self.held_unreceived} of them never received), "
             f"statuses {self.statuses}, {self.seconds:.0f} s"
         )
 
@@ -166,6 +173,7 @@ def kill_run(
             str(status): count
             for status, count in db.execute(select(Message.status, func.count()).group_by(Message.status))
         }
+        run.held = set(db.scalars(select(Message.recipient).where(Message.status == MessageStatus.HELD)))
     app.close()
     run.seconds = time.monotonic() - started
     return run

@@ -87,13 +87,14 @@ def test_a_reclaimed_message_goes_behind_the_queue_and_is_held_after_two_expirie
     _queue(app, 3)
     with transaction(app.factory) as db:
         (first,), _ = claim_due(db, app.settings, INVITATION_AT, worker="crashed", limit=1, lease=LEASE)
+        mark_handed(db, [first.pk], "crashed", INVITATION_AT)  # it went to SMTP: this expiry counts
     assert first.careful is False
     later = INVITATION_AT + timedelta(minutes=6)
     with transaction(app.factory) as db:
         assert reap_expired_leases(db, later) == 1
     with transaction(app.factory) as db:
         claimed, _ = claim_due(db, app.settings, later, worker="crashed-too", limit=3, lease=LEASE)
-        mark_handed(db, first.pk, "crashed-too", later)
+        mark_handed(db, [message.pk for message in claimed], "crashed-too", later)
     assert [message.pk for message in claimed][-1] == first.pk, "the reclaimed message is last in line"
     assert [message.careful for message in claimed] == [False, False, True]
     later += timedelta(minutes=6)
@@ -130,7 +131,8 @@ def test_a_careful_message_is_committed_before_its_connection_sends_the_next(
     app = dataclasses.replace(app, settings=with_smtp(app.settings, smtp_server, connections=1))
     _queue(app, 4)
     with transaction(app.factory) as db:
-        claim_due(db, app.settings, INVITATION_AT, worker="crashed", limit=4, lease=LEASE)
+        claimed, _ = claim_due(db, app.settings, INVITATION_AT, worker="crashed", limit=4, lease=LEASE)
+        mark_handed(db, [message.pk for message in claimed], "crashed", INVITATION_AT)
     later = INVITATION_AT + timedelta(minutes=6)
     with transaction(app.factory) as db:
         assert reap_expired_leases(db, later) == 4
@@ -149,6 +151,24 @@ def test_a_careful_message_is_committed_before_its_connection_sends_the_next(
     asyncio.run(run())
     assert sent_before_each == [0, 1, 2, 3]
     assert _statuses(app) == {"sent": 4}
+
+
+def test_a_message_never_handed_to_smtp_goes_back_uncounted_in_its_place(app: App) -> None:
+    _queue(app, 3)
+    with transaction(app.factory) as db:
+        claimed, _ = claim_due(db, app.settings, INVITATION_AT, worker="crashed", limit=3, lease=LEASE)
+        mark_handed(db, [claimed[0].pk], "crashed", INVITATION_AT)  # only the first went
+        due_before = dict(db.execute(select(Message.id, Message.due_at)).all())
+    later = INVITATION_AT + timedelta(minutes=6)
+    with transaction(app.factory) as db:
+        assert reap_expired_leases(db, later) == 3
+        rows = {
+            row.id: (row.expiries, row.attempts, row.due_at)
+            for row in db.execute(select(Message.id, Message.expiries, Message.attempts, Message.due_at))
+        }
+    first, second, third = (message.pk for message in claimed)
+    assert rows[first] == (1, 1, later)
+    assert rows[second] == (0, 0, due_before[second]) and rows[third] == (0, 0, due_before[third])
 
 
 def test_a_cpu_starved_worker_keeps_its_claims(app: App, smtp_server: RunningServer) -> None:

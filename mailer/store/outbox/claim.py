@@ -58,11 +58,11 @@ HELD_REASON = (
 def reap_expired_leases(db: DbSession, now: datetime) -> int:
     """Take back messages stuck in ``sending`` past their lease (a dead or stalled worker's); caller commits.
 
-    An expiry counts when the message may have reached the server: always at the first (a batch is handed
-    to SMTP without a write per message), and later only if it was handed over under the expired claim
-    (``handed_at``, written before a careful message is sent). At the first counted expiry the message
-    goes back to ``queued`` due ``now``, behind what is already due, and is sent carefully from then on
-    (:attr:`ClaimedMessage.careful`); at the second (:data:`MAX_EXPIRIES`) it is ``held`` for staff review
+    A message never handed to SMTP under the expired claim (no ``handed_at``: the sender marks messages a
+    window ahead of sending them) goes back to ``queued`` as it was: it cannot have been delivered. One that
+    was handed over may have reached the server: the expiry is counted. At the first counted expiry the
+    message goes back to ``queued`` due ``now``, behind what is already due, and is sent carefully from then
+    on (:attr:`ClaimedMessage.careful`); at the second (:data:`MAX_EXPIRIES`) it is ``held`` for staff review
     instead of being sent a third time. On PostgreSQL rows another process is reaping are skipped
     (``SKIP LOCKED``), so each expiry is counted once. Returns how many messages were taken back or held.
     """
@@ -75,10 +75,10 @@ def reap_expired_leases(db: DbSession, now: datetime) -> int:
     stuck = db.execute(query).all()
     if not stuck:
         return 0
-    counted = [row for row in stuck if row.expiries == 0 or row.handed_at is not None]
+    counted = [row for row in stuck if row.handed_at is not None]
     held = [row.id for row in counted if row.expiries + 1 >= MAX_EXPIRIES]
     reclaimed = [row.id for row in counted if row.expiries + 1 < MAX_EXPIRIES]
-    unsent = [row.id for row in stuck if row.expiries > 0 and row.handed_at is None]
+    unsent = [row.id for row in stuck if row.handed_at is None]
     common = {"lease_until": None, "worker": "", "handed_at": None, "updated_at": now}
     if held:
         db.execute(
@@ -89,26 +89,37 @@ def reap_expired_leases(db: DbSession, now: datetime) -> int:
             )
         )
         log_many(db, held, EventKind.HELD, now, HELD_REASON)
-    for pks, expiries, detail in (
-        (reclaimed, Message.expiries + 1, "lease expired: sent alone next time"),
-        (unsent, Message.expiries, "lease expired before it was handed to SMTP"),
-    ):
-        if pks:
-            db.execute(
-                update(Message)
-                .where(Message.id.in_(pks))
-                .values(status=MessageStatus.QUEUED, due_at=now, expiries=expiries, **common)
-            )
-            log_many(db, pks, EventKind.RECLAIMED, now, detail)
+    if reclaimed:
+        db.execute(
+            update(Message)
+            .where(Message.id.in_(reclaimed))
+            .values(status=MessageStatus.QUEUED, due_at=now, expiries=Message.expiries + 1, **common)
+        )
+        log_many(db, reclaimed, EventKind.RECLAIMED, now, "lease expired: sent alone next time")
+    if unsent:
+        db.execute(
+            update(Message)
+            .where(Message.id.in_(unsent))
+            .values(status=MessageStatus.QUEUED, attempts=Message.attempts - 1, **common)
+        )
+        log_many(db, unsent, EventKind.RECLAIMED, now, "lease expired before it was handed to SMTP")
     return len(stuck)
 
 
-def mark_handed(db: DbSession, pk: int, worker: str, now: datetime) -> None:
-    """Note that ``worker`` hands careful message ``pk`` to SMTP now (before sending it); caller commits."""
+def mark_handed(db: DbSession, pks: Sequence[int], worker: str, now: datetime) -> None:
+    """Note that ``worker`` hands messages ``pks`` to SMTP from now on (written before they are sent, so an
+    expired lease tells whether they may have reached the server); caller commits."""
+    if not pks:
+        return
     db.execute(
         update(Message)
-        .where(Message.id == pk, Message.status == MessageStatus.SENDING, Message.worker == worker)
+        .where(
+            among(db, Message.id, pks, Integer),
+            Message.status == MessageStatus.SENDING,
+            Message.worker == worker,
+        )
         .values(handed_at=now)
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -241,6 +252,7 @@ def release_claims(db: DbSession, pks: Sequence[int], now: datetime) -> None:
         .values(
             status=MessageStatus.QUEUED,
             lease_until=None,
+            handed_at=None,
             worker="",
             attempts=Message.attempts - 1,
             updated_at=now,
