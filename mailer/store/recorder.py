@@ -3,7 +3,7 @@
 The senders hand each outcome to :meth:`OutcomeRecorder.add` the moment the server's reply is classified. One
 task commits them in groups, in one transaction each, on a worker thread (so the event loop keeps sending
 meanwhile): a group is committed once it holds ``group_size`` outcomes (the service passes half its number of
-connections), once its first outcome has waited ``max_wait`` (10 ms), or at once when someone waits for it
+connections), once its first outcome has waited ``max_wait`` (25 ms), or at once when someone waits for it
 (a careful message, the end of a batch). A SIGKILL therefore loses the record of at most the group being
 filled and the one being committed, never of a whole batch; the cost is one commit per group, not per
 message.
@@ -37,7 +37,7 @@ from mailer.timeline.clock import Clock
 log = logging.getLogger(__name__)
 
 MAX_RETRY_PAUSE = 5.0  # seconds between attempts to record a group while the store refuses
-MAX_WAIT = 0.01  # seconds an outcome may wait for its group to fill before it is committed anyway
+MAX_WAIT = 0.025  # seconds an outcome may wait for its group to fill before it is committed anyway
 
 
 def store_busy(exc: BaseException) -> bool:
