@@ -38,14 +38,15 @@ from mailer.store.outbox import (
     Outcome,
     QueueResult,
     claim_due,
+    next_due_at,
     queue_wave,
     reap_expired_leases,
     release_claims,
     sync_sessions,
 )
 from mailer.store.recorder import OutcomeRecorder
-from mailer.timeline.clock import Clock
-from mailer.timeline.plan import due_steps, resolve_step
+from mailer.timeline.clock import Clock, require_aware
+from mailer.timeline.plan import due_steps, next_moment, resolve_step
 
 log = logging.getLogger(__name__)
 

@@ -48,4 +48,4 @@ def test_five_processes_start_together_on_an_empty_postgresql_database(
     drop_database(url)
     assert sessions == 4
     assert ("africa-2021", "invitation") in waves and len(waves) == len(set(waves)), waves
-    assert version == "0006_lease_expiries"
+    assert version == "0008_lease_expiries"

@@ -82,8 +82,7 @@ def import_contacts(
     rejects_path: Path | None = None,
     progress: ProgressCallback | None = None,
 ) -> ImportReport:
-    """Import one export into ``region``'s contact list, one transaction per chunk of ``_CHUNK`` rows (so
-    the service and the web pages wait at most one chunk for the store); idempotent.
+    """Import one export into ``region``'s contact list, one transaction per chunk of rows; idempotent.
 
     Each accepted row becomes a contact (or updates the existing one with the same case-folded address:
     non-blank cells overwrite, blanks never erase, defaults never overwrite) and a member of the region's list
@@ -94,9 +93,8 @@ def import_contacts(
     ``reason``.
 
     ``now`` (aware) stamps created/updated/added times. ``progress`` gets (lines read, total lines) per chunk.
-    Raises :class:`NotFoundError` for an unknown region, :class:`ImportFileError` for an unreadable file,
-    :class:`mailer.errors.NaiveDatetimeError` for a naive ``now``. When it raises midway, the chunks before
-    stay stored; importing the file again completes it.
+    Raises :class:`NotFoundError` for an unknown region, :class:`mailer.errors.ImportFileError` for an unreadable file,
+    :class:`mailer.errors.NaiveDatetimeError` for a naive ``now``; when it raises midway, the chunks before stay stored.
     """
     now = require_aware(now, "import time")
     try:
@@ -105,44 +103,15 @@ def import_contacts(
         raise NotFoundError(exc.args[0]) from None
     defaults = Defaults.of(settings, region_settings)
     table = read_table(Path(path), CONTACT_COLUMNS)
-    rows = 0
-    rejected: list[Rejected] = []
-    rejected_cells: list[tuple[Sequence[str], int, str]] = []
-    duplicates: list[Duplicate] = []
-    replaced: list[Replaced] = []
-    first_line: dict[str, int] = {}
-    counts = _Counts()
-    with transaction(factory) as db:
-        list_id = ensure_list(db, settings, region)
-    chunk: list[_Row] = []
-    for record in table.records:
-        rows += 1
-        parsed = _parse_row(table, record, defaults)
-        if isinstance(parsed, Rejected):
-            rejected.append(parsed)
-            rejected_cells.append((record.cells, parsed.line, parsed.reason))
-            continue
-        kept = first_line.setdefault(parsed.address.key, parsed.line)
-        if kept != parsed.line:
-            duplicates.append(Duplicate(parsed.line, parsed.address.email, kept))
-            continue
-        replaced.extend(parsed.replaced)
-        chunk.append(parsed)
-        if len(chunk) >= _CHUNK:
-            with transaction(factory) as db:  # one short transaction per chunk: other writers wait little
-                _store_chunk(db, chunk, list_id, table.path.name, now, counts)
-            chunk = []
-            if progress:
-                progress(table.lines_read(), table.total_lines)
-    if chunk:
-        with transaction(factory) as db:
-            _store_chunk(db, chunk, list_id, table.path.name, now, counts)
-    if progress:
-        progress(table.total_lines, table.total_lines)
-    written = None
-    if rejected_cells:
-        written = rejects_path or default_rejects_path(settings, table.path)
-        write_rejects(written, table.header, rejected_cells)
+    writer = ContactWriter(settings, region, table.path.name, now)
+    outcome = import_rows(
+        factory,
+        table,
+        lambda record: parse_contact_row(table, record, defaults),
+        writer,
+        rejects_path=rejects_path or default_rejects_path(settings, table.path),
+        progress=progress,
+    )
     return ImportReport(
         path=table.path,
         region=region,

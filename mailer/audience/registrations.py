@@ -280,9 +280,8 @@ def import_registrations(
     rejects_path: Path | None = None,
     progress: ProgressCallback | None = None,
 ) -> RegistrationReport:
-    """Import a platform's registration report for ``session_id``, one transaction per chunk of ``_CHUNK``
-    rows (other writers wait at most one chunk); importing it again changes nothing, and completes an import
-    that stopped midway. The first row of an address wins; later rows are reported as duplicates.
+    """Import a platform's registration report for ``session_id``, one transaction per chunk of rows; importing it again
+    changes nothing. The first row of an address wins; later rows are reported as duplicates.
 
     ``now`` (aware) stamps new contacts. Rejected rows go to ``rejects_path`` (default
     ``var/rejects/<file stem>-rejects.csv`` under the project root). ``progress`` gets (lines read, total lines).
@@ -307,42 +306,15 @@ def import_registrations(
         zone = resolve_zone(zone_name)
     except UnknownZoneError:  # pragma: no cover - report_zone only returns resolvable names
         zone_name, zone = session.zone_name, session.zone
-    rows = 0
-    outcomes = {status: 0 for status in RegistrationStatus}
-    rejected: list[Rejected] = []
-    rejected_cells: list[tuple[Sequence[str], int, str]] = []
-    duplicates: list[Duplicate] = []
-    first_line: dict[str, int] = {}
-    counts = _Counts()
-    chunk: list[_Registrant] = []
-    for record in table.records:
-        rows += 1
-        parsed = _parse(table, record, zone)
-        if isinstance(parsed, Rejected):
-            rejected.append(parsed)
-            rejected_cells.append((record.cells, parsed.line, parsed.reason))
-            continue
-        kept = first_line.setdefault(parsed.address.key, parsed.line)
-        if kept != parsed.line:
-            duplicates.append(Duplicate(parsed.line, parsed.address.email, kept))
-            continue
-        outcomes[parsed.status] += 1
-        chunk.append(parsed)
-        if len(chunk) >= _CHUNK:
-            with transaction(factory) as db:  # one short transaction per chunk: other writers wait little
-                _store_chunk(db, chunk, settings, region, session.id, table.path.name, now, counts)
-            chunk = []
-            if progress:
-                progress(table.lines_read(), table.total_lines)
-    if chunk:
-        with transaction(factory) as db:
-            _store_chunk(db, chunk, settings, region, session.id, table.path.name, now, counts)
-    if progress:
-        progress(table.total_lines, table.total_lines)
-    written = None
-    if rejected_cells:
-        written = rejects_path or default_rejects_path(settings, table.path)
-        write_rejects(written, table.header, rejected_cells)
+    writer = _RegistrationWriter(Defaults.of(settings, region), session.id, now)
+    outcome = import_rows(
+        factory,
+        table,
+        lambda record: _parse(table, record, zone),
+        writer,
+        rejects_path=rejects_path or default_rejects_path(settings, table.path),
+        progress=progress,
+    )
     return RegistrationReport(
         path=table.path,
         session_id=session.id,

@@ -1,8 +1,10 @@
 """The Starlette application: routes, middleware and the shared :class:`WebContext`.
 
 Middleware, outermost first: security headers (CSP, no framing, no referrer, no caching), a busy store
-answered 503 with ``Retry-After`` (:class:`StoreBusy`), the signed session cookie, then
-:class:`mailer.web.auth.GuardMiddleware` (sign-in, roles, CSRF). Route handlers that touch the database are plain functions (Starlette runs them in its thread pool) or hand their work to
+answered 503 with ``Retry-After`` (:class:`StoreBusy`), request limits
+(:mod:`mailer.web.inputs`), forwarded headers from trusted proxies (:mod:`mailer.web.proxy`), the signed
+session cookie, then :class:`mailer.web.auth.GuardMiddleware` (server-side session, roles, CSRF). Route handlers that touch the
+database are plain functions (Starlette runs them in its thread pool) or hand their work to
 ``run_in_threadpool``, so the event loop shared with the scheduler never waits on the store.
 """
 
@@ -168,6 +170,9 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+MACHINE_PREFIXES = ("/api/", "/hooks/")  # answered in JSON
+
+
 RETRY_AFTER = 5  # seconds a client is asked to wait when the store is busy
 
 
@@ -272,6 +277,8 @@ def create_app(
     middleware = [
         Middleware(SecurityHeaders),
         Middleware(StoreBusy),
+        Middleware(RequestLimits),
+        Middleware(ForwardedHeaders, trusted=networks(trusted_proxies(settings))),
         Middleware(
             SessionMiddleware,
             secret_key=derived_key(settings, "sessions").hex(),

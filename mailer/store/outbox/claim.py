@@ -43,6 +43,7 @@ class ClaimedMessage:
     needs_smtputf8: bool
     attempts: int
     deadline_at: datetime
+    wave_id: int = 0
     careful: bool = False  # its lease expired before: send it alone, outcome committed before the next
 
 
@@ -192,6 +193,7 @@ def claim_due(
                 needs_smtputf8=row.needs_smtputf8,
                 attempts=row.attempts + 1,
                 deadline_at=row.deadline_at,
+                wave_id=row.wave_id,
                 careful=row.expiries > 0,
             )
         )

@@ -1,7 +1,7 @@
 """count lease expiries per message, so a message reclaimed twice is held for staff review
 
-Revision ID: 0006_lease_expiries
-Revises: 0005_bounce_reports
+Revision ID: 0008_lease_expiries
+Revises: 0007_webhooks_api_tokens
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_lease_expiries"
-down_revision = "0005_bounce_reports"
+revision = "0008_lease_expiries"
+down_revision = "0007_webhooks_api_tokens"
 branch_labels = None
 depends_on = None
 
