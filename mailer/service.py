@@ -30,6 +30,8 @@ from mailer.delivery.verp import return_path_for
 from mailer.errors import PermanentDeliveryError, RenderError
 from mailer.metrics import SEND_SECONDS, SMTP_REPLIES, reply_class
 from mailer.store.engine import transaction
+from mailer.store.handover import HandOver
+from mailer.store.leases import LeaseKeeper
 from mailer.store.models import MessageStatus, SessionRow
 from mailer.store.outbox import (
     ClaimedMessage,
@@ -39,11 +41,10 @@ from mailer.store.outbox import (
     next_due_at,
     queue_wave,
     reap_expired_leases,
-    record_outcomes,
     release_claims,
-    renew_leases,
     sync_sessions,
 )
+from mailer.store.recorder import OutcomeRecorder
 from mailer.timeline.clock import Clock, require_aware
 from mailer.timeline.plan import due_steps, next_moment, resolve_step
 
@@ -130,48 +131,69 @@ class Service:
     async def dispatch(self, pool: Transport, *, stop: asyncio.Event | None = None) -> DispatchReport:
         """Send due messages batch by batch until none is due (or ``stop`` is set between batches).
 
-        Once ``stop`` is set, messages of the batch not yet handed to SMTP are given back (``queued``);
-        those in flight finish and are recorded. If the dispatch is cancelled (Ctrl-C), finished messages
-        are recorded and the others given back: one of those may have reached the server already and is
-        then sent again, with the same Message-ID. While a batch is sending, its leases are renewed every
-        third of ``delivery.lease``, so a slow server never lets another process take messages over.
+        Each outcome is committed as soon as its reply arrives, in groups (:class:`OutcomeRecorder`), so a
+        crash loses the record of the last group only, never of a batch. A message whose lease expired
+        before (``careful``) is sent alone: its outcome is committed before its sender takes the next
+        message. While dispatching, a thread renews this worker's leases every third of ``delivery.lease``
+        (:class:`LeaseKeeper`), so neither a slow server nor a starved event loop lets another process take
+        messages over. Once ``stop`` is set, messages of the batch not yet handed to SMTP are given back
+        (``queued``); those in flight finish and are recorded. If the dispatch is cancelled (Ctrl-C),
+        finished messages are recorded and the others given back: one of those may have reached the server
+        already and is then sent again, with the same Message-ID.
         """
         report = DispatchReport()
-        while stop is None or not stop.is_set():
-            now = self.clock.now()
-            with transaction(self.app.factory) as db:
-                reap_expired_leases(db, now)
-                claimed, finished = claim_due(
-                    db,
-                    self.settings,
-                    now,
-                    worker=self.worker,
-                    limit=self.batch_size,
-                    lease=self.settings.lease,
-                )
-            for session_id, step, status in finished:
-                report.add(session_id, step, status)
-            if not claimed and not finished:
-                break
-            if claimed:  # once per batch: the sessions' SEQUENCE (calendars) and previous start (notices)
-                with transaction(self.app.factory) as db:
-                    rows = db.execute(
-                        select(SessionRow.id, SessionRow.previous_starts_at, SessionRow.sequence)
-                    ).all()
-                self._previous_starts = {row.id: row.previous_starts_at for row in rows}
-                self._sequences = {row.id: row.sequence for row in rows}
-            renewing = asyncio.create_task(self._renew_leases([message.pk for message in claimed]))
-            outcomes: list[Outcome | None] = [None] * len(claimed)
-            try:
-                await self._send_batch(pool, claimed, outcomes, stop)
-            except asyncio.CancelledError:  # Ctrl-C or shutdown: keep what is known, give the rest back
-                self._settle(claimed, outcomes)
-                raise
-            finally:
-                renewing.cancel()
-            for message, outcome in self._settle(claimed, outcomes):
-                report.add(message.session_id, message.step, outcome.status.value)
+        keeper = LeaseKeeper(self.app.factory, self.clock, worker=self.worker, lease=self.settings.lease)
+        recorder = OutcomeRecorder(
+            self.app.factory,
+            self.settings,
+            self.clock,
+            worker=self.worker,
+            group_size=max(self._concurrency // 2, 1),
+        )
+        with keeper:
+            async with recorder:
+                while stop is None or not stop.is_set():
+                    claimed, finished = self._claim()
+                    for session_id, step, status in finished:
+                        report.add(session_id, step, status)
+                    if not claimed and not finished:
+                        break
+                    outcomes: list[Outcome | None] = [None] * len(claimed)
+                    try:
+                        await self._send_batch(pool, claimed, outcomes, stop, recorder)
+                        await recorder.flush()
+                    except asyncio.CancelledError:
+                        # Ctrl-C or shutdown: keep what is known, give the rest back
+                        self._settle(recorder, claimed, outcomes)
+                        raise
+                    unsent = [
+                        message.pk for message, outcome in zip(claimed, outcomes, strict=True) if not outcome
+                    ]
+                    if unsent:
+                        with transaction(self.app.factory) as db:
+                            release_claims(db, unsent, self.clock.now())
+                    for message, outcome in zip(claimed, outcomes, strict=True):
+                        if outcome is not None:
+                            report.add(message.session_id, message.step, outcome.status.value)
         return report
+
+    def _claim(self) -> tuple[list[ClaimedMessage], list[tuple[str, str, str]]]:
+        """Reap expired leases and claim the next batch; load the sessions' SEQUENCE (calendars) and
+        previous start (notices) once per batch."""
+        now = self.clock.now()
+        with transaction(self.app.factory) as db:
+            reap_expired_leases(db, now)
+            claimed, finished = claim_due(
+                db, self.settings, now, worker=self.worker, limit=self.batch_size, lease=self.settings.lease
+            )
+        if claimed:
+            with transaction(self.app.factory) as db:
+                rows = db.execute(
+                    select(SessionRow.id, SessionRow.previous_starts_at, SessionRow.sequence)
+                ).all()
+            self._previous_starts = {row.id: row.previous_starts_at for row in rows}
+            self._sequences = {row.id: row.sequence for row in rows}
+        return claimed, finished
 
     async def _send_batch(
         self,
@@ -179,43 +201,42 @@ class Service:
         claimed: list[ClaimedMessage],
         outcomes: list[Outcome | None],
         stop: asyncio.Event | None,
+        recorder: OutcomeRecorder,
     ) -> None:
         """Deliver ``claimed`` with as many senders as there are connections, each taking the next message
-        until none is left or ``stop`` is set; ``outcomes[i]`` is filled in as message ``i`` finishes."""
+        until none is left or ``stop`` is set; ``outcomes[i]`` is filled in and handed to ``recorder`` as
+        message ``i`` finishes. A careful message's sender waits for its commit before taking the next."""
         queue = iter(range(len(claimed)))
+        handover = HandOver(
+            self.app.factory, self.clock, worker=self.worker, claimed=claimed, window=4 * self._concurrency
+        )
 
         async def sender() -> None:
             for index in queue:  # shared: each index is taken by one sender
                 if stop is not None and stop.is_set():
                     return
-                outcomes[index] = await self._deliver_safely(pool, claimed[index])
+                message = claimed[index]
+                await handover.before(index)  # marked before it goes: an expiry counts only if it went
+                outcome = await self._deliver_safely(pool, message)
+                outcomes[index] = outcome
+                committed = recorder.add(outcome, urgent=message.careful)
+                if message.careful:
+                    await committed
 
-        await asyncio.gather(*(sender() for _ in range(min(self._concurrency, len(claimed)))))
+        try:
+            await asyncio.gather(*(sender() for _ in range(min(self._concurrency, len(claimed)))))
+        finally:
+            await handover.close()
 
     def _settle(
-        self, claimed: list[ClaimedMessage], outcomes: list[Outcome | None]
-    ) -> list[tuple[ClaimedMessage, Outcome]]:
-        """Record the outcomes of finished deliveries and release the claims of the others (None); returns
-        the recorded."""
-        done: list[tuple[ClaimedMessage, Outcome]] = []
-        unsent: list[int] = []
-        for message, outcome in zip(claimed, outcomes, strict=True):
-            if outcome is None:
-                unsent.append(message.pk)
-            else:
-                done.append((message, outcome))
-        now = self.clock.now()
+        self, recorder: OutcomeRecorder, claimed: list[ClaimedMessage], outcomes: list[Outcome | None]
+    ) -> None:
+        """Record the outcomes of finished deliveries now (again, if the recorder did already: recording is
+        idempotent) and release the claims of the others (None)."""
+        recorder.write_now([outcome for outcome in outcomes if outcome is not None])
+        unsent = [message.pk for message, outcome in zip(claimed, outcomes, strict=True) if outcome is None]
         with transaction(self.app.factory) as db:
-            record_outcomes(db, self.settings, [outcome for _, outcome in done], now, worker=self.worker)
-            release_claims(db, unsent, now)
-        return done
-
-    async def _renew_leases(self, pks: list[int]) -> None:
-        interval = max(self.settings.lease.total_seconds() / 3, 0.1)
-        while True:
-            await asyncio.sleep(interval)
-            with transaction(self.app.factory) as db:
-                renew_leases(db, pks, self.worker, self.clock.now() + self.settings.lease)
+            release_claims(db, unsent, self.clock.now())
 
     async def _deliver_safely(self, pool: Transport, message: ClaimedMessage) -> Outcome:
         """:meth:`_deliver`; an unexpected error becomes a deferral (logged with its traceback), so one bad

@@ -150,3 +150,23 @@ def test_three_processes_share_the_work_on_postgresql(
     print(f"\n[multi-process] messages per worker: {sorted(workers.values())}")
     assert len(workers) >= 2, f"work was shared: {workers}"
     app.close()
+
+
+def test_kills_of_processes_holding_a_batch_resend_at_most_the_connections_in_flight(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The bench/crash_duplicates.py scenario with fewer kills: 3 processes on PostgreSQL, each kill hitting
+    one that holds claimed messages; the same bounds as the README's guarantee."""
+    from tests.crash_runs import drop_database, fresh_database, kill_run
+
+    url = fresh_database(postgres_url, postgres_url.rsplit("/", 1)[-1] + "_kills")
+    try:
+        run = kill_run(tmp_path, url, contacts=1500, kills=5)
+    finally:
+        drop_database(url)
+    print(f"\n[kills] {run.summary()}")
+    assert run.kills == 5
+    assert run.lost == 0
+    assert run.most <= 2, "no message received more than twice"
+    assert run.per_kill <= run.connections, "mean duplicates per kill within the connections in flight"
+    assert run.statuses.get("sent", 0) + run.statuses.get("held", 0) == 1500

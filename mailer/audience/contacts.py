@@ -82,7 +82,7 @@ def import_contacts(
     rejects_path: Path | None = None,
     progress: ProgressCallback | None = None,
 ) -> ImportReport:
-    """Import one export into ``region``'s contact list, in ONE transaction; idempotent.
+    """Import one export into ``region``'s contact list, one transaction per chunk of rows; idempotent.
 
     Each accepted row becomes a contact (or updates the existing one with the same case-folded address:
     non-blank cells overwrite, blanks never erase, defaults never overwrite) and a member of the region's list
@@ -94,7 +94,7 @@ def import_contacts(
 
     ``now`` (aware) stamps created/updated/added times. ``progress`` gets (lines read, total lines) per chunk.
     Raises :class:`NotFoundError` for an unknown region, :class:`mailer.errors.ImportFileError` for an unreadable file,
-    :class:`mailer.errors.NaiveDatetimeError` for a naive ``now``; nothing is stored when it raises.
+    :class:`mailer.errors.NaiveDatetimeError` for a naive ``now``; when it raises midway, the chunks before stay stored.
     """
     now = require_aware(now, "import time")
     try:

@@ -280,7 +280,7 @@ def import_registrations(
     rejects_path: Path | None = None,
     progress: ProgressCallback | None = None,
 ) -> RegistrationReport:
-    """Import a platform's registration report for ``session_id`` in ONE transaction; importing it again
+    """Import a platform's registration report for ``session_id``, one transaction per chunk of rows; importing it again
     changes nothing. The first row of an address wins; later rows are reported as duplicates.
 
     ``now`` (aware) stamps new contacts. Rejected rows go to ``rejects_path`` (default

@@ -5,7 +5,9 @@ Shapes
     parse(record) -> row | Rejected              the import's own reading of one record
     writer.begin(db); writer.write(db, chunk)    the import's own storing, chunk by chunk (ChunkWriter)
 
-All rows are stored in ONE transaction: nothing is stored when parsing, reading or storing raises. The first
+Each chunk of 1000 rows is stored in its own short transaction, so a long import never holds the store
+for long (SQLite has one writer); if parsing, reading or storing raises, the chunks before stay stored and
+importing the file again (idempotent) completes the import. The first
 row of an address (by its case-folded key) wins; later ones are :class:`Duplicate` and never reach the writer.
 Rejected rows are written, after the commit, to a rejects CSV with their original cells, ``line`` and ``reason``.
 """
@@ -63,7 +65,7 @@ Row = TypeVar("Row", bound=KeyedRow)
 
 
 class ChunkWriter(Protocol[Row]):
-    """Stores accepted rows for one import, inside the import's transaction, and counts what it did."""
+    """Stores accepted rows for one import, one transaction per chunk, and counts what it did."""
 
     def begin(self, db: DbSession) -> None:
         """Called once before the first chunk (also when no row is accepted)."""
@@ -97,11 +99,12 @@ def import_rows(
     progress: ProgressCallback | None = None,
 ) -> RowOutcome:
     """Parse every record of ``table`` and hand accepted, first-of-their-address rows to ``writer`` in chunks
-    of 1000, all in ONE transaction; then write rejected rows to ``rejects_path`` (only if there are any).
+    of 1000, one transaction per chunk (so the service and the web pages wait at most one chunk for the
+    store); then write rejected rows to ``rejects_path`` (only if there are any).
 
     ``progress`` gets (lines read, total lines) after each full chunk and (total, total) at the end.
-    Raises what reading the table (:class:`mailer.errors.ImportFileError`), ``parse`` or ``writer`` raise, with
-    nothing stored; OSError if the rejects file cannot be written (the rows are then stored).
+    Raises what reading the table (:class:`mailer.errors.ImportFileError`), ``parse`` or ``writer`` raise; the
+    chunks before stay stored, and importing the file again (idempotent) completes it; OSError if the rejects file cannot be written (the rows are then stored).
     """
     rows = 0
     rejected: list[Rejected] = []
@@ -110,25 +113,27 @@ def import_rows(
     first_line: dict[str, int] = {}
     with transaction(factory) as db:
         writer.begin(db)
-        chunk: list[Row] = []
-        for record in table.records:
-            rows += 1
-            parsed = parse(record)
-            if isinstance(parsed, Rejected):
-                rejected.append(parsed)
-                rejected_cells.append((record.cells, parsed.line, parsed.reason))
-                continue
-            kept = first_line.setdefault(parsed.address.key, parsed.line)
-            if kept != parsed.line:
-                duplicates.append(Duplicate(parsed.line, parsed.address.email, kept))
-                continue
-            chunk.append(parsed)
-            if len(chunk) >= _CHUNK:
+    chunk: list[Row] = []
+    for record in table.records:
+        rows += 1
+        parsed = parse(record)
+        if isinstance(parsed, Rejected):
+            rejected.append(parsed)
+            rejected_cells.append((record.cells, parsed.line, parsed.reason))
+            continue
+        kept = first_line.setdefault(parsed.address.key, parsed.line)
+        if kept != parsed.line:
+            duplicates.append(Duplicate(parsed.line, parsed.address.email, kept))
+            continue
+        chunk.append(parsed)
+        if len(chunk) >= _CHUNK:
+            with transaction(factory) as db:  # one short transaction per chunk: other writers wait little
                 writer.write(db, chunk)
-                chunk = []
-                if progress:
-                    progress(table.lines_read(), table.total_lines)
-        if chunk:
+            chunk = []
+            if progress:
+                progress(table.lines_read(), table.total_lines)
+    if chunk:
+        with transaction(factory) as db:
             writer.write(db, chunk)
     if progress:
         progress(table.total_lines, table.total_lines)

@@ -156,7 +156,7 @@ def contacts_group() -> None:
 )
 @pass_ctx
 def import_contacts_command(ctx: AppContext, file: Path, region: str, rejects: Path | None) -> None:
-    """Import a CSV export of contacts into REGION's list (idempotent; one transaction)."""
+    """Import a CSV export of contacts into REGION's list (idempotent; committed chunk by chunk)."""
     app = _open(ctx)
     _check_region(app, region)
     bar = ProgressBar(f"importing {file.name}")
@@ -254,7 +254,7 @@ def registrations_group() -> None:
 )
 @pass_ctx
 def import_registrations_command(ctx: AppContext, file: Path, session_id: str, rejects: Path | None) -> None:
-    """Import a webinar platform's registration report for SESSION (idempotent; one transaction)."""
+    """Import a webinar platform's registration report for SESSION (idempotent; committed chunk by chunk)."""
     app = _open(ctx)
     known = [session.id for session in app.settings.series.sessions]
     if session_id not in known:

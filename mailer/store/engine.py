@@ -22,18 +22,22 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _REVISION_LINE = re.compile(r"""^(revision|down_revision)\s*=\s*(?:["']([^"']+)["']|None)""", re.MULTILINE)
 
 
-def make_engine(url: str, **options: Any) -> Engine:
+SQLITE_BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for another's transaction: "database is locked"
+
+
+def make_engine(url: str, *, busy_timeout: float = SQLITE_BUSY_TIMEOUT, **options: Any) -> Engine:
     """Create an engine for ``url``.
 
     SQLite files get their folder created, the file itself made readable by its owner only (0600; SQLite
-    gives its -wal and -shm files the same mode), WAL journaling, a 30 s busy timeout and foreign keys on;
-    they suit one sending process. PostgreSQL (``postgresql+psycopg://...``) suits several.
+    gives its -wal and -shm files the same mode), WAL journaling (readers never wait for the writer), a busy
+    timeout of ``busy_timeout`` seconds for writers and foreign keys on; they suit one sending process, every
+    writer holding the store briefly (imports commit chunk by chunk). PostgreSQL (``postgresql+psycopg://...``) suits several.
     """
     if url.startswith("sqlite"):
         path = url.split("sqlite:///", 1)[-1]
         if path and path != ":memory:" and not path.startswith("file:"):
             private_file(Path(path))
-        engine = create_engine(url, connect_args={"timeout": 30}, **options)
+        engine = create_engine(url, connect_args={"timeout": busy_timeout}, **options)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

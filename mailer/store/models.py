@@ -90,6 +90,7 @@ class MessageStatus(StrEnum):
     BOUNCED = "bounced"  # 5xx for the recipient: address suppressed
     SUPPRESSED = "suppressed"  # address on the suppression list at send time
     SKIPPED = "skipped"  # not sent on purpose: reason in the last event
+    HELD = "held"  # its lease expired twice (perhaps delivered twice already): waits for staff review
 
     @property
     def is_final(self) -> bool:
@@ -113,6 +114,7 @@ class EventKind(StrEnum):
     SUPPRESSED = "suppressed"
     SKIPPED = "skipped"
     RECLAIMED = "reclaimed"  # lease expired; back to queued
+    HELD = "held"  # lease expired a second time: held for staff review instead of sent a third time
     PAUSED = "paused"
     RESUMED = "resumed"
     REPORTED = "reported"  # a report about a sent message arrived (delay, soft bounce, complaint): see detail
@@ -245,6 +247,10 @@ class Message(Base):
     due_at: Mapped[datetime]
     deadline_at: Mapped[datetime]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Times its lease expired while claimed (a worker died or stalled after claiming it): from the first the
+    # message is sent carefully, alone on its connection; at the second it is held.
+    expiries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    handed_at: Mapped[datetime | None]  # a careful message handed to SMTP under its current claim
     lease_until: Mapped[datetime | None]
     worker: Mapped[str] = mapped_column(String(100), default="")
     reply_code: Mapped[int | None]

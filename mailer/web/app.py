@@ -1,6 +1,7 @@
 """The Starlette application: routes, middleware and the shared :class:`WebContext`.
 
-Middleware, outermost first: security headers (CSP, no framing, no referrer, no caching), request limits
+Middleware, outermost first: security headers (CSP, no framing, no referrer, no caching), a busy store
+answered 503 with ``Retry-After`` (:class:`StoreBusy`), request limits
 (:mod:`mailer.web.inputs`), forwarded headers from trusted proxies (:mod:`mailer.web.proxy`), the signed
 session cookie, then :class:`mailer.web.auth.GuardMiddleware` (server-side session, roles, CSRF). Route handlers that touch the
 database are plain functions (Starlette runs them in its thread pool) or hand their work to
@@ -9,6 +10,7 @@ database are plain functions (Starlette runs them in its thread pool) or hand th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ from mailer.compose.outgoing import Outgoing
 from mailer.compose.render import Renderer
 from mailer.config import Settings
 from mailer.store.engine import transaction
+from mailer.store.recorder import store_busy
 from mailer.timeline.clock import Clock, SystemClock
 from mailer.web.auth import GuardMiddleware, csrf_token
 from mailer.web.inputs import RequestLimits
@@ -43,6 +46,8 @@ from mailer.web.proxy import ForwardedHeaders, networks, public_origin
 from mailer.web.sessions import SessionPolicy
 from mailer.web.throttle import LoginThrottle
 from mailer.zones import UnknownZoneError, resolve_zone
+
+log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "mailer_session"
 
@@ -168,6 +173,44 @@ class SecurityHeaders:
 MACHINE_PREFIXES = ("/api/", "/hooks/")  # answered in JSON
 
 
+RETRY_AFTER = 5  # seconds a client is asked to wait when the store is busy
+
+
+class StoreBusy:
+    """Answers 503 with ``Retry-After`` when a handler (or the sign-in guard) could not get the store: a
+    SQLAlchemy ``OperationalError`` such as SQLite's "database is locked" after its busy timeout, a PostgreSQL
+    lock timeout or a lost connection. Never a 500 for a store that is only busy; nothing was changed, so
+    the same request may be sent again."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            if started or not store_busy(exc):
+                raise
+            log.warning("%s %s: the store is busy (%s); answered 503", scope["method"], scope["path"], exc)
+            response = PlainTextResponse(
+                "503: the service is busy, please try again in a few seconds",
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER)},
+            )
+            await response(scope, receive, send)
+
+
 async def _not_found(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     detail = exc.detail if isinstance(exc, HTTPException) else "Server error"
@@ -233,6 +276,7 @@ def create_app(
     ]
     middleware = [
         Middleware(SecurityHeaders),
+        Middleware(StoreBusy),
         Middleware(RequestLimits),
         Middleware(ForwardedHeaders, trusted=networks(trusted_proxies(settings))),
         Middleware(

@@ -389,7 +389,8 @@ def message_view(request: Request) -> Response:
             "events": events,
             "composed": composed,
             "problem": problem,
-            "can_resend": message.status == MessageStatus.FAILED and wave_status != WaveStatus.CANCELLED,
+            "can_resend": message.status in (MessageStatus.FAILED, MessageStatus.HELD)
+            and wave_status != WaveStatus.CANCELLED,
             "flash": request.query_params.get("done", ""),
         },
     )
@@ -418,17 +419,18 @@ def message_html(request: Request) -> Response:
 
 
 def requeue_failed(ctx: WebContext, pk: int, by: str) -> str:
-    """Put a failed message back to ``queued``, due now, with at least its step's lateness allowance left.
+    """Put a failed or held message back to ``queued``, due now, with at least its step's lateness allowance
+    left. A held message stays careful (sent alone) and is held again if its lease expires once more.
 
-    Returns "" on success, else why not (not failed, wave cancelled). The running service sends it.
+    Returns "" on success, else why not (not failed or held, wave cancelled). The running service sends it.
     """
     now = ctx.now()
     with ctx.db() as db:
         message = db.get(Message, pk, with_for_update=True)
         if message is None:
             return "no such message"
-        if message.status != MessageStatus.FAILED:
-            return f"only failed messages can be resent (this one is {message.status})"
+        if message.status not in (MessageStatus.FAILED, MessageStatus.HELD):
+            return f"only failed or held messages can be resent (this one is {message.status})"
         wave = db.get(Wave, message.wave_id)
         if wave is not None and wave.status == WaveStatus.CANCELLED:
             return "its wave is cancelled"

@@ -7,6 +7,7 @@ State machine (DESIGN invariant 5)::
                          |--5xx on recipient--> bounced (address suppressed)
                          |--other 5xx / deadline passed--> failed
     queued --send-time check--> skipped (reason) | suppressed
+    sending --lease expired--> queued (sent alone next time) --lease expired again--> held (staff review)
 
 Every transition is committed together with a row in ``delivery_events``. Uniqueness of
 (contact, session, step) is enforced by the database, so queuing twice, from two processes or after a
@@ -31,13 +32,17 @@ Callers outside the package import from here.
 from __future__ import annotations
 
 from mailer.store.outbox.claim import (
+    HELD_REASON,
+    MAX_EXPIRIES,
     ClaimedMessage,
     claim_due,
     has_due,
+    mark_handed,
     next_due_at,
     reap_expired_leases,
     release_claims,
     renew_leases,
+    renew_worker_leases,
 )
 from mailer.store.outbox.events import log_event
 from mailer.store.outbox.outcomes import Outcome, record_outcomes, retry_delay
@@ -48,6 +53,8 @@ from mailer.store.outbox.waves import CHANGE_DONE, WaveStateError, set_wave_stat
 
 __all__ = [
     "CHANGE_DONE",
+    "HELD_REASON",
+    "MAX_EXPIRIES",
     "ClaimedMessage",
     "Outcome",
     "QueueResult",
@@ -58,6 +65,7 @@ __all__ = [
     "default_audience",
     "has_due",
     "log_event",
+    "mark_handed",
     "message_key",
     "next_due_at",
     "queue_wave",
@@ -65,6 +73,7 @@ __all__ = [
     "record_outcomes",
     "release_claims",
     "renew_leases",
+    "renew_worker_leases",
     "retime_pending",
     "retry_delay",
     "set_wave_status",

@@ -45,22 +45,84 @@ class ClaimedMessage:
     attempts: int
     deadline_at: datetime
     wave_id: int = 0
+    careful: bool = False  # its lease expired before: send it alone, outcome committed before the next
+
+
+MAX_EXPIRIES = 2
+"""Lease expiries after which a message is held for staff review instead of being sent again."""
+
+HELD_REASON = (
+    "held for review: its lease expired twice (a worker died or stalled while sending it), so it may "
+    "have reached the recipient already; resend it from the staff page if it did not"
+)
 
 
 def reap_expired_leases(db: DbSession, now: datetime) -> int:
-    """Put messages stuck in ``sending`` past their lease back to ``queued`` (a crashed worker's)."""
+    """Take back messages stuck in ``sending`` past their lease (a dead or stalled worker's); caller commits.
+
+    A message never handed to SMTP under the expired claim (no ``handed_at``: the sender marks messages a
+    window ahead of sending them) goes back to ``queued`` as it was: it cannot have been delivered. One that
+    was handed over may have reached the server: the expiry is counted. At the first counted expiry the
+    message goes back to ``queued`` due ``now``, behind what is already due, and is sent carefully from then
+    on (:attr:`ClaimedMessage.careful`); at the second (:data:`MAX_EXPIRIES`) it is ``held`` for staff review
+    instead of being sent a third time. On PostgreSQL rows another process is reaping are skipped
+    (``SKIP LOCKED``), so each expiry is counted once. Returns how many messages were taken back or held.
+    """
     now = require_aware(now, "now")
-    stuck = db.scalars(
-        select(Message.id).where(message_status_is(MessageStatus.SENDING), Message.lease_until < now)
-    ).all()
-    if stuck:
+    query = select(Message.id, Message.expiries, Message.handed_at).where(
+        message_status_is(MessageStatus.SENDING), Message.lease_until < now
+    )
+    if is_postgresql(db):
+        query = query.with_for_update(skip_locked=True)
+    stuck = db.execute(query).all()
+    if not stuck:
+        return 0
+    counted = [row for row in stuck if row.handed_at is not None]
+    held = [row.id for row in counted if row.expiries + 1 >= MAX_EXPIRIES]
+    reclaimed = [row.id for row in counted if row.expiries + 1 < MAX_EXPIRIES]
+    unsent = [row.id for row in stuck if row.handed_at is None]
+    common = {"lease_until": None, "worker": "", "handed_at": None, "updated_at": now}
+    if held:
         db.execute(
             update(Message)
-            .where(Message.id.in_(stuck), Message.status == MessageStatus.SENDING)
-            .values(status=MessageStatus.QUEUED, lease_until=None, worker="", updated_at=now)
+            .where(Message.id.in_(held))
+            .values(
+                status=MessageStatus.HELD, reply_text=HELD_REASON, expiries=Message.expiries + 1, **common
+            )
         )
-        log_many(db, stuck, EventKind.RECLAIMED, now, "lease expired")
+        log_many(db, held, EventKind.HELD, now, HELD_REASON)
+    if reclaimed:
+        db.execute(
+            update(Message)
+            .where(Message.id.in_(reclaimed))
+            .values(status=MessageStatus.QUEUED, due_at=now, expiries=Message.expiries + 1, **common)
+        )
+        log_many(db, reclaimed, EventKind.RECLAIMED, now, "lease expired: sent alone next time")
+    if unsent:
+        db.execute(
+            update(Message)
+            .where(Message.id.in_(unsent))
+            .values(status=MessageStatus.QUEUED, attempts=Message.attempts - 1, **common)
+        )
+        log_many(db, unsent, EventKind.RECLAIMED, now, "lease expired before it was handed to SMTP")
     return len(stuck)
+
+
+def mark_handed(db: DbSession, pks: Sequence[int], worker: str, now: datetime) -> None:
+    """Note that ``worker`` hands messages ``pks`` to SMTP from now on (written before they are sent, so an
+    expired lease tells whether they may have reached the server); caller commits."""
+    if not pks:
+        return
+    db.execute(
+        update(Message)
+        .where(
+            among(db, Message.id, pks, Integer),
+            Message.status == MessageStatus.SENDING,
+            Message.worker == worker,
+        )
+        .values(handed_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def claim_due(
@@ -85,6 +147,7 @@ def claim_due(
             Message.contact_id,
             Message.attempts,
             Message.deadline_at,
+            Message.expiries,
             Contact.email,
             Contact.email_key,
             Contact.name,
@@ -132,6 +195,7 @@ def claim_due(
                 attempts=row.attempts + 1,
                 deadline_at=row.deadline_at,
                 wave_id=row.wave_id,
+                careful=row.expiries > 0,
             )
         )
     for (status, reason_text), pks in ended.items():
@@ -143,6 +207,7 @@ def claim_due(
             .where(among(db, Message.id, [message.pk for message in claimed], Integer))
             .values(
                 status=MessageStatus.SENDING,
+                handed_at=None,
                 lease_until=now + lease,
                 worker=worker,
                 attempts=Message.attempts + 1,
@@ -167,6 +232,18 @@ def renew_leases(db: DbSession, pks: Sequence[int], worker: str, until: datetime
     )
 
 
+def renew_worker_leases(db: DbSession, worker: str, until: datetime) -> int:
+    """Extend to ``until`` every claim ``worker`` holds (all its messages in ``sending``); caller commits.
+    Returns how many were renewed."""
+    result = db.execute(
+        update(Message)
+        .where(Message.status == MessageStatus.SENDING, Message.worker == worker)
+        .values(lease_until=until)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def release_claims(db: DbSession, pks: Sequence[int], now: datetime) -> None:
     """Give claimed, unsent messages back (graceful shutdown): ``sending`` -> ``queued``."""
     now = require_aware(now, "now")
@@ -178,6 +255,7 @@ def release_claims(db: DbSession, pks: Sequence[int], now: datetime) -> None:
         .values(
             status=MessageStatus.QUEUED,
             lease_until=None,
+            handed_at=None,
             worker="",
             attempts=Message.attempts - 1,
             updated_at=now,

@@ -63,6 +63,13 @@ def record_outcomes(
     now = require_aware(now, "now")
     if not outcomes:
         return
+    if is_postgresql(db):
+        sent = [outcome for outcome in outcomes if outcome.status is MessageStatus.SENT]
+        if sent:
+            _record_sent(db, sent, now, worker)
+            outcomes = [outcome for outcome in outcomes if outcome.status is not MessageStatus.SENT]
+            if not outcomes:
+                return
     by_pk = {outcome.pk: outcome for outcome in outcomes}
     query = (
         select(
@@ -126,6 +133,33 @@ def record_outcomes(
     insert_events(db, events)
 
 
+def _record_sent(db: DbSession, outcomes: Sequence[Outcome], now: datetime, worker: str | None) -> None:
+    """PostgreSQL: apply 2xx outcomes in one UPDATE ... FROM unnest() ... RETURNING (the messages still
+    ``sending``, and claimed by ``worker`` when given), then log them; one round trip fewer than the
+    general path, which a commit per group of replies makes worth it."""
+    by_pk = {outcome.pk: outcome for outcome in outcomes}
+    statement = _UPDATE_SENT if worker is None else _UPDATE_SENT_BY
+    updated = db.execute(
+        statement,
+        {
+            "now": now,
+            "worker": worker,
+            "pk": list(by_pk),
+            "reply_code": [outcome.code for outcome in by_pk.values()],
+            "reply_text": [outcome.text[:2000] for outcome in by_pk.values()],
+            "language": [outcome.language for outcome in by_pk.values()],
+        },
+    ).all()
+    by = f" by {worker}" if worker else ""
+    insert_events(
+        db,
+        [
+            event_row(pk, EventKind.SENT, now, f"{by_pk[pk].text} (attempt {attempts}{by})", by_pk[pk].code)
+            for pk, attempts in updated
+        ],
+    )
+
+
 def _update_outcomes(db: DbSession, rows: list[dict[str, object]], now: datetime) -> None:
     """Write delivery outcomes by primary key: on PostgreSQL one UPDATE ... FROM unnest() of one array per
     column; elsewhere an executemany of one UPDATE."""
@@ -159,3 +193,14 @@ _UPDATE_OUTCOMES = text(
     "CAST(:sent_at AS timestamptz[])) AS v(pk, status, reply_code, reply_text, language, due_at, sent_at) "
     "WHERE m.id = v.pk"
 )
+
+_SENT_SQL = (
+    "UPDATE messages AS m SET status = 'sent', reply_code = v.reply_code, reply_text = v.reply_text, "
+    "language = COALESCE(NULLIF(v.language, ''), m.language), sent_at = :now, lease_until = NULL, "
+    "updated_at = :now "
+    "FROM unnest(CAST(:pk AS integer[]), CAST(:reply_code AS integer[]), CAST(:reply_text AS text[]), "
+    "CAST(:language AS varchar[])) AS v(pk, reply_code, reply_text, language) "
+    "WHERE m.id = v.pk AND m.status = 'sending'"
+)
+_UPDATE_SENT = text(_SENT_SQL + " RETURNING m.id, m.attempts")
+_UPDATE_SENT_BY = text(_SENT_SQL + " AND m.worker = :worker RETURNING m.id, m.attempts")

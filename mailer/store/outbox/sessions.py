@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session as DbSession
 
 from mailer.config import Session, Settings, StepKind
@@ -17,6 +17,7 @@ from mailer.store.models import (
     SessionRow,
     Wave,
 )
+from mailer.store.outbox.batch import is_postgresql
 from mailer.store.outbox.queue import message_deadline, queue_wave
 from mailer.store.outbox.waves import pending_messages, skip_messages
 from mailer.timeline.clock import require_aware
@@ -28,6 +29,8 @@ from mailer.timeline.plan import (
     resolve_step,
     step_time,
 )
+
+SYNC_LOCK = 727273  # PostgreSQL advisory lock key of sync_sessions (727272 is the migrations')
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,13 @@ def sync_sessions(db: DbSession, settings: Settings, now: datetime) -> list[Sess
     A changed start (or zone) raises the session's SEQUENCE, re-times every pending message of it and
     queues a "date changed" notice to everyone already invited or registered. A newly cancelled session
     raises SEQUENCE, skips its pending messages (reason "cancelled") and queues a cancellation notice to
-    registrants. Rows are locked (PostgreSQL), so concurrent processes apply each change once. Caller commits.
+    registrants. On PostgreSQL one process at a time syncs (a transaction-scoped advisory lock), so processes
+    starting together insert each session once and apply each change once. Caller commits.
     """
     now = require_aware(now, "now")
     series = settings.series
+    if is_postgresql(db):
+        db.execute(select(func.pg_advisory_xact_lock(SYNC_LOCK)))
     existing = {row.id: row for row in db.scalars(select(SessionRow).with_for_update())}
     changes: list[SessionChange] = []
     for session in series.sessions:

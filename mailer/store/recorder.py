@@ -1,0 +1,217 @@
+"""Delivery outcomes made durable as soon as they arrive: a group commit from a thread with its own connection.
+
+The senders hand each outcome to :meth:`OutcomeRecorder.add` the moment the server's reply is classified. One
+task commits them in groups, in one transaction each, on a worker thread (so the event loop keeps sending
+meanwhile): a group is committed once it holds ``group_size`` outcomes (the service passes half its number of
+connections), once its first outcome has waited ``max_wait`` (25 ms), or at once when someone waits for it
+(a careful message, the end of a batch). A SIGKILL therefore loses the record of at most the group being
+filled and the one being committed, never of a whole batch; the cost is one commit per group, not per
+message.
+
+A commit that fails because the store is busy or unreachable (SQLAlchemy ``OperationalError``, e.g. SQLite's
+"database is locked", a PostgreSQL lock timeout or a dropped connection) is retried with a growing pause (up
+to :data:`MAX_RETRY_PAUSE` seconds) until it succeeds: an outcome the process knows is never dropped. Recording
+is idempotent (only messages still ``sending`` and claimed by this worker change), so writing an outcome twice
+does no harm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import sessionmaker
+
+from mailer.config import Settings
+from mailer.store.engine import transaction
+from mailer.store.outbox import Outcome, record_outcomes
+from mailer.timeline.clock import Clock
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_PAUSE = 5.0  # seconds between attempts to record a group while the store refuses
+MAX_WAIT = 0.025  # seconds an outcome may wait for its group to fill before it is committed anyway
+
+
+def store_busy(exc: BaseException) -> bool:
+    """True for an error that says the store is busy or unreachable for now (worth retrying), not a bug."""
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    )
+
+
+class OutcomeRecorder:
+    """Commits delivery outcomes in groups as they arrive; use as ``async with`` around the sending.
+
+    :meth:`add` returns a future done once that outcome is committed; :meth:`flush` waits for everything
+    added so far. Leaving the block flushes. :meth:`write_now` records synchronously (for a cancelled task).
+    """
+
+    def __init__(
+        self,
+        factory: sessionmaker[DbSession],
+        settings: Settings,
+        clock: Clock,
+        *,
+        worker: str,
+        group_size: int = 8,
+        max_wait: float = MAX_WAIT,
+    ) -> None:
+        self._factory = factory
+        self._engine: Engine = factory.kw["bind"]
+        self._connection: Connection | None = None  # used by one write at a time, on a worker thread
+        self._guard = threading.Lock()  # the connection's owner: a write in progress, or closing
+        self._closed = False
+        self._settings = settings
+        self._clock = clock
+        self._worker = worker
+        self._group_size = group_size
+        self._max_wait = max_wait  # seconds
+        self._urgent = False
+        self._pending: list[tuple[Outcome, asyncio.Future[None]]] = []
+        self._arrived = asyncio.Event()
+        self._unsettled: set[asyncio.Future[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._error: Exception | None = None
+        self.commits = 0  # transactions committed, for tests and benches
+
+    async def __aenter__(self) -> OutcomeRecorder:
+        self._task = asyncio.create_task(self._run(), name="outcome-recorder")
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if kind is None:
+                await self.flush()
+        finally:
+            if self._task is not None:
+                self._task.cancel()
+                try:
+                    await self._task
+                except asyncio.CancelledError:
+                    pass
+            with self._guard:  # a write still running on its thread (a cancelled task) closes it after
+                self._closed = True
+                self._close_connection()
+
+    def add(self, outcome: Outcome, *, urgent: bool = False) -> asyncio.Future[None]:
+        """Queue ``outcome`` for the next group commit (at once when ``urgent``: someone waits for it); the
+        future is done once it is committed (or carries the error, other than a busy store, that made the
+        commit impossible)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((outcome, done))
+        self._urgent = self._urgent or urgent
+        self._unsettled.add(done)
+        done.add_done_callback(self._unsettled.discard)
+        self._arrived.set()
+        return done
+
+    async def flush(self) -> None:
+        """Return once every outcome added so far is committed; raises what a commit raised."""
+        self._urgent = True
+        self._arrived.set()
+        if self._unsettled:
+            await asyncio.gather(*self._unsettled, return_exceptions=True)
+        if self._error is not None:
+            raise self._error
+
+    def write_now(self, outcomes: Sequence[Outcome]) -> None:
+        """Record ``outcomes`` in this thread, now, on a connection of the pool, retrying while the store is
+        busy (a cancelled dispatch keeping what it knows)."""
+        settings, clock, worker = self._settings, self._clock, self._worker
+        commit_retrying(
+            self._factory,
+            lambda db: record_outcomes(db, settings, list(outcomes), clock.now(), worker=worker),
+            f"recording {len(outcomes)} outcomes",
+        )
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._arrived.wait()
+            due = loop.time() + self._max_wait
+            while len(self._pending) < self._group_size and not self._urgent:
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), due - loop.time())
+                except TimeoutError:
+                    break
+            self._arrived.clear()
+            self._urgent = False
+            group, self._pending = self._pending, []
+            if not group:
+                continue
+            try:
+                await asyncio.to_thread(self._write_retrying, [outcome for outcome, _ in group])
+            except Exception as exc:
+                self._error = exc
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(exc)
+                raise
+            for _, done in group:
+                if not done.done():
+                    done.set_result(None)
+
+    def _write_retrying(self, outcomes: list[Outcome]) -> None:
+        retrying(lambda: self._write(outcomes), f"recording {len(outcomes)} outcomes")
+        self.commits += 1
+
+    def _write(self, outcomes: list[Outcome]) -> None:
+        """One transaction on the recorder's own connection (kept between groups: no pool checkout and
+        ping per commit); a failed connection is dropped and the next attempt opens another."""
+        with self._guard:
+            if self._connection is None:
+                self._connection = self._engine.connect()
+            try:
+                with DbSession(bind=self._connection, expire_on_commit=False) as db, db.begin():
+                    record_outcomes(db, self._settings, outcomes, self._clock.now(), worker=self._worker)
+            except Exception:
+                self._close_connection()
+                raise
+            finally:
+                if self._closed:
+                    self._close_connection()
+
+    def _close_connection(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            try:
+                connection.close()
+            except SQLAlchemyError as exc:
+                log.debug("closing the recorder's connection: %s", exc)
+
+
+def retrying(attempt: Callable[[], object], what: str) -> None:
+    """Call ``attempt`` until it returns, pausing (0.05 s growing to :data:`MAX_RETRY_PAUSE`) after each
+    failure that says the store is busy or unreachable; other errors propagate. Blocks."""
+    pause = 0.05
+    while True:
+        try:
+            attempt()
+            return
+        except Exception as exc:
+            if not store_busy(exc):
+                raise
+            log.warning("%s failed (%s); retrying in %.2f s", what, exc, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, MAX_RETRY_PAUSE)
+
+
+def commit_retrying(factory: sessionmaker[DbSession], work: Callable[[DbSession], object], what: str) -> None:
+    """Run ``work`` in one transaction from ``factory`` and commit, with :func:`retrying`. Blocks."""
+
+    def attempt() -> None:
+        with transaction(factory) as db:
+            work(db)
+
+    retrying(attempt, what)
