@@ -14,6 +14,7 @@ The modules, lower first (each imports only those above it):
     reader.py     the strict TOML table reader: typed values, unknown keys refused with a suggestion
     series.py     series.toml: Series, Session, Step, StepKind, Audience
     smtp.py       [smtp], [smtp.servers.NAME], [smtp.routes], [dkim]
+    webhooks.py   [bounces.webhooks.PROVIDER]: the sending providers' bounce and complaint webhooks
     bounces.py    [bounces], [bounces.imap]: return path, soft-bounce rule, bounce mailbox
     hooks.py      [webhooks]: secrets' variables, replay tolerance, Zoom webinar -> session
     settings.py   Sender, WebSettings, Region, Settings
@@ -31,6 +32,7 @@ from mailer.config.series import Audience, Series, Session, Step, StepKind
 from mailer.config.settings import Region, Sender, Settings, WebSettings
 from mailer.config.smtp import DkimSettings, RateLimits, Security, SmtpSettings
 from mailer.config.times import Offset, parse_clock_time, parse_duration, parse_offset
+from mailer.config.webhooks import ProviderWebhook
 
 __all__ = [
     "Audience",
@@ -38,6 +40,7 @@ __all__ = [
     "DkimSettings",
     "ImapSettings",
     "Offset",
+    "ProviderWebhook",
     "RateLimits",
     "Region",
     "Security",
