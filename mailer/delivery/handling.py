@@ -203,6 +203,7 @@ def apply_report(
     caller commits. A key recorded before (and not as unparsed) changes nothing: ``Handled.duplicate``.
     Database errors propagate.
     """
+    now = require_aware(now, "now")
     done = _handled_before(db, key)
     if done is not None:
         return done

@@ -24,6 +24,7 @@ from mailer.delivery.providers import mailgun, postmark, sendgrid, ses
 from mailer.delivery.providers.events import ProviderEvent, Webhook
 from mailer.delivery.providers.ses import Certificates, Fetch, fetch_https
 from mailer.errors import WebhookRefusedError
+from mailer.timeline.clock import require_aware
 
 
 def read_webhook(
@@ -34,6 +35,7 @@ def read_webhook(
     Raises :class:`mailer.errors.WebhookRefusedError` (4xx; 503 when the provider's secret is not set)
     for anything not to act on. Blocking for SES when a certificate must be fetched.
     """
+    now = require_aware(now, "now")
     if hook.provider == "ses":
         return ses.read(body, hook, now, certificates)
     if hook.provider == "sendgrid":

@@ -12,6 +12,7 @@ from typing import Any
 from mailer.delivery.handling import fingerprint
 from mailer.delivery.reports import Report
 from mailer.errors import WebhookRefusedError
+from mailer.timeline.clock import require_aware
 
 _STATUS = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
 FUTURE_SKEW = timedelta(minutes=5)  # a signed timestamp may run this far ahead of our clock
@@ -46,7 +47,8 @@ class Webhook:
 
 def fresh(moment: datetime, now: datetime, max_age: timedelta, what: str) -> None:
     """Raise WebhookRefusedError(403) when ``moment`` is older than ``max_age`` or ahead of ``now`` by more
-    than :data:`FUTURE_SKEW` (a replayed or forged request)."""
+    than :data:`FUTURE_SKEW` (a replayed or forged request); NaiveDatetimeError for a naive datetime."""
+    moment, now = require_aware(moment, "moment"), require_aware(now, "now")
     if moment < now - max_age:
         raise WebhookRefusedError(403, f"{what} {moment.isoformat()} is older than {max_age}: a replay")
     if moment > now + FUTURE_SKEW:

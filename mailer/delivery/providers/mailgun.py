@@ -31,6 +31,7 @@ from mailer.delivery.providers.events import (
 from mailer.delivery.reports import Recipient, Report
 from mailer.errors import WebhookRefusedError
 from mailer.store.models import ReportKind
+from mailer.timeline.clock import require_aware
 
 
 def _object(value: object) -> dict[str, Any]:
@@ -39,6 +40,7 @@ def _object(value: object) -> dict[str, Any]:
 
 def verify(document: dict[str, Any], hook: ProviderWebhook, now: datetime) -> None:
     """Check the body's signature and its age; WebhookRefusedError otherwise."""
+    now = require_aware(now, "now")
     key = hook.secret
     if not key:
         raise WebhookRefusedError(503, f"${hook.secret_env} is not set: cannot verify Mailgun events")
@@ -57,6 +59,7 @@ def verify(document: dict[str, Any], hook: ProviderWebhook, now: datetime) -> No
 
 def read(body: bytes, hook: ProviderWebhook, now: datetime) -> Webhook:
     """Verify one POST and read its event; raises WebhookRefusedError."""
+    now = require_aware(now, "now")
     document = load_json(body)
     if not isinstance(document, dict):
         raise WebhookRefusedError(400, "Mailgun webhook body is not a JSON object")

@@ -39,6 +39,7 @@ from mailer.delivery.providers.events import (
 from mailer.delivery.reports import Recipient, Report
 from mailer.errors import WebhookRefusedError
 from mailer.store.models import ReportKind
+from mailer.timeline.clock import require_aware
 
 _BOUNCE_KINDS = {
     "HardBounce": ReportKind.HARD,
@@ -73,6 +74,7 @@ def verify(headers: Mapping[str, str], hook: ProviderWebhook) -> None:
 
 def read(headers: Mapping[str, str], body: bytes, hook: ProviderWebhook, now: datetime) -> Webhook:
     """Verify one POST and read its event; raises WebhookRefusedError."""
+    now = require_aware(now, "now")
     verify(headers, hook)
     entry = load_json(body)
     if not isinstance(entry, dict):

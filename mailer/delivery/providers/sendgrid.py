@@ -47,6 +47,7 @@ from mailer.delivery.providers.events import (
 from mailer.delivery.reports import Recipient, Report
 from mailer.errors import WebhookRefusedError
 from mailer.store.models import ReportKind
+from mailer.timeline.clock import require_aware
 
 SIGNATURE_HEADER = "x-twilio-email-event-webhook-signature"
 TIMESTAMP_HEADER = "x-twilio-email-event-webhook-timestamp"
@@ -74,6 +75,7 @@ def public_key(secret: str) -> ec.EllipticCurvePublicKey:
 
 def verify(headers: Mapping[str, str], body: bytes, hook: ProviderWebhook, now: datetime) -> None:
     """Check the signature and age of one POST (``headers`` with lower-case names); WebhookRefusedError."""
+    now = require_aware(now, "now")
     secret = hook.secret
     if not secret:
         raise WebhookRefusedError(503, f"${hook.secret_env} is not set: cannot verify SendGrid events")
@@ -95,6 +97,7 @@ def verify(headers: Mapping[str, str], body: bytes, hook: ProviderWebhook, now: 
 
 def read(headers: Mapping[str, str], body: bytes, hook: ProviderWebhook, now: datetime) -> Webhook:
     """Verify one POST and read its events; raises WebhookRefusedError."""
+    now = require_aware(now, "now")
     verify(headers, body, hook, now)
     document = load_json(body)
     if not isinstance(document, list):

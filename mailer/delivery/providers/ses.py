@@ -52,6 +52,7 @@ from mailer.delivery.providers.events import (
 from mailer.delivery.reports import Recipient, Report
 from mailer.errors import WebhookRefusedError
 from mailer.store.models import ReportKind
+from mailer.timeline.clock import require_aware
 
 Fetch = Callable[[str], bytes]  # GET an https URL, return the body (raises OSError on failure)
 
@@ -129,6 +130,7 @@ class Certificates:
     def get(self, url: str, now: datetime) -> x509.Certificate:
         """The certificate at ``url`` (an SNS URL, checked here); WebhookRefusedError(403) when the URL is not
         SNS's, the certificate cannot be fetched or read, does not name SNS, or is not valid at ``now``."""
+        now = require_aware(now, "now")
         sns_url(url, "SigningCertURL")
         if not urlsplit(url).path.endswith(".pem"):
             raise WebhookRefusedError(403, f"SigningCertURL is not a .pem: {url[:200]!r}")
@@ -162,6 +164,7 @@ def verify(
     document: Mapping[str, Any], hook: ProviderWebhook, now: datetime, certificates: Certificates
 ) -> None:
     """Check an SNS message's type, topic, signature and age; WebhookRefusedError (400 or 403) otherwise."""
+    now = require_aware(now, "now")
     kind = document.get("Type")
     if kind not in _FIELDS:
         raise WebhookRefusedError(400, f"not an SNS message type: {str(kind)[:40]!r}")
@@ -193,6 +196,7 @@ def verify(
 def read(body: bytes, hook: ProviderWebhook, now: datetime, certificates: Certificates) -> Webhook:
     """Verify one SNS POST and read its SES notification. A SubscriptionConfirmation gives ``confirm_url``
     (checked to be SNS's); an UnsubscribeConfirmation gives nothing. Raises WebhookRefusedError."""
+    now = require_aware(now, "now")
     document = load_json(body)
     if not isinstance(document, dict):
         raise WebhookRefusedError(400, "SNS message is not a JSON object")
