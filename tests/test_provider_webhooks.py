@@ -6,6 +6,7 @@ from the relay's 250 reply at send time."""
 from __future__ import annotations
 
 import dataclasses
+import html
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
@@ -32,9 +33,9 @@ from mailer.timeline.clock import VirtualClock
 from mailer.web.server import ThreadedServer
 from tests import provider_posts as posts
 from tests.factories import add_contact
-from tests.test_web_support import INVITATION_AT, client, clock, signing_secret
+from tests.test_web_support import INVITATION_AT, accounts, client, clock, signed_in, signing_secret
 
-__all__ = ["clock", "signing_secret"]
+__all__ = ["accounts", "clock", "signing_secret"]
 
 NOW = INVITATION_AT + timedelta(hours=1)  # the clock fixture's time
 MAILGUN_KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
@@ -263,3 +264,24 @@ def test_an_event_for_no_message_of_ours_is_recorded_and_matched_by_address_only
         assert suppression is not None and suppression.reason == "hard-bounce"
         assert db.scalar(select(func.count()).select_from(Suppression)) == 1
     assert _state(hooked, "gone@example.org") == ("sent", None, "active")
+
+
+def test_staff_see_the_providers_event_on_the_message_page(
+    hooked: App, web: ThreadedServer, senders: dict[str, Any], accounts: dict[str, str]
+) -> None:
+    sent = _sent(hooked, "gone@example.org")
+    ids = posts.ids_for("sendgrid", sent["gone@example.org"].message_id, sent["gone@example.org"].provider_id)
+    with client(web) as http:
+        senders["sendgrid"].bounce(
+            http, "gone@example.org", ids=ids, event_id="601", at=NOW - timedelta(minutes=1)
+        )
+    with transaction(hooked.factory) as db:
+        pk = db.scalar(select(Message.id).where(Message.recipient == "gone@example.org"))
+    with signed_in(web, accounts["staff"]) as http:
+        page = http.get(f"/staff/messages/{pk}").text
+    assert '<span class="status bounced">bounced</span>' in page
+    expected = (
+        f"5.1.1 bounce: 550 5.1.1 user unknown (SendGrid, {NOW - timedelta(minutes=1):%Y-%m-%d %H:%M} UTC) "
+        f"via message-id in webhook:sendgrid for {html.escape(ids.message_id)}"
+    )
+    assert expected in page
