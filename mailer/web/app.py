@@ -208,7 +208,7 @@ def create_app(
     Raises FileNotFoundError without ``templates/web``, :class:`mailer.errors.RenderError` for bad templates and
     :class:`mailer.errors.ConfigError` for an unusable DKIM key.
     """
-    from mailer.web import api, metrics, organisers, participants, provider_hooks, staff, webhooks
+    from mailer.web import api, metrics, organisers, participants, provider_hooks, staff, suppressions, webhooks
 
     settings = app.settings
     directory = web_templates_dir(settings)
@@ -232,6 +232,7 @@ def create_app(
         *api.ROUTES,
         *participants.ROUTES,
         *staff.ROUTES,
+        *suppressions.ROUTES,
         *organisers.ROUTES,
         *provider_hooks.ROUTES,
         Mount("/static", StaticFiles(directory=directory / "static"), name="static"),
