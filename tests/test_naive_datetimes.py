@@ -35,7 +35,7 @@ from mailer.compose.outgoing import Outgoing, sample_links
 from mailer.compose.render import Rendered, Renderer
 from mailer.compose.wording import Wording
 from mailer.config import Series, Session, Settings, Step, load_settings
-from mailer.config.webhooks import ProviderWebhook
+from mailer.config.providers import ProviderWebhook
 from mailer.delivery.handling import Policy
 from mailer.delivery.providers.ses import Certificates
 from mailer.delivery.reports import Report

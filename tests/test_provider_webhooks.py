@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import func, select
 
 from mailer.app import App
-from mailer.config import ProviderWebhook, WebhookSettings
+from mailer.config import ProviderWebhook, ProviderWebhooks
 from mailer.store.engine import transaction
 from mailer.store.models import (
     BounceReport,
@@ -72,7 +72,7 @@ def hooked(app: App, senders: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("TEST_SENDGRID_KEY", senders["sendgrid"].verification_key())
     monkeypatch.setenv("TEST_POSTMARK_PASSWORD", POSTMARK_PASSWORD)
     monkeypatch.setenv("TEST_MAILGUN_KEY", MAILGUN_KEY)
-    webhooks = WebhookSettings(
+    webhooks = ProviderWebhooks(
         (
             ProviderWebhook("ses", max_age=posts.AGES["ses"], topic_arns=(posts.TOPIC,)),
             ProviderWebhook("sendgrid", "TEST_SENDGRID_KEY", posts.AGES["sendgrid"]),

@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from mailer.config.providers import ProviderWebhooks, read_provider_webhooks
 from mailer.config.reader import TableReader
 from mailer.config.smtp import Security
-from mailer.config.webhooks import WebhookSettings, read_webhooks
 
 
 @dataclass(frozen=True)
@@ -49,14 +49,14 @@ class BounceSettings:
     ``return_path`` ``"bounces@bounce.example.org"`` sends each message with the envelope sender
     ``bounces+<token>@bounce.example.org``; ``""`` keeps the sender's address. ``soft_limit`` soft bounces
     spread over at least ``soft_period`` suppress a contact. ``imap`` None: no polling. ``webhooks``: the
-    sending providers whose webhooks are accepted (mailer.config.webhooks).
+    sending providers whose webhooks are accepted (mailer.config.providers).
     """
 
     return_path: str = ""
     soft_limit: int = 3
     soft_period: timedelta = timedelta(days=7)
     imap: ImapSettings | None = None
-    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    webhooks: ProviderWebhooks = field(default_factory=ProviderWebhooks)
 
 
 def read_bounces(table: TableReader) -> BounceSettings:
@@ -104,4 +104,6 @@ def read_bounces(table: TableReader) -> BounceSettings:
         )
     else:
         imap_table.asked.update(imap_table.data)  # a switched-off mailbox may keep its other keys
-    return BounceSettings(return_path, soft_limit, soft_period, imap, read_webhooks(table.table("webhooks")))
+    return BounceSettings(
+        return_path, soft_limit, soft_period, imap, read_provider_webhooks(table.table("webhooks"))
+    )

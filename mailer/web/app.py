@@ -208,7 +208,16 @@ def create_app(
     Raises FileNotFoundError without ``templates/web``, :class:`mailer.errors.RenderError` for bad templates and
     :class:`mailer.errors.ConfigError` for an unusable DKIM key.
     """
-    from mailer.web import api, metrics, organisers, participants, provider_hooks, staff, suppressions, webhooks
+    from mailer.web import (
+        api,
+        metrics,
+        organisers,
+        participants,
+        provider_hooks,
+        staff,
+        suppressions,
+        webhooks,
+    )
 
     settings = app.settings
     directory = web_templates_dir(settings)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from mailer.config.webhooks import ProviderWebhook
+from mailer.config.providers import ProviderWebhook
 from mailer.delivery.providers import mailgun, postmark, sendgrid, ses
 from mailer.delivery.providers.events import ProviderEvent, Webhook
 from mailer.delivery.providers.ses import Certificates, Fetch, fetch_https

@@ -17,7 +17,7 @@ import hmac
 from datetime import datetime
 from typing import Any
 
-from mailer.config.webhooks import ProviderWebhook
+from mailer.config.providers import ProviderWebhook
 from mailer.delivery.providers.events import (
     ProviderEvent,
     Webhook,

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from mailer.config.webhooks import ProviderWebhook
+from mailer.config.providers import ProviderWebhook
 from mailer.delivery.providers.events import (
     ProviderEvent,
     Webhook,

@@ -33,7 +33,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mailer.config.webhooks import ProviderWebhook
+from mailer.config.providers import ProviderWebhook
 from mailer.delivery.providers.events import (
     ProviderEvent,
     Webhook,

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from mailer.config.webhooks import ProviderWebhook
+from mailer.config.providers import ProviderWebhook
 from mailer.delivery.providers.events import (
     ProviderEvent,
     Webhook,

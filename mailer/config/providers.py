@@ -48,7 +48,7 @@ class ProviderWebhook:
 
 
 @dataclass(frozen=True)
-class WebhookSettings:
+class ProviderWebhooks:
     """The enabled provider webhooks, by provider name."""
 
     providers: tuple[ProviderWebhook, ...] = ()
@@ -58,7 +58,7 @@ class WebhookSettings:
         return next((hook for hook in self.providers if hook.provider == provider), None)
 
 
-def read_webhooks(table: TableReader) -> WebhookSettings:
+def read_provider_webhooks(table: TableReader) -> ProviderWebhooks:
     """``[bounces.webhooks]``: one table per provider; raises ConfigError naming the key and the fix."""
     enabled: list[ProviderWebhook] = []
     for name in table:
@@ -90,4 +90,4 @@ def read_webhooks(table: TableReader) -> WebhookSettings:
                 topic_arns=topics,
             )
         )
-    return WebhookSettings(tuple(enabled))
+    return ProviderWebhooks(tuple(enabled))
