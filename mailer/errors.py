@@ -6,6 +6,7 @@ MailerError
 ├── NaiveDatetimeError(MailerError, ValueError)   a datetime without tzinfo reached the core
 ├── RenderError(MailerError, ValueError)          a template failed (missing variable, syntax)
 ├── NotFoundError(MailerError, LookupError)       unknown session, step, contact or wave
+├── WebhookRefusedError(MailerError, PermissionError)  a provider webhook request not acted on (4xx)
 └── DeliveryError(MailerError)                    an SMTP delivery did not succeed
     ├── TemporaryDeliveryError(DeliveryError, ConnectionError)  4xx, drop, timeout: retry later
     └── PermanentDeliveryError(DeliveryError)                   5xx or unsendable: do not retry
@@ -50,6 +51,19 @@ class RenderError(MailerError, ValueError):
 
 class NotFoundError(MailerError, LookupError):
     """A named session, step, list, contact or wave does not exist."""
+
+
+class WebhookRefusedError(MailerError, PermissionError):
+    """A request to a provider's webhook that is not acted on: unsigned, wrongly signed, replayed, malformed.
+
+    ``status`` is the HTTP status to answer with (400 malformed, 401 no credentials, 403 forged or replayed,
+    413 too large); the message says why, for the log (never sent back in detail).
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
 
 
 class DeliveryError(MailerError):

@@ -25,6 +25,7 @@ from mailer.compose.outgoing import notice_extra
 from mailer.compose.render import Renderer
 from mailer.config import Security, Settings
 from mailer.delivery.capture import EmlWriter, SmtpServer
+from mailer.delivery.replies import provider_message_id
 from mailer.delivery.transport import Transport
 from mailer.delivery.verp import return_path_for
 from mailer.errors import PermanentDeliveryError, RenderError
@@ -317,7 +318,10 @@ class Service:
                 f"redirect to {redirect}: {reply.text}",
                 rendered.language,
             )
-        return Outcome(message.pk, reply.status, reply.code, reply.text, rendered.language, reply.retry_at)
+        provider_id = provider_message_id(reply.text) if reply.status is MessageStatus.SENT else ""
+        return Outcome(
+            message.pk, reply.status, reply.code, reply.text, rendered.language, reply.retry_at, provider_id
+        )
 
 
 @contextmanager

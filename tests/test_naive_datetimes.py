@@ -38,9 +38,12 @@ from mailer.compose.outgoing import Outgoing, sample_links
 from mailer.compose.render import Rendered, Renderer
 from mailer.compose.wording import Wording
 from mailer.config import Series, Session, Settings, Step, load_settings
+from mailer.config.providers import ProviderWebhook
 from mailer.delivery.handling import Policy
+from mailer.delivery.providers.ses import Certificates
+from mailer.delivery.reports import Report
 from mailer.errors import NaiveDatetimeError
-from mailer.store.models import StaffUser
+from mailer.store.models import ReportKind, StaffUser
 from mailer.store.outbox.checks import SendTimeFacts
 from mailer.store.recipient import Recipient
 from mailer.store.relays import CircuitState
@@ -158,6 +161,12 @@ def _sample(hint: Any, name: str, app: App, folder: Path) -> Any:
         return b"From: mailer-daemon@example.org\r\n\r\nnot a report\r\n"
     if hint is Policy:
         return Policy()
+    if hint is Report:
+        return Report(kind=ReportKind.HARD)
+    if hint is ProviderWebhook:
+        return ProviderWebhook("ses")
+    if hint is Certificates:
+        return Certificates(lambda url: b"")
     if hint is CircuitState:
         return CircuitState("127.0.0.1:25", "main", False, 0, None, None, "")
     if hint is SendTimeFacts:
@@ -216,6 +225,8 @@ def _sample(hint: Any, name: str, app: App, folder: Path) -> Any:
         return iter(())
     if "Sequence" in text or "Iterable" in text or text.startswith("list"):
         return []
+    if "Mapping" in text or text.startswith("dict"):
+        return {}
     if hint is datetime or _datetime_hint(hint):
         return AWARE
     raise KeyError(f"no sample for {name}: {hint}")
@@ -238,6 +249,7 @@ def _instance(owner: type, app: App, folder: Path) -> Any:
         ),
         Service: lambda: Service(app, VirtualClock(AWARE)),
         VirtualClock: lambda: VirtualClock(AWARE),
+        Certificates: lambda: Certificates(lambda url: b""),
     }
     return makers[owner]()
 

@@ -14,6 +14,7 @@ The modules, lower first (each imports only those above it):
     reader.py     the strict TOML table reader: typed values, unknown keys refused with a suggestion
     series.py     series.toml: Series, Session, Step, StepKind, Audience
     smtp.py       [smtp], [smtp.servers.NAME], [smtp.routes], [dkim]
+    providers.py  [bounces.webhooks.PROVIDER]: the sending providers' bounce and complaint webhooks
     bounces.py    [bounces], [bounces.imap]: return path, soft-bounce rule, bounce mailbox
     hooks.py      [webhooks]: secrets' variables, replay tolerance, Zoom webinar -> session
     settings.py   Sender, WebSettings, Region, Settings
@@ -27,6 +28,7 @@ from mailer.config.bounces import BounceSettings, ImapSettings
 from mailer.config.hooks import WebhookSettings
 from mailer.config.links import check_public_links
 from mailer.config.load import default_config_dir, load_settings
+from mailer.config.providers import ProviderWebhook, ProviderWebhooks
 from mailer.config.series import Audience, Series, Session, Step, StepKind
 from mailer.config.settings import Region, Sender, Settings, WebSettings
 from mailer.config.smtp import DkimSettings, RateLimits, Security, SmtpSettings
@@ -38,6 +40,8 @@ __all__ = [
     "DkimSettings",
     "ImapSettings",
     "Offset",
+    "ProviderWebhook",
+    "ProviderWebhooks",
     "RateLimits",
     "Region",
     "Security",

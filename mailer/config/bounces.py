@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
+from mailer.config.providers import ProviderWebhooks, read_provider_webhooks
 from mailer.config.reader import TableReader
 from mailer.config.smtp import Security
 
@@ -47,17 +48,20 @@ class BounceSettings:
 
     ``return_path`` ``"bounces@bounce.example.org"`` sends each message with the envelope sender
     ``bounces+<token>@bounce.example.org``; ``""`` keeps the sender's address. ``soft_limit`` soft bounces
-    spread over at least ``soft_period`` suppress a contact. ``imap`` None: no polling.
+    spread over at least ``soft_period`` suppress a contact. ``imap`` None: no polling. ``webhooks``: the
+    sending providers whose webhooks are accepted (mailer.config.providers).
     """
 
     return_path: str = ""
     soft_limit: int = 3
     soft_period: timedelta = timedelta(days=7)
     imap: ImapSettings | None = None
+    webhooks: ProviderWebhooks = field(default_factory=ProviderWebhooks)
 
 
 def read_bounces(table: TableReader) -> BounceSettings:
-    """``[bounces]`` and ``[bounces.imap]``; raises ConfigError naming the key and the fix."""
+    """``[bounces]``, ``[bounces.imap]`` and ``[bounces.webhooks]``; raises ConfigError naming the key and the
+    fix."""
     return_path = table.get("return_path", str, "").strip()
     local, at, domain = return_path.rpartition("@")
     if return_path and (not at or not local or not domain or "+" in local):
@@ -100,4 +104,6 @@ def read_bounces(table: TableReader) -> BounceSettings:
         )
     else:
         imap_table.asked.update(imap_table.data)  # a switched-off mailbox may keep its other keys
-    return BounceSettings(return_path, soft_limit, soft_period, imap)
+    return BounceSettings(
+        return_path, soft_limit, soft_period, imap, read_provider_webhooks(table.table("webhooks"))
+    )

@@ -4,8 +4,10 @@ Tried in this order, the first that finds one of our messages wins:
 
 1. the signed return path the report was delivered to (or that the returned headers or an ARF
    ``Original-Mail-From`` carry): it names the outbox row (mailer.delivery.verp);
-2. one of our Message-IDs in the returned headers;
-3. the addresses the report names (Final-Recipient, then Original-Recipient), compared in one canonical form:
+2. one of our Message-IDs in the returned headers (or that a provider's event names);
+3. the id the sending provider gave the message in its 250 reply (``Message.provider_id``), that its
+   webhook events name (mailer.delivery.providers);
+4. the addresses the report names (Final-Recipient, then Original-Recipient), compared in one canonical form:
    case-folded, NFC, the domain's IDNA A-label and U-label forms the same (:func:`address_keys`).
 
 The contact who was mailed is the message's contact, whatever address the report names. An address the
@@ -32,7 +34,7 @@ from mailer.store.models import Contact, Message, MessageStatus
 class Attribution:
     """The message and contact a report is about (None when it names nothing of ours), and how they were found.
 
-    ``matched_by`` is ``verp``, ``message-id``, ``address`` or ``""``.
+    ``matched_by`` is ``verp``, ``message-id``, ``provider-id``, ``address`` or ``""``.
     """
 
     message: Message | None
@@ -100,6 +102,11 @@ def attribute(db: DbSession, report: Report, return_path: ReturnPath | None) -> 
             select(Message).where(Message.message_id.in_(report.message_ids)).limit(1)
         ).first()
         matched_by = "message-id" if message is not None else ""
+    if message is None and report.provider_ids:
+        message = db.scalars(
+            select(Message).where(Message.provider_id.in_(report.provider_ids)).order_by(Message.id).limit(1)
+        ).first()
+        matched_by = "provider-id" if message is not None else ""
     named = _named(report)
     contact = message.contact if message is not None else None
     if contact is None:

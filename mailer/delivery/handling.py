@@ -6,12 +6,16 @@
     soft bounce   logged on the message; after ``soft_limit`` soft bounces for the contact spread over at
                   least ``soft_period``, suppressed with reason ``soft-bounce``
     delayed       logged on the message, nothing else
+    delivered     (a provider's event) logged on the message as delivered, nothing else
     auto-reply,   recorded only
     other
     unparsed      recorded with the parser's error; the raw report stays where it was found
 
-Every report is recorded once in ``bounce_reports`` (keyed by the SHA-256 of its bytes): handling the same
-bytes again changes nothing, except that a report recorded as unparsed is read again.
+Every report is recorded once in ``bounce_reports`` (keyed by the SHA-256 of its bytes, or of the provider's
+event id for a webhook event, :func:`apply_report`): handling the same bytes or event again changes nothing,
+except that a report recorded as unparsed is read again. Nothing is ever undone by a later report, so events
+may arrive in any order: a delivery after a bounce leaves the message bounced, soft bounces are counted by
+when they happened (``arrived_at``), not when they reached us.
 Addresses a report names that are not the mailed contact's are logged and recorded, never suppressed.
 """
 
@@ -43,7 +47,13 @@ from mailer.timeline.clock import require_aware
 
 log = logging.getLogger(__name__)
 
-_ATTRIBUTED = (ReportKind.HARD, ReportKind.SOFT, ReportKind.DELAYED, ReportKind.COMPLAINT)
+_ATTRIBUTED = (
+    ReportKind.HARD,
+    ReportKind.SOFT,
+    ReportKind.DELAYED,
+    ReportKind.COMPLAINT,
+    ReportKind.DELIVERED,
+)
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,10 @@ def _apply(
             bounced,
             already=not new,
         )
+    if kind is ReportKind.DELIVERED:
+        if message is not None:
+            log_event(db, message.id, EventKind.DELIVERED, now, code=report.smtp_code, detail=detail)
+        return Handled(kind, f"delivered to {contact.email}: {describe}")
     if message is not None:
         log_event(
             db, message.id, EventKind.REPORTED, now, code=report.smtp_code, detail=f"{kind.value}: {detail}"
@@ -168,10 +182,32 @@ def handle_report(db: DbSession, raw: bytes, now: datetime, *, policy: Policy, s
     """
     now = require_aware(now, "now")
     key = fingerprint(raw)
+    done = _handled_before(db, key)
+    if done is not None:
+        return done
+    return apply_report(db, parse_report(raw), now, key=key, policy=policy, source=source)
+
+
+def _handled_before(db: DbSession, key: str) -> Handled | None:
     row = db.scalar(select(BounceReport).where(BounceReport.fingerprint == key))
     if row is not None and row.kind != ReportKind.UNPARSED:
         return Handled(ReportKind(row.kind), f"already handled on {row.received_at:%Y-%m-%d}", duplicate=True)
-    report = parse_report(raw)
+    return None
+
+
+def apply_report(
+    db: DbSession, report: Report, now: datetime, *, key: str, policy: Policy, source: str
+) -> Handled:
+    """Apply ``report`` (read from a mailbox, or a provider's event in the same shape) and record it in
+    ``bounce_reports`` under ``key`` (64 characters: :func:`fingerprint` of its bytes or of its event id);
+    caller commits. A key recorded before (and not as unparsed) changes nothing: ``Handled.duplicate``.
+    Database errors propagate.
+    """
+    now = require_aware(now, "now")
+    done = _handled_before(db, key)
+    if done is not None:
+        return done
+    row = db.scalar(select(BounceReport).where(BounceReport.fingerprint == key))
     if report.kind in _ATTRIBUTED:
         found = attribute(db, report, policy.return_path)
     else:

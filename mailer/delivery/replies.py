@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -76,3 +77,22 @@ def unanswered(phase: Phase, reason: str) -> Reply:
 def expected(phase: Phase, code: int) -> bool:
     """The reply that lets a transaction go on: 250 to MAIL, 250 or 251 to RCPT, 354 to DATA (RFC 5321)."""
     return code == 354 if phase is Phase.DATA else code == 250 or (phase is Phase.RCPT and code == 251)
+
+
+_QUEUED_AS = re.compile(r"\bqueued as:?\s+<?([A-Za-z0-9][\w.@=+/-]{3,200})>?", re.IGNORECASE)
+_OK_ID = re.compile(
+    r"^(?:2\.\d{1,3}\.\d{1,3}\s+)?ok:?\s+<?([A-Za-z0-9][\w.@=+/-]{7,200})>?\s*$", re.IGNORECASE
+)
+
+
+def provider_message_id(text: str) -> str:
+    """The relay's id for an accepted message, read from the text of its 250 reply to DATA; ``""`` if none.
+
+    ``"Ok 0100017a2b3c4d5e-1a2b-...-000000"`` (Amazon SES: the ``mail.messageId`` its notifications carry),
+    ``"Ok: queued as 9Oqjh3IZSuynjc_Z7FPBaQ"`` (SendGrid: the start of ``sg_message_id``; Postfix and most
+    relays say ``queued as``), ``"2.0.0 Ok: queued as 4F1A2B3C"``. A bare ``"OK"`` or ``"Great success"``
+    gives ``""``. Angle brackets around the id are dropped.
+    """
+    first = text.strip().splitlines()[0].strip() if text.strip() else ""
+    match = _QUEUED_AS.search(first) or _OK_ID.match(first)
+    return match.group(1) if match else ""

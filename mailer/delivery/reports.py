@@ -66,6 +66,7 @@ class Report:
     recipients: tuple[Recipient, ...] = ()
     sent_to: tuple[str, ...] = ()  # addresses the report was delivered to or names as our envelope sender
     message_ids: tuple[str, ...] = ()  # Message-IDs in the returned headers, "<...>"
+    provider_ids: tuple[str, ...] = ()  # a sending provider's ids for the message (webhook events)
     reporting_mta: str = ""
     arrived_at: datetime | None = None
     feedback_type: str = ""  # ARF Feedback-Type ("abuse"), for complaints

@@ -118,6 +118,7 @@ class EventKind(StrEnum):
     PAUSED = "paused"
     RESUMED = "resumed"
     REPORTED = "reported"  # a report about a sent message arrived (delay, soft bounce, complaint): see detail
+    DELIVERED = "delivered"  # the sending provider reports the receiving server accepted it (webhook)
 
 
 class Contact(Base):
@@ -256,6 +257,9 @@ class Message(Base):
     reply_code: Mapped[int | None]
     reply_text: Mapped[str] = mapped_column(Text, default="")
     sent_at: Mapped[datetime | None]
+    # the sending provider's id for the message, from the relay's 250 reply ("Ok <id>", "queued as <id>"):
+    # webhook events name it (mailer.delivery.providers)
+    provider_id: Mapped[str | None] = mapped_column(String(255), index=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -346,14 +350,17 @@ class ReportKind(StrEnum):
     COMPLAINT = "complaint"  # ARF feedback report (RFC 5965): suppressed at once with reason "complaint"
     AUTO_REPLY = "auto-reply"  # out-of-office and other RFC 3834 answers: logged, ignored
     OTHER = "other"  # an ordinary message (a person's reply): logged, ignored
+    DELIVERED = "delivered"  # a provider's delivery event: logged on the message as delivered
     UNPARSED = "unparsed"  # a parser failed on it: the report is kept where it was found and counted
 
 
 class BounceReport(Base):
-    """One message received at the bounce address (mailbox, file import), as read and applied.
+    """One message received at the bounce address (mailbox, file import) or one event a sending provider
+    posted to its webhook, as read and applied.
 
-    ``fingerprint`` (SHA-256 of the raw bytes) makes handling idempotent: the same report read twice, from
-    IMAP after a failed move or from a file imported again, is applied once.
+    ``fingerprint`` (SHA-256 of the raw bytes; of ``provider:event id`` for a webhook event) makes handling
+    idempotent: the same report read twice, from IMAP after a failed move, from a file imported again or
+    from a webhook retried, is applied once.
     """
 
     __tablename__ = "bounce_reports"
@@ -365,11 +372,15 @@ class BounceReport(Base):
     diagnostic: Mapped[str] = mapped_column(Text, default="")  # Diagnostic-Code or the bounce's text line
     reporting_mta: Mapped[str] = mapped_column(String(255), default="")
     named_address: Mapped[str] = mapped_column(String(320), default="")  # Final-Recipient, as written
-    matched_by: Mapped[str] = mapped_column(String(20), default="")  # verp | message-id | address | ""
+    matched_by: Mapped[str] = mapped_column(
+        String(20), default=""
+    )  # verp | message-id | provider-id | address | ""
     message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"), index=True)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"), index=True)
     outcome: Mapped[str] = mapped_column(Text, default="")  # what was done, for staff
-    source: Mapped[str] = mapped_column(String(400), default="")  # imap://host/INBOX, a file path
+    source: Mapped[str] = mapped_column(
+        String(400), default=""
+    )  # imap://host/INBOX, a file path, webhook:ses
     error: Mapped[str] = mapped_column(Text, default="")  # for kind "unparsed": the parser's error
     arrived_at: Mapped[datetime | None]  # Arrival-Date of the report, else its Date header
     received_at: Mapped[datetime]  # when this service read it

@@ -37,6 +37,7 @@ from mailer.compose.links import derived_key
 from mailer.compose.outgoing import Outgoing
 from mailer.compose.render import Renderer
 from mailer.config import Settings
+from mailer.delivery.providers import Certificates, Fetch, fetch_https
 from mailer.store.engine import transaction
 from mailer.store.recorder import store_busy
 from mailer.timeline.clock import Clock, SystemClock
@@ -239,15 +240,27 @@ def create_app(
     clock: Clock | None = None,
     renderer: Renderer | None = None,
     throttle: LoginThrottle | None = None,
+    fetch: Fetch | None = None,
 ) -> Starlette:
     """The ASGI application for ``app``'s store and settings.
 
     ``clock`` defaults to the system clock (tests pass a virtual one); ``renderer`` to one built from the
-    settings (it parses every e-mail template now: a broken template fails here, not on a page).
+    settings (it parses every e-mail template now: a broken template fails here, not on a page); ``fetch``
+    (GET an https URL) to :func:`mailer.delivery.providers.fetch_https` (SNS certificates and subscription
+    confirmations; tests pass their own).
     Raises FileNotFoundError without ``templates/web``, :class:`mailer.errors.RenderError` for bad templates and
     :class:`mailer.errors.ConfigError` for an unusable DKIM key.
     """
-    from mailer.web import api, metrics, organisers, participants, staff, webhooks
+    from mailer.web import (
+        api,
+        metrics,
+        organisers,
+        participants,
+        provider_hooks,
+        staff,
+        suppressions,
+        webhooks,
+    )
 
     settings = app.settings
     directory = web_templates_dir(settings)
@@ -271,7 +284,9 @@ def create_app(
         *api.ROUTES,
         *participants.ROUTES,
         *staff.ROUTES,
+        *suppressions.ROUTES,
         *organisers.ROUTES,
+        *provider_hooks.ROUTES,
         Mount("/static", StaticFiles(directory=directory / "static"), name="static"),
     ]
     middleware = [
@@ -297,6 +312,7 @@ def create_app(
     ]
     web = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: _not_found})
     web.state.ctx = ctx
+    web.state.certificates = Certificates(fetch or fetch_https)
     return web
 
 

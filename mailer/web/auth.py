@@ -7,10 +7,11 @@ before every route:
 
 - ``/staff/...`` and ``/organise/...`` refuse anonymous requests (GET: redirect to the sign-in page; any
   other method: 403); ``/organise/...`` also needs the organiser role.
-- Every unsafe request (POST, PUT, PATCH, DELETE) outside the participants' signed links must carry the
-  session's CSRF token in the form field ``csrf_token`` (or the ``X-CSRF-Token`` header) and, when the
-  browser sends an Origin, come from this site (the public origin of ``web.base_url``, or the one the
-  request was addressed to); otherwise 403.
+- Every unsafe request (POST, PUT, PATCH, DELETE) outside :data:`TOKEN_PREFIXES` (participants' signed
+  links, API tokens, signed webhooks under ``/hooks/`` and ``/webhooks/``) must carry the session's CSRF
+  token in the form field ``csrf_token`` (or the ``X-CSRF-Token`` header) and, when the browser sends an
+  Origin, come from this site (the public origin of ``web.base_url``, or the one the request was addressed
+  to); otherwise 403.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from mailer.web.sessions import SessionPolicy, session_user
 
 PROTECTED_PREFIXES = ("/staff", "/organise")
 ORGANISER_PREFIXES = ("/organise",)
-# The token is the authorisation: participants' signed links, API bearer tokens, signed webhooks.
-TOKEN_PREFIXES = ("/u/", "/rsvp/", "/api/", "/hooks/")
+# The token is the authorisation: participants' signed links, API bearer tokens, signed webhooks
+# (registrations under /hooks/, the sending providers' bounce reports under /webhooks/: provider_hooks).
+TOKEN_PREFIXES = ("/u/", "/rsvp/", "/api/", "/hooks/", "/webhooks/")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_FIELD = "csrf_token"
 MAX_FORM_BYTES = 64 * 1024

@@ -14,6 +14,7 @@ from typing import Any
 import uvicorn
 
 from mailer.app import App
+from mailer.delivery.providers import Fetch
 from mailer.errors import MailerError
 from mailer.timeline.clock import Clock
 
@@ -44,11 +45,12 @@ def make_server(
     port: int | None = None,
     clock: Clock | None = None,
     access_log: bool = False,
+    fetch: Fetch | None = None,
 ) -> EmbeddedServer:
     """A server for ``app`` on ``host``:``port`` (default: ``settings.web``); not started."""
     from mailer.web.app import create_app
 
-    web = create_app(app, clock=clock)
+    web = create_app(app, clock=clock, fetch=fetch)
     config = uvicorn.Config(
         web,
         host=host or app.settings.web.host,
@@ -100,9 +102,15 @@ class ThreadedServer:
     """
 
     def __init__(
-        self, app: App, *, host: str = "127.0.0.1", port: int = 0, clock: Clock | None = None
+        self,
+        app: App,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Clock | None = None,
+        fetch: Fetch | None = None,
     ) -> None:
-        self.server = make_server(app, host=host, port=port, clock=clock)
+        self.server = make_server(app, host=host, port=port, clock=clock, fetch=fetch)
         self._thread = threading.Thread(target=self.server.run, name="web", daemon=True)
 
     @property

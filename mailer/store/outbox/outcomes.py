@@ -36,6 +36,7 @@ class Outcome:
     retry_at: datetime | None = (
         None  # a deferral without an attempt (relay unreachable): due then, not counted
     )
+    provider_id: str = ""  # the relay's id for the accepted message (from its 250 reply), for webhooks
 
 
 def retry_delay(attempts: int, base: timedelta, rng: random.Random | None = None) -> timedelta:
@@ -115,6 +116,7 @@ def record_outcomes(
                 "language": outcome.language or row.language,
                 "due_at": due_at,
                 "sent_at": now if status is MessageStatus.SENT else None,
+                "provider_id": (outcome.provider_id[:255] or None) if status is MessageStatus.SENT else None,
             }
         )
         events.append(
@@ -164,7 +166,7 @@ def _update_outcomes(db: DbSession, rows: list[dict[str, object]], now: datetime
     """Write delivery outcomes by primary key: on PostgreSQL one UPDATE ... FROM unnest() of one array per
     column; elsewhere an executemany of one UPDATE."""
     if is_postgresql(db):
-        columns = ("pk", "status", "reply_code", "reply_text", "language", "due_at", "sent_at")
+        columns = ("pk", "status", "reply_code", "reply_text", "language", "due_at", "sent_at", "provider_id")
         db.execute(_UPDATE_OUTCOMES, {"now": now, **{name: [row[name] for row in rows] for name in columns}})
         return
     table = cast(Table, Message.__table__)
@@ -178,6 +180,7 @@ def _update_outcomes(db: DbSession, rows: list[dict[str, object]], now: datetime
             language=bindparam("language"),
             due_at=bindparam("due_at"),
             sent_at=bindparam("sent_at"),
+            provider_id=bindparam("provider_id"),
             lease_until=None,
             updated_at=now,
         ),
@@ -187,10 +190,12 @@ def _update_outcomes(db: DbSession, rows: list[dict[str, object]], now: datetime
 
 _UPDATE_OUTCOMES = text(
     "UPDATE messages AS m SET status = v.status, reply_code = v.reply_code, reply_text = v.reply_text, "
-    "language = v.language, due_at = v.due_at, sent_at = v.sent_at, lease_until = NULL, updated_at = :now "
+    "language = v.language, due_at = v.due_at, sent_at = v.sent_at, provider_id = v.provider_id, "
+    "lease_until = NULL, updated_at = :now "
     "FROM unnest(CAST(:pk AS integer[]), CAST(:status AS varchar[]), CAST(:reply_code AS integer[]), "
     "CAST(:reply_text AS text[]), CAST(:language AS varchar[]), CAST(:due_at AS timestamptz[]), "
-    "CAST(:sent_at AS timestamptz[])) AS v(pk, status, reply_code, reply_text, language, due_at, sent_at) "
+    "CAST(:sent_at AS timestamptz[]), CAST(:provider_id AS varchar[])) "
+    "AS v(pk, status, reply_code, reply_text, language, due_at, sent_at, provider_id) "
     "WHERE m.id = v.pk"
 )
 
