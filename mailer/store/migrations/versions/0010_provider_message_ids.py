@@ -1,7 +1,7 @@
 """the sending provider's message id, from the relay's 250 reply, for matching its webhook events
 
-Revision ID: 0008_provider_message_ids
-Revises: 0007_webhooks_api_tokens
+Revision ID: 0010_provider_message_ids
+Revises: 0009_lease_expiries
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_provider_message_ids"
-down_revision = "0007_webhooks_api_tokens"
+revision = "0010_provider_message_ids"
+down_revision = "0009_lease_expiries"
 branch_labels = None
 depends_on = None
 
