@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
-import os
 import re
 import shutil
 import socket
@@ -31,11 +30,10 @@ from mailer.store.models import Contact, Registration, RegistrationStatus, Staff
 from mailer.timeline.clock import VirtualClock
 from mailer.web.server import ThreadedServer
 from tests.certificates import self_signed_certificate
+from tests.chromium import headless_chromium
 from tests.conftest import RunningServer, with_smtp
 from tests.factories import add_contact
 from tests.test_web_support import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     INVITATION_AT,
     PASSWORD,
     accounts,
@@ -142,23 +140,11 @@ def proxied(
 @pytest.fixture
 def proxy_page(proxied: tuple[App, str]) -> Iterator[Any]:
     """Chromium resolving mailer.example.org to 127.0.0.1 and accepting the test's certificate."""
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail("/usr/bin/chromium missing: .ci/run should have installed it")
-        pytest.skip("/usr/bin/chromium missing: apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
-
     port = proxied[1].rsplit(":", 1)[1]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {HOST}:{port} 127.0.0.1:{port}"],
-            headless=True,
-        )
+    with headless_chromium(f"--host-resolver-rules=MAP {HOST}:{port} 127.0.0.1:{port}") as browser:
         context = browser.new_context(ignore_https_errors=True, locale="en-GB")
         context.set_default_timeout(15000)
         yield context.new_page()
-        browser.close()
 
 
 def test_sign_in_queue_a_wave_and_answer_through_the_tls_proxy(
