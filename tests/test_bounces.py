@@ -13,10 +13,9 @@ from mailer.app import App
 from mailer.errors import ImportFileError
 from mailer.store.engine import transaction
 from mailer.store.models import BounceReport, Contact, Message, MessageStatus, Suppression, SuppressionLift
-from mailer.store.outbox import queue_wave
 from tests import bounce_fixtures as fixtures
 from tests.cli_run import run_cli
-from tests.factories import add_contact
+from tests.factories import queue_invitations
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGINAL_ID = "<0f1e2d3c4b5a69788796a5b4c3d2e1f0@example.org>"
@@ -58,19 +57,8 @@ Message-ID: {original_id or "<x@y>"}
 
 
 def test_bounces_import_from_mbox_and_maildir(app: App, tmp_path: Path) -> None:
-    series = app.settings.series
+    queue_invitations(app, "gone@example.org", "full@example.org", "fine@example.org")
     with transaction(app.factory) as db:
-        add_contact(db, "gone@example.org")
-        add_contact(db, "full@example.org")
-        add_contact(db, "fine@example.org")
-    with transaction(app.factory) as db:
-        queue_wave(
-            db,
-            app.settings,
-            series.session("africa-2021"),
-            series.step("invitation"),
-            datetime(2021, 6, 1, 13, tzinfo=UTC),
-        )
         message = db.scalar(select(Message).where(Message.recipient == "gone@example.org"))
         assert message is not None
         message.status, message.message_id = MessageStatus.SENT, ORIGINAL_ID
@@ -115,19 +103,9 @@ def test_bounces_import_refuses_a_folder_that_is_no_maildir(app: App, tmp_path: 
 
 def _sent(app: App, *addresses: str) -> dict[str, str]:
     """Contacts on the africa list, each with a sent invitation; address -> that message's Message-ID."""
-    series = app.settings.series
-    with transaction(app.factory) as db:
-        for address in addresses:
-            add_contact(db, address)
+    queue_invitations(app, *addresses)
     ids: dict[str, str] = {}
     with transaction(app.factory) as db:
-        queue_wave(
-            db,
-            app.settings,
-            series.session("africa-2021"),
-            series.step("invitation"),
-            datetime(2021, 6, 1, 13, tzinfo=UTC),
-        )
         for message in db.scalars(select(Message)):
             message.status = MessageStatus.SENT
             message.sent_at = datetime(2021, 6, 1, 13, 5, tzinfo=UTC)
