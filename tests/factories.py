@@ -12,7 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session as DbSession
 
+from mailer.app import App
 from mailer.config import DkimSettings
+from mailer.store.engine import transaction
 from mailer.store.models import (
     Contact,
     ContactList,
@@ -21,6 +23,7 @@ from mailer.store.models import (
     RegistrationStatus,
     UTCDateTime,
 )
+from mailer.store.outbox import queue_wave
 
 EPOCH = datetime(2021, 1, 1, tzinfo=UTC)
 
@@ -71,6 +74,23 @@ def register(
     )
     db.add(registration)
     return registration
+
+
+def queue_invitations(app: App, *addresses: str) -> None:
+    """Contacts on the africa list, then the africa-2021 invitation wave queued for them at
+    2021-06-01 13:00 UTC (each message left queued; each in its own committed transaction)."""
+    series = app.settings.series
+    with transaction(app.factory) as db:
+        for address in addresses:
+            add_contact(db, address)
+    with transaction(app.factory) as db:
+        queue_wave(
+            db,
+            app.settings,
+            series.session("africa-2021"),
+            series.step("invitation"),
+            datetime(2021, 6, 1, 13, tzinfo=UTC),
+        )
 
 
 def dkim_signing(folder: Path) -> tuple[DkimSettings, bytes]:

@@ -25,9 +25,8 @@ from mailer.store.models import (
     ReportKind,
     Suppression,
 )
-from mailer.store.outbox import queue_wave
 from tests import bounce_fixtures as fixtures
-from tests.factories import add_contact
+from tests.factories import add_contact, queue_invitations
 
 NOW = datetime(2021, 6, 10, 12, tzinfo=UTC)
 RETURN_PATH = ReturnPath("bounces", "bounce.example.org", b"k" * 32)
@@ -159,18 +158,8 @@ def test_address_keys_treat_a_labels_and_u_labels_alike() -> None:
 
 
 def _sent(app: App, *addresses: str) -> dict[str, Message]:
-    series = app.settings.series
+    queue_invitations(app, *addresses)
     with transaction(app.factory) as db:
-        for address in addresses:
-            add_contact(db, address)
-    with transaction(app.factory) as db:
-        queue_wave(
-            db,
-            app.settings,
-            series.session("africa-2021"),
-            series.step("invitation"),
-            datetime(2021, 6, 1, 13, tzinfo=UTC),
-        )
         messages = list(db.scalars(select(Message)))
         for message in messages:
             message.status, message.sent_at = MessageStatus.SENT, datetime(2021, 6, 1, 13, 5, tzinfo=UTC)

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import mailbox
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
-from click.testing import CliRunner
 from sqlalchemy import select
 
 from mailer.app import App
-from mailer.cli import cli
 from mailer.errors import ImportFileError
 from mailer.store.engine import transaction
 from mailer.store.models import BounceReport, Contact, Message, MessageStatus, Suppression, SuppressionLift
-from mailer.store.outbox import queue_wave
 from tests import bounce_fixtures as fixtures
-from tests.factories import add_contact
+from tests.cli_run import run_cli
+from tests.factories import queue_invitations
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGINAL_ID = "<0f1e2d3c4b5a69788796a5b4c3d2e1f0@example.org>"
@@ -59,25 +56,9 @@ Message-ID: {original_id or "<x@y>"}
 """.encode()
 
 
-def run(app: App, *args: str) -> Any:
-    base = ["--config", str(ROOT / "config"), "--database-url", app.settings.database_url]
-    return CliRunner().invoke(cli, [*base, *args], catch_exceptions=False)
-
-
 def test_bounces_import_from_mbox_and_maildir(app: App, tmp_path: Path) -> None:
-    series = app.settings.series
+    queue_invitations(app, "gone@example.org", "full@example.org", "fine@example.org")
     with transaction(app.factory) as db:
-        add_contact(db, "gone@example.org")
-        add_contact(db, "full@example.org")
-        add_contact(db, "fine@example.org")
-    with transaction(app.factory) as db:
-        queue_wave(
-            db,
-            app.settings,
-            series.session("africa-2021"),
-            series.step("invitation"),
-            datetime(2021, 6, 1, 13, tzinfo=UTC),
-        )
         message = db.scalar(select(Message).where(Message.recipient == "gone@example.org"))
         assert message is not None
         message.status, message.message_id = MessageStatus.SENT, ORIGINAL_ID
@@ -90,7 +71,7 @@ def test_bounces_import_from_mbox_and_maildir(app: App, tmp_path: Path) -> None:
     plain.set_content("Thank you, I will attend.\n")
     box.add(plain)
     box.flush()
-    result = run(app, "bounces", "import", str(tmp_path / "bounces.mbox"))
+    result = run_cli(app, "bounces", "import", str(tmp_path / "bounces.mbox"))
     assert result.exit_code == 0, result.output
     assert "3 messages read, 2 recognised as bounces" in result.output
     assert "suppressed      1" in result.output and "gone@example.org" in result.output
@@ -109,43 +90,22 @@ def test_bounces_import_from_mbox_and_maildir(app: App, tmp_path: Path) -> None:
     maildir = mailbox.Maildir(tmp_path / "Maildir", create=True)
     maildir.add(_dsn("gone@example.org", "failed", "5.1.1"))
     maildir.add(_dsn("fine@example.org", "failed", "5.2.1"))
-    again = run(app, "bounces", "import", str(tmp_path / "Maildir"))
+    again = run_cli(app, "bounces", "import", str(tmp_path / "Maildir"))
     assert "suppressed      1" in again.output and "already         1" in again.output
     with transaction(app.factory) as db:
         assert db.get(Suppression, "fine@example.org") is not None
 
 
 def test_bounces_import_refuses_a_folder_that_is_no_maildir(app: App, tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        cli,
-        [
-            "--config",
-            str(ROOT / "config"),
-            "--database-url",
-            app.settings.database_url,
-            "bounces",
-            "import",
-            str(tmp_path),
-        ],
-    )
+    result = run_cli(app, "bounces", "import", str(tmp_path), catch_exceptions=True)
     assert result.exit_code != 0 and "no maildir" in str(result.exception or result.output)
 
 
 def _sent(app: App, *addresses: str) -> dict[str, str]:
     """Contacts on the africa list, each with a sent invitation; address -> that message's Message-ID."""
-    series = app.settings.series
-    with transaction(app.factory) as db:
-        for address in addresses:
-            add_contact(db, address)
+    queue_invitations(app, *addresses)
     ids: dict[str, str] = {}
     with transaction(app.factory) as db:
-        queue_wave(
-            db,
-            app.settings,
-            series.session("africa-2021"),
-            series.step("invitation"),
-            datetime(2021, 6, 1, 13, tzinfo=UTC),
-        )
         for message in db.scalars(select(Message)):
             message.status = MessageStatus.SENT
             message.sent_at = datetime(2021, 6, 1, 13, 5, tzinfo=UTC)
@@ -179,7 +139,7 @@ def test_a_report_from_a_forwarding_address_suppresses_the_contact_who_was_maile
         tmp_path / "bounces.mbox",
         fixtures.dsn("rosa.personal@mail.example.net", message_id=ids["rosa.alias@example.org"]),
     )
-    result = run(app, "bounces", "import", str(path))
+    result = run_cli(app, "bounces", "import", str(path))
     assert result.exit_code == 0, result.output
     assert "suppressed      1" in result.output and "rosa.alias@example.org  (hard-bounce)" in result.output
     assert _state(app, "rosa.alias@example.org") == ("bounced", "hard-bounce", ["bounced"])
@@ -195,12 +155,12 @@ def test_a_report_from_a_forwarding_address_suppresses_the_contact_who_was_maile
 def test_internationalised_reports_suppress_the_contact(app: App, tmp_path: Path) -> None:
     _sent(app, "josé.núñez@example.org", "zoë@example.org")
     global_report = _mbox(tmp_path / "global.mbox", fixtures.global_dsn("josé.núñez@example.org"))
-    result = run(app, "bounces", "import", str(global_report))
+    result = run_cli(app, "bounces", "import", str(global_report))
     assert "1 messages read, 1 recognised as bounces" in result.output
     assert _state(app, "josé.núñez@example.org") == ("bounced", "hard-bounce", ["bounced"])
 
     classic = _mbox(tmp_path / "classic.mbox", fixtures.dsn("ZOË@example.org"))
-    result = run(app, "bounces", "import", str(classic))
+    result = run_cli(app, "bounces", "import", str(classic))
     assert "1 messages read, 1 recognised as bounces" in result.output
     assert _state(app, "zoë@example.org") == ("bounced", "hard-bounce", ["bounced"])
 
@@ -210,7 +170,7 @@ def test_a_report_naming_the_a_label_matches_a_contact_listed_with_the_u_label(
 ) -> None:
     _sent(app, "ana@bücher.example", "ana@example.org")
     path = _mbox(tmp_path / "idn.mbox", fixtures.dsn("Ana@XN--BCHER-KVA.example"))
-    result = run(app, "bounces", "import", str(path))
+    result = run_cli(app, "bounces", "import", str(path))
     assert "suppressed      1" in result.output
     assert _state(app, "ana@bücher.example") == ("bounced", "hard-bounce", ["bounced"])
     assert _state(app, "ana@example.org") == ("active", None, ["sent"])
@@ -230,7 +190,7 @@ def test_a_message_that_breaks_a_parser_is_kept_and_counted_and_the_others_appli
         + fixtures.dsn("gone@example.org")
     )
     before = path.read_bytes()
-    result = run(app, "bounces", "import", str(path))
+    result = run_cli(app, "bounces", "import", str(path))
     assert result.exit_code == 0, result.output
     assert "2 messages read, 1 recognised as bounces" in result.output
     assert "unparsed        1" in result.output and "IndexError" in result.output
@@ -243,18 +203,7 @@ def test_a_message_that_breaks_a_parser_is_kept_and_counted_and_the_others_appli
 
 def test_bounces_import_says_when_a_file_is_no_mbox(app: App) -> None:
     readme = ROOT / "README.md"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "--config",
-            str(ROOT / "config"),
-            "--database-url",
-            app.settings.database_url,
-            "bounces",
-            "import",
-            str(readme),
-        ],
-    )
+    result = run_cli(app, "bounces", "import", str(readme), catch_exceptions=True)
     assert result.exit_code != 0
     assert isinstance(result.exception, ImportFileError)
     assert str(result.exception).startswith(f"{readme}: not an mbox")
@@ -262,19 +211,21 @@ def test_bounces_import_says_when_a_file_is_no_mbox(app: App) -> None:
 
 def test_staff_see_the_suppression_and_its_report_and_can_lift_it(app: App, tmp_path: Path) -> None:
     _sent(app, "gone@example.org", "fine@example.org")
-    run(app, "bounces", "import", str(_mbox(tmp_path / "b.mbox", fixtures.dsn("gone@example.org"))))
-    shown = run(app, "contacts", "show", "GONE@example.org").output
+    run_cli(app, "bounces", "import", str(_mbox(tmp_path / "b.mbox", fixtures.dsn("gone@example.org"))))
+    shown = run_cli(app, "contacts", "show", "GONE@example.org").output
     assert "status          bounced" in shown
     assert "suppressed      hard-bounce since " in shown
     assert (
         "last report     hard 5.1.1 smtp; 550 5.1.1 <gone@example.org>: Recipient address rejected: User unknown "
         "(relay.example.net, 2021-06-02 07:59 UTC)"
     ) in shown
-    listed = run(app, "suppressions", "list", "--reason", "hard-bounce").output
+    listed = run_cli(app, "suppressions", "list", "--reason", "hard-bounce").output
     assert listed.splitlines()[0].startswith("gone@example.org                         hard-bounce  ")
     assert listed.splitlines()[-1] == "1 suppressed (hard-bounce)"
 
-    lifted = run(app, "suppressions", "remove", "gone@example.org", "--by", "olga", "--note", "new mailbox")
+    lifted = run_cli(
+        app, "suppressions", "remove", "gone@example.org", "--by", "olga", "--note", "new mailbox"
+    )
     assert (
         lifted.stdout
         == "gone@example.org: hard-bounce suppression lifted by olga; the contact is active again\n"
@@ -291,5 +242,5 @@ def test_staff_see_the_suppression_and_its_report_and_can_lift_it(app: App, tmp_
             "olga",
             "new mailbox",
         )
-    again = run(app, "suppressions", "remove", "fine@example.org")
+    again = run_cli(app, "suppressions", "remove", "fine@example.org")
     assert again.exit_code == 1 and "fine@example.org is not on the suppression list" in again.output

@@ -5,13 +5,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from mailer.app import App
@@ -25,12 +24,11 @@ from mailer.audience.contacts import (
     split_title,
 )
 from mailer.audience.locales import country_language
-from mailer.cli import cli
-from mailer.cli.contacts import COMMANDS
 from mailer.errors import ImportFileError, NaiveDatetimeError, NotFoundError
 from mailer.store.engine import transaction
 from mailer.store.models import Contact, ContactList, ListMembership
-from tests.conftest import CONTACTS_DIR, ROOT
+from tests.cli_run import run_cli
+from tests.conftest import CONTACTS_DIR
 
 MANIFEST: dict[str, Any] = json.loads((CONTACTS_DIR / "manifest.json").read_text(encoding="utf-8"))
 FILES = sorted(name for name in MANIFEST if name.endswith(".csv"))
@@ -406,20 +404,11 @@ def test_find_contacts(app: App, tmp_path: Path) -> None:
 
 # --- the command line ------------------------------------------------------------------------------------------
 
-for _command in COMMANDS:
-    cli.add_command(_command)
-
-
-def run(app: App, *args: str) -> Any:
-    base = ["--config", str(ROOT / "config"), "--database-url", app.settings.database_url]
-    return CliRunner().invoke(cli, [*base, *args], catch_exceptions=False)
-
 
 def test_cli_import_prints_summary_and_lines(app: App, tmp_path: Path) -> None:
     expected = MANIFEST["africa.csv"]
     rejects = tmp_path / "africa-rejects.csv"
-    result = run(
-        app,
+    command = (
         "contacts",
         "import",
         str(CONTACTS_DIR / "africa.csv"),
@@ -428,6 +417,7 @@ def test_cli_import_prints_summary_and_lines(app: App, tmp_path: Path) -> None:
         "--rejects",
         str(rejects),
     )
+    result = run_cli(app, *command)
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert f"{expected['rows']} rows read" in out
@@ -442,23 +432,14 @@ def test_cli_import_prints_summary_and_lines(app: App, tmp_path: Path) -> None:
             assert f"line {defect['line']}: " in out
     assert rejects.is_file()
 
-    again = run(
-        app,
-        "contacts",
-        "import",
-        str(CONTACTS_DIR / "africa.csv"),
-        "--region",
-        "africa",
-        "--rejects",
-        str(rejects),
-    )
+    again = run_cli(app, *command)
     assert (
         f"(0 new, 0 updated, {expected['expected_contacts']} unchanged; 0 added to the list)" in again.stdout
     )
 
 
 def test_cli_unknown_region_exits_2(app: App) -> None:
-    result = run(app, "contacts", "import", str(CONTACTS_DIR / "africa.csv"), "--region", "atlantis")
+    result = run_cli(app, "contacts", "import", str(CONTACTS_DIR / "africa.csv"), "--region", "atlantis")
     assert result.exit_code == 2
     assert (
         "unknown region 'atlantis' (known: africa, asia-pacific, caribbean, latin-america)" in result.output
@@ -467,7 +448,7 @@ def test_cli_unknown_region_exits_2(app: App) -> None:
 
 
 def test_cli_list_and_show(app: App, tmp_path: Path) -> None:
-    run(
+    run_cli(
         app,
         "contacts",
         "import",
@@ -477,17 +458,17 @@ def test_cli_list_and_show(app: App, tmp_path: Path) -> None:
         "--rejects",
         str(tmp_path / "r.csv"),
     )
-    listed = run(app, "contacts", "list", "--region", "caribbean", "--search", "Russell.Brown")
+    listed = run_cli(app, "contacts", "list", "--region", "caribbean", "--search", "Russell.Brown")
     assert listed.exit_code == 0
     assert "russell.brown486@lc.parliament.example" in listed.stdout and "Mr. Russell Brown" in listed.stdout
     assert "1 of 1 contacts shown" in listed.stdout
-    shown = run(app, "contacts", "show", "JOSÉ.NÚÑEZ@mail.example.com")
+    shown = run_cli(app, "contacts", "show", "JOSÉ.NÚÑEZ@mail.example.com")
     assert shown.exit_code == 0
     assert "josé.núñez@mail.example.com" in shown.stdout
     assert "needs SMTPUTF8  yes" in shown.stdout and "lists           caribbean" in shown.stdout
-    missing = run(app, "contacts", "show", "nobody@example.org")
+    missing = run_cli(app, "contacts", "show", "nobody@example.org")
     assert missing.exit_code == 2 and "no contact with address 'nobody@example.org'" in missing.output
-    bad_region = run(app, "contacts", "list", "--region", "mars")
+    bad_region = run_cli(app, "contacts", "list", "--region", "mars")
     assert bad_region.exit_code == 2 and "unknown region 'mars'" in bad_region.output
 
 

@@ -12,9 +12,8 @@ languages the opposite.
 from __future__ import annotations
 
 import base64
-import os
 from collections.abc import Iterator
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,9 @@ import pytest
 
 from mailer.compose.checks import write_samples
 from mailer.config import Settings, load_settings
+from tests.chromium import headless_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 ARTIFACTS = ROOT / "test-artifacts" / "messages"
 WIDTHS = {"phone": 390, "desktop": 1100}
 SESSION = "africa-2021"  # GMT-3, languages en/fr/ar: every optional line of the templates shows
@@ -93,20 +84,8 @@ def pages(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> list[
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Debian's Chromium, headless (module scope: Playwright's sync API holds an event loop while open)."""
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail(
-                "/usr/bin/chromium missing: .ci/run should have installed it (apt-get install chromium)"
-            )
-        pytest.skip("/usr/bin/chromium missing: apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
+    with headless_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.mark.parametrize("width", list(WIDTHS))

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from mailer.app import App
 from mailer.audience.contacts import contact_by_email, import_contacts
 from mailer.audience.registrations import import_registrations, parse_registration_time, report_zone
-from mailer.cli import cli
-from mailer.cli.contacts import COMMANDS
 from mailer.errors import ImportFileError, NotFoundError
 from mailer.store.models import Contact, ContactList, ListMembership, Registration, RegistrationStatus
 from mailer.zones import resolve_zone
-from tests.conftest import CONTACTS_DIR, ROOT
+from tests.cli_run import run_cli
+from tests.conftest import CONTACTS_DIR
 
 MANIFEST: dict[str, Any] = json.loads((CONTACTS_DIR / "manifest.json").read_text(encoding="utf-8"))
 REGIONS = sorted(name.removesuffix(".csv") for name in MANIFEST if name.endswith(".csv"))
@@ -294,20 +292,11 @@ def test_parse_registration_time_keeps_dst() -> None:
     assert winter == datetime(2022, 1, 10, 9, 0, tzinfo=UTC)
 
 
-for _command in COMMANDS:
-    cli.add_command(_command)
-
-
-def run(app: App, *args: str) -> Any:
-    base = ["--config", str(ROOT / "config"), "--database-url", app.settings.database_url]
-    return CliRunner().invoke(cli, [*base, *args], catch_exceptions=False)
-
-
 def test_cli_import(app: App, tmp_path: Path) -> None:
     expected = MANIFEST["caribbean.csv"]["registrations"]
     path = CONTACTS_DIR / expected["file"]
     import_region_contacts(app, "caribbean", tmp_path)
-    result = run(
+    result = run_cli(
         app,
         "registrations",
         "import",
@@ -326,6 +315,6 @@ def test_cli_import(app: App, tmp_path: Path) -> None:
         in (result.stdout)
     )
 
-    unknown = run(app, "registrations", "import", str(path), "--session", "mars-2030")
+    unknown = run_cli(app, "registrations", "import", str(path), "--session", "mars-2030")
     assert unknown.exit_code == 2
     assert "unknown session 'mars-2030' (known: africa-2021, caribbean-2021" in unknown.output

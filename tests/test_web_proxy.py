@@ -8,10 +8,7 @@ The nginx configuration is the README's (section "Deployment"), with temporary p
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import getpass
-import ipaddress
-import os
 import re
 import shutil
 import socket
@@ -25,10 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from mailer.app import App
@@ -36,11 +29,11 @@ from mailer.store.engine import transaction
 from mailer.store.models import Contact, Registration, RegistrationStatus, StaffSession, Wave, WaveStatus
 from mailer.timeline.clock import VirtualClock
 from mailer.web.server import ThreadedServer
+from tests.certificates import self_signed_certificate
+from tests.chromium import headless_chromium
 from tests.conftest import RunningServer, with_smtp
 from tests.factories import add_contact
 from tests.test_web_support import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     INVITATION_AT,
     PASSWORD,
     accounts,
@@ -99,42 +92,10 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for HOST and 127.0.0.1, valid for a day."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(HOST), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
 @contextmanager
 def nginx_in_front(port: int, app_port: int, folder: Path) -> Iterator[None]:
     """nginx in the foreground with its own config under ``folder``: TLS on ``port`` to ``app_port``."""
-    cert, key = _certificate(folder)
+    cert, key = self_signed_certificate(folder, HOST)
     server = NGINX_SERVER.format(port=port, host=HOST, cert=cert, key=key, app_port=app_port)
     config = folder / "nginx.conf"
     config.write_text(NGINX_MAIN.format(user=getpass.getuser(), tmp=folder, server=server))
@@ -179,23 +140,11 @@ def proxied(
 @pytest.fixture
 def proxy_page(proxied: tuple[App, str]) -> Iterator[Any]:
     """Chromium resolving mailer.example.org to 127.0.0.1 and accepting the test's certificate."""
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail("/usr/bin/chromium missing: .ci/run should have installed it")
-        pytest.skip("/usr/bin/chromium missing: apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
-
     port = proxied[1].rsplit(":", 1)[1]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {HOST}:{port} 127.0.0.1:{port}"],
-            headless=True,
-        )
+    with headless_chromium(f"--host-resolver-rules=MAP {HOST}:{port} 127.0.0.1:{port}") as browser:
         context = browser.new_context(ignore_https_errors=True, locale="en-GB")
         context.set_default_timeout(15000)
         yield context.new_page()
-        browser.close()
 
 
 def test_sign_in_queue_a_wave_and_answer_through_the_tls_proxy(

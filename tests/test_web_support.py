@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -29,20 +27,12 @@ from mailer.store.models import StaffRole
 from mailer.timeline.clock import VirtualClock
 from mailer.web.server import ThreadedServer
 from mailer.web.users import add_user
+from tests.chromium import headless_chromium
 from tests.conftest import ROOT, RunningServer, with_smtp
 
 INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)  # africa-2021 invitation: -6w from 13 Jul 10:00 GMT-3
 REMINDER_1W_AT = datetime(2021, 7, 6, 13, 0, tzinfo=UTC)
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 PASSWORD = "correct horse battery staple"
 PHONE = {"width": 390, "height": 844}
 
@@ -128,20 +118,8 @@ def browser() -> Iterator[Any]:
     Module scope: Playwright's sync API keeps an event loop running in the main thread while it is open,
     which would break ``asyncio.run`` in test modules that run after this one.
     """
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail(
-                "/usr/bin/chromium missing: .ci/run should have installed it (apt-get install chromium)"
-            )
-        pytest.skip("/usr/bin/chromium missing: apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
+    with headless_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture

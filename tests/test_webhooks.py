@@ -277,51 +277,31 @@ def test_zoom_registration_events_register_then_cancel(
 ) -> None:
     now = hook_clock.now()
     email = "nadia.haddad@parliament.example"
-    pending = post(
-        hook_web.url,
-        zoom_body("webinar.registration_created", email, now - timedelta(minutes=3), status="pending"),
-        hook_clock,
-        secret=ZOOM_SECRET,
-        zoom=True,
+
+    def zoom_post(body: dict[str, Any]) -> httpx.Response:
+        return post(hook_web.url, body, hook_clock, secret=ZOOM_SECRET, zoom=True)
+
+    pending = zoom_post(
+        zoom_body("webinar.registration_created", email, now - timedelta(minutes=3), status="pending")
     )
     assert pending.json()["outcome"] == "ignored"
     assert registration(hook_app, email) is None
-    approved = post(
-        hook_web.url,
-        zoom_body("webinar.registration_approved", email, now - timedelta(minutes=2)),
-        hook_clock,
-        secret=ZOOM_SECRET,
-        zoom=True,
-    )
+    approved = zoom_post(zoom_body("webinar.registration_approved", email, now - timedelta(minutes=2)))
     assert approved.status_code == 200, approved.text
     event_id = f"webinar.registration_approved:{WEBINAR}:reg-42:{int((now - timedelta(minutes=2)).timestamp() * 1000)}"
     assert approved.json()["event_id"] == event_id
     assert registration(hook_app, email) == ("registered", f"zoom:{event_id}")
-    retried = post(
-        hook_web.url,
-        zoom_body("webinar.registration_approved", email, now - timedelta(minutes=2)),
-        hook_clock,
-        secret=ZOOM_SECRET,
-        zoom=True,
-    )
+    retried = zoom_post(zoom_body("webinar.registration_approved", email, now - timedelta(minutes=2)))
     assert retried.json()["outcome"] == "duplicate"
-    cancelled = post(
-        hook_web.url,
-        zoom_body("webinar.registration_cancelled", email, now - timedelta(minutes=1)),
-        hook_clock,
-        secret=ZOOM_SECRET,
-        zoom=True,
-    )
+    cancelled = zoom_post(zoom_body("webinar.registration_cancelled", email, now - timedelta(minutes=1)))
     assert cancelled.json()["status"] == "declined"
     assert registration(hook_app, email)[0] == "declined"  # type: ignore[index]
     other = zoom_body("webinar.registration_created", email, now)
     other["payload"]["object"]["id"] = 99
-    unknown = post(hook_web.url, other, hook_clock, secret=ZOOM_SECRET, zoom=True)
+    unknown = zoom_post(other)
     assert unknown.json() == {"error": "payload.object.id: webinar 99 is not in [webhooks.zoom_webinars]"}
     assert unknown.status_code == 422
-    meeting = post(
-        hook_web.url, {"event": "meeting.started", "payload": {}}, hook_clock, secret=ZOOM_SECRET, zoom=True
-    )
+    meeting = zoom_post({"event": "meeting.started", "payload": {}})
     assert meeting.status_code == 422
 
 

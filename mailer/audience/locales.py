@@ -22,6 +22,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from typing import Protocol
 
 from babel import Locale, localedata
 from babel.core import get_global
@@ -119,23 +120,38 @@ def _tag_from_cldr(key: str) -> str | None:
     return "-".join(parts)
 
 
+class _Fold(Protocol):
+    def __call__(self, text: str, *, accents: bool = True) -> str: ...
+
+
+def _name_index(
+    names: Iterable[tuple[str, str]], aliases: Mapping[str, str], fold_name: _Fold
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(accented fold -> value, accent-free fold -> value) from (value, display name) pairs, where the first
+    pair to give a folded name wins (each name also without its parenthetical part); ``aliases``
+    (name -> value) override them."""
+    exact: dict[str, str] = {}
+    loose: dict[str, str] = {}
+    for value, name in names:
+        for variant in _name_variants(name):
+            exact.setdefault(fold_name(variant), value)
+            loose.setdefault(fold_name(variant, accents=False), value)
+    for alias, value in aliases.items():
+        exact[fold_name(alias)] = value
+        loose[fold_name(alias, accents=False)] = value
+    return exact, loose
+
+
 @lru_cache(maxsize=1)
 def _language_index() -> tuple[dict[str, str], dict[str, str]]:
     """(accented fold -> tag, accent-free fold -> tag), built from every display locale's language names."""
-    exact: dict[str, str] = {}
-    loose: dict[str, str] = {}
-    for display in DISPLAY_LOCALES:
-        for key, name in Locale(display).languages.items():
-            tag = _tag_from_cldr(key)
-            if tag is None:
-                continue
-            for variant in _name_variants(name):
-                exact.setdefault(fold(variant), tag)
-                loose.setdefault(fold(variant, accents=False), tag)
-    for alias, tag in _LANGUAGE_ALIASES.items():
-        exact[fold(alias)] = tag
-        loose[fold(alias, accents=False)] = tag
-    return exact, loose
+    names = (
+        (tag, name)
+        for display in DISPLAY_LOCALES
+        for key, name in Locale(display).languages.items()
+        if (tag := _tag_from_cldr(key)) is not None
+    )
+    return _name_index(names, _LANGUAGE_ALIASES, fold)
 
 
 def _tag_from_code(text: str) -> str | None:
@@ -183,19 +199,13 @@ def _is_country(code: str) -> bool:
 @lru_cache(maxsize=1)
 def _country_index() -> tuple[dict[str, str], dict[str, str]]:
     """(accented fold -> alpha-2, accent-free fold -> alpha-2) from every display locale's territory names."""
-    exact: dict[str, str] = {}
-    loose: dict[str, str] = {}
-    for display in DISPLAY_LOCALES:
-        for code, name in Locale(display).territories.items():
-            if not _is_country(code):
-                continue
-            for variant in _name_variants(name):
-                exact.setdefault(_country_fold(variant), code)
-                loose.setdefault(_country_fold(variant, accents=False), code)
-    for alias, code in _COUNTRY_ALIASES.items():
-        exact[_country_fold(alias)] = code
-        loose[_country_fold(alias, accents=False)] = code
-    return exact, loose
+    names = (
+        (code, name)
+        for display in DISPLAY_LOCALES
+        for code, name in Locale(display).territories.items()
+        if _is_country(code)
+    )
+    return _name_index(names, _COUNTRY_ALIASES, _country_fold)
 
 
 @lru_cache(maxsize=1)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -66,24 +67,14 @@ def _words(context: jinja2.runtime.Context) -> DateWords:
     return words
 
 
-@jinja2.pass_context
-def _local_datetime(context: jinja2.runtime.Context, value: datetime) -> str:
-    return _words(context).local(value)
+def _date_filter(method: Callable[[DateWords, datetime], str]) -> Callable[..., str]:
+    """A template filter applying ``method`` of the render's :class:`DateWords` (``_dates`` in the context)."""
 
+    @jinja2.pass_context
+    def apply(context: jinja2.runtime.Context, value: datetime) -> str:
+        return method(_words(context), value)
 
-@jinja2.pass_context
-def _local_date(context: jinja2.runtime.Context, value: datetime) -> str:
-    return _words(context).local_date(value)
-
-
-@jinja2.pass_context
-def _local_time(context: jinja2.runtime.Context, value: datetime) -> str:
-    return _words(context).local_time(value)
-
-
-@jinja2.pass_context
-def _session_datetime(context: jinja2.runtime.Context, value: datetime) -> str:
-    return _words(context).session(value)
+    return apply
 
 
 def make_environment(templates_dir: Path) -> jinja2.Environment:
@@ -104,10 +95,10 @@ def make_environment(templates_dir: Path) -> jinja2.Environment:
         cache_size=-1,
     )
     env.filters.update(
-        local_datetime=_local_datetime,
-        local_date=_local_date,
-        local_time=_local_time,
-        session_datetime=_session_datetime,
+        local_datetime=_date_filter(DateWords.local),
+        local_date=_date_filter(DateWords.local_date),
+        local_time=_date_filter(DateWords.local_time),
+        session_datetime=_date_filter(DateWords.session),
         wrap=wrap_filter,
         isolate=isolate,
         ltr=isolate_ltr,
