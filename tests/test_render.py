@@ -942,6 +942,10 @@ def test_preview_errors_are_one_clear_line_with_exit_2(
     args: list[str],
     expected: str,
 ) -> None:
+    if "--contact" in args:  # a contact is looked up in a store that exists (an empty one)
+        from mailer.app import open_app
+
+        open_app(config_dir=ROOT / "config", database_url=f"sqlite:///{tmp_path / 'm.db'}").close()
     code, _out, err = run_cli(monkeypatch, capsys, tmp_path, "preview", *args)
     assert code == 2
     assert err.startswith(expected) and err.count("\n") == 1 and "Traceback" not in err

@@ -110,7 +110,9 @@ def reap_expired_leases(db: DbSession, now: datetime) -> int:
 
 def mark_handed(db: DbSession, pks: Sequence[int], worker: str, now: datetime) -> None:
     """Note that ``worker`` hands messages ``pks`` to SMTP from now on (written before they are sent, so an
-    expired lease tells whether they may have reached the server); caller commits."""
+    expired lease tells whether they may have reached the server); caller commits. Raises
+    NaiveDatetimeError for a naive ``now``."""
+    now = require_aware(now, "now")
     if not pks:
         return
     db.execute(
@@ -234,7 +236,8 @@ def renew_leases(db: DbSession, pks: Sequence[int], worker: str, until: datetime
 
 def renew_worker_leases(db: DbSession, worker: str, until: datetime) -> int:
     """Extend to ``until`` every claim ``worker`` holds (all its messages in ``sending``); caller commits.
-    Returns how many were renewed."""
+    Returns how many were renewed. Raises NaiveDatetimeError for a naive ``until``."""
+    until = require_aware(until, "until")
     result = db.execute(
         update(Message)
         .where(Message.status == MessageStatus.SENDING, Message.worker == worker)

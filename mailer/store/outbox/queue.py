@@ -190,7 +190,7 @@ def queue_wave(
         ),
     )
     zones = db.scalars(select(Contact.time_zone).where(fresh).distinct()).all()
-    plans = [zone_plan(settings.series, session, step, zone, base, wave_deadline, now) for zone in zones]
+    plans = [_zone_plan(settings.series, session, step, zone, base, wave_deadline, now) for zone in zones]
     before = db.scalar(select(func.max(Message.id))) or 0
     prefix = key_prefix(settings.series.id, session.id, step.name)
     for start in range(0, len(plans), ZONE_CHUNK):
@@ -198,7 +198,7 @@ def queue_wave(
             db,
             Message,
             _MESSAGE_COLUMNS,
-            new_messages(
+            _new_messages(
                 db, plans[start : start + ZONE_CHUNK], fresh, prefix, settings, session, step, wave, now
             ),
         )
@@ -238,7 +238,7 @@ class ZonePlan:
     reason: str
 
 
-def zone_plan(
+def _zone_plan(
     series: Series,
     session: Session,
     step: Step,
@@ -260,7 +260,7 @@ def zone_plan(
     return ZonePlan(zone, due, deadline.at, reason.value if reason else "")
 
 
-def new_messages(
+def _new_messages(
     db: DbSession,
     plans: Sequence[ZonePlan],
     fresh: ColumnElement[bool],
@@ -321,7 +321,9 @@ def new_messages(
 
 def log_new_messages(db: DbSession, wave_id: int, before: int, status: MessageStatus, now: datetime) -> int:
     """Log the arrival of the messages of ``wave_id`` added after id ``before`` in ``status`` (queued: "wave
-    N"; skipped: the reason) in one INSERT ... SELECT; returns how many."""
+    N"; skipped: the reason) in one INSERT ... SELECT; returns how many. Raises NaiveDatetimeError for a
+    naive ``now``."""
+    now = require_aware(now, "now")
     detail = Message.reply_text if status is MessageStatus.SKIPPED else literal(f"wave {wave_id}", Text)
     return insert_selected(
         db,
