@@ -41,6 +41,10 @@ class ImportFileError(MailerError, ValueError):
     """An import file that cannot be read at all (no header, unknown columns, undecodable)."""
 
 
+class ReportMismatchError(ImportFileError):
+    """A registration report whose preamble (title, date) names another session than the one given."""
+
+
 class NaiveDatetimeError(MailerError, ValueError):
     """A datetime without tzinfo was given where an aware one is required (DESIGN invariant 2)."""
 

@@ -161,7 +161,7 @@ def report_file(tmp_path: Path, rows: list[str], preamble: list[str] | None = No
         else [
             "Registration Report",
             "Topic,Webinar ID,Scheduled Time,Time Zone",
-            'Test,1,2021-07-13 10:00 AM,"(GMT-05:00) Bogota, Lima, Quito"',
+            'Budapest Convention webinar: Latin America,1,2022-03-07 10:00 AM,"(GMT-05:00) Bogota, Lima, Quito"',
             "",
             "Attendee Details",
         ]

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from mailer.audience.bulk import insert_ignoring_conflicts, literal_in
 from mailer.audience.contact_rows import ContactRow, Replaced
+from mailer.audience.import_log import ImportJournal
 from mailer.config import Settings
 from mailer.store.models import Contact, ContactList, ContactStatus, ListMembership
 from mailer.timeline.clock import require_aware
@@ -88,7 +89,8 @@ class ContactWriter:
     """Stores contact rows from ``source`` (a file name) on ``region``'s list, and counts what it did.
 
     ``new``/``updated``/``unchanged``: rows by what happened to their contact; ``memberships``: contacts newly
-    put on the list; ``replaced``: the unusable cells of the rows written, in file order.
+    put on the list; ``replaced``: the unusable cells of the rows written, in file order. ``journal``, when
+    given, records the contacts created and the memberships added (for undo).
     """
 
     settings: Settings
@@ -100,11 +102,14 @@ class ContactWriter:
     unchanged: int = 0
     memberships: int = 0
     replaced: list[Replaced] = field(default_factory=list)
+    journal: ImportJournal | None = None
     _list_id: int = 0
 
     def begin(self, db: DbSession) -> None:
-        """Find or create the region's list."""
+        """Find or create the region's list; open the journal."""
         self._list_id = ensure_list(db, self.settings, self.region)
+        if self.journal is not None:
+            self.journal.open(db)
 
     def write(self, db: DbSession, chunk: list[ContactRow]) -> None:
         """Upsert one chunk of de-duplicated rows and put them on the list: at most three SELECTs, two
@@ -123,6 +128,8 @@ class ContactWriter:
         self.updated += updated
         self.unchanged += len(chunk) - len(fresh) - updated
         ids = contact_ids(db, keys) if fresh else {key: row.id for key, row in existing.items()}
+        if self.journal is not None and fresh:
+            self.journal.contacts(db, [ids[value["email_key"]] for value in fresh])
         self._join_list(db, chunk, ids, [row.id for row in existing.values()])
 
     def _merge(self, db: DbSession, chunk: list[ContactRow], existing: dict[str, Any]) -> int:
@@ -176,6 +183,8 @@ class ContactWriter:
         ]
         insert_ignoring_conflicts(db, ListMembership.__table__, members, ["contact_id", "list_id"])
         self.memberships += len(members)
+        if self.journal is not None:
+            self.journal.memberships(db, self._list_id, [member["contact_id"] for member in members])
 
 
 __all__ = ["ContactWriter", "changes", "contact_ids", "contact_values", "ensure_list"]

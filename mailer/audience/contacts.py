@@ -30,6 +30,7 @@ from mailer.audience.cells import Defaults, clean_text, fit_column, split_title
 from mailer.audience.contact_queries import ContactView, contact_by_email, find_contacts
 from mailer.audience.contact_rows import CONTACT_COLUMNS, Replaced, parse_contact_row
 from mailer.audience.contact_store import ContactWriter
+from mailer.audience.import_log import ImportJournal, file_sha256, finish_import
 from mailer.audience.row_import import (
     Duplicate,
     ProgressCallback,
@@ -40,6 +41,7 @@ from mailer.audience.row_import import (
 from mailer.audience.table import Record, Table, decode, read_table, write_rejects
 from mailer.config import Settings
 from mailer.errors import NotFoundError
+from mailer.store.models import ImportKind
 from mailer.timeline.clock import require_aware
 
 
@@ -65,6 +67,17 @@ class ImportReport:
     duplicates: tuple[Duplicate, ...]
     rejects_path: Path | None
     replaced: tuple[Replaced, ...] = ()
+    import_id: int = 0  # the import's record (0 for a dry run)
+    file_name: str = ""  # as the organiser named the file
+
+    @property
+    def summary(self) -> str:
+        """The counts in words, as recorded with the import."""
+        return (
+            f"{self.new} new, {self.updated} updated, {self.unchanged} unchanged; "
+            f"{self.memberships_added} added to the list; {len(self.rejected)} rejected, "
+            f"{len(self.duplicates)} duplicates, {len(self.replaced)} cells replaced"
+        )
 
     @property
     def imported(self) -> int:
@@ -81,6 +94,9 @@ def import_contacts(
     *,
     rejects_path: Path | None = None,
     progress: ProgressCallback | None = None,
+    by: str = "",
+    dry_run: bool = False,
+    file_name: str = "",
 ) -> ImportReport:
     """Import one export into ``region``'s contact list, one transaction per chunk of rows; idempotent.
 
@@ -93,6 +109,9 @@ def import_contacts(
     ``reason``.
 
     ``now`` (aware) stamps created/updated/added times. ``progress`` gets (lines read, total lines) per chunk.
+    Each import is recorded (:mod:`mailer.audience.import_log`: ``by`` whom, ``file_name`` as the organiser
+    named it, the file's SHA-256, the counts, the contacts created and put on the list) so that it can be
+    undone; a ``dry_run`` stores nothing and records nothing.
     Raises :class:`NotFoundError` for an unknown region, :class:`mailer.errors.ImportFileError` for an unreadable file,
     :class:`mailer.errors.NaiveDatetimeError` for a naive ``now``; when it raises midway, the chunks before stay stored.
     """
@@ -103,7 +122,10 @@ def import_contacts(
         raise NotFoundError(exc.args[0]) from None
     defaults = Defaults.of(settings, region_settings)
     table = read_table(Path(path), CONTACT_COLUMNS)
-    writer = ContactWriter(settings, region, table.path.name, now)
+    name = file_name or table.path.name
+    writer = ContactWriter(settings, region, name, now)
+    if not dry_run:
+        writer.journal = ImportJournal(ImportKind.CONTACTS, region, name, file_sha256(table.path), by, now)
     outcome = import_rows(
         factory,
         table,
@@ -111,8 +133,9 @@ def import_contacts(
         writer,
         rejects_path=rejects_path or default_rejects_path(settings, table.path),
         progress=progress,
+        dry_run=dry_run,
     )
-    return ImportReport(
+    report = ImportReport(
         path=table.path,
         region=region,
         encoding=table.encoding,
@@ -126,7 +149,20 @@ def import_contacts(
         duplicates=outcome.duplicates,
         rejects_path=outcome.rejects_path,
         replaced=tuple(writer.replaced),
+        import_id=writer.journal.import_id if writer.journal else 0,
+        file_name=name,
     )
+    if writer.journal is not None:
+        finish_import(
+            factory,
+            writer.journal.import_id,
+            rows=report.rows,
+            accepted=report.imported,
+            rejected=len(report.rejected),
+            duplicates=len(report.duplicates),
+            summary=report.summary,
+        )
+    return report
 
 
 __all__ = [

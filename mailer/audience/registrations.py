@@ -32,7 +32,9 @@ from mailer.audience.bulk import insert_ignoring_conflicts, literal_in
 from mailer.audience.cells import Defaults, clean_text, fit_column, language_and_zone
 from mailer.audience.contact_rows import CONTACT_COLUMNS, ContactRow, row_address, row_name
 from mailer.audience.contact_store import contact_ids, contact_values
+from mailer.audience.import_log import ImportJournal, file_sha256, finish_import
 from mailer.audience.locales import country_code, fold
+from mailer.audience.report_check import mismatch, report_heading
 from mailer.audience.report_times import parse_registration_time, preamble_zone_label, report_zone
 from mailer.audience.row_import import (
     Duplicate,
@@ -43,8 +45,8 @@ from mailer.audience.row_import import (
 )
 from mailer.audience.table import Record, Table, read_table
 from mailer.config import Settings
-from mailer.errors import ImportFileError, NotFoundError
-from mailer.store.models import Contact, Registration, RegistrationStatus
+from mailer.errors import ImportFileError, NotFoundError, ReportMismatchError
+from mailer.store.models import Contact, ImportKind, Registration, RegistrationStatus
 from mailer.timeline.clock import require_aware
 from mailer.zones import UnknownZoneError, resolve_zone
 
@@ -108,6 +110,19 @@ class RegistrationReport:
     rejected: tuple[Rejected, ...]
     duplicates: tuple[Duplicate, ...]
     rejects_path: Path | None
+    import_id: int = 0  # the import's record (0 for a dry run)
+    mismatch: str = ""  # why the report does not look like the session, when imported with ``force``
+    file_name: str = ""  # as the organiser named the file ("" = the path's name)
+
+    @property
+    def summary(self) -> str:
+        """The counts in words, as recorded with the import."""
+        return (
+            f"{self.registered} registered, {self.denied} denied, {self.declined} declined; "
+            f"{self.new_contacts} new contacts; {self.created} new, {self.updated} updated, "
+            f"{self.unchanged} unchanged registrations; {len(self.rejected)} rejected, "
+            f"{len(self.duplicates)} duplicates"
+        )
 
 
 @dataclass(slots=True)
@@ -161,9 +176,12 @@ class _RegistrationWriter:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    journal: ImportJournal | None = None
 
     def begin(self, db: DbSession) -> None:
-        """Nothing to prepare: registrants are not put on the region's list."""
+        """Open the journal, if any (registrants are not put on the region's list)."""
+        if self.journal is not None:
+            self.journal.open(db)
 
     def write(self, db: DbSession, chunk: Sequence[Registrant]) -> None:
         """Create missing contacts, then insert or update the chunk's registrations (bulk statements)."""
@@ -176,6 +194,8 @@ class _RegistrationWriter:
             insert_ignoring_conflicts(db, Contact.__table__, fresh, ["email_key"])
             self.new_contacts += len(fresh)
             ids = contact_ids(db, keys)
+            if self.journal is not None:
+                self.journal.contacts(db, [ids[value["email_key"]] for value in fresh])
         existing = {
             row.contact_id: row
             for row in db.execute(
@@ -189,6 +209,7 @@ class _RegistrationWriter:
         }
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
+        previous: list[tuple[int, str, datetime | None]] = []
         for person in chunk:
             contact_id = ids[person.address.key]
             source = person.source[:400]
@@ -211,9 +232,13 @@ class _RegistrationWriter:
                 changes["registered_at"] = person.registered_at
             if changes:
                 updates.append({"id": old.id, **changes, "source": source})
+                previous.append((contact_id, str(old.status), old.registered_at))
         insert_ignoring_conflicts(db, Registration.__table__, inserts, ["contact_id", "session_id"])
         if updates:
             db.execute(update(Registration), updates)
+        if self.journal is not None:
+            self.journal.registrations(db, self.session_id, [row["contact_id"] for row in inserts])
+            self.journal.registration_changes(db, self.session_id, previous)
         self.created += len(inserts)
         self.updated += len(updates)
         self.unchanged += len(chunk) - len(inserts) - len(updates)
@@ -279,9 +304,19 @@ def import_registrations(
     *,
     rejects_path: Path | None = None,
     progress: ProgressCallback | None = None,
+    by: str = "",
+    force: bool = False,
+    dry_run: bool = False,
+    file_name: str = "",
 ) -> RegistrationReport:
     """Import a platform's registration report for ``session_id``, one transaction per chunk of rows; importing it again
     changes nothing. The first row of an address wins; later rows are reported as duplicates.
+
+    The report's preamble (title, date) must fit the session (:mod:`mailer.audience.report_check`), else
+    :class:`mailer.errors.ReportMismatchError` shows both, unless ``force``. Each import is recorded
+    (:mod:`mailer.audience.import_log`: ``by`` whom, ``file_name`` as the organiser named it, the file's
+    SHA-256, the counts, what each row created or changed) so that it can be undone; a ``dry_run`` stores
+    nothing and records nothing.
 
     ``now`` (aware) stamps new contacts. Rejected rows go to ``rejects_path`` (default
     ``var/rejects/<file stem>-rejects.csv`` under the project root). ``progress`` gets (lines read, total lines).
@@ -306,7 +341,16 @@ def import_registrations(
         zone = resolve_zone(zone_name)
     except UnknownZoneError:  # pragma: no cover - report_zone only returns resolvable names
         zone_name, zone = session.zone_name, session.zone
+    region_names = {name: region.name for name, region in settings.regions.items()}
+    problem = mismatch(report_heading(table.preamble), session, settings.series.sessions, region_names, zone)
+    if problem and not force:
+        raise ReportMismatchError(problem)
+    name = file_name or table.path.name
     writer = _RegistrationWriter(Defaults.of(settings, region), session.id, now)
+    if not dry_run:
+        writer.journal = ImportJournal(
+            ImportKind.REGISTRATIONS, session.id, name, file_sha256(table.path), by, now, forced=bool(problem)
+        )
     outcome = import_rows(
         factory,
         table,
@@ -314,8 +358,9 @@ def import_registrations(
         writer,
         rejects_path=rejects_path or default_rejects_path(settings, table.path),
         progress=progress,
+        dry_run=dry_run,
     )
-    return RegistrationReport(
+    report = RegistrationReport(
         path=table.path,
         session_id=session.id,
         zone_name=zone_name,
@@ -330,7 +375,21 @@ def import_registrations(
         rejected=outcome.rejected,
         duplicates=outcome.duplicates,
         rejects_path=outcome.rejects_path,
+        import_id=writer.journal.import_id if writer.journal else 0,
+        mismatch=problem,
+        file_name=name,
     )
+    if writer.journal is not None:
+        finish_import(
+            factory,
+            writer.journal.import_id,
+            rows=report.rows,
+            accepted=report.registered + report.denied + report.declined,
+            rejected=len(report.rejected),
+            duplicates=len(report.duplicates),
+            summary=report.summary,
+        )
+    return report
 
 
 __all__ = [

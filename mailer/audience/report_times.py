@@ -3,6 +3,7 @@
 Shapes
     report_zone(label) -> IANA/offset zone name or None       "Buenos Aires, Georgetown" -> Buenos Aires' zone
     preamble_zone_label(preamble records) -> str               the "Time Zone" value of the report's preamble
+    preamble_value(preamble records, keys) -> str              the value of any named preamble cell
     parse_registration_time(text, zone) -> aware UTC datetime or None
 
 Registration times are local wall-clock times in the zone the preamble names (else the session's zone).
@@ -108,9 +109,15 @@ def parse_registration_time(text: str, zone: tzinfo) -> datetime | None:
 
 def preamble_zone_label(preamble: Sequence[Record]) -> str:
     """The value under (or beside) a "Time Zone" cell in the report's preamble, or ""."""
+    return preamble_value(preamble, _ZONE_KEYS)
+
+
+def preamble_value(preamble: Sequence[Record], keys: frozenset[str]) -> str:
+    """The value under (or beside) the first preamble cell whose folded text (accents dropped) is one of
+    ``keys``: below it when its row is a row of keys (three or more cells), else beside it; "" if none."""
     for index, record in enumerate(preamble):
         for column, cell in enumerate(record.cells):
-            if fold(cell, accents=False) not in _ZONE_KEYS:
+            if fold(cell, accents=False) not in keys:
                 continue
             below = preamble[index + 1].cells if index + 1 < len(preamble) else ()
             beside = record.cells[column + 1] if column + 1 < len(record.cells) else ""
@@ -124,4 +131,4 @@ def preamble_zone_label(preamble: Sequence[Record]) -> str:
     return ""
 
 
-__all__ = ["parse_registration_time", "preamble_zone_label", "report_zone"]
+__all__ = ["parse_registration_time", "preamble_value", "preamble_zone_label", "report_zone"]

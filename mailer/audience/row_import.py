@@ -14,7 +14,8 @@ Rejected rows are written, after the commit, to a rejects CSV with their origina
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -84,6 +85,14 @@ class RowOutcome:
     rejects_path: Path | None  # None when nothing was rejected
 
 
+@contextmanager
+def _rolled_back(factory: sessionmaker[DbSession]) -> Iterator[DbSession]:
+    """A transaction that is always rolled back."""
+    with factory() as db, db.begin() as outer:
+        yield db
+        outer.rollback()
+
+
 def default_rejects_path(settings: Settings, path: Path) -> Path:
     """``var/rejects/<file stem>-rejects.csv`` under the project root."""
     return settings.base_dir / "var" / "rejects" / f"{path.stem}-rejects.csv"
@@ -97,21 +106,54 @@ def import_rows(
     *,
     rejects_path: Path,
     progress: ProgressCallback | None = None,
+    dry_run: bool = False,
 ) -> RowOutcome:
     """Parse every record of ``table`` and hand accepted, first-of-their-address rows to ``writer`` in chunks
     of 1000, one transaction per chunk (so the service and the web pages wait at most one chunk for the
     store); then write rejected rows to ``rejects_path`` (only if there are any).
 
     ``progress`` gets (lines read, total lines) after each full chunk and (total, total) at the end.
+    ``dry_run`` runs every chunk in ONE transaction rolled back at the end: the outcome and the writer's
+    counts say what the import would do, and nothing is stored (the rejects file is written all the same).
     Raises what reading the table (:class:`mailer.errors.ImportFileError`), ``parse`` or ``writer`` raise; the
-    chunks before stay stored, and importing the file again (idempotent) completes it; OSError if the rejects file cannot be written (the rows are then stored).
+    chunks before stay stored, and importing the file again (idempotent) completes it; OSError if the rejects
+    file cannot be written (the rows are then stored).
     """
+    with ExitStack() as stack:
+        unit = _dry_unit(stack.enter_context(_rolled_back(factory))) if dry_run else _committed(factory)
+        outcome = _pass(unit, table, parse, writer, rejects_path, progress)
+    return outcome
+
+
+def _committed(factory: sessionmaker[DbSession]) -> Callable[[], AbstractContextManager[DbSession]]:
+    return lambda: transaction(factory)
+
+
+def _dry_unit(db: DbSession) -> Callable[[], AbstractContextManager[DbSession]]:
+    """Every "transaction" of a dry run is the one rolled-back session."""
+
+    @contextmanager
+    def same() -> Iterator[DbSession]:
+        yield db
+        db.flush()
+
+    return same
+
+
+def _pass(
+    unit: Callable[[], AbstractContextManager[DbSession]],
+    table: Table,
+    parse: Callable[[Record], Row | Rejected],
+    writer: ChunkWriter[Row],
+    rejects_path: Path,
+    progress: ProgressCallback | None,
+) -> RowOutcome:
     rows = 0
     rejected: list[Rejected] = []
     rejected_cells: list[tuple[Sequence[str], int, str]] = []
     duplicates: list[Duplicate] = []
     first_line: dict[str, int] = {}
-    with transaction(factory) as db:
+    with unit() as db:
         writer.begin(db)
     chunk: list[Row] = []
     for record in table.records:
@@ -127,13 +169,13 @@ def import_rows(
             continue
         chunk.append(parsed)
         if len(chunk) >= _CHUNK:
-            with transaction(factory) as db:  # one short transaction per chunk: other writers wait little
+            with unit() as db:  # one short transaction per chunk: other writers wait little
                 writer.write(db, chunk)
             chunk = []
             if progress:
                 progress(table.lines_read(), table.total_lines)
     if chunk:
-        with transaction(factory) as db:
+        with unit() as db:
             writer.write(db, chunk)
     if progress:
         progress(table.total_lines, table.total_lines)

@@ -5,7 +5,8 @@ Shapes
     Table.value(record, field) -> str           one cell by field name ("" when absent)
     write_rejects(path, header, rows)           rejected rows back out as CSV, with ``line`` and ``reason``
 
-Files are read as they come: UTF-8 with or without BOM (UTF-16 with BOM), else Windows-1252; delimiter sniffed
+Files are read as they come: Excel workbooks (.xlsx, whatever their name) through
+:mod:`mailer.audience.workbook`, text as UTF-8 with or without BOM (UTF-16 with BOM), else Windows-1252; delimiter sniffed
 among ``, ; TAB |``; header names matched after :func:`mailer.audience.locales.fold` without accents, so English,
 snake_case, Spanish or French aliases all work; quoted cells spanning lines; blank lines skipped. Line numbers
 are PHYSICAL lines of the file (header = line 1 when it is the first line), counting the lines inside quoted
@@ -27,6 +28,7 @@ from itertools import islice
 from pathlib import Path
 
 from mailer.audience.locales import fold
+from mailer.audience.workbook import is_workbook, workbook_text
 from mailer.errors import ImportFileError
 
 _DELIMITERS = ",;\t|"
@@ -193,7 +195,10 @@ def read_table(path: Path, aliases: dict[str, tuple[str, ...]], *, required: str
         raw = path.read_bytes()
     except OSError as exc:
         raise ImportFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-    text, encoding = decode(raw)
+    if is_workbook(raw):
+        text, encoding = workbook_text(raw), "xlsx"
+    else:
+        text, encoding = decode(raw)
     del raw
     total_lines = text.count("\n") + (0 if text.endswith("\n") else 1)
     first_cells: tuple[str, ...] = ()

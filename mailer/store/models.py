@@ -459,3 +459,61 @@ class ApiToken(Base):
     created_at: Mapped[datetime]
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+class ImportKind(StrEnum):
+    """What an organiser's file fed."""
+
+    CONTACTS = "contacts"  # a region's contact list
+    REGISTRATIONS = "registrations"  # one session's registrations
+
+
+class ImportRecord(Base):
+    """One import of an organiser's file: who, when, which file (name and SHA-256), into what, what it did.
+
+    ``undone_at`` is set when it was taken back (``mailer imports undo``); ``forced`` when a registration
+    report whose title or date did not match the session was imported anyway.
+    """
+
+    __tablename__ = "imports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[ImportKind] = mapped_column(String(20))
+    target: Mapped[str] = mapped_column(String(100))  # region id or session id
+    file_name: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    imported_by: Mapped[str] = mapped_column(String(100))
+    imported_at: Mapped[datetime]
+    forced: Mapped[bool] = mapped_column(default=False)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    accepted: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    summary: Mapped[str] = mapped_column(Text, default="")  # the counts in words, as reported
+    undone_at: Mapped[datetime | None]
+    undone_by: Mapped[str] = mapped_column(String(100), default="")
+    undo_summary: Mapped[str] = mapped_column(Text, default="")
+
+
+class ImportChangeKind(StrEnum):
+    """One thing an import did that undoing it takes back."""
+
+    CONTACT = "contact"  # created the contact
+    MEMBERSHIP = "membership"  # put the contact on the list
+    REGISTRATION = "registration"  # created the registration
+    REGISTRATION_CHANGE = "registration-change"  # changed it: previous status and time kept
+
+
+class ImportChange(Base):
+    """What one import created or changed, row by row, so that it can be undone."""
+
+    __tablename__ = "import_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    import_id: Mapped[int] = mapped_column(ForeignKey("imports.id", ondelete="CASCADE"), index=True)
+    change: Mapped[ImportChangeKind] = mapped_column(String(20))
+    contact_id: Mapped[int] = mapped_column(Integer)  # no foreign key: the contact may be gone since
+    list_id: Mapped[int | None]
+    session_id: Mapped[str] = mapped_column(String(100), default="")
+    previous_status: Mapped[str] = mapped_column(String(20), default="")
+    previous_registered_at: Mapped[datetime | None]
