@@ -70,6 +70,7 @@ READING_COMMANDS = [
     ["contacts", "show", "ann@example.org"],
     ["users", "list"],
     ["suppressions", "list"],
+    ["imports", "list"],
     ["preview", "--session", "africa-2021", "--step", "invitation", "--contact", "ann@example.org"],
 ]
 

@@ -184,7 +184,8 @@ class ContactWriter:
         insert_ignoring_conflicts(db, ListMembership.__table__, members, ["contact_id", "list_id"])
         self.memberships += len(members)
         if self.journal is not None:
-            self.journal.memberships(db, self._list_id, [member["contact_id"] for member in members])
+            joined = [ids[row.address.key] for row in chunk if ids[row.address.key] not in on_list]
+            self.journal.memberships(db, self._list_id, joined)
 
 
 __all__ = ["ContactWriter", "changes", "contact_ids", "contact_values", "ensure_list"]

@@ -344,7 +344,11 @@ def import_registrations(
     region_names = {name: region.name for name, region in settings.regions.items()}
     problem = mismatch(report_heading(table.preamble), session, settings.series.sessions, region_names, zone)
     if problem and not force:
-        raise ReportMismatchError(problem)
+        raise ReportMismatchError(
+            f"{Path(path).name} does not look like a report of session {session.id}: {problem}. Nothing was "
+            "imported: import it into the right session, or confirm that it belongs here (--force on the "
+            "command line, the checkbox on the web)"
+        )
     name = file_name or table.path.name
     writer = _RegistrationWriter(Defaults.of(settings, region), session.id, now)
     if not dry_run:

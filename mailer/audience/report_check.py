@@ -91,12 +91,7 @@ def mismatch(
         problems.append(
             f"the report's date {written.isoformat()} is not the session's {start_day.isoformat()}"
         )
-    if not problems:
-        return ""
-    return (
-        f"this report does not look like session {session.id}: {'; '.join(problems)}. Import it into the "
-        "right session, or confirm that it belongs here (--force on the command line, the checkbox on the web)"
-    )
+    return "; ".join(problems)
 
 
 __all__ = ["ReportHeading", "mismatch", "report_heading"]

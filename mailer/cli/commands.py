@@ -34,6 +34,11 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
         "demo",
         "The main job on embedded defaults: import the four regions into a fresh store, simulate the whole series, print the report.",
     ),
+    "imports": (
+        "mailer.cli.imports",
+        "imports_group",
+        "Imports of contacts and registration reports: list them, undo one.",
+    ),
     "log": (
         "mailer.cli.log",
         "log_command",

@@ -3,7 +3,7 @@
     mailer contacts import FILE --region REGION [--rejects PATH]
     mailer contacts list [--region R] [--search TEXT] [--limit N]
     mailer contacts show EMAIL
-    mailer registrations import FILE --session SESSION [--rejects PATH]
+    mailer registrations import FILE --session SESSION [--rejects PATH] [--force]
 
 An unknown region or session is a usage error (exit code 2) naming the known ones. Progress goes to stderr,
 only when stderr is a terminal or the file is big; summaries go to stdout.
@@ -26,6 +26,7 @@ from mailer.audience.contacts import ImportReport, import_contacts
 from mailer.audience.registrations import RegistrationReport, import_registrations
 from mailer.audience.row_import import Rejected
 from mailer.cli import AppContext, output_console, pass_ctx
+from mailer.cli.imports import cli_user
 from mailer.errors import NotFoundError
 from mailer.store.engine import transaction
 from mailer.store.suppressions import suppression_of
@@ -110,6 +111,8 @@ def print_import_report(report: ImportReport) -> None:
     click.echo(f"  duplicates {len(report.duplicates):6d}")
     if report.replaced:
         click.echo(f"  replaced   {len(report.replaced):6d}  (cells not understood; the rows were imported)")
+    if report.import_id:
+        click.echo(f"  recorded as import {report.import_id} (undo: mailer imports undo {report.import_id})")
     _echo_rejected(report.rejected)
     if report.duplicates:
         click.echo("Duplicates (the first row wins):")
@@ -136,6 +139,10 @@ def print_registration_report(report: RegistrationReport) -> None:
     )
     click.echo(f"  rejected     {len(report.rejected):6d}{_rejects_note(report.rejects_path)}")
     click.echo(f"  duplicates   {len(report.duplicates):6d}")
+    if report.import_id:
+        click.echo(f"  recorded as import {report.import_id} (undo: mailer imports undo {report.import_id})")
+    if report.mismatch:
+        click.echo(f"  imported with --force although {report.mismatch}")
     _echo_rejected(report.rejected)
     for duplicate in report.duplicates:
         click.echo(f"  line {duplicate.line}: duplicate of line {duplicate.kept_line} ({duplicate.email})")
@@ -162,7 +169,14 @@ def import_contacts_command(ctx: AppContext, file: Path, region: str, rejects: P
     bar = ProgressBar(f"importing {file.name}")
     try:
         report = import_contacts(
-            app.factory, app.settings, file, region, SystemClock().now(), rejects_path=rejects, progress=bar
+            app.factory,
+            app.settings,
+            file,
+            region,
+            SystemClock().now(),
+            rejects_path=rejects,
+            progress=bar,
+            by=cli_user(),
         )
     finally:
         bar.close()
@@ -252,9 +266,18 @@ def registrations_group() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write rejected rows [default: var/rejects/<file>-rejects.csv].",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Import although the report's title or date does not match the session's.",
+)
 @pass_ctx
-def import_registrations_command(ctx: AppContext, file: Path, session_id: str, rejects: Path | None) -> None:
-    """Import a webinar platform's registration report for SESSION (idempotent; committed chunk by chunk)."""
+def import_registrations_command(
+    ctx: AppContext, file: Path, session_id: str, rejects: Path | None, force: bool
+) -> None:
+    """Import a webinar platform's registration report for SESSION (idempotent; committed chunk by chunk).
+
+    A report whose preamble names another title or date than the session's is refused, unless --force."""
     app = _open(ctx)
     known = [session.id for session in app.settings.series.sessions]
     if session_id not in known:
@@ -271,6 +294,8 @@ def import_registrations_command(ctx: AppContext, file: Path, session_id: str, r
             SystemClock().now(),
             rejects_path=rejects,
             progress=bar,
+            by=cli_user(),
+            force=force,
         )
     finally:
         bar.close()
