@@ -5,8 +5,8 @@ Shapes
     Table.value(record, field) -> str           one cell by field name ("" when absent)
     write_rejects(path, header, rows)           rejected rows back out as CSV, with ``line`` and ``reason``
 
-Files are read as they come: Excel workbooks (.xlsx, whatever their name) through
-:mod:`mailer.audience.workbook`, text as UTF-8 with or without BOM (UTF-16 with BOM), else Windows-1252; delimiter sniffed
+Files are read as they come: Excel workbooks named .xlsx or .xlsm through :mod:`mailer.audience.workbook`
+(a workbook named .csv is refused, naming what it is), text as UTF-8 with or without BOM (UTF-16 with BOM), else Windows-1252; delimiter sniffed
 among ``, ; TAB |``; header names matched after :func:`mailer.audience.locales.fold` without accents, so English,
 snake_case, Spanish or French aliases all work; quoted cells spanning lines; blank lines skipped. Line numbers
 are PHYSICAL lines of the file (header = line 1 when it is the first line), counting the lines inside quoted
@@ -32,6 +32,7 @@ from mailer.audience.workbook import is_workbook, workbook_text
 from mailer.errors import ImportFileError
 
 _DELIMITERS = ",;\t|"
+WORKBOOK_SUFFIXES = (".xlsx", ".xlsm")  # read as workbooks; any other name is read as text
 _HEADER_SEARCH_RECORDS = 100
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -195,7 +196,7 @@ def read_table(path: Path, aliases: dict[str, tuple[str, ...]], *, required: str
         raw = path.read_bytes()
     except OSError as exc:
         raise ImportFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if is_workbook(raw):
+    if path.suffix.lower() in WORKBOOK_SUFFIXES and is_workbook(raw):
         text, encoding = workbook_text(raw), "xlsx"
     else:
         text, encoding = decode(raw)
@@ -257,4 +258,4 @@ def _neutralise(cell: str) -> str:
     return "'" + cell if cell.startswith(_FORMULA_START) else cell
 
 
-__all__ = ["Record", "Table", "decode", "map_columns", "read_table", "write_rejects"]
+__all__ = ["WORKBOOK_SUFFIXES", "Record", "Table", "decode", "map_columns", "read_table", "write_rejects"]
