@@ -253,6 +253,8 @@ def create_app(
     """
     from mailer.web import (
         api,
+        contacts,
+        imports,
         metrics,
         organisers,
         participants,
@@ -285,7 +287,9 @@ def create_app(
         *participants.ROUTES,
         *staff.ROUTES,
         *suppressions.ROUTES,
+        *contacts.ROUTES,
         *organisers.ROUTES,
+        *imports.ROUTES,
         *provider_hooks.ROUTES,
         Mount("/static", StaticFiles(directory=directory / "static"), name="static"),
     ]

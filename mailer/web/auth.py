@@ -40,6 +40,8 @@ TOKEN_PREFIXES = ("/u/", "/rsvp/", "/api/", "/hooks/", "/webhooks/")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_FIELD = "csrf_token"
 MAX_FORM_BYTES = 64 * 1024
+UPLOAD_PATHS = frozenset({"/organise/imports/check"})  # organisers' files: up to MAX_UPLOAD_BYTES
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ class GuardMiddleware:
                 await PlainTextResponse("Forbidden: organisers only.", status_code=403)(scope, receive, send)
                 return
         if method not in SAFE_METHODS and not path.startswith(TOKEN_PREFIXES):
-            body = await _read_body(receive)
+            body = await _read_body(receive, MAX_UPLOAD_BYTES if path in UPLOAD_PATHS else MAX_FORM_BYTES)
             if body is None:
                 await PlainTextResponse("Request too large.", status_code=413)(scope, receive, send)
                 return
@@ -188,7 +190,7 @@ class GuardMiddleware:
         return hmac.compare_digest(given.encode(), expected.encode())
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -197,7 +199,7 @@ async def _read_body(receive: Receive) -> bytes | None:
             break
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_FORM_BYTES:
+        if size > limit:
             return None
         chunks.append(chunk)
         if not message.get("more_body", False):

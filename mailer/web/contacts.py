@@ -1,0 +1,123 @@
+"""Staff pages about people: find a contact by address or name, and everything about one.
+
+GET  /staff/contacts                 search by address, name or institution (``q``), optionally one list
+GET  /staff/contacts/find?email=A    the contact with that address (links from the log), else the search
+GET  /staff/contacts/{id}            lists, language, zone, suppression with its reason, registrations and
+                                     answers, every message with its status (each linked to its page)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy import select
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from mailer.audience.contact_queries import ContactView, find_contacts
+from mailer.store.models import Contact, ContactList, ListMembership, Message, Registration
+from mailer.store.suppressions import suppression_of
+from mailer.web.app import context_of
+from mailer.web.inputs import row_id
+
+PAGE_LIMIT = 100
+_MAX_QUERY = 320
+
+
+def _text(request: Request, name: str) -> str:
+    value = request.query_params.get(name, "")
+    return value.strip()[:_MAX_QUERY] if value.isprintable() else ""
+
+
+def contacts_page(request: Request) -> Response:
+    ctx = context_of(request)
+    query = _text(request, "q")
+    region = _text(request, "region")
+    if region and region not in ctx.settings.regions:
+        region = ""
+    views: list[ContactView] = []
+    total = 0
+    if query or region:
+        views, total = find_contacts(ctx.app.factory, region=region or None, search=query, limit=PAGE_LIMIT)
+    with ctx.db() as db:
+        ids = (
+            dict(
+                db.execute(
+                    select(Contact.email_key, Contact.id).where(
+                        Contact.email_key.in_([view.email.casefold() for view in views])
+                    )
+                ).all()
+            )
+            if views
+            else {}
+        )
+    rows = [{"view": view, "id": ids.get(view.email.casefold())} for view in views]
+    return ctx.page(
+        request,
+        "staff/contacts.html",
+        {"rows": rows, "total": total, "q": query, "region": region, "regions": ctx.settings.regions},
+    )
+
+
+def find_contact(request: Request) -> Response:
+    """The contact page of the address ``email`` (any case); the search when there is no such contact."""
+    ctx = context_of(request)
+    email = _text(request, "email")
+    with ctx.db() as db:
+        contact_id = (
+            db.scalar(select(Contact.id).where(Contact.email_key == email.casefold())) if email else None
+        )
+    if contact_id is None:
+        return RedirectResponse("/staff/contacts?" + urlencode({"q": email}), status_code=303)
+    return RedirectResponse(f"/staff/contacts/{contact_id}", status_code=303)
+
+
+def contact_page(request: Request) -> Response:
+    ctx = context_of(request)
+    contact_id = row_id(request, "contact_id")
+    with ctx.db() as db:
+        contact = db.get(Contact, contact_id)
+        if contact is None:
+            raise HTTPException(404, f"no contact {contact_id}")
+        lists = db.execute(
+            select(ContactList.region, ContactList.name, ListMembership.source, ListMembership.added_at)
+            .join(ListMembership, ListMembership.list_id == ContactList.id)
+            .where(ListMembership.contact_id == contact_id)
+            .order_by(ContactList.region)
+        ).all()
+        registrations = list(
+            db.scalars(
+                select(Registration)
+                .where(Registration.contact_id == contact_id)
+                .order_by(Registration.session_id)
+            )
+        )
+        messages = list(
+            db.scalars(
+                select(Message).where(Message.contact_id == contact_id).order_by(Message.due_at, Message.id)
+            )
+        )
+        suppression = suppression_of(db, contact.email_key)
+        db.expunge_all()
+    titles = {session.id: session.title for session in ctx.settings.series.sessions}
+    context: dict[str, Any] = {
+        "contact": contact,
+        "lists": lists,
+        "registrations": registrations,
+        "messages": messages,
+        "suppression": suppression,
+        "titles": titles,
+    }
+    return ctx.page(request, "staff/contact.html", context)
+
+
+ROUTES = [
+    Route("/staff/contacts", contacts_page),
+    Route("/staff/contacts/find", find_contact),
+    Route("/staff/contacts/{contact_id:int}", contact_page),
+]
+
+__all__ = ["ROUTES"]
