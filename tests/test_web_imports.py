@@ -1,0 +1,169 @@
+"""Organisers import from the browser (checked, confirmed, undone); staff find a contact (issue 14, items 1, 2, 6)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from sqlalchemy import func, select
+
+from mailer.app import App
+from mailer.store.engine import transaction
+from mailer.store.models import Contact, ImportRecord, ListMembership, Registration
+from mailer.store.outbox import suppress
+from mailer.web.server import ThreadedServer
+from tests.conftest import CONTACTS_DIR
+from tests.factories import add_contact, register
+from tests.test_web_support import INVITATION_AT, accounts, clock, csrf_of, signed_in, web
+
+MANIFEST: dict[str, Any] = json.loads((CONTACTS_DIR / "manifest.json").read_text(encoding="utf-8"))
+
+
+def count(app: App, model: Any) -> int:
+    with transaction(app.factory) as db:
+        return int(db.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def hidden(html: str, name: str) -> str:
+    match = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert match, f"no {name} field"
+    return match.group(1)
+
+
+def test_a_report_for_another_session_is_refused_then_forced_confirmed_and_undone(
+    app: App, web: ThreadedServer, accounts: dict[str, str]
+) -> None:
+    report = CONTACTS_DIR / "registrations-africa.csv"
+    with signed_in(web, "olga") as http:
+        token = csrf_of(http.get("/organise/imports").text)
+        refused = http.post(
+            "/organise/imports/check",
+            data={"csrf_token": token, "kind": "registrations", "target": "latin-america-2022"},
+            files={"file": ("registrations-africa.csv", report.read_bytes(), "text/csv")},
+        )
+        assert refused.status_code == 422
+        assert "the report&#39;s date 2021-07-13 is not the session&#39;s 2022-03-07" in refused.text
+        assert "Budapest Convention webinar: African Region" in refused.text
+        assert count(app, Registration) == 0
+
+        forced = http.post(
+            "/organise/imports/check",
+            data={
+                "csrf_token": token,
+                "kind": "registrations",
+                "target": "latin-america-2022",
+                "upload": hidden(refused.text, "upload"),
+                "name": "registrations-africa.csv",
+                "force": "yes",
+            },
+        )
+        assert forced.status_code == 200, forced.text
+        expected = MANIFEST["africa.csv"]["registrations"]
+        assert f'<th>Registered</th><td class="num">{expected["expected_registered"]}<' in forced.text
+        assert count(app, Registration) == 0  # a check stores nothing
+
+        confirmed = http.post(
+            "/organise/imports/confirm",
+            data={
+                "csrf_token": token,
+                "kind": "registrations",
+                "target": "latin-america-2022",
+                "upload": hidden(forced.text, "upload"),
+                "name": "registrations-africa.csv",
+                "force": "yes",
+            },
+        )
+        assert confirmed.status_code == 303
+        page = confirmed.headers["location"]
+        import_id = int(page.rsplit("/", 1)[1])
+        with transaction(app.factory) as db:
+            record = db.get(ImportRecord, import_id)
+            assert record is not None
+            assert (record.imported_by, record.file_name, record.forced) == (
+                "web:olga",
+                "registrations-africa.csv",
+                True,
+            )
+        created = expected["expected_registered"] + expected["expected_denied_not_registered"]
+        assert count(app, Registration) == created
+        assert "imported although its title or date did not match" in http.get(page).text
+
+        assert http.post(f"{page}/undo", data={"csrf_token": token}).status_code == 400
+        undone = http.post(f"{page}/undo", data={"csrf_token": token, "confirm": "yes"})
+        assert undone.status_code == 303
+        assert f"{created} registrations withdrawn" in http.get(undone.headers["location"]).text
+        assert count(app, Registration) == 0
+        assert count(app, Contact) == 0
+        assert http.post(f"{page}/undo", data={"csrf_token": token, "confirm": "yes"}).status_code == 409
+
+
+def test_a_contacts_spreadsheet_shows_the_cli_report_and_its_rejects(
+    app: App, web: ThreadedServer, accounts: dict[str, str]
+) -> None:
+    expected = MANIFEST["latin-america.csv"]
+    with signed_in(web, "olga") as http:
+        token = csrf_of(http.get("/organise/imports").text)
+        checked = http.post(
+            "/organise/imports/check",
+            data={"csrf_token": token, "kind": "contacts", "target": "latin-america"},
+            files={
+                "file": ("latin-america.csv", (CONTACTS_DIR / "latin-america.csv").read_bytes(), "text/csv")
+            },
+        )
+        assert checked.status_code == 200, checked.text
+        assert f'<th>Imported</th><td class="num">{expected["expected_contacts"]}<' in checked.text
+        rejected_lines = [
+            int(line) for line in re.findall(r'<tr><td class="num">(\d+)</td><td>', checked.text)
+        ]
+        assert rejected_lines[: expected["expected_rejected"]] == sorted(
+            d["line"] for d in expected["defects"] if d["expected"] == "rejected"
+        )
+        rejects = http.get(re.findall(r'href="(/organise/imports/rejects/[^"]+)"', checked.text)[0])
+        assert rejects.status_code == 200
+        assert len(rejects.text.splitlines()) == 1 + expected["expected_rejected"]
+        assert count(app, Contact) == 0
+        confirmed = http.post(
+            "/organise/imports/confirm",
+            data={
+                "csrf_token": token,
+                "kind": "contacts",
+                "target": "latin-america",
+                "upload": hidden(checked.text, "upload"),
+                "name": "latin-america.csv",
+            },
+        )
+        assert confirmed.status_code == 303
+        assert count(app, ListMembership) == expected["expected_contacts"]
+        listing = http.get("/organise/imports").text
+        assert "latin-america.csv" in listing and "web:olga" in listing
+        # a forged or stale upload token is a 404, a wrong kind a 400, never a 500
+        stale = {"csrf_token": token, "kind": "contacts", "target": "latin-america", "upload": "x" * 24}
+        assert http.post("/organise/imports/confirm", data=stale).status_code == 404
+        assert http.post("/organise/imports/check", data={**stale, "kind": "nope"}).status_code == 400
+        assert http.get("/organise/imports/rejects/..%2F..%2Fetc").status_code == 404
+    with signed_in(web, "sam") as http:
+        assert http.get("/organise/imports").status_code == 403
+
+
+def test_staff_find_a_contact_and_see_everything_about_them(
+    app: App, web: ThreadedServer, accounts: dict[str, str]
+) -> None:
+    with transaction(app.factory) as db:
+        ana = add_contact(db, "ana.lima@example.org", name="Ana Lima", language="es")
+        register(db, ana, "latin-america-2022")
+        suppress(db, "ana.lima@example.org", "unsubscribed", "link in the invitation", INVITATION_AT)
+        ana_id = ana.id
+    with signed_in(web, "sam") as http:
+        found = http.get("/staff/contacts", params={"q": "LIMA"}).text
+        assert f'href="/staff/contacts/{ana_id}"' in found
+        assert '<p class="small muted" id="count">1 contact</p>' in found
+        page = http.get(f"/staff/contacts/{ana_id}").text
+        assert "unsubscribed since" in page and "link in the invitation" in page
+        assert "Parliamentary webinar on the Budapest Convention on Cybercrime: Latin America" in page
+        assert "<td>registered</td>" in page
+        jump = http.get("/staff/contacts/find", params={"email": "ANA.LIMA@example.org"})
+        assert jump.headers["location"] == f"/staff/contacts/{ana_id}"
+        missing = http.get("/staff/contacts/find", params={"email": "nobody@example.org"})
+        assert missing.headers["location"] == "/staff/contacts?q=nobody%40example.org"
+        assert http.get("/staff/contacts/2147483648").status_code == 404
