@@ -1,7 +1,7 @@
 """organisers' imports and what each one created or changed, for undo
 
-Revision ID: 0008_imports
-Revises: 0007_webhooks_api_tokens
+Revision ID: 0009_imports
+Revises: 0008_leased_index
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_imports"
-down_revision = "0007_webhooks_api_tokens"
+revision = "0009_imports"
+down_revision = "0008_leased_index"
 branch_labels = None
 depends_on = None
 
