@@ -1,7 +1,7 @@
 """The record of organisers' imports: who imported which file into what, and what each row changed.
 
 Shapes
-    ImportJournal(kind, target, path, by, now, forced)   opened inside the import's transaction by its writer
+    ImportJournal(kind, target, path, by, now, forced)   opened by the import's writer before its first chunk
     journal.contacts(db, ids) / memberships(db, list_id, ids) / registrations(db, session_id, ids)
     journal.registration_changes(db, session_id, [(contact id, previous status, previous time)])
     finish_import(factory, import_id, counts..., summary)   the counts, once the pass is over

@@ -1,7 +1,7 @@
 """organisers' imports and what each one created or changed, for undo
 
-Revision ID: 0009_imports
-Revises: 0008_leased_index
+Revision ID: 0011_imports
+Revises: 0010_provider_message_ids
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_imports"
-down_revision = "0008_leased_index"
+revision = "0011_imports"
+down_revision = "0010_provider_message_ids"
 branch_labels = None
 depends_on = None
 
