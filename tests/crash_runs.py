@@ -163,6 +163,8 @@ def kill_run(
             run.kills += 1
             running[running.index(victim)] = start()
         finished = wait_until(lambda: message_count(app) == contacts and pending_count(app) == 0, 180)
+        for process in running:  # a process started by the last kill gets SIGTERM only once it can take it
+            wait_until(lambda p=process: "service started" in p.log_path.read_text(), 60)
         codes = [process.terminate() for process in running]
         assert finished, running[0].log_path.read_text()[-3000:]
         assert codes == [0] * processes
