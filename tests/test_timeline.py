@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -9,7 +9,15 @@ import pytest
 
 from mailer.config import load_settings, parse_offset
 from mailer.errors import NaiveDatetimeError
-from mailer.timeline.plan import SkipReason, due_steps, step_deadline, step_time
+from mailer.timeline.plan import (
+    SkipReason,
+    due_steps,
+    hold_for_window,
+    materialise_at,
+    message_due,
+    step_deadline,
+    step_time,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = load_settings(ROOT / "config", database_url="sqlite:///:memory:")
@@ -90,3 +98,87 @@ def test_due_steps_refuses_naive_now() -> None:
         due_steps(SERIES, datetime(2021, 7, 1))
     names = [(p.session.id, p.step.name) for p in due_steps(SERIES, datetime(2021, 6, 23, tzinfo=UTC))]
     assert names == [("africa-2021", "invitation"), ("africa-2021", "invitation-2")]
+
+
+def test_a_step_is_superseded_by_the_next_step_of_its_kind_not_the_last() -> None:
+    # reminder-1w (6 July 13:00 UTC) is followed by reminder-1d (12 July) and reminder-1h (13 July 12:00):
+    # it ends when the next one, reminder-1d, is due.
+    long_late = dataclasses.replace(SERIES.step("reminder-1w"), max_late=timedelta(days=30))
+    deadline = step_deadline(SERIES, AFRICA, long_late)
+    assert deadline.at == datetime(2021, 7, 12, 13, 0, tzinfo=UTC)
+    assert deadline.reason is SkipReason.SUPERSEDED
+
+
+def test_a_step_before_the_session_ends_when_the_session_starts() -> None:
+    # reminder-1h with a day of lateness and no later reminder: the start (13:00 UTC) ends it.
+    long_late = dataclasses.replace(SERIES.step("reminder-1h"), max_late=timedelta(days=1))
+    deadline = step_deadline(SERIES, AFRICA, long_late)
+    assert deadline.at == datetime(2021, 7, 13, 13, 0, tzinfo=UTC)
+    assert deadline.reason is SkipReason.SESSION_STARTED
+
+
+def test_a_step_after_the_session_is_not_ended_by_its_start() -> None:
+    late = dataclasses.replace(SERIES.step("follow-up"), max_late=timedelta(days=30))
+    deadline = step_deadline(SERIES, AFRICA, late)
+    assert deadline.at == datetime(2021, 8, 13, 13, 0, tzinfo=UTC)
+    assert deadline.reason is SkipReason.TOO_LATE
+
+
+def test_max_late_counts_from_the_base_the_message_was_meant_to_go() -> None:
+    base = datetime(2021, 7, 12, 20, 0, tzinfo=UTC)
+    deadline = step_deadline(SERIES, AFRICA, SERIES.step("reminder-1d"), base)
+    assert deadline.at == datetime(2021, 7, 13, 8, 0, tzinfo=UTC)  # 12 h after the base
+    assert deadline.reason is SkipReason.TOO_LATE
+
+
+LOCAL_9 = dataclasses.replace(SERIES.step("reminder-1d"), local_time=time(9, 0))
+
+
+def test_recipient_local_steps_are_materialised_two_days_before_their_step_time() -> None:
+    assert materialise_at(AFRICA, LOCAL_9) == datetime(2021, 7, 10, 13, 0, tzinfo=UTC)
+    assert materialise_at(AFRICA, SERIES.step("reminder-1d")) == datetime(2021, 7, 12, 13, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("zone", "expected"),
+    [
+        # The session (13 July 10:00 GMT-3 = 13:00 UTC) is already 14 July in Kiritimati (UTC+14):
+        # "the day before, 09:00" there is 13 July 09:00 +14:00.
+        ("Pacific/Kiritimati", datetime(2021, 7, 12, 19, 0, tzinfo=UTC)),
+        # ... and still 13 July in Honolulu (UTC-10): 12 July 09:00 -10:00.
+        ("Pacific/Honolulu", datetime(2021, 7, 12, 19, 0, tzinfo=UTC)),
+        ("Asia/Kathmandu", datetime(2021, 7, 12, 3, 15, tzinfo=UTC)),  # +05:45
+        ("Pacific/Chatham", datetime(2021, 7, 12, 20, 15, tzinfo=UTC)),  # +12:45 in July (+13:45 in summer)
+        ("UTC+13:45", datetime(2021, 7, 12, 19, 15, tzinfo=UTC)),  # 14 July there
+    ],
+)
+def test_recipient_local_steps_use_the_date_the_recipient_sees(zone: str, expected: datetime) -> None:
+    assert message_due(AFRICA, LOCAL_9, zone) == expected
+
+
+WINDOW = dataclasses.replace(SERIES.step("invitation"), send_window=(time(8, 0), time(20, 0)))
+
+
+@pytest.mark.parametrize(
+    ("local_due", "local_sent"),
+    [
+        (datetime(2021, 6, 1, 7, 59), datetime(2021, 6, 1, 8, 0)),
+        (datetime(2021, 6, 1, 8, 0), datetime(2021, 6, 1, 8, 0)),  # exactly at opening: goes
+        (datetime(2021, 6, 1, 19, 59), datetime(2021, 6, 1, 19, 59)),
+        (datetime(2021, 6, 1, 20, 0), datetime(2021, 6, 2, 8, 0)),  # exactly at closing: next morning
+        (datetime(2021, 6, 1, 23, 30), datetime(2021, 6, 2, 8, 0)),
+        (datetime(2021, 6, 1, 0, 0), datetime(2021, 6, 1, 8, 0)),
+    ],
+)
+@pytest.mark.parametrize("zone", ["Asia/Kathmandu", "UTC+13:45", "America/Argentina/Buenos_Aires"])
+def test_send_window_opens_inclusive_and_closes_exclusive(
+    zone: str, local_due: datetime, local_sent: datetime
+) -> None:
+    tz = ZoneInfo(zone) if "/" in zone else timezone(timedelta(hours=13, minutes=45))
+    due = local_due.replace(tzinfo=tz).astimezone(UTC)
+    assert hold_for_window(due, WINDOW, zone) == local_sent.replace(tzinfo=tz).astimezone(UTC)
+
+
+def test_no_send_window_keeps_the_due_time() -> None:
+    due = datetime(2021, 6, 1, 2, 0, tzinfo=UTC)
+    assert hold_for_window(due, SERIES.step("invitation"), "Asia/Kathmandu") == due
