@@ -8,7 +8,7 @@ import pytest
 from mailer.config import Security, SmtpSettings
 from mailer.delivery.envelope import envelope_address, needs_smtputf8
 from mailer.delivery.pool import SmtpPool
-from mailer.delivery.replies import Phase, Reply, classify
+from mailer.delivery.replies import Phase, Reply, classify, expected, refused, unanswered
 from mailer.store.models import MessageStatus
 
 SENT, DEFERRED, BOUNCED, FAILED = (
@@ -76,6 +76,47 @@ BOUNDARIES: dict[int, tuple[MessageStatus, ...]] = {
 )
 def test_classify_at_the_class_boundaries(code: int, phase: Phase, expected: MessageStatus) -> None:
     assert classify(code, phase) is expected
+
+
+def test_a_3xx_reply_is_never_counted_as_sent() -> None:
+    for code in (300, 334, 354, 399):
+        assert [classify(code, phase) for phase in PHASES] == [FAILED, DEFERRED, FAILED, FAILED, FAILED]
+
+
+@pytest.mark.parametrize(
+    ("phase", "code", "goes_on"),
+    [
+        (Phase.DATA, 354, True),  # "start mail input": the message may be sent
+        (Phase.DATA, 250, False),
+        (Phase.DATA, 353, False),
+        (Phase.DATA, 355, False),
+        (Phase.DATA, 451, False),
+        (Phase.MAIL, 250, True),
+        (Phase.MAIL, 251, False),  # 251 is a reply to RCPT only
+        (Phase.MAIL, 249, False),
+        (Phase.MAIL, 354, False),
+        (Phase.RCPT, 250, True),
+        (Phase.RCPT, 251, True),  # "user not local; will forward"
+        (Phase.RCPT, 252, False),
+        (Phase.RCPT, 249, False),
+        (Phase.RCPT, 354, False),
+        (Phase.RCPT, 550, False),
+    ],
+)
+def test_only_the_expected_reply_lets_a_transaction_go_on(phase: Phase, code: int, goes_on: bool) -> None:
+    assert expected(phase, code) is goes_on
+
+
+def test_a_refusal_keeps_its_code_and_says_where_and_what() -> None:
+    assert refused(550, "5.1.1 no such user", Phase.RCPT) == Reply(
+        BOUNCED, 550, "rcpt: 550 5.1.1 no such user"
+    )
+    assert refused(421, "try later", Phase.CONNECT) == Reply(DEFERRED, 421, "connect: 421 try later")
+
+
+def test_no_reply_is_a_deferral_that_says_where_and_why() -> None:
+    for phase in PHASES:
+        assert unanswered(phase, "timed out") == Reply(DEFERRED, None, f"{phase.value}: timed out")
 
 
 def test_a_refused_connection_is_deferred_not_permanent() -> None:
