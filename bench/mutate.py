@@ -37,11 +37,13 @@ SURVIVED = {"survived", "no tests", "suspicious", "timeout", "segfault", "skippe
 
 @dataclass(frozen=True)
 class Group:
-    """One mutation group: ``modules`` (paths of files mutated) and ``tests`` (test files run on them)."""
+    """One mutation group: ``modules`` (paths of files mutated), ``tests`` (test files run on them) and
+    ``deselect`` (test ids of those files left out: too slow to run once per mutant)."""
 
     name: str
     modules: tuple[str, ...]
     tests: tuple[str, ...]
+    deselect: tuple[str, ...] = ()
 
 
 def load_settings() -> tuple[dict[str, object], dict[str, Group], dict[str, str], float]:
@@ -81,6 +83,10 @@ def prepare(group: Group, shared: dict[str, object], scratch: Path) -> None:
         **shared,
         "only_mutate": list(group.modules),
         "pytest_add_cli_args_test_selection": list(group.tests),
+        "pytest_add_cli_args": [
+            *shared.get("pytest_add_cli_args", []),  # type: ignore[misc]
+            *(arg for test in group.deselect for arg in ("--deselect", test)),
+        ],
     }
     pytest_options = pyproject["tool"]["pytest"]["ini_options"]
     lines = ["[tool.mutmut]"]
@@ -141,7 +147,8 @@ def report_group(group: Group, found: dict[str, str], equivalent: dict[str, str]
             elif found[name] not in KILLED:
                 diff = mutmut(scratch, "show", name, capture=True).strip()
                 survivors.append(f"#### `{name}` ({found[name]})\n\n```diff\n{diff}\n```\n")
-    section = [f"## {group.name}", "", "Tests: " + ", ".join(f"`{test}`" for test in group.tests), ""]
+    section = [f"## {group.name}", "", "Tests: " + ", ".join(f"`{test}`" for test in group.tests)]
+    section += [f"Left out: `{test}`" for test in group.deselect] + [""]
     section += [*rows, ""]
     if equivalents:
         section += ["### Equivalent (no behaviour changes)", "", *equivalents, ""]

@@ -52,6 +52,7 @@ class FaultyHandler:
         self.quits = 0
         self.logins: list[tuple[str, str]] = []
         self.tls_messages = 0
+        self.per_connection: Counter[int] = Counter()  # connection number (1-based) -> messages accepted
 
     def _take(self, table: dict[str, Any], key: str) -> Any:
         with self.lock:
@@ -100,6 +101,7 @@ class FaultyHandler:
                 server.transport and server.transport.get_extra_info("ssl_object")
             ):
                 self.tls_messages += 1
+            self.per_connection[getattr(server, "number", 0)] += 1
             self.messages.append(
                 Received(
                     str(envelope.mail_from),
@@ -142,6 +144,7 @@ class FaultySMTP(SMTP):
         handler = self.fault_handler
         with handler.lock:
             handler.connections += 1
+            self.number = handler.connections
             refuse = handler.faults.greeting_421 > 0
             if refuse:
                 handler.faults.greeting_421 -= 1

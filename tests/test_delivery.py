@@ -164,9 +164,22 @@ def test_connection_reused_up_to_messages_per_connection(app: App) -> None:
         _queue(app, people)
         _, pool = _send_all(app)
     assert len(handler.received_by()) == 30
-    # 30 messages, at most 5 per connection: 6 connections when both carry 15, one more when they share
-    # the 30 unevenly (e.g. 16 and 14: 5+5+5+1 and 5+5+4).
-    assert pool.connects == handler.connections and 6 <= pool.connects <= 7
+    # At most 5 per connection; only the last connection of each of the 2 slots may carry fewer.
+    carried = sorted(handler.per_connection.values(), reverse=True)
+    assert pool.connects == handler.connections == len(carried)
+    assert sum(carried) == 30 and carried[0] == 5 and carried[:-2] == [5] * (len(carried) - 2)
+
+
+def test_one_connection_carries_exactly_messages_per_connection(app: App) -> None:
+    people = [f"p{i:03d}@example.org" for i in range(12)]
+    server, handler = fault_server(Faults())
+    with server:
+        app = _app(app, server, connections=1, messages_per_connection=5)
+        _queue(app, people)
+        _, pool = _send_all(app)
+    assert handler.per_connection == {1: 5, 2: 5, 3: 2}
+    assert pool.connects == 3
+    assert handler.quits == 3  # QUIT at each limit and at the end
 
 
 def test_smtputf8_used_when_offered_else_permanent_failure_with_reason(app: App) -> None:
