@@ -258,7 +258,7 @@ class SmtpPool:
             try:
                 return await self._send_on(slot, envelope_from, recipient, data, utf8, transparent)
             except ConnectionFailed as failure:
-                pass
+                await self._drop(slot, polite=False)
                 reply = failure.reply
                 if failure.unreachable:  # counted by the circuit; the attempts under way count first
                     if self._attempts:
