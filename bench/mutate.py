@@ -53,7 +53,7 @@ def load_settings() -> tuple[dict[str, object], dict[str, Group], dict[str, str]
     shared = dict(data["tool"]["mutmut"])
     own = data["tool"]["webinar-mailer"]["mutation"]
     groups = {
-        name: Group(name, tuple(spec["modules"]), tuple(spec["tests"]))
+        name: Group(name, tuple(spec["modules"]), tuple(spec["tests"]), tuple(spec.get("deselect", ())))
         for name, spec in own["groups"].items()
     }
     return shared, groups, dict(own.get("equivalent", {})), float(own.get("min_score", 85))
