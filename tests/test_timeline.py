@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailer.config import load_settings, parse_offset
+from mailer.config import Audience, Offset, Step, StepKind, load_settings, parse_offset
 from mailer.errors import NaiveDatetimeError
 from mailer.timeline.plan import (
     SkipReason,
@@ -15,6 +15,9 @@ from mailer.timeline.plan import (
     hold_for_window,
     materialise_at,
     message_due,
+    notice_step,
+    plan,
+    resolve_step,
     step_deadline,
     step_time,
 )
@@ -182,3 +185,48 @@ def test_send_window_opens_inclusive_and_closes_exclusive(
 def test_no_send_window_keeps_the_due_time() -> None:
     due = datetime(2021, 6, 1, 2, 0, tzinfo=UTC)
     assert hold_for_window(due, SERIES.step("invitation"), "Asia/Kathmandu") == due
+
+
+def test_notice_steps_go_to_the_invited_on_a_date_change_and_to_registrants_on_a_cancellation() -> None:
+    notice = dict(
+        kind=StepKind.NOTICE,
+        offset=Offset(0, timedelta(0), "0h"),
+        template="notice",
+        auto=False,
+        max_late=timedelta(days=30),
+    )
+    assert notice_step("date-changed", 3) == Step(name="date-changed-3", audience=Audience.INVITED, **notice)  # type: ignore[arg-type]
+    assert notice_step("cancelled", 4) == Step(name="cancelled-4", audience=Audience.REGISTRANTS, **notice)  # type: ignore[arg-type]
+
+
+def test_resolve_step_finds_configured_and_notice_steps_and_nothing_else() -> None:
+    assert resolve_step(SERIES, "reminder-1d") is SERIES.step("reminder-1d")
+    assert resolve_step(SERIES, "cancelled-12") == notice_step("cancelled", 12)
+    assert resolve_step(SERIES, "date-changed-2") == notice_step("date-changed", 2)
+    for name in ("cancelled-", "cancelled-x", "moved-2", "xcancelled-2", "cancelled-2x"):
+        with pytest.raises(KeyError):
+            resolve_step(SERIES, name)
+
+
+def test_the_plan_has_every_session_and_step_in_time_order_with_deadlines() -> None:
+    planned = plan(SERIES)
+    assert len(planned) == len(SERIES.sessions) * len(SERIES.steps) == 24
+    assert [item.at for item in planned] == sorted(item.at for item in planned)
+    first = planned[0]
+    assert (first.session.id, first.step.name, first.at) == (
+        "africa-2021",
+        "invitation",
+        datetime(2021, 6, 1, 13, 0, tzinfo=UTC),
+    )
+    assert first.deadline == step_deadline(SERIES, AFRICA, SERIES.step("invitation"))
+    assert [(item.session.id, item.step.name) for item in planned[4:7]] == [
+        ("africa-2021", "reminder-1h"),
+        ("africa-2021", "follow-up"),
+        ("caribbean-2021", "invitation"),
+    ]
+
+
+def test_due_steps_includes_a_step_at_exactly_its_materialising_moment() -> None:
+    at = datetime(2021, 6, 22, 13, 0, tzinfo=UTC)  # africa-2021's invitation-2
+    assert [p.step.name for p in due_steps(SERIES, at)] == ["invitation", "invitation-2"]
+    assert [p.step.name for p in due_steps(SERIES, at - timedelta(microseconds=1))] == ["invitation"]
