@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import dataclasses
 from datetime import UTC, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -15,6 +16,7 @@ from mailer.timeline.plan import (
     hold_for_window,
     materialise_at,
     message_due,
+    next_moment,
     notice_step,
     plan,
     resolve_step,
@@ -230,3 +232,67 @@ def test_due_steps_includes_a_step_at_exactly_its_materialising_moment() -> None
     at = datetime(2021, 6, 22, 13, 0, tzinfo=UTC)  # africa-2021's invitation-2
     assert [p.step.name for p in due_steps(SERIES, at)] == ["invitation", "invitation-2"]
     assert [p.step.name for p in due_steps(SERIES, at - timedelta(microseconds=1))] == ["invitation"]
+
+
+NAIVE = datetime(2021, 7, 1, 12, 0)
+NAIVE_SESSION = copy.copy(AFRICA)
+object.__setattr__(NAIVE_SESSION, "start", NAIVE)  # Session refuses one; the functions check again
+
+
+@pytest.mark.parametrize(
+    ("call", "what"),
+    [
+        (lambda: step_time(NAIVE_SESSION, SERIES.step("invitation")), "session start"),
+        (lambda: step_deadline(SERIES, AFRICA, SERIES.step("invitation"), NAIVE), "base"),
+        (lambda: message_due(NAIVE_SESSION, SERIES.step("invitation"), "UTC"), "session start"),
+        (lambda: message_due(AFRICA, SERIES.step("invitation"), "UTC", NAIVE), "scheduled_at"),
+        (lambda: hold_for_window(NAIVE, WINDOW, "UTC"), "due"),
+        (lambda: next_moment(SERIES, NAIVE, None), "after"),
+        (lambda: next_moment(SERIES, START_UTC, NAIVE), "pending"),
+        (lambda: due_steps(SERIES, NAIVE), "now"),
+    ],
+)
+def test_a_naive_time_is_refused_naming_it(call: object, what: str) -> None:
+    with pytest.raises(NaiveDatetimeError) as refused:
+        call()  # type: ignore[operator]
+    assert str(refused.value) == f"{what} must be timezone-aware, got naive 2021-07-01T12:00:00"
+
+
+START_UTC = datetime(2021, 7, 13, 13, 0, tzinfo=UTC)
+
+
+def test_every_computed_time_is_in_utc() -> None:
+    local_due = message_due(AFRICA, LOCAL_9, "Asia/Kathmandu")
+    times = [
+        step_time(AFRICA, SERIES.step("reminder-1h")),  # an exact offset
+        step_time(AFRICA, SERIES.step("reminder-1d")),  # a calendar offset
+        local_due,
+        message_due(AFRICA, SERIES.step("invitation"), "Asia/Kathmandu"),
+        hold_for_window(datetime(2021, 6, 1, 23, 0, tzinfo=UTC), WINDOW, "Asia/Kathmandu"),
+        step_deadline(
+            SERIES, AFRICA, dataclasses.replace(SERIES.step("reminder-1h"), max_late=timedelta(days=1))
+        ).at,
+        materialise_at(AFRICA, LOCAL_9),
+    ]
+    assert [moment.tzinfo for moment in times] == [UTC] * len(times)
+
+
+def test_a_step_at_the_same_time_as_another_of_its_kind_does_not_supersede_it() -> None:
+    twin = dataclasses.replace(SERIES.step("reminder-1d"), name="reminder-1d-twin")
+    series = dataclasses.replace(SERIES, steps=(*SERIES.steps, twin))
+    deadline = step_deadline(series, AFRICA, SERIES.step("reminder-1d"))
+    assert (deadline.at, deadline.reason) == (datetime(2021, 7, 13, 1, 0, tzinfo=UTC), SkipReason.TOO_LATE)
+
+
+def test_next_moment_is_strictly_after_and_takes_an_earlier_pending_time() -> None:
+    invitation = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
+    invitation_2 = datetime(2021, 6, 22, 13, 0, tzinfo=UTC)
+    assert next_moment(SERIES, invitation - timedelta(microseconds=1), None) == invitation
+    assert next_moment(SERIES, invitation, None) == invitation_2
+    pending = invitation + timedelta(days=1)
+    assert next_moment(SERIES, invitation, pending) == pending
+    assert next_moment(SERIES, invitation, invitation) == invitation_2  # not after: ignored
+    assert next_moment(SERIES, invitation, invitation_2 + timedelta(days=1)) == invitation_2
+    last = plan(SERIES)[-1].at
+    assert next_moment(SERIES, last, None) is None
+    assert next_moment(SERIES, last, last + timedelta(hours=1)) == last + timedelta(hours=1)
