@@ -19,6 +19,7 @@ from mailer.timeline.plan import (
     next_moment,
     notice_step,
     plan,
+    plan_moments,
     resolve_step,
     step_deadline,
     step_time,
@@ -274,7 +275,27 @@ def test_every_computed_time_is_in_utc() -> None:
         ).at,
         materialise_at(AFRICA, LOCAL_9),
     ]
-    assert [moment.tzinfo for moment in times] == [UTC] * len(times)
+    assert all(moment.tzinfo is UTC for moment in times), [moment.tzinfo for moment in times]
+
+
+def test_an_organisers_time_is_the_due_time_of_a_step_without_a_local_time() -> None:
+    chosen = datetime(2021, 6, 2, 9, 30, tzinfo=UTC)
+    assert message_due(AFRICA, SERIES.step("invitation"), "Asia/Kathmandu", chosen) == chosen
+    assert message_due(AFRICA, SERIES.step("invitation"), "Asia/Kathmandu") == datetime(
+        2021, 6, 1, 13, 0, tzinfo=UTC
+    )
+
+
+def test_a_cancelled_sessions_local_steps_are_not_materialised() -> None:
+    local = dataclasses.replace(LOCAL_9, name="local-reminder")
+    cancelled = dataclasses.replace(AFRICA, cancelled=True)
+    assert plan_moments(dataclasses.replace(SERIES, sessions=(cancelled,), steps=(local,))) == [
+        datetime(2021, 7, 12, 13, 0, tzinfo=UTC)  # the step's time only, not two days before
+    ]
+    assert plan_moments(dataclasses.replace(SERIES, sessions=(AFRICA,), steps=(local,))) == [
+        datetime(2021, 7, 10, 13, 0, tzinfo=UTC),
+        datetime(2021, 7, 12, 13, 0, tzinfo=UTC),
+    ]
 
 
 def test_a_step_at_the_same_time_as_another_of_its_kind_does_not_supersede_it() -> None:
