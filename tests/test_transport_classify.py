@@ -8,7 +8,7 @@ import pytest
 from mailer.config import Security, SmtpSettings
 from mailer.delivery.envelope import envelope_address, needs_smtputf8
 from mailer.delivery.pool import SmtpPool
-from mailer.delivery.replies import Phase, Reply, classify, expected, refused, unanswered
+from mailer.delivery.replies import Phase, Reply, classify, expected, provider_message_id, refused, unanswered
 from mailer.store.models import MessageStatus
 
 SENT, DEFERRED, BOUNCED, FAILED = (
@@ -117,6 +117,36 @@ def test_a_refusal_keeps_its_code_and_says_where_and_what() -> None:
 def test_no_reply_is_a_deferral_that_says_where_and_why() -> None:
     for phase in PHASES:
         assert unanswered(phase, "timed out") == Reply(DEFERRED, None, f"{phase.value}: timed out")
+
+
+@pytest.mark.parametrize(
+    ("text", "relay_id"),
+    [
+        (
+            "Ok 0100017a2b3c4d5e-1a2b3c4d-0000-0000-0000-000000000000-000000",  # Amazon SES
+            "0100017a2b3c4d5e-1a2b3c4d-0000-0000-0000-000000000000-000000",
+        ),
+        ("Ok: queued as 9Oqjh3IZSuynjc_Z7FPBaQ", "9Oqjh3IZSuynjc_Z7FPBaQ"),  # SendGrid
+        ("2.0.0 Ok: queued as 4F1A2B3C", "4F1A2B3C"),  # Postfix
+        ("2.0.0 Ok: queued as <4F1A2B3C>\nsecond line queued as XYZW1234", "4F1A2B3C"),  # first line only
+        ("Queued As: ABCD", "ABCD"),  # 4 characters at least
+        ("queued as ABC", ""),
+        ("Ok 12345678", "12345678"),  # a bare "Ok ID": 8 characters at least
+        ("Ok 1234567", ""),
+        ("ok: <abcdefgh>", "abcdefgh"),
+        ("2.6.0 Ok 0123456789abcdef", "0123456789abcdef"),
+        ("22.0.0 ok abcdefghij", ""),
+        ("Ok abcdefgh trailing", ""),  # more words: not an id
+        ("Ok -abcdefghij", ""),
+        ("Ok: queued as _abcd", ""),
+        ("OK", ""),
+        ("Great success", ""),
+        ("", ""),
+        ("  \n", ""),
+    ],
+)
+def test_the_relays_id_is_read_from_its_250_reply(text: str, relay_id: str) -> None:
+    assert provider_message_id(text) == relay_id
 
 
 def test_a_refused_connection_is_deferred_not_permanent() -> None:
