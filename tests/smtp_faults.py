@@ -20,6 +20,8 @@ from aiosmtpd.smtp import Session as SmtpSession
 from mailer.delivery.capture import SmtpServer
 from tests.conftest import Received
 
+NO_RECIPIENT = "no-recipient@faults.example"  # stands for none in a DATA taken without recipients
+
 
 @dataclass
 class Faults:
@@ -36,6 +38,8 @@ class Faults:
     smtputf8: bool = True
     pipelining: bool = True  # advertise PIPELINING (RFC 2920), as Postfix does; aiosmtpd takes groups anyway
     data_refused: dict[str, tuple[int, int]] = field(default_factory=dict)  # address -> (code, times) at DATA
+    rset_refused: int = 0  # the next N RSET commands get "500" (the client cannot tell the state it is in)
+    data_without_recipients: bool = False  # DATA gets 354 with no recipient, and the empty message 554
 
 
 class FaultyHandler:
@@ -52,6 +56,7 @@ class FaultyHandler:
         self.quits = 0
         self.logins: list[tuple[str, str]] = []
         self.tls_messages = 0
+        self.per_connection: Counter[int] = Counter()  # connection number (1-based) -> messages accepted
 
     def _take(self, table: dict[str, Any], key: str) -> Any:
         with self.lock:
@@ -89,6 +94,8 @@ class FaultyHandler:
 
     async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
         recipient = envelope.rcpt_tos[0]
+        if recipient == NO_RECIPIENT:
+            return "554 5.5.1 no valid recipients"
         if self._take(self.faults.drop_in_data, recipient):
             assert server.transport is not None
             server.transport.close()  # before the reply: the client cannot know; nothing is kept
@@ -100,6 +107,7 @@ class FaultyHandler:
                 server.transport and server.transport.get_extra_info("ssl_object")
             ):
                 self.tls_messages += 1
+            self.per_connection[getattr(server, "number", 0)] += 1
             self.messages.append(
                 Received(
                     str(envelope.mail_from),
@@ -142,6 +150,7 @@ class FaultySMTP(SMTP):
         handler = self.fault_handler
         with handler.lock:
             handler.connections += 1
+            self.number = handler.connections
             refuse = handler.faults.greeting_421 > 0
             if refuse:
                 handler.faults.greeting_421 -= 1
@@ -157,9 +166,23 @@ class FaultySMTP(SMTP):
             self.fault_handler.starttls += 1
         await super().smtp_STARTTLS(arg)
 
-    async def smtp_DATA(self, arg: str) -> None:
-        """The DATA command refused with a code from ``Faults.data_refused`` (the transaction stays open)."""
+    async def smtp_RSET(self, arg: str) -> None:
+        """RSET refused while ``Faults.rset_refused`` lasts."""
         handler = self.fault_handler
+        with handler.lock:
+            refuse = handler.faults.rset_refused > 0
+            handler.faults.rset_refused -= refuse
+        if refuse:
+            await self.push("500 5.5.1 RSET not now")
+            return
+        await super().smtp_RSET(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """The DATA command refused with a code from ``Faults.data_refused`` (the transaction stays open);
+        taken with no recipient when ``Faults.data_without_recipients`` (the message is then refused)."""
+        handler = self.fault_handler
+        if handler.faults.data_without_recipients and not self.envelope.rcpt_tos:
+            self.envelope.rcpt_tos.append(NO_RECIPIENT)
         recipient = self.envelope.rcpt_tos[0] if self.envelope.rcpt_tos else ""
         refusal = handler._take(handler.faults.data_refused, recipient)
         if refusal:

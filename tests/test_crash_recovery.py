@@ -49,7 +49,10 @@ def test_sigkill_at_random_moments_loses_nothing(
             config, database_url, smtp_server.port, tmp_path / f"service-{round_number}.log"
         )
         # Let it start (about 1-2 s) and send for a random while before the kill.
-        wait_until(lambda p=process: len(smtp_server.messages) > 0 or p.process.poll() is not None, 20)
+        started = wait_until(
+            lambda p=process: len(smtp_server.messages) > 0 or p.process.poll() is not None, 60
+        )
+        assert started and process.process.poll() is None, process.log_path.read_text()[-2000:]
         time.sleep(rng.uniform(0.05, 0.6))
         process.kill()
         kills += 1
@@ -75,6 +78,18 @@ def test_sigkill_at_random_moments_loses_nothing(
     # A duplicate can only come from the window between the server's 250 and the commit recording it:
     # at most one claimed batch per kill, and each resend carries the same Message-ID.
     assert duplicates <= kills * 100
+    # ... and only a message whose lease was reclaimed goes twice, once more per reclaim at most.
+    with transaction(app.factory) as db:
+        reclaims = dict(
+            db.execute(
+                select(Message.recipient, func.count())
+                .join(DeliveryEvent, DeliveryEvent.message_pk == Message.id)
+                .where(DeliveryEvent.kind == "reclaimed")
+                .group_by(Message.recipient)
+            ).all()
+        )
+    extra = {address: count - 1 for address, count in received.items() if count > 1}
+    assert all(times <= reclaims.get(address, 0) for address, times in extra.items()), (extra, reclaims)
     resent_ids = Counter(m.parsed()["Message-ID"] for m in smtp_server.messages)
     assert set(resent_ids) == set(message_ids)
     print(

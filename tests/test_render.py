@@ -315,6 +315,25 @@ def test_a_participant_in_apia_sees_the_next_calendar_day(renderer: Renderer, se
     assert rendered.subject.startswith("Demain à 02:00 : ")
 
 
+def test_a_previous_start_is_shown_on_the_recipients_own_clock_and_date(
+    renderer: Renderer, settings: Settings
+) -> None:
+    series = settings.series
+    session = series.session("africa-2021")
+    apia = dataclasses.replace(SAMPLES["en"], time_zone="Pacific/Apia")  # 13:00 UTC is 02:00 next day there
+    rendered = renderer.render(
+        notice_step(),
+        session,
+        apia,
+        series=series,
+        unsubscribe_url=UNSUBSCRIBE,
+        extra={"change": "rescheduled", "previous_start": PREVIOUS},
+    )
+    assert "Previous date: Wednesday, July 7, 2021, 2:00\u202fAM (Apia, GMT+13:00)" in rendered.text
+    assert "New date: Wednesday, July 14, 2021, 2:00\u202fAM (Apia, GMT+13:00)" in rendered.text
+    assert "New session time: Tuesday, July 13, 2021, 10:00\u202fAM (GMT-03:00)" in rendered.text
+
+
 def test_the_session_time_line_is_left_out_when_the_zones_agree(
     renderer: Renderer, settings: Settings
 ) -> None:

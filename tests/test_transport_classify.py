@@ -8,7 +8,7 @@ import pytest
 from mailer.config import Security, SmtpSettings
 from mailer.delivery.envelope import envelope_address, needs_smtputf8
 from mailer.delivery.pool import SmtpPool
-from mailer.delivery.replies import Phase, Reply, classify
+from mailer.delivery.replies import Phase, Reply, classify, expected, provider_message_id, refused, unanswered
 from mailer.store.models import MessageStatus
 
 SENT, DEFERRED, BOUNCED, FAILED = (
@@ -76,6 +76,77 @@ BOUNDARIES: dict[int, tuple[MessageStatus, ...]] = {
 )
 def test_classify_at_the_class_boundaries(code: int, phase: Phase, expected: MessageStatus) -> None:
     assert classify(code, phase) is expected
+
+
+def test_a_3xx_reply_is_never_counted_as_sent() -> None:
+    for code in (300, 334, 354, 399):
+        assert [classify(code, phase) for phase in PHASES] == [FAILED, DEFERRED, FAILED, FAILED, FAILED]
+
+
+@pytest.mark.parametrize(
+    ("phase", "code", "goes_on"),
+    [
+        (Phase.DATA, 354, True),  # "start mail input": the message may be sent
+        (Phase.DATA, 250, False),
+        (Phase.DATA, 353, False),
+        (Phase.DATA, 355, False),
+        (Phase.DATA, 451, False),
+        (Phase.MAIL, 250, True),
+        (Phase.MAIL, 251, False),  # 251 is a reply to RCPT only
+        (Phase.MAIL, 249, False),
+        (Phase.MAIL, 354, False),
+        (Phase.RCPT, 250, True),
+        (Phase.RCPT, 251, True),  # "user not local; will forward"
+        (Phase.RCPT, 252, False),
+        (Phase.RCPT, 249, False),
+        (Phase.RCPT, 354, False),
+        (Phase.RCPT, 550, False),
+    ],
+)
+def test_only_the_expected_reply_lets_a_transaction_go_on(phase: Phase, code: int, goes_on: bool) -> None:
+    assert expected(phase, code) is goes_on
+
+
+def test_a_refusal_keeps_its_code_and_says_where_and_what() -> None:
+    assert refused(550, "5.1.1 no such user", Phase.RCPT) == Reply(
+        BOUNCED, 550, "rcpt: 550 5.1.1 no such user"
+    )
+    assert refused(421, "try later", Phase.CONNECT) == Reply(DEFERRED, 421, "connect: 421 try later")
+
+
+def test_no_reply_is_a_deferral_that_says_where_and_why() -> None:
+    for phase in PHASES:
+        assert unanswered(phase, "timed out") == Reply(DEFERRED, None, f"{phase.value}: timed out")
+
+
+@pytest.mark.parametrize(
+    ("text", "relay_id"),
+    [
+        (
+            "Ok 0100017a2b3c4d5e-1a2b3c4d-0000-0000-0000-000000000000-000000",  # Amazon SES
+            "0100017a2b3c4d5e-1a2b3c4d-0000-0000-0000-000000000000-000000",
+        ),
+        ("Ok: queued as 9Oqjh3IZSuynjc_Z7FPBaQ", "9Oqjh3IZSuynjc_Z7FPBaQ"),  # SendGrid
+        ("2.0.0 Ok: queued as 4F1A2B3C", "4F1A2B3C"),  # Postfix
+        ("2.0.0 Ok: queued as <4F1A2B3C>\nsecond line queued as XYZW1234", "4F1A2B3C"),  # first line only
+        ("Queued As: ABCD", "ABCD"),  # 4 characters at least
+        ("queued as ABC", ""),
+        ("Ok 12345678", "12345678"),  # a bare "Ok ID": 8 characters at least
+        ("Ok 1234567", ""),
+        ("ok: <abcdefgh>", "abcdefgh"),
+        ("2.6.0 Ok 0123456789abcdef", "0123456789abcdef"),
+        ("22.0.0 ok abcdefghij", ""),
+        ("Ok abcdefgh trailing", ""),  # more words: not an id
+        ("Ok -abcdefghij", ""),
+        ("Ok: queued as _abcd", ""),
+        ("OK", ""),
+        ("Great success", ""),
+        ("", ""),
+        ("  \n", ""),
+    ],
+)
+def test_the_relays_id_is_read_from_its_250_reply(text: str, relay_id: str) -> None:
+    assert provider_message_id(text) == relay_id
 
 
 def test_a_refused_connection_is_deferred_not_permanent() -> None:

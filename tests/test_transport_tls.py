@@ -17,6 +17,7 @@ from mailer.config import DkimSettings, RateLimits, Security, SmtpSettings, Step
 from mailer.delivery.dkim import DkimSigner
 from mailer.delivery.pool import SmtpPool
 from mailer.delivery.ratelimit import RateLimited, RateLimiter
+from mailer.delivery.replies import Reply
 from mailer.delivery.transport import SmtpRouter
 from mailer.errors import ConfigError
 from mailer.store.models import MessageStatus
@@ -77,13 +78,19 @@ def test_unverifiable_certificate_is_refused_by_default(certificate: tuple[Path,
     server, handler = fault_server(Faults(), tls_context=_server_context(certificate), require_starttls=True)
     with server:
 
-        async def one() -> str:
+        async def one() -> Reply:
             async with SmtpPool(_smtp(server)) as pool:
-                return (await pool.send("webinars@example.org", "a@example.org", MESSAGE)).text
+                return await pool.send("webinars@example.org", "a@example.org", MESSAGE)
 
-        text = asyncio.run(one())
-    assert "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower()
-    assert handler.messages == []
+        reply = asyncio.run(one())
+    # Deferred, not sent nor failed: the relay counts as unreachable (circuit_failures = 3 refusals), the
+    # message waits for the next probe without an attempt counted.
+    assert (reply.status, reply.code) == (MessageStatus.DEFERRED, None) and reply.retry_at is not None
+    assert (
+        "(3 failed connections; last: connect: SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED] "
+        "certificate verify failed: self-signed certificate (_ssl.c:"
+    ) in reply.text
+    assert handler.starttls == 3 and handler.messages == []
 
 
 def test_implicit_tls_and_login_from_the_environment_never_logged(

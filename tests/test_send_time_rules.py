@@ -1,0 +1,199 @@
+"""The outbox's rules, one test each: send-time checks, audiences, retries against the deadline, whose claim
+an outcome may finish. Each fails when its rule changes (see the mutation groups in pyproject.toml)."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from mailer.app import App
+from mailer.store.engine import transaction
+from mailer.store.models import (
+    Contact,
+    ContactStatus,
+    DeliveryEvent,
+    Message,
+    MessageStatus,
+    Registration,
+    RegistrationStatus,
+)
+from mailer.store.outbox import Outcome, claim_due, queue_wave, record_outcomes
+from mailer.store.outbox.outcomes import retry_delay
+from tests.factories import add_contact, register
+
+INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)  # africa-2021's invitation; deadline 3 days later
+INVITATION_2_AT = datetime(2021, 6, 22, 13, 0, tzinfo=UTC)
+LEASE = timedelta(minutes=5)
+
+
+def _queue(app: App, step: str, at: datetime) -> None:
+    series = app.settings.series
+    with transaction(app.factory) as db:
+        queue_wave(db, app.settings, series.session("africa-2021"), series.step(step), at)
+
+
+def _claim(app: App, now: datetime, worker: str = "w1") -> list[str]:
+    with transaction(app.factory) as db:
+        claimed, _ = claim_due(db, app.settings, now, worker=worker, limit=50, lease=LEASE)
+    return sorted(message.recipient.email for message in claimed)
+
+
+def _finished(app: App) -> dict[str, tuple[str, str]]:
+    """recipient -> (message status, detail of its last event) of the messages the checks finished."""
+    with transaction(app.factory) as db:
+        rows = db.execute(
+            select(Message.recipient, Message.status, DeliveryEvent.detail)
+            .join(DeliveryEvent, DeliveryEvent.message_pk == Message.id)
+            .where(Message.status.in_([MessageStatus.SKIPPED, MessageStatus.SUPPRESSED]))
+            .order_by(DeliveryEvent.id)
+        ).all()
+    return {recipient: (str(status), detail) for recipient, status, detail in rows}
+
+
+def _answer(app: App, email: str, status: RegistrationStatus) -> None:
+    with transaction(app.factory) as db:
+        contact = db.scalars(select(Contact).where(Contact.email == email)).one()
+        registration = db.scalars(select(Registration).where(Registration.contact_id == contact.id)).first()
+        if registration is None:
+            register(db, contact, "africa-2021", status)
+        else:
+            registration.status = status
+
+
+def test_an_invitation_to_someone_who_declined_meanwhile_is_skipped_as_declined(app: App) -> None:
+    with transaction(app.factory) as db:
+        add_contact(db, "ana@example.org")
+        add_contact(db, "ben@example.org")
+    _queue(app, "invitation", INVITATION_AT)
+    _answer(app, "ben@example.org", RegistrationStatus.DECLINED)
+    assert _claim(app, INVITATION_AT) == ["ana@example.org"]
+    assert _finished(app) == {"ben@example.org": ("skipped", "declined")}
+
+
+def test_a_second_invitation_to_someone_who_registered_meanwhile_is_skipped(app: App) -> None:
+    with transaction(app.factory) as db:
+        add_contact(db, "ana@example.org")
+        add_contact(db, "ben@example.org")
+    _queue(app, "invitation-2", INVITATION_2_AT)
+    _answer(app, "ben@example.org", RegistrationStatus.REGISTERED)
+    assert _claim(app, INVITATION_2_AT) == ["ana@example.org"]
+    assert _finished(app) == {"ben@example.org": ("skipped", "already registered")}
+
+
+def test_a_contact_no_longer_active_is_finished_as_suppressed(app: App) -> None:
+    with transaction(app.factory) as db:
+        add_contact(db, "ana@example.org")
+        add_contact(db, "ben@example.org")
+    _queue(app, "invitation", INVITATION_AT)
+    with transaction(app.factory) as db:  # no suppression row: only the contact's status says so
+        db.scalars(
+            select(Contact).where(Contact.email == "ben@example.org")
+        ).one().status = ContactStatus.UNSUBSCRIBED
+    assert _claim(app, INVITATION_AT) == ["ana@example.org"]
+    assert _finished(app)["ben@example.org"][0] == "suppressed"
+
+
+def test_audiences_leave_out_the_declined_and_the_answered(app: App) -> None:
+    with transaction(app.factory) as db:
+        for name in ("open", "registered", "declined"):
+            add_contact(db, f"{name}@example.org")
+    _answer(app, "registered@example.org", RegistrationStatus.REGISTERED)
+    _answer(app, "declined@example.org", RegistrationStatus.DECLINED)
+    _queue(app, "invitation", INVITATION_AT)  # "list": everyone but those who declined
+    _queue(app, "invitation-2", INVITATION_2_AT)  # "list-unregistered": only those yet to answer
+    with transaction(app.factory) as db:
+        queued = db.execute(select(Message.step, Message.recipient).order_by(Message.step, Message.recipient))
+        assert [tuple(row) for row in queued] == [
+            ("invitation", "open@example.org"),
+            ("invitation", "registered@example.org"),
+            ("invitation-2", "open@example.org"),
+        ]
+
+
+def test_a_message_claimed_at_exactly_its_deadline_is_too_late(app: App) -> None:
+    with transaction(app.factory) as db:
+        add_contact(db, "ana@example.org")
+    _queue(app, "invitation", INVITATION_AT)
+    deadline = INVITATION_AT + timedelta(days=3)
+    with transaction(app.factory) as db:
+        assert db.scalars(select(Message.deadline_at)).one().astimezone(UTC) == deadline
+    assert _claim(app, deadline - timedelta(microseconds=1)) == ["ana@example.org"]
+    with transaction(app.factory) as db:  # the lease given back: due again
+        message = db.scalars(select(Message)).one()
+        message.status, message.worker = MessageStatus.QUEUED, ""
+    assert _claim(app, deadline) == []
+    assert _finished(app) == {"ana@example.org": ("skipped", "too late")}
+
+
+def _claimed_one(app: App) -> int:
+    with transaction(app.factory) as db:
+        add_contact(db, "ana@example.org")
+    _queue(app, "invitation", INVITATION_AT)
+    with transaction(app.factory) as db:
+        [claimed], _ = claim_due(db, app.settings, INVITATION_AT, worker="w1", limit=5, lease=LEASE)
+    return claimed.pk
+
+
+def _status(app: App, pk: int) -> tuple[str, datetime]:
+    with transaction(app.factory) as db:
+        message = db.get(Message, pk)
+        assert message is not None
+        return str(message.status), message.due_at.astimezone(UTC)
+
+
+def test_a_retry_due_at_exactly_the_deadline_is_given_up(app: App) -> None:
+    pk = _claimed_one(app)
+    deadline = INVITATION_AT + timedelta(days=3)
+    with transaction(app.factory) as db:
+        record_outcomes(
+            db,
+            app.settings,
+            [Outcome(pk, MessageStatus.DEFERRED, None, "down", retry_at=deadline)],
+            INVITATION_AT,
+        )
+    assert _status(app, pk)[0] == "failed"
+
+
+def test_a_retry_due_just_before_the_deadline_is_kept(app: App) -> None:
+    pk = _claimed_one(app)
+    retry_at = INVITATION_AT + timedelta(days=3) - timedelta(microseconds=1)
+    with transaction(app.factory) as db:
+        record_outcomes(
+            db,
+            app.settings,
+            [Outcome(pk, MessageStatus.DEFERRED, None, "down", retry_at=retry_at)],
+            INVITATION_AT,
+        )
+    assert _status(app, pk) == ("deferred", retry_at)
+
+
+def test_an_outcome_finishes_only_the_recording_workers_claim(app: App) -> None:
+    pk = _claimed_one(app)  # claimed by w1
+    with transaction(app.factory) as db:
+        record_outcomes(
+            db, app.settings, [Outcome(pk, MessageStatus.SENT, 250, "ok", "en")], INVITATION_AT, worker="w2"
+        )
+    assert _status(app, pk)[0] == "sending"
+    with transaction(app.factory) as db:
+        record_outcomes(
+            db, app.settings, [Outcome(pk, MessageStatus.SENT, 250, "ok", "en")], INVITATION_AT, worker="w1"
+        )
+    assert _status(app, pk)[0] == "sent"
+
+
+def test_retry_delay_doubles_from_the_base_with_seeded_jitter_and_a_six_hour_cap() -> None:
+    base = timedelta(minutes=1)
+    factor = random.Random(7).uniform(0.8, 1.2)
+    assert retry_delay(1, base, random.Random(7)) == base * factor
+    assert retry_delay(3, base, random.Random(7)) == base * 4 * factor
+    assert retry_delay(0, base, random.Random(7)) == base * factor
+    assert retry_delay(20, base, random.Random(7)) == timedelta(hours=6) * factor
+    low, high = random.Random(), random.Random()
+    low.uniform = lambda a, b: a  # type: ignore[method-assign]
+    high.uniform = lambda a, b: b  # type: ignore[method-assign]
+    assert (retry_delay(1, base, low), retry_delay(1, base, high)) == (
+        timedelta(seconds=48),
+        timedelta(seconds=72),
+    )
