@@ -165,6 +165,7 @@ def queue_wave(
                     "scheduled_at": scheduled_at,
                     "created_at": now,
                     "created_by": created_by,
+                    "offset_seconds": _offset_seconds(session, at),
                 }
             ],
         )
@@ -339,6 +340,11 @@ def log_new_messages(db: DbSession, wave_id: int, before: int, status: MessageSt
         .where(Message.id > before, Message.wave_id == wave_id, Message.status == status)
         .order_by(Message.id),
     )
+
+
+def _offset_seconds(session: Session, at: datetime | None) -> int | None:
+    """An organiser's ``at`` as whole seconds from the session start, so that a reschedule moves it too."""
+    return None if at is None else round((at - session.start).total_seconds())
 
 
 def message_deadline(series: Series, session: Session, step: Step, base: datetime | None) -> Deadline:
