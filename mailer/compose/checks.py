@@ -36,8 +36,10 @@ from mailer.config import Settings, Step, StepKind
 from mailer.errors import RenderError
 from mailer.message_ids import make_message_id
 from mailer.store.recipient import Recipient
+from mailer.store.relationships import Relationship
 from mailer.timeline.plan import notice_step
 
+RELATIONSHIPS = tuple(relationship.value for relationship in Relationship)
 SUBJECT_WARN = 78  # characters: RFC 5322's line length, and about what a phone shows of a subject
 _TEMPLATE_FILE = re.compile(r"\.(?:html|txt|j2)$")
 
@@ -226,7 +228,11 @@ class Sample:
 
     @property
     def stem(self) -> str:
-        """``<step>.<language>`` for file names."""
+        """``<step>.<language>`` for file names; a notice for someone not registered
+        ``<step>-<relationship>.<language>``."""
+        relationship = self.extra.get("relationship", Relationship.REGISTERED.value)
+        if relationship != Relationship.REGISTERED.value:
+            return f"{self.step.name}-{relationship}.{self.recipient.language}"
         return f"{self.step.name}.{self.recipient.language}"
 
 
@@ -248,11 +254,17 @@ def sample_recipient(settings: Settings, language: str, region: str) -> Recipien
 
 
 def sample_steps(settings: Settings) -> list[tuple[Step, dict[str, object]]]:
-    """Every configured step, then the two notices (a reschedule, SEQUENCE 1, and a cancellation, 2), each
-    with the extra variables the service would give (a reschedule a week later than first planned)."""
+    """Every configured step, then the two notices (a reschedule, SEQUENCE 1, and a cancellation, 2) as
+    registrants, invitees not registered and people who declined read them, each with the extra variables
+    the service would give (a reschedule a week later than first planned)."""
     steps: list[tuple[Step, dict[str, object]]] = [(step, {}) for step in settings.series.steps]
-    steps.append((notice_step("date-changed", 1), {"change": "rescheduled"}))
-    steps.append((notice_step("cancelled", 2), {"change": "cancelled"}))
+    for step, change in (
+        (notice_step("date-changed", 1), "rescheduled"),
+        (notice_step("cancelled", 2), "cancelled"),
+    ):
+        steps.extend(
+            (step, {"change": change, "relationship": relationship}) for relationship in RELATIONSHIPS
+        )
     return steps
 
 

@@ -109,7 +109,8 @@ CONTEXT_VARIABLES = frozenset(
 #: Variables the service passes in ``extra``, by step kind (guard the optional ones with ``is defined``).
 EXTRA_VARIABLES: dict[StepKind, frozenset[str]] = {
     kind: frozenset(
-        {"rsvp_yes_url", "rsvp_no_url"} | ({"change", "previous_start"} if kind is StepKind.NOTICE else set())
+        {"rsvp_yes_url", "rsvp_no_url"}
+        | ({"change", "previous_start", "relationship"} if kind is StepKind.NOTICE else set())
     )
     for kind in StepKind
 }

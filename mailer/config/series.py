@@ -30,6 +30,7 @@ class Audience(StrEnum):
     LIST_UNREGISTERED = "list-unregistered"  # list members not registered (and not declined)
     REGISTRANTS = "registrants"  # contacts registered for the session
     INVITED = "invited"  # contacts who were sent an invitation for the session, or registered
+    CALENDAR = "calendar"  # registrants and everyone sent the session's event in a calendar REQUEST
 
 
 @dataclass(frozen=True)
