@@ -1,7 +1,7 @@
 """organiser waves keep their time as an offset from the session start; holds carry their reason
 
-Revision ID: 0006_wave_offsets
-Revises: 0005_bounce_reports
+Revision ID: 0007_wave_offsets
+Revises: 0006_staff_sessions
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_wave_offsets"
-down_revision = "0005_bounce_reports"
+revision = "0007_wave_offsets"
+down_revision = "0006_staff_sessions"
 branch_labels = None
 depends_on = None
 
