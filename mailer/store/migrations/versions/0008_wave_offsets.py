@@ -1,7 +1,7 @@
 """organiser waves keep their time as an offset from the session start; holds carry their reason
 
-Revision ID: 0007_wave_offsets
-Revises: 0006_staff_sessions
+Revision ID: 0008_wave_offsets
+Revises: 0007_webhooks_api_tokens
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_wave_offsets"
-down_revision = "0006_staff_sessions"
+revision = "0008_wave_offsets"
+down_revision = "0007_webhooks_api_tokens"
 branch_labels = None
 depends_on = None
 
