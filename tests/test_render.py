@@ -234,9 +234,12 @@ def test_every_step_renders_in_every_language(
     link = session.join_url if step_name != "follow-up" else series.materials_url
     assert link in rendered.text and f'href="{link}"' in rendered.html
     if step_name.startswith("invitation") or step_name in ("reminder-1w", "reminder-1d"):
+        # The agenda in the reader's language (issue 13 case 7), not the English one for everyone.
+        agenda, used = session.texts_for(language_family(rendered.language))
+        assert used == rendered.language
         assert all(
             item in flowed and f">{item}<" in rendered.html.replace("<bdi>", "").replace("</bdi>", "")
-            for item in session.agenda
+            for item in agenda.agenda
         )
     if step_name == "reminder-1h":
         assert session.agenda[1] not in rendered.text  # an hour before: the link, not the programme

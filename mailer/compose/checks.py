@@ -30,6 +30,7 @@ from jinja2 import meta
 
 from mailer.compose.context import CONTEXT_VARIABLES, EXTRA_VARIABLES
 from mailer.compose.environment import make_environment
+from mailer.compose.localise import language_family
 from mailer.compose.outgoing import Outgoing, sample_links
 from mailer.compose.render import PARTS, Rendered, Renderer
 from mailer.config import Settings, Step, StepKind
@@ -68,7 +69,8 @@ class Finding:
 
 @dataclass
 class CheckReport:
-    """What :func:`check_templates` found, errors first."""
+    """What :func:`check_templates` found, errors first: "error", "warning" and "note" findings (a note
+    says what readers get without it being a fault, e.g. session texts falling back to another language)."""
 
     findings: list[Finding] = field(default_factory=list)
 
@@ -155,10 +157,26 @@ def check_templates(settings: Settings) -> CheckReport:
         report.add("error", "", str(exc))
         return report
     _check_languages(settings, renderer, folders, report)
+    _check_session_texts(settings, report)
     if not report.errors:
         _check_renders(settings, renderer, report)
     report.findings.sort(key=lambda f: f.level != "error")
     return report
+
+
+def _check_session_texts(settings: Settings, report: CheckReport) -> None:
+    """A note for each session and offered language whose readers get another language's session texts
+    (title, agenda, description): the fallback along the language's chain, else English."""
+    for session in settings.series.sessions:
+        for language in settings.languages:
+            _, used = session.texts_for(language_family(language))
+            if used != language:
+                report.add(
+                    "note",
+                    "config/series.toml",
+                    f"session {session.id}: no [sessions.texts.{language}] table: readers in {language}"
+                    f" get the {used} title and agenda",
+                )
 
 
 def _check_languages(
