@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mailer.cli import _register, cli
+from mailer.cli import cli
 from mailer.compose.checks import check_templates
 from mailer.compose.outgoing import Outgoing
 from mailer.compose.render import Renderer
@@ -142,7 +142,6 @@ def test_a_texts_table_falls_back_and_templates_check_says_so(tmp_path: Path) ->
         "note: config/series.toml: session africa-2021: no [sessions.texts.pt-PT] table: readers in pt-PT get"
         " the pt title and agenda"
     ]
-    _register()
     result = CliRunner().invoke(
         cli,
         ["--config", str(config), "--database-url", "sqlite://", "templates", "check"],

@@ -11,7 +11,7 @@ from markupsafe import escape
 from sqlalchemy import select
 
 from mailer.app import App
-from mailer.cli import _register, cli
+from mailer.cli import cli
 from mailer.store.engine import transaction
 from mailer.store.models import Message, MessageStatus, Wave, WaveStatus
 from mailer.store.outbox import claim_due, queue_wave, set_wave_status, sync_sessions
@@ -57,7 +57,6 @@ def test_an_organiser_wave_moves_with_the_session(app: App) -> None:
 
 
 def _run(config: Path, app: App, *args: str) -> str:
-    _register()
     base = ["--config", str(config), "--database-url", app.settings.database_url]
     result = CliRunner().invoke(cli, [*base, *args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
