@@ -1,7 +1,7 @@
 """organiser waves keep their time as an offset from the session start; holds carry their reason
 
-Revision ID: 0008_wave_offsets
-Revises: 0007_webhooks_api_tokens
+Revision ID: 0012_wave_offsets
+Revises: 0011_imports
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_wave_offsets"
-down_revision = "0007_webhooks_api_tokens"
+revision = "0012_wave_offsets"
+down_revision = "0011_imports"
 branch_labels = None
 depends_on = None
 
