@@ -23,7 +23,7 @@ from sqlalchemy import select
 from mailer.app import App, outgoing
 from mailer.compose.outgoing import notice_extra
 from mailer.compose.render import Renderer
-from mailer.config import Security, Settings
+from mailer.config import Security, Settings, StepKind
 from mailer.delivery.capture import EmlWriter, SmtpServer
 from mailer.delivery.replies import provider_message_id
 from mailer.delivery.transport import Transport
@@ -46,6 +46,7 @@ from mailer.store.outbox import (
     sync_sessions,
 )
 from mailer.store.recorder import OutcomeRecorder
+from mailer.store.relationships import Relationship, Standing, standings
 from mailer.timeline.clock import Clock, require_aware
 from mailer.timeline.plan import due_steps, next_moment, resolve_step
 
@@ -91,6 +92,7 @@ class Service:
         self.worker = worker or default_worker_name()
         self.batch_size = batch_size
         self._previous_starts: dict[str, datetime | None] = {}
+        self._standings: dict[int, Standing] = {}  # claimed notices: the recipient's relationship, calendar
         # As many deliveries under way as there are connections, so a stop leaves the rest unstarted.
         self._concurrency = max(
             smtp.connections for smtp in (self.settings.smtp, *self.settings.smtp_servers.values())
@@ -179,8 +181,8 @@ class Service:
         return report
 
     def _claim(self) -> tuple[list[ClaimedMessage], list[tuple[str, str, str]]]:
-        """Reap expired leases and claim the next batch; load the sessions' SEQUENCE (calendars) and
-        previous start (notices) once per batch."""
+        """Reap expired leases and claim the next batch; load the sessions' SEQUENCE (calendars), previous
+        start (notices) and the claimed notices' recipients' standing once per batch."""
         now = self.clock.now()
         with transaction(self.app.factory) as db:
             reap_expired_leases(db, now)
@@ -192,6 +194,12 @@ class Service:
                 rows = db.execute(
                     select(SessionRow.id, SessionRow.previous_starts_at, SessionRow.sequence)
                 ).all()
+                notices = [
+                    m.pk
+                    for m in claimed
+                    if resolve_step(self.settings.series, m.step).kind is StepKind.NOTICE
+                ]
+                self._standings = standings(db, self.settings.series, notices)
             self._previous_starts = {row.id: row.previous_starts_at for row in rows}
             self._sequences = {row.id: row.sequence for row in rows}
         return claimed, finished
@@ -255,13 +263,16 @@ class Service:
         session = settings.series.session(message.session_id)
         step = resolve_step(settings.series, message.step)
         links = self.outgoing.links(message.pk, message.recipient.email)  # signed personal URLs
+        standing = self._standings.get(message.pk, Standing(Relationship.REGISTERED, True))
         try:
             rendered = self.outgoing.render(
                 step,
                 session,
                 message.recipient,
                 links=links,
-                extra=notice_extra(message.step, self._previous_starts.get(message.session_id)),
+                extra=notice_extra(
+                    message.step, self._previous_starts.get(message.session_id), standing.relationship
+                ),
                 sent_at=self.clock.now(),
             )
         except RenderError as exc:
@@ -277,6 +288,7 @@ class Service:
                 date=self.clock.now(),
                 unsubscribe_url=links["unsubscribe_url"],
                 sequence=self._sequences.get(session.id, 0),
+                had_calendar=standing.has_calendar,
             )
         except (ValueError, PermanentDeliveryError) as exc:  # an address or header that cannot be written
             return Outcome(message.pk, MessageStatus.FAILED, None, f"cannot build: {exc}", rendered.language)

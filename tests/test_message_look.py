@@ -92,7 +92,8 @@ def browser() -> Iterator[Any]:
 def test_every_message_looks_right_in_its_language(
     browser: Any, pages: list[Path], settings: Settings, width: str
 ) -> None:
-    assert len(pages) == 8 * len(settings.languages)  # 6 steps and 2 notices in every language
+    # 6 steps and 2 notices, each as registrants, invitees and people who declined read it, in every language
+    assert len(pages) == 12 * len(settings.languages)
     folder = ARTIFACTS / width
     folder.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": WIDTHS[width], "height": 900}, java_script_enabled=True)

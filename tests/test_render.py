@@ -234,9 +234,12 @@ def test_every_step_renders_in_every_language(
     link = session.join_url if step_name != "follow-up" else series.materials_url
     assert link in rendered.text and f'href="{link}"' in rendered.html
     if step_name.startswith("invitation") or step_name in ("reminder-1w", "reminder-1d"):
+        # The agenda in the reader's language (issue 13 case 7), not the English one for everyone.
+        agenda, used = session.texts_for(language_family(rendered.language))
+        assert used == rendered.language
         assert all(
             item in flowed and f">{item}<" in rendered.html.replace("<bdi>", "").replace("</bdi>", "")
-            for item in session.agenda
+            for item in agenda.agenda
         )
     if step_name == "reminder-1h":
         assert session.agenda[1] not in rendered.text  # an hour before: the link, not the programme
@@ -515,7 +518,8 @@ def test_portuguese_readers_get_their_own_norm(renderer: Renderer, settings: Set
     assert (brazil.language, brazil.fell_back) == ("pt", True)  # pt-BR -> pt: CLDR's pt is Brazilian
     assert brazil.subject == "Em uma semana: Webinário Convenção de Budapeste (América Latina)"
     assert "Participar do webinário:" in brazil.text and "Programação:" in brazil.text
-    assert "Data e horário: segunda-feira, 7 de março de 2022 10:00 (São Paulo, -03:00 GMT)" in visible(
+    # Issue 13 case 8: a comma before the time, and the offset written GMT-03:00 as in the other languages.
+    assert "Data e horário: segunda-feira, 7 de março de 2022, 10:00 (São Paulo, GMT-03:00)" in visible(
         brazil.text
     )
 
@@ -1099,8 +1103,9 @@ def test_arabic_text_parts_isolate_dates_names_and_urls(renderer: Renderer, sett
     )
     assert "\u2068واصف الحويطات\u2069" in rendered.text
     assert "الموعد: \u2068الثلاثاء، 13 يوليو 2021،" in rendered.text
-    assert f"\u2066 {session.join_url} \u2069" in rendered.text  # spaces: a linkifier stops before the mark
-    assert f"\u2066 {UNSUBSCRIBE} \u2069" in rendered.text
+    # No-break spaces: a linkifier stops before the mark, and wrapping never leaves a mark on its own line.
+    assert f"\u2066\u00a0{session.join_url}\u00a0\u2069" in rendered.text
+    assert f"\u2066\u00a0{UNSUBSCRIBE}\u00a0\u2069" in rendered.text
     english = renderer.render(
         series.step("reminder-1d"), session, SAMPLES["en"], series=series, unsubscribe_url=UNSUBSCRIBE
     )

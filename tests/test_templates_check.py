@@ -223,6 +223,7 @@ def test_render_all_writes_every_step_in_every_language(
         "cancelled-2",
     ]
     languages = ["en", "es", "fr", "ar", "pt", "pt-PT"]
+    steps += [f"{notice}-{relationship}" for notice in steps[-2:] for relationship in ("invited", "declined")]
     expected = {
         f"{step}.{language}.{ext}" for step in steps for language in languages for ext in ("eml", "html")
     }

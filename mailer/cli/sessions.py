@@ -86,6 +86,11 @@ def sync(ctx: AppContext) -> None:
             f"{change.session_id}: {change.change} (SEQUENCE {change.sequence}): {change.retimed} pending messages"
             f" re-timed, {change.skipped} skipped, {change.notices} notices queued"
         )
+        for wave_id in change.held:
+            click.echo(
+                f"wave {wave_id} held: its time falls at or after the new start for a step before the session;"
+                f" see `mailer waves list`, then `mailer waves resume {wave_id}` or `mailer waves cancel {wave_id}`"
+            )
 
 
 COMMANDS = [sessions]

@@ -32,9 +32,8 @@ def check(ctx: AppContext) -> None:
     settings = load_settings(ctx.config_dir, database_url=ctx.database_url or "sqlite://")
     report = check_templates(settings)
     for finding in report.findings:
-        click.secho(
-            str(finding), fg="red" if finding.level == "error" else "yellow", err=finding.level == "error"
-        )
+        colour = {"error": "red", "warning": "yellow"}.get(finding.level)
+        click.secho(str(finding), fg=colour, err=finding.level == "error")
     folders = len({step.template for step in settings.series.steps} | {"notice"})
     summary = (
         f"{len(report.errors)} error(s), {len(report.warnings)} warning(s): {folders} step templates, "

@@ -131,6 +131,9 @@ def list_waves(ctx: AppContext, session_id: str | None, show_all: bool) -> None:
             str(row.total),
         )
     output_console().print(table)
+    for row in rows:
+        if row.hold_reason:
+            click.echo(f"wave {row.wave_id} ({row.session_id} / {row.step}) {row.hold_reason}")
 
 
 def _change(ctx: AppContext, wave_id: int, status: WaveStatus) -> None:

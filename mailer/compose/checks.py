@@ -30,14 +30,17 @@ from jinja2 import meta
 
 from mailer.compose.context import CONTEXT_VARIABLES, EXTRA_VARIABLES
 from mailer.compose.environment import make_environment
+from mailer.compose.localise import language_family
 from mailer.compose.outgoing import Outgoing, sample_links
 from mailer.compose.render import PARTS, Rendered, Renderer
 from mailer.config import Settings, Step, StepKind
 from mailer.errors import RenderError
 from mailer.message_ids import make_message_id
 from mailer.store.recipient import Recipient
+from mailer.store.relationships import Relationship
 from mailer.timeline.plan import notice_step
 
+RELATIONSHIPS = tuple(relationship.value for relationship in Relationship)
 SUBJECT_WARN = 78  # characters: RFC 5322's line length, and about what a phone shows of a subject
 _TEMPLATE_FILE = re.compile(r"\.(?:html|txt|j2)$")
 
@@ -66,7 +69,8 @@ class Finding:
 
 @dataclass
 class CheckReport:
-    """What :func:`check_templates` found, errors first."""
+    """What :func:`check_templates` found, errors first: "error", "warning" and "note" findings (a note
+    says what readers get without it being a fault, e.g. session texts falling back to another language)."""
 
     findings: list[Finding] = field(default_factory=list)
 
@@ -153,10 +157,26 @@ def check_templates(settings: Settings) -> CheckReport:
         report.add("error", "", str(exc))
         return report
     _check_languages(settings, renderer, folders, report)
+    _check_session_texts(settings, report)
     if not report.errors:
         _check_renders(settings, renderer, report)
     report.findings.sort(key=lambda f: f.level != "error")
     return report
+
+
+def _check_session_texts(settings: Settings, report: CheckReport) -> None:
+    """A note for each session and offered language whose readers get another language's session texts
+    (title, agenda, description): the fallback along the language's chain, else English."""
+    for session in settings.series.sessions:
+        for language in settings.languages:
+            _, used = session.texts_for(language_family(language))
+            if used != language:
+                report.add(
+                    "note",
+                    "config/series.toml",
+                    f"session {session.id}: no [sessions.texts.{language}] table: readers in {language}"
+                    f" get the {used} title and agenda",
+                )
 
 
 def _check_languages(
@@ -226,7 +246,11 @@ class Sample:
 
     @property
     def stem(self) -> str:
-        """``<step>.<language>`` for file names."""
+        """``<step>.<language>`` for file names; a notice for someone not registered
+        ``<step>-<relationship>.<language>``."""
+        relationship = self.extra.get("relationship", Relationship.REGISTERED.value)
+        if relationship != Relationship.REGISTERED.value:
+            return f"{self.step.name}-{relationship}.{self.recipient.language}"
         return f"{self.step.name}.{self.recipient.language}"
 
 
@@ -248,11 +272,17 @@ def sample_recipient(settings: Settings, language: str, region: str) -> Recipien
 
 
 def sample_steps(settings: Settings) -> list[tuple[Step, dict[str, object]]]:
-    """Every configured step, then the two notices (a reschedule, SEQUENCE 1, and a cancellation, 2), each
-    with the extra variables the service would give (a reschedule a week later than first planned)."""
+    """Every configured step, then the two notices (a reschedule, SEQUENCE 1, and a cancellation, 2) as
+    registrants, invitees not registered and people who declined read them, each with the extra variables
+    the service would give (a reschedule a week later than first planned)."""
     steps: list[tuple[Step, dict[str, object]]] = [(step, {}) for step in settings.series.steps]
-    steps.append((notice_step("date-changed", 1), {"change": "rescheduled"}))
-    steps.append((notice_step("cancelled", 2), {"change": "cancelled"}))
+    for step, change in (
+        (notice_step("date-changed", 1), "rescheduled"),
+        (notice_step("cancelled", 2), "cancelled"),
+    ):
+        steps.extend(
+            (step, {"change": change, "relationship": relationship}) for relationship in RELATIONSHIPS
+        )
     return steps
 
 

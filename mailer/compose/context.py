@@ -30,7 +30,10 @@ Template context (a fixed set; ``extra`` adds keys, see :data:`OVERRIDABLE`):
     same_zone            bool               both zones have the same UTC offset at the start
     duration             str                "3 hours", "1 hour and 30 minutes"
     session_languages    str                the session's languages in words ("English, French, and Arabic")
-    agenda, organisers   tuple[str, ...]    from the session and the series (as configured)
+    agenda, organisers   tuple[str, ...]    the session's agenda in the language (its texts table, else the
+                                            nearest of the language's chain, else English); the organisers
+    session_description  str | None         the session's description in the language; None when none
+    materials_text       str | None         the configured text of the materials link; None: the template's
     join_url             str                the session's join URL
     registration_url     str                where to register (the join URL unless ``extra`` gives one)
     materials_url        str | None         the series' materials page; None when not configured
@@ -49,6 +52,7 @@ from typing import Any
 from mailer.compose.localise import (
     DateWords,
     is_rtl,
+    language_family,
     language_names,
     lead_words,
     locale_for,
@@ -98,6 +102,8 @@ CONTEXT_VARIABLES = frozenset(
         "duration",
         "session_languages",
         "agenda",
+        "session_description",
+        "materials_text",
         "organisers",
         "join_url",
         "registration_url",
@@ -109,7 +115,8 @@ CONTEXT_VARIABLES = frozenset(
 #: Variables the service passes in ``extra``, by step kind (guard the optional ones with ``is defined``).
 EXTRA_VARIABLES: dict[StepKind, frozenset[str]] = {
     kind: frozenset(
-        {"rsvp_yes_url", "rsvp_no_url"} | ({"change", "previous_start"} if kind is StepKind.NOTICE else set())
+        {"rsvp_yes_url", "rsvp_no_url"}
+        | ({"change", "previous_start", "relationship"} if kind is StepKind.NOTICE else set())
     )
     for kind in StepKind
 }
@@ -181,6 +188,7 @@ def template_context(
     moment = step_time(session, step) if sent_at is None else require_aware(sent_at, "sent_at")
     lead, lead_text = send_lead(session, local_zone, moment, language)
     rtl = is_rtl(locale)
+    texts, _ = session.texts_for(language_family(language))
     same_kind = [s.name for s in series.steps if s.kind is step.kind]
     context: dict[str, Any] = {
         "recipient": recipient,
@@ -198,13 +206,15 @@ def template_context(
         **times,
         "session_languages": language_names(session.languages, language),
         "region_name": region_name,
-        "session_title": wording.title_format.format(title=session.title, region=region_name),
-        "session_ref": wording.ref_format.format(title=session.title, region=region_name),
-        "session_short": wording.short_format.format(title=session.title, region=region_name),
+        "session_title": wording.title_format.format(title=texts.title, region=region_name),
+        "session_ref": wording.ref_format.format(title=texts.title, region=region_name),
+        "session_short": wording.short_format.format(title=texts.title, region=region_name),
         "organisers_text": word_list(
             tuple(wording.organiser_names.get(o, o) for o in series.organisers), language
         ),
-        "agenda": session.agenda,
+        "agenda": texts.agenda,
+        "session_description": texts.description or None,
+        "materials_text": texts.materials_text or None,
         "organisers": series.organisers,
         "join_url": session.join_url,
         "registration_url": session.join_url,

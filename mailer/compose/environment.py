@@ -25,9 +25,10 @@ from types import TracebackType
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
 from mailer.compose.inlining import InliningLoader
-from mailer.compose.localise import DateWords, isolate, isolate_ltr
+from mailer.compose.localise import DateWords, isolate, isolate_ltr, keep_offsets_whole
 from mailer.compose.personalise import wrap_filter
 from mailer.errors import RenderError
 
@@ -77,6 +78,11 @@ def _date_filter(method: Callable[[DateWords, datetime], str]) -> Callable[..., 
     return apply
 
 
+def _keep_offsets(html: str) -> Markup:
+    """:func:`keep_offsets_whole` for an HTML block: the filtered block is already escaped markup."""
+    return Markup(keep_offsets_whole(str(html)))
+
+
 def make_environment(templates_dir: Path) -> jinja2.Environment:
     """The Jinja2 environment of the templates in ``templates_dir``: CSS inlined into HTML at load
     (:class:`mailer.compose.inlining.InliningLoader`), StrictUndefined, autoescape for ``.html`` only, ``None`` never
@@ -102,6 +108,7 @@ def make_environment(templates_dir: Path) -> jinja2.Environment:
         wrap=wrap_filter,
         isolate=isolate,
         ltr=isolate_ltr,
+        keep_offsets=_keep_offsets,
     )
     env.globals["fail"] = _fail
     return env

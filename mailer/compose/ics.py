@@ -34,6 +34,7 @@ from urllib.parse import quote
 
 from icalendar import Calendar, Event, vCalAddress, vText
 
+from mailer.compose.localise import language_family
 from mailer.config import Series, Session, Step, StepKind
 from mailer.store.recipient import Recipient
 from mailer.timeline.clock import require_aware
@@ -143,10 +144,13 @@ def _shared(
 ) -> tuple[bytes, bytes]:
     """The calendar without DTSTAMP and ATTENDEE, split where they go: the same for every recipient of a
     (session, SEQUENCE, method, language), so built once (icalendar takes about a millisecond a calendar)."""
-    title = _text(summary or session.title)
+    texts, _ = session.texts_for(language_family(language))
+    title = _text(summary or texts.title)
     lines = [title, "", session.join_url]
-    if session.agenda:
-        lines += ["", *(f"{n}. {_text(item)}" for n, item in enumerate(session.agenda, 1))]
+    if texts.description:
+        lines += ["", _text(texts.description)]
+    if texts.agenda:
+        lines += ["", *(f"{n}. {_text(item)}" for n, item in enumerate(texts.agenda, 1))]
 
     calendar = Calendar()
     calendar.add("prodid", PRODID)

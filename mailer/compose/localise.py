@@ -93,9 +93,10 @@ def isolate(text: str) -> str:
 
 
 def isolate_ltr(text: str) -> str:
-    """``text`` (a URL or an address) as a left-to-right isolate, U+2066 ... U+2069, with a space inside each
-    end so that clients turning URLs into links stop at the space, not at an invisible character."""
-    return f"\u2066 {text} \u2069" if text else text
+    """``text`` (a URL or an address) as a left-to-right isolate, U+2066 ... U+2069, with a NO-BREAK SPACE
+    inside each end: clients turning URLs into links stop at it (it is whitespace to them), not at an
+    invisible character, and :func:`wrap_text` never puts a mark on a line of its own there."""
+    return f"\u2066\u00a0{text}\u00a0\u2069" if text else text
 
 
 @lru_cache(maxsize=256)
@@ -109,10 +110,21 @@ def is_rtl(locale: Locale) -> bool:
     return bool(locale.character_order == "right-to-left")
 
 
+#: CLDR's pt and pt-PT put the offset first ("-03:00 GMT"), which Portuguese readers do not write: they use
+#: "GMT-03:00" like the other languages here.
+_OFFSET_FIRST = frozenset({"pt"})
+#: CLDR's pt glue of a full date and a time lacks the comma before the time that pt-PT and Brazilian style
+#: guides put there ("segunda-feira, 7 de março de 2022, 10:00").
+_DATE_TIME_GLUE = {"pt": "{1}, {0}"}
+#: A GMT/UTC label's sign and digits ("GMT-03:00", "غرينتش-03:00") that a browser must not break apart.
+_SPACES = re.compile(r"[ \t]+")
+_OFFSET_LABEL = re.compile(r"(GMT|UTC|غرينتش)([+\-\u2212])(\d)")
+
+
 def zone_label(moment: datetime, locale: Locale) -> str:
     """ "Apia, GMT+13:00" for IANA zones, "GMT-03:00" for fixed offsets, in ``locale`` (moment aware)."""
     require_aware(moment, "moment")
-    gmt = get_timezone_gmt(moment, locale=locale)
+    gmt = get_timezone_gmt(moment, locale=Locale("en") if locale.language in _OFFSET_FIRST else locale)
     if isinstance(moment.tzinfo, ZoneInfo) and "/" in moment.tzinfo.key:
         city = get_timezone_location(moment.tzinfo, locale=locale, return_city=True)
         return f"{city}{'،' if is_rtl(locale) else ','} {gmt}"
@@ -122,7 +134,9 @@ def zone_label(moment: datetime, locale: Locale) -> str:
 def date_time(moment: datetime, locale: Locale) -> str:
     """Full date and short time joined by the locale's own pattern, then the zone label in parentheses."""
     require_aware(moment, "moment")
-    glue = re.sub(r"'([^']*)'", r"\1", str(locale.datetime_formats["full"]))
+    glue = _DATE_TIME_GLUE.get(locale.language) or re.sub(
+        r"'([^']*)'", r"\1", str(locale.datetime_formats["full"])
+    )
     text = glue.replace("{1}", format_date(moment, "full", locale=locale)).replace(
         "{0}", format_time(moment, "short", locale=locale)
     )
@@ -227,8 +241,15 @@ class DateWords:
         return date_time(require_aware(value, "template datetime").astimezone(self.session_zone), self.locale)
 
 
+def keep_offsets_whole(html: str) -> str:
+    """``html`` with WORD JOINERs (U+2060) around the sign of each GMT/UTC offset label, so that a narrow
+    screen never breaks "(GMT-" from "03:00)" (UAX #14 lets browsers break after a hyphen-minus)."""
+    return _OFFSET_LABEL.sub("\\1\u2060\\2\u2060\\3", html)
+
+
 def wrap_text(text: str, width: int = 72) -> str:
-    """Wrap lines longer than ``width`` columns at spaces; never break a word or a URL.
+    """Wrap lines longer than ``width`` columns at spaces (U+0020, tabs); never break a word or a URL, nor at a
+    no-break space (U+00A0: inside :func:`isolate_ltr`, so its marks stay on the line of the URL they hold).
 
     Greedy: each output line takes as many words as fit. Continuation lines of an indented line or a list
     item ("  1. ", "- ") hang under its text; runs of whitespace inside a wrapped line become one space.
@@ -240,8 +261,8 @@ def wrap_text(text: str, width: int = 72) -> str:
             continue
         match = _HANGING.match(line)
         hang = " " * (len(match.group(0)) if match else 0)
-        prefix = line[: len(line) - len(line.lstrip())]
-        rest = " ".join(line.split())
+        prefix = line[: len(line) - len(line.lstrip(" \t"))]
+        rest = " ".join(word for word in _SPACES.split(line) if word)
         while len(prefix) + len(rest) > width:
             room = width - len(prefix)
             cut = rest.rfind(" ", 0, room + 1)  # the last space that leaves the line within width

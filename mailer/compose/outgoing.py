@@ -32,6 +32,7 @@ from mailer.compose.render import Rendered, Renderer
 from mailer.compose.wire import Composer
 from mailer.config import Session, Settings, Step, StepKind
 from mailer.store.recipient import Recipient
+from mailer.store.relationships import Relationship
 from mailer.timeline.clock import require_aware
 
 
@@ -79,16 +80,22 @@ def sample_links(settings: Settings) -> dict[str, str]:
     }
 
 
-def notice_extra(step_name: str, previous_start: datetime | None) -> dict[str, object]:
+def notice_extra(
+    step_name: str, previous_start: datetime | None, relationship: Relationship | None = None
+) -> dict[str, object]:
     """What a notice template needs: ``change`` ("cancelled" for ``cancelled-N``, "rescheduled" for
-    ``date-changed-N``) and, for a reschedule, ``previous_start`` when known; {} for other steps."""
+    ``date-changed-N``), the recipient's ``relationship`` to the session when known ("registered",
+    "invited" or "declined": each is told what fits them; templates take "registered" without it) and,
+    for a reschedule, ``previous_start`` when known; {} for other steps. Raises NaiveDatetimeError for a
+    naive ``previous_start``."""
     previous_start = require_aware(previous_start, "previous_start") if previous_start is not None else None
+    standing = {} if relationship is None else {"relationship": relationship.value}
     if step_name.startswith("cancelled-"):
-        return {"change": "cancelled"}
+        return {"change": "cancelled", **standing}
     if step_name.startswith("date-changed-"):
         if previous_start is None:
-            return {"change": "rescheduled"}
-        return {"change": "rescheduled", "previous_start": previous_start}
+            return {"change": "rescheduled", **standing}
+        return {"change": "rescheduled", "previous_start": previous_start, **standing}
     return {}
 
 
@@ -158,10 +165,13 @@ class Outgoing:
         unsubscribe_url: str | None,
         sequence: int = 0,
         cancelled: bool = False,
+        had_calendar: bool = True,
     ) -> OutgoingMessage:
         """The message's bytes: headers as the module docstring says (List-Unsubscribe with ``unsubscribe_url``
         when it is an http(s) URL, the mailto alone when None), the calendar (SEQUENCE ``sequence``;
         METHOD:CANCEL for a ``cancelled-N`` step or ``cancelled``) when the step has one, DKIM when signing.
+        A CANCEL goes only to a recipient who was sent the event before (``had_calendar``): RFC 5546
+        sec. 3.2.5 cancels an event the attendee holds; to anyone else the notice goes without a calendar.
 
         Raises :class:`mailer.errors.PermanentDeliveryError` when the recipient's address cannot be written,
         ValueError for a malformed header value, NaiveDatetimeError for a naive ``date``.
@@ -170,6 +180,8 @@ class Outgoing:
         method = calendar_method(step)
         if method is not None and cancelled:
             method = Method.CANCEL
+        if method is Method.CANCEL and not had_calendar:
+            method = None
         sender = self.settings.sender
         calendar = (
             None

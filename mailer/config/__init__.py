@@ -12,6 +12,7 @@ The modules, lower first (each imports only those above it):
 
     times.py      offsets ("-6w"), durations ("30s"), clock times ("09:00")
     reader.py     the strict TOML table reader: typed values, unknown keys refused with a suggestion
+    texts.py      per-language session texts ([sessions.texts.<language>]) and their fallback
     series.py     series.toml: Series, Session, Step, StepKind, Audience
     smtp.py       [smtp], [smtp.servers.NAME], [smtp.routes], [dkim]
     providers.py  [bounces.webhooks.PROVIDER]: the sending providers' bounce and complaint webhooks

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, tzinfo
 from enum import StrEnum
 from pathlib import Path
 
 from mailer.config.reader import TableReader, read_toml
+from mailer.config.texts import SessionTexts, read_texts, texts_in
 from mailer.config.times import Offset, parse_clock_time, parse_offset
 from mailer.errors import NaiveDatetimeError
 from mailer.zones import resolve_zone
@@ -30,6 +31,7 @@ class Audience(StrEnum):
     LIST_UNREGISTERED = "list-unregistered"  # list members not registered (and not declined)
     REGISTRANTS = "registrants"  # contacts registered for the session
     INVITED = "invited"  # contacts who were sent an invitation for the session, or registered
+    CALENDAR = "calendar"  # registrants and everyone sent the session's event in a calendar REQUEST
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ class Session:
     languages: tuple[str, ...]
     agenda: tuple[str, ...]
     cancelled: bool = False
+    description: str = ""
+    materials_text: str = ""
+    texts: tuple[tuple[str, SessionTexts], ...] = ()  # per language, see mailer.config.texts
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.start.utcoffset() is None:
@@ -74,6 +79,15 @@ class Session:
     @property
     def end(self) -> datetime:
         return self.start + self.duration
+
+    @property
+    def base_texts(self) -> SessionTexts:
+        """The top-level texts (in :data:`mailer.config.texts.BASE_LANGUAGE`)."""
+        return SessionTexts(self.title, self.agenda, self.description, self.materials_text)
+
+    def texts_for(self, chain: Iterable[str]) -> tuple[SessionTexts, str]:
+        """The texts for a reader with language chain ``chain`` and their language (see :func:`texts_in`)."""
+        return texts_in(self.texts, self.base_texts, chain)
 
 
 @dataclass(frozen=True)
@@ -211,18 +225,27 @@ def load_series(path: Path, regions: Collection[str], templates_dir: Path, laten
             raise reader.fail(
                 "start", "carries its own offset", "give the local time and put the zone in `zone`"
             )
+        base = SessionTexts(
+            title=reader.header_text("title"),
+            agenda=reader.strings("agenda", ()),
+            description=reader.get("description", str, ""),
+            materials_text=reader.get("materials_text", str, ""),
+        )
         sessions.append(
             Session(
                 id=session_id,
                 region=region,
-                title=reader.header_text("title"),
+                title=base.title,
                 start=naive.replace(tzinfo=resolve_zone(zone_name)),
                 zone_name=zone_name,
                 duration=timedelta(minutes=reader.get("duration_minutes", int)),
                 join_url=reader.get("join_url", str),
                 languages=reader.strings("languages", ("en",)),
-                agenda=reader.strings("agenda", ()),
+                agenda=base.agenda,
                 cancelled=reader.get("cancelled", bool, False),
+                description=base.description,
+                materials_text=base.materials_text,
+                texts=read_texts(reader, base),
             )
         )
         reader.refuse_unknown()

@@ -210,6 +210,11 @@ class Wave(Base):
     scheduled_at: Mapped[datetime]
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(100), default="timeline")
+    # An organiser's explicit time as seconds from the session start (negative = before): a reschedule
+    # moves the wave with the session. None for timeline waves and notices, which are timed otherwise.
+    offset_seconds: Mapped[int | None] = mapped_column(default=None)
+    # Why the store holds the wave (paused) without the organiser asking, "" when it does not.
+    hold_reason: Mapped[str] = mapped_column(Text, default="")
 
 
 class Message(Base):

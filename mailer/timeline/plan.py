@@ -125,8 +125,9 @@ NOTICE_MAX_LATE = timedelta(days=30)
 
 def notice_step(change: str, sequence: int) -> Step:
     """The synthetic step of a session change: ``date-changed-N`` (to the invited) or ``cancelled-N``
-    (to registrants), N being the session's new iCalendar SEQUENCE."""
-    audience = Audience.INVITED if change == "date-changed" else Audience.REGISTRANTS
+    (to registrants and everyone whose calendar holds the event), N being the session's new iCalendar
+    SEQUENCE."""
+    audience = Audience.INVITED if change == "date-changed" else Audience.CALENDAR
     return Step(
         name=f"{change}-{sequence}",
         kind=StepKind.NOTICE,

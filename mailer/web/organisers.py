@@ -249,7 +249,7 @@ def _wave_choice(
     region = str(params.get("list", "")) or session.region
     if region not in ctx.settings.regions:
         raise HTTPException(404, f"unknown list {region!r}")
-    if step.audience in (Audience.REGISTRANTS, Audience.INVITED):
+    if step.audience in (Audience.REGISTRANTS, Audience.INVITED, Audience.CALENDAR):
         region = step.audience.value
     return session, step, region, _parse_at(str(params.get("at", "")), session)
 

@@ -48,6 +48,7 @@ from mailer.store.outbox.batch import (
     is_postgresql,
     message_digest_sql,
 )
+from mailer.store.relationships import calendar_request_sent
 from mailer.timeline.clock import require_aware
 from mailer.timeline.plan import (
     Deadline,
@@ -105,6 +106,11 @@ def audience_query(series: Series, session: Session, step: Step, audience: str, 
             Message.step.in_([s.name for s in series.steps if s.kind is StepKind.INVITATION]),
         )
         return invited.union(answered.where(Registration.status == RegistrationStatus.REGISTERED))
+    if step.audience is Audience.CALENDAR:
+        holders = select(Message.contact_id).where(
+            Message.session_id == session.id, calendar_request_sent(series, Message)
+        )
+        return holders.union(answered.where(Registration.status == RegistrationStatus.REGISTERED))
     members = (
         select(ListMembership.contact_id)
         .join(ContactList, ContactList.id == ListMembership.list_id)
@@ -138,7 +144,7 @@ def queue_wave(
     (``added`` 0, the wave's status says why). Caller commits. Raises NaiveDatetimeError for naive times.
     """
     now = require_aware(now, "now")
-    if step.audience in (Audience.REGISTRANTS, Audience.INVITED):
+    if step.audience in (Audience.REGISTRANTS, Audience.INVITED, Audience.CALENDAR):
         audience = step.audience.value
     else:
         audience = audience or session.region
@@ -165,6 +171,7 @@ def queue_wave(
                     "scheduled_at": scheduled_at,
                     "created_at": now,
                     "created_by": created_by,
+                    "offset_seconds": _offset_seconds(session, at),
                 }
             ],
         )
@@ -339,6 +346,11 @@ def log_new_messages(db: DbSession, wave_id: int, before: int, status: MessageSt
         .where(Message.id > before, Message.wave_id == wave_id, Message.status == status)
         .order_by(Message.id),
     )
+
+
+def _offset_seconds(session: Session, at: datetime | None) -> int | None:
+    """An organiser's ``at`` as whole seconds from the session start, so that a reschedule moves it too."""
+    return None if at is None else round((at - session.start).total_seconds())
 
 
 def message_deadline(series: Series, session: Session, step: Step, base: datetime | None) -> Deadline:

@@ -4,22 +4,23 @@ both raise the session's SEQUENCE and queue a notice."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session as DbSession
 
-from mailer.config import Session, Settings, StepKind
+from mailer.config import Session, Settings, Step, StepKind
 from mailer.store.models import (
     PENDING_STATUSES,
     Contact,
     Message,
     SessionRow,
     Wave,
+    WaveStatus,
 )
 from mailer.store.outbox.batch import is_postgresql
 from mailer.store.outbox.queue import message_deadline, queue_wave
-from mailer.store.outbox.waves import pending_messages, skip_messages
+from mailer.store.outbox.waves import pending_messages, set_wave_status, skip_messages
 from mailer.timeline.clock import require_aware
 from mailer.timeline.plan import (
     SkipReason,
@@ -43,6 +44,7 @@ class SessionChange:
     retimed: int  # pending messages given new due times
     skipped: int  # pending messages skipped because the session was cancelled
     notices: int  # notices queued
+    held: tuple[int, ...] = ()  # organiser waves paused because the move made their time absurd
 
 
 def sync_sessions(db: DbSession, settings: Settings, now: datetime) -> list[SessionChange]:
@@ -107,22 +109,46 @@ def sync_sessions(db: DbSession, settings: Settings, now: datetime) -> list[Sess
             row.starts_at, row.time_zone, row.duration_minutes = starts_at, session.zone_name, duration
             row.sequence += 1
             row.updated_at = now
-            retimed = retime_pending(db, settings, session)
+            retimed, held = retime_pending(db, settings, session, now)
             added = 0
             if moved:
                 notice = notice_step("date-changed", row.sequence)
                 added = queue_wave(
                     db, settings, session, notice, now, at=now, created_by="session-change"
                 ).added
-            changes.append(SessionChange(session.id, "date-changed", row.sequence, retimed, 0, added))
+            changes.append(
+                SessionChange(session.id, "date-changed", row.sequence, retimed, 0, added, tuple(held))
+            )
     return changes
 
 
-def retime_pending(db: DbSession, settings: Settings, session: Session) -> int:
+def retime_pending(
+    db: DbSession, settings: Settings, session: Session, now: datetime
+) -> tuple[int, list[int]]:
     """Give every pending message of ``session`` the due time and deadline of its step under the session's
-    current start; timeline waves get their new time too. Returns how many messages were re-timed."""
-    for wave in db.scalars(select(Wave).where(Wave.session_id == session.id, Wave.created_by == "timeline")):
-        wave.scheduled_at = step_time(session, resolve_step(settings.series, wave.step))
+    current start. Timeline waves get their step's new time, an organiser's wave its offset from the start
+    (so "one hour before" stays one hour before). An organiser's wave of a step before the session that
+    keeps an absolute time (queued before offsets were stored) and now falls at or after the new start is
+    held: paused, with ``hold_reason`` saying why, until the organiser resumes or cancels it.
+    Returns how many messages were re-timed and the ids of the waves held. Caller commits."""
+    now = require_aware(now, "now")
+    start = require_aware(session.start, "session start").astimezone(UTC)
+    held: list[int] = []
+    for wave in db.scalars(select(Wave).where(Wave.session_id == session.id)):
+        step = resolve_step(settings.series, wave.step)
+        if _is_change_notice(settings, step):
+            continue
+        if wave.created_by == "timeline":
+            wave.scheduled_at = step_time(session, step)
+        elif wave.offset_seconds is not None:
+            wave.scheduled_at = start + timedelta(seconds=wave.offset_seconds)
+        if step.offset.is_before and wave.scheduled_at >= start and wave.status == WaveStatus.ACTIVE:
+            set_wave_status(db, wave.id, WaveStatus.PAUSED, now)
+            wave.hold_reason = (
+                f"held: set for {wave.scheduled_at:%Y-%m-%d %H:%M} UTC, at or after the session's new start"
+                f" ({start:%Y-%m-%d %H:%M} UTC), for a step before it; resume or cancel wave {wave.id}"
+            )
+            held.append(wave.id)
     rows = db.execute(
         select(Message, Wave, Contact.time_zone)
         .join(Wave, Wave.id == Message.wave_id)
@@ -131,10 +157,15 @@ def retime_pending(db: DbSession, settings: Settings, session: Session) -> int:
     ).all()
     for message, wave, zone in rows:
         step = resolve_step(settings.series, message.step)
-        if step.kind is StepKind.NOTICE and step.name not in {s.name for s in settings.series.steps}:
+        if _is_change_notice(settings, step):
             continue
         base = wave.scheduled_at if wave.created_by != "timeline" else None
         meant = message_due(session, step, zone, base)
         message.deadline_at = message_deadline(settings.series, session, step, meant).at
         message.due_at = hold_for_window(meant, step, zone)
-    return len(rows)
+    return len(rows), held
+
+
+def _is_change_notice(settings: Settings, step: Step) -> bool:
+    """Whether ``step`` is the synthetic notice of a session change (timed by the change, not the start)."""
+    return step.kind is StepKind.NOTICE and step.name not in {s.name for s in settings.series.steps}

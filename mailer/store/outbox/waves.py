@@ -60,6 +60,7 @@ def set_wave_status(db: DbSession, wave_id: int, status: WaveStatus, now: dateti
     """Pause, resume or cancel a wave; returns the wave and how many pending messages it touched.
 
     Cancelling finishes every pending message as skipped ("cancelled"); a cancelled wave stays cancelled.
+    Any change clears the wave's ``hold_reason`` (the organiser has decided).
     Raises NotFoundError for an unknown wave; WaveStateError (a ValueError) for a change from ``cancelled``,
     or when the wave is already in ``status`` (nothing is logged then).
     """
@@ -76,6 +77,7 @@ def set_wave_status(db: DbSession, wave_id: int, status: WaveStatus, now: dateti
         )
     pending = pending_messages(db, Message.wave_id == wave_id)
     wave.status = status
+    wave.hold_reason = ""
     if status is WaveStatus.CANCELLED:
         skip_messages(db, pending, SkipReason.CANCELLED, now)
     else:

@@ -32,6 +32,7 @@ class CountRow:
     audience: str
     wave_status: str
     counts: dict[str, int]
+    hold_reason: str = ""  # why the store holds the wave (a reschedule made its time absurd), "" if not
 
     @property
     def total(self) -> int:
@@ -105,7 +106,8 @@ def counts_by_wave(
     rows: dict[int, CountRow] = {}
     for wave, status, count in db.execute(query):
         row = rows.setdefault(
-            wave.id, CountRow(wave.session_id, wave.step, wave.id, wave.audience, wave.status, {})
+            wave.id,
+            CountRow(wave.session_id, wave.step, wave.id, wave.audience, wave.status, {}, wave.hold_reason),
         )
         if status is not None:
             row.counts[status] = count
