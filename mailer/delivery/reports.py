@@ -289,6 +289,8 @@ def _complaint(message: email.message.Message, base: Report) -> Report | None:
     for block in _blocks(parts[0]):
         for name, value in block.items():
             fields.setdefault(name, value)
+    if not fields.get("feedback-type", "").strip():  # REQUIRED (RFC 5965 sec. 3.1): a cut-off report is none
+        return None
     sent_to = list(base.sent_to)
     if fields.get("original-mail-from"):
         sent_to.insert(0, fields["original-mail-from"].strip().strip("<>"))
