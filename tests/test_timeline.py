@@ -190,7 +190,7 @@ def test_no_send_window_keeps_the_due_time() -> None:
     assert hold_for_window(due, SERIES.step("invitation"), "Asia/Kathmandu") == due
 
 
-def test_notice_steps_go_to_the_invited_on_a_date_change_and_to_registrants_on_a_cancellation() -> None:
+def test_notice_steps_go_to_the_invited_on_a_date_change_and_to_calendar_holders_on_a_cancellation() -> None:
     notice = dict(
         kind=StepKind.NOTICE,
         offset=Offset(0, timedelta(0), "0h"),
@@ -199,7 +199,7 @@ def test_notice_steps_go_to_the_invited_on_a_date_change_and_to_registrants_on_a
         max_late=timedelta(days=30),
     )
     assert notice_step("date-changed", 3) == Step(name="date-changed-3", audience=Audience.INVITED, **notice)  # type: ignore[arg-type]
-    assert notice_step("cancelled", 4) == Step(name="cancelled-4", audience=Audience.REGISTRANTS, **notice)  # type: ignore[arg-type]
+    assert notice_step("cancelled", 4) == Step(name="cancelled-4", audience=Audience.CALENDAR, **notice)  # type: ignore[arg-type]
 
 
 def test_resolve_step_finds_configured_and_notice_steps_and_nothing_else() -> None:

@@ -150,6 +150,7 @@ def _record_sent(db: DbSession, outcomes: Sequence[Outcome], now: datetime, work
             "reply_code": [outcome.code for outcome in by_pk.values()],
             "reply_text": [outcome.text[:2000] for outcome in by_pk.values()],
             "language": [outcome.language for outcome in by_pk.values()],
+            "provider_id": [outcome.provider_id[:255] for outcome in by_pk.values()],
         },
     ).all()
     by = f" by {worker}" if worker else ""
@@ -202,9 +203,10 @@ _UPDATE_OUTCOMES = text(
 _SENT_SQL = (
     "UPDATE messages AS m SET status = 'sent', reply_code = v.reply_code, reply_text = v.reply_text, "
     "language = COALESCE(NULLIF(v.language, ''), m.language), sent_at = :now, lease_until = NULL, "
-    "updated_at = :now "
+    "provider_id = NULLIF(v.provider_id, ''), updated_at = :now "
     "FROM unnest(CAST(:pk AS integer[]), CAST(:reply_code AS integer[]), CAST(:reply_text AS text[]), "
-    "CAST(:language AS varchar[])) AS v(pk, reply_code, reply_text, language) "
+    "CAST(:language AS varchar[]), CAST(:provider_id AS varchar[])) "
+    "AS v(pk, reply_code, reply_text, language, provider_id) "
     "WHERE m.id = v.pk AND m.status = 'sending'"
 )
 _UPDATE_SENT = text(_SENT_SQL + " RETURNING m.id, m.attempts")
