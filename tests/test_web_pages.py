@@ -378,6 +378,38 @@ def test_rsvp_rules_denied_stays_closed_sessions_refuse_get_changes_nothing(
         assert http.post(wrong_kind).status_code == 404
 
 
+def test_rsvp_link_opened_again_knows_the_answer(app: App, web: ThreadedServer) -> None:
+    with transaction(app.factory) as db:
+        ana_id = add_contact(db, "ana@example.org", language="es").id
+        denied = add_contact(db, "denied@example.org")
+        register(db, denied, "africa-2021", RegistrationStatus.DENIED)
+    pk = _message_for(app, "ana@example.org")
+    denied_pk = _message_for(app, "denied@example.org")
+    settings = app.settings
+
+    def path(message_pk: int, answer: str, email: str) -> str:
+        return "/" + rsvp_url(settings, message_pk, answer, email).split("/", 3)[3]
+
+    with client(web) as http:
+        yes, no = path(pk, "yes", "ana@example.org"), path(pk, "no", "ana@example.org")
+        assert "¿Inscribirse en este webinario?" in http.get(yes).text
+        http.post(yes)
+        again = http.get(yes)  # re-opened from the mail: no question, the answer as recorded
+        assert again.status_code == 200
+        assert "<h1>Está inscrito</h1>" in again.text and "¿Inscribirse en este webinario?" not in again.text
+        assert "¿Finalmente no puede asistir?" in again.text  # and the way to change it
+        other = http.get(no)  # the other answer still asks first
+        assert "¿Informar a los organizadores de que no podrá asistir" in other.text
+        http.post(no)
+        assert "<h1>Gracias por avisarnos</h1>" in http.get(no).text
+        assert "¿Inscribirse en este webinario?" in http.get(yes).text
+        denied_page = http.get(path(denied_pk, "yes", "denied@example.org")).text
+        assert "with the organisers" in denied_page and 'type="submit"' not in denied_page
+    with transaction(app.factory) as db:
+        assert db.scalar(select(Registration.status).where(Registration.contact_id == ana_id)) == "declined"
+        assert db.scalar(select(Registration.status).where(Registration.contact_id == denied.id)) == "denied"
+
+
 def test_unsubscribe_page_get_changes_nothing_post_suppresses(app: App, web: ThreadedServer) -> None:
     with transaction(app.factory) as db:
         contact_id = add_contact(db, "ana@example.org", language="fr").id

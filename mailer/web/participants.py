@@ -9,9 +9,10 @@ page and change nothing.
     "unsubscribed") and mark the contact unsubscribed; answers 200 with a confirmation page, never a
     redirect. Pending messages to the address are then finished as suppressed at send time.
 ``/rsvp/<token>``
-    GET: the session, its time in the contact's zone and one button. POST: "yes" registers the contact
-    for the session (reminders follow), "no" records a refusal (no more invitations for it). A link
-    scanner's GET changes nothing.
+    GET: the session, its time in the contact's zone and one button; when the link's answer is already
+    recorded (or the organisers denied the registration), the page says so instead of asking again. POST:
+    "yes" registers the contact for the session (reminders follow), "no" records a refusal (no more
+    invitations for it). A link scanner's GET changes nothing.
 
 A token that does not verify, or names no message, gives a 404 page saying the link is not valid.
 """
@@ -223,7 +224,9 @@ def rsvp(request: Request) -> Response:
             {**base, "title": session_title, "lines": [closed]},
         )
     yes = link.answer is Answer.YES
-    if request.method != "POST":  # GET, HEAD (link scanners, previews): show, never act
+    wanted = RegistrationStatus.REGISTERED if yes else RegistrationStatus.DECLINED
+    if request.method != "POST" and _recorded_answer(ctx, person) not in (wanted, RegistrationStatus.DENIED):
+        # GET, HEAD (link scanners, previews): ask, never act
         return _page(
             ctx,
             request,
@@ -237,14 +240,17 @@ def rsvp(request: Request) -> Response:
                 "danger": not yes,
             },
         )
-    outcome = _answer(ctx, person, link.answer)
-    log.info(
-        "contact %d answered %s for %s (now %s)",
-        person.contact_id,
-        link.answer.value,
-        session.id,
-        outcome.value,
-    )
+    if request.method != "POST":  # the answer is already recorded: say so instead of asking again
+        outcome = _recorded_answer(ctx, person) or wanted
+    else:
+        outcome = _answer(ctx, person, link.answer)
+        log.info(
+            "contact %d answered %s for %s (now %s)",
+            person.contact_id,
+            link.answer.value,
+            session.id,
+            outcome.value,
+        )
     lines: list[str] = []
     if outcome is RegistrationStatus.DENIED:
         title, lines = session_title, [lang.t("rsvp_denied")]
@@ -283,6 +289,18 @@ def _closed(ctx: WebContext, session: Session, lang: PageLanguage) -> str:
     if ctx.now() >= session.start:
         return lang.t("session_started")
     return ""
+
+
+def _recorded_answer(ctx: WebContext, person: Recipient) -> RegistrationStatus | None:
+    """The contact's registration status for the link's session, None when there is none."""
+    with ctx.db() as db:
+        status = db.scalar(
+            select(Registration.status).where(
+                Registration.contact_id == person.contact_id,
+                Registration.session_id == person.session_id,
+            )
+        )
+    return RegistrationStatus(status) if status is not None else None
 
 
 def _answer(ctx: WebContext, person: Recipient, answer: Answer) -> RegistrationStatus:
