@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from mailer.app import App
 from mailer.cli import main
 from mailer.config import Security, check_public_links, load_settings
 from mailer.errors import ConfigError
 from mailer.store.engine import transaction
-from mailer.store.models import Message
+from mailer.store.models import Message, MessageStatus
 from tests.conftest import ROOT, RunningServer
 from tests.factories import add_contact
 
@@ -186,11 +186,15 @@ def _queue(run, app: App, step: str = "invitation") -> Run:  # type: ignore[no-u
 def test_wave_messages_say_the_state_and_are_spelled_right(run, app: App) -> None:  # type: ignore[no-untyped-def]
     with transaction(app.factory) as db:
         add_contact(db, "ann@example.org", region="latin-america")
-    assert _queue(run, app).code == 0
+    assert _queue(run, app).code == 0  # the 2022 step's deadline has passed: its one message is skipped
+    done = run("waves", "pause", "1", store=app)
+    assert (done.code, done.out) == (0, "wave 1 is done: 1 message, none pending; nothing to pause\n")
+    with transaction(app.factory) as db:  # one message pending again: the wave can be paused
+        db.execute(update(Message).values(status=MessageStatus.QUEUED))
     first = run("waves", "pause", "1", store=app)
     assert (first.code, first.out) == (
         0,
-        "wave 1 (latin-america-2022 / invitation) paused: 0 pending messages affected\n",
+        "wave 1 (latin-america-2022 / invitation) paused: 1 pending message affected\n",
     )
     again = run("waves", "pause", "1", store=app)
     assert (again.code, again.out) == (0, "wave 1 is already paused: nothing changed\n")

@@ -204,6 +204,35 @@ def test_sessions_page_shows_times_in_session_zone_and_utc_and_audience_sizes(
     assert "not queued" in invitation
 
 
+def test_a_finished_wave_shows_done_and_when_its_step_went(
+    app: App, web: ThreadedServer, accounts: dict[str, str]
+) -> None:
+    with transaction(app.factory) as db:
+        for address in ("ana@example.org", "bea@example.org", "bad@example.org"):
+            add_contact(db, address)
+    wave_id = _deliver_with_outcomes(
+        app, {"bad@example.org": (MessageStatus.FAILED, 550, "5.1.1 no such user")}
+    )
+    with signed_in(web, "olga") as http:
+        page = http.get("/organise/sessions").text
+        invitation = page.split("<section")[1].split("<tr>")[2]
+        assert '<span class="status done">done</span>' in invitation
+        assert '<span class="sent-span">sent 2021-06-01 13:01 UTC</span>' in invitation
+        assert "too late" not in invitation
+        wave_page = http.get(f"/staff/waves/{wave_id}").text
+        assert '<span class="status done">done</span>' in wave_page
+        assert "nothing left to pause or cancel" in wave_page
+        assert "/pause" not in wave_page and "/cancel" not in wave_page
+        token = csrf_of(wave_page)
+        refused = http.post(f"/organise/waves/{wave_id}/pause", data={"csrf_token": token})
+        assert refused.status_code == 409
+        assert "wave 1 is done: 3 messages, none pending; nothing to pause" in refused.text
+        overview = http.get("/staff/").text
+        assert '<span class="status done">done</span>' in overview
+    with transaction(app.factory) as db:
+        assert db.get(Wave, wave_id).status == WaveStatus.ACTIVE  # type: ignore[union-attr]
+
+
 def _deliver_with_outcomes(app: App, outcomes: dict[str, tuple[MessageStatus, int, str]]) -> int:
     series = app.settings.series
     with transaction(app.factory) as db:

@@ -147,7 +147,7 @@ def _change(ctx: AppContext, wave_id: int, status: WaveStatus) -> None:
             raise click.ClickException(str(exc)) from None
     click.echo(
         f"wave {wave.id} ({wave.session_id} / {wave.step}) {CHANGE_DONE[status]}:"
-        f" {touched} pending messages affected"
+        f" {touched} pending message{'' if touched == 1 else 's'} affected"
     )
 
 

@@ -34,7 +34,7 @@ from mailer.message_ids import make_message_id
 from mailer.service import smtp_target
 from mailer.store.models import Contact, Wave, WaveStatus
 from mailer.store.outbox import queue_wave, set_wave_status, sync_sessions
-from mailer.store.queries import counts_by_wave, plan_wave, session_timelines
+from mailer.store.queries import counts_by_wave, plan_wave, sent_spans, session_timelines
 from mailer.store.recipient import Recipient, recipient_of
 from mailer.timeline.plan import step_deadline, step_time
 from mailer.web.app import WebContext, context_of
@@ -51,6 +51,7 @@ def sessions_page(request: Request) -> Response:
     now = ctx.now()
     with ctx.db() as db:
         waves = {(row.session_id, row.step): row for row in counts_by_wave(db)}
+        sent = sent_spans(db)
         rows: dict[str, list[dict[str, Any]]] = {}
         for session_id, timeline in session_timelines(db, series, now).items():
             rows[session_id] = []
@@ -61,6 +62,7 @@ def sessions_page(request: Request) -> Response:
                         "step": item.step,
                         "at": item.at,
                         "deadline": item.deadline,
+                        "sent": sent.get((session_id, item.step.name)),
                         "audience": item.audience,
                         "size": item.size,
                         "wave": wave,

@@ -231,7 +231,8 @@ def wave_page(request: Request) -> Response:
             "unit": unit,
             "sending": sending > 0 and wave.status == WaveStatus.ACTIVE,
             "statuses": STATUSES,
-            "can_change": wave.status != WaveStatus.CANCELLED,
+            "state": row.state,
+            "can_change": row.state not in (WaveStatus.CANCELLED, "done"),
         },
     )
 

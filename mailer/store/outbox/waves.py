@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from mailer.errors import MailerError, NotFoundError
@@ -59,10 +59,12 @@ class WaveStateError(MailerError, ValueError):
 def set_wave_status(db: DbSession, wave_id: int, status: WaveStatus, now: datetime) -> tuple[Wave, int]:
     """Pause, resume or cancel a wave; returns the wave and how many pending messages it touched.
 
-    Cancelling finishes every pending message as skipped ("cancelled"); a cancelled wave stays cancelled.
+    Cancelling finishes every pending message as skipped ("cancelled"); a cancelled wave stays cancelled (a
+    done wave may still be cancelled, so that queuing its step again adds nobody).
     Any change clears the wave's ``hold_reason`` (the organiser has decided).
     Raises NotFoundError for an unknown wave; WaveStateError (a ValueError) for a change from ``cancelled``,
-    or when the wave is already in ``status`` (nothing is logged then).
+    when the wave is already in ``status``, or when pausing a done wave (it has messages, every one final):
+    ``already`` True for the last two, and nothing is changed or logged then.
     """
     now = require_aware(now, "now")
     wave = db.get(Wave, wave_id)
@@ -76,6 +78,14 @@ def set_wave_status(db: DbSession, wave_id: int, status: WaveStatus, now: dateti
             f"wave {wave_id} is cancelled and cannot be {CHANGE_DONE[status]}", already=False
         )
     pending = pending_messages(db, Message.wave_id == wave_id)
+    if status is WaveStatus.PAUSED and not pending:
+        total = db.scalar(select(func.count(Message.id)).where(Message.wave_id == wave_id)) or 0
+        if total:
+            raise WaveStateError(
+                f"wave {wave_id} is done: {total} message{'' if total == 1 else 's'}, none pending;"
+                " nothing to pause",
+                already=True,
+            )
     wave.status = status
     wave.hold_reason = ""
     if status is WaveStatus.CANCELLED:

@@ -150,6 +150,35 @@ def sends_over_time(
     return buckets, unit
 
 
+@dataclass(frozen=True)
+class SentSpan:
+    """When a (session, step)'s messages went: the first and the last ``sent_at`` (aware UTC) and how many."""
+
+    first: datetime
+    last: datetime
+    count: int
+
+
+def sent_spans(db: DbSession) -> dict[tuple[str, str], SentSpan]:
+    """For every (session id, step) with a sent message: when the first and last went, and how many."""
+    query = (
+        select(
+            Message.session_id,
+            Message.step,
+            func.min(Message.sent_at),
+            func.max(Message.sent_at),
+            func.count(),
+        )
+        .where(Message.status == MessageStatus.SENT, Message.sent_at.is_not(None))
+        .group_by(Message.session_id, Message.step)
+    )
+    return {
+        (session, step): SentSpan(first, last, count)
+        for session, step, first, last, count in db.execute(query)
+        if first is not None and last is not None  # never None: the rows have a sent_at
+    }
+
+
 def pending_due(db: DbSession, wave_id: int, now: datetime) -> int:
     """Pending messages of an active wave whose time has come (the wave is sending now)."""
     now = require_aware(now, "now")
