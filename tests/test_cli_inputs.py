@@ -285,6 +285,32 @@ def test_send_test_to_a_server_without_starttls_is_a_configuration_error(
     assert len(smtp_server.messages) == 1
 
 
+def test_send_test_in_a_language_without_templates_says_what_it_falls_back_to(
+    run, monkeypatch: pytest.MonkeyPatch, smtp_server: RunningServer
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SMTP_HOST", smtp_server.host)
+    monkeypatch.setenv("SMTP_PORT", str(smtp_server.port))
+    monkeypatch.setenv("SMTP_SECURITY", "none")
+    args = [
+        "send-test",
+        "--session",
+        "latin-america-2022",
+        "--step",
+        "reminder-1d",
+        "--to",
+        "ann@example.org",
+    ]
+    sent = run(*args, "--language", "xx")
+    assert (sent.code, sent.out.splitlines()[-1]) == (0, "sent: 250 2.0.0 OK")
+    assert sent.err == (
+        "warning: no reminder-1d template in 'xx'; the test message falls back to es (its language family,"
+        " then the latin-america region's chain; offered: en, es, fr, ar, pt, pt-PT)\n"
+    )
+    assert smtp_server.messages[0].parsed()["Content-Language"] == "es"
+    offered = run(*args, "--language", "fr")
+    assert (offered.code, offered.err) == (0, "")
+
+
 RELAY_REFUSAL = (
     "web.base_url: 'http://127.0.0.1:8080' is a loopback address, but mail goes out through"
     " smtp.example.org:587: every message would link participants to http://127.0.0.1:8080/..., which they"

@@ -10,7 +10,7 @@ from sqlalchemy import func, or_, select
 
 from mailer.app import outgoing
 from mailer.cli import AppContext, pass_ctx
-from mailer.config import Audience, Offset, Settings, Step, StepKind
+from mailer.config import Audience, Offset, Session, Settings, Step, StepKind
 from mailer.errors import NaiveDatetimeError, NotFoundError, RenderError
 from mailer.message_ids import make_message_id
 from mailer.store.models import Contact
@@ -138,12 +138,7 @@ def preview(
     used = rendered.language
     note = f" (requested {rendered.requested_language or 'none'}: fell back)" if rendered.fell_back else ""
     if rendered.fell_back and language is not None:
-        offered = ", ".join(settings.languages)
-        click.echo(
-            f"warning: no {step.name} template in {language!r}; the preview falls back to {used}"
-            f" (its language family, then the {session.region} region's chain; offered: {offered})",
-            err=True,
-        )
+        click.echo(fallback_warning(settings, step, session, language, used, "the preview"), err=True)
     click.echo(f"Subject:  {rendered.subject}")
     click.echo(f"Language: {used}{note}")
     to = f"{recipient.display_name} <{recipient.email}>" if recipient.display_name else recipient.email
@@ -169,6 +164,19 @@ def preview(
         )
         eml_path.write_bytes(message.data)
         click.echo(f"Message written to {eml_path}", err=True)
+
+
+def fallback_warning(
+    settings: Settings, step: Step, session: Session, asked: str, used: str, what: str
+) -> str:
+    """The warning printed when ``asked`` (a ``--language`` value) has no template for ``step`` and ``what``
+    ("the preview", "the test message") is rendered in ``used`` instead (DESIGN invariant 4: the fallback
+    chain, never silent)."""
+    offered = ", ".join(settings.languages)
+    return (
+        f"warning: no {step.name} template in {asked!r}; {what} falls back to {used}"
+        f" (its language family, then the {session.region} region's chain; offered: {offered})"
+    )
 
 
 COMMANDS = [preview]

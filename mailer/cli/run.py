@@ -273,6 +273,14 @@ def send_test(
         date=now,
     )
 
+    if message.rendered.fell_back:
+        from mailer.cli.render import fallback_warning
+
+        warning = fallback_warning(
+            settings, step, session, language, message.rendered.language, "the test message"
+        )
+        click.echo(warning, err=True)
+
     async def send() -> None:
         with smtp_target(settings, on_start=click.echo) as target:
             async with SmtpRouter(target) as pool:
