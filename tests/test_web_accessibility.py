@@ -78,8 +78,7 @@ def chromium() -> Iterator[Any]:
 def _audit(page: Any, axe: str, label: str, problems: list[str]) -> None:
     page.wait_for_load_state()
     page.add_script_tag(content=axe)
-    for violation in page.evaluate(RUN_AXE, WCAG_TAGS):
-        problems.append(f"{label}: {violation}")
+    problems.extend(f"{label}: {violation}" for violation in page.evaluate(RUN_AXE, WCAG_TAGS))
     overflow = page.evaluate(SIDEWAYS)
     if overflow > 0:
         problems.append(f"{label}: scrolls sideways by {overflow} px")
