@@ -204,6 +204,37 @@ def test_sessions_page_shows_times_in_session_zone_and_utc_and_audience_sizes(
     assert "not queued" in invitation
 
 
+def test_queuing_past_the_deadline_is_a_warning_with_a_confirm(
+    app: App, web: ThreadedServer, accounts: dict[str, str], clock: VirtualClock
+) -> None:
+    _seed_list(app)
+    clock.set(INVITATION_AT + timedelta(days=3, minutes=1))  # the invitation's deadline was 3 days after it
+    with signed_in(web, "olga") as http:
+        page = http.get("/organise/waves/new?session=africa-2021&step=invitation").text
+        assert (
+            '<p class="error" role="alert" id="late">Every one of these 4 messages is past its deadline:'
+            " queued now, they would be logged as skipped, not sent."
+        ) in page
+        assert 'name="confirm" value="yes" required> Queue anyway: 4 will be skipped' in page
+        assert "Queue 4 messages anyway</button>" in page
+        data = {
+            "session": "africa-2021",
+            "step": "invitation",
+            "list": "",
+            "at": "",
+            "csrf_token": csrf_of(page),
+        }
+        refused = http.post("/organise/waves", data=data)
+        assert refused.status_code == 400 and "tick 'Queue anyway' to queue them as skipped" in refused.text
+        with transaction(app.factory) as db:
+            assert db.scalar(select(func.count(Wave.id))) == 0
+        assert http.post("/organise/waves", data={**data, "confirm": "yes"}).status_code == 303
+        with transaction(app.factory) as db:
+            assert set(db.scalars(select(Message.status))) == {MessageStatus.SKIPPED}
+        in_time = http.get("/organise/waves/new?session=africa-2021&step=invitation-2").text
+        assert 'id="late"' not in in_time and "anyway" not in in_time
+
+
 def test_a_finished_wave_shows_done_and_when_its_step_went(
     app: App, web: ThreadedServer, accounts: dict[str, str]
 ) -> None:

@@ -7,7 +7,7 @@ GET  /organise/preview/html              the preview's HTML part, sandboxed, for
 POST /organise/preview/send              the same message to the signed-in organiser's own address
 GET  /organise/waves/new                 choose session, step and list; then the confirmation: new
                                          recipients per language, suppressed ones, first send time
-POST /organise/waves                     queue it (mailer.store.outbox.queue_wave), then the wave's page
+POST /organise/waves                     queue it (mailer.store.outbox.queue_wave; past-deadline messages only with confirm=yes)
 POST /organise/waves/{id}/{action}       pause, resume or cancel (mailer.store.outbox.set_wave_status)
 """
 
@@ -299,10 +299,15 @@ async def wave_queue(request: Request) -> Response:
     if choice is None:
         raise HTTPException(400, "choose a session and a step")
     session, step, audience, at = choice
+    confirmed = form.get("confirm") == "yes"
 
     def queue() -> int:
         now = ctx.now()
         with ctx.db() as db:
+            if not confirmed and plan_wave(db, ctx.settings.series, session, step, audience, now, at).late:
+                raise HTTPException(
+                    400, "some messages are past their deadline: tick 'Queue anyway' to queue them as skipped"
+                )
             sync_sessions(db, ctx.settings, now)
             result = queue_wave(
                 db,

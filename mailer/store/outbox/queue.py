@@ -197,7 +197,7 @@ def queue_wave(
         ),
     )
     zones = db.scalars(select(Contact.time_zone).where(fresh).distinct()).all()
-    plans = [_zone_plan(settings.series, session, step, zone, base, wave_deadline, now) for zone in zones]
+    plans = [zone_plan(settings.series, session, step, zone, base, wave_deadline, now) for zone in zones]
     before = db.scalar(select(func.max(Message.id))) or 0
     prefix = key_prefix(settings.series.id, session.id, step.name)
     for start in range(0, len(plans), ZONE_CHUNK):
@@ -245,7 +245,7 @@ class ZonePlan:
     reason: str
 
 
-def _zone_plan(
+def zone_plan(
     series: Series,
     session: Session,
     step: Step,

@@ -21,14 +21,14 @@ from mailer.store.models import (
     Suppression,
 )
 from mailer.timeline.clock import require_aware
-from mailer.timeline.plan import Deadline, hold_for_window, message_due, plan
+from mailer.timeline.plan import Deadline, plan
 
 
 def audience_size(
     db: DbSession, series: Series, session: Session, step: Step, audience: str, now: datetime
 ) -> int:
     """How many contacts a wave of ``step`` would go to now (suppressed ones included, as queue_wave does)."""
-    from mailer.store.outbox import audience_query
+    from mailer.store.outbox.queue import audience_query
 
     now = require_aware(now, "now")
     return (
@@ -83,6 +83,7 @@ class WavePlan:
     by_language: list[tuple[str, int]]  # new recipients per contact language, most first
     first_send: datetime | None  # earliest due time among the new recipients (UTC)
     last_send: datetime | None
+    late: int = 0  # of the new ones, messages that would be skipped: past the deadline, or a window after it
 
 
 def plan_wave(
@@ -95,7 +96,7 @@ def plan_wave(
     at: datetime | None = None,
 ) -> WavePlan:
     """Recipients per language and the first send time of queuing ``step`` for ``audience`` at ``now``."""
-    from mailer.store.outbox import audience_query
+    from mailer.store.outbox.queue import ZonePlan, audience_query, message_deadline, zone_plan
 
     now = require_aware(now, "now")
     at = require_aware(at, "at") if at is not None else None
@@ -121,6 +122,9 @@ def plan_wave(
     times: list[datetime] = []
     suppressed = 0
     new = 0
+    late = 0
+    wave_deadline = message_deadline(series, session, step, at)
+    zones: dict[str, ZonePlan] = {}
     for contact_id, language, zone, status, key in rows:
         if contact_id in have:
             continue
@@ -128,9 +132,18 @@ def plan_wave(
         languages[language or "?"] += 1
         if status != ContactStatus.ACTIVE or key in suppressed_keys:
             suppressed += 1
-        times.append(hold_for_window(message_due(session, step, zone, at), step, zone))
+        if zone not in zones:
+            zones[zone] = zone_plan(series, session, step, zone, at, wave_deadline, now)
+        times.append(zones[zone].due_at)
+        late += bool(zones[zone].reason)
     if not times:
         return WavePlan(0, len(rows), 0, [], None, None)
     return WavePlan(
-        new, len(rows) - new, suppressed, languages.most_common(), max(min(times), now), max(*times, now)
+        new,
+        len(rows) - new,
+        suppressed,
+        languages.most_common(),
+        max(min(times), now),
+        max(*times, now),
+        late,
     )
