@@ -43,7 +43,7 @@ from mailer.web.server import ThreadedServer, start_in_loop
 from mailer.web.users import set_password
 from schedule import companions
 from tests.conftest import RunningServer
-from tests.factories import add_contact, register
+from tests.factories import add_contact, add_contacts_in_bulk, register
 from tests.test_web_support import (
     INVITATION_AT,
     PASSWORD,
@@ -233,6 +233,34 @@ def test_queuing_past_the_deadline_is_a_warning_with_a_confirm(
             assert set(db.scalars(select(Message.status))) == {MessageStatus.SKIPPED}
         in_time = http.get("/organise/waves/new?session=africa-2021&step=invitation-2").text
         assert 'id="late"' not in in_time and "anyway" not in in_time
+
+
+def test_the_log_sorts_by_column_and_numbers_its_pages(
+    app: App, web: ThreadedServer, accounts: dict[str, str]
+) -> None:
+    with transaction(app.factory) as db:
+        add_contacts_in_bulk(db, 118)
+        add_contact(db, "aaron@example.org")
+        add_contact(db, "zoe@example.org")
+        series = app.settings.series
+        queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT)
+    with signed_in(web, "olga") as http:
+        first = http.get("/staff/log?sort=recipient").text
+        assert "120 messages · page 1 of 3" in first
+        recipients = re.findall(r'<a href="/staff/messages/\d+">([^<]+)</a>', first)
+        assert (recipients[0], len(recipients)) == ("aaron@example.org", 50)
+        assert '<th aria-sort="ascending"><a href="/staff/log?sort=-recipient">Recipient' in first
+        assert '<a href="/staff/log?sort=session">Session</a>' in first
+        assert '<a href="/staff/log?sort=recipient&amp;page=2" aria-label="Page 2">2</a>' in first
+        assert '<a href="/staff/log?sort=recipient&amp;page=1" aria-current="page">1</a>' in first
+        last = http.get("/staff/log?sort=-recipient&page=3").text
+        assert re.findall(r'<a href="/staff/messages/\d+">([^<]+)</a>', last)[-1] == "aaron@example.org"
+        top = http.get("/staff/log?sort=-recipient").text
+        assert re.findall(r'<a href="/staff/messages/\d+">([^<]+)</a>', top)[0] == "zoe@example.org"
+        assert "page 3 of 3" in last and 'rel="next"' not in last and 'rel="prev"' in last
+        default = http.get("/staff/log").text
+        assert '<th aria-sort="descending"><a href="/staff/log?sort=updated">Updated' in default
+        assert http.get("/staff/log?sort=nonsense&page=99999999").status_code == 200
 
 
 def test_a_finished_wave_shows_done_and_when_its_step_went(

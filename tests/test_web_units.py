@@ -27,7 +27,7 @@ from mailer.config import Settings, load_settings
 from mailer.store.queries import Bucket, LogFilter
 from mailer.web.charts import bar_chart
 from mailer.web.i18n import STRINGS, local_datetime, page_language
-from mailer.web.staff import spreadsheet_safe
+from mailer.web.staff import page_numbers, spreadsheet_safe
 from tests.conftest import ROOT
 
 
@@ -205,3 +205,33 @@ def test_a_signed_token_of_the_wrong_shape_is_refused(config: Settings, payload:
 
     with pytest.raises(BadLinkError, match="wrong shape"):
         read_token(config, _signer(config).sign(payload).decode())
+
+
+@pytest.mark.parametrize(
+    ("page", "pages", "numbers"),
+    [
+        (1, 1, [1]),
+        (1, 2, [1, 2]),
+        (1, 51, [1, 2, 3, 0, 51]),
+        (7, 51, [1, 0, 5, 6, 7, 8, 9, 0, 51]),
+        (4, 51, [1, 2, 3, 4, 5, 6, 0, 51]),
+        (51, 51, [1, 0, 49, 50, 51]),
+        (3, 5, [1, 2, 3, 4, 5]),
+    ],
+)
+def test_the_pager_shows_first_last_and_two_either_side(page: int, pages: int, numbers: list[int]) -> None:
+    assert page_numbers(page, pages) == numbers
+
+
+@pytest.mark.parametrize(
+    ("sort", "order"),
+    [
+        ("", ("updated", True)),
+        ("recipient", ("recipient", False)),
+        ("-tries", ("tries", True)),
+        ("id", ("updated", True)),
+        ("-", ("updated", True)),
+    ],
+)
+def test_log_sort_keys(sort: str, order: tuple[str, bool]) -> None:
+    assert LogFilter(sort=sort).order() == order

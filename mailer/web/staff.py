@@ -259,6 +259,17 @@ def log_view(request: Request) -> Response:
     def page_link(number: int) -> str:
         return "/staff/log?" + urlencode({**params, "page": number})
 
+    key, descending = filters.order()
+    headers = []
+    for name, label in LOG_HEADERS:
+        # A column's link sorts by it ascending (updated: newest first), or reverses the current order.
+        first = "-updated" if name == "updated" else name
+        target = ("" if descending else "-") + name if name == key else first
+        state = ("descending" if descending else "ascending") if name == key else ""
+        headers.append(
+            {"label": label, "href": "/staff/log?" + urlencode({**params, "sort": target}), "sort": state}
+        )
+
     return ctx.page(
         request,
         "staff/log.html",
@@ -268,6 +279,10 @@ def log_view(request: Request) -> Response:
             "page": page,
             "pages": pages,
             "filters": filters,
+            "headers": headers,
+            "page_links": [
+                (number, page_link(number) if number else "") for number in page_numbers(page, pages)
+            ],
             "prev_link": page_link(page - 1) if page > 1 else "",
             "next_link": page_link(page + 1) if page < pages else "",
             "csv_link": "/staff/log.csv" + (f"?{urlencode(params)}" if params else ""),
@@ -278,6 +293,30 @@ def log_view(request: Request) -> Response:
             "regions": ctx.settings.regions,
         },
     )
+
+
+# The log table's sortable columns (keys of mailer.store.queries.LOG_SORTS) and their headers.
+LOG_HEADERS = [
+    ("recipient", "Recipient"),
+    ("session", "Session"),
+    ("step", "Step"),
+    ("language", "Lang"),
+    ("status", "Status"),
+    ("tries", "Tries"),
+    ("updated", "Updated"),
+]
+
+
+def page_numbers(page: int, pages: int, around: int = 2) -> list[int]:
+    """The page numbers a pager shows: the first, the last, and ``around`` either side of ``page``; a gap is
+    a 0 (shown as an ellipsis). E.g. page 7 of 51: [1, 0, 5, 6, 7, 8, 9, 0, 51]."""
+    shown = sorted({1, pages, *range(max(1, page - around), min(pages, page + around) + 1)})
+    numbers: list[int] = []
+    for number in shown:
+        if numbers and number - numbers[-1] > 1:
+            numbers.append(0)
+        numbers.append(number)
+    return numbers
 
 
 def spreadsheet_safe(value: object) -> object:

@@ -32,6 +32,15 @@ class LogFilter:
     address: str = ""
     q: str = ""  # free text: address, name, institution, SMTP reply or Message-ID
     wave: str = ""
+    sort: str = ""  # a key of LOG_SORTS, "-" first for descending; "" = newest change first
+
+    def order(self) -> tuple[str, bool]:
+        """The sort key (one of :data:`LOG_SORTS`) and whether it is descending; an unknown key gives the
+        default, newest change first."""
+        key = self.sort.removeprefix("-")
+        if key not in LOG_SORTS:
+            return "updated", True
+        return key, self.sort.startswith("-")
 
     @classmethod
     def from_query(cls, params: Any) -> LogFilter:
@@ -139,16 +148,30 @@ def _entry(message: Message, name: str, contact_language: str, detail: str | Non
     )
 
 
+# The log's sortable columns: the web page's column headers and ``?sort=`` keys.
+LOG_SORTS: dict[str, Any] = {
+    "recipient": Message.recipient,
+    "session": Message.session_id,
+    "step": Message.step,
+    "language": Message.language,
+    "status": Message.status,
+    "tries": Message.attempts,
+    "updated": Message.updated_at,
+}
+
+
 def log_rows(
     db: DbSession, series: Series, filters: LogFilter, *, limit: int, offset: int = 0
 ) -> tuple[list[LogEntry], int]:
-    """Up to ``limit`` matching messages from ``offset``, newest change first, and the total matching count
-    (the dashboard's log and ``mailer log``)."""
+    """Up to ``limit`` matching messages from ``offset`` in ``filters.order()`` (by default newest change
+    first; ties by message id in the same direction), and the total matching count (the dashboard's log and
+    ``mailer log``)."""
     query = _log_select(series, filters)
     total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = db.execute(
-        query.order_by(Message.updated_at.desc(), Message.id.desc()).limit(limit).offset(offset)
-    ).all()
+    key, descending = filters.order()
+    column = LOG_SORTS[key]
+    order = (column.desc(), Message.id.desc()) if descending else (column.asc(), Message.id.asc())
+    rows = db.execute(query.order_by(*order).limit(limit).offset(offset)).all()
     return [_entry(*row) for row in rows], total
 
 
