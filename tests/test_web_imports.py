@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from mailer.app import App
 from mailer.store.engine import transaction
-from mailer.store.models import Contact, ImportRecord, ListMembership, Registration
+from mailer.store.models import Contact, ImportRecord, ListMembership, Registration, Suppression
 from mailer.store.outbox import suppress
 from mailer.web.server import ThreadedServer
 from tests.conftest import CONTACTS_DIR
@@ -167,3 +167,82 @@ def test_staff_find_a_contact_and_see_everything_about_them(
         missing = http.get("/staff/contacts/find", params={"email": "nobody@example.org"})
         assert missing.headers["location"] == "/staff/contacts?q=nobody%40example.org"
         assert http.get("/staff/contacts/2147483648").status_code == 404
+
+
+def test_an_organiser_corrects_a_contact_and_removes_one_from_a_list_suppression_kept(
+    app: App, web: ThreadedServer, accounts: dict[str, str]
+) -> None:
+    with transaction(app.factory) as db:
+        ana = add_contact(db, "ana@example.org", name="Ana Lima", language="en")
+        gone = add_contact(db, "gone@example.org")
+        kept = add_contact(db, "kept@example.org")
+        register(db, kept, "africa-2021")
+        suppress(db, "gone@example.org", "unsubscribed", "test", INVITATION_AT)
+        ana_id, gone_id, kept_id = ana.id, gone.id, kept.id
+    with signed_in(web, "olga") as http:
+        page = http.get(f"/staff/contacts/{ana_id}").text
+        token = csrf_of(page)
+        assert 'action="/organise/contacts/' in page and "Remove from" in page
+        edited = http.post(
+            f"/organise/contacts/{ana_id}/edit",
+            data={
+                "csrf_token": token,
+                "title": "Dip.",
+                "name": " Ana  María Lima ",
+                "institution": "",
+                "country": "Argentina",
+                "language": "Español",
+                "time_zone": "America/Argentina/Buenos_Aires",
+            },
+        )
+        assert edited.status_code == 303
+        shown = http.get(edited.headers["location"]).text
+        assert (
+            '<p class="flash" role="status" id="flash">changed: title, name, country, language, time_zone.</p>'
+            in shown
+        )
+        with transaction(app.factory) as db:
+            contact = db.get(Contact, ana_id)
+            assert contact is not None
+            assert (contact.title, contact.name, contact.country, contact.language, contact.time_zone) == (
+                "Dip.",
+                "Ana María Lima",
+                "AR",
+                "es",
+                "America/Argentina/Buenos_Aires",
+            )
+        for field, value, said in (
+            ("language", "Klingon", "language: &#39;Klingon&#39; is not a language"),
+            ("time_zone", "Mars/Olympus", "time_zone: &#39;Mars/Olympus&#39; is not an IANA time zone"),
+            ("name", "x" * 301, "name: 301 characters; at most 300"),
+        ):
+            refused = http.post(f"/organise/contacts/{ana_id}/edit", data={"csrf_token": token, field: value})
+            assert refused.status_code == 400 and said.replace("&#39;", "'") in refused.text, refused.text
+        with transaction(app.factory) as db:
+            assert db.get(Contact, ana_id).language == "es"  # type: ignore[union-attr]
+
+        data = {"csrf_token": token, "region": "africa"}
+        assert http.post(f"/organise/contacts/{gone_id}/remove", data=data).status_code == 400  # no confirm
+        removed = http.post(f"/organise/contacts/{gone_id}/remove", data={**data, "confirm": "yes"})
+        assert removed.status_code == 303
+        assert (
+            removed.headers["location"]
+            == "/staff/contacts?region=africa&removed=contact+2+removed+and+deleted"
+        )
+        assert "contact 2 removed and deleted." in http.get(removed.headers["location"]).text
+        taken = http.post(f"/organise/contacts/{kept_id}/remove", data={**data, "confirm": "yes"})
+        assert "removed+from+the+africa+list%3B+0+pending+messages+skipped" in taken.headers["location"]
+        again = http.post(f"/organise/contacts/{kept_id}/remove", data={**data, "confirm": "yes"})
+        assert again.status_code == 404
+    with transaction(app.factory) as db:
+        assert db.get(Contact, gone_id) is None
+        assert db.get(Contact, kept_id) is not None  # registered: kept, on no list
+        assert count(app, ListMembership) == 1
+        assert db.scalar(select(func.count()).select_from(Suppression)) == 1  # the address stays suppressed
+    with signed_in(web, "sam") as http:  # staff see the contact, organisers change it
+        page = http.get(f"/staff/contacts/{ana_id}").text
+        assert "Correct this contact" not in page and "Remove from" not in page
+        refused = http.post(
+            f"/organise/contacts/{ana_id}/edit", data={"csrf_token": csrf_of(page), "name": "X"}
+        )
+        assert refused.status_code == 403

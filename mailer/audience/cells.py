@@ -93,6 +93,11 @@ def split_title(full_name: str) -> tuple[str, str]:
 _LENGTHS: dict[str, int | None] = {c.name: getattr(c.type, "length", None) for c in Contact.__table__.columns}
 
 
+def column_length(column: str) -> int | None:
+    """How many characters the contacts table's ``column`` keeps (None: no limit)."""
+    return _LENGTHS[column]
+
+
 def fit_column(text: str, column: str) -> str:
     """``text`` cut to the length of the contacts column (a very long name must not break PostgreSQL)."""
     length = _LENGTHS[column]

@@ -123,8 +123,9 @@ def _memberships(db: DbSession, changes: list[ImportChange], now: datetime) -> t
     return removed, skipped
 
 
-def _contacts(db: DbSession, contact_ids: list[int]) -> tuple[int, int]:
-    """Remove the created contacts never mailed and held by nothing else; (removed, kept)."""
+def remove_unheld_contacts(db: DbSession, contact_ids: list[int]) -> tuple[int, int]:
+    """Remove those of ``contact_ids`` never mailed and held by nothing else (no list, no registration), with
+    their never-attempted queued messages; returns (removed, kept). Caller commits."""
     if not contact_ids:
         return 0, 0
     mailed = set(
@@ -168,7 +169,7 @@ def undo_import(factory: sessionmaker[DbSession], import_id: int, by: str, now: 
         changes = _changes(db, import_id)
         withdrawn, restored = _registrations(db, changes)
         memberships, skipped = _memberships(db, changes[ImportChangeKind.MEMBERSHIP], now)
-        removed, kept = _contacts(db, [c.contact_id for c in changes[ImportChangeKind.CONTACT]])
+        removed, kept = remove_unheld_contacts(db, [c.contact_id for c in changes[ImportChangeKind.CONTACT]])
         report = UndoReport(import_id, withdrawn, restored, memberships, removed, kept, skipped)
         record.undone_at = now
         record.undone_by = by[:100]

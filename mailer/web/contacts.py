@@ -4,24 +4,35 @@ GET  /staff/contacts                 search by address, name or institution (``q
 GET  /staff/contacts/find?email=A    the contact with that address (links from the log), else the search
 GET  /staff/contacts/{id}            lists, language, zone, suppression with its reason, registrations and
                                      answers, every message with its status (each linked to its page)
+POST /organise/contacts/{id}/edit    correct name, title, institution, country, language, zone (organisers)
+POST /organise/contacts/{id}/remove  take the contact off one list (``region``, ``confirm=yes``): pending
+                                     messages of its waves skipped; deleted when held by nothing and never
+                                     mailed; a suppression stays (mailer.audience.contact_edit)
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import urlencode
 
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from mailer.audience.contact_edit import EDITABLE, ContactEditError, edit_contact, remove_from_list
 from mailer.audience.contact_queries import ContactView, find_contacts
+from mailer.errors import NotFoundError
 from mailer.store.models import Contact, ContactList, ListMembership, Message, Registration
 from mailer.store.suppressions import suppression_of
 from mailer.web.app import context_of
 from mailer.web.inputs import row_id
+from mailer.web.staff import user_of
+
+log = logging.getLogger(__name__)
 
 PAGE_LIMIT = 100
 _MAX_QUERY = 320
@@ -58,7 +69,14 @@ def contacts_page(request: Request) -> Response:
     return ctx.page(
         request,
         "staff/contacts.html",
-        {"rows": rows, "total": total, "q": query, "region": region, "regions": ctx.settings.regions},
+        {
+            "rows": rows,
+            "total": total,
+            "q": query,
+            "region": region,
+            "regions": ctx.settings.regions,
+            "flash": _text(request, "removed"),
+        },
     )
 
 
@@ -110,14 +128,69 @@ def contact_page(request: Request) -> Response:
         "messages": messages,
         "suppression": suppression,
         "titles": titles,
+        "flash": request.query_params.get("done", "")[:200],
     }
     return ctx.page(request, "staff/contact.html", context)
+
+
+async def edit(request: Request) -> Response:
+    """Correct the contact's fields from the form; back to the contact page saying what changed."""
+    ctx = context_of(request)
+    contact_id = row_id(request, "contact_id")
+    form = await request.form()
+    values = {field: str(form.get(field, ""))[:2000] for field in EDITABLE if field in form}
+    user = user_of(request).username
+
+    def change() -> list[str]:
+        with ctx.db() as db:
+            return edit_contact(db, contact_id, values, ctx.now())
+
+    try:
+        changed = await run_in_threadpool(change)
+    except NotFoundError as exc:
+        raise HTTPException(404, str(exc)) from None
+    except ContactEditError as exc:
+        raise HTTPException(400, f"nothing changed: {exc}") from None
+    log.info("contact %d edited by web:%s: %s", contact_id, user, ", ".join(changed) or "no change")
+    done = "changed: " + ", ".join(changed) if changed else "nothing changed"
+    return RedirectResponse(f"/staff/contacts/{contact_id}?{urlencode({'done': done})}", status_code=303)
+
+
+async def remove(request: Request) -> Response:
+    """Take the contact off the form's ``region`` list (needs ``confirm=yes``)."""
+    ctx = context_of(request)
+    contact_id = row_id(request, "contact_id")
+    form = await request.form()
+    region = str(form.get("region", ""))
+    if region not in ctx.settings.regions:
+        raise HTTPException(400, "choose one of the contact's lists")
+    if form.get("confirm") != "yes":
+        raise HTTPException(400, "tick 'I am sure' to remove the contact from the list")
+    user = user_of(request).username
+
+    def change() -> tuple[int, bool]:
+        with ctx.db() as db:
+            removal = remove_from_list(db, contact_id, region, ctx.now())
+            return removal.skipped, removal.deleted
+
+    try:
+        skipped, deleted = await run_in_threadpool(change)
+    except NotFoundError as exc:
+        raise HTTPException(404, str(exc)) from None
+    log.info("contact %d removed from %s by web:%s (deleted: %s)", contact_id, region, user, deleted)
+    if deleted:
+        query = urlencode({"region": region, "removed": f"contact {contact_id} removed and deleted"})
+        return RedirectResponse(f"/staff/contacts?{query}", status_code=303)
+    done = f"removed from the {region} list; {skipped} pending message{'' if skipped == 1 else 's'} skipped"
+    return RedirectResponse(f"/staff/contacts/{contact_id}?{urlencode({'done': done})}", status_code=303)
 
 
 ROUTES = [
     Route("/staff/contacts", contacts_page),
     Route("/staff/contacts/find", find_contact),
     Route("/staff/contacts/{contact_id:int}", contact_page),
+    Route("/organise/contacts/{contact_id:int}/edit", edit, methods=["POST"]),
+    Route("/organise/contacts/{contact_id:int}/remove", remove, methods=["POST"]),
 ]
 
 __all__ = ["ROUTES"]
