@@ -684,3 +684,19 @@ def test_session_cookie_is_secure_behind_https(app: App, clock: VirtualClock) ->
         and "httponly" in cookie
         and "samesite=lax" in cookie
     )
+
+
+def test_sessions_are_offered_by_title_and_the_sign_in_page_has_no_command_line(
+    app: App, web: ThreadedServer, accounts: dict[str, str]
+) -> None:
+    with client(web) as http:
+        login = http.get("/login").text
+    assert "mailer users add" not in login and "<code>" not in login
+    assert "No account yet? Ask the person who runs the mailer." in login
+    option = (
+        '<option value="latin-america-2022">Parliamentary webinar on the Budapest Convention on Cybercrime:'
+        " Latin America (2022-03-07)</option>"
+    )
+    with signed_in(web, "olga") as http:
+        for path in ("/staff/log", "/organise/waves/new", "/organise/preview", "/organise/imports"):
+            assert option in http.get(path).text, path
