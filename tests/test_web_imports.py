@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from mailer.app import App
 from mailer.store.engine import transaction
 from mailer.store.models import Contact, ImportRecord, ListMembership, Registration, Suppression
 from mailer.store.outbox import suppress
+from mailer.web import imports as web_imports
 from mailer.web.server import ThreadedServer
 from tests.conftest import CONTACTS_DIR
 from tests.factories import add_contact, register
@@ -246,3 +249,76 @@ def test_an_organiser_corrects_a_contact_and_removes_one_from_a_list_suppression
             f"/organise/contacts/{ana_id}/edit", data={"csrf_token": csrf_of(page), "name": "X"}
         )
         assert refused.status_code == 403
+
+
+def _follow_running(http: Any, location: str) -> Any:
+    """GET the running page until it leaves it (a 303 to the import) or reports an error; (last answer, pages
+    that showed progress)."""
+    deadline = time.monotonic() + 120
+    while True:
+        answer = http.get(location)
+        if answer.status_code != 200 or time.monotonic() > deadline:
+            return answer
+        assert '<progress max="' in answer.text and 'aria-labelledby="running-text"' in answer.text
+        assert '<meta http-equiv="refresh" content="2">' in answer.text
+        time.sleep(0.2)
+
+
+def test_a_large_upload_is_imported_in_the_background_with_a_progress_page(
+    app: App, web: ThreadedServer, accounts: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web_imports, "BACKGROUND_BYTES", 1)  # every upload counts as large here
+    expected = MANIFEST["latin-america.csv"]
+    with signed_in(web, "olga") as http:
+        token = csrf_of(http.get("/organise/imports").text)
+        checked = http.post(
+            "/organise/imports/check",
+            data={"csrf_token": token, "kind": "contacts", "target": "latin-america"},
+            files={
+                "file": ("latin-america.csv", (CONTACTS_DIR / "latin-america.csv").read_bytes(), "text/csv")
+            },
+        )
+        upload = hidden(checked.text, "upload")
+        form = {"csrf_token": token, "kind": "contacts", "target": "latin-america", "upload": upload}
+        confirmed = http.post("/organise/imports/confirm", data={**form, "name": "latin-america.csv"})
+        assert (confirmed.status_code, confirmed.headers["location"]) == (
+            303,
+            f"/organise/imports/running/{upload}",
+        )
+        done = _follow_running(http, confirmed.headers["location"])
+        assert done.status_code == 303 and re.fullmatch(r"/organise/imports/\d+", done.headers["location"])
+        assert count(app, ListMembership) == expected["expected_contacts"]
+        assert "latin-america.csv" in http.get(done.headers["location"]).text
+        assert http.get("/organise/imports/running/" + "x" * 24).status_code == 404
+
+        # A report of another session confirmed without the checkbox: the thread stops, the page says why.
+        report = CONTACTS_DIR / "registrations-africa.csv"
+        refused = http.post(
+            "/organise/imports/check",
+            data={"csrf_token": token, "kind": "registrations", "target": "latin-america-2022"},
+            files={"file": ("registrations-africa.csv", report.read_bytes(), "text/csv")},
+        )
+        upload = hidden(refused.text, "upload")
+        confirmed = http.post(
+            "/organise/imports/confirm",
+            data={
+                "csrf_token": token,
+                "kind": "registrations",
+                "target": "latin-america-2022",
+                "upload": upload,
+                "name": "registrations-africa.csv",
+            },
+        )
+        stopped = _follow_running(http, confirmed.headers["location"])
+        assert stopped.status_code == 409
+        shown = re.search(r'<p class="error" role="alert" id="running-error">([^<]*)</p>', stopped.text)
+        assert shown is not None, stopped.text[-1500:]
+        assert (
+            shown.group(1)
+            .replace("&#39;", "'")
+            .startswith(
+                "The import stopped: registrations-africa.csv does not look like a report of session"
+                " latin-america-2022: the report's title"
+            )
+        ), shown.group(1)
+        assert count(app, Registration) == 0

@@ -345,9 +345,9 @@ def import_registrations(
     problem = mismatch(report_heading(table.preamble), session, settings.series.sessions, region_names, zone)
     if problem and not force:
         raise ReportMismatchError(
-            f"{Path(path).name} does not look like a report of session {session.id}: {problem}. Nothing was "
-            "imported: import it into the right session, or confirm that it belongs here (--force on the "
-            "command line, the checkbox on the web)"
+            f"{file_name or Path(path).name} does not look like a report of session {session.id}: {problem}."
+            " Nothing was imported: import it into the right session, or confirm that it belongs here (--force"
+            " on the command line, the checkbox on the web)"
         )
     name = file_name or table.path.name
     writer = _RegistrationWriter(Defaults.of(settings, region), session.id, now)

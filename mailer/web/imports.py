@@ -7,7 +7,11 @@ POST /organise/imports/check             upload a contacts spreadsheet (CSV or .
                                          reason, replaced cells, duplicates, the rejects to download) with a
                                          confirm button; a report whose title or date does not match the
                                          session is refused with both shown and a checkbox to import it anyway
-POST /organise/imports/confirm           the same file imported for real (recorded), then its page
+POST /organise/imports/confirm           the same file imported for real (recorded), then its page; a file of
+                                         BACKGROUND_BYTES or more is imported in a thread of its own and the
+                                         organiser sees its progress first
+GET  /organise/imports/running/{token}   that progress (lines read of the file's lines, refreshed every two
+                                         seconds), then the import's page, or what stopped it
 GET  /organise/imports/{id}              one import: who, when, file and SHA-256, counts, undo
 POST /organise/imports/{id}/undo         take it back (mailer.audience.import_undo)
 GET  /organise/imports/rejects/{token}   the rejected rows of a checked upload, as CSV
@@ -17,8 +21,10 @@ Uploads wait under ``var/uploads/`` (named by a random token, removed after a da
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +41,16 @@ from mailer.audience.contacts import ImportReport, import_contacts
 from mailer.audience.import_log import import_view, list_imports
 from mailer.audience.import_undo import undo_import
 from mailer.audience.registrations import RegistrationReport, import_registrations
+from mailer.audience.row_import import ProgressCallback
 from mailer.errors import ImportFileError, NotFoundError, ReportMismatchError
 from mailer.web.app import WebContext, context_of
 from mailer.web.inputs import row_id
 from mailer.web.staff import user_of
 
+log = logging.getLogger(__name__)
+
 _SUFFIXES = (".csv", ".txt", ".tsv", ".xlsx", ".xlsm")
+BACKGROUND_BYTES = 1_000_000  # uploads at least this large are confirmed in a thread, with a progress page
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{24}$")
 _KEEP_SECONDS = 24 * 3600
 KINDS = ("contacts", "registrations")
@@ -118,7 +128,15 @@ def _target(ctx: WebContext, form: FormData) -> tuple[str, str]:
 
 
 def _run(
-    ctx: WebContext, kind: str, target: str, upload: Upload, *, force: bool, dry_run: bool, by: str
+    ctx: WebContext,
+    kind: str,
+    target: str,
+    upload: Upload,
+    *,
+    force: bool,
+    dry_run: bool,
+    by: str,
+    progress: ProgressCallback | None = None,
 ) -> ImportReport | RegistrationReport:
     now = ctx.now()
     if kind == "contacts":
@@ -132,6 +150,7 @@ def _run(
             by=by,
             dry_run=dry_run,
             file_name=upload.name,
+            progress=progress,
         )
     return import_registrations(
         ctx.app.factory,
@@ -144,7 +163,43 @@ def _run(
         force=force,
         dry_run=dry_run,
         file_name=upload.name,
+        progress=progress,
     )
+
+
+@dataclass
+class Running:
+    """An import confirmed in the background: lines read of the file's lines, then its import id or what
+    stopped it. Kept in this process (``_RUNNING``, by upload token) until the process ends."""
+
+    name: str
+    done: int = 0
+    total: int = 0
+    import_id: int | None = None
+    error: str = ""
+
+    def progress(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+
+
+_RUNNING: dict[str, Running] = {}
+_RUNNING_LOCK = threading.Lock()
+
+
+def _background(ctx: WebContext, kind: str, target: str, upload: Upload, force: bool, by: str) -> None:
+    job = _RUNNING[upload.token]
+    try:
+        report = _run(ctx, kind, target, upload, force=force, dry_run=False, by=by, progress=job.progress)
+        job.import_id = report.import_id
+    except (ImportFileError, NotFoundError) as exc:
+        job.error = str(exc)
+    except Exception:  # a thread of its own: nothing above it would report the failure
+        log.exception("import of %s by %s failed", upload.name, by)
+        job.error = (
+            "the import stopped on an unexpected error (see the service's log); nothing after it was stored"
+        )
+    finally:
+        upload.path.unlink(missing_ok=True)
 
 
 def imports_page(request: Request) -> Response:
@@ -193,14 +248,40 @@ async def confirm(request: Request) -> Response:
     kind, target = _target(ctx, form)
     upload = _waiting(ctx, str(form.get("upload", "")), str(form.get("name", "")))
     force = form.get("force") == "yes"
+    by = f"web:{user.username}"
+    if upload.path.stat().st_size >= BACKGROUND_BYTES:
+        with _RUNNING_LOCK:
+            if upload.token not in _RUNNING:
+                _RUNNING[upload.token] = Running(upload.name)
+                thread = threading.Thread(
+                    target=_background, args=(ctx, kind, target, upload, force, by), daemon=True
+                )
+                thread.start()
+        return RedirectResponse(f"/organise/imports/running/{upload.token}", status_code=303)
     try:
-        report = await run_in_threadpool(
-            _run, ctx, kind, target, upload, force=force, dry_run=False, by=f"web:{user.username}"
-        )
+        report = await run_in_threadpool(_run, ctx, kind, target, upload, force=force, dry_run=False, by=by)
     except (ImportFileError, NotFoundError) as exc:
         raise HTTPException(409, str(exc)) from None
     upload.path.unlink(missing_ok=True)
     return RedirectResponse(f"/organise/imports/{report.import_id}", status_code=303)
+
+
+def running_page(request: Request) -> Response:
+    """A background import's progress; its page once done (303), or what stopped it (409)."""
+    ctx = context_of(request)
+    token = request.path_params["token"]
+    job = _RUNNING.get(token) if _TOKEN.match(token) else None
+    if job is None:
+        raise HTTPException(404, "no import running under this name (the service may have restarted)")
+    if job.import_id is not None:
+        return RedirectResponse(f"/organise/imports/{job.import_id}", status_code=303)
+    percent = round(100 * job.done / job.total) if job.total else 0
+    return ctx.page(
+        request,
+        "organise/import_running.html",
+        {"job": job, "percent": percent},
+        status_code=409 if job.error else 200,
+    )
 
 
 def import_page(request: Request) -> Response:
@@ -244,6 +325,7 @@ ROUTES = [
     Route("/organise/imports", imports_page),
     Route("/organise/imports/check", check, methods=["POST"]),
     Route("/organise/imports/confirm", confirm, methods=["POST"]),
+    Route("/organise/imports/running/{token}", running_page),
     Route("/organise/imports/{import_id:int}", import_page),
     Route("/organise/imports/{import_id:int}/undo", undo, methods=["POST"]),
     Route("/organise/imports/rejects/{token}", rejects),
