@@ -138,10 +138,13 @@ def test_page_language_falls_back(tag: str, code: str, direction: str) -> None:
 def test_local_datetime_uses_the_contacts_zone_and_language() -> None:
     moment = datetime(2021, 7, 13, 13, 0, tzinfo=UTC)
     assert local_datetime(moment, "Africa/Lagos", "en").replace("\u202f", " ") == (
-        "Tuesday, July 13, 2021, 2:00 PM (GMT+01:00)"
+        "Tuesday, July 13, 2021, 2:00 PM (Lagos, GMT+01:00)"  # the place, as the messages name it
     )
-    french = local_datetime(moment, "Europe/Paris", "fr")
-    assert "15:00" in french and "juillet" in french
+    assert local_datetime(moment, "Europe/Paris", "fr") == "mardi 13 juillet 2021, 15:00 (Paris, UTC+02:00)"
+    assert (
+        local_datetime(moment, "Africa/Cairo", "ar")
+        == "الثلاثاء، 13 يوليو 2021، 3:00 م (القاهرة، غرينتش+02:00)"
+    )
     assert local_datetime(moment, "Not/AZone", "en").endswith("(GMT+00:00)")  # unknown zone: UTC
 
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from babel import Locale
-from babel.dates import format_date, format_time, get_timezone_gmt
-
+from mailer.compose.localise import date_time, locale_for
 from mailer.timeline.clock import require_aware
 from mailer.zones import UnknownZoneError, resolve_zone
 
@@ -152,18 +150,14 @@ def page_language(tag: str) -> PageLanguage:
 
 
 def local_datetime(moment: datetime, zone_name: str, language: str) -> str:
-    """``moment`` as the full date, short time and GMT offset in ``zone_name`` (UTC when unknown) and ``language``."""
+    """``moment`` in ``zone_name`` (UTC when unknown) and ``language`` exactly as the messages write it (full
+    date, short time, then the place and GMT offset: :func:`mailer.compose.localise.date_time`)."""
     require_aware(moment, "moment")
     try:
         zone = resolve_zone(zone_name)
     except UnknownZoneError:
         zone = resolve_zone("UTC")
-    local = moment.astimezone(zone)
-    locale = Locale.parse(language)
-    date = format_date(local, "full", locale=locale)
-    clock = format_time(local, "short", locale=locale)
-    comma = "، " if locale.character_order == "right-to-left" else ", "
-    return f"{date}{comma}{clock} ({get_timezone_gmt(local, locale=locale)})"
+    return date_time(moment.astimezone(zone), locale_for(language))
 
 
 __all__ = ["STRINGS", "PageLanguage", "local_datetime", "page_language"]
