@@ -120,30 +120,13 @@ def _target(ctx: WebContext, form: FormData) -> tuple[str, str]:
 def _run(
     ctx: WebContext, kind: str, target: str, upload: Upload, *, force: bool, dry_run: bool, by: str
 ) -> ImportReport | RegistrationReport:
-    now = ctx.now()
+    source = (ctx.app.factory, ctx.settings, upload.path, target, ctx.now())
     if kind == "contacts":
         return import_contacts(
-            ctx.app.factory,
-            ctx.settings,
-            upload.path,
-            target,
-            now,
-            rejects_path=upload.rejects,
-            by=by,
-            dry_run=dry_run,
-            file_name=upload.name,
+            *source, rejects_path=upload.rejects, by=by, dry_run=dry_run, file_name=upload.name
         )
     return import_registrations(
-        ctx.app.factory,
-        ctx.settings,
-        upload.path,
-        target,
-        now,
-        rejects_path=upload.rejects,
-        by=by,
-        force=force,
-        dry_run=dry_run,
-        file_name=upload.name,
+        *source, rejects_path=upload.rejects, by=by, force=force, dry_run=dry_run, file_name=upload.name
     )
 
 

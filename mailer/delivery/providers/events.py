@@ -58,7 +58,9 @@ def fresh(moment: datetime, now: datetime, max_age: timedelta, what: str) -> Non
 
 def signed_time(signed_at: str, now: datetime, max_age: timedelta, what: str) -> None:
     """Check a signature's time stamp (Unix seconds or ISO 8601, as :func:`timestamp` reads it) the way
-    :func:`fresh` does; WebhookRefusedError(400) when it cannot be read, as :func:`fresh` raises otherwise."""
+    :func:`fresh` does; WebhookRefusedError(400) when it cannot be read, as :func:`fresh` raises otherwise.
+    Raises :class:`mailer.errors.NaiveDatetimeError` for a naive ``now``."""
+    now = require_aware(now, "now")
     moment = timestamp(signed_at)
     if moment is None:
         raise WebhookRefusedError(400, f"unreadable {what} {signed_at[:20]!r}")
@@ -122,7 +124,7 @@ def recipient_report(
     kind: ReportKind,
     *,
     address: str,
-    status_code: object,
+    status_code: str,
     words: str,
     diagnostic: str,
     message_id: str,
@@ -134,17 +136,18 @@ def recipient_report(
     action is ``delivered`` for a delivery, blank for a complaint and ``failed`` otherwise (RFC 3464 sec.
     2.3.3); its status is the enhanced status code (RFC 3463) in ``status_code``, else the first in
     ``words``; a complaint's feedback type is ``abuse`` (RFC 5965 sec. 3.1); ``message_id`` ("" when the event
-    names none) is our Message-ID in brackets."""
+    names none) is our Message-ID in brackets. Raises :class:`mailer.errors.NaiveDatetimeError` for a naive
+    ``arrived_at``."""
+    arrived_at = require_aware(arrived_at, "arrival time") if arrived_at is not None else None
+    recipient = Recipient(
+        address=address,
+        action={ReportKind.DELIVERED: "delivered", ReportKind.COMPLAINT: ""}.get(kind, "failed"),
+        status=status_in(status_code, words),
+        diagnostic=diagnostic,
+    )
     return Report(
         kind=kind,
-        recipients=(
-            Recipient(
-                address=address,
-                action={ReportKind.DELIVERED: "delivered", ReportKind.COMPLAINT: ""}.get(kind, "failed"),
-                status=status_in(text(status_code, 20), words),
-                diagnostic=diagnostic,
-            ),
-        ),
+        recipients=(recipient,),
         message_ids=(message_id,) if message_id else (),
         provider_ids=provider_ids,
         reporting_mta=reporting_mta,

@@ -78,7 +78,7 @@ def read(body: bytes, hook: ProviderWebhook, now: datetime) -> Webhook:
     report = recipient_report(
         kind,
         address=text(data.get("recipient"), 320),
-        status_code=status.get("enhanced-code"),
+        status_code=text(status.get("enhanced-code"), 20),
         words=words,
         diagnostic=diagnostic,
         message_id=message_id,

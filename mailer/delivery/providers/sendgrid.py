@@ -136,7 +136,7 @@ def _event(entry: dict[str, Any]) -> ProviderEvent | None:
         kind,
         diagnostic=diagnostic,
         address=text(entry.get("email"), 320),
-        status_code=entry.get("status"),
+        status_code=text(entry.get("status"), 20),
         words=reason,
         message_id=message_id,
         provider_ids=provider_ids,

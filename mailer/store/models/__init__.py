@@ -1,6 +1,6 @@
 """SQLAlchemy 2.0 typed models: the store is the source of truth (DESIGN invariant 1).
 
-One module a group of tables (``audience``, ``outbox``, ``reports``, ``access``, ``intake``) over the one
+One module a group of tables (``audience``, ``waves``, ``outbox``, ``reports``, ``access``, ``intake``) over the one
 declarative base (``base``); every name is re-exported here. Every timestamp column is
 :class:`UTCDateTime`: aware datetimes in, aware UTC datetimes out, naive refused.
 """
@@ -23,11 +23,10 @@ from mailer.store.models.outbox import (
     EventKind,
     Message,
     MessageStatus,
-    Wave,
-    WaveStatus,
     message_status_is,
 )
 from mailer.store.models.reports import BounceReport, RelayCircuit, ReportKind, Suppression, SuppressionLift
+from mailer.store.models.waves import Wave, WaveStatus
 
 __all__ = [
     "PENDING_STATUSES",
