@@ -18,6 +18,8 @@ import imaplib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
@@ -95,6 +97,20 @@ class Runner:
             )
 
 
+def _every(
+    scheduler: AsyncIOScheduler, interval: timedelta, job: Callable[[], Any], name: str, now: datetime
+) -> None:
+    """Run ``job`` now and then every ``interval``: one run at a time, missed runs coalesced into one."""
+    scheduler.add_job(
+        job,
+        IntervalTrigger(seconds=interval.total_seconds()),
+        id=name,
+        max_instances=1,
+        coalesce=True,
+        next_run_time=now,
+    )
+
+
 async def serve(app: App, say: Callable[[str], None] = print, companions: Sequence[Companion] = ()) -> None:
     """Run until SIGTERM or SIGINT; returns after in-flight messages are recorded and SMTP connections closed.
 
@@ -118,24 +134,10 @@ async def serve(app: App, say: Callable[[str], None] = print, companions: Sequen
                         misfire_grace_time=None,
                     )
                     upcoming += 1
-            scheduler.add_job(
-                runner.tick,
-                IntervalTrigger(seconds=settings.poll_interval.total_seconds()),
-                id="poll",
-                max_instances=1,
-                coalesce=True,
-                next_run_time=now,
-            )
+            _every(scheduler, settings.poll_interval, runner.tick, "poll", now)
             imap = settings.bounces.imap
             if imap is not None:
-                scheduler.add_job(
-                    runner.poll_bounces,
-                    IntervalTrigger(seconds=imap.interval.total_seconds()),
-                    id="bounces",
-                    max_instances=1,
-                    coalesce=True,
-                    next_run_time=now,
-                )
+                _every(scheduler, imap.interval, runner.poll_bounces, "bounces", now)
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, runner.stop.set)

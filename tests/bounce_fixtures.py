@@ -18,6 +18,11 @@ def _headers_part(message_id: str, recipient: str, return_path: str = OUR_SENDER
     )
 
 
+def _to_us(sender: str, subject: str, date: str) -> str:
+    """The From, To (our return path), Subject and Date header lines of a report sent to us."""
+    return f"From: {sender}\nTo: {OUR_SENDER}\nSubject: {subject}\nDate: {date}\n"
+
+
 def dsn(
     recipient: str,
     *,
@@ -95,11 +100,12 @@ def global_dsn(recipient: str, *, message_id: str | None = None, to: str = OUR_S
 def exchange_ndr(recipient: str, *, message_id: str) -> bytes:
     """An Exchange/Outlook non-delivery report without a machine-readable part (older servers)."""
     return (
-        "From: postmaster@exchange.example.net\n"
-        f"To: {OUR_SENDER}\n"
-        "Subject: Undeliverable: Invitation: parliamentary webinar on cybercrime\n"
-        "Date: Fri, 04 Jun 2021 12:00:00 +0000\n"
-        "MIME-Version: 1.0\n"
+        _to_us(
+            "postmaster@exchange.example.net",
+            "Undeliverable: Invitation: parliamentary webinar on cybercrime",
+            "Fri, 04 Jun 2021 12:00:00 +0000",
+        )
+        + "MIME-Version: 1.0\n"
         'Content-Type: multipart/mixed; boundary="x1"\n'
         "\n"
         "--x1\nContent-Type: text/plain; charset=us-ascii\n\n"
@@ -119,11 +125,12 @@ def exchange_ndr(recipient: str, *, message_id: str) -> bytes:
 def exim_bounce(recipient: str) -> bytes:
     """Exim's plain-text bounce (no DSN part)."""
     return (
-        "From: Mail Delivery System <Mailer-Daemon@mx.example.net>\n"
-        f"To: {OUR_SENDER}\n"
-        "Subject: Mail delivery failed: returning message to sender\n"
-        "Date: Fri, 04 Jun 2021 13:00:00 +0000\n"
-        "Auto-Submitted: auto-replied\n"
+        _to_us(
+            "Mail Delivery System <Mailer-Daemon@mx.example.net>",
+            "Mail delivery failed: returning message to sender",
+            "Fri, 04 Jun 2021 13:00:00 +0000",
+        )
+        + "Auto-Submitted: auto-replied\n"
         "\n"
         "This message was created automatically by mail delivery software.\n\n"
         "A message that you sent could not be delivered to one or more of its\n"
@@ -138,11 +145,7 @@ def exim_bounce(recipient: str) -> bytes:
 def qmail_bounce(recipient: str, *, message_id: str) -> bytes:
     """qmail-send's plain-text bounce, the original quoted below a marker line."""
     return (
-        "From: MAILER-DAEMON@qmail.example.net\n"
-        f"To: {OUR_SENDER}\n"
-        "Subject: failure notice\n"
-        "Date: Fri, 04 Jun 2021 14:00:00 +0000\n"
-        "\n"
+        _to_us("MAILER-DAEMON@qmail.example.net", "failure notice", "Fri, 04 Jun 2021 14:00:00 +0000") + "\n"
         "Hi. This is the qmail-send program at qmail.example.net.\n"
         "I'm afraid I wasn't able to deliver your message to the following addresses.\n"
         "This is a permanent error; I've given up. Sorry it didn't work out.\n\n"
@@ -159,11 +162,8 @@ def arf(*, original_rcpt: str = "", original_mail_from: str = OUR_SENDER, messag
     """An ARF feedback report (RFC 5965) as a mailbox provider's feedback loop sends it."""
     rcpt = f"Original-Rcpt-To: {original_rcpt}\n" if original_rcpt else ""
     return (
-        "From: feedback-loop@fbl.example.net\n"
-        f"To: {OUR_SENDER}\n"
-        "Subject: Abuse report\n"
-        "Date: Sat, 05 Jun 2021 09:00:00 +0000\n"
-        "MIME-Version: 1.0\n"
+        _to_us("feedback-loop@fbl.example.net", "Abuse report", "Sat, 05 Jun 2021 09:00:00 +0000")
+        + "MIME-Version: 1.0\n"
         'Content-Type: multipart/report; report-type=feedback-report; boundary="f1"\n'
         "\n"
         "--f1\nContent-Type: text/plain\n\nThis is an email abuse report.\n\n"

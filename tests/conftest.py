@@ -1,4 +1,5 @@
-"""Shared fixtures: the store on SQLite and (when TEST_DATABASE_URL is set) PostgreSQL, and a real SMTP server.
+"""Shared fixtures: the store on SQLite and (when TEST_DATABASE_URL is set) PostgreSQL, a real SMTP server,
+and the web tests' clock, accounts, served app and headless browser.
 
 PostgreSQL: set ``TEST_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test``; each pytest process
 creates its own database (``<name>_<pid>``) so parallel runs never meet, and every test starts on an empty schema.
@@ -11,6 +12,7 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -26,6 +28,12 @@ from sqlalchemy.engine import make_url
 from mailer.app import App, open_app
 from mailer.config import Settings, load_settings
 from mailer.delivery.capture import SmtpServer
+from mailer.store.engine import transaction
+from mailer.store.models import StaffRole
+from mailer.timeline.clock import VirtualClock
+from mailer.web.server import ThreadedServer
+from mailer.web.users import add_user
+from tests.chromium import headless_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTACTS_DIR = Path(os.environ.get("MAILER_CONTACTS_DIR", ROOT.parent / "shared" / "data" / "contacts"))
@@ -125,14 +133,11 @@ class RunningServer:
 
     server: SmtpServer
     handler: RecordingHandler
+    host: str = field(init=False)
+    port: int = field(init=False)
 
-    @property
-    def host(self) -> str:
-        return self.server.host
-
-    @property
-    def port(self) -> int:
-        return self.server.port
+    def __post_init__(self) -> None:
+        self.host, self.port = self.server.host, self.server.port  # started: its port is chosen
 
     @property
     def messages(self) -> list[Received]:
@@ -157,3 +162,61 @@ def with_smtp(settings: Settings, server: RunningServer, **changes: Any) -> Sett
         settings.smtp, host=server.host, port=server.port, security=Security.NONE, **changes
     )
     return dataclasses.replace(settings, smtp=smtp)
+
+
+# The shipped series' timeline steps, in order (config/series.toml).
+SHIPPED_STEPS = ["invitation", "invitation-2", "reminder-1w", "reminder-1d", "reminder-1h", "follow-up"]
+INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)  # africa-2021 invitation: -6w from 13 Jul 10:00 GMT-3
+PASSWORD = "correct horse battery staple"
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    """Shared by the web app and the service: one hour after the africa-2021 invitation time."""
+    return VirtualClock(INVITATION_AT + timedelta(hours=1))
+
+
+@pytest.fixture
+def accounts(app: App) -> dict[str, str]:
+    """An organiser ``olga`` and a staff member ``sam`` (both with PASSWORD)."""
+    with transaction(app.factory) as db:
+        add_user(db, "olga", PASSWORD, INVITATION_AT, role=StaffRole.ORGANISER, email="olga@example.org")
+        add_user(db, "sam", PASSWORD, INVITATION_AT, role=StaffRole.STAFF, email="sam@example.org")
+    return {"organiser": "olga", "staff": "sam"}
+
+
+@pytest.fixture
+def web(app: App, clock: VirtualClock) -> Iterator[ThreadedServer]:
+    """The web app for ``app`` served on 127.0.0.1:<free port> in a thread."""
+    with ThreadedServer(app, clock=clock) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright (never a downloaded browser).
+
+    Module scope: Playwright's sync API keeps an event loop running in the main thread while it is open,
+    which would break ``asyncio.run`` in test modules that run after this one.
+    """
+    with headless_chromium() as chromium:
+        yield chromium
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser context (no cookies) and page, desktop size."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
+    context.set_default_timeout(15000)
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture
+def phone(browser: Any) -> Iterator[Any]:
+    """A fresh browser context the size of a phone."""
+    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    context.set_default_timeout(15000)
+    yield context.new_page()
+    context.close()

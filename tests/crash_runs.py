@@ -26,14 +26,7 @@ from mailer.config import load_settings
 from mailer.delivery.capture import SmtpServer
 from mailer.store.engine import transaction
 from mailer.store.models import Message, MessageStatus
-from tests.service_processes import (
-    ServiceProcess,
-    add_contacts,
-    message_count,
-    pending_count,
-    wait_until,
-    write_live_config,
-)
+from tests import service_processes as live
 
 
 class CountingHandler:
@@ -134,10 +127,10 @@ def kill_run(
     directory: Path, database_url: str, *, contacts: int, kills: int, processes: int = 3, seed: int = 20210713
 ) -> KillRun:
     """Run the scenario of the module docstring in ``directory`` on the (empty) store at ``database_url``."""
-    config = write_live_config(directory)
+    config = live.write_live_config(directory)
     settings = load_settings(config, database_url=database_url)
     app = open_app(settings)
-    add_contacts(app, contacts)
+    live.add_contacts(app, contacts)
     rng = random.Random(seed)
     handler = CountingHandler()
     host = socket.gethostname()
@@ -146,25 +139,28 @@ def kill_run(
     with SmtpServer(handler) as server:
         serial = 0
 
-        def start() -> ServiceProcess:
+        def start() -> live.ServiceProcess:
             nonlocal serial
             serial += 1
-            return ServiceProcess(config, database_url, server.port, directory / f"service-{serial}.log")
+            return live.ServiceProcess(config, database_url, server.port, directory / f"service-{serial}.log")
 
         running = [start() for _ in range(processes)]
-        assert wait_until(lambda: handler.total() > 0, 120), running[0].log_path.read_text()[-3000:]
-        while run.kills < kills and (message_count(app) < contacts or pending_count(app) > 0):
+        assert live.wait_until(lambda: handler.total() > 0, 120), running[0].log_path.read_text()[-3000:]
+        while run.kills < kills and (live.message_count(app) < contacts or live.pending_count(app) > 0):
             time.sleep(rng.uniform(0.1, 0.6))
             victim = rng.choice(running)
             worker = f"{host}:{victim.process.pid}"
-            if not wait_until(lambda w=worker: _holds_a_batch(app.factory, w), 5, interval=0.02):
+            if not live.wait_until(lambda w=worker: _holds_a_batch(app.factory, w), 5, interval=0.02):
                 continue
             victim.kill()
             run.kills += 1
             running[running.index(victim)] = start()
-        finished = wait_until(lambda: message_count(app) == contacts and pending_count(app) == 0, 180)
+        finished = live.wait_until(
+            lambda: live.message_count(app) == contacts and live.pending_count(app) == 0,
+            180,
+        )
         for process in running:  # a process started by the last kill gets SIGTERM only once it can take it
-            wait_until(lambda p=process: "service started" in p.log_path.read_text(), 60)
+            live.wait_until(lambda p=process: "service started" in p.log_path.read_text(), 60)
         codes = [process.terminate() for process in running]
         assert finished, running[0].log_path.read_text()[-3000:]
         assert codes == [0] * processes

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -18,7 +19,9 @@ from mailer.store.engine import transaction
 from mailer.store.models import (
     Contact,
     ContactList,
+    DeliveryEvent,
     ListMembership,
+    Message,
     Registration,
     RegistrationStatus,
     UTCDateTime,
@@ -140,3 +143,16 @@ def add_contacts_in_bulk(
         ).bindparams(stamp),
         {"list": contact_list.id},
     )
+
+
+def logged(app: App, column: Any, address: str) -> list[Any]:
+    """``column`` of every delivery event of the messages to ``address``, in the order they were logged."""
+    with transaction(app.factory) as db:
+        return list(
+            db.scalars(
+                select(column)
+                .join(Message, Message.id == DeliveryEvent.message_pk)
+                .where(Message.recipient == address)
+                .order_by(DeliveryEvent.id)
+            )
+        )

@@ -8,6 +8,7 @@ import pytest
 from mailer.config import load_settings, parse_offset
 from mailer.errors import ConfigError
 from mailer.zones import resolve_zone
+from tests.conftest import SHIPPED_STEPS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,14 +20,7 @@ def test_shipped_series_has_four_sessions_at_gmt_minus_3() -> None:
     assert starts["caribbean-2021"].isoformat() == "2021-09-28T13:00:00+00:00"
     assert starts["asia-pacific-2021"].isoformat() == "2021-12-08T13:00:00+00:00"
     assert starts["latin-america-2022"].isoformat() == "2022-03-07T13:00:00+00:00"
-    assert [s.name for s in settings.series.steps] == [
-        "invitation",
-        "invitation-2",
-        "reminder-1w",
-        "reminder-1d",
-        "reminder-1h",
-        "follow-up",
-    ]
+    assert [s.name for s in settings.series.steps] == SHIPPED_STEPS
 
 
 @pytest.mark.parametrize(

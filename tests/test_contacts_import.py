@@ -301,20 +301,12 @@ def test_other_layouts(app: App, tmp_path: Path) -> None:
     report = import_contacts(app.factory, app.settings, path, "africa", NOW, rejects_path=tmp_path / "r.csv")
     assert (report.encoding, report.delimiter, report.rows, report.new) == ("cp1252", "\t", 4, 3)
     assert [(r.line, r.raw_email) for r in report.rejected] == [(8, "jo@@senat.example")]
-    marie = contact(app, "marie.dupont@senat.example")
-    assert (marie.name, marie.country, marie.language, marie.time_zone) == (
-        "Marie Dupont",
-        "SN",
-        "fr",
-        "Africa/Dakar",
-    )
-    paul = contact(app, "paul.mbeki@senat.example")
-    assert (paul.name, paul.country, paul.language, paul.time_zone) == (
-        "Paul Jean Baptiste Mbeki",
-        "CI",
-        "fr",
-        "UTC+01:00",
-    )
+    for email, expected in [
+        ("marie.dupont@senat.example", ("Marie Dupont", "SN", "fr", "Africa/Dakar")),
+        ("paul.mbeki@senat.example", ("Paul Jean Baptiste Mbeki", "CI", "fr", "UTC+01:00")),
+    ]:
+        person = contact(app, email)
+        assert (person.name, person.country, person.language, person.time_zone) == expected
     ana = contact(app, "ana@senat.example")  # nothing recognised: the region's defaults
     region = app.settings.region("africa")
     assert (ana.country, ana.language, ana.time_zone) == ("", region.default_language, region.default_zone)

@@ -16,15 +16,8 @@ from mailer.app import open_app
 from mailer.config import load_settings
 from mailer.store.engine import transaction
 from mailer.store.models import DeliveryEvent, Message, Wave
+from tests import service_processes as live
 from tests.conftest import RunningServer
-from tests.service_processes import (
-    ServiceProcess,
-    add_contacts,
-    message_count,
-    pending_count,
-    wait_until,
-    write_live_config,
-)
 
 CONTACTS = 2000
 SIGTERM_CONTACTS = 600
@@ -38,30 +31,31 @@ def _received(server: RunningServer) -> Counter[str]:
 def test_sigkill_at_random_moments_loses_nothing(
     tmp_path: Path, database_url: str, smtp_server: RunningServer
 ) -> None:
-    config = write_live_config(tmp_path)
+    config = live.write_live_config(tmp_path)
     settings = load_settings(config, database_url=database_url)
     app = open_app(settings)
-    add_contacts(app, CONTACTS)
+    live.add_contacts(app, CONTACTS)
     rng = random.Random(20210713)
     kills = 0
     for round_number in range(KILLS):
-        process = ServiceProcess(
+        process = live.ServiceProcess(
             config, database_url, smtp_server.port, tmp_path / f"service-{round_number}.log"
         )
         # Let it start (about 1-2 s) and send for a random while before the kill.
-        started = wait_until(
+        started = live.wait_until(
             lambda p=process: len(smtp_server.messages) > 0 or p.process.poll() is not None, 60
         )
         assert started and process.process.poll() is None, process.log_path.read_text()[-2000:]
         time.sleep(rng.uniform(0.05, 0.6))
         process.kill()
         kills += 1
-        if pending_count(app) == 0 and message_count(app) == CONTACTS:
+        if live.pending_count(app) == 0 and live.message_count(app) == CONTACTS:
             break
-    final = ServiceProcess(config, database_url, smtp_server.port, tmp_path / "service-final.log")
-    assert wait_until(lambda: message_count(app) == CONTACTS and pending_count(app) == 0, 90), (
-        final.log_path.read_text()[-3000:]
-    )
+    final = live.ServiceProcess(config, database_url, smtp_server.port, tmp_path / "service-final.log")
+    assert live.wait_until(
+        lambda: live.message_count(app) == CONTACTS and live.pending_count(app) == 0,
+        90,
+    ), final.log_path.read_text()[-3000:]
     assert final.terminate() == 0
 
     received = _received(smtp_server)
@@ -102,11 +96,11 @@ def test_sigkill_at_random_moments_loses_nothing(
 def test_sigterm_returns_in_flight_work_and_resumes(
     tmp_path: Path, database_url: str, smtp_server: RunningServer
 ) -> None:
-    config = write_live_config(tmp_path)
+    config = live.write_live_config(tmp_path)
     app = open_app(load_settings(config, database_url=database_url))
-    add_contacts(app, SIGTERM_CONTACTS)
-    first = ServiceProcess(config, database_url, smtp_server.port, tmp_path / "first.log")
-    assert wait_until(lambda: len(smtp_server.messages) >= 100, 30), first.log_path.read_text()[-2000:]
+    live.add_contacts(app, SIGTERM_CONTACTS)
+    first = live.ServiceProcess(config, database_url, smtp_server.port, tmp_path / "first.log")
+    assert live.wait_until(lambda: len(smtp_server.messages) >= 100, 30), first.log_path.read_text()[-2000:]
     assert first.terminate() == 0
     log = first.log_path.read_text()
     assert "stopped" in log
@@ -115,9 +109,9 @@ def test_sigterm_returns_in_flight_work_and_resumes(
         wave_status = db.scalar(select(Wave.status))
     assert in_flight == 0
     assert wave_status == "active"
-    assert pending_count(app) > 0, "stopped before the wave ended"
-    second = ServiceProcess(config, database_url, smtp_server.port, tmp_path / "second.log")
-    assert wait_until(lambda: pending_count(app) == 0, 90), second.log_path.read_text()[-2000:]
+    assert live.pending_count(app) > 0, "stopped before the wave ended"
+    second = live.ServiceProcess(config, database_url, smtp_server.port, tmp_path / "second.log")
+    assert live.wait_until(lambda: live.pending_count(app) == 0, 90), second.log_path.read_text()[-2000:]
     assert second.terminate() == 0
     received = _received(smtp_server)
     assert len(received) == SIGTERM_CONTACTS
@@ -135,16 +129,18 @@ def test_three_processes_share_the_work_on_postgresql(
         connection.execute(text("DROP SCHEMA public CASCADE"))
         connection.execute(text("CREATE SCHEMA public"))
     engine.dispose()
-    config = write_live_config(tmp_path)
+    config = live.write_live_config(tmp_path)
     app = open_app(load_settings(config, database_url=postgres_url))
-    add_contacts(app, CONTACTS)
+    live.add_contacts(app, CONTACTS)
     processes = [
-        ServiceProcess(config, postgres_url, smtp_server.port, tmp_path / f"worker-{n}.log") for n in range(3)
+        live.ServiceProcess(config, postgres_url, smtp_server.port, tmp_path / f"worker-{n}.log")
+        for n in range(3)
     ]
     try:
-        assert wait_until(lambda: message_count(app) == CONTACTS and pending_count(app) == 0, 90), processes[
-            0
-        ].log_path.read_text()[-2000:]
+        assert live.wait_until(
+            lambda: live.message_count(app) == CONTACTS and live.pending_count(app) == 0,
+            90,
+        ), processes[0].log_path.read_text()[-2000:]
     finally:
         codes = [process.terminate() for process in processes]
     assert codes == [0, 0, 0]

@@ -28,8 +28,8 @@ from mailer.store.engine import transaction
 from mailer.store.models import DeliveryEvent, Message, Suppression
 from mailer.store.outbox import queue_wave
 from mailer.timeline.clock import VirtualClock
-from tests.factories import add_contact, dkim_signing
-from tests.smtp_faults import Faults, fault_server
+from tests.factories import add_contact, dkim_signing, logged
+from tests.smtp_faults import Faults, FaultyHandler, fault_server
 
 INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
 
@@ -56,6 +56,19 @@ def _queue(app: App, addresses: list[str]) -> None:
             add_contact(db, address)
     with transaction(app.factory) as db:
         queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT)
+
+
+def _delivered(
+    app: App, people: list[str], faults: Faults, **smtp: object
+) -> tuple[App, FaultyHandler, SmtpPool]:
+    """Queue an invitation to ``people`` and send until nothing is pending through a server with ``faults``:
+    the sending app, the server's handler and the pool used."""
+    server, handler = fault_server(faults)
+    with server:
+        app = _app(app, server, **smtp)
+        _queue(app, people)
+        _, pool = _send_all(app)
+    return app, handler, pool
 
 
 def _send_all(app: App, **pool_args: object) -> tuple[VirtualClock, SmtpPool]:
@@ -105,11 +118,7 @@ def test_faults_end_sent_deferred_then_sent_or_failed_and_nobody_twice(app: App,
         data_refused={people[8]: (451, 1)},
         pipelining=pipelining,
     )
-    server, handler = fault_server(faults)
-    with server:
-        app = _app(app, server)
-        _queue(app, people)
-        _, pool = _send_all(app)
+    app, handler, pool = _delivered(app, people, faults)
     assert (pool.pipelined > 0) == pipelining
     outcomes = _outcomes(app)
     received = handler.received_by()
@@ -132,24 +141,15 @@ def test_faults_end_sent_deferred_then_sent_or_failed_and_nobody_twice(app: App,
 
 
 def _reply_texts(app: App, address: str) -> list[str]:
-    with transaction(app.factory) as db:
-        return list(
-            db.scalars(
-                select(DeliveryEvent.detail)
-                .join(Message, Message.id == DeliveryEvent.message_pk)
-                .where(Message.recipient == address)
-            )
-        )
+    return logged(app, DeliveryEvent.detail, address)
 
 
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
 def test_connection_dropped_after_message_120_of_300(app: App, pipelining: bool) -> None:
     people = [f"p{i:03d}@example.org" for i in range(300)]
-    server, handler = fault_server(Faults(drop_after_message=120, pipelining=pipelining))
-    with server:
-        app = _app(app, server, messages_per_connection=1000)
-        _queue(app, people)
-        _, pool = _send_all(app)
+    app, handler, pool = _delivered(
+        app, people, Faults(drop_after_message=120, pipelining=pipelining), messages_per_connection=1000
+    )
     received = handler.received_by()
     assert set(received) == set(people) and max(received.values()) == 1
     assert pool.connects == app.settings.smtp.connections + 1  # one reconnect, nothing lost
@@ -159,11 +159,7 @@ def test_connection_dropped_after_message_120_of_300(app: App, pipelining: bool)
 
 def test_connection_reused_up_to_messages_per_connection(app: App) -> None:
     people = [f"p{i:03d}@example.org" for i in range(30)]
-    server, handler = fault_server(Faults())
-    with server:
-        app = _app(app, server, connections=2, messages_per_connection=5)
-        _queue(app, people)
-        _, pool = _send_all(app)
+    app, handler, pool = _delivered(app, people, Faults(), connections=2, messages_per_connection=5)
     assert len(handler.received_by()) == 30
     # At most 5 per connection; only the last connection of each of the 2 slots may carry fewer.
     carried = sorted(handler.per_connection.values(), reverse=True)
@@ -173,11 +169,7 @@ def test_connection_reused_up_to_messages_per_connection(app: App) -> None:
 
 def test_one_connection_carries_exactly_messages_per_connection(app: App) -> None:
     people = [f"p{i:03d}@example.org" for i in range(12)]
-    server, handler = fault_server(Faults())
-    with server:
-        app = _app(app, server, connections=1, messages_per_connection=5)
-        _queue(app, people)
-        _, pool = _send_all(app)
+    app, handler, pool = _delivered(app, people, Faults(), connections=1, messages_per_connection=5)
     assert handler.per_connection == {1: 5, 2: 5, 3: 2}
     assert pool.connects == 3
     assert handler.quits == 3  # QUIT at each limit and at the end
@@ -296,11 +288,9 @@ def test_a_refused_data_command_resets_the_transaction_and_the_connection_goes_o
     """451 to DATA leaves MAIL and RCPT in force (RFC 5321 sec. 4.1.1.4): RSET, or the next MAIL on the same
     connection would be refused as a nested transaction."""
     people = ["ann@example.org", "bob@example.org", "cy@example.org"]
-    server, handler = fault_server(Faults(data_refused={"ann@example.org": (451, 1)}, pipelining=pipelining))
-    with server:
-        app = _app(app, server, connections=1)
-        _queue(app, people)
-        _, pool = _send_all(app)
+    app, handler, pool = _delivered(
+        app, people, Faults(data_refused={"ann@example.org": (451, 1)}, pipelining=pipelining), connections=1
+    )
     assert handler.received_by() == {address: 1 for address in people}
     assert pool.connects == handler.connections == 1
     status, _, events = _outcomes(app)["ann@example.org"]

@@ -28,12 +28,15 @@ from hypothesis import strategies as st
 from mailer.compose.mime import clean_header_text, encode_address
 from mailer.compose.render import Rendered, Renderer
 from mailer.compose.wire import Composed, Composer
-from mailer.config import Sender, Settings, StepKind, load_settings
+from mailer.config import Sender, Settings, StepKind
 from mailer.errors import NaiveDatetimeError, PermanentDeliveryError
 from mailer.message_ids import make_list_id, make_message_id
 from mailer.store.recipient import Recipient
 from tests.conftest import CONTACTS_DIR, RunningServer
 from tests.reference_message import regenerate
+from tests.test_render import render_step, renderer, settings
+
+__all__ = ["renderer", "settings"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DATE = datetime(2021, 6, 1, 8, 30, tzinfo=ZoneInfo("Europe/Paris"))
@@ -56,16 +59,6 @@ HEADERS = [
     "Content-Type",
 ]
 ARABIC_NAME = "واصف الحويطات"
-
-
-@pytest.fixture(scope="module")
-def settings() -> Settings:
-    return load_settings(ROOT / "config", database_url="sqlite://")
-
-
-@pytest.fixture(scope="module")
-def renderer(settings: Settings) -> Renderer:
-    return Renderer(settings)
 
 
 @pytest.fixture(scope="module")
@@ -163,9 +156,7 @@ def test_a_french_reminder_round_trips_header_by_header(
     aicha = Recipient(
         "aicha.toure@assemblee.example", "Aïcha Touré", "Hon.", language="fr", time_zone="Africa/Abidjan"
     )
-    rendered = renderer.render(
-        series.step("reminder-1d"), series.session("africa-2021"), aicha, series=series, unsubscribe_url=URL
-    )
+    rendered = render_step(renderer, series, "reminder-1d", "africa-2021", aicha, unsubscribe_url=URL)
     message, raw = build(rendered, aicha, sender)
     assert_wire_form(raw)
     assert raw.isascii() and not needs_smtputf8(message)
@@ -216,9 +207,7 @@ def test_arabic_names_subjects_and_bodies_round_trip(
         language="ar",
         time_zone="Africa/Casablanca",
     )
-    rendered = renderer.render(
-        series.step("invitation"), series.session("africa-2021"), wasif, series=series, unsubscribe_url=URL
-    )
+    rendered = render_step(renderer, series, "invitation", "africa-2021", wasif, unsubscribe_url=URL)
     _message, raw = build(rendered, wasif, sender)
     assert_wire_form(raw)
     parsed = parse(raw)
@@ -377,9 +366,7 @@ def test_the_builder_writes_what_the_standard_generator_writes(
     for step in series.steps:
         for address in ("someone@example.org", "josé.núñez@mail.example.com"):
             recipient = Recipient(address, 'Zoë "Q" Smith', language=language, time_zone="Pacific/Apia")
-            rendered = renderer.render(
-                step, series.session("africa-2021"), recipient, series=series, unsubscribe_url=URL
-            )
+            rendered = render_step(renderer, series, step, "africa-2021", recipient, unsubscribe_url=URL)
             _, raw = build(rendered, recipient, sender)
             assert regenerate(raw)[1] == raw
 
@@ -515,22 +502,14 @@ def test_a_built_message_goes_through_a_real_smtp_server(
         language="ar",
         time_zone="Africa/Casablanca",
     )
-    rendered = renderer.render(
-        series.step("reminder-1h"), series.session("africa-2021"), wasif, series=series, unsubscribe_url=URL
-    )
+    rendered = render_step(renderer, series, "reminder-1h", "africa-2021", wasif, unsubscribe_url=URL)
     _, raw = build(rendered, wasif, sender)
     send(smtp_server, raw, wasif.email)
 
     jose = Recipient(
         "josé.núñez@mail.example.com", "José Núñez", language="es", time_zone="America/Mexico_City"
     )
-    rendered_es = renderer.render(
-        series.step("invitation"),
-        series.session("latin-america-2022"),
-        jose,
-        series=series,
-        unsubscribe_url=URL,
-    )
+    rendered_es = render_step(renderer, series, "invitation", "latin-america-2022", jose, unsubscribe_url=URL)
     message, raw_utf8 = build(
         rendered_es, jose, sender, message_id=make_message_id("message:43", sender.domain)
     )

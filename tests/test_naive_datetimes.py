@@ -56,10 +56,8 @@ SETTINGS = load_settings(ROOT / "config", database_url="sqlite:///:memory:")
 SESSION = SETTINGS.series.session("latin-america-2022")
 LOCAL_STEP = dataclasses.replace(SETTINGS.series.step("reminder-1d"), local_time=time(9, 0))
 RECIPIENT = Recipient(
-    email="ana@example.org",
-    name="Ana",
-    title="",
-    institution="",
+    "ana@example.org",
+    "Ana",
     country="BR",
     language="pt-BR",
     time_zone="America/Sao_Paulo",

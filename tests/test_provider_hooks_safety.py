@@ -31,9 +31,9 @@ from tests import provider_posts as posts
 from tests.conftest import ROOT, RecordingHandler, RunningServer
 from tests.factories import add_contact
 from tests.test_provider_webhooks import NOW, _reports, _sent, _state, fetcher, hooked, senders, web
-from tests.test_web_support import client, clock, run_service, sending_app, signing_secret
+from tests.test_web_support import client, run_service, sending_app, signing_secret
 
-__all__ = ["clock", "fetcher", "hooked", "senders", "signing_secret", "web"]
+__all__ = ["fetcher", "hooked", "senders", "signing_secret", "web"]
 
 
 def test_an_sns_subscription_is_confirmed_by_getting_its_subscribe_url(

@@ -32,10 +32,10 @@ from mailer.store.outbox import queue_wave
 from mailer.timeline.clock import VirtualClock
 from mailer.web.server import ThreadedServer
 from tests import provider_posts as posts
-from tests.factories import add_contact
-from tests.test_web_support import INVITATION_AT, accounts, client, clock, signed_in, signing_secret
+from tests.factories import add_contact, logged
+from tests.test_web_support import INVITATION_AT, client, signed_in, signing_secret
 
-__all__ = ["accounts", "clock", "signing_secret"]
+__all__ = ["signing_secret"]
 
 NOW = INVITATION_AT + timedelta(hours=1)  # the clock fixture's time
 MAILGUN_KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
@@ -128,15 +128,7 @@ def _reports(app: App) -> list[tuple[str, str, str | None]]:
 
 
 def _events(app: App, email: str) -> list[str]:
-    with transaction(app.factory) as db:
-        return list(
-            db.scalars(
-                select(DeliveryEvent.kind)
-                .join(Message, Message.id == DeliveryEvent.message_pk)
-                .where(Message.recipient == email)
-                .order_by(DeliveryEvent.id)
-            )
-        )
+    return logged(app, DeliveryEvent.kind, email)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -30,6 +30,14 @@ def session_of(app: App, region: str) -> str:
     return session
 
 
+def _region_report(app: App, region: str, tmp_path: Path) -> tuple[dict[str, Any], Path, str]:
+    """The manifest's expectations for ``region``'s registration report, its path and session, after its
+    contact list is imported."""
+    expected = MANIFEST[f"{region}.csv"]["registrations"]
+    import_region_contacts(app, region, tmp_path)
+    return expected, CONTACTS_DIR / expected["file"], session_of(app, region)
+
+
 def line_of(path: Path, text: str) -> int:
     """Physical line holding ``text`` (the reports have no multi-line cells), read independently of the code."""
     for number, line in enumerate(path.read_text(encoding="utf-8-sig").split("\n"), start=1):
@@ -67,10 +75,7 @@ def import_region_contacts(app: App, region: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("region", REGIONS)
 def test_import_matches_manifest(app: App, tmp_path: Path, region: str) -> None:
-    expected = MANIFEST[f"{region}.csv"]["registrations"]
-    path = CONTACTS_DIR / expected["file"]
-    session_id = session_of(app, region)
-    import_region_contacts(app, region, tmp_path)
+    expected, path, session_id = _region_report(app, region, tmp_path)
     contacts_before = scalar(app, select(func.count()).select_from(Contact))
 
     report = import_registrations(
@@ -138,10 +143,7 @@ def test_times_are_read_in_the_report_zone(app: App, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("region", REGIONS)
 def test_reimport_changes_nothing(app: App, tmp_path: Path, region: str) -> None:
-    expected = MANIFEST[f"{region}.csv"]["registrations"]
-    path = CONTACTS_DIR / expected["file"]
-    session_id = session_of(app, region)
-    import_region_contacts(app, region, tmp_path)
+    expected, path, session_id = _region_report(app, region, tmp_path)
     first = import_registrations(
         app.factory, app.settings, path, session_id, NOW, rejects_path=tmp_path / "1.csv"
     )

@@ -13,7 +13,7 @@ from email import policy
 from email.parser import BytesParser
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import example, given
@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from mailer.compose.environment import UndefinedVariableError
 from mailer.compose.localise import language_family, normalise_tag, with_country, wrap_text
-from mailer.compose.render import Renderer
-from mailer.config import Audience, Settings, Step, StepKind, load_settings, parse_offset
+from mailer.compose.render import Rendered, Renderer
+from mailer.config import Audience, Series, Session, Settings, Step, StepKind, load_settings, parse_offset
 from mailer.errors import NotFoundError, RenderError
 from mailer.store.recipient import Recipient
 
@@ -49,6 +49,27 @@ def settings() -> Settings:
 @pytest.fixture(scope="module")
 def renderer(settings: Settings) -> Renderer:
     return Renderer(settings)
+
+
+def render_step(
+    renderer: Renderer,
+    series: Series,
+    step: str | Step,
+    session: str | Session,
+    recipient: Recipient,
+    unsubscribe_url: str = UNSUBSCRIBE,
+    **options: Any,
+) -> Rendered:
+    """``renderer.render`` of ``step`` for ``session`` (each a name in ``series`` or the thing itself) to
+    ``recipient``, with the test's unsubscribe URL unless another is given; ``options`` passed on."""
+    return renderer.render(
+        series.step(step) if isinstance(step, str) else step,
+        series.session(session) if isinstance(session, str) else session,
+        recipient,
+        series=series,
+        unsubscribe_url=unsubscribe_url,
+        **options,
+    )
 
 
 def notice_step() -> Step:
@@ -213,9 +234,7 @@ def test_every_step_renders_in_every_language(
     series = settings.series
     session = series.session("africa-2021")
     recipient = SAMPLES[language]
-    rendered = renderer.render(
-        series.step(step_name), session, recipient, series=series, unsubscribe_url=UNSUBSCRIBE
-    )
+    rendered = render_step(renderer, series, step_name, session, recipient)
 
     assert rendered.language == LANGUAGES[language]
     assert rendered.kind is series.step(step_name).kind
@@ -255,9 +274,7 @@ def test_notices_give_the_change_with_old_and_new_time(
     session = series.session("africa-2021")
     recipient = SAMPLES[language]
     extra = {"change": change, "previous_start": PREVIOUS}
-    rendered = renderer.render(
-        notice_step(), session, recipient, series=series, unsubscribe_url=UNSUBSCRIBE, extra=extra
-    )
+    rendered = render_step(renderer, series, notice_step(), session, recipient, extra=extra)
     assert rendered.language == LANGUAGES[language]
     expected = CANCELLED[language] if change == "cancelled" else RESCHEDULED[language]
     assert expected in visible(rendered.text)
@@ -278,23 +295,9 @@ def test_a_notice_without_a_known_change_fails_naming_the_template(
     series = settings.series
     session = series.session("africa-2021")
     with pytest.raises(RenderError, match=r"notice/en\.subject\.txt line \d+: .*got moved"):
-        renderer.render(
-            notice_step(),
-            session,
-            SAMPLES["en"],
-            series=series,
-            unsubscribe_url=UNSUBSCRIBE,
-            extra={"change": "moved"},
-        )
+        render_step(renderer, series, notice_step(), session, SAMPLES["en"], extra={"change": "moved"})
     with pytest.raises(UndefinedVariableError) as caught:
-        renderer.render(
-            notice_step(),
-            session,
-            SAMPLES["en"],
-            series=series,
-            unsubscribe_url=UNSUBSCRIBE,
-            extra={"change": "rescheduled"},
-        )
+        render_step(renderer, series, notice_step(), session, SAMPLES["en"], extra={"change": "rescheduled"})
     assert (caught.value.template, caught.value.variable) == ("notice/en.txt", "previous_start")
 
 
@@ -302,17 +305,13 @@ def test_a_participant_in_apia_sees_the_next_calendar_day(renderer: Renderer, se
     series = settings.series
     session = series.session("africa-2021")  # 2021-07-13 10:00 GMT-3 = 13:00 UTC = 02:00 on the 14th in Apia
     apia = dataclasses.replace(SAMPLES["en"], time_zone="Pacific/Apia")
-    rendered = renderer.render(
-        series.step("invitation"), session, apia, series=series, unsubscribe_url=UNSUBSCRIBE
-    )
+    rendered = render_step(renderer, series, "invitation", session, apia)
     assert "When: Wednesday, July 14, 2021, 2:00\u202fAM (Apia, GMT+13:00)" in rendered.text
     assert "Session time: Tuesday, July 13, 2021, 10:00\u202fAM (GMT-03:00)" in rendered.text
     assert rendered.subject == "Invitation: Budapest Convention webinar (African Region), July 14"
 
     french = dataclasses.replace(apia, language="fr")
-    rendered = renderer.render(
-        series.step("reminder-1d"), session, french, series=series, unsubscribe_url=UNSUBSCRIBE
-    )
+    rendered = render_step(renderer, series, "reminder-1d", session, french)
     assert "Date et heure : mercredi 14 juillet 2021, 02:00 (Apia, UTC+13:00)" in rendered.text
     assert "Heure de la session : mardi 13 juillet 2021, 10:00 (UTC-03:00)" in rendered.text
     assert rendered.subject.startswith("Demain à 02:00 : ")
@@ -324,12 +323,12 @@ def test_a_previous_start_is_shown_on_the_recipients_own_clock_and_date(
     series = settings.series
     session = series.session("africa-2021")
     apia = dataclasses.replace(SAMPLES["en"], time_zone="Pacific/Apia")  # 13:00 UTC is 02:00 next day there
-    rendered = renderer.render(
+    rendered = render_step(
+        renderer,
+        series,
         notice_step(),
         session,
         apia,
-        series=series,
-        unsubscribe_url=UNSUBSCRIBE,
         extra={"change": "rescheduled", "previous_start": PREVIOUS},
     )
     assert "Previous date: Wednesday, July 7, 2021, 2:00\u202fAM (Apia, GMT+13:00)" in rendered.text
@@ -342,9 +341,7 @@ def test_the_session_time_line_is_left_out_when_the_zones_agree(
 ) -> None:
     series = settings.series
     session = series.session("latin-america-2022")  # GMT-3, as Buenos Aires
-    rendered = renderer.render(
-        series.step("reminder-1w"), session, SAMPLES["es"], series=series, unsubscribe_url=UNSUBSCRIBE
-    )
+    rendered = render_step(renderer, series, "reminder-1w", session, SAMPLES["es"])
     assert "Fecha y hora: lunes, 7 de marzo de 2022, 10:00 (Buenos Aires, GMT-03:00)" in rendered.text
     assert "Hora de la sesión" not in rendered.text
     assert "Duración: 3 horas" in rendered.text
@@ -384,13 +381,7 @@ def test_arabic_html_is_right_to_left_on_every_block(
     renderer: Renderer, settings: Settings, step_name: str
 ) -> None:
     series = settings.series
-    rendered = renderer.render(
-        series.step(step_name),
-        series.session("africa-2021"),
-        SAMPLES["ar"],
-        series=series,
-        unsubscribe_url=UNSUBSCRIBE,
-    )
+    rendered = render_step(renderer, series, step_name, "africa-2021", SAMPLES["ar"])
     assert '<html lang="ar" dir="rtl">' in rendered.html
     parser = _Blocks()
     parser.feed(rendered.html)
@@ -404,13 +395,7 @@ def test_arabic_html_is_right_to_left_on_every_block(
     if step_name != "follow-up":
         assert "padding: 0 24px 0 0" in rendered.html  # list numbers on the right
 
-    english = renderer.render(
-        series.step(step_name),
-        series.session("africa-2021"),
-        SAMPLES["en"],
-        series=series,
-        unsubscribe_url=UNSUBSCRIBE,
-    )
+    english = render_step(renderer, series, step_name, "africa-2021", SAMPLES["en"])
     assert '<html lang="en" dir="ltr">' in english.html and "direction: rtl" not in english.html
 
 
@@ -423,9 +408,7 @@ def test_subject_and_text_are_never_escaped_and_html_always_is(settings: Setting
         series.session("africa-2021"), title=f'{hostile} "quoted"  webinar\non two lines'
     )
     recipient = dataclasses.replace(SAMPLES["en"], name=hostile, title="")
-    rendered = renderer.render(
-        series.step("invitation"), session, recipient, series=series, unsubscribe_url=UNSUBSCRIBE
-    )
+    rendered = render_step(renderer, series, "invitation", session, recipient)
     assert rendered.subject.startswith(
         f'Invitation: Budapest Convention webinar ({hostile} "quoted" region on two'
     )
@@ -473,32 +456,14 @@ def test_a_missing_language_falls_back_along_the_chain_and_is_logged(
     )
     caplog.set_level(logging.INFO, logger="mailer.compose.render")
 
-    latin = renderer.render(
-        series.step("invitation"),
-        series.session("latin-america-2022"),
-        italian,
-        series=series,
-        unsubscribe_url=UNSUBSCRIBE,
-    )
+    latin = render_step(renderer, series, "invitation", "latin-america-2022", italian)
     assert (latin.language, latin.requested_language, latin.fell_back) == ("es", "it-IT", True)
     assert latin.subject.startswith("Invitación: ")
 
-    africa = renderer.render(
-        series.step("invitation"),
-        series.session("africa-2021"),
-        italian,
-        series=series,
-        unsubscribe_url=UNSUBSCRIBE,
-    )
+    africa = render_step(renderer, series, "invitation", "africa-2021", italian)
     assert africa.language == "fr"  # the African region's fallback list starts with French
 
-    caribbean = renderer.render(
-        series.step("invitation"),
-        series.session("caribbean-2021"),
-        italian,
-        series=series,
-        unsubscribe_url=UNSUBSCRIBE,
-    )
+    caribbean = render_step(renderer, series, "invitation", "caribbean-2021", italian)
     assert caribbean.language == "en"
 
     fallbacks = [r.getMessage() for r in caplog.records if r.name == "mailer.compose.render"]
@@ -508,13 +473,7 @@ def test_a_missing_language_falls_back_along_the_chain_and_is_logged(
 
 def test_portuguese_readers_get_their_own_norm(renderer: Renderer, settings: Settings) -> None:
     series = settings.series
-    brazil = renderer.render(
-        series.step("reminder-1w"),
-        series.session("latin-america-2022"),
-        SAMPLES["pt"],
-        series=series,
-        unsubscribe_url=UNSUBSCRIBE,
-    )
+    brazil = render_step(renderer, series, "reminder-1w", "latin-america-2022", SAMPLES["pt"])
     assert (brazil.language, brazil.fell_back) == ("pt", True)  # pt-BR -> pt: CLDR's pt is Brazilian
     assert brazil.subject == "Em uma semana: Webinário Convenção de Budapeste (América Latina)"
     assert "Participar do webinário:" in brazil.text and "Programação:" in brazil.text
@@ -524,13 +483,7 @@ def test_portuguese_readers_get_their_own_norm(renderer: Renderer, settings: Set
     )
 
     # A Mozambican contact whose language cell says "Portuguese" ("pt"): pt-MZ -> pt-PT (CLDR's parent).
-    mozambique = renderer.render(
-        series.step("reminder-1w"),
-        series.session("africa-2021"),
-        SAMPLES["pt-PT"],
-        series=series,
-        unsubscribe_url=UNSUBSCRIBE,
-    )
+    mozambique = render_step(renderer, series, "reminder-1w", "africa-2021", SAMPLES["pt-PT"])
     assert (mozambique.language, mozambique.requested_language) == ("pt-PT", "pt")
     assert mozambique.subject == "Daqui a uma semana: Webinar Convenção de Budapeste (Região Africana)"
     assert "Participar no webinar:" in mozambique.text and "anule a sua subscrição" in visible(
@@ -539,13 +492,7 @@ def test_portuguese_readers_get_their_own_norm(renderer: Renderer, settings: Set
     assert '<html lang="pt-PT" dir="ltr">' in mozambique.html
 
     # pt-PT has no invitation subject of its own: pt's is used, with pt-PT's wording.
-    invitation = renderer.render(
-        series.step("invitation"),
-        series.session("africa-2021"),
-        SAMPLES["pt-PT"],
-        series=series,
-        unsubscribe_url=UNSUBSCRIBE,
-    )
+    invitation = render_step(renderer, series, "invitation", "africa-2021", SAMPLES["pt-PT"])
     assert renderer.part_sources["invitation"]["pt-PT"] == {
         "subject.txt": "pt",
         "txt": "pt-PT",
@@ -582,13 +529,7 @@ def test_a_regional_variant_needs_only_the_parts_that_differ(settings: Settings,
     renderer = Renderer(dataclasses.replace(settings, templates_dir=folder))
     british = Recipient("k@example.org", language="en-GB", time_zone="Europe/London")
     series = settings.series
-    rendered = renderer.render(
-        series.step("invitation"),
-        series.session("caribbean-2021"),
-        british,
-        series=series,
-        unsubscribe_url=UNSUBSCRIBE,
-    )
+    rendered = render_step(renderer, series, "invitation", "caribbean-2021", british)
     assert (rendered.subject, rendered.text, rendered.html, rendered.language) == (
         "Hello",
         "colour",
@@ -623,13 +564,7 @@ def test_a_language_without_all_three_parts_is_skipped(settings: Settings, tmp_p
     renderer = Renderer(dataclasses.replace(settings, templates_dir=folder))
     german = Recipient("k@example.org", language="de", time_zone="Europe/Berlin")
     series = settings.series
-    rendered = renderer.render(
-        series.step("invitation"),
-        series.session("caribbean-2021"),
-        german,
-        series=series,
-        unsubscribe_url=UNSUBSCRIBE,
-    )
+    rendered = render_step(renderer, series, "invitation", "caribbean-2021", german)
     assert (rendered.subject, rendered.text, rendered.html, rendered.language) == (
         "Hello",
         "text",
@@ -660,13 +595,7 @@ def test_undefined_variables_raise_naming_template_and_variable(
     renderer = Renderer(dataclasses.replace(settings, templates_dir=folder))
     series = settings.series
     with pytest.raises(UndefinedVariableError) as caught:
-        renderer.render(
-            series.step("invitation"),
-            series.session("africa-2021"),
-            SAMPLES["en"],
-            series=series,
-            unsubscribe_url=UNSUBSCRIBE,
-        )
+        render_step(renderer, series, "invitation", "africa-2021", SAMPLES["en"])
     assert (caught.value.template, caught.value.line, caught.value.variable) == (
         "invitation/en.txt",
         2,
@@ -690,13 +619,7 @@ def test_an_undefined_variable_in_the_layout_names_the_layout(settings: Settings
     with pytest.raises(
         UndefinedVariableError, match=r"^_layout\.txt line 2: undefined variable 'footer_text'"
     ):
-        renderer.render(
-            series.step("invitation"),
-            series.session("africa-2021"),
-            SAMPLES["en"],
-            series=series,
-            unsubscribe_url=UNSUBSCRIBE,
-        )
+        render_step(renderer, series, "invitation", "africa-2021", SAMPLES["en"])
 
 
 def test_a_value_that_would_print_none_raises(settings: Settings, tmp_path: Path) -> None:
@@ -711,13 +634,7 @@ def test_a_value_that_would_print_none_raises(settings: Settings, tmp_path: Path
     no_materials = dataclasses.replace(settings.series, materials_url="")
     renderer = Renderer(dataclasses.replace(settings, templates_dir=folder, series=no_materials))
     with pytest.raises(RenderError, match=r"follow-up/en\.txt line 1: a value printed as None"):
-        renderer.render(
-            no_materials.step("follow-up"),
-            no_materials.session("africa-2021"),
-            SAMPLES["en"],
-            series=no_materials,
-            unsubscribe_url=UNSUBSCRIBE,
-        )
+        render_step(renderer, no_materials, "follow-up", "africa-2021", SAMPLES["en"])
 
 
 def test_syntax_errors_fail_at_construction_with_file_and_line(settings: Settings, tmp_path: Path) -> None:
@@ -763,22 +680,10 @@ def test_extra_variables_may_not_shadow_fixed_ones_but_may_set_urls(
     series = settings.series
     session = series.session("africa-2021")
     with pytest.raises(ValueError, match="'recipient'"):
-        renderer.render(
-            series.step("invitation"),
-            session,
-            SAMPLES["en"],
-            series=series,
-            unsubscribe_url=UNSUBSCRIBE,
-            extra={"recipient": "x"},
-        )
+        render_step(renderer, series, "invitation", session, SAMPLES["en"], extra={"recipient": "x"})
     personal = "https://meet.example.org/register/nobantu-7f3a"
-    rendered = renderer.render(
-        series.step("invitation"),
-        session,
-        SAMPLES["en"],
-        series=series,
-        unsubscribe_url=UNSUBSCRIBE,
-        extra={"registration_url": personal},
+    rendered = render_step(
+        renderer, series, "invitation", session, SAMPLES["en"], extra={"registration_url": personal}
     )
     assert f"Register here: {personal}" in rendered.text
 
@@ -792,14 +697,7 @@ def test_invitations_carry_rsvp_links_when_given(
         "rsvp_yes_url": "https://webinars.example.org/rsvp/yes-7f&x",
         "rsvp_no_url": "https://webinars.example.org/rsvp/no-7f",
     }
-    rendered = renderer.render(
-        series.step("invitation"),
-        series.session("africa-2021"),
-        SAMPLES[language],
-        series=series,
-        unsubscribe_url=UNSUBSCRIBE,
-        extra=links,
-    )
+    rendered = render_step(renderer, series, "invitation", "africa-2021", SAMPLES[language], extra=links)
     assert links["rsvp_yes_url"] in rendered.text and links["rsvp_no_url"] in rendered.text
     assert 'href="https://webinars.example.org/rsvp/yes-7f&amp;x"' in rendered.html
     assert f'href="{links["rsvp_no_url"]}"' in rendered.html
@@ -817,9 +715,7 @@ def test_a_lead_time_without_a_name_is_said_in_words(renderer: Renderer, setting
         True,
         timedelta(hours=12),
     )
-    rendered = renderer.render(
-        three_days, series.session("africa-2021"), SAMPLES["en"], series=series, unsubscribe_url=UNSUBSCRIBE
-    )
+    rendered = render_step(renderer, series, three_days, "africa-2021", SAMPLES["en"])
     assert "the webinar starts in 3 days." in " ".join(rendered.text.split())
     assert rendered.subject.startswith("Reminder: ")
 
@@ -1033,13 +929,7 @@ def test_css_is_inlined_once_when_templates_load_never_per_message(
     monkeypatch.setattr(css_inline, "CSSInliner", refuse)
     series = settings.series
     for language in ("en", "ar"):
-        rendered = renderer.render(
-            series.step("reminder-1d"),
-            series.session("africa-2021"),
-            SAMPLES[language],
-            series=series,
-            unsubscribe_url=UNSUBSCRIBE,
-        )
+        rendered = render_step(renderer, series, "reminder-1d", "africa-2021", SAMPLES[language])
         assert re.search(r'<a class="button-link" href="[^"]+" style="color: #ffffff;', rendered.html)
         assert "background: #1d3557" in rendered.html
         assert "@media screen and (max-width: 620px)" in rendered.html.split("</head>")[0]  # kept for phones
@@ -1062,13 +952,7 @@ def test_html_templates_keep_their_line_numbers_and_refuse_jinja_in_styles(
     renderer = Renderer(dataclasses.replace(settings, templates_dir=folder))
     series = settings.series
     with pytest.raises(UndefinedVariableError) as caught:
-        renderer.render(
-            series.step("invitation"),
-            series.session("africa-2021"),
-            SAMPLES["en"],
-            series=series,
-            unsubscribe_url=UNSUBSCRIBE,
-        )
+        render_step(renderer, series, "invitation", "africa-2021", SAMPLES["en"])
     assert (caught.value.template, caught.value.line, caught.value.variable) == (
         "invitation/en.html",
         4,
@@ -1098,17 +982,13 @@ def test_html_templates_keep_their_line_numbers_and_refuse_jinja_in_styles(
 def test_arabic_text_parts_isolate_dates_names_and_urls(renderer: Renderer, settings: Settings) -> None:
     series = settings.series
     session = series.session("africa-2021")
-    rendered = renderer.render(
-        series.step("reminder-1d"), session, SAMPLES["ar"], series=series, unsubscribe_url=UNSUBSCRIBE
-    )
+    rendered = render_step(renderer, series, "reminder-1d", session, SAMPLES["ar"])
     assert "\u2068واصف الحويطات\u2069" in rendered.text
     assert "الموعد: \u2068الثلاثاء، 13 يوليو 2021،" in rendered.text
     # No-break spaces: a linkifier stops before the mark, and wrapping never leaves a mark on its own line.
     assert f"\u2066\u00a0{session.join_url}\u00a0\u2069" in rendered.text
     assert f"\u2066\u00a0{UNSUBSCRIBE}\u00a0\u2069" in rendered.text
-    english = renderer.render(
-        series.step("reminder-1d"), session, SAMPLES["en"], series=series, unsubscribe_url=UNSUBSCRIBE
-    )
+    english = render_step(renderer, series, "reminder-1d", session, SAMPLES["en"])
     assert not any(mark in english.text for mark in "\u2066\u2068\u2069")  # left-to-right text needs none
     assert f'<a class="button-link" href="{session.join_url}"' in english.html
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 
 from mailer.app import App
@@ -16,7 +17,6 @@ from mailer.store.models import (
     DeliveryEvent,
     Message,
     MessageStatus,
-    Registration,
     RegistrationStatus,
 )
 from mailer.store.outbox import Outcome, claim_due, queue_wave, record_outcomes
@@ -55,37 +55,35 @@ def _finished(app: App) -> dict[str, tuple[str, str]]:
 def _answer(app: App, email: str, status: RegistrationStatus) -> None:
     with transaction(app.factory) as db:
         contact = db.scalars(select(Contact).where(Contact.email == email)).one()
-        registration = db.scalars(select(Registration).where(Registration.contact_id == contact.id)).first()
-        if registration is None:
-            register(db, contact, "africa-2021", status)
-        else:
-            registration.status = status
+        register(db, contact, "africa-2021", status)
 
 
-def test_an_invitation_to_someone_who_declined_meanwhile_is_skipped_as_declined(app: App) -> None:
+def _ana_and_ben(app: App) -> None:
     with transaction(app.factory) as db:
         add_contact(db, "ana@example.org")
         add_contact(db, "ben@example.org")
-    _queue(app, "invitation", INVITATION_AT)
-    _answer(app, "ben@example.org", RegistrationStatus.DECLINED)
-    assert _claim(app, INVITATION_AT) == ["ana@example.org"]
-    assert _finished(app) == {"ben@example.org": ("skipped", "declined")}
 
 
-def test_a_second_invitation_to_someone_who_registered_meanwhile_is_skipped(app: App) -> None:
-    with transaction(app.factory) as db:
-        add_contact(db, "ana@example.org")
-        add_contact(db, "ben@example.org")
-    _queue(app, "invitation-2", INVITATION_2_AT)
-    _answer(app, "ben@example.org", RegistrationStatus.REGISTERED)
-    assert _claim(app, INVITATION_2_AT) == ["ana@example.org"]
-    assert _finished(app) == {"ben@example.org": ("skipped", "already registered")}
+@pytest.mark.parametrize(
+    ("step", "at", "answer", "reason"),
+    [
+        ("invitation", INVITATION_AT, RegistrationStatus.DECLINED, "declined"),
+        ("invitation-2", INVITATION_2_AT, RegistrationStatus.REGISTERED, "already registered"),
+    ],
+    ids=["an-invitation-to-someone-who-declined", "a-second-invitation-to-someone-who-registered"],
+)
+def test_an_invitation_to_someone_who_answered_meanwhile_is_skipped(
+    app: App, step: str, at: datetime, answer: RegistrationStatus, reason: str
+) -> None:
+    _ana_and_ben(app)
+    _queue(app, step, at)
+    _answer(app, "ben@example.org", answer)
+    assert _claim(app, at) == ["ana@example.org"]
+    assert _finished(app) == {"ben@example.org": ("skipped", reason)}
 
 
 def test_a_contact_no_longer_active_is_finished_as_suppressed(app: App) -> None:
-    with transaction(app.factory) as db:
-        add_contact(db, "ana@example.org")
-        add_contact(db, "ben@example.org")
+    _ana_and_ben(app)
     _queue(app, "invitation", INVITATION_AT)
     with transaction(app.factory) as db:  # no suppression row: only the contact's status says so
         db.scalars(
@@ -143,22 +141,8 @@ def _status(app: App, pk: int) -> tuple[str, datetime]:
         return str(message.status), message.due_at.astimezone(UTC)
 
 
-def test_a_retry_due_at_exactly_the_deadline_is_given_up(app: App) -> None:
-    pk = _claimed_one(app)
-    deadline = INVITATION_AT + timedelta(days=3)
-    with transaction(app.factory) as db:
-        record_outcomes(
-            db,
-            app.settings,
-            [Outcome(pk, MessageStatus.DEFERRED, None, "down", retry_at=deadline)],
-            INVITATION_AT,
-        )
-    assert _status(app, pk)[0] == "failed"
-
-
-def test_a_retry_due_just_before_the_deadline_is_kept(app: App) -> None:
-    pk = _claimed_one(app)
-    retry_at = INVITATION_AT + timedelta(days=3) - timedelta(microseconds=1)
+def _deferred(app: App, pk: int, retry_at: datetime) -> None:
+    """Record a temporary failure of message ``pk`` at the invitation time, to be retried at ``retry_at``."""
     with transaction(app.factory) as db:
         record_outcomes(
             db,
@@ -166,6 +150,19 @@ def test_a_retry_due_just_before_the_deadline_is_kept(app: App) -> None:
             [Outcome(pk, MessageStatus.DEFERRED, None, "down", retry_at=retry_at)],
             INVITATION_AT,
         )
+
+
+def test_a_retry_due_at_exactly_the_deadline_is_given_up(app: App) -> None:
+    pk = _claimed_one(app)
+    deadline = INVITATION_AT + timedelta(days=3)
+    _deferred(app, pk, deadline)
+    assert _status(app, pk)[0] == "failed"
+
+
+def test_a_retry_due_just_before_the_deadline_is_kept(app: App) -> None:
+    pk = _claimed_one(app)
+    retry_at = INVITATION_AT + timedelta(days=3) - timedelta(microseconds=1)
+    _deferred(app, pk, retry_at)
     assert _status(app, pk) == ("deferred", retry_at)
 
 

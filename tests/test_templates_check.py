@@ -19,6 +19,7 @@ from mailer.compose.checks import TemplateCheckError, check_templates, require_t
 from mailer.compose.context import CONTEXT_VARIABLES, template_context
 from mailer.compose.render import Renderer
 from mailer.config import Settings, load_settings
+from tests.conftest import SHIPPED_STEPS
 from tests.test_render import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,15 +96,16 @@ def test_a_part_nothing_can_replace_is_an_error(copy: tuple[Settings, Path]) -> 
         require_templates(settings, say=lambda text: None)
 
 
+def _replace(path: Path, old: str, new: str) -> None:
+    """Edit a copied template: ``old`` becomes ``new``."""
+    path.write_text(path.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
+
+
 def test_syntax_errors_unknown_variables_and_filters_name_the_file_and_line(
     copy: tuple[Settings, Path],
 ) -> None:
     settings, folder = copy
-    path = folder / "reminder" / "es.txt"
-    path.write_text(
-        path.read_text(encoding="utf-8").replace("{% endblock %}", "{% if lead %}\n{% endblock %}"),
-        encoding="utf-8",
-    )
+    _replace(folder / "reminder" / "es.txt", "{% endblock %}", "{% if lead %}\n{% endblock %}")
     (folder / "invitation" / "fr.subject.txt").write_text(
         "Invitation : {{ sesion_title }} {{ change }}\n", encoding="utf-8"
     )
@@ -121,20 +123,13 @@ def test_syntax_errors_unknown_variables_and_filters_name_the_file_and_line(
 
 def test_a_variable_only_notices_get_is_fine_in_notices(copy: tuple[Settings, Path]) -> None:
     settings, folder = copy
-    path = folder / "notice" / "en.txt"
-    path.write_text(
-        path.read_text(encoding="utf-8").replace("Kind regards,", "Kind regards ({{ change }}),"),
-        encoding="utf-8",
-    )
+    _replace(folder / "notice" / "en.txt", "Kind regards,", "Kind regards ({{ change }}),")
     assert messages(settings) == []
 
 
 def test_an_attribute_that_does_not_exist_fails_the_sample_render(copy: tuple[Settings, Path]) -> None:
     settings, folder = copy
-    path = folder / "reminder" / "pt-PT.txt"
-    path.write_text(
-        path.read_text(encoding="utf-8").replace("{{ duration }}", "{{ session.length }}"), encoding="utf-8"
-    )
+    _replace(folder / "reminder" / "pt-PT.txt", "{{ duration }}", "{{ session.length }}")
     found = messages(settings)
     assert found and all(m.startswith("error: reminder/: reminder-") for m in found)
     assert "in pt-PT: reminder/pt-PT.txt line 13: undefined variable 'length'" in found[0]
@@ -142,11 +137,7 @@ def test_an_attribute_that_does_not_exist_fails_the_sample_render(copy: tuple[Se
 
 def test_html_the_inliner_cannot_keep_is_an_error(copy: tuple[Settings, Path]) -> None:
     settings, folder = copy
-    path = folder / "invitation" / "es.html"
-    path.write_text(
-        path.read_text(encoding="utf-8").replace("<h2>", '<h2 style="text-align: {{ align }}">'),
-        encoding="utf-8",
-    )
+    _replace(folder / "invitation" / "es.html", "<h2>", '<h2 style="text-align: {{ align }}">')
     found = messages(settings)
     assert any("invitation/es.html line 19: Jinja in a style attribute of <h2>" in m for m in found), found
 
@@ -212,16 +203,7 @@ def test_render_all_writes_every_step_in_every_language(
         "africa-2021",
     )
     assert code == 0, err
-    steps = [
-        "invitation",
-        "invitation-2",
-        "reminder-1w",
-        "reminder-1d",
-        "reminder-1h",
-        "follow-up",
-        "date-changed-1",
-        "cancelled-2",
-    ]
+    steps = [*SHIPPED_STEPS, "date-changed-1", "cancelled-2"]
     languages = ["en", "es", "fr", "ar", "pt", "pt-PT"]
     steps += [f"{notice}-{relationship}" for notice in steps[-2:] for relationship in ("invited", "declined")]
     expected = {

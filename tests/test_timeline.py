@@ -106,28 +106,31 @@ def test_due_steps_refuses_naive_now() -> None:
     assert names == [("africa-2021", "invitation"), ("africa-2021", "invitation-2")]
 
 
-def test_a_step_is_superseded_by_the_next_step_of_its_kind_not_the_last() -> None:
-    # reminder-1w (6 July 13:00 UTC) is followed by reminder-1d (12 July) and reminder-1h (13 July 12:00):
-    # it ends when the next one, reminder-1d, is due.
-    long_late = dataclasses.replace(SERIES.step("reminder-1w"), max_late=timedelta(days=30))
+@pytest.mark.parametrize(
+    ("step", "max_late", "at", "reason"),
+    [
+        # reminder-1w (6 July 13:00 UTC) is followed by reminder-1d (12 July) and reminder-1h (13 July 12:00):
+        # it ends when the next one, reminder-1d, is due.
+        ("reminder-1w", timedelta(days=30), datetime(2021, 7, 12, 13, 0, tzinfo=UTC), SkipReason.SUPERSEDED),
+        # reminder-1h with a day of lateness and no later reminder: the start (13:00 UTC) ends it.
+        (
+            "reminder-1h",
+            timedelta(days=1),
+            datetime(2021, 7, 13, 13, 0, tzinfo=UTC),
+            SkipReason.SESSION_STARTED,
+        ),
+        # a step after the session is not ended by its start
+        ("follow-up", timedelta(days=30), datetime(2021, 8, 13, 13, 0, tzinfo=UTC), SkipReason.TOO_LATE),
+    ],
+    ids=["superseded-by-the-next-of-its-kind", "before-the-session-ends-at-its-start", "after-the-session"],
+)
+def test_a_long_late_step_ends_at_the_next_of_its_kind_the_start_or_its_lateness(
+    step: str, max_late: timedelta, at: datetime, reason: SkipReason
+) -> None:
+    long_late = dataclasses.replace(SERIES.step(step), max_late=max_late)
     deadline = step_deadline(SERIES, AFRICA, long_late)
-    assert deadline.at == datetime(2021, 7, 12, 13, 0, tzinfo=UTC)
-    assert deadline.reason is SkipReason.SUPERSEDED
-
-
-def test_a_step_before_the_session_ends_when_the_session_starts() -> None:
-    # reminder-1h with a day of lateness and no later reminder: the start (13:00 UTC) ends it.
-    long_late = dataclasses.replace(SERIES.step("reminder-1h"), max_late=timedelta(days=1))
-    deadline = step_deadline(SERIES, AFRICA, long_late)
-    assert deadline.at == datetime(2021, 7, 13, 13, 0, tzinfo=UTC)
-    assert deadline.reason is SkipReason.SESSION_STARTED
-
-
-def test_a_step_after_the_session_is_not_ended_by_its_start() -> None:
-    late = dataclasses.replace(SERIES.step("follow-up"), max_late=timedelta(days=30))
-    deadline = step_deadline(SERIES, AFRICA, late)
-    assert deadline.at == datetime(2021, 8, 13, 13, 0, tzinfo=UTC)
-    assert deadline.reason is SkipReason.TOO_LATE
+    assert deadline.at == at
+    assert deadline.reason is reason
 
 
 def test_max_late_counts_from_the_base_the_message_was_meant_to_go() -> None:

@@ -19,9 +19,7 @@ from mailer.web.server import ThreadedServer
 from tests.conftest import ROOT
 from tests.factories import add_contact, register
 from tests.test_session_changes import with_session
-from tests.test_web_support import accounts, clock, signed_in, web
-
-__all__ = ["accounts", "clock", "web"]
+from tests.test_web_support import signed_in
 
 QUEUED_AT = datetime(2021, 7, 1, 12, 0, tzinfo=UTC)
 

@@ -37,17 +37,11 @@ from tests.factories import add_contact
 from tests.test_web_support import (
     INVITATION_AT,
     REMINDER_1W_AT,
-    accounts,
-    browser,
-    clock,
-    page,
-    phone,
     run_service,
     screenshot,
     sending_app,
     sign_in_browser,
     signing_secret,
-    web,
 )
 
 

@@ -24,9 +24,9 @@ from mailer.web.app import create_app
 from mailer.web.server import ThreadedServer
 from mailer.web.staff import CSV_COLUMNS
 from tests.factories import add_contact
-from tests.test_web_support import INVITATION_AT, accounts, clock, csrf_of, signed_in, signing_secret
+from tests.test_web_support import INVITATION_AT, csrf_of, signed_in, signing_secret
 
-__all__ = ["accounts", "clock", "signing_secret"]
+__all__ = ["signing_secret"]
 
 QUERY_KEYS = (
     "session",

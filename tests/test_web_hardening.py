@@ -31,19 +31,9 @@ from mailer.web.throttle import LoginThrottle
 from mailer.web.users import change_user, remove_user, set_password
 from tests.conftest import ROOT
 from tests.factories import add_contact
-from tests.test_web_support import (
-    INVITATION_AT,
-    PASSWORD,
-    accounts,
-    client,
-    clock,
-    csrf_of,
-    signed_in,
-    signing_secret,
-    web,
-)
+from tests.test_web_support import INVITATION_AT, PASSWORD, client, csrf_of, signed_in, signing_secret
 
-__all__ = ["accounts", "clock", "signing_secret", "web"]
+__all__ = ["signing_secret"]
 
 ALL_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
 VOLATILE = {"staff_sessions", "staff_users"}  # sign-in writes these; no page may change anything else

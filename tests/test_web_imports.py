@@ -7,6 +7,7 @@ import re
 import time
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -18,7 +19,7 @@ from mailer.web import imports as web_imports
 from mailer.web.server import ThreadedServer
 from tests.conftest import CONTACTS_DIR
 from tests.factories import add_contact, register
-from tests.test_web_support import INVITATION_AT, accounts, clock, csrf_of, signed_in, web
+from tests.test_web_support import INVITATION_AT, csrf_of, signed_in
 
 MANIFEST: dict[str, Any] = json.loads((CONTACTS_DIR / "manifest.json").read_text(encoding="utf-8"))
 
@@ -34,12 +35,28 @@ def hidden(html: str, name: str) -> str:
     return match.group(1)
 
 
+def _send_upload(
+    http: httpx.Client, action: str, token: str, page: str, form: dict[str, str]
+) -> httpx.Response:
+    """POST to /organise/imports/``action`` (check or confirm) the upload held by the form on ``page``, with
+    the ``form``'s fields (kind, target, name, force)."""
+    return http.post(
+        f"/organise/imports/{action}", data={"csrf_token": token, **form, "upload": hidden(page, "upload")}
+    )
+
+
 def test_a_report_for_another_session_is_refused_then_forced_confirmed_and_undone(
     app: App, web: ThreadedServer, accounts: dict[str, str]
 ) -> None:
     report = CONTACTS_DIR / "registrations-africa.csv"
     with signed_in(web, "olga") as http:
         token = csrf_of(http.get("/organise/imports").text)
+        form = {
+            "kind": "registrations",
+            "target": "latin-america-2022",
+            "name": "registrations-africa.csv",
+            "force": "yes",
+        }
         refused = http.post(
             "/organise/imports/check",
             data={"csrf_token": token, "kind": "registrations", "target": "latin-america-2022"},
@@ -50,33 +67,13 @@ def test_a_report_for_another_session_is_refused_then_forced_confirmed_and_undon
         assert "Budapest Convention webinar: African Region" in refused.text
         assert count(app, Registration) == 0
 
-        forced = http.post(
-            "/organise/imports/check",
-            data={
-                "csrf_token": token,
-                "kind": "registrations",
-                "target": "latin-america-2022",
-                "upload": hidden(refused.text, "upload"),
-                "name": "registrations-africa.csv",
-                "force": "yes",
-            },
-        )
+        forced = _send_upload(http, "check", token, refused.text, form)
         assert forced.status_code == 200, forced.text
         expected = MANIFEST["africa.csv"]["registrations"]
         assert f'<th>Registered</th><td class="num">{expected["expected_registered"]}<' in forced.text
         assert count(app, Registration) == 0  # a check stores nothing
 
-        confirmed = http.post(
-            "/organise/imports/confirm",
-            data={
-                "csrf_token": token,
-                "kind": "registrations",
-                "target": "latin-america-2022",
-                "upload": hidden(forced.text, "upload"),
-                "name": "registrations-africa.csv",
-                "force": "yes",
-            },
-        )
+        confirmed = _send_upload(http, "confirm", token, forced.text, form)
         assert confirmed.status_code == 303
         page = confirmed.headers["location"]
         import_id = int(page.rsplit("/", 1)[1])
@@ -107,6 +104,7 @@ def test_a_contacts_spreadsheet_shows_the_cli_report_and_its_rejects(
     expected = MANIFEST["latin-america.csv"]
     with signed_in(web, "olga") as http:
         token = csrf_of(http.get("/organise/imports").text)
+        form = {"kind": "contacts", "target": "latin-america", "name": "latin-america.csv"}
         checked = http.post(
             "/organise/imports/check",
             data={"csrf_token": token, "kind": "contacts", "target": "latin-america"},
@@ -126,16 +124,7 @@ def test_a_contacts_spreadsheet_shows_the_cli_report_and_its_rejects(
         assert rejects.status_code == 200
         assert len(rejects.text.splitlines()) == 1 + expected["expected_rejected"]
         assert count(app, Contact) == 0
-        confirmed = http.post(
-            "/organise/imports/confirm",
-            data={
-                "csrf_token": token,
-                "kind": "contacts",
-                "target": "latin-america",
-                "upload": hidden(checked.text, "upload"),
-                "name": "latin-america.csv",
-            },
-        )
+        confirmed = _send_upload(http, "confirm", token, checked.text, form)
         assert confirmed.status_code == 303
         assert count(app, ListMembership) == expected["expected_contacts"]
         listing = http.get("/organise/imports").text

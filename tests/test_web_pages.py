@@ -47,15 +47,12 @@ from tests.factories import add_contact, add_contacts_in_bulk, register
 from tests.test_web_support import (
     INVITATION_AT,
     PASSWORD,
-    accounts,
     client,
-    clock,
     csrf_of,
     run_service,
     sending_app,
     signed_in,
     signing_secret,
-    web,
 )
 
 

@@ -33,16 +33,9 @@ from tests.certificates import self_signed_certificate
 from tests.chromium import headless_chromium
 from tests.conftest import RunningServer, with_smtp
 from tests.factories import add_contact
-from tests.test_web_support import (
-    INVITATION_AT,
-    PASSWORD,
-    accounts,
-    clock,
-    run_service,
-    signing_secret,
-)
+from tests.test_web_support import INVITATION_AT, PASSWORD, run_service, signing_secret
 
-__all__ = ["accounts", "clock", "signing_secret"]
+__all__ = ["signing_secret"]
 
 HOST = "mailer.example.org"
 NGINX_SERVER = """\

@@ -14,18 +14,9 @@ from mailer.store.models import Contact, ContactStatus, Suppression, Suppression
 from mailer.store.outbox import suppress
 from mailer.web.server import ThreadedServer
 from tests.factories import add_contact
-from tests.test_web_support import (
-    INVITATION_AT,
-    accounts,
-    client,
-    clock,
-    csrf_of,
-    signed_in,
-    signing_secret,
-    web,
-)
+from tests.test_web_support import INVITATION_AT, client, csrf_of, signed_in, signing_secret
 
-__all__ = ["accounts", "clock", "signing_secret", "web"]
+__all__ = ["signing_secret"]
 
 
 def _suppressed(app: App) -> None:

@@ -16,21 +16,13 @@ from mailer.compose.checks import sample_steps
 from mailer.compose.localise import date_time, locale_for, wrap_text
 from mailer.compose.outgoing import sample_links
 from mailer.compose.render import Rendered, Renderer
-from mailer.config import Settings, load_settings
+from mailer.config import Settings
 from mailer.store.recipient import Recipient
-from tests.test_render import ROOT, SAMPLES, UNSUBSCRIBE
+from tests.test_render import SAMPLES, render_step, renderer, settings
+
+__all__ = ["renderer", "settings"]
 
 SESSION = datetime(2022, 3, 7, 10, 0, tzinfo=ZoneInfo("America/Sao_Paulo"))
-
-
-@pytest.fixture(scope="module")
-def settings() -> Settings:
-    return load_settings(ROOT / "config", database_url="sqlite://")
-
-
-@pytest.fixture(scope="module")
-def renderer(settings: Settings) -> Renderer:
-    return Renderer(settings)
 
 
 @pytest.mark.parametrize(
@@ -59,9 +51,7 @@ def _all_samples(settings: Settings, renderer: Renderer, language: str) -> list[
         values.update(extra)
         if extra.get("change") == "rescheduled":
             values["previous_start"] = SESSION
-        rendered = renderer.render(
-            step, session, recipient, series=settings.series, unsubscribe_url=UNSUBSCRIBE, extra=values
-        )
+        rendered = render_step(renderer, settings.series, step, session, recipient, extra=values)
         kind = str(extra.get("change", step.kind.value))
         found.append((f"{step.name}/{extra.get('relationship', '')}", kind, rendered))
     return found

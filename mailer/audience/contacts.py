@@ -28,9 +28,9 @@ from sqlalchemy.orm import sessionmaker
 from mailer.audience.addresses import Address, InvalidAddressError, email_key, normalise_address
 from mailer.audience.cells import Defaults, clean_text, fit_column, split_title
 from mailer.audience.contact_queries import ContactView, contact_by_email, find_contacts
-from mailer.audience.contact_rows import CONTACT_COLUMNS, Replaced, parse_contact_row
+from mailer.audience.contact_rows import CONTACT_COLUMNS, ContactRow, Replaced, parse_contact_row
 from mailer.audience.contact_store import ContactWriter
-from mailer.audience.import_log import ImportJournal, file_sha256, finish_import
+from mailer.audience.import_log import ImportJournal, file_sha256, record_counts
 from mailer.audience.row_import import (
     Duplicate,
     ProgressCallback,
@@ -84,6 +84,11 @@ class ImportReport:
         """Rows accepted: new, updated and unchanged contacts."""
         return self.new + self.updated + self.unchanged
 
+    @property
+    def accepted(self) -> int:
+        """Rows accepted (:attr:`imported`), as every import's record counts them."""
+        return self.imported
+
 
 def import_contacts(
     factory: sessionmaker[DbSession],
@@ -126,14 +131,13 @@ def import_contacts(
     writer = ContactWriter(settings, region, name, now)
     if not dry_run:
         writer.journal = ImportJournal(ImportKind.CONTACTS, region, name, file_sha256(table.path), by, now)
+    rejects = rejects_path or default_rejects_path(settings, table.path)
+
+    def parse(record: Record) -> ContactRow | Rejected:
+        return parse_contact_row(table, record, defaults)
+
     outcome = import_rows(
-        factory,
-        table,
-        lambda record: parse_contact_row(table, record, defaults),
-        writer,
-        rejects_path=rejects_path or default_rejects_path(settings, table.path),
-        progress=progress,
-        dry_run=dry_run,
+        factory, table, parse, writer, rejects_path=rejects, progress=progress, dry_run=dry_run
     )
     report = ImportReport(
         path=table.path,
@@ -141,27 +145,18 @@ def import_contacts(
         encoding=table.encoding,
         delimiter=table.delimiter,
         rows=outcome.rows,
+        rejected=outcome.rejected,
+        duplicates=outcome.duplicates,
+        rejects_path=outcome.rejects_path,
         new=writer.new,
         updated=writer.updated,
         unchanged=writer.unchanged,
         memberships_added=writer.memberships,
-        rejected=outcome.rejected,
-        duplicates=outcome.duplicates,
-        rejects_path=outcome.rejects_path,
         replaced=tuple(writer.replaced),
         import_id=writer.journal.import_id if writer.journal else 0,
         file_name=name,
     )
-    if writer.journal is not None:
-        finish_import(
-            factory,
-            writer.journal.import_id,
-            rows=report.rows,
-            accepted=report.imported,
-            rejected=len(report.rejected),
-            duplicates=len(report.duplicates),
-            summary=report.summary,
-        )
+    record_counts(factory, writer.journal, report)
     return report
 
 

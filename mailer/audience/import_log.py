@@ -14,11 +14,11 @@ The journal's rows (``import_changes``) are what :mod:`mailer.audience.import_un
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session as DbSession
@@ -122,6 +122,36 @@ class ImportJournal:
                 )
                 for contact_id, status, at in previous
             ],
+        )
+
+
+class Counted(Protocol):
+    """The counts of a finished import, as its report (contacts' or registrations') gives them."""
+
+    @property
+    def rows(self) -> int: ...
+    @property
+    def accepted(self) -> int: ...
+    @property
+    def rejected(self) -> Sized: ...
+    @property
+    def duplicates(self) -> Sized: ...
+    @property
+    def summary(self) -> str: ...
+
+
+def record_counts(factory: sessionmaker[DbSession], journal: ImportJournal | None, report: Counted) -> None:
+    """Store ``report``'s counts with the import's record (:func:`finish_import`); nothing without a journal
+    (a dry run records nothing)."""
+    if journal is not None:
+        finish_import(
+            factory,
+            journal.import_id,
+            rows=report.rows,
+            accepted=report.accepted,
+            rejected=len(report.rejected),
+            duplicates=len(report.duplicates),
+            summary=report.summary,
         )
 
 

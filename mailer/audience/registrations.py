@@ -32,7 +32,7 @@ from mailer.audience.bulk import insert_ignoring_conflicts, literal_in
 from mailer.audience.cells import Defaults, clean_text, fit_column, language_and_zone
 from mailer.audience.contact_rows import CONTACT_COLUMNS, ContactRow, row_address, row_name
 from mailer.audience.contact_store import contact_ids, contact_values
-from mailer.audience.import_log import ImportJournal, file_sha256, finish_import
+from mailer.audience.import_log import ImportJournal, file_sha256, record_counts
 from mailer.audience.locales import country_code, fold
 from mailer.audience.report_check import mismatch, report_heading
 from mailer.audience.report_times import parse_registration_time, preamble_zone_label, report_zone
@@ -123,6 +123,11 @@ class RegistrationReport:
             f"{self.unchanged} unchanged registrations; {len(self.rejected)} rejected, "
             f"{len(self.duplicates)} duplicates"
         )
+
+    @property
+    def accepted(self) -> int:
+        """Rows accepted: registered, denied and declined."""
+        return self.registered + self.denied + self.declined
 
 
 @dataclass(slots=True)
@@ -355,14 +360,13 @@ def import_registrations(
         writer.journal = ImportJournal(
             ImportKind.REGISTRATIONS, session.id, name, file_sha256(table.path), by, now, forced=bool(problem)
         )
+    rejects = rejects_path or default_rejects_path(settings, table.path)
+
+    def parse(record: Record) -> Registrant | Rejected:
+        return _parse(table, record, zone)
+
     outcome = import_rows(
-        factory,
-        table,
-        lambda record: _parse(table, record, zone),
-        writer,
-        rejects_path=rejects_path or default_rejects_path(settings, table.path),
-        progress=progress,
-        dry_run=dry_run,
+        factory, table, parse, writer, rejects_path=rejects, progress=progress, dry_run=dry_run
     )
     report = RegistrationReport(
         path=table.path,
@@ -383,16 +387,7 @@ def import_registrations(
         mismatch=problem,
         file_name=name,
     )
-    if writer.journal is not None:
-        finish_import(
-            factory,
-            writer.journal.import_id,
-            rows=report.rows,
-            accepted=report.registered + report.denied + report.declined,
-            rejected=len(report.rejected),
-            duplicates=len(report.duplicates),
-            summary=report.summary,
-        )
+    record_counts(factory, writer.journal, report)
     return report
 
 

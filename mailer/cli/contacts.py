@@ -12,7 +12,9 @@ only when stderr is a terminal or the file is big; summaries go to stdout.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 from rich.console import Console
@@ -31,6 +33,8 @@ from mailer.errors import NotFoundError
 from mailer.store.engine import transaction
 from mailer.store.suppressions import suppression_of
 from mailer.timeline.clock import SystemClock
+
+_T = TypeVar("_T")
 
 #: Files with more physical lines than this get a progress bar even when stderr is not a terminal.
 BIG_FILE_LINES = 5000
@@ -97,6 +101,18 @@ def _rejects_note(path: Path | None) -> str:
     return f"  (written to {path})" if path else ""
 
 
+def _echo_left_out(report: ImportReport | RegistrationReport, width: int) -> None:
+    """The counts of rejected and duplicate rows, their labels padded to ``width`` characters."""
+    click.echo(f"  {'rejected':{width}}{len(report.rejected):6d}{_rejects_note(report.rejects_path)}")
+    click.echo(f"  {'duplicates':{width}}{len(report.duplicates):6d}")
+
+
+def _echo_record(import_id: int) -> None:
+    """Which import recorded it and how to undo it (nothing for a dry run, which records nothing)."""
+    if import_id:
+        click.echo(f"  recorded as import {import_id} (undo: mailer imports undo {import_id})")
+
+
 def print_import_report(report: ImportReport) -> None:
     """The summary of a contact import, then each rejected row and duplicate with its line."""
     click.echo(
@@ -107,12 +123,10 @@ def print_import_report(report: ImportReport) -> None:
         f"  imported   {report.imported:6d}  ({report.new} new, {report.updated} updated, "
         f"{report.unchanged} unchanged; {report.memberships_added} added to the list)"
     )
-    click.echo(f"  rejected   {len(report.rejected):6d}{_rejects_note(report.rejects_path)}")
-    click.echo(f"  duplicates {len(report.duplicates):6d}")
+    _echo_left_out(report, 11)
     if report.replaced:
         click.echo(f"  replaced   {len(report.replaced):6d}  (cells not understood; the rows were imported)")
-    if report.import_id:
-        click.echo(f"  recorded as import {report.import_id} (undo: mailer imports undo {report.import_id})")
+    _echo_record(report.import_id)
     _echo_rejected(report.rejected)
     if report.duplicates:
         click.echo("Duplicates (the first row wins):")
@@ -137,15 +151,35 @@ def print_registration_report(report: RegistrationReport) -> None:
     click.echo(
         f"  stored       {report.created:6d} new, {report.updated} updated, {report.unchanged} unchanged"
     )
-    click.echo(f"  rejected     {len(report.rejected):6d}{_rejects_note(report.rejects_path)}")
-    click.echo(f"  duplicates   {len(report.duplicates):6d}")
-    if report.import_id:
-        click.echo(f"  recorded as import {report.import_id} (undo: mailer imports undo {report.import_id})")
+    _echo_left_out(report, 13)
+    _echo_record(report.import_id)
     if report.mismatch:
         click.echo(f"  imported with --force although {report.mismatch}")
     _echo_rejected(report.rejected)
     for duplicate in report.duplicates:
         click.echo(f"  line {duplicate.line}: duplicate of line {duplicate.kept_line} ({duplicate.email})")
+
+
+def _import_with_bar(
+    app: App, importer: Callable[..., _T], file: Path, target: str, rejects: Path | None, **options: object
+) -> _T:
+    """``importer`` (:func:`import_contacts` or :func:`import_registrations`) of ``file`` into ``target`` (a
+    region or a session) now, by the command line's user, with a progress bar; ``options`` passed on."""
+    bar = ProgressBar(f"importing {file.name}")
+    try:
+        return importer(
+            app.factory,
+            app.settings,
+            file,
+            target,
+            SystemClock().now(),
+            rejects_path=rejects,
+            progress=bar,
+            by=cli_user(),
+            **options,
+        )
+    finally:
+        bar.close()
 
 
 @click.group("contacts")
@@ -166,20 +200,7 @@ def import_contacts_command(ctx: AppContext, file: Path, region: str, rejects: P
     """Import a CSV export of contacts into REGION's list (idempotent; committed chunk by chunk)."""
     app = _open(ctx)
     _check_region(app, region)
-    bar = ProgressBar(f"importing {file.name}")
-    try:
-        report = import_contacts(
-            app.factory,
-            app.settings,
-            file,
-            region,
-            SystemClock().now(),
-            rejects_path=rejects,
-            progress=bar,
-            by=cli_user(),
-        )
-    finally:
-        bar.close()
+    report = _import_with_bar(app, import_contacts, file, region, rejects)
     print_import_report(report)
 
 
@@ -284,21 +305,7 @@ def import_registrations_command(
         raise click.BadParameter(
             f"unknown session {session_id!r} (known: {', '.join(known)})", param_hint="--session"
         )
-    bar = ProgressBar(f"importing {file.name}")
-    try:
-        report = import_registrations(
-            app.factory,
-            app.settings,
-            file,
-            session_id,
-            SystemClock().now(),
-            rejects_path=rejects,
-            progress=bar,
-            by=cli_user(),
-            force=force,
-        )
-    finally:
-        bar.close()
+    report = _import_with_bar(app, import_registrations, file, session_id, rejects, force=force)
     print_registration_report(report)
 
 

@@ -144,8 +144,8 @@ def _templates(directory: Path) -> Jinja2Templates:
     return Jinja2Templates(env=env, context_processors=[processor])
 
 
-class SecurityHeaders:
-    """Adds CSP, framing, referrer, sniffing and caching headers to every response that has none of its own."""
+class HttpMiddleware:
+    """An ASGI middleware that acts on HTTP requests (:meth:`http`) and passes every other scope on as it is."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -154,6 +154,17 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one HTTP request; the default passes it on."""
+        await self.app(scope, receive, send)
+
+
+class SecurityHeaders(HttpMiddleware):
+    """Adds CSP, framing, referrer, sniffing and caching headers to every response that has none of its own."""
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         static = scope["path"].startswith("/static/")
 
         async def send_with_headers(message: Message) -> None:
@@ -177,19 +188,13 @@ MACHINE_PREFIXES = ("/api/", "/hooks/")  # answered in JSON
 RETRY_AFTER = 5  # seconds a client is asked to wait when the store is busy
 
 
-class StoreBusy:
+class StoreBusy(HttpMiddleware):
     """Answers 503 with ``Retry-After`` when a handler (or the sign-in guard) could not get the store: a
     SQLAlchemy ``OperationalError`` such as SQLite's "database is locked" after its busy timeout, a PostgreSQL
     lock timeout or a lost connection. Never a 500 for a store that is only busy; nothing was changed, so
     the same request may be sent again."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def tracking(message: Message) -> None:

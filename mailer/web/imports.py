@@ -138,14 +138,10 @@ def _run(
     by: str,
     progress: ProgressCallback | None = None,
 ) -> ImportReport | RegistrationReport:
-    now = ctx.now()
+    source = (ctx.app.factory, ctx.settings, upload.path, target, ctx.now())
     if kind == "contacts":
         return import_contacts(
-            ctx.app.factory,
-            ctx.settings,
-            upload.path,
-            target,
-            now,
+            *source,
             rejects_path=upload.rejects,
             by=by,
             dry_run=dry_run,
@@ -153,11 +149,7 @@ def _run(
             progress=progress,
         )
     return import_registrations(
-        ctx.app.factory,
-        ctx.settings,
-        upload.path,
-        target,
-        now,
+        *source,
         rejects_path=upload.rejects,
         by=by,
         force=force,

@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mailer.delivery.handling import fingerprint
-from mailer.delivery.reports import Report
+from mailer.delivery.reports import Recipient, Report
 from mailer.errors import WebhookRefusedError
+from mailer.store.models import ReportKind
 from mailer.timeline.clock import require_aware
 
 _STATUS = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
@@ -53,6 +54,22 @@ def fresh(moment: datetime, now: datetime, max_age: timedelta, what: str) -> Non
         raise WebhookRefusedError(403, f"{what} {moment.isoformat()} is older than {max_age}: a replay")
     if moment > now + FUTURE_SKEW:
         raise WebhookRefusedError(403, f"{what} {moment.isoformat()} is in the future")
+
+
+def signed_time(signed_at: str, now: datetime, max_age: timedelta, what: str) -> None:
+    """Check a signature's time stamp (Unix seconds or ISO 8601, as :func:`timestamp` reads it) the way
+    :func:`fresh` does; WebhookRefusedError(400) when it cannot be read, as :func:`fresh` raises otherwise.
+    Raises :class:`mailer.errors.NaiveDatetimeError` for a naive ``now``."""
+    now = require_aware(now, "now")
+    moment = timestamp(signed_at)
+    if moment is None:
+        raise WebhookRefusedError(400, f"unreadable {what} {signed_at[:20]!r}")
+    fresh(moment, now, max_age, what)
+
+
+def json_object(value: object) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
 
 
 def load_json(body: bytes) -> Any:
@@ -101,3 +118,39 @@ def bracketed(message_id: object) -> str:
 def text(value: object, limit: int = 500) -> str:
     """A payload field as a one-line string of at most ``limit`` characters."""
     return " ".join(str(value).split())[:limit] if value is not None else ""
+
+
+def recipient_report(
+    kind: ReportKind,
+    *,
+    address: str,
+    status_code: str,
+    words: str,
+    diagnostic: str,
+    message_id: str,
+    reporting_mta: str,
+    arrived_at: datetime | None,
+    provider_ids: tuple[str, ...] = (),
+) -> Report:
+    """A provider's event about one recipient (Mailgun, SendGrid) as a :class:`Report`: the recipient's
+    action is ``delivered`` for a delivery, blank for a complaint and ``failed`` otherwise (RFC 3464 sec.
+    2.3.3); its status is the enhanced status code (RFC 3463) in ``status_code``, else the first in
+    ``words``; a complaint's feedback type is ``abuse`` (RFC 5965 sec. 3.1); ``message_id`` ("" when the event
+    names none) is our Message-ID in brackets. Raises :class:`mailer.errors.NaiveDatetimeError` for a naive
+    ``arrived_at``."""
+    arrived_at = require_aware(arrived_at, "arrival time") if arrived_at is not None else None
+    recipient = Recipient(
+        address=address,
+        action={ReportKind.DELIVERED: "delivered", ReportKind.COMPLAINT: ""}.get(kind, "failed"),
+        status=status_in(status_code, words),
+        diagnostic=diagnostic,
+    )
+    return Report(
+        kind=kind,
+        recipients=(recipient,),
+        message_ids=(message_id,) if message_id else (),
+        provider_ids=provider_ids,
+        reporting_mta=reporting_mta,
+        arrived_at=arrived_at,
+        feedback_type="abuse" if kind is ReportKind.COMPLAINT else "",
+    )

@@ -22,20 +22,16 @@ from mailer.delivery.providers.events import (
     ProviderEvent,
     Webhook,
     bracketed,
-    fresh,
+    json_object,
     load_json,
-    status_in,
+    recipient_report,
+    signed_time,
     text,
     timestamp,
 )
-from mailer.delivery.reports import Recipient, Report
 from mailer.errors import WebhookRefusedError
 from mailer.store.models import ReportKind
 from mailer.timeline.clock import require_aware
-
-
-def _object(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def verify(document: dict[str, Any], hook: ProviderWebhook, now: datetime) -> None:
@@ -44,17 +40,14 @@ def verify(document: dict[str, Any], hook: ProviderWebhook, now: datetime) -> No
     key = hook.secret
     if not key:
         raise WebhookRefusedError(503, f"${hook.secret_env} is not set: cannot verify Mailgun events")
-    signature = _object(document.get("signature"))
+    signature = json_object(document.get("signature"))
     signed_at, token, given = (str(signature.get(name, "")) for name in ("timestamp", "token", "signature"))
     if not signed_at or not token or not given:
         raise WebhookRefusedError(403, "unsigned: no Mailgun signature, timestamp or token")
     expected = hmac.new(key.encode(), (signed_at + token).encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected.encode(), given.lower().encode()):
         raise WebhookRefusedError(403, "Mailgun signature does not match")
-    moment = timestamp(signed_at)
-    if moment is None:
-        raise WebhookRefusedError(400, f"unreadable Mailgun timestamp {signed_at[:20]!r}")
-    fresh(moment, now, hook.max_age, "Mailgun timestamp")
+    signed_time(signed_at, now, hook.max_age, "Mailgun timestamp")
 
 
 def read(body: bytes, hook: ProviderWebhook, now: datetime) -> Webhook:
@@ -64,7 +57,7 @@ def read(body: bytes, hook: ProviderWebhook, now: datetime) -> Webhook:
     if not isinstance(document, dict):
         raise WebhookRefusedError(400, "Mailgun webhook body is not a JSON object")
     verify(document, hook, now)
-    data = _object(document.get("event-data"))
+    data = json_object(document.get("event-data"))
     name = data.get("event")
     if name == "failed":
         kind = ReportKind.HARD if data.get("severity") == "permanent" else ReportKind.SOFT
@@ -77,24 +70,19 @@ def read(body: bytes, hook: ProviderWebhook, now: datetime) -> Webhook:
     event_id = text(data.get("id"), 200)
     if not event_id:
         raise WebhookRefusedError(400, "Mailgun event without an id")
-    status = _object(data.get("delivery-status"))
+    status = json_object(data.get("delivery-status"))
     code = text(status.get("code"), 10)
     words = text(status.get("message")) or text(status.get("description")) or text(data.get("reason"))
     diagnostic = " ".join(part for part in (code, words) if part) or text(name)
-    message_id = bracketed(_object(_object(data.get("message")).get("headers")).get("message-id"))
-    report = Report(
-        kind=kind,
-        recipients=(
-            Recipient(
-                address=text(data.get("recipient"), 320),
-                action={ReportKind.DELIVERED: "delivered", ReportKind.COMPLAINT: ""}.get(kind, "failed"),
-                status=status_in(text(status.get("enhanced-code"), 20), words),
-                diagnostic=diagnostic,
-            ),
-        ),
-        message_ids=(message_id,) if message_id else (),
+    message_id = bracketed(json_object(json_object(data.get("message")).get("headers")).get("message-id"))
+    report = recipient_report(
+        kind,
+        address=text(data.get("recipient"), 320),
+        status_code=text(status.get("enhanced-code"), 20),
+        words=words,
+        diagnostic=diagnostic,
+        message_id=message_id,
         reporting_mta=text(status.get("mx-host"), 255) or "Mailgun",
         arrived_at=timestamp(data.get("timestamp")),
-        feedback_type="abuse" if kind is ReportKind.COMPLAINT else "",
     )
     return Webhook(events=(ProviderEvent("mailgun", event_id, report),))

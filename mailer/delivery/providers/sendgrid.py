@@ -38,13 +38,12 @@ from mailer.delivery.providers.events import (
     ProviderEvent,
     Webhook,
     bracketed,
-    fresh,
     load_json,
-    status_in,
+    recipient_report,
+    signed_time,
     text,
     timestamp,
 )
-from mailer.delivery.reports import Recipient, Report
 from mailer.errors import WebhookRefusedError
 from mailer.store.models import ReportKind
 from mailer.timeline.clock import require_aware
@@ -89,10 +88,7 @@ def verify(headers: Mapping[str, str], body: bytes, hook: ProviderWebhook, now: 
         )
     except (InvalidSignature, binascii.Error, ValueError):
         raise WebhookRefusedError(403, "SendGrid signature does not match") from None
-    moment = timestamp(signed_at)
-    if moment is None:
-        raise WebhookRefusedError(400, f"unreadable SendGrid timestamp {signed_at[:20]!r}")
-    fresh(moment, now, hook.max_age, "SendGrid timestamp")
+    signed_time(signed_at, now, hook.max_age, "SendGrid timestamp")
 
 
 def read(headers: Mapping[str, str], body: bytes, hook: ProviderWebhook, now: datetime) -> Webhook:
@@ -136,21 +132,16 @@ def _event(entry: dict[str, Any]) -> ProviderEvent | None:
     sg_id = text(entry.get("sg_message_id"), 255)
     provider_ids = tuple(dict.fromkeys(i for i in (sg_id, sg_id.partition(".")[0]) if i))
     message_id = bracketed(entry.get("smtp-id"))
-    report = Report(
-        kind=kind,
-        recipients=(
-            Recipient(
-                address=text(entry.get("email"), 320),
-                action={ReportKind.DELIVERED: "delivered", ReportKind.COMPLAINT: ""}.get(kind, "failed"),
-                status=status_in(text(entry.get("status"), 20), reason),
-                diagnostic=diagnostic,
-            ),
-        ),
-        message_ids=(message_id,) if message_id else (),
+    report = recipient_report(
+        kind,
+        diagnostic=diagnostic,
+        address=text(entry.get("email"), 320),
+        status_code=text(entry.get("status"), 20),
+        words=reason,
+        message_id=message_id,
         provider_ids=provider_ids,
         reporting_mta="SendGrid",
         arrived_at=timestamp(entry.get("timestamp")),
-        feedback_type="abuse" if kind is ReportKind.COMPLAINT else "",
     )
     event_id = (
         text(entry.get("sg_event_id"), 200)

@@ -44,6 +44,7 @@ from mailer.delivery.providers.events import (
     Webhook,
     bracketed,
     fresh,
+    json_object,
     load_json,
     status_in,
     text,
@@ -56,26 +57,11 @@ from mailer.timeline.clock import require_aware
 
 Fetch = Callable[[str], bytes]  # GET an https URL, return the body (raises OSError on failure)
 
+_CONFIRMATION_FIELDS = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type")
 _FIELDS = {
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
-    "SubscriptionConfirmation": (
-        "Message",
-        "MessageId",
-        "SubscribeURL",
-        "Timestamp",
-        "Token",
-        "TopicArn",
-        "Type",
-    ),
-    "UnsubscribeConfirmation": (
-        "Message",
-        "MessageId",
-        "SubscribeURL",
-        "Timestamp",
-        "Token",
-        "TopicArn",
-        "Type",
-    ),
+    "SubscriptionConfirmation": _CONFIRMATION_FIELDS,
+    "UnsubscribeConfirmation": _CONFIRMATION_FIELDS,
 }
 _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
 _FETCH_LIMIT = 64 * 1024  # bytes: a certificate is about 2 KB, a confirmation answer smaller
@@ -217,14 +203,10 @@ def read(body: bytes, hook: ProviderWebhook, now: datetime, certificates: Certif
     return Webhook(events=(ProviderEvent("ses", str(document.get("MessageId", "")), report),))
 
 
-def _object(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _report(notification: dict[str, Any]) -> Report | None:
     kind = notification.get("notificationType") or notification.get("eventType")
-    mail = _object(notification.get("mail"))
-    ids = [bracketed(_object(mail.get("commonHeaders")).get("messageId"))]
+    mail = json_object(notification.get("mail"))
+    ids = [bracketed(json_object(mail.get("commonHeaders")).get("messageId"))]
     ids.extend(
         bracketed(header.get("value"))
         for header in _entries(mail.get("headers"))
@@ -255,7 +237,7 @@ def _mta(value: object, default: str) -> str:
 
 
 def _bounce(bounce: object, base: Report) -> Report:
-    data = _object(bounce)
+    data = json_object(bounce)
     permanent = data.get("bounceType") == "Permanent"
     subtype = f"{data.get('bounceType', '')}/{data.get('bounceSubType', '')}"
     recipients = tuple(
@@ -279,7 +261,7 @@ def _bounce(bounce: object, base: Report) -> Report:
 
 
 def _complaint(complaint: object, base: Report) -> Report:
-    data = _object(complaint)
+    data = json_object(complaint)
     feedback = text(data.get("complaintFeedbackType"), 40) or "abuse"
     recipients = tuple(
         Recipient(address=text(entry.get("emailAddress"), 320), diagnostic=feedback)
@@ -297,7 +279,7 @@ def _complaint(complaint: object, base: Report) -> Report:
 
 
 def _delivery(delivery: object, base: Report) -> Report:
-    data = _object(delivery)
+    data = json_object(delivery)
     response = text(data.get("smtpResponse"))
     addresses = data.get("recipients")
     recipients = tuple(

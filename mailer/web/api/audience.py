@@ -4,6 +4,7 @@ one contact (through the file import's own rules), suppress an address."""
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import tempfile
 from collections.abc import Callable
@@ -37,18 +38,13 @@ from mailer.web.api.spec import Call, endpoint
 _T = TypeVar("_T")
 
 
+# a contact's own cells, as a file of contacts names them
+_CONTACT_COLUMNS = ("email", "name", "title", "institution", "country", "language", "time_zone")
+
+
 def _contact_out(contact: Contact) -> ContactOut:
-    return ContactOut(
-        id=contact.id,
-        email=contact.email,
-        name=contact.name,
-        title=contact.title,
-        institution=contact.institution,
-        country=contact.country,
-        language=contact.language,
-        time_zone=contact.time_zone,
-        status=str(contact.status),
-    )
+    fields = {column: getattr(contact, column) for column in _CONTACT_COLUMNS}
+    return ContactOut(id=contact.id, status=str(contact.status), **fields)
 
 
 @endpoint("GET", "/contacts", summary="Contacts, newest first", response=ContactPage, query=ContactQuery)
@@ -90,47 +86,37 @@ def _import_upload(
     )
 
 
-@endpoint(
-    "POST",
+def _importing(call: Call, target: str, importer: Callable[..., _T]) -> Callable[[Path, Path], _T]:
+    """``run(path, rejects_path)`` for :func:`_with_file`: ``importer`` (as :func:`import_contacts`) of the
+    file into ``target`` (a region or a session), now."""
+    ctx = call.ctx
+    return lambda path, rejects: importer(
+        ctx.app.factory, ctx.settings, path, target, ctx.now(), rejects_path=rejects
+    )
+
+
+# An import of an uploaded file: a write, answered with its counts; 404 for an unknown list or session.
+_import_endpoint = functools.partial(
+    endpoint, "POST", response=ImportOut, body=FileIn, scope=TokenScope.WRITE, errors=(404,)
+)
+
+
+@_import_endpoint(
     "/lists/{region}/import",
     summary="Import a contact file into a region's list (as `mailer contacts import`)",
-    response=ImportOut,
-    body=FileIn,
-    scope=TokenScope.WRITE,
-    errors=(404,),
 )
 def import_list(call: Call) -> ImportOut:
-    ctx = call.ctx
-
-    def run(path: Path, rejects: Path) -> ImportReport:
-        return import_contacts(
-            ctx.app.factory, ctx.settings, path, call.path["region"], ctx.now(), rejects_path=rejects
-        )
-
-    return _import_upload(call.body, "contacts", run)
+    return _import_upload(call.body, "contacts", _importing(call, call.path["region"], import_contacts))
 
 
-@endpoint(
-    "POST",
+@_import_endpoint(
     "/sessions/{session_id}/registrations/import",
     summary="Import a platform's registration report (as `mailer registrations import`)",
-    response=ImportOut,
-    body=FileIn,
-    scope=TokenScope.WRITE,
-    errors=(404,),
 )
 def import_registration_report(call: Call) -> ImportOut:
-    ctx = call.ctx
-
-    def run(path: Path, rejects: Path) -> RegistrationReport:
-        return import_registrations(
-            ctx.app.factory, ctx.settings, path, call.path["session_id"], ctx.now(), rejects_path=rejects
-        )
-
-    return _import_upload(call.body, "registrations", run)
-
-
-_CONTACT_COLUMNS = ("email", "name", "title", "institution", "country", "language", "time_zone")
+    return _import_upload(
+        call.body, "registrations", _importing(call, call.path["session_id"], import_registrations)
+    )
 
 
 @endpoint(
@@ -150,13 +136,7 @@ def save_contact(call: Call) -> ContactSaved:
     writer.writerow([getattr(person, column) for column in _CONTACT_COLUMNS])
     upload = FileIn(filename=f"api-{call.token.name}.csv"[:200].replace("/", "-"), content=text.getvalue())
     ctx = call.ctx
-
-    def run(path: Path, rejects: Path) -> ImportReport:
-        return import_contacts(
-            ctx.app.factory, ctx.settings, path, person.region, ctx.now(), rejects_path=rejects
-        )
-
-    report = _with_file(upload, run)
+    report = _with_file(upload, _importing(call, person.region, import_contacts))
     if report.rejected:
         raise ValueError(report.rejected[0].reason)
     outcome: Literal["created", "updated", "unchanged"] = (

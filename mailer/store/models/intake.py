@@ -1,0 +1,93 @@
+"""What came in from outside: webinar platforms' registration events and organisers' file imports."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mailer.store.models.base import Base
+
+
+class WebhookEvent(Base):
+    """A registration event pushed by a webinar platform, kept once per (source, event id).
+
+    ``outcome`` says what it did: ``applied``, ``stale`` (an event about the same registrant and session
+    that happened later was applied first) or ``ignored`` (nothing to do, e.g. a pending approval).
+    """
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        UniqueConstraint("source", "event_id"),
+        Index("ix_webhook_events_registrant", "session_id", "email_key", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(20))  # generic | zoom
+    event_id: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(20))  # created | approved | denied | cancelled
+    session_id: Mapped[str] = mapped_column(String(100))
+    email_key: Mapped[str] = mapped_column(String(320))
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(20))
+
+
+class ImportKind(StrEnum):
+    """What an organiser's file fed."""
+
+    CONTACTS = "contacts"  # a region's contact list
+    REGISTRATIONS = "registrations"  # one session's registrations
+
+
+class ImportRecord(Base):
+    """One import of an organiser's file: who, when, which file (name and SHA-256), into what, what it did.
+
+    ``undone_at`` is set when it was taken back (``mailer imports undo``); ``forced`` when a registration
+    report whose title or date did not match the session was imported anyway.
+    """
+
+    __tablename__ = "imports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[ImportKind] = mapped_column(String(20))
+    target: Mapped[str] = mapped_column(String(100))  # region id or session id
+    file_name: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    imported_by: Mapped[str] = mapped_column(String(100))
+    imported_at: Mapped[datetime]
+    forced: Mapped[bool] = mapped_column(default=False)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    accepted: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    summary: Mapped[str] = mapped_column(Text, default="")  # the counts in words, as reported
+    undone_at: Mapped[datetime | None]
+    undone_by: Mapped[str] = mapped_column(String(100), default="")
+    undo_summary: Mapped[str] = mapped_column(Text, default="")
+
+
+class ImportChangeKind(StrEnum):
+    """One thing an import did that undoing it takes back."""
+
+    CONTACT = "contact"  # created the contact
+    MEMBERSHIP = "membership"  # put the contact on the list
+    REGISTRATION = "registration"  # created the registration
+    REGISTRATION_CHANGE = "registration-change"  # changed it: previous status and time kept
+
+
+class ImportChange(Base):
+    """What one import created or changed, row by row, so that it can be undone."""
+
+    __tablename__ = "import_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    import_id: Mapped[int] = mapped_column(ForeignKey("imports.id", ondelete="CASCADE"), index=True)
+    change: Mapped[ImportChangeKind] = mapped_column(String(20))
+    contact_id: Mapped[int] = mapped_column(Integer)  # no foreign key: the contact may be gone since
+    list_id: Mapped[int | None]
+    session_id: Mapped[str] = mapped_column(String(100), default="")
+    previous_status: Mapped[str] = mapped_column(String(20), default="")
+    previous_registered_at: Mapped[datetime | None]
