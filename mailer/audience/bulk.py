@@ -44,6 +44,18 @@ def literal_in(column: Any, values: Sequence[Any]) -> Any:
     return column.in_(bindparam(None, list(values), expanding=True, literal_execute=True))
 
 
+#: The merge after a chunk is staged probes unique keys once per staged row: nested loops over indexes,
+#: whatever the statistics say of tables that grow during an import (never analysed yet, a big table looks
+#: empty, and a hash join or a sequential scan would then read every contact for each chunk: quadratic).
+#: The sequential scan of the staging table itself then looks dear, so JIT compilation is turned off too.
+_INDEX_PROBES = "; ".join(
+    [
+        *(f"SET LOCAL enable_{plan} = off" for plan in ("hashjoin", "mergejoin", "seqscan", "material")),
+        "SET LOCAL jit = off",
+    ]
+)
+
+
 def fill_stage(
     db: DbSession, name: str, columns: Sequence[tuple[str, str]], filled: int, rows: Iterable[Sequence[Any]]
 ) -> None:
@@ -51,7 +63,8 @@ def fill_stage(
     pairs, types that both stores know) and load ``rows`` into it, bypassing SQLAlchemy's per-row work:
     each row holds the values of the first ``filled`` columns; the others take their defaults.
 
-    PostgreSQL: one ``COPY ... FROM STDIN`` (psycopg's ``cursor.copy``), the table's rows dropped at commit;
+    PostgreSQL: one ``COPY ... FROM STDIN`` (psycopg's ``cursor.copy``), the table's rows dropped at commit,
+    and the rest of the transaction planned with nested loops (the merge probes indexes row by row);
     SQLite: one executemany of the DB-API driver. The table lives as long as the connection, so each
     transaction of an import reuses it. ``name`` and ``columns`` are the caller's constants, never user
     input. Raises ValueError on any other store.
@@ -67,7 +80,7 @@ def fill_stage(
             with cursor.copy(f"COPY {name} ({names}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-            cursor.execute(f"ANALYZE {name}")  # so that the merge looks contacts up by index
+            cursor.execute(_INDEX_PROBES)
     elif dialect == "sqlite":
         cursor = driver.cursor()  # type: ignore[union-attr]
         try:
