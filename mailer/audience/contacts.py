@@ -28,7 +28,7 @@ from sqlalchemy.orm import sessionmaker
 from mailer.audience.addresses import Address, InvalidAddressError, email_key, normalise_address
 from mailer.audience.cells import Defaults, clean_text, fit_column, split_title
 from mailer.audience.contact_queries import ContactView, contact_by_email, find_contacts
-from mailer.audience.contact_rows import CONTACT_COLUMNS, Replaced, parse_contact_row
+from mailer.audience.contact_rows import CONTACT_COLUMNS, Replaced, contact_parser
 from mailer.audience.contact_store import ContactWriter
 from mailer.audience.import_log import ImportJournal, file_sha256, finish_import
 from mailer.audience.row_import import (
@@ -129,7 +129,7 @@ def import_contacts(
     outcome = import_rows(
         factory,
         table,
-        lambda record: parse_contact_row(table, record, defaults),
+        contact_parser(table, defaults),
         writer,
         rejects_path=rejects_path or default_rejects_path(settings, table.path),
         progress=progress,
