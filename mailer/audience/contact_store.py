@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, column, select, table, text
+from sqlalchemy import CursorResult, TextClause, bindparam, column, select, table, text
 from sqlalchemy.orm import Session as DbSession
 
 from mailer.audience.bulk import fill_stage, insert_ignoring_conflicts, literal_in
@@ -169,11 +169,11 @@ class ContactWriter:
         for row in chunk:
             self.replaced.extend(row.replaced)
         fill_stage(db, _STAGE, _STAGE_COLUMNS, _LOADED, (_staged(row) for row in chunk))
-        existing = db.execute(_FIND).rowcount
+        existing = _rows(db, _FIND)
         updated = 0
         if existing:
             db.execute(_HOME, {"list": self._list_id})
-            updated = db.execute(_MERGE, {"now": self.now}).rowcount
+            updated = _rows(db, _MERGE, {"now": self.now})
         fresh = len(chunk) - existing
         if fresh:
             db.execute(_CREATE, {"status": ContactStatus.ACTIVE.value, "now": self.now})
@@ -181,7 +181,7 @@ class ContactWriter:
         self.new += fresh
         self.updated += updated
         self.unchanged += len(chunk) - fresh - updated
-        joined = db.execute(_JOINING, {"list": self._list_id}).rowcount
+        joined = _rows(db, _JOINING, {"list": self._list_id})
         if joined:
             db.execute(_JOIN, {"list": self._list_id, "source": f"{self.source}:", "now": self.now})
         self.memberships += joined
@@ -193,6 +193,11 @@ class ContactWriter:
                 self.journal.selected(
                     db, ImportChangeKind.MEMBERSHIP, ids.where(_stage.c.joined), self._list_id
                 )
+
+
+def _rows(db: DbSession, statement: TextClause, parameters: dict[str, Any] | None = None) -> int:
+    """How many rows an UPDATE changed."""
+    return int(cast(CursorResult[Any], db.execute(statement, parameters or {})).rowcount)
 
 
 def _staged(row: ContactRow) -> tuple[Any, ...]:

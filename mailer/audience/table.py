@@ -241,8 +241,8 @@ def read_table(path: Path, aliases: dict[str, tuple[str, ...]], *, required: str
 
     except OSError as exc:
         raise ImportFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with open_text() as handle:
-        sample = handle.read(65536)
+    with open_text() as opened:
+        sample = opened.read(65536)
     first_cells: tuple[str, ...] = ()
     for delimiter in _sniff(sample):
         records, lines_read = _records(open_text, delimiter)
