@@ -95,8 +95,8 @@ def test_lines_split_on_line_feeds_only(tmp_path: Path) -> None:
         (4000, 0.01, 5000),
         (5000, 0.01, 5000),
         (1000, 0.2, 1000),
-        (1000, 0.3, 500),
-        (150, 9.0, 100),
+        (4000, 0.3, 2000),
+        (1500, 9.0, 1000),
     ],
 )
 def test_chunks_bounded_by_rows_and_time(limit: int, seconds: float, following: int) -> None:

@@ -75,12 +75,13 @@ def fill_stage(
     driver = db.connection().connection.driver_connection
     if dialect == "postgresql":
         with driver.cursor() as cursor:  # type: ignore[union-attr]
-            cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({ddl}) ON COMMIT DELETE ROWS")
-            cursor.execute(f"DELETE FROM {name}")  # a dry run's chunks share one transaction
+            cursor.execute(  # one round trip; DELETE: a dry run's chunks share one transaction
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({ddl}) ON COMMIT DELETE ROWS;"
+                f" DELETE FROM {name}; {_INDEX_PROBES}"
+            )
             with cursor.copy(f"COPY {name} ({names}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-            cursor.execute(_INDEX_PROBES)
     elif dialect == "sqlite":
         cursor = driver.cursor()  # type: ignore[union-attr]
         try:

@@ -63,11 +63,9 @@ def _changed(field: str) -> str:
 
 _COMPARED = ("name", "title", "institution", "country", "language", "time_zone")
 _FIND = text(
-    f"UPDATE {_STAGE} SET contact_id = contacts.id FROM contacts WHERE contacts.email_key = {_STAGE}.email_key"
-)
-_HOME = text(
-    f"UPDATE {_STAGE} SET home = NOT EXISTS (SELECT 1 FROM list_memberships m"
-    f" WHERE m.contact_id = {_STAGE}.contact_id AND m.list_id <> :list) WHERE contact_id IS NOT NULL"
+    f"UPDATE {_STAGE} SET contact_id = contacts.id, home = NOT EXISTS (SELECT 1 FROM list_memberships m"
+    " WHERE m.contact_id = contacts.id AND m.list_id <> :list)"
+    f" FROM contacts WHERE contacts.email_key = {_STAGE}.email_key"
 )
 _MERGE = text(
     "UPDATE contacts SET "
@@ -169,10 +167,9 @@ class ContactWriter:
         for row in chunk:
             self.replaced.extend(row.replaced)
         fill_stage(db, _STAGE, _STAGE_COLUMNS, _LOADED, (_staged(row) for row in chunk))
-        existing = _rows(db, _FIND)
+        existing = _rows(db, _FIND, {"list": self._list_id})
         updated = 0
         if existing:
-            db.execute(_HOME, {"list": self._list_id})
             updated = _rows(db, _MERGE, {"now": self.now})
         fresh = len(chunk) - existing
         if fresh:

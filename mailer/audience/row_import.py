@@ -5,10 +5,9 @@ Shapes
     parse(record) -> row | Rejected              the import's own reading of one record
     writer.begin(db); writer.write(db, chunk)    the import's own storing, chunk by chunk (ChunkWriter)
 
-Each chunk of rows is stored in its own short transaction, bounded by rows (1000 at first, at most 5000)
-and by time (a chunk whose write took longer than 0.25 s halves the next one; one that took less than half
-that doubles it), so a long import never holds the store for long (SQLite has one writer) however loaded the
-machine; if parsing, reading or storing raises, the chunks before stay stored and importing the file again
+Each chunk of rows is stored in its own short transaction, bounded by rows (1000 to 5000) and by time (a
+chunk whose write took longer than 0.25 s halves the next one, down to 1000 rows; one that took less than
+half that doubles it), so a long import never holds the store for long (SQLite has one writer); if parsing, reading or storing raises, the chunks before stay stored and importing the file again
 (idempotent) completes the import. The first
 row of an address (by its case-folded key) wins; later ones are :class:`Duplicate` and never reach the writer.
 Rejected rows are written, after the commit, to a rejects CSV with their original cells, ``line`` and ``reason``.
@@ -36,7 +35,7 @@ ProgressCallback = Callable[[int, int], None]
 
 _FIRST_CHUNK = 1000  # accepted rows in the first write: a few statements each, memory bounded
 _MAX_CHUNK = 5000  # accepted rows per write (one transaction) at most
-_MIN_CHUNK = 100
+_MIN_CHUNK = 1000  # never fewer: each write costs a dozen statements whatever its size
 _CHUNK_SECONDS = 0.25  # a write's transaction aims to last at most this long (wall-clock seconds)
 _PROGRESS_ROWS = 1000  # progress is reported after every so many rows read
 
