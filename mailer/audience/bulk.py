@@ -65,7 +65,8 @@ def fill_stage(
 
     PostgreSQL: one ``COPY ... FROM STDIN`` (psycopg's ``cursor.copy``), the table's rows dropped at commit,
     and the rest of the transaction planned with nested loops (the merge probes indexes row by row);
-    SQLite: one executemany of the DB-API driver. The table lives as long as the connection, so each
+    SQLite: one executemany of the DB-API driver, in a transaction that holds the write lock from its start
+    (``BEGIN IMMEDIATE``, unless one is open). The table lives as long as the connection, so each
     transaction of an import reuses it. ``name`` and ``columns`` are the caller's constants, never user
     input. Raises ValueError on any other store.
     """
@@ -85,6 +86,10 @@ def fill_stage(
     elif dialect == "sqlite":
         cursor = driver.cursor()  # type: ignore[union-attr]
         try:
+            if not driver.in_transaction:  # type: ignore[union-attr]
+                # The write lock first (waiting the busy timeout): the merge reads the store, and a
+                # transaction that has read cannot start writing once another writer has committed.
+                cursor.execute("BEGIN IMMEDIATE")
             cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({ddl})")
             cursor.execute(f"DELETE FROM {name}")
             marks = ", ".join("?" * filled)
