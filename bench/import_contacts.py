@@ -1,38 +1,45 @@
-"""Benchmark the contact import: rows per second and peak memory on big generated exports.
+"""Benchmark the contact import: rows per second beside a reference of the same run, and peak memory.
 
-usage: .venv/bin/python bench/import_contacts.py [--scale 2500] [--regions africa,caribbean] [--data DIR]
-                                                 [--database-url URL] [--tools DIR] [--tracemalloc]
+usage: .venv/bin/python bench/import_contacts.py [--sizes 50000,200000] [--stores sqlite,postgresql]
+           [--postgresql URL] [--runs 3] [--region africa] [--data DIR] [--tools DIR]
 
-Generates the four regional exports with ../shared/tools/make_contacts.py (the `bench` extra: faker; ``--scale 2500``
-gives about 100,000 rows per region) into a temporary folder, imports the chosen regions into a fresh store
-(a temporary SQLite file unless ``--database-url`` names an EMPTY database), then imports each file a second
-time (nothing changes). ``--data DIR`` keeps the generated files there and reuses them on the next run. Prints, per file: rows, wall and CPU seconds, rows/s (wall), and the process's peak RSS; with
-``--tracemalloc`` also the peak of Python allocations during the import (slower: tracing costs time).
+For each size, one region's export of about that many rows is generated with ../shared/tools/make_contacts.py
+(the ``bench`` extra: faker; kept in ``--data``, default var/bench-contacts, and reused). Each run is a process
+of its own on a fresh store (a temporary SQLite file; on PostgreSQL the ``--postgresql`` database, whose name
+must end in ``_bench``: it is DROPPED and created again), and measures, on the same file:
+
+    import     ``import_contacts`` into the empty store (every row new), then ``again`` (every row unchanged)
+    reference  the floor of any import on the same machine at the same moment: the csv module reading the
+               file, then the rows' cells bulk-loaded with no checks into an unindexed table (PostgreSQL:
+               COPY; SQLite: the driver's executemany), one commit per 5000 rows
+    CPU        per row of the first import: this process's and, on PostgreSQL, its server processes'
+               (from /proc), in microseconds: what the import costs whatever else the machine runs
+    peak RSS   of the import's process (the reference runs after the import), VmHWM in MiB
+
+and prints, per store and size, the median of ``--runs`` runs: rows/s of both passes and of the reference,
+their ratio (import / reference: what a loaded machine changes little) and the peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from mailer.app import open_app  # noqa: E402
-from mailer.audience.contacts import import_contacts  # noqa: E402
-from mailer.config import load_settings  # noqa: E402
-from mailer.timeline.clock import SystemClock  # noqa: E402
-
-DEFAULT_TOOLS = Path(os.environ.get("MAILER_TOOLS_DIR", ROOT.parent / "shared" / "tools"))
+TOOLS = ROOT.parent / "shared" / "tools"  # the shared tools beside the project checkout
+ROWS_PER_SCALE = 40  # make_contacts.py writes 40 rows per region per --scale unit
+TARGETS = {"postgresql": 50_000, "sqlite": 30_000}  # rows/s, issue 15
 
 
 def peak_rss_mib() -> float:
@@ -40,60 +47,176 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def generated(data: Path, tools: Path, rows: int) -> Path:
+    """The folder of make_contacts.py exports of about ``rows`` rows per region, made when missing."""
+    scale = max(1, rows // ROWS_PER_SCALE)
+    folder = data / f"scale-{scale}"
+    if not (folder / "manifest.json").is_file():
+        script = tools / "make_contacts.py"
+        if not script.is_file():
+            sys.exit(f"{script} not found: pass --tools DIR (the folder holding make_contacts.py)")
+        subprocess.run([sys.executable, str(script), str(folder), "--scale", str(scale)], check=True)
+    return folder
+
+
+def fresh_postgresql(url: str) -> None:
+    """Drop and create the database ``url`` names (refused unless its name ends in ``_bench``)."""
+    from sqlalchemy import create_engine, make_url, text
+
+    parsed = make_url(url)
+    name = parsed.database or ""
+    if not name.endswith("_bench"):
+        sys.exit(
+            f"--postgresql: the database is dropped and created again, so its name must end in _bench, not {name!r}"
+        )
+    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+
+
+def server_cpu(engine: Any) -> dict[int, float]:
+    """CPU seconds (user + system) so far of each PostgreSQL backend serving the bench's database, by pid
+    (read from /proc: the server runs on this machine); {} for SQLite, which runs in this process."""
+    if engine.dialect.name != "postgresql":
+        return {}
+    from sqlalchemy import text
+
+    with engine.connect() as connection:
+        pids = connection.execute(
+            text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalars()
+        found = {}
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            found[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
+
+
+def reference(engine: Any, path: Path, encoding: str, delimiter: str) -> float:
+    """Seconds to read ``path`` with the csv module and bulk-load its cells into an unindexed table."""
+    started = time.perf_counter()
+    with path.open(encoding=encoding, newline="") as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        width = len(next(reader))
+        raw = engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            columns = ", ".join(f"c{i} TEXT" for i in range(width))
+            cursor.execute(f"CREATE TABLE reference_rows ({columns})")
+            batch: list[list[str]] = []
+            for cells in reader:
+                batch.append((cells + [""] * width)[:width])
+                if len(batch) == 5000:
+                    _load(engine.dialect.name, cursor, batch, width)
+                    raw.commit()
+                    batch = []
+            _load(engine.dialect.name, cursor, batch, width)
+            raw.commit()
+        finally:
+            raw.close()
+    return time.perf_counter() - started
+
+
+def _load(dialect: str, cursor: Any, batch: list[list[str]], width: int) -> None:
+    if dialect == "postgresql":
+        with cursor.copy("COPY reference_rows FROM STDIN") as copy:
+            for cells in batch:
+                copy.write_row(cells)
+    else:
+        cursor.executemany(f"INSERT INTO reference_rows VALUES ({', '.join('?' * width)})", batch)
+
+
+def child(args: argparse.Namespace) -> None:
+    """One run in this process: import twice, then the reference; prints one JSON line."""
+    sys.path.insert(0, str(ROOT))
+    from mailer.app import open_app
+    from mailer.audience.contacts import import_contacts
+    from mailer.config import load_settings
+    from mailer.timeline.clock import SystemClock
+
+    path = Path(args.child)
+    manifest = json.loads((path.parent / "manifest.json").read_text(encoding="utf-8"))[path.name]
+    with tempfile.TemporaryDirectory(prefix="mailer-bench-") as temp:
+        url = args.postgresql if args.store == "postgresql" else f"sqlite:///{Path(temp) / 'bench.db'}"
+        if args.store == "postgresql":
+            fresh_postgresql(url)
+        settings = dataclasses.replace(load_settings(ROOT / "config", database_url=url), base_dir=Path(temp))
+        app = open_app(settings)
+        result: dict[str, Any] = {}
+        try:
+            for attempt in ("first", "again"):
+                server = server_cpu(app.engine)
+                started, cpu = time.perf_counter(), time.process_time()
+                report = import_contacts(app.factory, settings, path, args.region, SystemClock().now())
+                result[attempt] = report.rows / (time.perf_counter() - started)
+                spent = (
+                    time.process_time()
+                    - cpu
+                    + sum(seconds - server.get(pid, 0.0) for pid, seconds in server_cpu(app.engine).items())
+                )
+                result[f"{attempt}_cpu"] = spent / report.rows * 1e6
+                if attempt == "first":
+                    assert report.imported == manifest["expected_contacts"], "counts differ from the manifest"
+            result["rows"] = report.rows
+            result["rss"] = peak_rss_mib()
+            seconds = reference(app.engine, path, report.encoding, report.delimiter)
+            result["reference"] = report.rows / seconds
+        finally:
+            app.close()
+    print(json.dumps(result))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--scale", type=int, default=2500, help="make_contacts.py --scale (40 rows per unit)")
-    parser.add_argument("--regions", default="africa,caribbean,asia-pacific,latin-america")
-    parser.add_argument("--database-url", help="an EMPTY database; default: a temporary SQLite file")
-    parser.add_argument("--tools", type=Path, default=DEFAULT_TOOLS, help="folder holding make_contacts.py")
-    parser.add_argument("--tracemalloc", action="store_true", help="also measure Python allocation peaks")
-    parser.add_argument("--data", type=Path, help="keep generated files here and reuse them when present")
+    parser.add_argument("--sizes", default="50000,200000", help="rows per file, comma-separated")
+    parser.add_argument("--stores", default="sqlite,postgresql")
+    parser.add_argument(
+        "--postgresql", default="postgresql+psycopg://postgres@127.0.0.1:5432/mailer_import_bench"
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--region", default="africa")
+    parser.add_argument("--data", type=Path, default=ROOT / "var" / "bench-contacts")
+    parser.add_argument("--tools", type=Path, default=TOOLS, help="folder holding make_contacts.py")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--store", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    print(
+        f"{'store':10} {'rows':>8} {'import':>8} {'again':>8} {'reference':>9} {'ratio':>6}"
+        f" {'CPU us/row':>10} {'peakRSS':>8}  target (rows/s, import)"
+    )
+    for store in args.stores.split(","):
+        for size in (int(n) for n in args.sizes.split(",")):
+            path = generated(args.data, args.tools, size) / f"{args.region}.csv"
+            runs = []
+            for _ in range(args.runs):
+                command = [sys.executable, __file__, "--child", str(path), "--store", store]
+                command += ["--region", args.region, "--postgresql", args.postgresql]
+                output = subprocess.run(command, check=True, capture_output=True, text=True, env=os.environ)
+                runs.append(json.loads(output.stdout.strip().splitlines()[-1]))
 
-    with tempfile.TemporaryDirectory(prefix="mailer-bench-") as temp:
-        folder = Path(temp)
-        data = args.data or folder / "data"
-        if not (data / "manifest.json").is_file():
-            started = time.perf_counter()
-            subprocess.run(
-                [sys.executable, str(args.tools / "make_contacts.py"), str(data), "--scale", str(args.scale)],
-                check=True,
+            def median(key: str, runs: list[dict[str, Any]] = runs) -> float:
+                return statistics.median(run[key] for run in runs)
+
+            ratio = statistics.median(run["first"] / run["reference"] for run in runs)
+            met = "met" if median("first") >= TARGETS[store] else "NOT met"
+            print(
+                f"{store:10} {runs[0]['rows']:8d} {median('first'):8.0f} {median('again'):8.0f}"
+                f" {median('reference'):9.0f} {ratio:6.2f} {median('first_cpu'):10.1f}"
+                f" {median('rss'):5.0f}MiB  >= {TARGETS[store]:,}: {met}",
+                flush=True,
             )
-            print(f"generated in {time.perf_counter() - started:.1f} s into {data}")
-        manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
-
-        url = args.database_url or f"sqlite:///{folder / 'bench.db'}"
-        settings = dataclasses.replace(load_settings(ROOT / "config", database_url=url), base_dir=folder)
-        app = open_app(settings)
-        print(f"store: {app.engine.dialect.name}; peak RSS before importing: {peak_rss_mib():.0f} MiB")
-        print(
-            f"{'file':22} {'pass':>5} {'rows':>8} {'new':>8} {'upd':>6} {'unch':>8} {'rej':>5} {'dup':>5}"
-            f" {'seconds':>8} {'cpu s':>6} {'rows/s':>8} {'peakRSS':>8} {'pyPeak':>7}"
-        )
-        try:
-            for region in args.regions.split(","):
-                path = data / f"{region}.csv"
-                for attempt in ("first", "again"):
-                    if args.tracemalloc:
-                        tracemalloc.start()
-                    started, cpu_started = time.perf_counter(), time.process_time()
-                    report = import_contacts(app.factory, settings, path, region, SystemClock().now())
-                    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-                    python_peak = ""
-                    if args.tracemalloc:
-                        python_peak = f"{tracemalloc.get_traced_memory()[1] / 2**20:.0f}MiB"
-                        tracemalloc.stop()
-                    print(
-                        f"{path.name:22} {attempt:>5} {report.rows:8d} {report.new:8d} {report.updated:6d}"
-                        f" {report.unchanged:8d} {len(report.rejected):5d} {len(report.duplicates):5d}"
-                        f" {seconds:8.2f} {cpu:6.2f} {report.rows / seconds:8.0f} {peak_rss_mib():6.0f}MiB {python_peak:>7}"
-                    )
-                    if attempt == "first":
-                        assert report.imported == manifest[path.name]["expected_contacts"], "counts differ"
-        finally:
-            app.close()
 
 
 if __name__ == "__main__":

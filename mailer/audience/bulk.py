@@ -1,11 +1,12 @@
-"""Bulk SQL for imports: one executemany INSERT that skips clashing rows, and an IN list written as literals.
+"""Bulk SQL for imports: one executemany INSERT that skips clashing rows, an IN list written as literals, and
+a temporary staging table filled in one go (COPY on PostgreSQL, the driver's executemany on SQLite).
 
-Both work on SQLite and PostgreSQL, the two stores the service runs on.
+All work on SQLite and PostgreSQL, the two stores the service runs on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam
@@ -43,4 +44,60 @@ def literal_in(column: Any, values: Sequence[Any]) -> Any:
     return column.in_(bindparam(None, list(values), expanding=True, literal_execute=True))
 
 
-__all__ = ["insert_ignoring_conflicts", "literal_in"]
+#: The merge after a chunk is staged probes unique keys once per staged row: nested loops over indexes,
+#: whatever the statistics say of tables that grow during an import (never analysed yet, a big table looks
+#: empty, and a hash join or a sequential scan would then read every contact for each chunk: quadratic).
+#: The sequential scan of the staging table itself then looks dear, so JIT compilation is turned off too.
+_INDEX_PROBES = "; ".join(
+    [
+        *(f"SET LOCAL enable_{plan} = off" for plan in ("hashjoin", "mergejoin", "seqscan", "material")),
+        "SET LOCAL jit = off",
+    ]
+)
+
+
+def fill_stage(
+    db: DbSession, name: str, columns: Sequence[tuple[str, str]], filled: int, rows: Iterable[Sequence[Any]]
+) -> None:
+    """Empty the session's temporary table ``name`` (created if missing, with ``columns``: (name, SQL type)
+    pairs, types that both stores know) and load ``rows`` into it, bypassing SQLAlchemy's per-row work:
+    each row holds the values of the first ``filled`` columns; the others take their defaults.
+
+    PostgreSQL: one ``COPY ... FROM STDIN`` (psycopg's ``cursor.copy``), the table's rows dropped at commit,
+    and the rest of the transaction planned with nested loops (the merge probes indexes row by row);
+    SQLite: one executemany of the DB-API driver, in a transaction that holds the write lock from its start
+    (``BEGIN IMMEDIATE``, unless one is open). The table lives as long as the connection, so each
+    transaction of an import reuses it. ``name`` and ``columns`` are the caller's constants, never user
+    input. Raises ValueError on any other store.
+    """
+    dialect = db.get_bind().dialect.name
+    ddl = ", ".join(f"{column} {kind}" for column, kind in columns)
+    names = ", ".join(column for column, _ in columns[:filled])
+    driver = db.connection().connection.driver_connection
+    if dialect == "postgresql":
+        with driver.cursor() as cursor:  # type: ignore[union-attr]
+            cursor.execute(  # one round trip; DELETE: a dry run's chunks share one transaction
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({ddl}) ON COMMIT DELETE ROWS;"
+                f" DELETE FROM {name}; {_INDEX_PROBES}"
+            )
+            with cursor.copy(f"COPY {name} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+    elif dialect == "sqlite":
+        cursor = driver.cursor()  # type: ignore[union-attr]
+        try:
+            if not driver.in_transaction:  # type: ignore[union-attr]
+                # The write lock first (waiting the busy timeout): the merge reads the store, and a
+                # transaction that has read cannot start writing once another writer has committed.
+                cursor.execute("BEGIN IMMEDIATE")
+            cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({ddl})")
+            cursor.execute(f"DELETE FROM {name}")
+            marks = ", ".join("?" * filled)
+            cursor.executemany(f"INSERT INTO {name} ({names}) VALUES ({marks})", rows)
+        finally:
+            cursor.close()
+    else:
+        raise ValueError(f"bulk import supports SQLite and PostgreSQL, not {dialect}")
+
+
+__all__ = ["fill_stage", "insert_ignoring_conflicts", "literal_in"]

@@ -78,6 +78,8 @@ def clean_text(text: str) -> str:
     """``text`` on one line: every run of whitespace or control characters (line breaks too) -> one space."""
     if not text.isascii():
         text = unicodedata.normalize("NFC", text)
+    elif text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+        return text  # printable ASCII, single spaces inside: nothing to replace
     return _BREAKS.sub(" ", text).strip()
 
 

@@ -3,7 +3,7 @@
 
 Shapes
     CONTACT_COLUMNS: field -> header aliases     for :func:`mailer.audience.table.read_table`
-    parse_contact_row(table, record, defaults) -> ContactRow | Rejected
+    contact_parser(table, defaults) -> parse(record) -> ContactRow | Rejected     one file's reading
     row_address(table, record) -> Address | Rejected       shared with registration reports
     row_name(table, record) -> (title found in a "Name" cell, name)
 
@@ -13,7 +13,9 @@ by a default and reported as :class:`Replaced`, never silently.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 
 from mailer.audience.addresses import Address, InvalidAddressError, normalise_address
 from mailer.audience.cells import Defaults, clean_text, fit_column, language_and_zone, split_title
@@ -129,58 +131,134 @@ def row_address(table: Table, record: Record) -> Address | Rejected:
 def row_name(table: Table, record: Record) -> tuple[str, str]:
     """(title, name): first and last name columns joined (title ""), else the "Name" cell's leading
     honorifics and the rest (see :func:`mailer.audience.cells.split_title`); text cleaned, not cut."""
-    name = clean_text(f"{table.value(record, 'first_name')} {table.value(record, 'last_name')}")
+    return _title_and_name(
+        table.value(record, "first_name"), table.value(record, "last_name"), table.value(record, "name")
+    )
+
+
+def _title_and_name(first: str, last: str, full: str) -> tuple[str, str]:
+    name = clean_text(f"{first} {last}")
     if name:
         return "", name
-    return split_title(clean_text(table.value(record, "name")))
+    return split_title(clean_text(full))
 
 
-def parse_contact_row(table: Table, record: Record, defaults: Defaults) -> ContactRow | Rejected:
-    """The contact a record describes, with blanks filled from its country and ``defaults``; or Rejected."""
-    address = row_address(table, record)
-    if isinstance(address, Rejected):
-        return address
-    name_title, name = row_name(table, record)
-    title = clean_text(table.value(record, "title")) or name_title
-    country_cell = clean_text(table.value(record, "country"))
-    country = country_code(country_cell) or ""
-    language_cell, zone_cell = table.value(record, "language"), table.value(record, "time_zone")
+_FIELDS = (
+    "email",
+    "first_name",
+    "last_name",
+    "name",
+    "title",
+    "country",
+    "institution",
+    "language",
+    "time_zone",
+)
+_CACHED = 4096  # distinct (country, language, zone) cells remembered per import
+
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """What a row's country, language and zone cells give, the same for every row with the same cells."""
+
+    country: str
+    language: str
+    language_explicit: bool
+    zone: str
+    zone_explicit: bool
+    replaced: tuple[tuple[str, str, str], ...]  # (column, value, used) of each cell replaced
+
+
+def _place(country_cell: str, language_cell: str, zone_cell: str, defaults: Defaults) -> _Place:
+    country_text = clean_text(country_cell)
+    country = country_code(country_text) or ""
     language, language_explicit, zone, zone_explicit = language_and_zone(
         language_cell, zone_cell, country, defaults
     )
     replaced = []  # cells with something the import could not use: reported, never silently
-    if country_cell and not country:
-        replaced.append(Replaced(record.line, "country", country_cell, "(blank)"))
+    if country_text and not country:
+        replaced.append(("country", country_text, "(blank)"))
     if language_cell.strip() and not language_explicit:
-        replaced.append(Replaced(record.line, "language", language_cell.strip(), language))
+        replaced.append(("language", language_cell.strip(), language))
     if zone_cell.strip() and not is_known_zone(zone_cell.strip()):
-        replaced.append(Replaced(record.line, "time zone", zone_cell.strip(), zone))
-    texts = {"name": name, "title": title, "institution": clean_text(table.value(record, "institution"))}
-    kept = {column: fit_column(text, column) for column, text in texts.items()}
-    for column, text in texts.items():
-        if kept[column] != text:
-            replaced.append(
-                Replaced(
-                    record.line,
-                    column,
-                    text[:_SHOWN] + "…",
-                    f"the first {len(kept[column])} characters",
-                    problem=f"is {len(text):,} characters long, more than the {len(kept[column])} kept",
+        replaced.append(("time zone", zone_cell.strip(), zone))
+    return _Place(country, language, language_explicit, zone, zone_explicit, tuple(replaced))
+
+
+def contact_parser(table: Table, defaults: Defaults) -> Callable[[Record], ContactRow | Rejected]:
+    """The reading of ``table``'s records as contacts, blanks filled from their country and ``defaults``:
+    ``parse(record) -> ContactRow | Rejected``. Built once per file: the cells are picked by position, and
+    what a (country, language, zone) triple of cells gives is worked out once per distinct triple."""
+    present = [name for name in _FIELDS if name in table.columns]
+    pick = itemgetter(*(table.columns[name] for name in present))
+    width = max(table.columns[name] for name in present) + 1
+    places: dict[tuple[str, str, str], _Place] = {}
+
+    def parse(record: Record) -> ContactRow | Rejected:
+        cells = record.cells
+        if len(cells) < width:
+            cells = cells + ("",) * (width - len(cells))
+        picked = pick(cells)
+        value = dict(zip(present, picked if len(present) > 1 else (picked,), strict=True))
+        raw_email = value["email"]
+        try:
+            address = normalise_address(raw_email)
+        except InvalidAddressError as exc:
+            return Rejected(record.line, str(exc), raw_email)
+        get = value.get
+        name_title, name = _title_and_name(get("first_name", ""), get("last_name", ""), get("name", ""))
+        title = clean_text(get("title", "")) or name_title
+        key = (get("country", ""), get("language", ""), get("time_zone", ""))
+        place = places.get(key)
+        if place is None:
+            if len(places) >= _CACHED:
+                places.clear()
+            place = places[key] = _place(*key, defaults)
+        line = record.line
+        replaced = [Replaced(line, column, shown, used) for column, shown, used in place.replaced]
+        institution = clean_text(get("institution", ""))
+        kept_name, kept_title, kept_institution = (
+            fit_column(name, "name"),
+            fit_column(title, "title"),
+            fit_column(institution, "institution"),
+        )
+        for column, text, kept in (
+            ("name", name, kept_name),
+            ("title", title, kept_title),
+            ("institution", institution, kept_institution),
+        ):
+            if kept != text:
+                replaced.append(
+                    Replaced(
+                        line,
+                        column,
+                        text[:_SHOWN] + "…",
+                        f"the first {len(kept)} characters",
+                        problem=f"is {len(text):,} characters long, more than the {len(kept)} kept",
+                    )
                 )
-            )
-    return ContactRow(
-        line=record.line,
-        address=address,
-        name=kept["name"],
-        title=kept["title"],
-        institution=kept["institution"],
-        country=country,
-        language=language,
-        language_explicit=language_explicit,
-        time_zone=zone,
-        zone_explicit=zone_explicit,
-        replaced=tuple(replaced),
-    )
+        return ContactRow(
+            line=line,
+            address=address,
+            name=kept_name,
+            title=kept_title,
+            institution=kept_institution,
+            country=place.country,
+            language=place.language,
+            language_explicit=place.language_explicit,
+            time_zone=place.zone,
+            zone_explicit=place.zone_explicit,
+            replaced=tuple(replaced),
+        )
+
+    return parse
 
 
-__all__ = ["CONTACT_COLUMNS", "ContactRow", "Replaced", "parse_contact_row", "row_address", "row_name"]
+__all__ = [
+    "CONTACT_COLUMNS",
+    "ContactRow",
+    "Replaced",
+    "contact_parser",
+    "row_address",
+    "row_name",
+]

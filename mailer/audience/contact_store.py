@@ -6,8 +6,10 @@ Shapes
     contact_ids(db, keys) -> {email_key: id}
     ensure_list(db, settings, region) -> list id
 
-Merging: non-blank cells overwrite, blanks never erase, defaults never overwrite; a contact already on another
-region's list only has its blanks filled (see :func:`changes`).
+Merging (:meth:`ContactWriter.write`, in SQL, the one place of the rule): non-blank cells overwrite, blanks never
+erase, defaults never overwrite (language and zone change only when the file gave them); a contact already on
+another region's list only has its blanks filled, so that it does not change country, language or zone with
+the order in which the regions' files are imported.
 """
 
 from __future__ import annotations
@@ -15,19 +17,83 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, TextClause, bindparam, column, select, table, text
 from sqlalchemy.orm import Session as DbSession
 
-from mailer.audience.bulk import insert_ignoring_conflicts, literal_in
+from mailer.audience.bulk import fill_stage, insert_ignoring_conflicts, literal_in
 from mailer.audience.contact_rows import ContactRow, Replaced
 from mailer.audience.import_log import ImportJournal
 from mailer.config import Settings
-from mailer.store.models import Contact, ContactList, ContactStatus, ListMembership
+from mailer.store.models import Contact, ContactList, ContactStatus, ImportChangeKind, UTCDateTime
 from mailer.timeline.clock import require_aware
 
+_STAGE = "contact_import_stage"  # a temporary table: one chunk of accepted rows
+_STAGE_COLUMNS = (
+    ("line", "INTEGER"),
+    ("email", "VARCHAR(320)"),
+    ("email_key", "VARCHAR(320)"),
+    ("name", "VARCHAR(300)"),
+    ("title", "VARCHAR(100)"),
+    ("institution", "VARCHAR(300)"),
+    ("country", "VARCHAR(2)"),
+    ("language", "VARCHAR(35)"),
+    ("language_explicit", "BOOLEAN"),
+    ("time_zone", "VARCHAR(64)"),
+    ("zone_explicit", "BOOLEAN"),
+    ("needs_smtputf8", "BOOLEAN"),
+    ("contact_id", "INTEGER"),  # the contact, once found or created
+    ("home", "BOOLEAN"),  # an existing contact on no list but this one
+    ("fresh", "BOOLEAN DEFAULT FALSE"),  # created by this chunk
+    ("joined", "BOOLEAN DEFAULT FALSE"),  # put on the list by this chunk
+)
+_LOADED = 12  # the columns filled from a row; the rest the merge fills
+_stage = table(_STAGE, *(column(name) for name, _ in _STAGE_COLUMNS))
+
+
+def _changed(field: str) -> str:
+    """SQL: the staged row ``s`` changes this field of the existing contact (the merge rule above)."""
+    if field == "language":
+        return "(s.home AND s.language_explicit AND s.language <> contacts.language)"
+    if field == "time_zone":
+        return "(s.home AND s.zone_explicit AND s.time_zone <> contacts.time_zone)"
+    return f"(s.{field} <> '' AND s.{field} <> contacts.{field} AND (s.home OR contacts.{field} = ''))"
+
+
 _COMPARED = ("name", "title", "institution", "country", "language", "time_zone")
+_FIND = text(
+    f"UPDATE {_STAGE} SET contact_id = contacts.id, home = NOT EXISTS (SELECT 1 FROM list_memberships m"
+    " WHERE m.contact_id = contacts.id AND m.list_id <> :list)"
+    f" FROM contacts WHERE contacts.email_key = {_STAGE}.email_key"
+)
+_MERGE = text(
+    "UPDATE contacts SET "
+    + ", ".join(f"{f} = CASE WHEN {_changed(f)} THEN s.{f} ELSE contacts.{f} END" for f in _COMPARED)
+    + f", updated_at = :now FROM {_STAGE} s WHERE contacts.id = s.contact_id AND ("
+    + " OR ".join(_changed(f) for f in _COMPARED)
+    + ")"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+_CREATE = text(
+    "INSERT INTO contacts (email, email_key, name, title, institution, country, language, time_zone,"
+    " needs_smtputf8, status, created_at, updated_at)"
+    " SELECT email, email_key, name, title, institution, country, language, time_zone, needs_smtputf8,"
+    f" :status, :now, :now FROM {_STAGE} WHERE contact_id IS NULL ORDER BY line"
+    " ON CONFLICT (email_key) DO NOTHING"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+_CREATED = text(
+    f"UPDATE {_STAGE} SET fresh = TRUE, contact_id = contacts.id FROM contacts"
+    f" WHERE {_STAGE}.contact_id IS NULL AND contacts.email_key = {_STAGE}.email_key"
+)
+_JOINING = text(
+    f"UPDATE {_STAGE} SET joined = TRUE WHERE NOT EXISTS (SELECT 1 FROM list_memberships m"
+    f" WHERE m.contact_id = {_STAGE}.contact_id AND m.list_id = :list)"
+)
+_JOIN = text(
+    "INSERT INTO list_memberships (contact_id, list_id, source, added_at)"
+    f" SELECT contact_id, :list, :source || CAST(line AS VARCHAR), :now FROM {_STAGE} WHERE joined"
+    " ORDER BY line ON CONFLICT (contact_id, list_id) DO NOTHING"
+).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
 def ensure_list(db: DbSession, settings: Settings, region: str) -> int:
@@ -35,27 +101,6 @@ def ensure_list(db: DbSession, settings: Settings, region: str) -> int:
     name = settings.region(region).name
     insert_ignoring_conflicts(db, ContactList.__table__, [{"region": region, "name": name}], ["region"])
     return int(db.execute(select(ContactList.id).where(ContactList.region == region)).scalar_one())
-
-
-def changes(existing: Any, row: ContactRow, *, home: bool = True) -> dict[str, Any]:
-    """Fields of an existing contact that the row changes: non-blank values; language/zone only if explicit.
-
-    A row from a list other than the contact's own (``home`` False: the contact is already on another
-    region's list) only fills blanks, so a contact on several lists does not change country, language or
-    zone with the order in which the regions' files are imported.
-    """
-    wanted: dict[str, Any] = {}
-    for column in ("name", "title", "institution", "country"):
-        value = getattr(row, column)
-        if value and value != getattr(existing, column) and (home or not getattr(existing, column)):
-            wanted[column] = value
-    if not home:
-        return wanted
-    if row.language_explicit and row.language != existing.language:
-        wanted["language"] = row.language
-    if row.zone_explicit and row.time_zone != existing.time_zone:
-        wanted["time_zone"] = row.time_zone
-    return wanted
 
 
 def contact_values(row: ContactRow, now: datetime) -> dict[str, Any]:
@@ -112,80 +157,63 @@ class ContactWriter:
             self.journal.open(db)
 
     def write(self, db: DbSession, chunk: list[ContactRow]) -> None:
-        """Upsert one chunk of de-duplicated rows and put them on the list: at most three SELECTs, two
-        executemany INSERTs and one bulk UPDATE. A contact another process inserts meanwhile counts as new."""
+        """Upsert one chunk of de-duplicated rows and put them on the list, set-based: the rows go into a
+        temporary table in one go (:func:`mailer.audience.bulk.fill_stage`), then a few ``UPDATE ... FROM``
+        and ``INSERT ... SELECT`` statements merge them, whatever the chunk's size. A contact another
+        process inserts meanwhile counts as new.
+
+        The merge rule is the module's (see its docstring).
+        """
         for row in chunk:
             self.replaced.extend(row.replaced)
-        keys = [row.address.key for row in chunk]
-        columns = [getattr(Contact, name) for name in ("id", "email_key", *_COMPARED)]
-        existing = {
-            r.email_key: r for r in db.execute(select(*columns).where(literal_in(Contact.email_key, keys)))
-        }
-        fresh = [contact_values(row, self.now) for row in chunk if row.address.key not in existing]
-        insert_ignoring_conflicts(db, Contact.__table__, fresh, ["email_key"])
-        updated = self._merge(db, chunk, existing)
-        self.new += len(fresh)
+        fill_stage(db, _STAGE, _STAGE_COLUMNS, _LOADED, (_staged(row) for row in chunk))
+        existing = _rows(db, _FIND, {"list": self._list_id})
+        updated = 0
+        if existing:
+            updated = _rows(db, _MERGE, {"now": self.now})
+        fresh = len(chunk) - existing
+        if fresh:
+            db.execute(_CREATE, {"status": ContactStatus.ACTIVE.value, "now": self.now})
+            db.execute(_CREATED)
+        self.new += fresh
         self.updated += updated
-        self.unchanged += len(chunk) - len(fresh) - updated
-        ids = contact_ids(db, keys) if fresh else {key: row.id for key, row in existing.items()}
-        if self.journal is not None and fresh:
-            self.journal.contacts(db, [ids[value["email_key"]] for value in fresh])
-        self._join_list(db, chunk, ids, [row.id for row in existing.values()])
-
-    def _merge(self, db: DbSession, chunk: list[ContactRow], existing: dict[str, Any]) -> int:
-        """Update the existing contacts the rows change (one bulk UPDATE); how many changed."""
-        other_lists = (
-            set(
-                db.scalars(
-                    select(ListMembership.contact_id).where(
-                        literal_in(ListMembership.contact_id, [r.id for r in existing.values()]),
-                        ListMembership.list_id != self._list_id,
-                    )
-                )
-            )
-            if existing
-            else set()
-        )
-        updates = []
-        for row in chunk:
-            if row.address.key in existing:
-                contact = existing[row.address.key]
-                wanted = changes(contact, row, home=contact.id not in other_lists)
-                if wanted:
-                    updates.append({"id": contact.id, **wanted, "updated_at": self.now})
-        if updates:
-            db.execute(update(Contact), updates)
-        return len(updates)
-
-    def _join_list(
-        self, db: DbSession, chunk: list[ContactRow], ids: dict[str, int], existing_ids: list[int]
-    ) -> None:
-        """Put the chunk's contacts (``ids`` by key) on the list unless there already (one executemany)."""
-        on_list: set[int] = set()
-        if existing_ids:  # contacts created just now are on no list yet
-            on_list = set(
-                db.scalars(
-                    select(ListMembership.contact_id).where(
-                        ListMembership.list_id == self._list_id,
-                        literal_in(ListMembership.contact_id, existing_ids),
-                    )
-                )
-            )
-        members = [
-            {
-                "contact_id": ids[row.address.key],
-                "list_id": self._list_id,
-                "source": f"{self.source}:{row.line}",
-                "added_at": self.now,
-            }
-            for row in chunk
-            if ids[row.address.key] not in on_list
-        ]
-        insert_ignoring_conflicts(db, ListMembership.__table__, members, ["contact_id", "list_id"])
-        self.memberships += len(members)
+        self.unchanged += len(chunk) - fresh - updated
+        joined = _rows(db, _JOINING, {"list": self._list_id})
+        if joined:
+            db.execute(_JOIN, {"list": self._list_id, "source": f"{self.source}:", "now": self.now})
+        self.memberships += joined
         if self.journal is not None:
-            joined = [ids[row.address.key] for row in chunk if ids[row.address.key] not in on_list]
-            self.journal.memberships(db, self._list_id, joined)
+            ids = select(_stage.c.contact_id)
+            if fresh:
+                self.journal.selected(db, ImportChangeKind.CONTACT, ids.where(_stage.c.fresh))
+            if joined:
+                self.journal.selected(
+                    db, ImportChangeKind.MEMBERSHIP, ids.where(_stage.c.joined), self._list_id
+                )
 
 
-__all__ = ["ContactWriter", "changes", "contact_ids", "contact_values", "ensure_list"]
+def _rows(db: DbSession, statement: TextClause, parameters: dict[str, Any] | None = None) -> int:
+    """How many rows an UPDATE changed."""
+    return int(cast(CursorResult[Any], db.execute(statement, parameters or {})).rowcount)
+
+
+def _staged(row: ContactRow) -> tuple[Any, ...]:
+    """The row as the staging table's first columns, in order."""
+    address = row.address
+    return (
+        row.line,
+        address.email,
+        address.key,
+        row.name,
+        row.title,
+        row.institution,
+        row.country,
+        row.language,
+        row.language_explicit,
+        row.time_zone,
+        row.zone_explicit,
+        address.needs_smtputf8,
+    )
+
+
+__all__ = ["ContactWriter", "contact_ids", "contact_values", "ensure_list"]

@@ -28,7 +28,7 @@ from sqlalchemy.orm import sessionmaker
 from mailer.audience.addresses import Address, InvalidAddressError, email_key, normalise_address
 from mailer.audience.cells import Defaults, clean_text, fit_column, split_title
 from mailer.audience.contact_queries import ContactView, contact_by_email, find_contacts
-from mailer.audience.contact_rows import CONTACT_COLUMNS, ContactRow, Replaced, parse_contact_row
+from mailer.audience.contact_rows import CONTACT_COLUMNS, Replaced, contact_parser
 from mailer.audience.contact_store import ContactWriter
 from mailer.audience.import_log import ImportJournal, file_sha256, record_counts
 from mailer.audience.row_import import (
@@ -133,11 +133,14 @@ def import_contacts(
         writer.journal = ImportJournal(ImportKind.CONTACTS, region, name, file_sha256(table.path), by, now)
     rejects = rejects_path or default_rejects_path(settings, table.path)
 
-    def parse(record: Record) -> ContactRow | Rejected:
-        return parse_contact_row(table, record, defaults)
-
     outcome = import_rows(
-        factory, table, parse, writer, rejects_path=rejects, progress=progress, dry_run=dry_run
+        factory,
+        table,
+        contact_parser(table, defaults),
+        writer,
+        rejects_path=rejects,
+        progress=progress,
+        dry_run=dry_run,
     )
     report = ImportReport(
         path=table.path,

@@ -3,6 +3,7 @@
 Shapes
     ImportJournal(kind, target, path, by, now, forced)   opened by the import's writer before its first chunk
     journal.contacts(db, ids) / memberships(db, list_id, ids) / registrations(db, session_id, ids)
+    journal.selected(db, change, select of contact ids, list_id)   the same, from a query
     journal.registration_changes(db, session_id, [(contact id, previous status, previous time)])
     finish_import(factory, import_id, counts..., summary)   the counts, once the pass is over
     list_imports(factory, limit) -> [ImportView]           newest first
@@ -20,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Integer, Select, func, insert, literal, select, update
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
@@ -97,6 +98,26 @@ class ImportJournal:
     def contacts(self, db: DbSession, ids: Sequence[int]) -> None:
         """The import created these contacts."""
         self._add(db, [self._row(ImportChangeKind.CONTACT, i) for i in ids])
+
+    def selected(
+        self, db: DbSession, change: ImportChangeKind, ids: Select[tuple[int]], list_id: int | None = None
+    ) -> None:
+        """The import made ``change`` (a contact or a membership of ``list_id``) for each contact id that
+        ``ids`` selects, in its order: one ``INSERT ... SELECT``, no row through Python."""
+        rows = ids.subquery()
+        db.execute(
+            insert(ImportChange).from_select(
+                ["import_id", "change", "contact_id", "list_id", "session_id", "previous_status"],
+                select(
+                    literal(self.import_id),
+                    literal(change.value),
+                    *rows.c,
+                    literal(list_id, Integer),
+                    literal(""),
+                    literal(""),
+                ),
+            )
+        )
 
     def memberships(self, db: DbSession, list_id: int, ids: Sequence[int]) -> None:
         """The import put these contacts on list ``list_id``."""

@@ -5,15 +5,17 @@ Shapes
     parse(record) -> row | Rejected              the import's own reading of one record
     writer.begin(db); writer.write(db, chunk)    the import's own storing, chunk by chunk (ChunkWriter)
 
-Each chunk of 1000 rows is stored in its own short transaction, so a long import never holds the store
-for long (SQLite has one writer); if parsing, reading or storing raises, the chunks before stay stored and
-importing the file again (idempotent) completes the import. The first
+Each chunk of rows is stored in its own short transaction, bounded by rows (1000 to 5000) and by time (a
+chunk whose write took longer than 0.25 s halves the next one, down to 1000 rows; one that took less than
+half that doubles it), so a long import never holds the store for long (SQLite has one writer); if parsing, reading or storing raises, the chunks before stay stored and importing the file again
+(idempotent) completes the import. The first
 row of an address (by its case-folded key) wins; later ones are :class:`Duplicate` and never reach the writer.
 Rejected rows are written, after the commit, to a rejects CSV with their original cells, ``line`` and ``reason``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
@@ -31,7 +33,11 @@ from mailer.store.engine import transaction
 #: Called now and then during an import with (physical lines read so far, total physical lines).
 ProgressCallback = Callable[[int, int], None]
 
-_CHUNK = 1000  # accepted rows per write: a few statements each, memory bounded
+_FIRST_CHUNK = 1000  # accepted rows in the first write: a few statements each, memory bounded
+_MAX_CHUNK = 5000  # accepted rows per write (one transaction) at most
+_MIN_CHUNK = 1000  # never fewer: each write costs a dozen statements whatever its size
+_CHUNK_SECONDS = 0.25  # a write's transaction aims to last at most this long (wall-clock seconds)
+_PROGRESS_ROWS = 1000  # progress is reported after every so many rows read
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +115,11 @@ def import_rows(
     dry_run: bool = False,
 ) -> RowOutcome:
     """Parse every record of ``table`` and hand accepted, first-of-their-address rows to ``writer`` in chunks
-    of 1000, one transaction per chunk (so the service and the web pages wait at most one chunk for the
-    store); then write rejected rows to ``rejects_path`` (only if there are any).
+    bounded by rows and time (see the module's docstring), one transaction per chunk (so the service and the
+    web pages wait at most one chunk for the store); then write rejected rows to ``rejects_path`` (only if
+    there are any).
 
-    ``progress`` gets (lines read, total lines) after each full chunk and (total, total) at the end.
+    ``progress`` gets (lines read, total lines) after every 1000 rows read and (total, total) at the end.
     ``dry_run`` runs every chunk in ONE transaction rolled back at the end: the outcome and the writer's
     counts say what the import would do, and nothing is stored (the rejects file is written all the same).
     Raises what reading the table (:class:`mailer.errors.ImportFileError`), ``parse`` or ``writer`` raise; the
@@ -140,6 +147,15 @@ def _dry_unit(db: DbSession) -> Callable[[], AbstractContextManager[DbSession]]:
     return same
 
 
+def _next_limit(limit: int, seconds: float) -> int:
+    """Rows for the next chunk after one of ``limit`` rows took ``seconds`` to write."""
+    if seconds > _CHUNK_SECONDS:
+        return max(_MIN_CHUNK, limit // 2)
+    if seconds < _CHUNK_SECONDS / 2:
+        return min(_MAX_CHUNK, limit * 2)
+    return limit
+
+
 def _pass(
     unit: Callable[[], AbstractContextManager[DbSession]],
     table: Table,
@@ -156,8 +172,11 @@ def _pass(
     with unit() as db:
         writer.begin(db)
     chunk: list[Row] = []
+    limit = _FIRST_CHUNK
     for record in table.records:
         rows += 1
+        if progress and rows % _PROGRESS_ROWS == 0:
+            progress(table.lines_read(), table.total_lines)
         parsed = parse(record)
         if isinstance(parsed, Rejected):
             rejected.append(parsed)
@@ -168,12 +187,12 @@ def _pass(
             duplicates.append(Duplicate(parsed.line, parsed.address.email, kept))
             continue
         chunk.append(parsed)
-        if len(chunk) >= _CHUNK:
+        if len(chunk) >= limit:
+            started = time.monotonic()
             with unit() as db:  # one short transaction per chunk: other writers wait little
                 writer.write(db, chunk)
+            limit = _next_limit(limit, time.monotonic() - started)
             chunk = []
-            if progress:
-                progress(table.lines_read(), table.total_lines)
     if chunk:
         with unit() as db:
             writer.write(db, chunk)

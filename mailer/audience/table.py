@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
+from typing import IO, Any
 
 from mailer.audience.locales import fold
 from mailer.audience.workbook import is_workbook, workbook_text
@@ -121,43 +122,69 @@ def _workbook_kind(raw: bytes) -> str:
     return "a ZIP archive"
 
 
-def _physical_lines(text: str) -> Iterator[str]:
-    """The text's lines split on "\\n" only, ends kept (a CRLF file gives lines ending "\\r\\n")."""
-    start = 0
-    length = len(text)
-    while start < length:
-        end = text.find("\n", start)
-        if end < 0:
-            yield text[start:]
-            return
-        yield text[start : end + 1]
-        start = end + 1
+_BLOCK = 1 << 20  # bytes decoded at a time when a file's encoding is checked
 
 
-def _records(text: str, delimiter: str) -> tuple[Iterator[Record], Callable[[], int]]:
-    """Non-blank records with their first physical line, and a function telling how many lines were read."""
-    reader = csv.reader(
-        _physical_lines(text), delimiter=delimiter, strict=True
-    )  # an unclosed quote is an error
+def _text_encoding(path: Path, start: bytes) -> tuple[str, int]:
+    """(encoding, physical lines) of a text file, chosen as :func:`decode` does and checked over the whole
+    file block by block, so that the file is never held in memory. ``start`` is the file's first bytes.
+    Raises :class:`ImportFileError` when no candidate decodes it, OSError when it cannot be read."""
+    if start.startswith(codecs.BOM_UTF8):
+        candidates = ["utf-8-sig"]
+    elif start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        candidates = ["utf-16"]
+    else:
+        candidates = ["utf-8", "cp1252"]
+    for encoding in candidates:
+        decoder = codecs.getincrementaldecoder(encoding)()  # strict
+        newlines, last = 0, ""
+        try:
+            with path.open("rb") as handle:
+                while True:
+                    block = handle.read(_BLOCK)
+                    text = decoder.decode(block, final=not block)
+                    newlines += text.count("\n")
+                    last = text[-1:] or last
+                    if not block:
+                        break
+        except UnicodeDecodeError:
+            continue
+        return encoding, newlines + (0 if last == "\n" else 1)
+    raise ImportFileError(f"cannot decode the file as {' or '.join(candidates)}: save it as UTF-8 and retry")
+
+
+def _records(open_text: Callable[[], IO[str]], delimiter: str) -> tuple[Iterator[Record], Callable[[], int]]:
+    """Non-blank records with their first physical line, and a function telling how many lines were read.
+
+    ``open_text`` opens the text with lines split on "\n" only (ends kept: a CRLF file gives lines ending
+    "\r\n"); it is opened when the first record is asked for and closed when the records end.
+    """
+    state: dict[str, Any] = {"reader": None}
 
     def generate() -> Iterator[Record]:
-        previous = 0
-        while True:
-            try:
-                cells = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                hint = ": a quote opened on this line is never closed" if "end of data" in str(exc) else ""
-                raise ImportFileError(
-                    f"line {previous + 1}: unreadable CSV ({exc}){hint}; fix the quoting in the file "
-                    "and import it again (nothing was imported)"
-                ) from None
-            line, previous = previous + 1, reader.line_num
-            if any(cell.strip() for cell in cells):
-                yield Record(line, tuple(cells))
+        with open_text() as handle:
+            reader = csv.reader(handle, delimiter=delimiter, strict=True)  # an unclosed quote is an error
+            state["reader"] = reader
+            previous = 0
+            for_each = iter(reader)
+            while True:
+                try:
+                    cells = next(for_each)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    hint = (
+                        ": a quote opened on this line is never closed" if "end of data" in str(exc) else ""
+                    )
+                    raise ImportFileError(
+                        f"line {previous + 1}: unreadable CSV ({exc}){hint}; fix the quoting in the file "
+                        "and import it again (nothing was imported)"
+                    ) from None
+                line, previous = previous + 1, reader.line_num
+                if any(cell.strip() for cell in cells):
+                    yield Record(line, tuple(cells))
 
-    return generate(), lambda: reader.line_num
+    return generate(), lambda: state["reader"].line_num if state["reader"] else 0
 
 
 def map_columns(header: Sequence[str], aliases: dict[str, tuple[str, ...]]) -> dict[str, int]:
@@ -171,9 +198,8 @@ def map_columns(header: Sequence[str], aliases: dict[str, tuple[str, ...]]) -> d
     return columns
 
 
-def _sniff(text: str) -> list[str]:
-    """Delimiters to try, the sniffed one first."""
-    sample = text[:65536]
+def _sniff(sample: str) -> list[str]:
+    """Delimiters to try, the sniffed one first, judged from the file's first 65,536 characters."""
     order = list(_DELIMITERS)
     try:
         sniffed = (
@@ -193,18 +219,33 @@ def read_table(path: Path, aliases: dict[str, tuple[str, ...]], *, required: str
     Raises :class:`ImportFileError` if the file is missing, undecodable or has no such header.
     """
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            start = handle.read(len(_OLE2_SIGNATURE))
+        if path.suffix.lower() in WORKBOOK_SUFFIXES or start.startswith((_ZIP_SIGNATURE, _OLE2_SIGNATURE)):
+            raw = path.read_bytes()  # a workbook (or refused as one): read whole
+            if path.suffix.lower() in WORKBOOK_SUFFIXES and is_workbook(raw):
+                text, encoding = workbook_text(raw), "xlsx"
+            else:
+                text, encoding = decode(raw)
+            del raw
+            total_lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+
+            def open_text() -> IO[str]:
+                return io.StringIO(text, newline="\n")
+
+        else:  # text, streamed: never held whole in memory
+            encoding, total_lines = _text_encoding(path, start)
+
+            def open_text() -> IO[str]:
+                return path.open(encoding=encoding, newline="\n")
+
     except OSError as exc:
         raise ImportFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if path.suffix.lower() in WORKBOOK_SUFFIXES and is_workbook(raw):
-        text, encoding = workbook_text(raw), "xlsx"
-    else:
-        text, encoding = decode(raw)
-    del raw
-    total_lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+    with open_text() as opened:
+        sample = opened.read(65536)
     first_cells: tuple[str, ...] = ()
-    for delimiter in _sniff(text):
-        records, lines_read = _records(text, delimiter)
+    for delimiter in _sniff(sample):
+        records, lines_read = _records(open_text, delimiter)
         preamble: list[Record] = []
         try:
             for record in islice(records, _HEADER_SEARCH_RECORDS):
