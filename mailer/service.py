@@ -313,21 +313,22 @@ class Service:
         duration = time.perf_counter() - started
         SEND_SECONDS.labels(step.kind.value).observe(duration)
         SMTP_REPLIES.labels(reply_class(reply.code)).inc()
-        log.info(
-            "%s %s",
-            reply.status.value,
-            message.message_id,
-            extra={
-                "message_id": message.message_id,
-                "wave": message.wave_id,
-                "session": message.session_id,
-                "step": message.step,
-                "status": reply.status.value,
-                "smtp_code": reply.code,
-                "smtp_reply": reply.text,
-                "duration_ms": round(duration * 1000, 1),
-            },
-        )
+        if log.isEnabledFor(logging.INFO):  # the record's fields are made only when it is written
+            log.info(
+                "%s %s",
+                reply.status.value,
+                message.message_id,
+                extra={
+                    "message_id": message.message_id,
+                    "wave": message.wave_id,
+                    "session": message.session_id,
+                    "step": message.step,
+                    "status": reply.status.value,
+                    "smtp_code": reply.code,
+                    "smtp_reply": reply.text,
+                    "duration_ms": round(duration * 1000, 1),
+                },
+            )
         if (
             redirect and reply.status is MessageStatus.BOUNCED
         ):  # the rehearsal address bounced, not the contact
