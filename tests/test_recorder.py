@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from mailer.app import App
 from mailer.store.engine import transaction
-from mailer.store.models import Message, MessageStatus
+from mailer.store.models import DeliveryEvent, EventKind, Message, MessageStatus
 from mailer.store.outbox import ClaimedMessage, Outcome, claim_due, queue_wave
 from mailer.store.recorder import OutcomeRecorder
 from mailer.timeline.clock import VirtualClock
@@ -60,6 +60,15 @@ def test_without_a_group_size_or_a_wait_outcomes_are_committed_only_when_flushed
             assert (recorder.commits, _statuses(app)) == (0, {"sending": 3})
             await recorder.flush()
             assert (recorder.commits, _statuses(app)) == (1, {"sent": 3})
+        with transaction(app.factory) as db:
+            events = db.execute(
+                select(DeliveryEvent.message_pk, DeliveryEvent.detail, DeliveryEvent.reply_code)
+                .where(DeliveryEvent.kind == EventKind.SENT)
+                .order_by(DeliveryEvent.message_pk)
+            ).all()
+        assert [tuple(event) for event in events] == [
+            (message.pk, "ok (attempt 1 by w)", 250) for message in sorted(claimed, key=lambda m: m.pk)
+        ]
 
     asyncio.run(run())
 
