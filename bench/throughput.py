@@ -401,7 +401,7 @@ def pipeline(
     with transaction(app.factory) as db:
         statuses = dict(db.execute(select(Message.status, func.count()).group_by(Message.status)).all())
     app.close()
-    rate = sent / elapsed
+    rate: float = sent / elapsed
     print(
         f"pipeline              {rate:8.0f} msg/s ({sent} in {elapsed:.1f} s; {args.workers} workers x "
         f"{per_worker} connections; claim, render, compose, send, record {RECORDING[mode]}; "
@@ -411,7 +411,7 @@ def pipeline(
     print(
         f"CPU per message       {workers_cpu / sent * 1e6:8.0f} us in workers, {sink_cpu / sent * 1e6:.0f} us in "
         f"smtp-sink, {postgres_cpu / sent * 1e6:.0f} us in PostgreSQL, {other / sent * 1e6:.0f} us in the rest "
-        f"of the machine; {machine / (time.perf_counter() - machine_started) / os.cpu_count():.0%} of "
+        f"of the machine; {machine / (time.perf_counter() - machine_started) / (os.cpu_count() or 1):.0%} of "
         f"{os.cpu_count()} cores busy"
     )
     print(f"peak memory           {max(r[3] for r in reports) / 1024:8.0f} MiB per worker (peak RSS, VmHWM)")

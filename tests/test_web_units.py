@@ -205,3 +205,23 @@ def test_a_signed_token_of_the_wrong_shape_is_refused(config: Settings, payload:
 
     with pytest.raises(BadLinkError, match="wrong shape"):
         read_token(config, _signer(config).sign(payload).decode())
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        Link(LinkKind.UNSUBSCRIBE, 42, recipient="tag"),
+        Link(LinkKind.RSVP, 7, Answer.YES, "tag"),
+        Link(LinkKind.RSVP, 123456789, Answer.NO, "x-Y_z"),
+    ],
+)
+def test_a_token_is_itsdangerous_signature_of_its_payload(config: Settings, link: Link) -> None:
+    from mailer.compose.links import _signer
+
+    fields = [
+        link.kind.value,
+        str(link.message_pk),
+        link.recipient,
+        *([link.answer.value] if link.answer else []),
+    ]
+    assert make_token(config, link) == _signer(config).sign(".".join(fields)).decode()
