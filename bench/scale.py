@@ -46,7 +46,7 @@ from throughput import (  # noqa: E402
 
 from mailer.app import open_app, run_async  # noqa: E402
 from mailer.config import Settings, StepKind  # noqa: E402
-from mailer.delivery.transport import Reply  # noqa: E402
+from mailer.delivery.forwarding import Forwarding, Transport  # noqa: E402
 from mailer.store.engine import transaction  # noqa: E402
 from mailer.store.models import ContactList, UTCDateTime  # noqa: E402
 from mailer.store.outbox import queue_wave  # noqa: E402
@@ -102,29 +102,19 @@ def queue(settings: Settings) -> int:
     return added.added
 
 
-class Counting:
+class Counting(Forwarding):
     """A transport that passes messages on to ``inner`` and sets ``stop`` once ``limit`` have gone."""
 
-    def __init__(self, inner: Any, limit: int, stop: asyncio.Event) -> None:
+    def __init__(self, inner: Transport, limit: int, stop: asyncio.Event) -> None:
         self.inner, self.limit, self.stop, self.sent = inner, limit, stop, 0
 
-    async def send(
-        self,
-        envelope_from: str,
-        recipient: str,
-        data: bytes,
-        *,
-        kind: StepKind | None = None,
-        utf8: bool = False,
-        transparent: bool = False,
-    ) -> Reply:
+    def route(self, kind: StepKind | None) -> Transport:
+        return self.inner
+
+    def before_send(self, recipient: str) -> None:
         self.sent += 1
         if self.sent >= self.limit:
             self.stop.set()
-        reply: Reply = await self.inner.send(
-            envelope_from, recipient, data, kind=kind, utf8=utf8, transparent=transparent
-        )
-        return reply
 
     async def close(self) -> None:
         await self.inner.close()
@@ -141,7 +131,7 @@ def send(settings: Settings, limit: int) -> int:
     async def run() -> int:
         stop = asyncio.Event()
         async with SmtpPool(settings.smtp) as pool:
-            report = await service.dispatch(Counting(pool, limit, stop), stop=stop)  # type: ignore[arg-type]
+            report = await service.dispatch(Counting(pool, limit, stop), stop=stop)
         return report.total
 
     sent = run_async(run())

@@ -14,7 +14,9 @@ Steps, all in one run on this machine:
 4. the pipeline: N contacts in four languages, one invitation wave queued, then ``--workers`` processes
    (spawned, set up, then started together) each run ``Service.dispatch`` (claim with SKIP LOCKED on
    PostgreSQL, render, compose, send, record) until nothing is due; messages/second from the first claim to
-   the last record, and the ratio to smtp-source;
+   the last record, and the ratio to smtp-source; with ``--recording both`` (the default) twice, each on a
+   fresh store: outcomes committed as replies arrive (in groups, as the service does) and once per batch,
+   at its end; 1 - the ratio of the two is what recording as replies arrive costs;
 5. CPU per message in the workers, smtp-sink, PostgreSQL and the rest of the machine (/proc), and the peak
    memory of a worker (VmHWM).
 
@@ -49,6 +51,7 @@ from mailer.config import Security, Settings, load_settings  # noqa: E402
 from mailer.store.engine import transaction  # noqa: E402
 from mailer.store.models import Contact, ContactList, ListMembership, Message  # noqa: E402
 from mailer.store.outbox import queue_wave  # noqa: E402
+from mailer.store.recorder import MAX_WAIT  # noqa: E402
 from mailer.timeline.clock import VirtualClock  # noqa: E402
 
 INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
@@ -171,15 +174,27 @@ def seed(settings: Settings, count: int) -> None:
     app.close()
 
 
-def worker(settings: Settings, number: int, batch: int, ready: Any, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def worker(
+    settings: Settings,
+    number: int,
+    batch: int,
+    record_wait: float | None,
+    ready: Any,
+    results: multiprocessing.Queue,  # type: ignore[type-arg]
+) -> None:
     """One sending process: set up, wait at the ``ready`` barrier (with the other workers and the parent),
-    dispatch until nothing is due; reports (sent, first claim, last record, peak RSS KiB, CPU seconds)."""
+    dispatch until nothing is due (outcomes committed as :class:`~mailer.service.Service`'s ``record_wait``
+    says); reports (sent, first claim, last record, peak RSS KiB, CPU seconds)."""
     from mailer.delivery.pool import SmtpPool
     from mailer.service import Service
 
     app = open_app(settings)
     service = Service(
-        app, VirtualClock(INVITATION_AT + timedelta(minutes=1)), worker=f"bench-{number}", batch_size=batch
+        app,
+        VirtualClock(INVITATION_AT + timedelta(minutes=1)),
+        worker=f"bench-{number}",
+        batch_size=batch,
+        record_wait=record_wait,
     )
 
     async def run() -> tuple[int, float, float]:
@@ -341,6 +356,68 @@ def render_rate(settings: Settings, count: int) -> tuple[float, float, float, fl
     return rates[0], rates[1], fast, stdlib, size // count
 
 
+RECORDING = {"grouped": "as replies arrive, in groups", "batch-end": "once per batch, at its end"}
+
+
+def pipeline(
+    settings: Settings,
+    args: argparse.Namespace,
+    sink: subprocess.Popen[bytes],
+    mode: str,
+    record_wait: float | None,
+) -> float:
+    """Seed and queue the wave, send it with ``args.workers`` processes recording as ``record_wait`` says,
+    print the figures; returns messages/second."""
+    started = time.perf_counter()
+    seed(settings, args.messages)
+    print(f"seed + queue wave     {time.perf_counter() - started:8.1f} s for {args.messages} messages")
+    per_worker = settings.smtp.connections
+    spawn = multiprocessing.get_context("spawn")  # fresh processes: their peak memory is their own
+    ready = spawn.Barrier(args.workers + 1)
+    results: multiprocessing.Queue = spawn.Queue()  # type: ignore[type-arg]
+    processes = [
+        spawn.Process(target=worker, args=(settings, i, args.batch, record_wait, ready, results))
+        for i in range(args.workers)
+    ]
+    for process in processes:
+        process.start()
+    ready.wait()  # every worker has started and opened the store: measure from here
+    machine_before, sink_before, machine_started = (
+        busy_seconds(),
+        process_seconds(sink.pid),
+        time.perf_counter(),
+    )
+    postgres = CpuByCommand("postgres")
+    postgres.start()
+    reports = [results.get() for _ in processes]
+    for process in processes:
+        process.join()
+    machine, sink_cpu = busy_seconds() - machine_before, process_seconds(sink.pid) - sink_before
+    postgres_cpu = postgres.stop()
+    workers_cpu = sum(r[4] for r in reports)
+    sent = sum(r[0] for r in reports)
+    elapsed = max(r[2] for r in reports) - min(r[1] for r in reports)
+    app = open_app(settings)
+    with transaction(app.factory) as db:
+        statuses = dict(db.execute(select(Message.status, func.count()).group_by(Message.status)).all())
+    app.close()
+    rate: float = sent / elapsed
+    print(
+        f"pipeline              {rate:8.0f} msg/s ({sent} in {elapsed:.1f} s; {args.workers} workers x "
+        f"{per_worker} connections; claim, render, compose, send, record {RECORDING[mode]}; "
+        f"statuses {statuses})"
+    )
+    other = machine - workers_cpu - sink_cpu - postgres_cpu
+    print(
+        f"CPU per message       {workers_cpu / sent * 1e6:8.0f} us in workers, {sink_cpu / sent * 1e6:.0f} us in "
+        f"smtp-sink, {postgres_cpu / sent * 1e6:.0f} us in PostgreSQL, {other / sent * 1e6:.0f} us in the rest "
+        f"of the machine; {machine / (time.perf_counter() - machine_started) / (os.cpu_count() or 1):.0%} of "
+        f"{os.cpu_count()} cores busy"
+    )
+    print(f"peak memory           {max(r[3] for r in reports) / 1024:8.0f} MiB per worker (peak RSS, VmHWM)")
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -351,6 +428,13 @@ def main() -> None:
         "--connections", type=int, default=16, help="SMTP connections in all (split over workers)"
     )
     parser.add_argument("--batch", type=int, default=500, help="messages claimed per batch")
+    parser.add_argument(
+        "--recording",
+        choices=("both", "grouped", "batch-end"),
+        default="both",
+        help="outcomes committed as replies arrive (grouped, as the service does), once per batch, or both "
+        "one after the other (the ratio is recording's cost)",
+    )
     parser.add_argument(
         "--database-url",
         default=os.environ.get(
@@ -383,54 +467,19 @@ def main() -> None:
             f"smtp-source           {ceiling:8.0f} msg/s (best of {', '.join(f'{r:.0f}' for r in runs)}; "
             f"{min(args.messages, 10_000)} x {size} bytes, {args.connections} connections)"
         )
-        started = time.perf_counter()
-        seed(settings, args.messages)
-        print(f"seed + queue wave     {time.perf_counter() - started:8.1f} s for {args.messages} messages")
-        spawn = multiprocessing.get_context("spawn")  # fresh processes: their peak memory is their own
-        ready = spawn.Barrier(args.workers + 1)
-        results: multiprocessing.Queue = spawn.Queue()  # type: ignore[type-arg]
-        processes = [
-            spawn.Process(target=worker, args=(settings, i, args.batch, ready, results))
-            for i in range(args.workers)
-        ]
-        for process in processes:
-            process.start()
-        ready.wait()  # every worker has started and opened the store: measure from here
-        machine_before, sink_before, machine_started = (
-            busy_seconds(),
-            process_seconds(sink.pid),
-            time.perf_counter(),
-        )
-        postgres = CpuByCommand("postgres")
-        postgres.start()
-        reports = [results.get() for _ in processes]
-        for process in processes:
-            process.join()
-        machine, sink_cpu = busy_seconds() - machine_before, process_seconds(sink.pid) - sink_before
-        postgres_cpu = postgres.stop()
-        workers_cpu = sum(r[4] for r in reports)
-        sent = sum(r[0] for r in reports)
-        elapsed = max(r[2] for r in reports) - min(r[1] for r in reports)
-        app = open_app(settings)
-        with transaction(app.factory) as db:
-            statuses = dict(db.execute(select(Message.status, func.count()).group_by(Message.status)).all())
-        app.close()
-        rate = sent / elapsed
-        print(
-            f"pipeline              {rate:8.0f} msg/s ({sent} in {elapsed:.1f} s; {args.workers} workers x "
-            f"{per_worker} connections; claim, render, compose, send, record; statuses {statuses})"
-        )
-        print(f"ratio to smtp-source  {rate / ceiling:8.2f}")
-        other = machine - workers_cpu - sink_cpu - postgres_cpu
-        print(
-            f"CPU per message       {workers_cpu / sent * 1e6:8.0f} us in workers, {sink_cpu / sent * 1e6:.0f} us in "
-            f"smtp-sink, {postgres_cpu / sent * 1e6:.0f} us in PostgreSQL, {other / sent * 1e6:.0f} us in the rest "
-            f"of the machine; {machine / (time.perf_counter() - machine_started) / os.cpu_count():.0%} of "
-            f"{os.cpu_count()} cores busy"
-        )
-        print(
-            f"peak memory           {max(r[3] for r in reports) / 1024:8.0f} MiB per worker (peak RSS, VmHWM)"
-        )
+        modes = {"grouped": MAX_WAIT, "batch-end": None}
+        chosen = list(modes) if args.recording == "both" else [args.recording]
+        rates = {}
+        for mode in chosen:
+            prepare_database(url)
+            rates[mode] = pipeline(settings, args, sink, mode, modes[mode])
+        for mode, rate in rates.items():
+            print(f"ratio to smtp-source  {rate / ceiling:8.2f} (recording {RECORDING[mode]})")
+        if len(rates) == 2:
+            print(
+                f"recording cost        {1 - rates['grouped'] / rates['batch-end']:8.1%} of throughput (as replies "
+                "arrive, against once per batch; same run)"
+            )
     finally:
         sink.terminate()
         sink.wait()

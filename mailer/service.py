@@ -45,7 +45,7 @@ from mailer.store.outbox import (
     release_claims,
     sync_sessions,
 )
-from mailer.store.recorder import OutcomeRecorder
+from mailer.store.recorder import MAX_WAIT, OutcomeRecorder
 from mailer.store.relationships import Relationship, Standing, standings
 from mailer.timeline.clock import Clock, require_aware
 from mailer.timeline.plan import due_steps, next_moment, resolve_step
@@ -73,7 +73,12 @@ class DispatchReport:
 
 
 class Service:
-    """One process's view of the work: ``materialise`` (sync) and ``dispatch`` (async)."""
+    """One process's view of the work: ``materialise`` (sync) and ``dispatch`` (async).
+
+    ``batch_size`` messages are claimed at a time; ``record_wait`` is how long (seconds) an outcome may wait
+    to be committed with others (:class:`OutcomeRecorder`); None commits a batch's outcomes when it ends
+    (a careful message's at once), which ``bench/throughput.py`` uses to measure what recording as replies
+    arrive costs."""
 
     def __init__(
         self,
@@ -83,6 +88,7 @@ class Service:
         renderer: Renderer | None = None,
         worker: str | None = None,
         batch_size: int = 100,
+        record_wait: float | None = MAX_WAIT,
     ) -> None:
         self.app = app
         self.settings = app.settings
@@ -91,6 +97,7 @@ class Service:
         self.renderer = self.outgoing.renderer
         self.worker = worker or default_worker_name()
         self.batch_size = batch_size
+        self.record_wait = record_wait  # seconds an outcome may wait for its group commit; None: batch end
         self._previous_starts: dict[str, datetime | None] = {}
         self._standings: dict[int, Standing] = {}  # claimed notices: the recipient's relationship, calendar
         # As many deliveries under way as there are connections, so a stop leaves the rest unstarted.
@@ -151,7 +158,8 @@ class Service:
             self.settings,
             self.clock,
             worker=self.worker,
-            group_size=max(self._concurrency // 2, 1),
+            group_size=max(self._concurrency // 2, 1) if self.record_wait is not None else None,
+            max_wait=self.record_wait,
         )
         with keeper:
             async with recorder:
@@ -305,21 +313,22 @@ class Service:
         duration = time.perf_counter() - started
         SEND_SECONDS.labels(step.kind.value).observe(duration)
         SMTP_REPLIES.labels(reply_class(reply.code)).inc()
-        log.info(
-            "%s %s",
-            reply.status.value,
-            message.message_id,
-            extra={
-                "message_id": message.message_id,
-                "wave": message.wave_id,
-                "session": message.session_id,
-                "step": message.step,
-                "status": reply.status.value,
-                "smtp_code": reply.code,
-                "smtp_reply": reply.text,
-                "duration_ms": round(duration * 1000, 1),
-            },
-        )
+        if log.isEnabledFor(logging.INFO):  # the record's fields are made only when it is written
+            log.info(
+                "%s %s",
+                reply.status.value,
+                message.message_id,
+                extra={
+                    "message_id": message.message_id,
+                    "wave": message.wave_id,
+                    "session": message.session_id,
+                    "step": message.step,
+                    "status": reply.status.value,
+                    "smtp_code": reply.code,
+                    "smtp_reply": reply.text,
+                    "duration_ms": round(duration * 1000, 1),
+                },
+            )
         if (
             redirect and reply.status is MessageStatus.BOUNCED
         ):  # the rehearsal address bounced, not the contact

@@ -8,14 +8,15 @@ import dataclasses
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
 from mailer.app import App
 from mailer.config import StepKind
+from mailer.delivery.forwarding import Forwarding
 from mailer.delivery.pool import SmtpPool
-from mailer.delivery.replies import Reply
 from mailer.service import Service
 from mailer.store.engine import transaction
 from mailer.store.models import DeliveryEvent, EventKind, Message, MessageStatus
@@ -38,25 +39,18 @@ class RunningClock:
         return datetime.now(UTC) + self._offset
 
 
-class ObservedPool:
+class ObservedPool(Forwarding):
     """The real pool, plus a hook run on the event loop before each send (what the test observes or does)."""
 
-    def __init__(self, pool: SmtpPool, before_send: object) -> None:
+    def __init__(self, pool: SmtpPool, before_send: Callable[[str], None]) -> None:
         self.pool = pool
-        self.before_send = before_send
+        self.observe = before_send
 
-    async def send(
-        self,
-        envelope_from: str,
-        recipient: str,
-        data: bytes,
-        *,
-        kind: StepKind | None = None,
-        utf8: bool = False,
-        transparent: bool = False,
-    ) -> Reply:
-        self.before_send(recipient)  # type: ignore[operator]
-        return await self.pool.send(envelope_from, recipient, data, utf8=utf8, transparent=transparent)
+    def route(self, kind: StepKind | None) -> SmtpPool:
+        return self.pool
+
+    def before_send(self, recipient: str) -> None:
+        self.observe(recipient)
 
     async def close(self) -> None:
         await self.pool.close()

@@ -238,3 +238,23 @@ def test_the_pager_shows_first_last_and_two_either_side(page: int, pages: int, n
 )
 def test_log_sort_keys(sort: str, order: tuple[str, bool]) -> None:
     assert LogFilter(sort=sort).order() == order
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        Link(LinkKind.UNSUBSCRIBE, 42, recipient="tag"),
+        Link(LinkKind.RSVP, 7, Answer.YES, "tag"),
+        Link(LinkKind.RSVP, 123456789, Answer.NO, "x-Y_z"),
+    ],
+)
+def test_a_token_is_itsdangerous_signature_of_its_payload(config: Settings, link: Link) -> None:
+    from mailer.compose.links import _signer
+
+    fields = [
+        link.kind.value,
+        str(link.message_pk),
+        link.recipient,
+        *([link.answer.value] if link.answer else []),
+    ]
+    assert make_token(config, link) == _signer(config).sign(".".join(fields)).decode()

@@ -29,7 +29,6 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from functools import lru_cache
 from urllib.parse import quote
 
 from icalendar import Calendar, Event, vCalAddress, vText
@@ -101,15 +100,23 @@ def build_calendar(
     if sequence < 0:
         raise ValueError(f"SEQUENCE must be >= 0, got {sequence}")
     stamp = require_aware(stamp, "calendar stamp").astimezone(UTC)
-    shared = _shared(series, session, sequence, method, organiser_name, organiser_address, summary, language)
-    guest = _address(attendee.email, attendee.display_name)
-    name = f'CN="{guest.params["CN"]}";' if "CN" in guest.params else ""
+    key = (id(series), id(session), sequence, method, organiser_name, organiser_address, summary, language)
+    kept = _SHARED.get(key)
+    if kept is None or kept[0] is not series or kept[1] is not session:
+        if len(_SHARED) >= _SHARED_KEPT:
+            _SHARED.clear()
+        head_tail = _shared(
+            series, session, sequence, method, organiser_name, organiser_address, summary, language
+        )
+        kept = _SHARED[key] = (series, session, *head_tail)
+    common_name = _common_name(attendee.display_name)
+    name = f'CN="{common_name}";' if common_name else ""
     attendee_line = (
-        f"ATTENDEE;{name}CUTYPE=INDIVIDUAL;PARTSTAT=NEEDS-ACTION;ROLE=REQ-PARTICIPANT;RSVP=FALSE:{guest}"
+        "ATTENDEE;"
+        f"{name}CUTYPE=INDIVIDUAL;PARTSTAT=NEEDS-ACTION;ROLE=REQ-PARTICIPANT;RSVP=FALSE:{_mailto(attendee.email)}"
     )
     personal = stamp.strftime("DTSTAMP:%Y%m%dT%H%M%SZ\r\n").encode("ascii") + _fold(attendee_line)
-    head, tail = shared
-    return CalendarPart(head + personal + tail, method)
+    return CalendarPart(kept[2] + personal + kept[3], method)
 
 
 def _fold(line: str) -> bytes:
@@ -120,18 +127,24 @@ def _fold(line: str) -> bytes:
     if line.isascii():  # one octet a character: cut every 75, then every 74 after the leading space
         return b"\r\n ".join([data[:75], *(data[i : i + 74] for i in range(75, len(data), 74))]) + b"\r\n"
     out: list[bytes] = []
-    current = b""
-    for char in line:
-        raw = char.encode("utf-8")
-        if len(current) + len(raw) > (75 if not out else 74):
-            out.append(current)
-            current = b""
-        current += raw
-    out.append(current)
+    start, room = 0, 75
+    while len(data) - start > room:  # cut before the last character that would not fit whole
+        cut = start + room
+        while data[cut] & 0xC0 == 0x80:  # a UTF-8 continuation octet: inside a character
+            cut -= 1
+        out.append(data[start:cut])
+        start, room = cut, 74
+    out.append(data[start:])
     return b"\r\n ".join(out) + b"\r\n"
 
 
-@lru_cache(maxsize=512)
+# The shared parts of the calendars built lately, by the identity of their series and session (hashing a
+# Series field by field costs more than the rest of a calendar); each entry holds its series and session,
+# so their ids are not reused while it is kept.
+_SHARED: dict[tuple[object, ...], tuple[Series, Session, bytes, bytes]] = {}
+_SHARED_KEPT = 512
+
+
 def _shared(
     series: Series,
     session: Session,
@@ -143,7 +156,8 @@ def _shared(
     language: str,
 ) -> tuple[bytes, bytes]:
     """The calendar without DTSTAMP and ATTENDEE, split where they go: the same for every recipient of a
-    (session, SEQUENCE, method, language), so built once (icalendar takes about a millisecond a calendar)."""
+    (session, SEQUENCE, method, language), so built once and kept in :data:`_SHARED` (icalendar takes about
+    a millisecond a calendar)."""
     texts, _ = session.texts_for(language_family(language))
     title = _text(summary or texts.title)
     lines = [title, "", session.join_url]
@@ -182,18 +196,28 @@ def _text(value: str) -> str:
 
 
 def _address(address: str, name: str) -> vCalAddress:
-    """A ``mailto:`` CAL-ADDRESS (RFC 6068: an IDN domain as its A-label, a non-ASCII local part
-    percent-encoded) with the display name as CN (double quotes and controls removed: RFC 5545 §3.1)."""
+    """A ``mailto:`` CAL-ADDRESS (:func:`_mailto`) with the display name as CN (:func:`_common_name`)."""
+    value = vCalAddress(_mailto(address))
+    common_name = _common_name(name)
+    if common_name:
+        value.params["CN"] = common_name
+    return value
+
+
+def _mailto(address: str) -> str:
+    """``address`` as a ``mailto:`` URI (RFC 6068: an IDN domain as its A-label, a non-ASCII local part
+    percent-encoded); raises ValueError for a string without a local part, "@" and a domain."""
     local, at, domain = address.strip().rpartition("@")
     if not at or not local or not domain:
         raise ValueError(f"not an email address: {address!r}")
     if not domain.isascii():
         domain = domain.encode("idna").decode("ascii")
-    value = vCalAddress(f"mailto:{quote(local, safe=chr(39) + '!#$&*+-/=?^_`{|}~.')}@{domain}")
-    common_name = " ".join(_PARAMETER_UNSAFE.sub(" ", name).split())
-    if common_name:
-        value.params["CN"] = common_name
-    return value
+    return f"mailto:{quote(local, safe=chr(39) + '!#$&*+-/=?^_`{|}~.')}@{domain}"
+
+
+def _common_name(name: str) -> str:
+    """A display name as a CN parameter value: double quotes and controls removed (RFC 5545 §3.1)."""
+    return " ".join(_PARAMETER_UNSAFE.sub(" ", name).split())
 
 
 __all__ = ["FILENAME", "PRODID", "CalendarPart", "Method", "build_calendar", "calendar_method", "event_uid"]

@@ -83,11 +83,13 @@ class Rendered:
 @dataclass(frozen=True)
 class _Group:
     """What recipients of one (step, session, language, zone, extra) share: subject, text and HTML split at
-    the personal values' markers, and the session's title. ``series`` keeps the series its key names by id."""
+    the personal values' markers, and the session's title. ``kept`` holds the series, session and step its key
+    names by identity (hashing them field by field would cost more than filling the parts in), so their ids
+    are not reused while it is kept."""
 
     parts: tuple[tuple[Piece, ...], ...]
     title: str
-    series: object
+    kept: object
 
 
 _NONE = _Group((), "", None)  # the group renders per message (a marker did not come out whole)
@@ -305,7 +307,16 @@ class Renderer:
             return None  # rendered alone, where the error names the recipient
         moment = step_time(session, step) if sent_at is None else sent_at
         lead = send_lead(session, zone, moment, language)
-        key = (id(series), session, step, language, recipient.time_zone, lead, shared, presence(personal))
+        key = (
+            id(series),
+            id(session),
+            id(step),
+            language,
+            recipient.time_zone,
+            lead,
+            shared,
+            presence(personal),
+        )
         try:
             group = self._groups.get(key)
         except TypeError:  # an unhashable value in extra
@@ -331,7 +342,9 @@ class Renderer:
                 self._groups.clear()
             whole = tuple(part for part in parts if part is not None)
             group = self._groups[key] = (
-                _Group(whole, context["session_title"], series) if len(whole) == len(parts) else _NONE
+                _Group(whole, context["session_title"], (series, session, step))
+                if len(whole) == len(parts)
+                else _NONE
             )
         return None if group is _NONE else group
 

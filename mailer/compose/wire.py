@@ -128,13 +128,21 @@ def quoted_printable(body: str) -> bytes:
     """``binascii.b2a_qp`` of ``body`` (LF line ends, the last line ended too) with CRLF line ends, byte for
     byte, made line by line: a quoted-printable line depends on its own input line only (RFC 2045 sec. 6.7),
     so the lines every message of a step and language shares are encoded once (:func:`_quoted_printable_line`)."""
-    return b"\r\n".join(map(_quoted_printable_line, body.split("\n")))
+    known = _QP_LINES
+    return b"\r\n".join([known.get(line) or _quoted_printable_line(line) for line in body.split("\n")])
 
 
-@lru_cache(maxsize=4096)
+_QP_LINES: dict[str, bytes] = {}  # quoted-printable lines made lately, by their text
+_QP_LINES_KEPT = 8192
+
+
 def _quoted_printable_line(line: str) -> bytes:
     # With its CRLF so that soft line breaks are written "=\r\n" too; the CRLF is then cut off.
-    return binascii.b2a_qp(line.encode("utf-8") + b"\r\n", istext=True)[:-2]
+    encoded = binascii.b2a_qp(line.encode("utf-8") + b"\r\n", istext=True)[:-2]
+    if len(_QP_LINES) >= _QP_LINES_KEPT:
+        _QP_LINES.clear()
+    _QP_LINES[line] = encoded
+    return encoded
 
 
 def _calendar(

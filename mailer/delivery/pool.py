@@ -18,7 +18,6 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 
 import aiosmtplib
 from aiosmtplib import errors as smtp_errors
@@ -27,6 +26,7 @@ from mailer.config import Security, SmtpSettings, StepKind
 from mailer.delivery.circuit import Circuit
 from mailer.delivery.dialogue import CONNECTION_ERRORS, ConnectionFailed, Dialogue
 from mailer.delivery.envelope import envelope_commands, needs_smtputf8, unsendable
+from mailer.delivery.forwarding import Closing
 from mailer.delivery.ratelimit import Limiter, RateLimited, rate_limiter
 from mailer.delivery.replies import Phase, Reply, refused, unanswered
 from mailer.errors import ConfigError
@@ -57,7 +57,7 @@ class _Slot:
         self.dialogue: Dialogue | None = None
 
 
-class SmtpPool:
+class SmtpPool(Closing):
     """Up to ``settings.connections`` concurrent SMTP connections to one server; an async context manager.
 
     ``send`` never raises for delivery problems: it returns a classified :class:`Reply`.
@@ -104,14 +104,6 @@ class SmtpPool:
         self.connect_attempts = 0  # connections tried, opened or not
         self._attempts: set[asyncio.Future[None]] = set()  # connections being opened now
         self.pipelined = 0  # transactions sent as one PIPELINING group (RFC 2920)
-
-    async def __aenter__(self) -> SmtpPool:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """QUIT every open connection (hard close if QUIT fails); release the rate limiter's storage."""

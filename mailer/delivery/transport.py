@@ -1,5 +1,5 @@
-"""What the service sends through: the :class:`Transport` API and :class:`SmtpRouter`, which sends each step
-kind through its configured SMTP server (``[smtp.routes]``).
+"""What the service sends through: the :class:`~mailer.delivery.forwarding.Transport` API and
+:class:`SmtpRouter`, which sends each step kind through its configured SMTP server (``[smtp.routes]``).
 
 Where delivery happens, by file: :mod:`~mailer.delivery.pool` (reused connections to one server, rate
 limits, reconnects), :mod:`~mailer.delivery.dialogue` (one SMTP transaction, pipelined: RFC 2920),
@@ -11,37 +11,18 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Protocol
 
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
 from mailer.config import Settings, StepKind
+from mailer.delivery.forwarding import Forwarding, Transport
 from mailer.delivery.pool import SmtpPool
-from mailer.delivery.replies import Reply
 from mailer.store.engine import transaction
 from mailer.store.relays import CircuitState, save_circuit
 
 
-class Transport(Protocol):
-    """What the service sends through: a pool (one server) or a router (a server per step kind)."""
-
-    async def send(
-        self,
-        envelope_from: str,
-        recipient: str,
-        data: bytes,
-        *,
-        kind: StepKind | None = None,
-        utf8: bool = False,
-        transparent: bool = False,
-    ) -> Reply: ...
-
-    async def close(self) -> None: ...
-
-
-class SmtpRouter:
+class SmtpRouter(Forwarding):
     """A pool per configured SMTP server, each step kind sent through its route (``[smtp.routes]``).
 
     ``settings.smtp`` is the default server; pools are opened on first use and closed (QUIT) together.
@@ -60,6 +41,10 @@ class SmtpRouter:
         self.local_hostname = local_hostname
         self.factory = factory
         self.pools: dict[str, SmtpPool] = {}
+
+    def route(self, kind: StepKind | None) -> SmtpPool:
+        """:meth:`pool_for` ``kind``: each message goes through the server its step kind is routed to."""
+        return self.pool_for(kind)
 
     def pool_for(self, kind: StepKind | None) -> SmtpPool:
         """The pool of the server ``kind`` is routed to (the default server for None), opened on first use."""
@@ -82,29 +67,9 @@ class SmtpRouter:
 
         await asyncio.to_thread(save)
 
-    async def send(
-        self,
-        envelope_from: str,
-        recipient: str,
-        data: bytes,
-        *,
-        kind: StepKind | None = None,
-        utf8: bool = False,
-        transparent: bool = False,
-    ) -> Reply:
-        """Send through the server ``kind`` is routed to; see :meth:`SmtpPool.send`."""
-        return await self.pool_for(kind).send(
-            envelope_from, recipient, data, utf8=utf8, transparent=transparent
-        )
-
     async def close(self) -> None:
         """QUIT every pool's connections."""
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
 
-    async def __aenter__(self) -> SmtpRouter:
-        return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
+__all__ = ["SmtpRouter", "Transport"]

@@ -136,30 +136,24 @@ def record_outcomes(
 
 
 def _record_sent(db: DbSession, outcomes: Sequence[Outcome], now: datetime, worker: str | None) -> None:
-    """PostgreSQL: apply 2xx outcomes in one UPDATE ... FROM unnest() ... RETURNING (the messages still
-    ``sending``, and claimed by ``worker`` when given), then log them; one round trip fewer than the
-    general path, which a commit per group of replies makes worth it."""
+    """PostgreSQL: apply 2xx outcomes (to the messages still ``sending``, and claimed by ``worker`` when
+    given) and log them in one statement: an UPDATE ... FROM unnest() ... RETURNING whose rows feed the
+    INSERT of their events; two round trips fewer than the general path, which a commit per group of
+    replies makes worth it."""
     by_pk = {outcome.pk: outcome for outcome in outcomes}
-    statement = _UPDATE_SENT if worker is None else _UPDATE_SENT_BY
-    updated = db.execute(
-        statement,
+    db.execute(
+        _RECORD_SENT if worker is None else _RECORD_SENT_BY,
         {
             "now": now,
             "worker": worker,
+            "by": f" by {worker}" if worker else "",
             "pk": list(by_pk),
             "reply_code": [outcome.code for outcome in by_pk.values()],
             "reply_text": [outcome.text[:2000] for outcome in by_pk.values()],
+            "detail": [outcome.text for outcome in by_pk.values()],
             "language": [outcome.language for outcome in by_pk.values()],
             "provider_id": [outcome.provider_id[:255] for outcome in by_pk.values()],
         },
-    ).all()
-    by = f" by {worker}" if worker else ""
-    insert_events(
-        db,
-        [
-            event_row(pk, EventKind.SENT, now, f"{by_pk[pk].text} (attempt {attempts}{by})", by_pk[pk].code)
-            for pk, attempts in updated
-        ],
     )
 
 
@@ -200,14 +194,19 @@ _UPDATE_OUTCOMES = text(
     "WHERE m.id = v.pk"
 )
 
+# The sent messages' update and their "sent" events in one statement (a data-modifying WITH): the event's
+# detail is what event_row() is given elsewhere, "<reply> (attempt <n>[ by <worker>])".
 _SENT_SQL = (
-    "UPDATE messages AS m SET status = 'sent', reply_code = v.reply_code, reply_text = v.reply_text, "
-    "language = COALESCE(NULLIF(v.language, ''), m.language), sent_at = :now, lease_until = NULL, "
-    "provider_id = NULLIF(v.provider_id, ''), updated_at = :now "
+    "WITH sent AS (UPDATE messages AS m SET status = 'sent', reply_code = v.reply_code, "
+    "reply_text = v.reply_text, language = COALESCE(NULLIF(v.language, ''), m.language), sent_at = :now, "
+    "lease_until = NULL, provider_id = NULLIF(v.provider_id, ''), updated_at = :now "
     "FROM unnest(CAST(:pk AS integer[]), CAST(:reply_code AS integer[]), CAST(:reply_text AS text[]), "
-    "CAST(:language AS varchar[]), CAST(:provider_id AS varchar[])) "
-    "AS v(pk, reply_code, reply_text, language, provider_id) "
-    "WHERE m.id = v.pk AND m.status = 'sending'"
+    "CAST(:detail AS text[]), CAST(:language AS varchar[]), CAST(:provider_id AS varchar[])) "
+    "AS v(pk, reply_code, reply_text, detail, language, provider_id) "
+    "WHERE m.id = v.pk AND m.status = 'sending'{worker} RETURNING m.id, m.attempts, v.reply_code, v.detail) "
+    "INSERT INTO delivery_events (message_pk, at, kind, detail, reply_code) "
+    "SELECT id, :now, 'sent', detail || ' (attempt ' || attempts || CAST(:by AS text) || ')', reply_code "
+    "FROM sent"
 )
-_UPDATE_SENT = text(_SENT_SQL + " RETURNING m.id, m.attempts")
-_UPDATE_SENT_BY = text(_SENT_SQL + " AND m.worker = :worker RETURNING m.id, m.attempts")
+_RECORD_SENT = text(_SENT_SQL.format(worker=""))
+_RECORD_SENT_BY = text(_SENT_SQL.format(worker=" AND m.worker = :worker"))

@@ -1,0 +1,88 @@
+"""When :class:`mailer.store.recorder.OutcomeRecorder` commits: by group size, and (without a size or a wait,
+as bench/throughput.py's batch-end comparison runs it) only when flushed."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+
+from mailer.app import App
+from mailer.store.engine import transaction
+from mailer.store.models import DeliveryEvent, EventKind, Message, MessageStatus
+from mailer.store.outbox import ClaimedMessage, Outcome, claim_due, queue_wave
+from mailer.store.recorder import OutcomeRecorder
+from mailer.timeline.clock import VirtualClock
+from tests.factories import add_contact
+
+INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
+
+
+def _claimed(app: App, count: int) -> list[ClaimedMessage]:
+    series = app.settings.series
+    with transaction(app.factory) as db:
+        for i in range(count):
+            add_contact(db, f"person{i}@example.org")
+    with transaction(app.factory) as db:
+        queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT)
+    with transaction(app.factory) as db:
+        claimed, _ = claim_due(
+            db, app.settings, INVITATION_AT, worker="w", limit=count, lease=timedelta(minutes=5)
+        )
+    return claimed
+
+
+def _statuses(app: App) -> dict[str, int]:
+    with transaction(app.factory) as db:
+        return dict(db.execute(select(Message.status, func.count()).group_by(Message.status)).all())  # type: ignore[arg-type]
+
+
+def _recorder(app: App, group_size: int | None) -> OutcomeRecorder:
+    return OutcomeRecorder(
+        app.factory,
+        app.settings,
+        VirtualClock(INVITATION_AT),
+        worker="w",
+        group_size=group_size,
+        max_wait=None,
+    )
+
+
+def test_without_a_group_size_or_a_wait_outcomes_are_committed_only_when_flushed(app: App) -> None:
+    claimed = _claimed(app, 3)
+
+    async def run() -> None:
+        async with _recorder(app, None) as recorder:
+            for message in claimed:
+                recorder.add(Outcome(message.pk, MessageStatus.SENT, 250, "ok", "en"))
+            await asyncio.sleep(0.3)
+            assert (recorder.commits, _statuses(app)) == (0, {"sending": 3})
+            await recorder.flush()
+            assert (recorder.commits, _statuses(app)) == (1, {"sent": 3})
+        with transaction(app.factory) as db:
+            events = db.execute(
+                select(DeliveryEvent.message_pk, DeliveryEvent.detail, DeliveryEvent.reply_code)
+                .where(DeliveryEvent.kind == EventKind.SENT)
+                .order_by(DeliveryEvent.message_pk)
+            ).all()
+        assert [tuple(event) for event in events] == [
+            (message.pk, "ok (attempt 1 by w)", 250) for message in sorted(claimed, key=lambda m: m.pk)
+        ]
+
+    asyncio.run(run())
+
+
+def test_a_full_group_is_committed_without_waiting_for_the_rest(app: App) -> None:
+    claimed = _claimed(app, 3)
+
+    async def run() -> None:
+        async with _recorder(app, 2) as recorder:
+            done = [recorder.add(Outcome(m.pk, MessageStatus.SENT, 250, "ok", "en")) for m in claimed[:2]]
+            await asyncio.wait_for(asyncio.gather(*done), timeout=60)
+            last = recorder.add(Outcome(claimed[2].pk, MessageStatus.SENT, 250, "ok", "en"))
+            await asyncio.sleep(0.3)
+            assert (recorder.commits, _statuses(app), last.done()) == (1, {"sent": 2, "sending": 1}, False)
+        assert _statuses(app) == {"sent": 3}  # leaving the block flushes
+
+    asyncio.run(run())
