@@ -22,10 +22,13 @@ from sqlalchemy import select
 from mailer.app import App, open_app
 from mailer.config import Security, Settings, load_settings
 from mailer.delivery.capture import SmtpServer
-from mailer.delivery.transport import SmtpRouter
+from mailer.delivery.pool import SmtpPool
+from mailer.delivery.replies import Reply
+from mailer.delivery.transport import SmtpRouter, StoredCircuit
 from mailer.service import DispatchReport, Service
 from mailer.store.engine import transaction
-from mailer.store.models import Message, RelayCircuit
+from mailer.store.models import Message, MessageStatus, RelayCircuit
+from mailer.store.relays import load_circuit
 from mailer.timeline.clock import SystemClock
 from tests.conftest import RecordingHandler
 from tests.service_processes import ROOT, add_contacts, write_live_config
@@ -164,3 +167,72 @@ def test_a_silent_relay_costs_one_connect_timeout_not_one_per_message(tmp_path: 
     # Without the circuit: MESSAGES / connections timeouts of 1 s each, about 13 s.
     assert 1.0 <= elapsed < 2.5, elapsed
     assert {(status, attempts) for status, attempts, _ in _messages(app)} == {("deferred", 0)}
+
+
+MESSAGE = b"From: sender@example.org\r\nTo: person@example.org\r\nSubject: probe\r\n\r\nHello.\r\n"
+
+
+def test_processes_share_one_circuit_and_one_probe(tmp_path: Path, database_url: str) -> None:
+    """Three pools on one store stand for three processes (each its own circuit, as in its own process):
+    one pool's open circuit defers the others' messages without a connection; when the probe is due, of two
+    pools sending together exactly one connects, and the other's message waits for the probe it claimed;
+    the probe's success closes every pool's circuit."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    app = _app(
+        tmp_path,
+        database_url,
+        port,
+        connections=1,
+        circuit_failures=3,
+        circuit_backoff=1.0,
+        circuit_backoff_max=2.0,
+        connect_timeout=1.0,
+    )
+    relay = f"127.0.0.1:{port}"
+    pools = [SmtpPool(app.settings.smtp, shared_circuit=StoredCircuit(app.factory, relay)) for _ in range(3)]
+    first, second, third = pools
+
+    async def send(pool: SmtpPool, number: int) -> Reply:
+        return await pool.send("sender@example.org", f"person{number:05d}@example.org", MESSAGE)
+
+    handler = RecordingHandler()
+
+    async def scenario() -> None:
+        opened = await send(first, 0)
+        others = await asyncio.gather(send(second, 1), send(third, 2))
+        assert opened.status is MessageStatus.DEFERRED
+        assert first.connect_attempts == 3 and first.circuit.open
+        with transaction(app.factory) as db:
+            saved = load_circuit(db, relay)
+        assert saved is not None and saved.open and saved.failures == 3
+        assert saved.next_probe_at is not None
+        assert [pool.connect_attempts for pool in (second, third)] == [0, 0], "the others never connect"
+        assert [(reply.status, reply.retry_at) for reply in others] == [
+            (MessageStatus.DEFERRED, saved.next_probe_at)
+        ] * 2
+        assert all(f"relay {relay} (default) unreachable since" in reply.text for reply in others)
+
+        closed.close()
+        with SmtpServer(handler, port=port):
+            await asyncio.sleep(max((saved.next_probe_at - datetime.now(UTC)).total_seconds(), 0) + 1.1)
+            replies = await asyncio.gather(send(second, 3), send(third, 4))
+            assert second.connect_attempts + third.connect_attempts == 1, "one probe between the two"
+            assert sorted(reply.status for reply in replies) == [MessageStatus.DEFERRED, MessageStatus.SENT]
+            waiting = next(reply for reply in replies if reply.status is MessageStatus.DEFERRED)
+            with transaction(app.factory) as db:
+                after = load_circuit(db, relay)
+            assert after is not None and not after.open and after.failures == 0
+            assert waiting.retry_at is not None and waiting.retry_at > saved.next_probe_at
+            await asyncio.sleep(1.1)  # every pool reads the shared state again after ``refresh`` (1 s)
+            final = await asyncio.gather(*(send(pool, 5 + n) for n, pool in enumerate(pools)))
+            for pool in pools:
+                await pool.close()
+        assert [reply.status for reply in final] == [MessageStatus.SENT] * 3
+        assert not any(pool.circuit.open for pool in pools)
+        probed = 3 if replies[0].status is MessageStatus.SENT else 4
+        received = sorted(rcpt for message in handler.messages for rcpt in message.rcpt_tos)
+        assert received == sorted(f"person{n:05d}@example.org" for n in (probed, 5, 6, 7))
+
+    asyncio.run(scenario())

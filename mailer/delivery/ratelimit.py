@@ -1,12 +1,18 @@
 """Sending rate limits as relays impose them: at most N messages in any second, minute, hour and day.
 
-:class:`RateLimiter` keeps, per window, the send times of the last ``limit`` messages (a sliding log), so a
-limit holds over *any* window of that length, not only over calendar seconds or minutes, within one process.
-Time comes from an injectable monotonic function (seconds), so tests need not sleep.
+Two rules together make a limit hold over *any* window of its length, also as the relay counts:
 
-:class:`SharedRateLimiter` holds the same limits for every process that counts in one storage
-(``[smtp] rate_limit_storage = "redis://127.0.0.1:6379/0"``): the ``limits`` library's moving window (a
-sliding log per window in Redis, checked and taken by one script). :func:`rate_limiter` picks one from the
+- **Even spacing** of the shortest window set (:func:`reserve`, a GCRA without burst): slots are at least
+  ``window / limit`` seconds apart (1/30 s for 30 a second), so any window of that length holds at most
+  ``limit`` slots, and a few milliseconds of delivery jitter move a message next to one neighbour, not a
+  whole second's burst next to the next.
+- **A sliding log** of each longer window (the send times of its last ``limit`` messages), so a wave may use a
+  minute's or an hour's allowance at the shorter window's pace, never more.
+
+:class:`RateLimiter` keeps both in this process. :class:`SharedRateLimiter` keeps them for every process that
+counts in one Redis (``[smtp] rate_limit_storage = "redis://127.0.0.1:6379/0"``): the next free slot in one
+key, reserved with an optimistic transaction (WATCH/MULTI) that applies :func:`reserve` to Redis's own clock,
+and the longer windows in the ``limits`` library's moving window. :func:`rate_limiter` picks one from the
 settings.
 """
 
@@ -18,6 +24,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import redis.asyncio as aioredis
 from limits import (
     RateLimitItem,
     RateLimitItemPerDay,
@@ -28,6 +35,7 @@ from limits import (
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
+from redis.exceptions import WatchError
 
 from mailer.config import RateLimits, SmtpSettings
 
@@ -52,8 +60,44 @@ class Limiter(Protocol):
     async def close(self) -> None: ...
 
 
+def reserve(next_free: float | None, now: float, interval: float) -> tuple[float, float]:
+    """The even-spacing rule (GCRA, no burst): (this caller's slot, the next free slot), in seconds on one
+    clock. ``next_free``: the slot after the last one reserved (None: none reserved yet); ``interval``:
+    ``window / limit``. The slot is ``now`` or the next free one if that is later, so slots are never closer
+    than ``interval``, and callers waiting together are served in the order they reserved."""
+    slot = now if next_free is None else max(next_free, now)
+    return slot, slot + interval
+
+
+def _spacing(windows: tuple[tuple[float, int], ...]) -> tuple[float, float, int]:
+    """(seconds between slots, the shortest window, its limit) of a non-empty ``windows``."""
+    window, limit = windows[0]
+    return window / limit, window, limit
+
+
+async def _on_time(
+    wait: float,
+    interval: float,
+    sleep: Callable[[float], Awaitable[None]],
+    monotonic: Callable[[], float] = time.monotonic,
+) -> bool:
+    """Sleep ``wait`` seconds until a reserved slot; False when the sleep ended ``interval`` or more late (a
+    starved process): the slot is then left unused and the caller reserves another, so a late message never
+    reaches the relay next to the one of the following slot."""
+    if wait <= 0:
+        return True
+    woken = monotonic() + wait
+    await sleep(wait)
+    return monotonic() - woken < interval
+
+
+def _name(window: float) -> str:
+    return _NAMES.get(window, f"{window:.0f} s")
+
+
 class RateLimiter:
-    """Sliding-log limiter over the windows of ``limits``, in this process; a no-op when no limit is set."""
+    """Even spacing and sliding logs over the windows of ``limits``, in this process; a no-op when no
+    limit is set."""
 
     def __init__(
         self,
@@ -64,6 +108,7 @@ class RateLimiter:
     ) -> None:
         self.windows = limits.windows()
         self._logs: list[deque[float]] = [deque() for _ in self.windows]
+        self._next_free: float | None = None
         self._monotonic = monotonic
         self._sleep = sleep
 
@@ -72,7 +117,8 @@ class RateLimiter:
         return not self.windows
 
     def wait_time(self) -> tuple[float, float, int]:
-        """(seconds until a slot is free, that window's length, its limit); (0, 0, 0) when free now."""
+        """(seconds until the sliding logs have room, that window's length, its limit); (0, 0, 0) when
+        they have room now."""
         now = self._monotonic()
         worst = (0.0, 0.0, 0)
         for (window, limit), log in zip(self.windows, self._logs, strict=True):
@@ -84,25 +130,31 @@ class RateLimiter:
                     worst = (wait, window, limit)
         return worst
 
-    def take(self) -> None:
-        """Record one send now (call only when :meth:`wait_time` said 0)."""
-        now = self._monotonic()
-        for log in self._logs:
-            log.append(now)
-
     async def acquire(self, max_wait: float) -> None:
         """Wait for a slot and take it. Raises :class:`RateLimited` when the wait would exceed ``max_wait``
         seconds (the caller defers the message instead of holding it)."""
         if not self.windows:
             return
+        interval, shortest, limit = _spacing(self.windows)
         while True:
-            wait, window, limit = self.wait_time()
-            if wait <= 0:
-                self.take()
+            wait, window, window_limit = self.wait_time()
+            if wait > 0:
+                if wait > max_wait:
+                    raise RateLimited(wait, _name(window), window_limit)
+                await self._sleep(wait)
+                continue
+            now = self._monotonic()
+            slot, following = reserve(self._next_free, now, interval)
+            if slot - now > max_wait:
+                raise RateLimited(slot - now, _name(shortest), limit)
+            self._next_free = following
+            if not await _on_time(slot - now, interval, self._sleep, self._monotonic):
+                continue
+            if self.wait_time()[0] <= 0:  # another caller may have filled a longer window meanwhile
+                now = self._monotonic()
+                for log in self._logs:
+                    log.append(now)
                 return
-            if wait > max_wait:
-                raise RateLimited(wait, _NAMES.get(window, f"{window:.0f} s"), limit)
-            await self._sleep(wait)
 
     async def close(self) -> None:
         """Nothing to release."""
@@ -117,43 +169,56 @@ _ITEMS: dict[float, type[RateLimitItem]] = {
 
 
 class SharedRateLimiter:
-    """The windows of ``limits`` counted in shared ``storage`` (a ``limits`` URI, e.g.
-    ``async+redis://127.0.0.1:6379/0``) under ``key``: every process using the same storage and key shares them.
+    """The limits counted in the Redis at ``url`` (``redis://host:port/db``) under ``key``: every process
+    using the same Redis and key shares them.
 
-    A slot is taken in every window or in none: the windows are checked, then each is hit; a window filled
-    by another process in between makes the slot count in the windows already hit (erring on the safe side)
-    and the wait starts over. Storage errors (Redis down) propagate: sending then stops rather than
-    exceeding a relay's limit.
+    The next free slot of the shortest window is the Redis key ``mailer-rate:KEY:next`` (seconds on Redis's
+    clock, so the hosts' clocks need not agree), reserved by :func:`reserve` in a WATCH/MULTI transaction
+    (retried when another process reserved in between). The longer windows are ``limits``' moving windows
+    under ``key``, hit when the slot comes; a window filled by another process meanwhile costs this caller
+    its slot and the wait starts over. Redis errors propagate: sending then stops rather than exceeding a
+    relay's limit.
     """
 
     def __init__(
         self,
         limits: RateLimits,
-        storage: str,
+        url: str,
         key: str,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.windows = limits.windows()
         self.key = key
-        self._items = [_ITEMS[window](limit) for window, limit in self.windows]
+        self._slot_key = f"mailer-rate:{key}:next"
+        self._items = [_ITEMS[window](limit) for window, limit in self.windows[1:]]
+        self._url = url
+        self._redis: aioredis.Redis | None = None
         self._storage: Storage | None = None
-        self._uri = storage
         self._sleep = sleep
+
+    def _client(self) -> aioredis.Redis:
+        if self._redis is None:
+            self._redis = aioredis.Redis.from_url(self._url)
+        return self._redis
 
     def _limiter(self) -> MovingWindowRateLimiter:
         if self._storage is None:
-            options = {"implementation": "redispy"} if "redis" in self._uri.partition("://")[0] else {}
-            storage = storage_from_string(self._uri, key_prefix="mailer-rate", **options)
+            storage = storage_from_string(
+                "async+" + self._url, key_prefix="mailer-rate", implementation="redispy"
+            )
             assert isinstance(storage, Storage)
             self._storage = storage
         return MovingWindowRateLimiter(self._storage)
 
     async def wait_time(self) -> tuple[float, float, int]:
-        """(seconds until a slot is free, that window's length, its limit); (0, 0, 0) when free now."""
+        """(seconds until the longer windows have room, that window's length, its limit); (0, 0, 0) when
+        they have room now."""
+        if not self._items:
+            return 0.0, 0.0, 0
         limiter = self._limiter()
         worst = (0.0, 0.0, 0)
-        for (window, limit), item in zip(self.windows, self._items, strict=True):
+        for (window, limit), item in zip(self.windows[1:], self._items, strict=True):
             if not await limiter.test(item, self.key):
                 stats = await limiter.get_window_stats(item, self.key)
                 wait = max(stats.reset_time - time.time(), 0.001)
@@ -161,36 +226,63 @@ class SharedRateLimiter:
                     worst = (wait, window, limit)
         return worst
 
+    async def _reserve(self, max_wait: float) -> float:
+        """Reserve the next evenly spaced slot if it comes within ``max_wait`` seconds; the seconds until
+        it (reserved), or -(seconds) when it is further away (nothing reserved)."""
+        interval = _spacing(self.windows)[0]
+        async with self._client().pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(self._slot_key)
+                    stored = await pipe.get(self._slot_key)
+                    seconds, micros = await pipe.time()
+                    now = float(seconds) + float(micros) / 1e6
+                    slot, following = reserve(float(stored) if stored else None, now, interval)
+                    if slot - now > max_wait:
+                        return -(slot - now)  # leaving the block resets the pipeline (no WATCH left)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(self._slot_key, repr(following), px=int((following - now) * 1000) + 1000)
+                    await pipe.execute()
+                    return slot - now
+                except WatchError:
+                    continue
+
     async def acquire(self, max_wait: float) -> None:
         """Wait for a slot in every window and take it. Raises :class:`RateLimited` when the wait would
         exceed ``max_wait`` seconds."""
         if not self.windows:
             return
-        limiter = self._limiter()
+        interval, shortest, limit = _spacing(self.windows)
         while True:
-            wait, window, limit = await self.wait_time()
-            if wait <= 0:
-                hits = [await limiter.hit(item, self.key) for item in self._items]
-                if all(hits):
-                    return
+            wait, window, window_limit = await self.wait_time()
+            if wait > 0:
+                if wait > max_wait:
+                    raise RateLimited(wait, _name(window), window_limit)
+                await self._sleep(wait)
                 continue
-            if wait > max_wait:
-                raise RateLimited(wait, _NAMES.get(window, f"{window:.0f} s"), limit)
-            await self._sleep(wait)
+            wait = await self._reserve(max_wait)
+            if wait < 0:
+                raise RateLimited(-wait, _name(shortest), limit)
+            if not await _on_time(wait, interval, self._sleep):
+                continue
+            if not self._items:
+                return
+            limiter = self._limiter()
+            if all([await limiter.hit(item, self.key) for item in self._items]):
+                return
 
     async def close(self) -> None:
-        """Nothing to release: the storage's connections close with the process."""
+        """Close the Redis connections this limiter opened."""
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
 
 
 def rate_limiter(settings: SmtpSettings) -> RateLimiter | SharedRateLimiter:
-    """The limiter for one SMTP server: shared through ``rate_limit_storage`` when set (key: the server's
-    host and port, so every process and every configured name sending to one relay count together), else
-    in this process."""
+    """The limiter for one SMTP server: shared through the Redis of ``rate_limit_storage`` when set (key: the
+    server's host and port, so every process and every configured name sending to one relay count
+    together), else in this process (also for ``memory://``)."""
     storage = settings.rate_limit_storage
-    if not storage or not settings.rate.windows():
+    if not storage.startswith(("redis://", "rediss://")) or not settings.rate.windows():
         return RateLimiter(settings.rate)
-    if storage.startswith(("redis://", "rediss://")):
-        storage = "async+" + storage
-    elif storage.startswith("memory://"):
-        storage = "async+memory://"
     return SharedRateLimiter(settings.rate, storage, f"{settings.host}:{settings.port}")
