@@ -1,5 +1,6 @@
 """A relay's rate limit holds across processes: three ``schedule.py`` processes counting in one Redis
-(``[smtp] rate_limit_storage``) against one counting aiosmtpd server never exceed ``max_per_second``
+(``[smtp] rate_limit_storage``) or, without it, in their one PostgreSQL store, against one counting aiosmtpd
+server never exceed ``max_per_second``
 together. Needs Redis on 127.0.0.1:6379 (.ci/run starts it). About 10 s.
 """
 
@@ -98,8 +99,15 @@ def _most_in_any_window(times: list[float], window: float) -> int:
     return most
 
 
-@pytest.mark.skipif(not _redis_up(), reason="Redis is not running on 127.0.0.1:6379 (.ci/run starts it)")
-def test_three_processes_share_one_relay_limit(tmp_path: Path, database_url: str) -> None:
+@pytest.mark.parametrize("through", ["redis", "store"])
+def test_three_processes_share_one_relay_limit(tmp_path: Path, database_url: str, through: str) -> None:
+    """Shared through Redis (SQLite: a store per process; PostgreSQL: one store), or through the one
+    PostgreSQL store's slot row when no Redis is configured."""
+    if through == "redis" and not _redis_up():
+        pytest.skip("Redis is not running on 127.0.0.1:6379 (.ci/run starts it)")
+    if through == "store" and not database_url.startswith("postgresql"):
+        pytest.skip("SQLite holds one sending process: its limits are counted in that process")
+    storage = "redis://127.0.0.1:6379/0" if through == "redis" else ""
     handler = CountingHandler()
     heartbeat = Heartbeat()
     heartbeat.start()
@@ -114,13 +122,11 @@ def test_three_processes_share_one_relay_limit(tmp_path: Path, database_url: str
                 config = write_live_config(folder)
                 main = (config / "mailer.toml").read_text()
                 main = main.replace("max_per_second = 0", f"max_per_second = {PER_SECOND}")
-                main = main.replace(
-                    'rate_limit_storage = ""', 'rate_limit_storage = "redis://127.0.0.1:6379/0"'
-                )
+                main = main.replace('rate_limit_storage = ""', f'rate_limit_storage = "{storage}"')
                 (config / "mailer.toml").write_text(main)
                 url = database_url if shared else f"sqlite:///{folder / 'mailer.db'}"
                 app = open_app(load_settings(config, database_url=url))
-                assert app.settings.smtp.rate_limit_storage == "redis://127.0.0.1:6379/0"
+                assert app.settings.smtp.rate_limit_storage == storage
                 add_contacts(app, PER_PROCESS * (PROCESSES if shared else 1))
                 apps.append(app)
             processes.append(ServiceProcess(config, url, server.port, tmp_path / f"service-{number}.log"))

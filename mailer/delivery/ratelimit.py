@@ -12,8 +12,8 @@ Two rules together make a limit hold over *any* window of its length, also as th
 :class:`RateLimiter` keeps both in this process. :class:`SharedRateLimiter` keeps them for every process that
 counts in one Redis (``[smtp] rate_limit_storage = "redis://127.0.0.1:6379/0"``): the next free slot in one
 key, reserved with an optimistic transaction (WATCH/MULTI) that applies :func:`reserve` to Redis's own clock,
-and the longer windows in the ``limits`` library's moving window. :func:`rate_limiter` picks one from the
-settings.
+and the longer windows in the ``limits`` library's moving window. Without Redis, :class:`StoreRateLimiter` shares them
+through a row per relay in a PostgreSQL store. :func:`rate_limiter` picks one from the settings.
 """
 
 from __future__ import annotations
@@ -36,8 +36,12 @@ from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 from redis.exceptions import WatchError
+from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import sessionmaker
 
 from mailer.config import RateLimits, SmtpSettings
+from mailer.store.engine import transaction
+from mailer.store.rate_slots import lock_slot, set_slot
 
 _NAMES = {1.0: "second", 60.0: "minute", 3600.0: "hour", 86400.0: "day"}
 
@@ -76,19 +80,19 @@ def _spacing(windows: tuple[tuple[float, int], ...]) -> tuple[float, float, int]
 
 
 async def _on_time(
-    wait: float,
+    slot: float,
     interval: float,
     sleep: Callable[[float], Awaitable[None]],
     monotonic: Callable[[], float] = time.monotonic,
 ) -> bool:
-    """Sleep ``wait`` seconds until a reserved slot; False when the sleep ended ``interval`` or more late (a
-    starved process): the slot is then left unused and the caller reserves another, so a late message never
-    reaches the relay next to the one of the following slot."""
-    if wait <= 0:
-        return True
-    woken = monotonic() + wait
-    await sleep(wait)
-    return monotonic() - woken < interval
+    """Sleep until a reserved ``slot`` (on ``monotonic``'s clock: the storage's moment translated to this
+    process when it was read, so the time the reservation took to come back counts as lateness); False when
+    that is ``interval`` or more late (a starved process): the slot is then left unused and the caller
+    reserves another, so a late message never reaches the relay next to the one of the following slot."""
+    wait = slot - monotonic()
+    if wait > 0:
+        await sleep(wait)
+    return monotonic() - slot < interval
 
 
 def _name(window: float) -> str:
@@ -148,7 +152,7 @@ class RateLimiter:
             if slot - now > max_wait:
                 raise RateLimited(slot - now, _name(shortest), limit)
             self._next_free = following
-            if not await _on_time(slot - now, interval, self._sleep, self._monotonic):
+            if not await _on_time(slot, interval, self._sleep, self._monotonic):
                 continue
             if self.wait_time()[0] <= 0:  # another caller may have filled a longer window meanwhile
                 now = self._monotonic()
@@ -226,9 +230,10 @@ class SharedRateLimiter:
                     worst = (wait, window, limit)
         return worst
 
-    async def _reserve(self, max_wait: float) -> float:
-        """Reserve the next evenly spaced slot if it comes within ``max_wait`` seconds; the seconds until
-        it (reserved), or -(seconds) when it is further away (nothing reserved)."""
+    async def _reserve(self, max_wait: float) -> tuple[float, float]:
+        """Reserve the next evenly spaced slot if it comes within ``max_wait`` seconds: (seconds until it,
+        its moment on this process's ``time.monotonic()``); seconds < 0: it is that much further away than
+        allowed (nothing reserved)."""
         interval = _spacing(self.windows)[0]
         async with self._client().pipeline(transaction=True) as pipe:
             while True:
@@ -237,13 +242,14 @@ class SharedRateLimiter:
                     stored = await pipe.get(self._slot_key)
                     seconds, micros = await pipe.time()
                     now = float(seconds) + float(micros) / 1e6
+                    here = time.monotonic()
                     slot, following = reserve(float(stored) if stored else None, now, interval)
                     if slot - now > max_wait:
-                        return -(slot - now)  # leaving the block resets the pipeline (no WATCH left)
+                        return -(slot - now), here  # leaving the block resets the pipeline
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(self._slot_key, repr(following), px=int((following - now) * 1000) + 1000)
                     await pipe.execute()
-                    return slot - now
+                    return slot - now, here + slot - now
                 except WatchError:
                     continue
 
@@ -260,10 +266,10 @@ class SharedRateLimiter:
                     raise RateLimited(wait, _name(window), window_limit)
                 await self._sleep(wait)
                 continue
-            wait = await self._reserve(max_wait)
+            wait, slot = await self._reserve(max_wait)
             if wait < 0:
                 raise RateLimited(-wait, _name(shortest), limit)
-            if not await _on_time(wait, interval, self._sleep):
+            if not await _on_time(slot, interval, self._sleep):
                 continue
             if not self._items:
                 return
@@ -278,11 +284,75 @@ class SharedRateLimiter:
             self._redis = None
 
 
-def rate_limiter(settings: SmtpSettings) -> RateLimiter | SharedRateLimiter:
-    """The limiter for one SMTP server: shared through the Redis of ``rate_limit_storage`` when set (key: the
-    server's host and port, so every process and every configured name sending to one relay count
-    together), else in this process (also for ``memory://``)."""
+class StoreRateLimiter:
+    """The limits shared by every process of one PostgreSQL store, when no Redis is configured: one slot
+    row per relay (``key``, :mod:`mailer.store.rate_slots`), reserved by :func:`reserve` in a short
+    transaction (row locked) on the database's clock, run in a thread.
+
+    Without a log of sends in the store, every window is held by spacing alone: slots are ``window /
+    limit`` apart for the strictest window (the largest interval), so no window of any length set holds
+    more than its limit, and a wave uses a longer window's allowance at that window's even pace.
+    """
+
+    def __init__(
+        self,
+        limits: RateLimits,
+        factory: sessionmaker[DbSession],
+        key: str,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.windows = limits.windows()
+        self.key = key
+        self._factory = factory
+        self._sleep = sleep
+
+    def _reserve(self, interval: float, max_wait: float) -> tuple[float, float]:
+        """(seconds until the reserved slot, its moment on this process's ``time.monotonic()``); seconds < 0:
+        the slot is that much further away than ``max_wait`` allows (nothing reserved)."""
+        with transaction(self._factory) as db:
+            next_free, now = lock_slot(db, self.key)
+            here = time.monotonic()
+            slot, following = reserve(next_free, now, interval)
+            if slot - now > max_wait:
+                return -(slot - now), here
+            set_slot(db, self.key, following)
+            return slot - now, here + slot - now
+
+    async def acquire(self, max_wait: float) -> None:
+        """Wait for a slot and take it. Raises :class:`RateLimited` when the wait would exceed ``max_wait``
+        seconds."""
+        if not self.windows:
+            return
+        window, limit = max(self.windows, key=lambda pair: pair[0] / pair[1])
+        interval = window / limit
+        while True:
+            wait, slot = await asyncio.to_thread(self._reserve, interval, max_wait)
+            if wait < 0:
+                raise RateLimited(-wait, _name(window), limit)
+            if await _on_time(slot, interval, self._sleep):
+                return
+
+    async def close(self) -> None:
+        """Nothing to release: each reservation is its own transaction."""
+
+
+def rate_limiter(
+    settings: SmtpSettings, factory: sessionmaker[DbSession] | None = None
+) -> RateLimiter | SharedRateLimiter | StoreRateLimiter:
+    """The limiter for one SMTP server (key: its host and port, so every process and every configured name
+    sending to one relay count together): shared through the Redis of ``rate_limit_storage`` when set;
+    else, with the ``factory`` of a PostgreSQL store, shared through the store; else in this process (also
+    for ``memory://``, and on SQLite: one sending process per file)."""
     storage = settings.rate_limit_storage
-    if not storage.startswith(("redis://", "rediss://")) or not settings.rate.windows():
+    key = f"{settings.host}:{settings.port}"
+    if not settings.rate.windows():
         return RateLimiter(settings.rate)
-    return SharedRateLimiter(settings.rate, storage, f"{settings.host}:{settings.port}")
+    if storage.startswith(("redis://", "rediss://")):
+        return SharedRateLimiter(settings.rate, storage, key)
+    if not storage and factory is not None:
+        with factory() as db:
+            dialect = db.get_bind().dialect.name
+        if dialect == "postgresql":
+            return StoreRateLimiter(settings.rate, factory, key)
+    return RateLimiter(settings.rate)

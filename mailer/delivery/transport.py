@@ -19,6 +19,7 @@ from sqlalchemy.orm import sessionmaker
 
 from mailer.config import Settings, StepKind
 from mailer.delivery.pool import SmtpPool
+from mailer.delivery.ratelimit import rate_limiter
 from mailer.delivery.replies import Reply
 from mailer.store.engine import transaction
 from mailer.store.relays import CircuitState, claim_probe, load_circuit, save_circuit
@@ -47,7 +48,8 @@ class SmtpRouter:
     ``settings.smtp`` is the default server; pools are opened on first use and closed (QUIT) together.
     With ``factory``, each relay's circuit (unreachable since, next probe) is kept in the store and shared
     by every process sending to it (:class:`StoredCircuit`); ``mailer report`` and the staff dashboard of
-    any process read it there.
+    any process read it there; its rate limits are shared through the store when it is PostgreSQL and no
+    Redis is configured (:func:`~mailer.delivery.ratelimit.rate_limiter`).
     """
 
     def __init__(
@@ -68,7 +70,8 @@ class SmtpRouter:
         pool = self.pools.get(smtp.name)
         if pool is None:
             shared = StoredCircuit(self.factory, f"{smtp.host}:{smtp.port}") if self.factory else None
-            pool = SmtpPool(smtp, local_hostname=self.local_hostname, shared_circuit=shared)
+            limiter = rate_limiter(smtp, self.factory)
+            pool = SmtpPool(smtp, local_hostname=self.local_hostname, limiter=limiter, shared_circuit=shared)
             self.pools[smtp.name] = pool
         return pool
 

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     ColumnElement,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -522,3 +523,14 @@ class ImportChange(Base):
     session_id: Mapped[str] = mapped_column(String(100), default="")
     previous_status: Mapped[str] = mapped_column(String(20), default="")
     previous_registered_at: Mapped[datetime | None]
+
+
+class RateSlot(Base):
+    """The next free sending slot of one relay (``host:port``), in seconds since the epoch on the database
+    server's clock: the evenly spaced rate limit that every process of a PostgreSQL store shares when no
+    Redis is configured (:mod:`mailer.store.rate_slots`)."""
+
+    __tablename__ = "rate_slots"
+
+    relay: Mapped[str] = mapped_column(String(300), primary_key=True)  # host:port
+    next_free: Mapped[float] = mapped_column(Double)
