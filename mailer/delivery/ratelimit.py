@@ -2,18 +2,18 @@
 
 Two rules together make a limit hold over *any* window of its length, also as the relay counts:
 
-- **Even spacing** of the shortest window set (:func:`reserve`, a GCRA without burst): slots are at least
+- **Even spacing** of a per-second limit (:func:`reserve`, a GCRA without burst): slots are at least
   ``window / limit`` seconds apart (1/30 s for 30 a second), so any window of that length holds at most
   ``limit`` slots, and a few milliseconds of delivery jitter move a message next to one neighbour, not a
   whole second's burst next to the next.
 - **A sliding log** of each longer window (the send times of its last ``limit`` messages), so a wave may use a
-  minute's or an hour's allowance at the shorter window's pace, never more.
+  minute's or an hour's allowance at once (at the per-second pace when one is set), never more.
 
 :class:`RateLimiter` keeps both in this process. :class:`SharedRateLimiter` keeps them for every process that
 counts in one Redis (``[smtp] rate_limit_storage = "redis://127.0.0.1:6379/0"``): the next free slot in one
 key, reserved with an optimistic transaction (WATCH/MULTI) that applies :func:`reserve` to Redis's own clock,
-and the longer windows in the ``limits`` library's moving window. Without Redis, :class:`StoreRateLimiter` shares them
-through a row per relay in a PostgreSQL store. :func:`rate_limiter` picks one from the settings.
+and the longer windows in the ``limits`` library's moving window. Without Redis, :class:`StoreRateLimiter`
+shares them through a row per relay in a PostgreSQL store. :func:`rate_limiter` picks one from the settings.
 """
 
 from __future__ import annotations
@@ -74,9 +74,13 @@ def reserve(next_free: float | None, now: float, interval: float) -> tuple[float
 
 
 def _spacing(windows: tuple[tuple[float, int], ...]) -> tuple[float, float, int]:
-    """(seconds between slots, the shortest window, its limit) of a non-empty ``windows``."""
-    window, limit = windows[0]
-    return window / limit, window, limit
+    """(seconds between slots, 1.0, the limit) for a per-second limit in ``windows``; (0, 0, 0) without
+    one: longer windows are held by their logs alone (a few milliseconds of jitter are nothing next to a
+    minute), and a wave may use their allowance at once."""
+    for window, limit in windows:
+        if window == 1.0:
+            return window / limit, window, limit
+    return 0.0, 0.0, 0
 
 
 async def _on_time(
@@ -92,7 +96,7 @@ async def _on_time(
     wait = slot - monotonic()
     if wait > 0:
         await sleep(wait)
-    return monotonic() - slot < interval
+    return interval <= 0 or monotonic() - slot < interval
 
 
 def _name(window: float) -> str:
@@ -176,7 +180,7 @@ class SharedRateLimiter:
     """The limits counted in the Redis at ``url`` (``redis://host:port/db``) under ``key``: every process
     using the same Redis and key shares them.
 
-    The next free slot of the shortest window is the Redis key ``mailer-rate:KEY:next`` (seconds on Redis's
+    The next free slot of the per-second limit is the Redis key ``mailer-rate:KEY:next`` (seconds on Redis's
     clock, so the hosts' clocks need not agree), reserved by :func:`reserve` in a WATCH/MULTI transaction
     (retried when another process reserved in between). The longer windows are ``limits``' moving windows
     under ``key``, hit when the slot comes; a window filled by another process meanwhile costs this caller
@@ -195,7 +199,8 @@ class SharedRateLimiter:
         self.windows = limits.windows()
         self.key = key
         self._slot_key = f"mailer-rate:{key}:next"
-        self._items = [_ITEMS[window](limit) for window, limit in self.windows[1:]]
+        self._logged = tuple((window, limit) for window, limit in self.windows if window != 1.0)
+        self._items = [_ITEMS[window](limit) for window, limit in self._logged]
         self._url = url
         self._redis: aioredis.Redis | None = None
         self._storage: Storage | None = None
@@ -222,7 +227,7 @@ class SharedRateLimiter:
             return 0.0, 0.0, 0
         limiter = self._limiter()
         worst = (0.0, 0.0, 0)
-        for (window, limit), item in zip(self.windows[1:], self._items, strict=True):
+        for (window, limit), item in zip(self._logged, self._items, strict=True):
             if not await limiter.test(item, self.key):
                 stats = await limiter.get_window_stats(item, self.key)
                 wait = max(stats.reset_time - time.time(), 0.001)
@@ -235,6 +240,8 @@ class SharedRateLimiter:
         its moment on this process's ``time.monotonic()``); seconds < 0: it is that much further away than
         allowed (nothing reserved)."""
         interval = _spacing(self.windows)[0]
+        if interval <= 0:
+            return 0.0, time.monotonic()
         async with self._client().pipeline(transaction=True) as pipe:
             while True:
                 try:
