@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy import select
 
 from mailer.app import App, open_app
@@ -180,6 +182,17 @@ def test_a_silent_relay_costs_one_connect_timeout_not_one_per_message(tmp_path: 
     assert {(status, attempts) for status, attempts, _ in _messages(app)} == {("deferred", 0)}
 
 
+class SlowGreetingHandler(RecordingHandler):
+    """Answers EHLO after 1 s, so a probe is still under way while another pool looks at the circuit."""
+
+    async def handle_EHLO(
+        self, server: SMTP, session: SmtpSession, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        await asyncio.sleep(1.0)
+        session.host_name = hostname
+        return responses
+
+
 MESSAGE = b"From: sender@example.org\r\nTo: person@example.org\r\nSubject: probe\r\n\r\nHello.\r\n"
 
 
@@ -199,7 +212,7 @@ def test_processes_share_one_circuit_and_one_probe(tmp_path: Path, database_url:
         circuit_failures=3,
         circuit_backoff=1.0,
         circuit_backoff_max=2.0,
-        connect_timeout=1.0,
+        connect_timeout=3.0,  # the slow EHLO below takes 1 s
     )
     relay = f"127.0.0.1:{port}"
     pools = [SmtpPool(app.settings.smtp, shared_circuit=StoredCircuit(app.factory, relay)) for _ in range(3)]
@@ -208,7 +221,7 @@ def test_processes_share_one_circuit_and_one_probe(tmp_path: Path, database_url:
     async def send(pool: SmtpPool, number: int) -> Reply:
         return await pool.send("sender@example.org", f"person{number:05d}@example.org", MESSAGE)
 
-    handler = RecordingHandler()
+    handler = SlowGreetingHandler()
 
     async def scenario() -> None:
         opened = await send(first, 0)
