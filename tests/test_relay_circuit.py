@@ -9,26 +9,42 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy import select
 
 from mailer.app import App, open_app
 from mailer.config import Security, Settings, load_settings
 from mailer.delivery.capture import SmtpServer
-from mailer.delivery.transport import SmtpRouter
+from mailer.delivery.pool import SmtpPool
+from mailer.delivery.replies import Reply
+from mailer.delivery.transport import SmtpRouter, StoredCircuit
 from mailer.service import DispatchReport, Service
 from mailer.store.engine import transaction
-from mailer.store.models import Message, RelayCircuit
+from mailer.store.models import Message, MessageStatus, RelayCircuit
+from mailer.store.relays import CircuitState, load_circuit
 from mailer.timeline.clock import SystemClock
 from tests.conftest import RecordingHandler
-from tests.service_processes import ROOT, add_contacts, write_live_config
+from tests.service_processes import (
+    ROOT,
+    ServiceProcess,
+    add_contacts,
+    pending_count,
+    wait_until,
+    write_live_config,
+)
 
 MESSAGES = 40
 
@@ -164,3 +180,172 @@ def test_a_silent_relay_costs_one_connect_timeout_not_one_per_message(tmp_path: 
     # Without the circuit: MESSAGES / connections timeouts of 1 s each, about 13 s.
     assert 1.0 <= elapsed < 2.5, elapsed
     assert {(status, attempts) for status, attempts, _ in _messages(app)} == {("deferred", 0)}
+
+
+class SlowGreetingHandler(RecordingHandler):
+    """Answers EHLO after 1 s, so a probe is still under way while another pool looks at the circuit."""
+
+    async def handle_EHLO(
+        self, server: SMTP, session: SmtpSession, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        await asyncio.sleep(1.0)
+        session.host_name = hostname
+        return responses
+
+
+MESSAGE = b"From: sender@example.org\r\nTo: person@example.org\r\nSubject: probe\r\n\r\nHello.\r\n"
+
+
+def test_processes_share_one_circuit_and_one_probe(tmp_path: Path, database_url: str) -> None:
+    """Three pools on one store stand for three processes (each its own circuit, as in its own process):
+    one pool's open circuit defers the others' messages without a connection; when the probe is due, of two
+    pools sending together exactly one connects, and the other's message waits for the probe it claimed;
+    the probe's success closes every pool's circuit."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    app = _app(
+        tmp_path,
+        database_url,
+        port,
+        connections=1,
+        circuit_failures=3,
+        circuit_backoff=1.0,
+        circuit_backoff_max=2.0,
+        connect_timeout=3.0,  # the slow EHLO below takes 1 s
+    )
+    relay = f"127.0.0.1:{port}"
+    pools = [SmtpPool(app.settings.smtp, shared_circuit=StoredCircuit(app.factory, relay)) for _ in range(3)]
+    first, second, third = pools
+
+    async def send(pool: SmtpPool, number: int) -> Reply:
+        return await pool.send("sender@example.org", f"person{number:05d}@example.org", MESSAGE)
+
+    handler = SlowGreetingHandler()
+
+    async def scenario() -> None:
+        opened = await send(first, 0)
+        others = await asyncio.gather(send(second, 1), send(third, 2))
+        assert opened.status is MessageStatus.DEFERRED
+        assert first.connect_attempts == 3 and first.circuit.open
+        with transaction(app.factory) as db:
+            saved = load_circuit(db, relay)
+        assert saved is not None and saved.open and saved.failures == 3
+        assert saved.next_probe_at is not None
+        assert [pool.connect_attempts for pool in (second, third)] == [0, 0], "the others never connect"
+        assert [(reply.status, reply.retry_at) for reply in others] == [
+            (MessageStatus.DEFERRED, saved.next_probe_at)
+        ] * 2
+        assert all(f"relay {relay} (default) unreachable since" in reply.text for reply in others)
+
+        closed.close()
+        with SmtpServer(handler, port=port):
+            await asyncio.sleep(max((saved.next_probe_at - datetime.now(UTC)).total_seconds(), 0) + 1.1)
+            replies = await asyncio.gather(send(second, 3), send(third, 4))
+            assert second.connect_attempts + third.connect_attempts == 1, "one probe between the two"
+            assert sorted(reply.status for reply in replies) == [MessageStatus.DEFERRED, MessageStatus.SENT]
+            waiting = next(reply for reply in replies if reply.status is MessageStatus.DEFERRED)
+            with transaction(app.factory) as db:
+                after = load_circuit(db, relay)
+            assert after is not None and not after.open and after.failures == 0
+            assert waiting.retry_at is not None and waiting.retry_at > saved.next_probe_at
+            await asyncio.sleep(1.1)  # every pool reads the shared state again after ``refresh`` (1 s)
+            final = await asyncio.gather(*(send(pool, 5 + n) for n, pool in enumerate(pools)))
+            for pool in pools:
+                await pool.close()
+        assert [reply.status for reply in final] == [MessageStatus.SENT] * 3
+        assert not any(pool.circuit.open for pool in pools)
+        probed = 3 if replies[0].status is MessageStatus.SENT else 4
+        received = sorted(rcpt for message in handler.messages for rcpt in message.rcpt_tos)
+        assert received == sorted(f"person{n:05d}@example.org" for n in (probed, 5, 6, 7))
+
+    asyncio.run(scenario())
+
+
+class DroppingRelay(threading.Thread):
+    """A relay that is down: accepts each TCP connection and closes it before any greeting (the client
+    finds it unreachable), keeping the monotonic time of each connection."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.socket = socket.socket()
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(64)
+        self.socket.settimeout(0.2)
+        self.port = self.socket.getsockname()[1]
+        self.accepted: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                connection, _ = self.socket.accept()
+            except TimeoutError:
+                continue
+            self.accepted.append(time.monotonic())
+            connection.close()
+        self.socket.close()
+
+
+def test_service_processes_share_the_circuit_of_a_dead_relay(tmp_path: Path, database_url: str) -> None:
+    """Three ``schedule.py`` processes on one PostgreSQL store, 300 messages (three batches), one
+    connection each, against a relay that drops every connection: the first process's 3 failed connections
+    open the circuit; the two started after it never connect on their own, and at each due probe, of the
+    three processes holding a batch, one connects. Then aiosmtpd on the port gets every message once."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("several sending processes need PostgreSQL")
+    relay = DroppingRelay()
+    relay.start()
+    config = write_live_config(tmp_path)
+    main = (config / "mailer.toml").read_text()
+    for old, new in (
+        ("connections = 4", "connections = 1"),
+        ("connect_timeout = 30 ", "connect_timeout = 2 "),
+        ("circuit_backoff = 30 ", "circuit_backoff = 4 "),
+        ("circuit_backoff_max = 600 ", "circuit_backoff_max = 4 "),
+    ):
+        assert old in main
+        main = main.replace(old, new)
+    (config / "mailer.toml").write_text(main)
+    app = open_app(load_settings(config, database_url=database_url))
+    add_contacts(app, 300)
+    port = relay.port
+
+    def circuit() -> CircuitState | None:
+        with transaction(app.factory) as db:
+            return load_circuit(db, f"127.0.0.1:{port}")
+
+    processes = [ServiceProcess(config, database_url, port, tmp_path / "service-0.log")]
+    handler = RecordingHandler()
+    try:
+        assert wait_until(lambda: (state := circuit()) is not None and state.open, 90)
+        opened = len(relay.accepted)
+        processes += [
+            ServiceProcess(config, database_url, port, tmp_path / f"service-{n}.log") for n in (1, 2)
+        ]
+        assert wait_until(
+            lambda: all("found by another process" in p.log_path.read_text() for p in processes[1:]), 90
+        ), [p.log_path.read_text()[-2000:] for p in processes[1:]]
+        time.sleep(9)  # two more probes at least (every 3.2-4.8 s)
+        relay.stop.set()
+        relay.join()
+        probes = relay.accepted[opened:]
+        with SmtpServer(handler, port=port):
+            assert wait_until(lambda: pending_count(app) == 0, 120), processes[0].log_path.read_text()[-3000:]
+            codes = [process.terminate() for process in processes]
+    finally:
+        for process in processes:
+            if process.process.poll() is None:
+                process.kill()
+    assert codes == [0, 0, 0]
+    assert opened == 3, "the first process's three failed connections opened the circuit"
+    assert len(probes) >= 2
+    gaps = [later - earlier for earlier, later in itertools.pairwise(probes)]
+    assert min(gaps) > 2.0, f"one probe at a time, one backoff apart: {gaps}"
+    received = Counter(rcpt for message in handler.messages for rcpt in message.rcpt_tos)
+    assert sorted(received) == [f"person{i:05d}@example.org" for i in range(300)]
+    assert set(received.values()) == {1}
+    logs = [p.log_path.read_text() for p in processes]
+    assert all("Traceback" not in log for log in logs)
+    assert all("sent" in log for log in logs), "every process took part once the relay was back"

@@ -8,8 +8,13 @@ States::
 
 While open, :meth:`Circuit.admit` answers with a deferral whose ``retry_at`` is the next probe, so a batch
 against a dead relay costs the K failed connections, not one connect timeout per message. While a probe is
-under way, other senders wait for its result. Every change is handed to ``on_change`` (the pool saves it in
-the store, where ``mailer report`` and the staff dashboard read it: :mod:`mailer.store.relays`).
+under way, other senders wait for its result.
+
+With a :class:`SharedCircuit` (the store's row per relay, :mod:`mailer.store.relays`), every process sending
+to the relay keeps one circuit: each change is saved there; each process reads the row back at most every
+``refresh`` seconds, so one process's open circuit defers the others' batches and a probe that succeeded
+closes theirs; and a due probe is claimed in the row first, so one process at a time probes. ``mailer
+report`` and the staff dashboard show the same row.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from mailer.delivery.replies import Reply
 from mailer.store.models import MessageStatus
@@ -31,12 +38,29 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class SharedCircuit(Protocol):
+    """Where the circuits of every process sending to one relay meet (one row: :mod:`mailer.store.relays`).
+    Each method may raise on a store error; the circuit logs it and goes on with what it knows."""
+
+    async def save(self, state: CircuitState) -> None:
+        """Write this process's view of the relay (opened, re-opened after a failed probe, or closed)."""
+
+    async def load(self) -> CircuitState | None:
+        """The relay's last saved state (None: never saved)."""
+
+    async def claim_probe(self, now: datetime, until: datetime) -> bool:
+        """True for exactly one caller when the saved circuit is open and its probe due at ``now``; moves
+        the next probe to ``until`` for the others."""
+
+
 class Circuit:
     """The reachability of one relay (``host:port``) as one pool sees it.
 
     ``threshold``: consecutive failed connections that open the circuit; ``backoff`` and ``backoff_max``:
     seconds from opening to the first probe, doubled after each failed probe up to the cap, times a jitter
-    of 0.8-1.2 (never beyond the cap). ``now`` gives aware wall-clock time.
+    of 0.8-1.2 (never beyond the cap). ``shared``: the state shared with other processes, read back every
+    ``refresh`` seconds at most; ``probe_timeout``: seconds a claimed probe keeps the others waiting (after
+    that another process probes, in case the claimer died). ``now`` gives aware wall-clock time.
     """
 
     def __init__(
@@ -47,7 +71,9 @@ class Circuit:
         threshold: int,
         backoff: float,
         backoff_max: float,
-        on_change: Callable[[CircuitState], Awaitable[None]] | None = None,
+        shared: SharedCircuit | None = None,
+        refresh: float = 1.0,
+        probe_timeout: float = 60.0,
         now: Callable[[], datetime] = _utc_now,
         rng: random.Random | None = None,
     ) -> None:
@@ -61,7 +87,10 @@ class Circuit:
         self.since: datetime | None = None
         self.next_probe: datetime | None = None
         self.last_error = ""
-        self._on_change = on_change
+        self._shared = shared
+        self.refresh = refresh
+        self.probe_timeout = probe_timeout
+        self._loaded_at: float | None = None  # time.monotonic() of the last read of the shared state
         self._now = now
         self._rng = rng or random.Random()
         self._probe: asyncio.Future[None] | None = None
@@ -85,19 +114,68 @@ class Circuit:
     async def admit(self) -> Reply | None:
         """None: go ahead and connect (closed, or this caller is the probe); else the deferral to return.
 
-        While another caller's probe is under way, waits for its result first.
+        Reads the shared state first when ``refresh`` seconds have passed. While another caller's probe is
+        under way in this process, waits for its result; a probe due here is claimed in the shared state
+        first, and another process's claim makes this a deferral until the probe it moved.
         """
+        await self._refresh()
         while self.open:
             if self._probe is not None:
                 await asyncio.shield(self._probe)
                 continue
             assert self.next_probe is not None
-            if self._now() < self.next_probe:
+            now = self._now()
+            if now < self.next_probe:
                 return self.deferral()
             self._probe = asyncio.get_running_loop().create_future()
+            if not await self._claim(now):
+                self._end_probe()
+                await self._refresh(force=True)
+                if not self.open or self.next_probe is None or self._now() < self.next_probe:
+                    continue
+                self._probe = asyncio.get_running_loop().create_future()  # no row to claim: probe
             log.info("relay %s: probing", self.relay)
             return None
         return None
+
+    async def _claim(self, now: datetime) -> bool:
+        """Claim the due probe in the shared state (True without one, or when the store fails)."""
+        if self._shared is None:
+            return True
+        try:
+            return await self._shared.claim_probe(now, now + timedelta(seconds=self.probe_timeout))
+        except Exception:
+            log.exception("relay %s: could not claim the probe in the store", self.relay)
+            return True
+
+    async def _refresh(self, *, force: bool = False) -> None:
+        """Take over the shared state (another process opened the circuit, moved its probe or closed it)
+        when ``refresh`` seconds passed since the last read, or at once with ``force``; never while this
+        process probes (its own result decides)."""
+        if self._shared is None:
+            return
+        moment = time.monotonic()
+        if not force and self._loaded_at is not None and moment - self._loaded_at < self.refresh:
+            return
+        self._loaded_at = moment
+        try:
+            saved = await self._shared.load()
+        except Exception:
+            log.exception("relay %s: could not read the circuit from the store", self.relay)
+            return
+        if saved is None or self._probe is not None:
+            return
+        if saved.open and saved.since is not None and saved.next_probe_at is not None:
+            if not self.open:
+                log.warning("%s (found by another process)", describe(saved))
+            self.since, self.next_probe = saved.since, saved.next_probe_at
+            self.failures, self.last_error = saved.failures, saved.last_error
+            self.opens = max(self.opens, saved.failures - self.threshold + 1, 1)
+            self._saved = True
+        elif not saved.open and self.open:
+            self.failures, self.opens, self.since, self.next_probe, self.last_error = 0, 0, None, None, ""
+            self._saved = True
+            log.warning("relay %s reachable again (found by another process): circuit closed", self.relay)
 
     async def connected(self) -> None:
         """A connection was opened: the relay is reachable (closes an open circuit, and on the first
@@ -140,8 +218,8 @@ class Circuit:
 
     async def _changed(self) -> None:
         self._saved = True
-        if self._on_change is not None:
+        if self._shared is not None:
             try:
-                await self._on_change(self.state())
+                await self._shared.save(self.state())
             except Exception:
                 log.exception("relay %s: could not save the circuit's state", self.relay)

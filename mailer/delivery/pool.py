@@ -17,13 +17,12 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
 
 import aiosmtplib
 from aiosmtplib import errors as smtp_errors
 
 from mailer.config import Security, SmtpSettings, StepKind
-from mailer.delivery.circuit import Circuit
+from mailer.delivery.circuit import Circuit, SharedCircuit
 from mailer.delivery.dialogue import CONNECTION_ERRORS, ConnectionFailed, Dialogue
 from mailer.delivery.envelope import envelope_commands, needs_smtputf8, unsendable
 from mailer.delivery.forwarding import Closing
@@ -31,7 +30,6 @@ from mailer.delivery.ratelimit import Limiter, RateLimited, rate_limiter
 from mailer.delivery.replies import Phase, Reply, refused, unanswered
 from mailer.errors import ConfigError
 from mailer.store.models import MessageStatus
-from mailer.store.relays import CircuitState
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +61,7 @@ class SmtpPool(Closing):
     ``send`` never raises for delivery problems: it returns a classified :class:`Reply`.
     The password comes from the environment variable named in settings and is never logged.
     ``limiter``: the rate limiter (default: :func:`~mailer.delivery.ratelimit.rate_limiter` of the settings);
-    ``on_circuit``: called with the relay's state each time its circuit opens, re-opens or closes.
+    ``shared_circuit``: the relay's circuit state shared with other processes (the store's row), if any.
     Raises ValueError without a host, ConfigError when a login is configured but its variable is unset.
     """
 
@@ -73,7 +71,7 @@ class SmtpPool(Closing):
         *,
         local_hostname: str | None = None,
         limiter: Limiter | None = None,
-        on_circuit: Callable[[CircuitState], Awaitable[None]] | None = None,
+        shared_circuit: SharedCircuit | None = None,
     ) -> None:
         if not settings.host:
             raise ValueError("SmtpPool needs an SMTP host (the capture server's or a relay's)")
@@ -93,7 +91,8 @@ class SmtpPool(Closing):
             threshold=settings.circuit_failures,
             backoff=settings.circuit_backoff,
             backoff_max=settings.circuit_backoff_max,
-            on_change=on_circuit,
+            shared=shared_circuit,
+            probe_timeout=4 * settings.connect_timeout,  # connect, greeting, EHLO, STARTTLS or AUTH
         )
         self._tls = tls_context(settings)
         self._all = [_Slot() for _ in range(settings.connections)]

@@ -18,16 +18,19 @@ from sqlalchemy.orm import sessionmaker
 from mailer.config import Settings, StepKind
 from mailer.delivery.forwarding import Forwarding, Transport
 from mailer.delivery.pool import SmtpPool
+from mailer.delivery.ratelimit import rate_limiter
 from mailer.store.engine import transaction
-from mailer.store.relays import CircuitState, save_circuit
+from mailer.store.relays import CircuitState, claim_probe, load_circuit, save_circuit
 
 
 class SmtpRouter(Forwarding):
     """A pool per configured SMTP server, each step kind sent through its route (``[smtp.routes]``).
 
     ``settings.smtp`` is the default server; pools are opened on first use and closed (QUIT) together.
-    With ``factory``, each relay's circuit state (unreachable since, next probe) is saved in the store,
-    where ``mailer report`` and the staff dashboard of any process read it.
+    With ``factory``, each relay's circuit (unreachable since, next probe) is kept in the store and shared
+    by every process sending to it (:class:`StoredCircuit`); ``mailer report`` and the staff dashboard of
+    any process read it there; its rate limits are shared through the store when it is PostgreSQL and no
+    Redis is configured (:func:`~mailer.delivery.ratelimit.rate_limiter`).
     """
 
     def __init__(
@@ -51,25 +54,52 @@ class SmtpRouter(Forwarding):
         smtp = self.settings.smtp_for(kind)
         pool = self.pools.get(smtp.name)
         if pool is None:
-            on_circuit = self._save_circuit if self.factory is not None else None
-            pool = SmtpPool(smtp, local_hostname=self.local_hostname, on_circuit=on_circuit)
+            shared = StoredCircuit(self.factory, f"{smtp.host}:{smtp.port}") if self.factory else None
+            limiter = rate_limiter(smtp, self.factory)
+            pool = SmtpPool(smtp, local_hostname=self.local_hostname, limiter=limiter, shared_circuit=shared)
             self.pools[smtp.name] = pool
         return pool
-
-    async def _save_circuit(self, state: CircuitState) -> None:
-        """Save a relay's circuit in the store (in a thread: the store may be busy)."""
-        factory = self.factory
-        assert factory is not None
-
-        def save() -> None:
-            with transaction(factory) as db:
-                save_circuit(db, state, datetime.now(UTC))
-
-        await asyncio.to_thread(save)
 
     async def close(self) -> None:
         """QUIT every pool's connections."""
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
 
 
-__all__ = ["SmtpRouter", "Transport"]
+class StoredCircuit:
+    """A relay's circuit shared through the store (:mod:`mailer.store.relays`): the
+    :class:`~mailer.delivery.circuit.SharedCircuit` of one process's pool, one short transaction per call,
+    run in a thread (the store may be busy)."""
+
+    def __init__(self, factory: sessionmaker[DbSession], relay: str) -> None:
+        self.factory = factory
+        self.relay = relay
+
+    async def save(self, state: CircuitState) -> None:
+        """Save ``state`` as the relay's row."""
+
+        def save() -> None:
+            with transaction(self.factory) as db:
+                save_circuit(db, state, datetime.now(UTC))
+
+        await asyncio.to_thread(save)
+
+    async def load(self) -> CircuitState | None:
+        """The relay's row, or None."""
+
+        def load() -> CircuitState | None:
+            with transaction(self.factory) as db:
+                return load_circuit(db, self.relay)
+
+        return await asyncio.to_thread(load)
+
+    async def claim_probe(self, now: datetime, until: datetime) -> bool:
+        """Claim the due probe (see :func:`mailer.store.relays.claim_probe`)."""
+
+        def claim() -> bool:
+            with transaction(self.factory) as db:
+                return claim_probe(db, self.relay, now, until)
+
+        return await asyncio.to_thread(claim)
+
+
+__all__ = ["SmtpRouter", "StoredCircuit", "Transport"]

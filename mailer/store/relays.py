@@ -1,6 +1,7 @@
-"""Relay reachability in the store: what a pool's circuit breaker found, readable by any process
-(``mailer report``, the staff dashboard). Written by :mod:`mailer.delivery.circuit` through
-:func:`save_circuit`; one row per relay (``host:port``), last writer wins.
+"""Relay reachability in the store, shared by every process of the store: what a pool's circuit breaker
+found (:mod:`mailer.delivery.circuit`), read back by the other processes' circuits (:func:`load_circuit`), by
+``mailer report`` and the staff dashboard. One row per relay (``host:port``): :func:`save_circuit` writes it,
+last writer wins; :func:`claim_probe` lets one process at a time probe an open circuit.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as DbSession
 
@@ -52,6 +53,36 @@ def save_circuit(db: DbSession, state: CircuitState, now: datetime) -> None:
             set_={key: statement.excluded[key] for key in values if key != "relay"},
         )
     )
+
+
+def load_circuit(db: DbSession, relay: str) -> CircuitState | None:
+    """``relay``'s row (``host:port``) as last saved, or None when no process saved one."""
+    row = db.get(RelayCircuit, relay, populate_existing=True)
+    if row is None:
+        return None
+    return CircuitState(
+        row.relay, row.server, row.open, row.failures, row.since, row.next_probe_at, row.last_error
+    )
+
+
+def claim_probe(db: DbSession, relay: str, now: datetime, until: datetime) -> bool:
+    """Take the probe of ``relay``'s open circuit whose probe is due (``next_probe_at`` <= ``now``): moves
+    ``next_probe_at`` to ``until`` in one conditional UPDATE, so of several processes claiming together
+    exactly one gets True (PostgreSQL re-checks the condition on the row it waited for; SQLite has one
+    writer), and the others see the next probe at ``until``, when a claimer that died is replaced. Caller
+    commits. Raises NaiveDatetimeError for naive times."""
+    now = require_aware(now, "now")
+    result = db.execute(
+        update(RelayCircuit)
+        .where(
+            RelayCircuit.relay == relay,
+            RelayCircuit.open.is_(True),
+            RelayCircuit.next_probe_at <= now,
+        )
+        .values(next_probe_at=require_aware(until, "until"), updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0) == 1
 
 
 def open_circuits(db: DbSession) -> list[CircuitState]:

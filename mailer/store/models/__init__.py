@@ -25,7 +25,14 @@ from mailer.store.models.outbox import (
     MessageStatus,
     message_status_is,
 )
-from mailer.store.models.reports import BounceReport, RelayCircuit, ReportKind, Suppression, SuppressionLift
+from mailer.store.models.reports import (
+    BounceReport,
+    RateSlot,
+    RelayCircuit,
+    ReportKind,
+    Suppression,
+    SuppressionLift,
+)
 from mailer.store.models.waves import Wave, WaveStatus
 
 __all__ = [
@@ -45,6 +52,7 @@ __all__ = [
     "ListMembership",
     "Message",
     "MessageStatus",
+    "RateSlot",
     "Registration",
     "RegistrationStatus",
     "RelayCircuit",

@@ -1,11 +1,12 @@
-"""What comes back and what it stops: suppressions and their lifting, bounce reports, relay circuits."""
+"""What comes back and what it stops: suppressions and their lifting, bounce reports, relay circuits and
+the shared rate-limit slots."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import Double, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailer.store.models.base import Base
@@ -99,3 +100,14 @@ class RelayCircuit(Base):
     next_probe_at: Mapped[datetime | None]
     last_error: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[datetime]
+
+
+class RateSlot(Base):
+    """The next free sending slot of one relay (``host:port``), in seconds since the epoch on the database
+    server's clock: the evenly spaced rate limit that every process of a PostgreSQL store shares when no
+    Redis is configured (:mod:`mailer.store.rate_slots`)."""
+
+    __tablename__ = "rate_slots"
+
+    relay: Mapped[str] = mapped_column(String(300), primary_key=True)  # host:port
+    next_free: Mapped[float] = mapped_column(Double)
