@@ -119,6 +119,16 @@ def test_log_limit_below_one_is_refused(run, app: App) -> None:  # type: ignore[
     assert "Invalid value for '--limit': -5 is not in the range x>=1." in result.err
 
 
+def test_suppressions_list_refuses_a_reason_the_service_never_writes(run, app: App) -> None:  # type: ignore[no-untyped-def]
+    result = run("suppressions", "list", "--reason", "bogus", store=app)
+    assert result.code == 2
+    assert (
+        "Error: Invalid value for '--reason': 'bogus' is not one of 'hard-bounce', 'complaint', 'soft-bounce', "
+        "'unsubscribed', 'manual'." in result.err
+    )
+    assert run("suppressions", "list", "--reason", "complaint", store=app).out == "0 suppressed (complaint)\n"
+
+
 def test_simulate_from_after_until_is_refused(run, app: App) -> None:  # type: ignore[no-untyped-def]
     result = run(
         "simulate", "--from", "2022-03-01T00:00+00:00", "--until", "2022-02-01T00:00+00:00", store=app
