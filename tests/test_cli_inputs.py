@@ -491,6 +491,17 @@ def test_a_workbook_renamed_csv_is_named_as_such(  # type: ignore[no-untyped-def
     result = run("contacts", "import", str(workbook), "--region", "africa", store=app)
     assert result.code == 2
     assert result.err == (
-        f'error: this is {kind}, not a CSV file: open it in Excel or LibreOffice and save it as "CSV UTF-8'
-        ' (comma delimited)", then import the .csv\n'
+        f"error: contacts.csv: this is {kind}, not a CSV file: open it in Excel or LibreOffice and save it as"
+        ' "CSV UTF-8 (comma delimited)", then import the .csv\n'
+    )
+
+
+def test_a_file_no_encoding_decodes_is_named(run, app: App, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    broken = tmp_path / "contacts.csv"
+    broken.write_bytes(b"email\nann@example.org\n\x81\x8d\n")  # bytes neither UTF-8 nor cp1252 assigns
+    result = run("contacts", "import", str(broken), "--region", "africa", store=app)
+    assert result.code == 2
+    assert (
+        result.err
+        == "error: contacts.csv: cannot decode the file as utf-8 or cp1252: save it as UTF-8 and retry\n"
     )
