@@ -119,6 +119,16 @@ def test_log_limit_below_one_is_refused(run, app: App) -> None:  # type: ignore[
     assert "Invalid value for '--limit': -5 is not in the range x>=1." in result.err
 
 
+def test_suppressions_list_refuses_a_reason_the_service_never_writes(run, app: App) -> None:  # type: ignore[no-untyped-def]
+    result = run("suppressions", "list", "--reason", "bogus", store=app)
+    assert result.code == 2
+    assert (
+        "Error: Invalid value for '--reason': 'bogus' is not one of 'hard-bounce', 'complaint', 'soft-bounce', "
+        "'unsubscribed', 'manual'." in result.err
+    )
+    assert run("suppressions", "list", "--reason", "complaint", store=app).out == "0 suppressed (complaint)\n"
+
+
 def test_simulate_from_after_until_is_refused(run, app: App) -> None:  # type: ignore[no-untyped-def]
     result = run(
         "simulate", "--from", "2022-03-01T00:00+00:00", "--until", "2022-02-01T00:00+00:00", store=app
@@ -481,6 +491,17 @@ def test_a_workbook_renamed_csv_is_named_as_such(  # type: ignore[no-untyped-def
     result = run("contacts", "import", str(workbook), "--region", "africa", store=app)
     assert result.code == 2
     assert result.err == (
-        f'error: this is {kind}, not a CSV file: open it in Excel or LibreOffice and save it as "CSV UTF-8'
-        ' (comma delimited)", then import the .csv\n'
+        f"error: contacts.csv: this is {kind}, not a CSV file: open it in Excel or LibreOffice and save it as"
+        ' "CSV UTF-8 (comma delimited)", then import the .csv\n'
+    )
+
+
+def test_a_file_no_encoding_decodes_is_named(run, app: App, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    broken = tmp_path / "contacts.csv"
+    broken.write_bytes(b"email\nann@example.org\n\x81\x8d\n")  # bytes neither UTF-8 nor cp1252 assigns
+    result = run("contacts", "import", str(broken), "--region", "africa", store=app)
+    assert result.code == 2
+    assert (
+        result.err
+        == "error: contacts.csv: cannot decode the file as utf-8 or cp1252: save it as UTF-8 and retry\n"
     )

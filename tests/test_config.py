@@ -97,6 +97,27 @@ def test_config_errors_name_file_key_and_fix(tmp_path: Path, old: str, new: str,
             "did you mean `send_window`?",
         ),
         ("mailer.toml", "port = 587", "port = 99999", "smtp.port", "give 1-65535"),
+        (
+            "mailer.toml",
+            'lease = "5m"',
+            "lease = 300",
+            "delivery.lease",
+            "bad duration 300 (a bare number) (write it in quotes with its unit, e.g. '300s')",
+        ),
+        (
+            "mailer.toml",
+            "connections = 4",
+            'connections = "4"',
+            "smtp.connections",
+            "expected int, got str '4' (write a whole number without quotes)",
+        ),
+        (
+            "mailer.toml",
+            "verify = true",
+            'verify = "yes"',
+            "smtp.verify",
+            "expected bool, got str 'yes' (write true or false without quotes)",
+        ),
     ],
 )
 def test_a_misspelt_or_impossible_setting_stops_loading(

@@ -98,6 +98,45 @@ def test_a_report_for_another_session_is_refused_then_forced_confirmed_and_undon
         assert http.post(f"{page}/undo", data={"csrf_token": token, "confirm": "yes"}).status_code == 409
 
 
+@pytest.mark.parametrize(
+    ("kind", "target", "content", "error"),
+    [
+        ("contacts", "africa", b"foo,bar\n1,2\n", "members.csv: no header row with an email column found"),
+        (
+            "contacts",
+            "africa",
+            b"email\nann@example.org\n\x81\x8d\n",
+            "members.csv: cannot decode the file as utf-8 or cp1252: save it as UTF-8 and retry",
+        ),
+        (
+            "registrations",
+            "africa-2021",
+            b"Email,Name\nann@example.org,Ann\n",
+            "members.csv: no Approval Status column in the header at line 1 (Email, Name)",
+        ),
+    ],
+    ids=["no-header", "undecodable", "no-approval"],
+)
+def test_a_refused_file_is_named_as_the_organiser_named_it(
+    app: App,
+    web: ThreadedServer,
+    accounts: dict[str, str],
+    kind: str,
+    target: str,
+    content: bytes,
+    error: str,
+) -> None:
+    with signed_in(web, "olga") as http:
+        token = csrf_of(http.get("/organise/imports").text)
+        refused = http.post(
+            "/organise/imports/check",
+            data={"csrf_token": token, "kind": kind, "target": target},
+            files={"file": ("members.csv", content, "text/csv")},
+        )
+    assert refused.status_code == 422
+    assert error in refused.text  # not the random name the upload is stored under
+
+
 def test_a_contacts_spreadsheet_shows_the_cli_report_and_its_rejects(
     app: App, web: ThreadedServer, accounts: dict[str, str]
 ) -> None:

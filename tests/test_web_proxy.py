@@ -44,7 +44,7 @@ server {{
     server_name {host};
     ssl_certificate     {cert};
     ssl_certificate_key {key};
-    client_max_body_size 2m;
+    client_max_body_size 20m;
 
     location / {{
         proxy_pass http://127.0.0.1:{app_port};

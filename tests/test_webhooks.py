@@ -312,7 +312,9 @@ def test_an_endpoint_without_its_secret_is_off(
     with ThreadedServer(app, clock=hook_clock) as server:
         response = post(server.url, event("e", "created", "a@b.example", hook_clock.now()), hook_clock)
     assert response.status_code == 404
-    assert response.json()["error"].startswith("this endpoint is off")
+    assert response.json() == {
+        "error": "this endpoint is off: set $MAILER_WEBHOOK_SECRET in the service's environment (generic)"
+    }
 
 
 def test_a_late_registrant_gets_the_latest_reminder_that_is_due_and_no_earlier_one(

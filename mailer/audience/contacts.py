@@ -126,7 +126,7 @@ def import_contacts(
     except KeyError as exc:
         raise NotFoundError(exc.args[0]) from None
     defaults = Defaults.of(settings, region_settings)
-    table = read_table(Path(path), CONTACT_COLUMNS)
+    table = read_table(Path(path), CONTACT_COLUMNS, name=file_name)
     name = file_name or table.path.name
     writer = ContactWriter(settings, region, name, now)
     if not dry_run:

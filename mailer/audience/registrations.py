@@ -334,10 +334,10 @@ def import_registrations(
     except KeyError as exc:
         raise NotFoundError(exc.args[0]) from None
     region = settings.region(session.region)
-    table = read_table(Path(path), REGISTRATION_COLUMNS)
+    table = read_table(Path(path), REGISTRATION_COLUMNS, name=file_name)
     if "approval" not in table.columns:
         raise ImportFileError(
-            f"{path}: no Approval Status column in the header at line {table.header_line}"
+            f"{file_name or Path(path).name}: no Approval Status column in the header at line {table.header_line}"
             f" ({', '.join(table.header)}): this looks like a contact list, not a registration report;"
             " import it with `mailer contacts import`, or export the platform's registration report"
         )

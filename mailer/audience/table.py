@@ -213,11 +213,16 @@ def _sniff(sample: str) -> list[str]:
     return order
 
 
-def read_table(path: Path, aliases: dict[str, tuple[str, ...]], *, required: str = "email") -> Table:
+def read_table(
+    path: Path, aliases: dict[str, tuple[str, ...]], *, required: str = "email", name: str = ""
+) -> Table:
     """Open an export and find its header: the first of the first 100 records holding a ``required`` column.
 
+    ``name`` is the file's name in error messages, as the organiser named it (default: the path's name; a web
+    upload is stored under a random one).
     Raises :class:`ImportFileError` if the file is missing, undecodable or has no such header.
     """
+    shown_name = name or path.name
     try:
         with path.open("rb") as handle:
             start = handle.read(len(_OLE2_SIGNATURE))
@@ -241,6 +246,8 @@ def read_table(path: Path, aliases: dict[str, tuple[str, ...]], *, required: str
 
     except OSError as exc:
         raise ImportFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ImportFileError as exc:  # a workbook, or no encoding fits: name the file, as the errors below do
+        raise ImportFileError(f"{shown_name}: {exc}") from None
     with open_text() as opened:
         sample = opened.read(65536)
     first_cells: tuple[str, ...] = ()
@@ -275,7 +282,7 @@ def read_table(path: Path, aliases: dict[str, tuple[str, ...]], *, required: str
     )
     accepted = ", ".join(repr(alias) for alias in aliases[required][:8])
     raise ImportFileError(
-        f"{path.name}: no header row with an {required} column found ({shown}); name that "
+        f"{shown_name}: no header row with an {required} column found ({shown}); name that "
         f"column one of {accepted} (any case, accents ignored)"
     )
 

@@ -117,8 +117,8 @@ def demo(click_ctx: click.Context, contacts_dir: Path) -> None:
 
     Everything lives in var/demo/ (store: var/demo/mailer.db; messages: var/demo/capture/*.eml unless an
     SMTP host is configured), which each run starts afresh, keeping only the dashboard accounts of the
-    last run's store; nothing else under var/ is touched. Ends with the command that serves the web pages
-    on the demo's store.
+    last run's store; elsewhere under var/ only the key that signs web links, var/web-secret.key, is made
+    when missing. Ends with the command that serves the web pages on the demo's store.
     """
     from mailer.audience.contacts import import_contacts
     from mailer.audience.registrations import import_registrations

@@ -11,7 +11,7 @@ from mailer.audience.contacts import email_key
 from mailer.cli import AppContext, pass_ctx
 from mailer.errors import NotFoundError
 from mailer.store.engine import transaction
-from mailer.store.suppressions import lift_suppression, list_suppressions
+from mailer.store.suppressions import REASONS, lift_suppression, list_suppressions
 from mailer.timeline.clock import SystemClock
 
 log = logging.getLogger(__name__)
@@ -23,15 +23,13 @@ def suppressions() -> None:
 
 
 @suppressions.command("list")
-@click.option(
-    "--reason", default="", help="Only this reason: hard-bounce, complaint, soft-bounce, unsubscribed."
-)
+@click.option("--reason", type=click.Choice(REASONS), default=None, help="Only this reason.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Rows to show.")
 @pass_ctx
-def list_command(ctx: AppContext, reason: str, limit: int) -> None:
+def list_command(ctx: AppContext, reason: str | None, limit: int) -> None:
     """Suppressed addresses, newest first, with the reason and the last report about each."""
     with transaction(ctx.existing_app.factory) as db:
-        rows = list_suppressions(db, reason=reason, limit=limit)
+        rows = list_suppressions(db, reason=reason or "", limit=limit)
     for row in rows:
         click.echo(f"{row.email_key:40} {row.reason:12} {row.created_at:%Y-%m-%d %H:%M} UTC")
         if row.last_report:

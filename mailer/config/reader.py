@@ -38,6 +38,17 @@ def refuse_control_characters(path: str, key: str, value: str) -> None:
         )
 
 
+_TOML_FORMS: dict[type, str] = {
+    str: 'write it in quotes: "..."',
+    int: "write a whole number without quotes",
+    float: "write a number without quotes",
+    bool: "write true or false without quotes",
+    list: "write a list in brackets: [...]",
+    dict: "write a table: [name] on a line of its own, or { key = value }",
+}
+"""The fix a ConfigError gives for a value of the wrong TOML type, by the type expected (TOML 1.0)."""
+
+
 class TableReader:
     """Typed access to one TOML table with errors that name the file and key."""
 
@@ -87,7 +98,11 @@ class TableReader:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self.fail(name, f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+            raise self.fail(
+                name,
+                f"expected {kind.__name__}, got {type(value).__name__} {value!r}",
+                _TOML_FORMS.get(kind, ""),
+            )
         return value
 
     def table(self, name: str) -> TableReader:
@@ -127,6 +142,14 @@ class TableReader:
         return canonical_zone_name(value)
 
     def duration(self, name: str, default: Any = ...) -> Any:
+        given = self.data.get(name)
+        if isinstance(given, int | float) and not isinstance(given, bool):
+            self.asked.add(name)
+            raise self.fail(
+                name,
+                f"bad duration {given!r} (a bare number)",
+                f"write it in quotes with its unit, e.g. '{given}s'",
+            )
         value = self.get(name, str, default)
         if value is None:
             return None

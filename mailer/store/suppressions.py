@@ -16,6 +16,10 @@ from mailer.errors import NotFoundError
 from mailer.store.models import BounceReport, Contact, ContactStatus, Suppression, SuppressionLift
 from mailer.timeline.clock import require_aware
 
+REASONS = ("hard-bounce", "complaint", "soft-bounce", "unsubscribed", "manual")
+"""Every ``Suppression.reason`` the service writes: bounce handling (RFC 3464 hard, repeated soft), complaints
+(ARF, RFC 5965), a participant's unsubscribe (RFC 8058 one-click or the page), and the API's ``manual``."""
+
 
 @dataclass(frozen=True)
 class SuppressionView:

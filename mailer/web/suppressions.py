@@ -17,13 +17,12 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from mailer.errors import NotFoundError
-from mailer.store.suppressions import lift_suppression, list_suppressions
+from mailer.store.suppressions import REASONS, lift_suppression, list_suppressions
 from mailer.web.app import WebContext, context_of
 from mailer.web.staff import user_of
 
 log = logging.getLogger(__name__)
 
-REASONS = ("hard-bounce", "complaint", "soft-bounce", "unsubscribed", "manual")
 LIMIT = 500  # rows on the page, newest first
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

@@ -50,12 +50,19 @@ GENERIC_HEADERS = ("x-mailer-timestamp", "x-mailer-signature")
 ZOOM_HEADERS = ("x-zm-request-timestamp", "x-zm-signature")
 
 
-async def _verified_body(request: Request, source: str, secret: str | None, headers: tuple[str, str]) -> Any:
-    """The request's JSON once its signature and timestamp are checked; ClientError otherwise."""
+async def _verified_body(
+    request: Request, source: str, secret: str | None, secret_env: str, headers: tuple[str, str]
+) -> Any:
+    """The request's JSON once its signature and timestamp are checked; ClientError otherwise.
+
+    ``secret_env`` names the environment variable the secret comes from, for the 404 of an endpoint that is off.
+    """
     ctx = context_of(request)
     if not secret:
         WEBHOOK_REFUSED.labels(source, "secret").inc()
-        raise ClientError(404, f"this endpoint is off: set the secret in the environment ({source})")
+        raise ClientError(
+            404, f"this endpoint is off: set ${secret_env} in the service's environment ({source})"
+        )
     body = await read_body(request, MAX_BODY)
     problem = check_signature(
         secret,
@@ -115,7 +122,13 @@ async def generic(request: Request) -> Response:
     """``POST /hooks/registrations``: one registration event in the generic shape."""
     ctx = context_of(request)
     try:
-        body = await _verified_body(request, "generic", ctx.settings.webhooks.secret, GENERIC_HEADERS)
+        body = await _verified_body(
+            request,
+            "generic",
+            ctx.settings.webhooks.secret,
+            ctx.settings.webhooks.secret_env,
+            GENERIC_HEADERS,
+        )
         return await _answer(request, _parsed("generic", lambda: parse_generic(body)))
     except ClientError as exc:
         return error_response(exc.status, exc.message)
@@ -126,7 +139,9 @@ async def zoom(request: Request) -> Response:
     ctx = context_of(request)
     secret = ctx.settings.webhooks.zoom_secret
     try:
-        body = await _verified_body(request, "zoom", secret, ZOOM_HEADERS)
+        body = await _verified_body(
+            request, "zoom", secret, ctx.settings.webhooks.zoom_secret_env, ZOOM_HEADERS
+        )
         name = zoom_event_name(body)
         if name == ZOOM_URL_VALIDATION and secret:
             payload = body.get("payload") if isinstance(body, dict) else None
