@@ -405,7 +405,7 @@ def test_organiser_pages(
         add_contact(db, "fatima@example.org", language="ar", time_zone="Africa/Cairo", name="Fatima Al-Sayed")
         add_contact(db, "jean@example.org", language="fr", time_zone="Africa/Dakar")
     sign_in_browser(page, web, "olga", "/organise/sessions")
-    assert "Tue 13 Jul 2021 10:00 (-03:00)" in page.inner_text("main")
+    assert "Tue 13 Jul 2021 10:00 UTC-03:00" in page.inner_text("main")
     screenshot(page, "sessions", request)
 
     page.goto(f"{web.url}/organise/preview?session=africa-2021&step=invitation&contact=fatima@example.org")

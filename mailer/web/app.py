@@ -11,6 +11,7 @@ database are plain functions (Starlette runs them in its thread pool) or hand th
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -124,6 +125,16 @@ def _in_zone(value: datetime | None, zone: str, fmt: str = "%a %d %b %Y %H:%M") 
     return f"{local.strftime(fmt)} ({local.strftime('%z')[:3]}:{local.strftime('%z')[3:]})"
 
 
+def _session_time(value: datetime | None, zone: str, fmt: str = "%a %d %b %Y %H:%M") -> str:
+    """A session's time in its zone with the zone named once: "Tue 13 Jul 2021 10:00 UTC-03:00" for an
+    offset zone (its name is the offset), "Mon 08 Dec 2021 10:00 (+08:00) Asia/Manila" for an IANA zone."""
+    if value is None:
+        return ""
+    if re.fullmatch(r"UTC[+-]\d\d:\d\d", zone):
+        return f"{value.astimezone(resolve_zone(zone)).strftime(fmt)} {zone}"
+    return f"{_in_zone(value, zone, fmt)} {zone}"
+
+
 def _templates(directory: Path) -> Jinja2Templates:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(directory),
@@ -132,7 +143,7 @@ def _templates(directory: Path) -> Jinja2Templates:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(utc=_utc, in_zone=_in_zone)
+    env.filters.update(utc=_utc, in_zone=_in_zone, session_time=_session_time)
 
     def processor(request: Request) -> dict[str, Any]:
         return {
