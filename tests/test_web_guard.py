@@ -1,0 +1,213 @@
+"""The guard before every web route (mailer/web/auth.py): sign-in and role on staff paths, the CSRF token and the
+Origin on every unsafe request, the body limits, exact statuses and texts; on a small app over ASGI."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from mailer.app import App
+from mailer.store.engine import transaction
+from mailer.store.models import StaffRole
+from mailer.timeline.clock import VirtualClock
+from mailer.web.auth import MAX_FORM_BYTES, GuardMiddleware, csrf_token, session_token, sign_in
+from mailer.web.sessions import SessionPolicy, end_session, start_session
+from mailer.web.users import add_user
+
+NOW = datetime(2021, 7, 1, 12, 0, tzinfo=UTC)
+PUBLIC = "https://webinars.example.org"
+SIGN_IN_FIRST = "Forbidden: sign in first."
+BAD_TOKEN = (
+    "Forbidden: the form's security token is missing or out of date. Go back, reload the page and try again."
+)
+
+
+async def _echo(request: Request) -> Response:
+    user = request.scope["state"]["user"]
+    body = await request.body()
+    return PlainTextResponse(f"{user.username if user else '-'} {len(body)} {body[:40].decode('latin-1')}")
+
+
+async def _csrf(request: Request) -> Response:
+    return PlainTextResponse(csrf_token(request.session))
+
+
+async def _sign_in(request: Request) -> Response:
+    sign_in(request.session, request.path_params["token"])
+    return PlainTextResponse(request.session["csrf"])
+
+
+def _site(app: App, clock: VirtualClock) -> Starlette:
+    routes = [
+        Route("/csrf", _csrf),
+        Route("/sign-in/{token}", _sign_in),
+        *(
+            Route(path, _echo, methods=["GET", "POST", "DELETE"])
+            for path in ("/form", "/staff/log", "/organise/waves")
+        ),
+        Route("/organise/imports/check", _echo, methods=["POST"]),
+        Route("/u/{token}", _echo, methods=["POST"]),
+    ]
+    middleware = [
+        Middleware(SessionMiddleware, secret_key="test-only-session-key"),
+        Middleware(
+            GuardMiddleware, factory=app.factory, clock=clock, policy=SessionPolicy(), public_origin=PUBLIC
+        ),
+    ]
+    return Starlette(routes=routes, middleware=middleware)
+
+
+def _account(app: App, username: str, role: StaffRole) -> str:
+    with transaction(app.factory) as db:
+        user = add_user(db, username, "correct horse battery staple", NOW, role=role)
+        db.flush()
+        return start_session(db, user, NOW)
+
+
+def _run(app: App, steps: Any) -> Any:
+    async def go() -> Any:
+        transport = httpx.ASGITransport(app=_site(app, VirtualClock(NOW + timedelta(minutes=5))))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            return await steps(http)
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_anonymous_staff_pages_redirect_to_sign_in_and_unsafe_requests_are_refused(app: App) -> None:
+    async def steps(http: httpx.AsyncClient) -> list[tuple[int, str]]:
+        got = []
+        for method, path in (("GET", "/staff/log?q=a b"), ("GET", "/organise/waves"), ("POST", "/staff/log")):
+            response = await http.request(method, path)
+            got.append((response.status_code, response.headers.get("location", response.text)))
+        return got
+
+    assert _run(app, steps) == [
+        (303, "/login?next=%2Fstaff%2Flog%3Fq%3Da%2520b"),
+        (303, "/login?next=%2Forganise%2Fwaves"),
+        (403, SIGN_IN_FIRST),
+    ]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_organiser_pages_need_the_organiser_role(app: App) -> None:
+    staff = _account(app, "sam", StaffRole.STAFF)
+    organiser = _account(app, "olga", StaffRole.ORGANISER)
+
+    async def steps(http: httpx.AsyncClient) -> list[tuple[int, str]]:
+        got = []
+        for token in (staff, organiser):
+            await http.get(f"/sign-in/{token}")
+            for path in ("/staff/log", "/organise/waves"):
+                response = await http.get(path)
+                got.append((response.status_code, response.text))
+        return got
+
+    assert _run(app, steps) == [
+        (200, "sam 0 "),
+        (403, "Forbidden: organisers only."),
+        (200, "olga 0 "),
+        (200, "olga 0 "),
+    ]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_ended_session_signs_the_browser_out(app: App) -> None:
+    token = _account(app, "sam", StaffRole.STAFF)
+
+    async def steps(http: httpx.AsyncClient) -> list[int]:
+        await http.get(f"/sign-in/{token}")
+        first = (await http.get("/staff/log")).status_code
+        with transaction(app.factory) as db:
+            end_session(db, token)
+        second = (await http.get("/staff/log")).status_code
+        return [first, second]
+
+    assert _run(app, steps) == [200, 303]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_unsafe_requests_carry_the_sessions_csrf_token_by_field_or_header(app: App) -> None:
+    async def steps(http: httpx.AsyncClient) -> list[tuple[int, str]]:
+        responses = [await http.post("/form", data={"csrf_token": "x" * 43})]  # no session token yet
+        token = (await http.get("/csrf")).text
+        responses += [
+            await http.post("/form", data={"a": "1"}),
+            await http.post("/form", data={"csrf_token": token[:-1] + "_"}),
+            await http.post("/form", data={"csrf_token": token, "a": "1"}),
+            await http.post("/form", headers={"X-CSRF-Token": token}, content=b"raw"),
+            await http.post("/form", data={"csrf_token": token}, files={"f": ("a.csv", b"x,y\n")}),
+            await http.post("/form", files={"f": ("a.csv", b"csrf_token")}),
+            await http.request("DELETE", "/form", headers={"X-CSRF-Token": "wrong"}),
+            await http.post("/u/abc", content=b"List-Unsubscribe=One-Click"),  # the signed link is the token
+        ]
+        return [(r.status_code, r.text[:10] if r.status_code == 200 else r.text) for r in responses]
+
+    got = _run(app, steps)
+    assert [status for status, _ in got] == [403, 403, 403, 200, 200, 200, 403, 403, 200]
+    assert got[0][1] == got[1][1] == got[2][1] == got[6][1] == got[7][1] == BAD_TOKEN
+    assert got[4][1] == "- 3 raw"
+    assert got[8][1] == "- 26 List-"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_foreign_origin_is_refused_even_with_the_token(app: App) -> None:
+    async def steps(http: httpx.AsyncClient) -> list[int]:
+        token = (await http.get("/csrf")).text
+        statuses = []
+        for origin in (
+            PUBLIC,
+            "http://testserver",
+            "null",
+            "https://evil.example",
+            "http://webinars.example.org",
+        ):
+            response = await http.post("/form", data={"csrf_token": token}, headers={"Origin": origin})
+            statuses.append(response.status_code)
+        return statuses
+
+    assert _run(app, steps) == [200, 200, 200, 403, 403]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_bodies_over_the_limit_are_refused_and_uploads_have_a_larger_one(app: App) -> None:
+    organiser = _account(app, "olga", StaffRole.ORGANISER)
+
+    async def steps(http: httpx.AsyncClient) -> list[tuple[int, str]]:
+        headers = {"X-CSRF-Token": (await http.get(f"/sign-in/{organiser}")).text}
+        over = b"a" * (MAX_FORM_BYTES + 1)
+        responses = [
+            await http.post("/form", headers=headers, content=b"a" * MAX_FORM_BYTES),
+            await http.post("/form", headers=headers, content=over),
+            await http.post("/organise/imports/check", headers=headers, content=over),
+        ]
+        return [(r.status_code, r.text) for r in responses]
+
+    assert _run(app, steps) == [
+        (200, f"olga {MAX_FORM_BYTES} " + "a" * 40),
+        (413, "Request too large."),
+        (200, f"olga {MAX_FORM_BYTES + 1} " + "a" * 40),
+    ]
+
+
+def test_csrf_tokens_are_made_once_and_renewed_at_sign_in() -> None:
+    session: dict[str, Any] = {"csrf": "short"}
+    token = csrf_token(session)
+    assert len(token) == 43 and session["csrf"] == token and csrf_token(session) == token
+    session["csrf"] = 12345
+    assert csrf_token(session) != token
+    sign_in(session, "server-session")
+    assert set(session) == {"sid", "csrf"} and session["sid"] == "server-session"
+    assert len(session["csrf"]) == 43 and session["csrf"] != token
+    assert session_token(session) == "server-session"
+    assert session_token({}) == "" and session_token({"sid": 7}) == ""
