@@ -80,9 +80,9 @@ def prepare(group: Group, shared: dict[str, object], scratch: Path) -> None:
     for name in COPIED:
         shutil.copytree(ROOT / name, scratch / name, ignore=ignore)
     # Tests read the organisers' exports at ../shared beside the checkout; mutmut runs them in scratch/mutants.
-    shared = (ROOT.parent / "shared").resolve()
-    if shared.is_dir():
-        (scratch / "shared").symlink_to(shared, target_is_directory=True)
+    beside = (ROOT.parent / "shared").resolve()
+    if beside.is_dir():
+        (scratch / "shared").symlink_to(beside, target_is_directory=True)
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
     settings = {
         **shared,

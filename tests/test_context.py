@@ -172,3 +172,31 @@ def test_an_unknown_recipient_zone_names_the_recipient(settings: Settings, rende
 def test_a_naive_send_moment_is_refused_by_name(settings: Settings, renderer: Renderer) -> None:
     with pytest.raises(NaiveDatetimeError, match=r"^sent_at must be timezone-aware"):
         _context(settings, renderer, sent_at=datetime(2021, 7, 13, 9, 0))
+
+
+def test_the_three_session_names_fill_title_and_region_from_the_wording(
+    settings: Settings, renderer: Renderer
+) -> None:
+    wording = dataclasses.replace(
+        renderer.wording["en"],
+        title_format="T: {title} / {region}",
+        ref_format="R: {title} / {region}",
+        short_format="S: {title} / {region}",
+    )
+    session = dataclasses.replace(settings.series.session("africa-2021"), title="Cybercrime law")
+    context = template_context(
+        settings,
+        wording,
+        _step(settings, "reminder-1d"),
+        session,
+        ANA,
+        settings.series,
+        "en",
+        UNSUBSCRIBE,
+        None,
+    )
+    assert (context["session_title"], context["session_ref"], context["session_short"]) == (
+        "T: Cybercrime law / African Region",
+        "R: Cybercrime law / African Region",
+        "S: Cybercrime law / African Region",
+    )

@@ -148,6 +148,7 @@ def test_durations_drop_seconds_and_are_said_in_the_readers_language() -> None:
         duration_text(timedelta(hours=1, minutes=30, seconds=59), locale_for("en")) == "1 hour and 30 minutes"
     )
     assert duration_text(timedelta(hours=2), locale_for("fr")) == "2\u00a0heures"
+    assert duration_text(timedelta(hours=1, minutes=30), locale_for("fr")) == "1\u00a0heure et 30 minutes"
     assert duration_text(timedelta(minutes=45), locale_for("de")) == "45 Minuten"
 
 
