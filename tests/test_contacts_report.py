@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from mailer.app import App
 from mailer.audience.contact_rows import Replaced
@@ -15,7 +16,7 @@ from mailer.audience.contacts import Duplicate, ImportReport, Rejected, import_c
 from mailer.audience.import_log import import_view, list_imports
 from mailer.errors import NaiveDatetimeError, NotFoundError
 from mailer.store.engine import transaction
-from mailer.store.models import Contact
+from mailer.store.models import Contact, ListMembership
 
 NOW = datetime(2021, 6, 1, 9, 0, tzinfo=UTC)
 HEADER = "Email,First name,Last name,Country,Preferred language\n"
@@ -91,6 +92,10 @@ def test_a_report_counts_each_row_and_is_recorded_as_the_import(
         1,
         summary,
     )
+    with transaction(
+        app.factory
+    ) as db:  # each membership names the file as the organiser named it, and the line
+        assert sorted(db.scalars(select(ListMembership.source))) == ["members.csv:2", "members.csv:5"]
     assert rejects.read_text("utf-8").splitlines()[1:] == [
         "not-an-address,Bad,Row,Chile,Spanish,3,An email address must have an @-sign."
     ]
@@ -117,7 +122,11 @@ def test_a_second_import_counts_updated_and_unchanged_contacts(
     )
     assert (again.file_name, again.rejects_path) == ("export.csv", None)
     record = import_view(app.factory, again.import_id)
-    assert record is not None and (record.file_name, record.accepted) == ("export.csv", 2)
+    assert record is not None and (record.file_name, record.imported_by, record.accepted) == (
+        "export.csv",
+        "",
+        2,
+    )
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
