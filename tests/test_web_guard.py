@@ -211,3 +211,84 @@ def test_csrf_tokens_are_made_once_and_renewed_at_sign_in() -> None:
     assert len(session["csrf"]) == 43 and session["csrf"] != token
     assert session_token(session) == "server-session"
     assert session_token({}) == "" and session_token({"sid": 7}) == ""
+
+
+FORM = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data; boundary=b"
+
+
+def _part(name: str, value: bytes) -> bytes:
+    return b'--b\r\nContent-Disposition: form-data; name="' + name.encode() + b'"\r\n\r\n' + value + b"\r\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "token"),
+    [
+        (b"a=1&csrf_token=tok", FORM, "tok"),
+        (b"a=1", FORM, ""),
+        (b"csrf_token=&csrf_token=tok", FORM, ""),  # the first value, even blank
+        (b"csrf_token=t%C3%A9k&x=\xff", FORM, "t\u00e9k"),  # bytes that are not UTF-8 do not stop the read
+        (b"csrf_token=tok", "text/plain", ""),
+        (
+            _part("a", b"A") + _part("csrf_token", b"tok") + _part("csrf_token", b"second") + b"--b--\r\n",
+            MULTIPART,
+            "tok",
+        ),
+        (_part("csrf_token", b"") + _part("a", b"A") + b"--b--\r\n", MULTIPART, ""),
+        (_part("csrf_token", b"t\xc3\xa9k") + b"--b--\r\n", MULTIPART, "t\ufffd\ufffdk"),
+        (b'name="csrf_token"\r\n\r\ntok\r\n', MULTIPART, "tok"),  # the marker at the very start
+        (b'name="csrf_token"\r\nno blank line\r\nafter', MULTIPART, ""),
+        (b"csrf_token=tok", MULTIPART, ""),
+    ],
+)
+def test_the_form_token_is_the_first_csrf_field_of_the_body(
+    body: bytes, content_type: str, token: str
+) -> None:
+    from mailer.web.auth import _form_token
+
+    assert _form_token(body, content_type) == token
+
+
+def _scope(headers: list[tuple[bytes, bytes]], **extra: Any) -> dict[str, Any]:
+    return {"type": "http", "headers": headers, **extra}
+
+
+def test_the_same_origin_is_the_public_one_or_the_one_addressed() -> None:
+    from mailer.web.auth import _same_origin
+
+    host = [(b"host", b"Intranet.Example:8080")]
+    assert _same_origin(_scope([]), PUBLIC, PUBLIC) is True
+    assert _same_origin(_scope(host, scheme="http"), "http://intranet.example:8080", PUBLIC) is True
+    assert _same_origin(_scope(host, scheme="https"), "https://intranet.example:8080", PUBLIC) is True
+    assert _same_origin(_scope(host, scheme="https"), "http://intranet.example:8080", PUBLIC) is False
+    assert _same_origin(_scope(host), "http://intranet.example:8080", PUBLIC) is True  # no scheme: http
+    assert _same_origin(_scope([]), "http://xxxx", PUBLIC) is False  # no Host header: no second origin
+    assert _same_origin(_scope([]), "http://", PUBLIC) is True
+
+
+def test_a_request_without_a_query_string_redirects_to_sign_in_with_its_path() -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def downstream(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("an anonymous request must not reach the route")
+
+    guard = GuardMiddleware(
+        downstream, factory=None, clock=VirtualClock(NOW), policy=SessionPolicy(), public_origin=PUBLIC
+    )
+    scope = {"type": "http", "path": "/staff/log", "method": "GET", "headers": [], "session": {}}
+    asyncio.run(guard(scope, receive, send))
+    assert sent[0]["status"] == 303
+    assert dict(sent[0]["headers"])[b"location"] == b"/login?next=%2Fstaff%2Flog"
+
+
+def test_csrf_tokens_of_32_characters_are_kept() -> None:
+    session: dict[str, Any] = {"csrf": "k" * 32}
+    assert csrf_token(session) == "k" * 32
+    session["csrf"] = "k" * 31
+    assert len(csrf_token(session)) == 43
