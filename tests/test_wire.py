@@ -306,3 +306,14 @@ def test_composed_bytes_are_pinned() -> None:
         ("ead57d6e3d16c20e", "ead57d6e3d16c20e", False),
         ("605edee1eada27c1", "605edee1eada27c1", True),
     ]
+
+
+def test_calendar_bytes_get_crlf_line_ends_and_a_final_line_end() -> None:
+    from mailer.compose.wire import _encode_calendar
+
+    unended = CalendarPart(b"BEGIN:VCALENDAR\nVERSION:2.0\r\nEND:VCALENDAR", Method.REQUEST)
+    assert _encode_calendar(unended) == ("7bit", b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nEND:VCALENDAR\r\n")
+    ended = CalendarPart(b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n", Method.CANCEL)
+    assert _encode_calendar(ended) == ("7bit", b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n")
+    utf8 = CalendarPart("SUMMARY:Séance\r\n".encode(), Method.REQUEST)
+    assert _encode_calendar(utf8) == ("base64", b"U1VNTUFSWTpTw6lhbmNlDQo=\r\n")
