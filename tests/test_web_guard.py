@@ -292,3 +292,69 @@ def test_csrf_tokens_of_32_characters_are_kept() -> None:
     assert csrf_token(session) == "k" * 32
     session["csrf"] = "k" * 31
     assert len(csrf_token(session)) == 43
+
+
+def _messages(*messages: dict[str, Any]) -> Any:
+    queue = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        return queue.pop(0)
+
+    return receive
+
+
+@pytest.mark.parametrize(
+    ("messages", "limit", "body"),
+    [
+        (
+            [
+                {"type": "http.request", "body": b"ab", "more_body": True},
+                {"type": "http.request", "body": b"cd"},
+            ],
+            4,
+            b"abcd",
+        ),
+        ([{"type": "http.request", "body": b"ab"}, {"type": "http.request", "body": b"cd"}], 4, b"ab"),
+        ([{"type": "http.request"}], 4, b""),
+        ([{"type": "http.disconnect"}], 4, b""),
+        (
+            [
+                {"type": "http.request", "body": b"abc", "more_body": True},
+                {"type": "http.request", "body": b"def"},
+            ],
+            5,
+            None,
+        ),
+        ([{"type": "http.request", "body": b"abcdef"}], 5, None),
+    ],
+)
+def test_a_body_is_read_to_its_end_or_refused_past_the_limit(
+    messages: list[dict[str, Any]], limit: int, body: bytes | None
+) -> None:
+    from mailer.web.auth import _read_body
+
+    assert asyncio.run(_read_body(_messages(*messages), limit)) == body
+
+
+def test_the_read_body_is_given_once_then_the_real_receive() -> None:
+    from mailer.web.auth import _replay
+
+    replay = _replay(b"csrf_token=tok", _messages({"type": "http.disconnect"}))
+
+    async def twice() -> list[Any]:
+        return [await replay(), await replay()]
+
+    assert asyncio.run(twice()) == [
+        {"type": "http.request", "body": b"csrf_token=tok", "more_body": False},
+        {"type": "http.disconnect"},
+    ]
+
+
+def test_a_blank_or_missing_session_token_never_matches() -> None:
+    headers = [(b"content-type", FORM.encode())]
+    assert GuardMiddleware._csrf_ok(_scope(headers), {"csrf": "tok"}, b"csrf_token=tok", PUBLIC) is True
+    assert GuardMiddleware._csrf_ok(_scope(headers), {"csrf": ""}, b"csrf_token=", PUBLIC) is False
+    assert GuardMiddleware._csrf_ok(_scope(headers), {"csrf": 7}, b"csrf_token=7", PUBLIC) is False
+    assert GuardMiddleware._csrf_ok(_scope(headers), {}, b"csrf_token=", PUBLIC) is False
+    # Without a Content-Type the body is no form: no token in it.
+    assert GuardMiddleware._csrf_ok(_scope([]), {"csrf": "tok"}, b"csrf_token=tok", PUBLIC) is False
