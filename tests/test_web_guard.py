@@ -38,6 +38,11 @@ async def _echo(request: Request) -> Response:
     return PlainTextResponse(f"{user.username if user else '-'} {len(body)} {body[:40].decode('latin-1')}")
 
 
+async def _whoami(request: Request) -> Response:
+    user = request.scope["state"]["user"]
+    return PlainTextResponse(f"{user.id} {user.username} {user.email} {user.role} {user.is_organiser}")
+
+
 async def _csrf(request: Request) -> Response:
     return PlainTextResponse(csrf_token(request.session))
 
@@ -50,6 +55,7 @@ async def _sign_in(request: Request) -> Response:
 def _site(app: App, clock: VirtualClock) -> Starlette:
     routes = [
         Route("/csrf", _csrf),
+        Route("/whoami", _whoami),
         Route("/sign-in/{token}", _sign_in),
         *(
             Route(path, _echo, methods=["GET", "POST", "DELETE"])
@@ -358,3 +364,47 @@ def test_a_blank_or_missing_session_token_never_matches() -> None:
     assert GuardMiddleware._csrf_ok(_scope(headers), {}, b"csrf_token=", PUBLIC) is False
     # Without a Content-Type the body is no form: no token in it.
     assert GuardMiddleware._csrf_ok(_scope([]), {"csrf": "tok"}, b"csrf_token=tok", PUBLIC) is False
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_signed_in_account_is_given_to_the_route(app: App) -> None:
+    with transaction(app.factory) as db:
+        add_user(db, "first", "correct horse battery staple", NOW)
+        user = add_user(
+            db,
+            "olga",
+            "correct horse battery staple",
+            NOW,
+            role=StaffRole.ORGANISER,
+            email="olga@example.org",
+        )
+        db.flush()
+        token = start_session(db, user, NOW)
+        user_id = user.id
+
+    async def steps(http: httpx.AsyncClient) -> str:
+        await http.get(f"/sign-in/{token}")
+        return (await http.get("/whoami")).text
+
+    assert user_id == 2
+    assert _run(app, steps) == "2 olga olga@example.org organiser True"
+
+
+def test_other_than_http_passes_through_untouched() -> None:
+    seen: list[tuple[Any, Any, Any]] = []
+
+    async def downstream(scope: Any, receive: Any, send: Any) -> None:
+        seen.append((scope, receive, send))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: Any) -> None:
+        pass
+
+    guard = GuardMiddleware(
+        downstream, factory=None, clock=VirtualClock(NOW), policy=SessionPolicy(), public_origin=PUBLIC
+    )
+    scope = {"type": "lifespan"}
+    asyncio.run(guard(scope, receive, send))
+    assert seen == [(scope, receive, send)]
