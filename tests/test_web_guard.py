@@ -408,3 +408,32 @@ def test_other_than_http_passes_through_untouched() -> None:
     scope = {"type": "lifespan"}
     asyncio.run(guard(scope, receive, send))
     assert seen == [(scope, receive, send)]
+
+
+def test_after_the_checked_body_the_route_hears_the_clients_disconnect() -> None:
+    heard: list[Any] = []
+
+    async def downstream(scope: Any, receive: Any, send: Any) -> None:
+        heard.extend([await receive(), await receive()])
+
+    async def send(message: Any) -> None:
+        pass
+
+    guard = GuardMiddleware(
+        downstream, factory=None, clock=VirtualClock(NOW), policy=SessionPolicy(), public_origin=PUBLIC
+    )
+    scope = {
+        "type": "http",
+        "path": "/form",
+        "method": "POST",
+        "headers": [(b"x-csrf-token", b"tok")],
+        "session": {"csrf": "tok"},
+    }
+    receive = _messages(
+        {"type": "http.request", "body": b"a=1", "more_body": False}, {"type": "http.disconnect"}
+    )
+    asyncio.run(guard(scope, receive, send))
+    assert heard == [
+        {"type": "http.request", "body": b"a=1", "more_body": False},
+        {"type": "http.disconnect"},
+    ]
