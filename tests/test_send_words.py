@@ -14,6 +14,7 @@ from mailer.app import App
 from mailer.compose.context import send_lead
 from mailer.config import Settings
 from mailer.delivery.transport import SmtpRouter
+from mailer.errors import NaiveDatetimeError
 from mailer.service import Service
 from mailer.store.engine import transaction
 from mailer.timeline.clock import VirtualClock
@@ -89,6 +90,18 @@ class _Session:
         # A week before, and after the start: nothing relative.
         ("Asia/Kathmandu", SESSION_START - timedelta(days=7), ("week", "")),
         ("Asia/Kathmandu", SESSION_START + timedelta(minutes=1), ("", "")),
+        # Boundaries: at the start nothing; "in one hour" from 50 to 70 minutes inclusive; whole minutes under
+        # two hours.
+        ("Europe/Paris", SESSION_START, ("", "")),
+        ("Europe/Paris", SESSION_START - timedelta(minutes=50), ("hour", "")),
+        ("Europe/Paris", SESSION_START - timedelta(minutes=70), ("hour", "")),
+        ("Europe/Paris", SESSION_START - timedelta(minutes=71, seconds=30), ("", "in 71 minutes")),
+        ("Europe/Paris", SESSION_START - timedelta(minutes=90), ("", "in 90 minutes")),
+        ("Europe/Paris", SESSION_START - timedelta(hours=2), ("", "in 2 hours")),
+        # Whole hours left, never rounded up: 21 h 30 min before 23:00 in Brisbane (UTC+10) is "21 hours".
+        ("Australia/Brisbane", SESSION_START - timedelta(hours=21, minutes=30), ("", "in 21 hours")),
+        # Days on the recipient's calendar, never turned into weeks.
+        ("Europe/Paris", SESSION_START - timedelta(days=25), ("", "in 25 days")),
     ],
 )
 def test_send_lead_around_midnight_and_the_date_line(
@@ -96,3 +109,8 @@ def test_send_lead_around_midnight_and_the_date_line(
 ) -> None:
     session = _Session(SESSION_START.astimezone(ZoneInfo("America/Sao_Paulo")))
     assert send_lead(session, ZoneInfo(zone), sent_at, "en") == expected  # type: ignore[arg-type]
+
+
+def test_a_naive_send_moment_is_refused_by_name() -> None:
+    with pytest.raises(NaiveDatetimeError, match=r"^sent_at must be timezone-aware"):
+        send_lead(_Session(SESSION_START), ZoneInfo("UTC"), datetime(2022, 3, 7, 12, 0), "en")  # type: ignore[arg-type]

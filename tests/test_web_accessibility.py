@@ -28,18 +28,9 @@ from mailer.web.server import ThreadedServer
 from tests.chromium import headless_chromium
 from tests.conftest import CONTACTS_DIR, RunningServer
 from tests.factories import add_contact
-from tests.test_web_support import (
-    INVITATION_AT,
-    PASSWORD,
-    accounts,
-    clock,
-    run_service,
-    sending_app,
-    signing_secret,
-    web,
-)
+from tests.test_web_support import INVITATION_AT, PASSWORD, run_service, sending_app, signing_secret
 
-__all__ = ["accounts", "clock", "signing_secret", "web"]  # fixtures used by name
+__all__ = ["signing_secret"]  # a fixture used by name
 
 AXE_DIR = Path(os.environ.get("AXE_CORE_DIR", Path.home() / ".cache" / "webinar-mailer" / "axe"))
 AXE_JS = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
+import hmac
+import logging
 import stat
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -14,6 +18,7 @@ from mailer.compose.links import (
     BadLinkError,
     Link,
     LinkKind,
+    derived_key,
     key_file,
     make_token,
     message_links,
@@ -258,3 +263,81 @@ def test_a_token_is_itsdangerous_signature_of_its_payload(config: Settings, link
         *([link.answer.value] if link.answer else []),
     ]
     assert make_token(config, link) == _signer(config).sign(".".join(fields)).decode()
+
+
+def _hmac_b64(key: bytes, data: bytes) -> str:
+    return base64.urlsafe_b64encode(hmac.new(key, data, hashlib.sha256).digest()).rstrip(b"=").decode("ascii")
+
+
+def test_tokens_are_the_payload_and_its_hmac_sha256_under_the_links_key(config: Settings) -> None:
+    master = b"unit-test-key-0123456789abcdefghijklmnop"
+    links_key = hmac.new(master, b"links", hashlib.sha256).digest()
+    assert derived_key(config, "links") == links_key
+    assert derived_key(config, "sessions") == hmac.new(master, b"sessions", hashlib.sha256).digest()
+    tag = base64.urlsafe_b64encode(hashlib.sha256(b"ann@example.org").digest()[:9]).decode("ascii")
+    assert recipient_tag(" Ann@Example.ORG ") == tag == "Q4xMev5gDN8e"
+    unsubscribe = f"u.42.{tag}"
+    no = f"r.42.{tag}.no"
+    assert make_token(config, Link(LinkKind.UNSUBSCRIBE, 42, recipient=tag)) == (
+        f"{unsubscribe}.{_hmac_b64(links_key, unsubscribe.encode())}"
+    )
+    assert unsubscribe_url(config, 42, "ann@example.org") == (
+        f"http://127.0.0.1:8080/u/{unsubscribe}.{_hmac_b64(links_key, unsubscribe.encode())}"
+    )
+    assert rsvp_url(config, 42, "no", "ann@example.org") == (
+        f"http://127.0.0.1:8080/rsvp/{no}.{_hmac_b64(links_key, no.encode())}"
+    )
+    yes = f"r.42.{tag}.yes"
+    assert message_links(config, 42, "ann@example.org") == {
+        "unsubscribe_url": f"http://127.0.0.1:8080/u/{unsubscribe}.{_hmac_b64(links_key, unsubscribe.encode())}",
+        "rsvp_yes_url": f"http://127.0.0.1:8080/rsvp/{yes}.{_hmac_b64(links_key, yes.encode())}",
+        "rsvp_no_url": f"http://127.0.0.1:8080/rsvp/{no}.{_hmac_b64(links_key, no.encode())}",
+    }
+
+
+def test_bad_tokens_say_whether_the_signature_or_the_shape_is_wrong(config: Settings) -> None:
+    from mailer.compose.links import _signer
+
+    with pytest.raises(BadLinkError, match=r"^link signature does not match$"):
+        read_token(config, "u.42.tag.bad")
+    with pytest.raises(BadLinkError, match=r"^link signature does not match$"):
+        read_token(config, "u.42.tag.\u00e9")
+    with pytest.raises(BadLinkError, match=r"^signed payload has the wrong shape$"):
+        read_token(config, _signer(config).sign("u.42").decode())
+
+
+def test_a_key_file_readable_by_others_is_used_with_a_warning_and_a_short_one_refused(
+    config: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("MAILER_SECRET_KEY")
+    settings = dataclasses.replace(config, base_dir=tmp_path / "open")
+    path = key_file(settings)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"k" * 32 + b"\n")
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="mailer.compose.links"):
+        assert signing_key(settings) == b"k" * 32
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path} is readable by others (mode 644); run: chmod 600 {path}"
+    ]
+    short = dataclasses.replace(config, base_dir=tmp_path / "short")
+    short_path = key_file(short)
+    short_path.parent.mkdir(parents=True)
+    short_path.write_bytes(b"k" * 31)
+    short_path.chmod(0o600)
+    with pytest.raises(ValueError, match="the signing key is too short; delete the file to make a new one"):
+        signing_key(short)
+
+
+def test_a_new_key_file_is_announced_once(
+    config: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("MAILER_SECRET_KEY")
+    settings = dataclasses.replace(config, base_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="mailer.compose.links"):
+        key = signing_key(settings)
+    path = key_file(settings)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"made a new signing key for web links in {path} (mode 0600); keep it: old links need it"
+    ]
+    assert len(key) == 64 and path.read_bytes() == key + b"\n"

@@ -306,3 +306,33 @@ def test_composed_bytes_are_pinned() -> None:
         ("ead57d6e3d16c20e", "ead57d6e3d16c20e", False),
         ("605edee1eada27c1", "605edee1eada27c1", True),
     ]
+
+
+def test_calendar_bytes_get_crlf_line_ends_and_a_final_line_end() -> None:
+    from mailer.compose.wire import _encode_calendar
+
+    unended = CalendarPart(b"BEGIN:VCALENDAR\nVERSION:2.0\r\nEND:VCALENDAR", Method.REQUEST)
+    assert _encode_calendar(unended) == ("7bit", b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nEND:VCALENDAR\r\n")
+    ended = CalendarPart(b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n", Method.CANCEL)
+    assert _encode_calendar(ended) == ("7bit", b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n")
+    utf8 = CalendarPart("SUMMARY:Séance\r\n".encode(), Method.REQUEST)
+    assert _encode_calendar(utf8) == ("base64", b"U1VNTUFSWTpTw6lhbmNlDQo=\r\n")
+
+
+HEAD = b'--=_mailer-alt-7f3a9c0d\r\nContent-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: '
+
+
+def test_a_text_part_ends_every_line_with_crlf_lone_cr_included() -> None:
+    from mailer.compose.wire import _part
+
+    assert _part("plain", "a\rb\r\nc\n.d") == (HEAD + b"7bit\r\n\r\na\r\nb\r\nc\r\n.d\r\n", True)
+
+
+def test_a_line_of_998_octets_stays_7bit_and_one_of_999_is_quoted_printable() -> None:
+    from mailer.compose.wire import _part, quoted_printable
+
+    assert _part("plain", "x" * 998) == (HEAD + b"7bit\r\n\r\n" + b"x" * 998 + b"\r\n", False)
+    assert _part("plain", "x" * 999) == (
+        HEAD + b"quoted-printable\r\n\r\n" + quoted_printable("x" * 999 + "\n"),
+        False,
+    )

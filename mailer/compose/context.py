@@ -122,21 +122,6 @@ EXTRA_VARIABLES: dict[StepKind, frozenset[str]] = {
 }
 
 
-def step_lead(step: Step) -> tuple[str, timedelta | None]:
-    """("week" | "day" | "hour" | "", time before the start or None when the step is not before it)."""
-    offset = step.offset
-    if offset.calendar_days < 0:
-        before = timedelta(days=-offset.calendar_days)
-    elif offset.exact < timedelta(0):
-        before = -offset.exact
-    else:
-        return "", None
-    named = {timedelta(days=7): "week", timedelta(days=1): "day", timedelta(hours=1): "hour"}
-    if offset.calendar_days == 0 and before >= timedelta(days=1):
-        return "", before  # exact hours worth a day or more: say it in words
-    return named.get(before, ""), before
-
-
 def send_lead(session: Session, zone: tzinfo, sent_at: datetime, language: str) -> tuple[str, str]:
     """(``lead``, ``lead_text``) of the context for a message sent at ``sent_at`` (aware) to a recipient in
     ``zone``: the relative words are decided by the actual send moment, never by the step's offset, so a
@@ -234,6 +219,5 @@ __all__ = [
     "EXTRA_VARIABLES",
     "OVERRIDABLE",
     "send_lead",
-    "step_lead",
     "template_context",
 ]
