@@ -2,7 +2,12 @@
 
 Usage (``./run mutate`` calls it; not part of the CI suite, it takes minutes per group)::
 
-    .venv/bin/python bench/mutate.py [GROUP ...] [--report PATH] [--jobs N]
+    .venv/bin/python bench/mutate.py [GROUP ...] [--report PATH] [--jobs N] [--again] [--module PATH ...]
+
+``--again`` keeps each group's scratch copy from the last run, brings its test files up to date and
+re-tests only that run's survivors (after tests were added for them); the other results stand.
+``--module PATH`` runs only that module of its group (in a scratch copy of its own), for a group too
+slow to run whole on a loaded machine.
 
 Groups, their covering test files and the mutants judged equivalent are configured in ``pyproject.toml``
 under ``[tool.mutmut]`` (settings shared by every group) and ``[tool.webinar-mailer.mutation]``. With no
@@ -78,6 +83,11 @@ def prepare(group: Group, shared: dict[str, object], scratch: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in COPIED:
         shutil.copytree(ROOT / name, scratch / name, ignore=ignore)
+    configure(group, shared, scratch)
+
+
+def configure(group: Group, shared: dict[str, object], scratch: Path) -> None:
+    """The ``pyproject.toml`` of ``scratch``: mutmut's settings for ``group`` and the project's pytest options."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
     settings = {
         **shared,
@@ -94,6 +104,14 @@ def prepare(group: Group, shared: dict[str, object], scratch: Path) -> None:
     lines += ["", "[tool.pytest.ini_options]"]
     lines += [f"{key} = {toml_value(value)}" for key, value in pytest_options.items() if key != "testpaths"]
     (scratch / "pyproject.toml").write_text("\n".join(lines) + "\n", "utf-8")
+
+
+def refresh_tests(scratch: Path) -> None:
+    """The project's current test files over those of ``scratch`` and of mutmut's copy inside it."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for target in (scratch / "tests", scratch / "mutants" / "tests"):
+        if target.exists():
+            shutil.copytree(ROOT / "tests", target, ignore=ignore, dirs_exist_ok=True)
 
 
 def mutmut(scratch: Path, *args: str, capture: bool = False) -> str:
@@ -173,18 +191,45 @@ def main() -> int:
     parser.add_argument("groups", nargs="*", help=f"groups to run (default: all of {', '.join(groups)})")
     parser.add_argument("--report", type=Path, default=ROOT / "var" / "mutation" / "report.md")
     parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2)")
+    parser.add_argument(
+        "--module", action="append", default=[], help="run only this module of the chosen groups (repeatable)"
+    )
+    parser.add_argument(
+        "--again", action="store_true", help="re-test only the last run's survivors, with the current tests"
+    )
     options = parser.parse_args()
     unknown = [name for name in options.groups if name not in groups]
     if unknown:
         parser.error(f"unknown group(s): {', '.join(unknown)}")
     chosen = [groups[name] for name in options.groups] or list(groups.values())
-    lines = ["# Mutation report", "", f"Command: `bench/mutate.py {' '.join(options.groups)}`".rstrip(), ""]
+    if options.module:
+        parts = [
+            Group(f"{group.name}--{Path(module).stem}", (module,), group.tests, group.deselect)
+            for group in chosen
+            for module in group.modules
+            if module in options.module
+        ]
+        if not parts:
+            parser.error(f"no chosen group has module(s) {', '.join(options.module)}")
+        chosen = parts
+    lines = ["# Mutation report", "", f"Command: `bench/mutate.py {' '.join(sys.argv[1:])}`".rstrip(), ""]
     low: list[str] = []
     for group in chosen:
         scratch = ROOT / "var" / "mutation" / group.name
-        prepare(group, shared, scratch)
+        names: list[str] = []
+        if options.again and (scratch / "mutants").exists():
+            refresh_tests(scratch)
+            configure(group, shared, scratch)
+            names = [
+                name
+                for name, status in statuses(scratch).items()
+                if status not in KILLED and name not in equivalent
+            ]
+        else:
+            prepare(group, shared, scratch)
         try:
-            mutmut(scratch, "run", "--max-children", str(options.jobs))
+            if names or not options.again:
+                mutmut(scratch, "run", "--max-children", str(options.jobs), *names)
         except subprocess.CalledProcessError as error:
             print(f"mutmut failed on group {group.name}: {error}", file=sys.stderr)
             return 2
