@@ -2,12 +2,14 @@
 
 Usage (``./run mutate`` calls it; not part of the CI suite, it takes minutes per group)::
 
-    .venv/bin/python bench/mutate.py [GROUP ...] [--report PATH] [--jobs N] [--again] [--module PATH ...]
+    .venv/bin/python bench/mutate.py [GROUP ...] [--report PATH] [--jobs N] [--again] [--module PATH ...] [--only NAME ...]
 
 ``--again`` keeps each group's scratch copy from the last run, brings its test files up to date and
-re-tests only that run's survivors (after tests were added for them); the other results stand.
+re-tests only the mutants that run left alive or did not reach (after tests were added for them, or to finish
+a stopped run); the other results stand.
 ``--module PATH`` runs only that module of its group (in a scratch copy of its own), for a group too
-slow to run whole on a loaded machine.
+slow to run whole on a loaded machine. ``--only NAME`` tests only the mutants named (fnmatch patterns,
+e.g. ``"mailer.delivery.pool.*_connect__mutmut_5"``); the others keep the result of the last run.
 
 Groups, their covering test files and the mutants judged equivalent are configured in ``pyproject.toml``
 under ``[tool.mutmut]`` (settings shared by every group) and ``[tool.webinar-mailer.mutation]``. With no
@@ -15,7 +17,8 @@ GROUP every group runs. Each group runs in its own scratch copy of the project (
 with a ``pyproject.toml`` whose ``[tool.mutmut]`` names only that group's modules and test files, so each
 mutant is tested by the tests of those files that reach the mutated function and nothing else.
 
-The report (default ``var/mutation/report.md``) has the score per module, killed / (all - equivalent),
+The report (default ``var/mutation/report.md``) has the score per module, killed / (all - equivalent -
+not run; "not run" is 0 after a complete run),
 and every surviving mutant with its diff; equivalent ones are listed apart with the reason given in the
 configuration. Exits 1 if a module scores below ``min_score`` (per cent), 2 if mutmut itself fails.
 """
@@ -36,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 COPIED = ("mailer", "tests", "templates", "config")
 KILLED = {"killed", "caught by type check"}
+NOT_RUN = "not checked"  # mutmut's status for a mutant not tested yet (a run stopped or run in parts)
 # mutmut's status for a mutant whose tests did not fail, or could not tell.
 SURVIVED = {"survived", "no tests", "suspicious", "timeout", "segfault", "skipped"}
 
@@ -144,22 +148,33 @@ def module_of(mutant: str, group: Group) -> str:
 
 def report_group(group: Group, found: dict[str, str], equivalent: dict[str, str], scratch: Path) -> list[str]:
     """The report's section for ``group``: one score row per module, then the survivors with their diffs."""
-    rows = ["| module | mutants | killed | equivalent | survived | score |", "|---|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| module | mutants | killed | equivalent | survived | not run | score |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     survivors: list[str] = []
     equivalents: list[str] = []
     for module in group.modules:
         names = sorted(name for name in found if module_of(name, group) == module)
         counts = Counter(
-            "equivalent" if name in equivalent else "killed" if found[name] in KILLED else "survived"
+            "equivalent"
+            if name in equivalent
+            else "killed"
+            if found[name] in KILLED
+            else "not run"
+            if found[name] == NOT_RUN
+            else "survived"
             for name in names
         )
-        live = len(names) - counts["equivalent"]
+        live = len(names) - counts["equivalent"] - counts["not run"]
         score = 100.0 * counts["killed"] / live if live else 100.0
         rows.append(
             f"| {module} | {len(names)} | {counts['killed']} | {counts['equivalent']} | "
-            f"{counts['survived']} | {score:.1f}% |"
+            f"{counts['survived']} | {counts['not run']} | {score:.1f}% |"
         )
         for name in names:
+            if found[name] == NOT_RUN:
+                continue
             if name in equivalent:
                 equivalents.append(f"- `{name}`: {equivalent[name]}")
             elif found[name] not in KILLED:
@@ -175,10 +190,14 @@ def report_group(group: Group, found: dict[str, str], equivalent: dict[str, str]
 
 
 def scores(found: dict[str, str], group: Group, equivalent: dict[str, str]) -> dict[str, float]:
-    """Per module of ``group``: killed / (mutants - equivalent), in per cent."""
+    """Per module of ``group``: killed / (mutants - equivalent - not run), in per cent."""
     result: dict[str, float] = {}
     for module in group.modules:
-        names = [name for name in found if module_of(name, group) == module and name not in equivalent]
+        names = [
+            name
+            for name in found
+            if module_of(name, group) == module and name not in equivalent and found[name] != NOT_RUN
+        ]
         killed = sum(found[name] in KILLED for name in names)
         result[module] = 100.0 * killed / len(names) if names else 100.0
     return result
@@ -193,6 +212,12 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument(
         "--module", action="append", default=[], help="run only this module of the chosen groups (repeatable)"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="test only the mutants named (fnmatch patterns, repeatable)",
     )
     parser.add_argument(
         "--again", action="store_true", help="re-test only the last run's survivors, with the current tests"
@@ -217,7 +242,11 @@ def main() -> int:
     for group in chosen:
         scratch = ROOT / "var" / "mutation" / group.name
         names: list[str] = []
-        if options.again and (scratch / "mutants").exists():
+        if options.only and (scratch / "mutants").exists():
+            refresh_tests(scratch)
+            configure(group, shared, scratch)
+            names = list(options.only)
+        elif options.again and (scratch / "mutants").exists():
             refresh_tests(scratch)
             configure(group, shared, scratch)
             names = [
@@ -228,7 +257,9 @@ def main() -> int:
         else:
             prepare(group, shared, scratch)
         try:
-            if names or not options.again:
+            if options.only and not names:
+                mutmut(scratch, "run", "--max-children", str(options.jobs), *options.only)
+            elif names or not options.again:
                 mutmut(scratch, "run", "--max-children", str(options.jobs), *names)
         except subprocess.CalledProcessError as error:
             print(f"mutmut failed on group {group.name}: {error}", file=sys.stderr)

@@ -17,9 +17,15 @@ from mailer.store.models import (
 from mailer.store.outbox import (
     Outcome,
     claim_due,
+    has_due,
+    mark_handed,
+    next_due_at,
     queue_wave,
     reap_expired_leases,
     record_outcomes,
+    release_claims,
+    renew_leases,
+    renew_worker_leases,
     set_wave_status,
     suppress,
 )
@@ -184,3 +190,91 @@ def test_expired_lease_is_reaped_and_cancel_skips_pending(app: App) -> None:
         _, touched = set_wave_status(db, wave.id, WaveStatus.CANCELLED, INVITATION_AT)
     assert touched == 2
     assert _status_counts(app) == {"skipped": 2}
+
+
+def _leases(app: App) -> dict[int, tuple[str, str, datetime | None, datetime | None, int]]:
+    """pk -> (status, worker, lease_until, handed_at, attempts)."""
+    with transaction(app.factory) as db:
+        rows = db.execute(
+            select(
+                Message.id,
+                Message.status,
+                Message.worker,
+                Message.lease_until,
+                Message.handed_at,
+                Message.attempts,
+            )
+        ).all()
+    return {
+        pk: (
+            str(status),
+            worker,
+            lease and lease.astimezone(UTC),
+            handed and handed.astimezone(UTC),
+            attempts,
+        )
+        for pk, status, worker, lease, handed, attempts in rows
+    }
+
+
+def test_a_worker_renews_hands_and_releases_only_its_own_claims(app: App) -> None:
+    series = app.settings.series
+    _seed(app, 3)
+    with transaction(app.factory) as db:
+        queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT)
+    lease = timedelta(minutes=5)
+    with transaction(app.factory) as db:
+        mine, _ = claim_due(db, app.settings, INVITATION_AT, worker="w1", limit=2, lease=lease)
+        theirs, _ = claim_due(db, app.settings, INVITATION_AT, worker="w2", limit=2, lease=lease)
+    a, b = (message.pk for message in mine)
+    [c] = [message.pk for message in theirs]
+    end, later = INVITATION_AT + lease, INVITATION_AT + timedelta(minutes=20)
+    with transaction(app.factory) as db:
+        renew_leases(db, [a, c], "w1", later)  # c is w2's: untouched
+        mark_handed(db, [a, b, c], "w1", INVITATION_AT)
+        mark_handed(db, [], "w1", INVITATION_AT)
+    assert _leases(app) == {
+        a: ("sending", "w1", later, INVITATION_AT, 1),
+        b: ("sending", "w1", end, INVITATION_AT, 1),
+        c: ("sending", "w2", end, None, 1),
+    }
+    with transaction(app.factory) as db:
+        assert renew_worker_leases(db, "w1", later + lease) == 2
+        assert renew_worker_leases(db, "nobody", later) == 0
+    with transaction(app.factory) as db:
+        release_claims(db, [b], INVITATION_AT)
+        release_claims(db, [], INVITATION_AT)
+    assert _leases(app) == {
+        a: ("sending", "w1", later + lease, INVITATION_AT, 1),
+        b: ("queued", "", None, None, 0),
+        c: ("sending", "w2", end, None, 1),
+    }
+    with transaction(app.factory) as db:
+        events = db.scalars(
+            select(DeliveryEvent.detail).where(
+                DeliveryEvent.message_pk == b, DeliveryEvent.kind == "reclaimed"
+            )
+        ).all()
+    assert events == ["released at shutdown"]
+
+
+def test_the_next_due_time_is_strictly_later_and_only_in_active_waves(app: App) -> None:
+    series = app.settings.series
+    _seed(app, 1)
+    with transaction(app.factory) as db:
+        wave = queue_wave(
+            db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT
+        ).wave
+    second = INVITATION_AT + timedelta(seconds=1)
+    with transaction(app.factory) as db:
+        assert next_due_at(db, INVITATION_AT - timedelta(seconds=1)) == INVITATION_AT
+        assert next_due_at(db, INVITATION_AT) is None
+        assert (has_due(db, INVITATION_AT - timedelta(microseconds=1)), has_due(db, INVITATION_AT)) == (
+            False,
+            True,
+        )
+        assert has_due(db, second)
+        set_wave_status(db, wave.id, WaveStatus.PAUSED, INVITATION_AT)
+    with transaction(app.factory) as db:
+        assert next_due_at(db, INVITATION_AT - timedelta(seconds=1)) is None
+        assert has_due(db, second) is False

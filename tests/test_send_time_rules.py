@@ -6,9 +6,11 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 
 from mailer.app import App
+from mailer.errors import NaiveDatetimeError
 from mailer.store.engine import transaction
 from mailer.store.models import (
     Contact,
@@ -18,9 +20,13 @@ from mailer.store.models import (
     MessageStatus,
     Registration,
     RegistrationStatus,
+    SessionRow,
+    Suppression,
 )
 from mailer.store.outbox import Outcome, claim_due, queue_wave, record_outcomes
+from mailer.store.outbox.checks import SendTimeFacts, skip_reason
 from mailer.store.outbox.outcomes import retry_delay
+from mailer.store.outbox.sessions import sync_sessions
 from tests.factories import add_contact, register
 
 INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)  # africa-2021's invitation; deadline 3 days later
@@ -197,3 +203,134 @@ def test_retry_delay_doubles_from_the_base_with_seeded_jitter_and_a_six_hour_cap
         timedelta(seconds=48),
         timedelta(seconds=72),
     )
+
+
+def test_a_message_of_a_session_cancelled_meanwhile_is_skipped_as_cancelled(app: App) -> None:
+    with transaction(app.factory) as db:
+        add_contact(db, "ana@example.org")
+    _queue(app, "invitation", INVITATION_AT)
+    with transaction(app.factory) as db:  # cancelled in the store only: its wave still active
+        sync_sessions(db, app.settings, INVITATION_AT - timedelta(days=1))
+        row = db.get(SessionRow, "africa-2021")
+        assert row is not None and not row.cancelled
+        row.cancelled = True
+    assert _claim(app, INVITATION_AT) == []
+    assert _finished(app) == {"ana@example.org": ("skipped", "cancelled")}
+
+
+def test_the_send_time_checks_refuse_a_naive_now(app: App) -> None:
+    facts = SendTimeFacts(set(), {}, set())
+    step = app.settings.series.step("invitation")
+    with pytest.raises(NaiveDatetimeError) as error:
+        skip_reason(None, step, facts, datetime(2021, 6, 1, 13, 0))
+    assert str(error.value) == "now must be timezone-aware, got naive 2021-06-01T13:00:00"
+
+
+def _row(app: App, pk: int) -> dict[str, object]:
+    with transaction(app.factory) as db:
+        message = db.get(Message, pk)
+        assert message is not None
+        return {
+            "status": str(message.status),
+            "code": message.reply_code,
+            "text": message.reply_text,
+            "language": message.language,
+            "attempts": message.attempts,
+            "due_at": message.due_at.astimezone(UTC),
+            "sent_at": message.sent_at.astimezone(UTC) if message.sent_at else None,
+            "provider_id": message.provider_id,
+            "lease_until": message.lease_until,
+            "updated_at": message.updated_at.astimezone(UTC),
+            "events": [(str(e.kind), e.detail, e.reply_code) for e in message.events][1:],  # after "queued"
+        }
+
+
+@pytest.mark.parametrize("worker", ["w1", None], ids=["by-worker", "any-worker"])
+def test_each_outcome_is_recorded_with_its_columns_and_event(app: App, worker: str | None) -> None:
+    names = ("sent", "unattempted", "failed", "bounced", "kept")
+    with transaction(app.factory) as db:
+        for name in names:
+            add_contact(db, f"{name}@example.org")
+    _queue(app, "invitation", INVITATION_AT)
+    with transaction(app.factory) as db:
+        claimed, _ = claim_due(db, app.settings, INVITATION_AT, worker="w1", limit=10, lease=LEASE)
+        pks = {message.recipient.email.split("@")[0]: message.pk for message in claimed}
+        kept = db.get(Message, pks["kept"])
+        assert kept is not None
+        kept.language = "fr"  # the language the message was rendered in
+    at = INVITATION_AT + timedelta(seconds=30)
+    retry_at = INVITATION_AT + timedelta(hours=2)
+    long_text = "x" * 2500
+    with transaction(app.factory) as db:
+        record_outcomes(
+            db,
+            app.settings,
+            [
+                Outcome(
+                    pks["sent"], MessageStatus.SENT, 250, "2.0.0 Ok: queued as A1", "es", provider_id="A1"
+                ),
+                Outcome(pks["unattempted"], MessageStatus.DEFERRED, None, "relay down", retry_at=retry_at),
+                Outcome(pks["failed"], MessageStatus.FAILED, 554, "5.7.1 rejected"),
+                Outcome(pks["bounced"], MessageStatus.BOUNCED, 550, long_text, "de"),
+                Outcome(pks["kept"], MessageStatus.SENT, 250, "ok"),
+            ],
+            at,
+            worker=worker,
+        )
+    by = " by w1" if worker else ""
+    common = {"lease_until": None, "updated_at": at}
+    assert _row(app, pks["sent"]) == {
+        "status": "sent",
+        "code": 250,
+        "text": "2.0.0 Ok: queued as A1",
+        "language": "es",
+        "attempts": 1,
+        "due_at": INVITATION_AT,
+        "sent_at": at,
+        "provider_id": "A1",
+        **common,
+        "events": [("sent", f"2.0.0 Ok: queued as A1 (attempt 1{by})", 250)],
+    }
+    assert _row(app, pks["unattempted"]) == {
+        "status": "deferred",
+        "code": None,
+        "text": "relay down",
+        "language": "",
+        "attempts": 0,  # nothing reached the relay: the attempt is given back
+        "due_at": retry_at,
+        "sent_at": None,
+        "provider_id": None,
+        **common,
+        "events": [
+            (
+                "deferred",
+                f"relay down; retry at {retry_at.isoformat()}; not counted as an attempt (attempt 1{by})",
+                None,
+            )
+        ],
+    }
+    assert _row(app, pks["failed"]) == {
+        "status": "failed",
+        "code": 554,
+        "text": "5.7.1 rejected",
+        "language": "",
+        "attempts": 1,
+        "due_at": INVITATION_AT,
+        "sent_at": None,
+        "provider_id": None,
+        **common,
+        "events": [("failed", f"5.7.1 rejected (attempt 1{by})", 554)],
+    }
+    bounced = _row(app, pks["bounced"])
+    assert (bounced["status"], bounced["text"], bounced["language"], bounced["sent_at"]) == (
+        "bounced",
+        "x" * 2000,
+        "de",
+        None,
+    )
+    assert bounced["events"] == [("bounced", f"{long_text} (attempt 1{by})", 550)]
+    assert (_row(app, pks["kept"])["language"], _row(app, pks["kept"])["provider_id"]) == ("fr", None)
+    with transaction(app.factory) as db:
+        suppression = db.get(Suppression, "bounced@example.org")
+        assert suppression is not None
+        assert (suppression.reason, suppression.detail) == ("hard-bounce", "x" * 2000)
