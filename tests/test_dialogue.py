@@ -196,3 +196,33 @@ def test_a_pool_needs_a_host() -> None:
     with pytest.raises(ValueError) as error:
         SmtpPool(SmtpSettings("", 25, Security.NONE, "", "", 1, 1, 1.0))
     assert str(error.value) == "SmtpPool needs an SMTP host (the capture server's or a relay's)"
+
+
+def test_the_pool_greets_with_the_local_hostname_it_was_given() -> None:
+    # RFC 5321 sec. 4.1.1.1: EHLO names the client's host; relays check it against the sender's domain.
+    server, handler = fault_server(Faults(pipelining=False))
+
+    async def send() -> Reply:
+        async with SmtpPool(_settings(server.port), local_hostname="mailer.example.org") as pool:
+            return await pool.send(SENDER, "ann@example.org", MESSAGE)
+
+    with server:
+        reply = asyncio.run(send())
+    assert reply.status is MessageStatus.SENT
+    assert handler.ehlo_names == ["mailer.example.org"]
+
+
+def test_a_421_greeting_is_retried_at_once_on_a_new_connection() -> None:
+    # A 421 greeting (RFC 5321 sec. 3.8) opens no connection: the relay counts as unreachable for it, and the
+    # message goes on the next connection, before the circuit's threshold (3) is reached.
+    server, handler = fault_server(Faults(greeting_421=2, pipelining=False))
+
+    async def send() -> tuple[SmtpPool, Reply]:
+        async with SmtpPool(_settings(server.port)) as pool:
+            return pool, await pool.send(SENDER, "ann@example.org", MESSAGE)
+
+    with server:
+        pool, reply = asyncio.run(send())
+    assert reply.status is MessageStatus.SENT
+    assert (pool.connect_attempts, pool.connects, handler.connections) == (3, 1, 3)
+    assert pool.circuit.open is False

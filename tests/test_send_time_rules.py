@@ -218,11 +218,14 @@ def test_a_message_of_a_session_cancelled_meanwhile_is_skipped_as_cancelled(app:
     assert _finished(app) == {"ana@example.org": ("skipped", "cancelled")}
 
 
-def test_the_send_time_checks_refuse_a_naive_now(app: App) -> None:
+def test_the_send_time_checks_and_outcomes_refuse_a_naive_now(app: App) -> None:
     facts = SendTimeFacts(set(), {}, set())
     step = app.settings.series.step("invitation")
     with pytest.raises(NaiveDatetimeError) as error:
         skip_reason(None, step, facts, datetime(2021, 6, 1, 13, 0))
+    assert str(error.value) == "now must be timezone-aware, got naive 2021-06-01T13:00:00"
+    with transaction(app.factory) as db, pytest.raises(NaiveDatetimeError) as error:
+        record_outcomes(db, app.settings, [], datetime(2021, 6, 1, 13, 0))
     assert str(error.value) == "now must be timezone-aware, got naive 2021-06-01T13:00:00"
 
 
@@ -272,7 +275,7 @@ def test_each_outcome_is_recorded_with_its_columns_and_event(app: App, worker: s
                 Outcome(pks["unattempted"], MessageStatus.DEFERRED, None, "relay down", retry_at=retry_at),
                 Outcome(pks["failed"], MessageStatus.FAILED, 554, "5.7.1 rejected"),
                 Outcome(pks["bounced"], MessageStatus.BOUNCED, 550, long_text, "de"),
-                Outcome(pks["kept"], MessageStatus.SENT, 250, "ok"),
+                Outcome(pks["kept"], MessageStatus.SENT, 250, "y" * 2500, provider_id="p" * 300),
             ],
             at,
             worker=worker,
@@ -329,7 +332,9 @@ def test_each_outcome_is_recorded_with_its_columns_and_event(app: App, worker: s
         None,
     )
     assert bounced["events"] == [("bounced", f"{long_text} (attempt 1{by})", 550)]
-    assert (_row(app, pks["kept"])["language"], _row(app, pks["kept"])["provider_id"]) == ("fr", None)
+    kept_row = _row(app, pks["kept"])
+    assert (kept_row["language"], kept_row["text"], kept_row["provider_id"]) == ("fr", "y" * 2000, "p" * 255)
+    assert kept_row["events"] == [("sent", f"{'y' * 2500} (attempt 1{by})", 250)]
     with transaction(app.factory) as db:
         suppression = db.get(Suppression, "bounced@example.org")
         assert suppression is not None
