@@ -278,3 +278,63 @@ def test_the_next_due_time_is_strictly_later_and_only_in_active_waves(app: App) 
     with transaction(app.factory) as db:
         assert next_due_at(db, INVITATION_AT - timedelta(seconds=1)) is None
         assert has_due(db, second) is False
+
+
+def test_a_claimed_message_carries_its_row_and_is_leased_to_the_worker(app: App) -> None:
+    series = app.settings.series
+    with transaction(app.factory) as db:
+        ana = add_contact(db, "josé@example.org", name="José", country="NG", language="fr")
+        add_contact(db, "ben@example.org")
+    with transaction(app.factory) as db:
+        wave = queue_wave(
+            db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT
+        ).wave
+    with transaction(app.factory) as db:
+        message = db.scalars(select(Message).where(Message.contact_id == ana.id)).one()
+        message.expiries, message.attempts = 1, 2  # reclaimed once before
+        pk, message_id, deadline = message.id, message.message_id, message.deadline_at.astimezone(UTC)
+    lease = timedelta(minutes=5)
+    with transaction(app.factory) as db:
+        assert claim_due(
+            db, app.settings, INVITATION_AT - timedelta(microseconds=1), worker="w", limit=5, lease=lease
+        ) == (
+            [],
+            [],
+        )
+        claimed, finished = claim_due(db, app.settings, INVITATION_AT, worker="w", limit=1, lease=lease)
+    assert finished == []
+    [first] = claimed
+    assert (first.pk, first.message_id, first.session_id, first.step, first.wave_id) == (
+        pk,
+        message_id,
+        "africa-2021",
+        "invitation",
+        wave.id,
+    )
+    assert (first.attempts, first.careful, first.deadline_at.astimezone(UTC), first.needs_smtputf8) == (
+        3,
+        True,
+        deadline,
+        True,
+    )
+    assert (
+        first.recipient.email,
+        first.recipient.name,
+        first.recipient.language,
+        first.recipient.country,
+    ) == (
+        "josé@example.org",
+        "José",
+        "fr",
+        "NG",
+    )
+    assert first.recipient.region == "africa"
+    with transaction(app.factory) as db:
+        row = db.get(Message, pk)
+        assert row is not None
+        assert (str(row.status), row.worker, row.attempts, row.handed_at) == ("sending", "w", 3, None)
+        assert (row.lease_until.astimezone(UTC), row.updated_at.astimezone(UTC)) == (  # type: ignore[union-attr]
+            INVITATION_AT + lease,
+            INVITATION_AT,
+        )
+        assert reap_expired_leases(db, INVITATION_AT + lease) == 0  # the lease holds up to its end

@@ -23,7 +23,7 @@ from mailer.store.models import (
     SessionRow,
     Suppression,
 )
-from mailer.store.outbox import Outcome, claim_due, queue_wave, record_outcomes
+from mailer.store.outbox import Outcome, claim_due, queue_wave, record_outcomes, release_claims
 from mailer.store.outbox.checks import SendTimeFacts, skip_reason
 from mailer.store.outbox.outcomes import retry_delay
 from mailer.store.outbox.sessions import sync_sessions
@@ -189,6 +189,15 @@ def test_an_outcome_finishes_only_the_recording_workers_claim(app: App) -> None:
     assert _status(app, pk)[0] == "sent"
 
 
+def test_an_outcome_for_a_message_no_longer_sending_changes_nothing(app: App) -> None:
+    pk = _claimed_one(app)
+    with transaction(app.factory) as db:  # given back at shutdown: queued again, due as before
+        release_claims(db, [pk], INVITATION_AT)
+    with transaction(app.factory) as db:
+        record_outcomes(db, app.settings, [Outcome(pk, MessageStatus.DEFERRED, 451, "later")], INVITATION_AT)
+    assert _status(app, pk) == ("queued", INVITATION_AT)
+
+
 def test_retry_delay_doubles_from_the_base_with_seeded_jitter_and_a_six_hour_cap() -> None:
     base = timedelta(minutes=1)
     factor = random.Random(7).uniform(0.8, 1.2)
@@ -339,3 +348,20 @@ def test_each_outcome_is_recorded_with_its_columns_and_event(app: App, worker: s
         suppression = db.get(Suppression, "bounced@example.org")
         assert suppression is not None
         assert (suppression.reason, suppression.detail) == ("hard-bounce", "x" * 2000)
+
+
+def test_an_answer_counts_for_the_audience_from_the_moment_it_was_given(app: App) -> None:
+    second = timedelta(seconds=1)
+    answered_at: dict[str, datetime | None] = {
+        "before": INVITATION_2_AT - second,
+        "exactly": INVITATION_2_AT,
+        "after": INVITATION_2_AT + second,  # not answered yet when the wave is queued
+        "undated": None,  # an import without a date: answered
+    }
+    with transaction(app.factory) as db:
+        add_contact(db, "open@example.org")
+        for name, at in answered_at.items():
+            register(db, add_contact(db, f"{name}@example.org"), "africa-2021", at=at)  # type: ignore[arg-type]
+    _queue(app, "invitation-2", INVITATION_2_AT)  # "list-unregistered": only those yet to answer
+    with transaction(app.factory) as db:
+        assert sorted(db.scalars(select(Message.recipient))) == ["after@example.org", "open@example.org"]
