@@ -26,7 +26,9 @@ from mailer.store.models import (
 from mailer.store.outbox import Outcome, claim_due, queue_wave, record_outcomes, release_claims
 from mailer.store.outbox.checks import SendTimeFacts, skip_reason
 from mailer.store.outbox.outcomes import retry_delay
+from mailer.store.outbox.queue import audience_query
 from mailer.store.outbox.sessions import sync_sessions
+from mailer.timeline.plan import notice_step
 from tests.factories import add_contact, register
 
 INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)  # africa-2021's invitation; deadline 3 days later
@@ -160,6 +162,9 @@ def test_a_retry_due_at_exactly_the_deadline_is_given_up(app: App) -> None:
             INVITATION_AT,
         )
     assert _status(app, pk)[0] == "failed"
+    assert _row(app, pk)["events"] == [
+        ("failed", "gave up: next retry would be after the deadline; last reply: down (attempt 1)", None)
+    ]
 
 
 def test_a_retry_due_just_before_the_deadline_is_kept(app: App) -> None:
@@ -236,6 +241,10 @@ def test_the_send_time_checks_and_outcomes_refuse_a_naive_now(app: App) -> None:
     with transaction(app.factory) as db, pytest.raises(NaiveDatetimeError) as error:
         record_outcomes(db, app.settings, [], datetime(2021, 6, 1, 13, 0))
     assert str(error.value) == "now must be timezone-aware, got naive 2021-06-01T13:00:00"
+    session = app.settings.series.session("africa-2021")
+    with pytest.raises(NaiveDatetimeError) as error:
+        audience_query(app.settings.series, session, step, session.region, datetime(2021, 6, 1, 13, 0))
+    assert str(error.value) == "now must be timezone-aware, got naive 2021-06-01T13:00:00"
 
 
 def _row(app: App, pk: int) -> dict[str, object]:
@@ -282,7 +291,7 @@ def test_each_outcome_is_recorded_with_its_columns_and_event(app: App, worker: s
                     pks["sent"], MessageStatus.SENT, 250, "2.0.0 Ok: queued as A1", "es", provider_id="A1"
                 ),
                 Outcome(pks["unattempted"], MessageStatus.DEFERRED, None, "relay down", retry_at=retry_at),
-                Outcome(pks["failed"], MessageStatus.FAILED, 554, "5.7.1 rejected"),
+                Outcome(pks["failed"], MessageStatus.FAILED, 554, "5.7.1 rejected", provider_id="B2"),
                 Outcome(pks["bounced"], MessageStatus.BOUNCED, 550, long_text, "de"),
                 Outcome(pks["kept"], MessageStatus.SENT, 250, "y" * 2500, provider_id="p" * 300),
             ],
@@ -365,3 +374,39 @@ def test_an_answer_counts_for_the_audience_from_the_moment_it_was_given(app: App
     _queue(app, "invitation-2", INVITATION_2_AT)  # "list-unregistered": only those yet to answer
     with transaction(app.factory) as db:
         assert sorted(db.scalars(select(Message.recipient))) == ["after@example.org", "open@example.org"]
+
+
+def test_change_notices_go_to_the_invited_and_to_the_calendar_holders(app: App) -> None:
+    # date-changed-N: whoever was sent an invitation or registered; cancelled-N: registrants and whoever
+    # was sent the event in a calendar REQUEST (not a follow-up), of this session only.
+    sent_as = {
+        "invited": ("invitation", "sent", "africa-2021"),
+        "unsent": ("invitation", "queued", "africa-2021"),
+        "reminded": ("reminder-1d", "sent", "africa-2021"),
+        "moved": ("date-changed-1", "sent", "africa-2021"),
+        "followed": ("follow-up", "sent", "africa-2021"),
+        "elsewhere": ("invitation", "sent", "caribbean-2021"),
+    }
+    with transaction(app.factory) as db:
+        for name in [*sent_as, "registered", "declined"]:
+            add_contact(db, f"{name}@example.org")
+    _answer(app, "registered@example.org", RegistrationStatus.REGISTERED)
+    _answer(app, "declined@example.org", RegistrationStatus.DECLINED)
+    _queue(app, "invitation", INVITATION_AT)
+    with transaction(app.factory) as db:
+        for message in db.scalars(select(Message)):
+            step, status, session_id = sent_as.get(
+                message.recipient.split("@")[0], ("gone", "queued", "none")
+            )
+            message.step, message.status, message.session_id = step, MessageStatus(status), session_id
+    series = app.settings.series
+    session = series.session("africa-2021")
+
+    def audience(change: str) -> list[str]:
+        with transaction(app.factory) as db:
+            query = audience_query(series, session, notice_step(change, 1), session.region, INVITATION_2_AT)
+            ids = set(db.scalars(query))
+            return sorted(c.email.split("@")[0] for c in db.scalars(select(Contact)) if c.id in ids)
+
+    assert audience("date-changed") == ["invited", "registered"]
+    assert audience("cancelled") == ["invited", "moved", "registered", "reminded"]
