@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import func, select
 
 from mailer.app import App
+from mailer.errors import NaiveDatetimeError
 from mailer.store.engine import transaction
 from mailer.store.models import (
     DeliveryEvent,
@@ -192,8 +194,8 @@ def test_expired_lease_is_reaped_and_cancel_skips_pending(app: App) -> None:
     assert _status_counts(app) == {"skipped": 2}
 
 
-def _leases(app: App) -> dict[int, tuple[str, str, datetime | None, datetime | None, int]]:
-    """pk -> (status, worker, lease_until, handed_at, attempts)."""
+def _leases(app: App) -> dict[int, tuple[str, str, datetime | None, datetime | None, int, datetime]]:
+    """pk -> (status, worker, lease_until, handed_at, attempts, updated_at)."""
     with transaction(app.factory) as db:
         rows = db.execute(
             select(
@@ -203,6 +205,7 @@ def _leases(app: App) -> dict[int, tuple[str, str, datetime | None, datetime | N
                 Message.lease_until,
                 Message.handed_at,
                 Message.attempts,
+                Message.updated_at,
             )
         ).all()
     return {
@@ -212,42 +215,48 @@ def _leases(app: App) -> dict[int, tuple[str, str, datetime | None, datetime | N
             lease and lease.astimezone(UTC),
             handed and handed.astimezone(UTC),
             attempts,
+            updated.astimezone(UTC),
         )
-        for pk, status, worker, lease, handed, attempts in rows
+        for pk, status, worker, lease, handed, attempts, updated in rows
     }
 
 
 def test_a_worker_renews_hands_and_releases_only_its_own_claims(app: App) -> None:
     series = app.settings.series
-    _seed(app, 3)
+    _seed(app, 4)
     with transaction(app.factory) as db:
         queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT)
-    lease = timedelta(minutes=5)
+    lease, at = timedelta(minutes=5), INVITATION_AT
     with transaction(app.factory) as db:
-        mine, _ = claim_due(db, app.settings, INVITATION_AT, worker="w1", limit=2, lease=lease)
-        theirs, _ = claim_due(db, app.settings, INVITATION_AT, worker="w2", limit=2, lease=lease)
-    a, b = (message.pk for message in mine)
+        mine, _ = claim_due(db, app.settings, at, worker="w1", limit=3, lease=lease)
+        theirs, _ = claim_due(db, app.settings, at, worker="w2", limit=3, lease=lease)
+    a, b, sent = (message.pk for message in mine)
     [c] = [message.pk for message in theirs]
-    end, later = INVITATION_AT + lease, INVITATION_AT + timedelta(minutes=20)
+    with transaction(app.factory) as db:  # w1's third message is sent: no longer its claim
+        record_outcomes(db, app.settings, [Outcome(sent, MessageStatus.SENT, 250, "ok")], at, worker="w1")
+    end, later, now = at + lease, at + timedelta(minutes=20), at + timedelta(minutes=1)
     with transaction(app.factory) as db:
-        renew_leases(db, [a, c], "w1", later)  # c is w2's: untouched
-        mark_handed(db, [a, b, c], "w1", INVITATION_AT)
-        mark_handed(db, [], "w1", INVITATION_AT)
+        renew_leases(db, [a, c, sent], "w1", later)  # c is w2's: untouched
+        mark_handed(db, [a, b, c, sent], "w1", now)
+        mark_handed(db, [], "w1", now)
+    done = ("sent", "w1", None, None, 1, at)
     assert _leases(app) == {
-        a: ("sending", "w1", later, INVITATION_AT, 1),
-        b: ("sending", "w1", end, INVITATION_AT, 1),
-        c: ("sending", "w2", end, None, 1),
+        a: ("sending", "w1", later, now, 1, at),
+        b: ("sending", "w1", end, now, 1, at),
+        c: ("sending", "w2", end, None, 1, at),
+        sent: done,
     }
     with transaction(app.factory) as db:
         assert renew_worker_leases(db, "w1", later + lease) == 2
         assert renew_worker_leases(db, "nobody", later) == 0
     with transaction(app.factory) as db:
-        release_claims(db, [b], INVITATION_AT)
-        release_claims(db, [], INVITATION_AT)
+        release_claims(db, [b, sent], now)
+        release_claims(db, [], now)
     assert _leases(app) == {
-        a: ("sending", "w1", later + lease, INVITATION_AT, 1),
-        b: ("queued", "", None, None, 0),
-        c: ("sending", "w2", end, None, 1),
+        a: ("sending", "w1", later + lease, now, 1, at),
+        b: ("queued", "", None, None, 0, now),
+        c: ("sending", "w2", end, None, 1, at),
+        sent: done,
     }
     with transaction(app.factory) as db:
         events = db.scalars(
@@ -256,6 +265,30 @@ def test_a_worker_renews_hands_and_releases_only_its_own_claims(app: App) -> Non
             )
         ).all()
     assert events == ["released at shutdown"]
+
+
+def test_the_lease_functions_refuse_naive_times(app: App) -> None:
+    naive = datetime(2021, 6, 1, 13, 0)
+    calls = {
+        "now": [
+            lambda db: mark_handed(db, [], "w", naive),
+            lambda db: release_claims(db, [], naive),
+            lambda db: has_due(db, naive),
+            lambda db: reap_expired_leases(db, naive),
+            lambda db: claim_due(db, app.settings, naive, worker="w", limit=1, lease=timedelta(minutes=5)),
+        ],
+        "until": [
+            lambda db: renew_leases(db, [], "w", naive),
+            lambda db: renew_worker_leases(db, "w", naive),
+        ],
+        "after": [lambda db: next_due_at(db, naive)],
+    }
+    with transaction(app.factory) as db:
+        for what, functions in calls.items():
+            for call in functions:
+                with pytest.raises(NaiveDatetimeError) as error:
+                    call(db)
+                assert str(error.value) == f"{what} must be timezone-aware, got naive 2021-06-01T13:00:00"
 
 
 def test_the_next_due_time_is_strictly_later_and_only_in_active_waves(app: App) -> None:

@@ -241,9 +241,15 @@ def test_the_send_time_checks_and_outcomes_refuse_a_naive_now(app: App) -> None:
     with transaction(app.factory) as db, pytest.raises(NaiveDatetimeError) as error:
         record_outcomes(db, app.settings, [], datetime(2021, 6, 1, 13, 0))
     assert str(error.value) == "now must be timezone-aware, got naive 2021-06-01T13:00:00"
-    session = app.settings.series.session("africa-2021")
+
+
+def test_the_audience_query_refuses_a_naive_now(app: App) -> None:
+    series = app.settings.series
+    session = series.session("africa-2021")
     with pytest.raises(NaiveDatetimeError) as error:
-        audience_query(app.settings.series, session, step, session.region, datetime(2021, 6, 1, 13, 0))
+        audience_query(
+            series, session, series.step("invitation"), session.region, datetime(2021, 6, 1, 13, 0)
+        )
     assert str(error.value) == "now must be timezone-aware, got naive 2021-06-01T13:00:00"
 
 
@@ -371,9 +377,14 @@ def test_an_answer_counts_for_the_audience_from_the_moment_it_was_given(app: App
         add_contact(db, "open@example.org")
         for name, at in answered_at.items():
             register(db, add_contact(db, f"{name}@example.org"), "africa-2021", at=at)  # type: ignore[arg-type]
+        register(db, add_contact(db, "elsewhere@example.org"), "caribbean-2021")  # another session's answer
     _queue(app, "invitation-2", INVITATION_2_AT)  # "list-unregistered": only those yet to answer
     with transaction(app.factory) as db:
-        assert sorted(db.scalars(select(Message.recipient))) == ["after@example.org", "open@example.org"]
+        assert sorted(db.scalars(select(Message.recipient))) == [
+            "after@example.org",
+            "elsewhere@example.org",
+            "open@example.org",
+        ]
 
 
 def test_change_notices_go_to_the_invited_and_to_the_calendar_holders(app: App) -> None:
