@@ -311,6 +311,16 @@ def test_the_next_due_time_is_strictly_later_and_only_in_active_waves(app: App) 
     with transaction(app.factory) as db:
         assert next_due_at(db, INVITATION_AT - timedelta(seconds=1)) is None
         assert has_due(db, second) is False
+    with transaction(app.factory) as db:  # another wave active, nothing of it due yet: still nothing due
+        queue_wave(
+            db, app.settings, series.session("africa-2021"), series.step("invitation-2"), INVITATION_AT
+        )
+        assert has_due(db, second) is False
+        set_wave_status(db, wave.id, WaveStatus.ACTIVE, INVITATION_AT)
+        db.execute(Message.__table__.update().where(Message.wave_id == wave.id).values(status="sent"))
+    with transaction(app.factory) as db:  # sent: no longer due
+        assert has_due(db, second) is False
+        assert next_due_at(db, INVITATION_AT - timedelta(seconds=1)) != INVITATION_AT
 
 
 def test_a_claimed_message_carries_its_row_and_is_leased_to_the_worker(app: App) -> None:
