@@ -327,14 +327,20 @@ def test_a_claimed_message_carries_its_row_and_is_leased_to_the_worker(app: App)
     series = app.settings.series
     with transaction(app.factory) as db:
         ana = add_contact(db, "josé@example.org", name="José", country="NG", language="fr")
-        add_contact(db, "ben@example.org")
-    with transaction(app.factory) as db:
+        ben = add_contact(db, "ben@example.org")
+    with transaction(app.factory) as db:  # queued the day before
         wave = queue_wave(
-            db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT
+            db,
+            app.settings,
+            series.session("africa-2021"),
+            series.step("invitation"),
+            INVITATION_AT - timedelta(days=1),
         ).wave
+        suppress(db, "ben@example.org", "unsubscribed", "test", INVITATION_AT - timedelta(days=1))
     with transaction(app.factory) as db:
         message = db.scalars(select(Message).where(Message.contact_id == ana.id)).one()
         message.expiries, message.attempts = 1, 2  # reclaimed once before
+        message.handed_at = INVITATION_AT - timedelta(hours=1)  # handed over under its last claim
         pk, message_id, deadline = message.id, message.message_id, message.deadline_at.astimezone(UTC)
     lease = timedelta(minutes=5)
     with transaction(app.factory) as db:
@@ -344,8 +350,11 @@ def test_a_claimed_message_carries_its_row_and_is_leased_to_the_worker(app: App)
             [],
             [],
         )
-        claimed, finished = claim_due(db, app.settings, INVITATION_AT, worker="w", limit=1, lease=lease)
-    assert finished == []
+        claimed, finished = claim_due(db, app.settings, INVITATION_AT, worker="w", limit=5, lease=lease)
+    assert finished == [("africa-2021", "invitation", "suppressed")]
+    with transaction(app.factory) as db:
+        skipped = db.scalars(select(Message).where(Message.contact_id == ben.id)).one()
+        assert (str(skipped.status), skipped.updated_at.astimezone(UTC)) == ("suppressed", INVITATION_AT)
     [first] = claimed
     assert (first.pk, first.message_id, first.session_id, first.step, first.wave_id) == (
         pk,
