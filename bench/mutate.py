@@ -2,7 +2,14 @@
 
 Usage (``./run mutate`` calls it; not part of the CI suite, it takes minutes per group)::
 
-    .venv/bin/python bench/mutate.py [GROUP ...] [--report PATH] [--jobs N]
+    .venv/bin/python bench/mutate.py [GROUP ...] [--report PATH] [--jobs N] [--again] [--module PATH ...] [--only NAME ...]
+
+``--again`` keeps each group's scratch copy from the last run, brings its test files up to date and
+re-tests only the mutants that run left alive or did not reach (after tests were added for them, or to finish
+a stopped run); the other results stand.
+``--module PATH`` runs only that module of its group (in a scratch copy of its own), for a group too
+slow to run whole on a loaded machine. ``--only NAME`` tests only the mutants named (fnmatch patterns,
+e.g. ``"mailer.delivery.pool.*_connect__mutmut_5"``); the others keep the result of the last run.
 
 Groups, their covering test files and the mutants judged equivalent are configured in ``pyproject.toml``
 under ``[tool.mutmut]`` (settings shared by every group) and ``[tool.webinar-mailer.mutation]``. With no
@@ -10,7 +17,8 @@ GROUP every group runs. Each group runs in its own scratch copy of the project (
 with a ``pyproject.toml`` whose ``[tool.mutmut]`` names only that group's modules and test files, so each
 mutant is tested by the tests of those files that reach the mutated function and nothing else.
 
-The report (default ``var/mutation/report.md``) has the score per module, killed / (all - equivalent),
+The report (default ``var/mutation/report.md``) has the score per module, killed / (all - equivalent -
+not run; "not run" is 0 after a complete run),
 and every surviving mutant with its diff; equivalent ones are listed apart with the reason given in the
 configuration. Exits 1 if a module scores below ``min_score`` (per cent), 2 if mutmut itself fails.
 """
@@ -32,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COPIED = ("mailer", "tests", "templates", "config")
 # A mutant whose tests run past mutmut's time limit (an endless loop) is caught too: the suite never passes.
 KILLED = {"killed", "caught by type check", "timeout"}
+NOT_RUN = "not checked"  # mutmut's status for a mutant not tested yet (a run stopped or run in parts)
 # mutmut's status for a mutant whose tests did not fail, or could not tell.
 SURVIVED = {"survived", "no tests", "suspicious", "segfault", "skipped"}
 
@@ -83,6 +92,11 @@ def prepare(group: Group, shared: dict[str, object], scratch: Path) -> None:
     beside = (ROOT.parent / "shared").resolve()
     if beside.is_dir():
         (scratch / "shared").symlink_to(beside, target_is_directory=True)
+    configure(group, shared, scratch)
+
+
+def configure(group: Group, shared: dict[str, object], scratch: Path) -> None:
+    """The ``pyproject.toml`` of ``scratch``: mutmut's settings for ``group`` and the project's pytest options."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
     settings = {
         **shared,
@@ -99,6 +113,14 @@ def prepare(group: Group, shared: dict[str, object], scratch: Path) -> None:
     lines += ["", "[tool.pytest.ini_options]"]
     lines += [f"{key} = {toml_value(value)}" for key, value in pytest_options.items() if key != "testpaths"]
     (scratch / "pyproject.toml").write_text("\n".join(lines) + "\n", "utf-8")
+
+
+def refresh_tests(scratch: Path) -> None:
+    """The project's current test files over those of ``scratch`` and of mutmut's copy inside it."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for target in (scratch / "tests", scratch / "mutants" / "tests"):
+        if target.exists():
+            shutil.copytree(ROOT / "tests", target, ignore=ignore, dirs_exist_ok=True)
 
 
 def mutmut(scratch: Path, *args: str, capture: bool = False) -> str:
@@ -131,22 +153,33 @@ def module_of(mutant: str, group: Group) -> str:
 
 def report_group(group: Group, found: dict[str, str], equivalent: dict[str, str], scratch: Path) -> list[str]:
     """The report's section for ``group``: one score row per module, then the survivors with their diffs."""
-    rows = ["| module | mutants | killed | equivalent | survived | score |", "|---|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| module | mutants | killed | equivalent | survived | not run | score |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     survivors: list[str] = []
     equivalents: list[str] = []
     for module in group.modules:
         names = sorted(name for name in found if module_of(name, group) == module)
         counts = Counter(
-            "equivalent" if name in equivalent else "killed" if found[name] in KILLED else "survived"
+            "equivalent"
+            if name in equivalent
+            else "killed"
+            if found[name] in KILLED
+            else "not run"
+            if found[name] == NOT_RUN
+            else "survived"
             for name in names
         )
-        live = len(names) - counts["equivalent"]
+        live = len(names) - counts["equivalent"] - counts["not run"]
         score = 100.0 * counts["killed"] / live if live else 100.0
         rows.append(
             f"| {module} | {len(names)} | {counts['killed']} | {counts['equivalent']} | "
-            f"{counts['survived']} | {score:.1f}% |"
+            f"{counts['survived']} | {counts['not run']} | {score:.1f}% |"
         )
         for name in names:
+            if found[name] == NOT_RUN:
+                continue
             if name in equivalent:
                 equivalents.append(f"- `{name}`: {equivalent[name]}")
             elif found[name] not in KILLED:
@@ -162,10 +195,14 @@ def report_group(group: Group, found: dict[str, str], equivalent: dict[str, str]
 
 
 def scores(found: dict[str, str], group: Group, equivalent: dict[str, str]) -> dict[str, float]:
-    """Per module of ``group``: killed / (mutants - equivalent), in per cent."""
+    """Per module of ``group``: killed / (mutants - equivalent - not run), in per cent."""
     result: dict[str, float] = {}
     for module in group.modules:
-        names = [name for name in found if module_of(name, group) == module and name not in equivalent]
+        names = [
+            name
+            for name in found
+            if module_of(name, group) == module and name not in equivalent and found[name] != NOT_RUN
+        ]
         killed = sum(found[name] in KILLED for name in names)
         result[module] = 100.0 * killed / len(names) if names else 100.0
     return result
@@ -178,18 +215,57 @@ def main() -> int:
     parser.add_argument("groups", nargs="*", help=f"groups to run (default: all of {', '.join(groups)})")
     parser.add_argument("--report", type=Path, default=ROOT / "var" / "mutation" / "report.md")
     parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2)")
+    parser.add_argument(
+        "--module", action="append", default=[], help="run only this module of the chosen groups (repeatable)"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="test only the mutants named (fnmatch patterns, repeatable)",
+    )
+    parser.add_argument(
+        "--again", action="store_true", help="re-test only the last run's survivors, with the current tests"
+    )
     options = parser.parse_args()
     unknown = [name for name in options.groups if name not in groups]
     if unknown:
         parser.error(f"unknown group(s): {', '.join(unknown)}")
     chosen = [groups[name] for name in options.groups] or list(groups.values())
-    lines = ["# Mutation report", "", f"Command: `bench/mutate.py {' '.join(options.groups)}`".rstrip(), ""]
+    if options.module:
+        parts = [
+            Group(f"{group.name}--{Path(module).stem}", (module,), group.tests, group.deselect)
+            for group in chosen
+            for module in group.modules
+            if module in options.module
+        ]
+        if not parts:
+            parser.error(f"no chosen group has module(s) {', '.join(options.module)}")
+        chosen = parts
+    lines = ["# Mutation report", "", f"Command: `bench/mutate.py {' '.join(sys.argv[1:])}`".rstrip(), ""]
     low: list[str] = []
     for group in chosen:
         scratch = ROOT / "var" / "mutation" / group.name
-        prepare(group, shared, scratch)
+        names: list[str] = []
+        if options.only and (scratch / "mutants").exists():
+            refresh_tests(scratch)
+            configure(group, shared, scratch)
+            names = list(options.only)
+        elif options.again and (scratch / "mutants").exists():
+            refresh_tests(scratch)
+            configure(group, shared, scratch)
+            names = [
+                name
+                for name, status in statuses(scratch).items()
+                if status not in KILLED and name not in equivalent
+            ]
+        else:
+            prepare(group, shared, scratch)
         try:
-            mutmut(scratch, "run", "--max-children", str(options.jobs))
+            if options.only and not names:
+                mutmut(scratch, "run", "--max-children", str(options.jobs), *options.only)
+            elif names or not options.again:
+                mutmut(scratch, "run", "--max-children", str(options.jobs), *names)
         except subprocess.CalledProcessError as error:
             print(f"mutmut failed on group {group.name}: {error}", file=sys.stderr)
             return 2

@@ -54,6 +54,7 @@ class FaultyHandler:
         self.starttls = 0
         self.connections = 0
         self.quits = 0
+        self.ehlo_names: list[str] = []  # the name each EHLO gave, in order
         self.logins: list[tuple[str, str]] = []
         self.tls_messages = 0
         self.per_connection: Counter[int] = Counter()  # connection number (1-based) -> messages accepted
@@ -88,6 +89,7 @@ class FaultyHandler:
         self, server: SMTP, session: SmtpSession, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
+        self.ehlo_names.append(hostname)
         if self.faults.pipelining:
             responses.insert(len(responses) - 1, "250-PIPELINING")
         return responses

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from mailer.app import App
-from mailer.delivery.attribution import address_keys
+from mailer.delivery.attribution import Attribution, address_keys, attribute
 from mailer.delivery.handling import Policy, handle_report
-from mailer.delivery.reports import parse_report
+from mailer.delivery.reports import Recipient, Report, parse_report
 from mailer.delivery.verp import ReturnPath
 from mailer.store.engine import transaction
 from mailer.store.models import (
@@ -25,6 +25,7 @@ from mailer.store.models import (
     ReportKind,
     Suppression,
 )
+from mailer.store.outbox import queue_wave
 from tests import bounce_fixtures as fixtures
 from tests.factories import add_contact, queue_invitations
 
@@ -155,6 +156,29 @@ def test_address_keys_treat_a_labels_and_u_labels_alike() -> None:
     assert address_keys("ana@bücher.example") == ("ana@bücher.example", "ana@xn--bcher-kva.example")
     assert address_keys("JOSÉ@Example.org") == ("josé@example.org",)
     assert address_keys("no-at-sign") == ()
+
+
+def test_address_keys_read_the_address_inside_brackets_at_its_last_at_sign() -> None:
+    assert address_keys(" <Xena@Example.org> ") == ("xena@example.org",)
+    assert address_keys('"a@b"@Bücher.example') == (  # RFC 5321 quoted local part
+        '"a@b"@bücher.example',
+        '"a@b"@xn--bcher-kva.example',
+    )
+    assert address_keys("ana@") == () and address_keys("@example.org") == () and address_keys("<>") == ()
+    assert address_keys("ana@Example.LuX.") == ("ana@example.lux",)
+
+
+def test_address_keys_give_both_forms_of_an_internationalised_domain() -> None:
+    # UTS 46 maps the domain first (full-width letters, sharp s kept: non-transitional, RFC 5891).
+    assert address_keys("ana@\uff45xample.org") == ("ana@\uff45xample.org", "ana@example.org")
+    assert address_keys("ana@STRAßE.example") == ("ana@strasse.example", "ana@xn--strae-oqa.example")
+    assert address_keys("jose\u0301@bu\u0308cher.example") == (
+        "jos\u00e9@b\u00fccher.example",
+        "jos\u00e9@xn--bcher-kva.example",
+    )
+    # A form is looked up even when the other cannot be made (a label over 63 octets cannot be encoded).
+    long = "a" * 64
+    assert address_keys(f"ana@xn--bcher-kva.{long}") == (f"ana@xn--bcher-kva.{long}", f"ana@bücher.{long}")
 
 
 def _sent(app: App, *addresses: str) -> dict[str, Message]:
@@ -302,3 +326,102 @@ def test_garbage_and_truncated_reports_suppress_nobody(app: App, raw: bytes) -> 
             add_contact(db, "josé@example.org")
     _handle(app, raw)
     assert _suppressions(app) == {}
+
+
+def _attribute(app: App, report: Report) -> tuple[str | None, str, tuple[str, ...]]:
+    """(recipient of the message found, matched_by, strangers) of ``report``."""
+    with transaction(app.factory) as db:
+        found: Attribution = attribute(db, report, RETURN_PATH)
+        assert (found.contact is None) == (found.message is None)
+        return (found.message.recipient if found.message else None), found.matched_by, found.strangers
+
+
+def test_a_report_is_matched_by_return_path_then_message_id_then_provider_id(app: App) -> None:
+    messages = _sent(app, "ana@example.org", "ben@example.org", "cy@example.org")
+    with transaction(app.factory) as db:
+        for address, provider_id in (("ana@example.org", "p-ana"), ("ben@example.org", "p-ben")):
+            message = db.get(Message, messages[address].id)
+            assert message is not None
+            message.provider_id = provider_id
+    ana_id, cy_path = (
+        messages["ana@example.org"].message_id,
+        RETURN_PATH.address(messages["cy@example.org"].id),
+    )
+    hard = ReportKind.HARD
+    assert _attribute(
+        app,
+        Report(hard, sent_to=("other@example.net", cy_path), message_ids=(ana_id,), provider_ids=("p-ben",)),
+    ) == ("cy@example.org", "verp", ())
+    assert _attribute(app, Report(hard, message_ids=(ana_id,), provider_ids=("p-ben",))) == (
+        "ana@example.org",
+        "message-id",
+        (),
+    )
+    assert _attribute(app, Report(hard, message_ids=("<x@example.org>",), provider_ids=("p-ben",))) == (
+        "ben@example.org",
+        "provider-id",
+        (),
+    )
+    with transaction(app.factory) as db:  # two messages with one provider id each, asked for in reverse
+        for address, provider_id in (("ana@example.org", "p-2"), ("ben@example.org", "p-1")):
+            message = db.get(Message, messages[address].id)
+            assert message is not None
+            message.provider_id = provider_id
+    assert _attribute(app, Report(hard, provider_ids=("p-2", "p-1")))[:2] == (
+        "ana@example.org",
+        "provider-id",
+    )
+    named = (Recipient("Ben@Example.org"), Recipient("nobody@example.net", original="ben@example.org"))
+    assert _attribute(app, Report(hard, recipients=named, provider_ids=("p-none",))) == (
+        "ben@example.org",
+        "address",
+        ("nobody@example.net",),
+    )
+
+
+def test_a_report_naming_nothing_of_ours_is_matched_to_nothing(app: App) -> None:
+    _sent(app, "ana@example.org")
+    stranger = (Recipient("nobody@example.net"),)
+    hard = ReportKind.HARD
+    assert _attribute(app, Report(hard)) == (None, "", ())
+    assert _attribute(app, Report(hard, recipients=stranger, message_ids=("<x@example.org>",))) == (
+        None,
+        "",
+        ("nobody@example.net",),
+    )
+    assert _attribute(app, Report(hard, provider_ids=("p-none",))) == (None, "", ())
+
+
+def test_a_report_naming_only_an_address_is_about_the_latest_message_sent_to_it(app: App) -> None:
+    series = app.settings.series
+    first = _sent(app, "ana@example.org")["ana@example.org"]
+    with transaction(app.factory) as db:  # a later step's message, sent earlier (ids do not say when)
+        queue_wave(
+            db,
+            app.settings,
+            series.session("africa-2021"),
+            series.step("invitation-2"),
+            datetime(2021, 6, 22, 13, tzinfo=UTC),
+        )
+    with transaction(app.factory) as db:
+        later = db.scalars(select(Message).where(Message.id != first.id)).one()
+        later.status, later.sent_at = MessageStatus.SENT, datetime(2021, 5, 1, tzinfo=UTC)
+    report = Report(ReportKind.HARD, recipients=(Recipient("ana@example.org"),))
+    with transaction(app.factory) as db:
+        found = attribute(db, report, None)
+        assert (found.message.id if found.message else None, found.matched_by) == (first.id, "address")
+    with transaction(app.factory) as db:  # sent at the same moment: the later message
+        later = db.scalars(select(Message).where(Message.id != first.id)).one()
+        later.sent_at = datetime(2021, 6, 1, 13, 5, tzinfo=UTC)
+    with transaction(app.factory) as db:
+        found = attribute(db, report, None)
+        assert found.message is not None and found.message.id == later.id
+
+
+def test_a_report_naming_a_contact_never_sent_anything_names_no_message(app: App) -> None:
+    _sent(app, "ana@example.org")
+    queue_invitations(app, "ben@example.org")  # queued, not sent
+    with transaction(app.factory) as db:
+        found = attribute(db, Report(ReportKind.HARD, recipients=(Recipient("ben@example.org"),)), None)
+        assert found.message is None and found.contact is not None
+        assert (found.contact.email, found.matched_by) == ("ben@example.org", "address")

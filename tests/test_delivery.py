@@ -153,7 +153,13 @@ def test_connection_dropped_after_message_120_of_300(app: App, pipelining: bool)
     received = handler.received_by()
     assert set(received) == set(people) and max(received.values()) == 1
     assert pool.connects == app.settings.smtp.connections + 1  # one reconnect, nothing lost
-    assert Counter(status for status, _, _ in _outcomes(app).values()) == {"sent": 300}
+    outcomes = _outcomes(app)
+    assert Counter(status for status, _, _ in outcomes.values()) == {"sent": 300}
+    # The message the drop hit was retried at once on a new connection: nobody was deferred.
+    assert Counter(kind for _, _, events in outcomes.values() for kind in events) == {
+        "queued": 300,
+        "sent": 300,
+    }
     assert handler.quits == app.settings.smtp.connections  # QUIT on every connection at close
 
 

@@ -10,7 +10,7 @@ import aiosmtplib
 import pytest
 
 from mailer.config import Security, SmtpSettings
-from mailer.delivery.dialogue import ConnectionFailed, Dialogue
+from mailer.delivery.dialogue import ConnectionFailed, Dialogue, transparent_form
 from mailer.delivery.envelope import envelope_commands
 from mailer.delivery.pool import SmtpPool
 from mailer.delivery.replies import Reply
@@ -69,6 +69,7 @@ def test_a_connection_whose_reset_is_refused_is_closed_and_not_reused() -> None:
     assert second.status is MessageStatus.SENT
     assert handler.connections == 2
     assert handler.per_connection == {2: 1}  # bob's message went on the new connection
+    assert handler.quits == 1  # the connection out of step is closed without QUIT; the other gets one
 
 
 def test_data_taken_after_a_refused_recipient_is_ended_and_the_connection_goes_on() -> None:
@@ -84,3 +85,144 @@ def test_data_taken_after_a_refused_recipient_is_ended_and_the_connection_goes_o
     assert bob.status is MessageStatus.SENT
     assert handler.connections == 1 and handler.per_connection == {1: 1}
     assert handler.received_by() == {"bob@example.org": 1}
+
+
+@pytest.mark.parametrize(
+    ("data", "sent"),
+    [
+        (b"a\r\nb\r\n", b"a\r\nb\r\n"),  # already CRLF with a final CRLF: as it is
+        (b"a\nb", b"a\r\nb\r\n"),  # bare LF, no final line end
+        (b"a\nb\r\n", b"a\r\nb\r\n"),  # one bare LF among CRLFs
+        (b"a\rb\r\n", b"a\r\nb\r\n"),  # one bare CR among CRLFs
+        (b"a\r\nb", b"a\r\nb\r\n"),  # CRLFs but no final one
+        (b".a\r\n.b\r\n", b"..a\r\n..b\r\n"),  # the first line's dot and a later line's
+        (b"a\r\n..b\n", b"a\r\n...b\r\n"),
+        (b"a\r\n.\r\n", b"a\r\n..\r\n"),  # a lone dot would end the message early
+        (b"a.b\r\nc .\r\n", b"a.b\r\nc .\r\n"),  # dots inside a line stay single
+    ],
+)
+def test_data_is_sent_with_crlf_line_ends_and_leading_dots_doubled(data: bytes, sent: bytes) -> None:
+    # RFC 5321 sec. 2.3.8 (CRLF only, a final CRLF) and sec. 4.5.2 (a line's leading "." doubled).
+    assert transparent_form(data) == sent
+
+
+async def _transaction(port: int, recipient: str, *, fresh: bool) -> tuple[bool, ConnectionFailed]:
+    """(whether the dialogue is still connected, the failure) of a transaction that must fail."""
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10.0)
+    await client.connect()
+    dialogue = Dialogue(client)
+    mail, rcpt = envelope_commands(SENDER, recipient, utf8=False, eight_bit=False)
+    with pytest.raises(ConnectionFailed) as failed:
+        await dialogue.transaction(
+            mail,
+            rcpt,
+            MESSAGE,
+            transparent=False,
+            pipelining=False,
+            timeout=10.0,
+            data_timeout=10.0,
+            fresh=fresh,
+        )
+    connected = dialogue.connected
+    client.close()
+    return connected, failed.value
+
+
+def test_a_connection_the_server_ends_in_data_is_a_deferral_with_no_retry_on_a_new_one() -> None:
+    server, _ = fault_server(
+        Faults(drop_in_data={"ann@example.org": 1, "bob@example.org": 1}, pipelining=False)
+    )
+    with server:
+        connected, fresh = asyncio.run(_transaction(server.port, "ann@example.org", fresh=True))
+        _, reused = asyncio.run(_transaction(server.port, "bob@example.org", fresh=False))
+    # The message may have reached the server: never retried at once, even on a reused connection.
+    expected = Reply(MessageStatus.DEFERRED, None, "data: connection lost: Unexpected EOF received")
+    assert (fresh.reply, fresh.retry, fresh.unreachable) == (expected, False, False)
+    assert (reused.reply, reused.retry) == (expected, False)
+    assert connected is False
+
+
+def test_a_closed_dialogue_refuses_the_next_exchange_at_once() -> None:
+    server, _ = fault_server(Faults(pipelining=False))
+
+    async def close_then_write() -> tuple[bool, str]:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, timeout=10.0)
+        await client.connect()
+        dialogue = Dialogue(client)
+        dialogue.close()
+        connected = dialogue.connected
+        with pytest.raises(aiosmtplib.SMTPServerDisconnected) as lost:
+            await dialogue.exchange(b"NOOP\r\n", 1, 10.0)
+        return connected, str(lost.value)
+
+    with server:
+        connected, error = asyncio.run(close_then_write())
+    assert (connected, error) == (False, "Connection closed")
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
+def test_a_421_reply_closes_the_connection_and_defers_the_message(pipelining: bool) -> None:
+    # RFC 5321 sec. 3.8: 421 means the server is closing the channel; nothing more may go on it.
+    server, _ = fault_server(Faults(rcpt_temporary={"ann@example.org": (421, 1)}, pipelining=pipelining))
+
+    async def send() -> tuple[bool, ConnectionFailed]:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, timeout=10.0)
+        await client.connect()
+        dialogue = Dialogue(client)
+        mail, rcpt = envelope_commands(SENDER, "ann@example.org", utf8=False, eight_bit=False)
+        with pytest.raises(ConnectionFailed) as failed:
+            await dialogue.transaction(
+                mail,
+                rcpt,
+                MESSAGE,
+                transparent=False,
+                pipelining=pipelining,
+                timeout=10.0,
+                data_timeout=10.0,
+                fresh=False,
+            )
+        connected = dialogue.connected  # before the client lets go of the socket
+        client.close()
+        return connected, failed.value
+
+    with server:
+        connected, failure = asyncio.run(send())
+    assert (failure.reply.status, failure.reply.code, failure.retry) == (MessageStatus.DEFERRED, 421, False)
+    assert str(failure) == failure.reply.text and failure.reply.text.startswith("rcpt: 421 ")
+    assert connected is False
+
+
+def test_a_pool_needs_a_host() -> None:
+    with pytest.raises(ValueError) as error:
+        SmtpPool(SmtpSettings("", 25, Security.NONE, "", "", 1, 1, 1.0))
+    assert str(error.value) == "SmtpPool needs an SMTP host (the capture server's or a relay's)"
+
+
+def test_the_pool_greets_with_the_local_hostname_it_was_given() -> None:
+    # RFC 5321 sec. 4.1.1.1: EHLO names the client's host; relays check it against the sender's domain.
+    server, handler = fault_server(Faults(pipelining=False))
+
+    async def send() -> Reply:
+        async with SmtpPool(_settings(server.port), local_hostname="mailer.example.org") as pool:
+            return await pool.send(SENDER, "ann@example.org", MESSAGE)
+
+    with server:
+        reply = asyncio.run(send())
+    assert reply.status is MessageStatus.SENT
+    assert handler.ehlo_names == ["mailer.example.org"]
+
+
+def test_a_421_greeting_is_retried_at_once_on_a_new_connection() -> None:
+    # A 421 greeting (RFC 5321 sec. 3.8) opens no connection: the relay counts as unreachable for it, and the
+    # message goes on the next connection, before the circuit's threshold (3) is reached.
+    server, handler = fault_server(Faults(greeting_421=2, pipelining=False))
+
+    async def send() -> tuple[SmtpPool, Reply]:
+        async with SmtpPool(_settings(server.port)) as pool:
+            return pool, await pool.send(SENDER, "ann@example.org", MESSAGE)
+
+    with server:
+        pool, reply = asyncio.run(send())
+    assert reply.status is MessageStatus.SENT
+    assert (pool.connect_attempts, pool.connects, handler.connections) == (3, 1, 3)
+    assert pool.circuit.open is False

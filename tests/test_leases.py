@@ -99,10 +99,15 @@ def test_a_reclaimed_message_goes_behind_the_queue_and_is_held_after_two_expirie
         held = db.get(Message, first.pk)
         assert held is not None
         assert (held.status, held.expiries, held.reply_text, held.worker) == ("held", 2, HELD_REASON, "")
-        kinds = db.scalars(
-            select(DeliveryEvent.kind).where(DeliveryEvent.message_pk == first.pk).order_by(DeliveryEvent.id)
+        events = db.execute(
+            select(DeliveryEvent.kind, DeliveryEvent.detail)
+            .where(DeliveryEvent.message_pk == first.pk)
+            .order_by(DeliveryEvent.id)
         ).all()
-    assert kinds == ["queued", "reclaimed", "held"]
+    assert [tuple(event) for event in events][1:] == [
+        ("reclaimed", "lease expired: sent alone next time"),
+        ("held", HELD_REASON),
+    ]
     with transaction(app.factory) as db:  # claimed again, never handed to SMTP: not counted, not held
         again, finished = claim_due(db, app.settings, later, worker="crashed-3", limit=5, lease=LEASE)
     assert [message.careful for message in again] == [True, True] and finished == []
@@ -160,9 +165,15 @@ def test_a_message_never_handed_to_smtp_goes_back_uncounted_in_its_place(app: Ap
             row.id: (row.expiries, row.attempts, row.due_at)
             for row in db.execute(select(Message.id, Message.expiries, Message.attempts, Message.due_at))
         }
+        claims = set(
+            db.execute(select(Message.status, Message.worker, Message.lease_until, Message.handed_at))
+        )
+        stamps = set(db.scalars(select(Message.updated_at)))
     first, second, third = (message.pk for message in claimed)
     assert rows[first] == (1, 1, later)
     assert rows[second] == (0, 0, due_before[second]) and rows[third] == (0, 0, due_before[third])
+    assert claims == {("queued", "", None, None)}  # every claim given back, whether counted or not
+    assert {stamp.astimezone(UTC) for stamp in stamps} == {later}
 
 
 def test_a_cpu_starved_worker_keeps_its_claims(app: App, smtp_server: RunningServer) -> None:

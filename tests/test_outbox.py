@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import func, select
 
 from mailer.app import App
+from mailer.errors import NaiveDatetimeError
 from mailer.store.engine import transaction
 from mailer.store.models import (
     DeliveryEvent,
@@ -17,9 +19,15 @@ from mailer.store.models import (
 from mailer.store.outbox import (
     Outcome,
     claim_due,
+    has_due,
+    mark_handed,
+    next_due_at,
     queue_wave,
     reap_expired_leases,
     record_outcomes,
+    release_claims,
+    renew_leases,
+    renew_worker_leases,
     set_wave_status,
     suppress,
 )
@@ -184,3 +192,201 @@ def test_expired_lease_is_reaped_and_cancel_skips_pending(app: App) -> None:
         _, touched = set_wave_status(db, wave.id, WaveStatus.CANCELLED, INVITATION_AT)
     assert touched == 2
     assert _status_counts(app) == {"skipped": 2}
+
+
+def _leases(app: App) -> dict[int, tuple[str, str, datetime | None, datetime | None, int, datetime]]:
+    """pk -> (status, worker, lease_until, handed_at, attempts, updated_at)."""
+    with transaction(app.factory) as db:
+        rows = db.execute(
+            select(
+                Message.id,
+                Message.status,
+                Message.worker,
+                Message.lease_until,
+                Message.handed_at,
+                Message.attempts,
+                Message.updated_at,
+            )
+        ).all()
+    return {
+        pk: (
+            str(status),
+            worker,
+            lease and lease.astimezone(UTC),
+            handed and handed.astimezone(UTC),
+            attempts,
+            updated.astimezone(UTC),
+        )
+        for pk, status, worker, lease, handed, attempts, updated in rows
+    }
+
+
+def test_a_worker_renews_hands_and_releases_only_its_own_claims(app: App) -> None:
+    series = app.settings.series
+    _seed(app, 4)
+    with transaction(app.factory) as db:
+        queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT)
+    lease, at = timedelta(minutes=5), INVITATION_AT
+    with transaction(app.factory) as db:
+        mine, _ = claim_due(db, app.settings, at, worker="w1", limit=3, lease=lease)
+        theirs, _ = claim_due(db, app.settings, at, worker="w2", limit=3, lease=lease)
+    a, b, sent = (message.pk for message in mine)
+    [c] = [message.pk for message in theirs]
+    with transaction(app.factory) as db:  # w1's third message is sent: no longer its claim
+        record_outcomes(db, app.settings, [Outcome(sent, MessageStatus.SENT, 250, "ok")], at, worker="w1")
+    end, later, now = at + lease, at + timedelta(minutes=20), at + timedelta(minutes=1)
+    with transaction(app.factory) as db:
+        renew_leases(db, [a, c, sent], "w1", later)  # c is w2's: untouched
+        mark_handed(db, [a, b, c, sent], "w1", now)
+        mark_handed(db, [], "w1", now)
+    done = ("sent", "w1", None, None, 1, at)
+    assert _leases(app) == {
+        a: ("sending", "w1", later, now, 1, at),
+        b: ("sending", "w1", end, now, 1, at),
+        c: ("sending", "w2", end, None, 1, at),
+        sent: done,
+    }
+    with transaction(app.factory) as db:
+        assert renew_worker_leases(db, "w1", later + lease) == 2
+        assert renew_worker_leases(db, "nobody", later) == 0
+    with transaction(app.factory) as db:
+        release_claims(db, [b, sent], now)
+        release_claims(db, [], now)
+    assert _leases(app) == {
+        a: ("sending", "w1", later + lease, now, 1, at),
+        b: ("queued", "", None, None, 0, now),
+        c: ("sending", "w2", end, None, 1, at),
+        sent: done,
+    }
+    with transaction(app.factory) as db:
+        events = db.scalars(
+            select(DeliveryEvent.detail).where(
+                DeliveryEvent.message_pk == b, DeliveryEvent.kind == "reclaimed"
+            )
+        ).all()
+    assert events == ["released at shutdown"]
+
+
+def test_the_lease_functions_refuse_naive_times(app: App) -> None:
+    naive = datetime(2021, 6, 1, 13, 0)
+    calls = {
+        "now": [
+            lambda db: mark_handed(db, [], "w", naive),
+            lambda db: release_claims(db, [], naive),
+            lambda db: has_due(db, naive),
+            lambda db: reap_expired_leases(db, naive),
+            lambda db: claim_due(db, app.settings, naive, worker="w", limit=1, lease=timedelta(minutes=5)),
+        ],
+        "until": [
+            lambda db: renew_leases(db, [], "w", naive),
+            lambda db: renew_worker_leases(db, "w", naive),
+        ],
+        "after": [lambda db: next_due_at(db, naive)],
+    }
+    with transaction(app.factory) as db:
+        for what, functions in calls.items():
+            for call in functions:
+                with pytest.raises(NaiveDatetimeError) as error:
+                    call(db)
+                assert str(error.value) == f"{what} must be timezone-aware, got naive 2021-06-01T13:00:00"
+
+
+def test_the_next_due_time_is_strictly_later_and_only_in_active_waves(app: App) -> None:
+    series = app.settings.series
+    _seed(app, 1)
+    with transaction(app.factory) as db:
+        wave = queue_wave(
+            db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT
+        ).wave
+    second = INVITATION_AT + timedelta(seconds=1)
+    with transaction(app.factory) as db:
+        assert next_due_at(db, INVITATION_AT - timedelta(seconds=1)) == INVITATION_AT
+        assert next_due_at(db, INVITATION_AT) is None
+        assert (has_due(db, INVITATION_AT - timedelta(microseconds=1)), has_due(db, INVITATION_AT)) == (
+            False,
+            True,
+        )
+        assert has_due(db, second)
+        set_wave_status(db, wave.id, WaveStatus.PAUSED, INVITATION_AT)
+    with transaction(app.factory) as db:
+        assert next_due_at(db, INVITATION_AT - timedelta(seconds=1)) is None
+        assert has_due(db, second) is False
+    with transaction(app.factory) as db:  # another wave active, nothing of it due yet: still nothing due
+        queue_wave(
+            db, app.settings, series.session("africa-2021"), series.step("invitation-2"), INVITATION_AT
+        )
+        assert has_due(db, second) is False
+        set_wave_status(db, wave.id, WaveStatus.ACTIVE, INVITATION_AT)
+        db.execute(Message.__table__.update().where(Message.wave_id == wave.id).values(status="sent"))
+    with transaction(app.factory) as db:  # sent: no longer due
+        assert has_due(db, second) is False
+        assert next_due_at(db, INVITATION_AT - timedelta(seconds=1)) != INVITATION_AT
+
+
+def test_a_claimed_message_carries_its_row_and_is_leased_to_the_worker(app: App) -> None:
+    series = app.settings.series
+    with transaction(app.factory) as db:
+        ana = add_contact(db, "josé@example.org", name="José", country="NG", language="fr")
+        ben = add_contact(db, "ben@example.org")
+    with transaction(app.factory) as db:  # queued the day before
+        wave = queue_wave(
+            db,
+            app.settings,
+            series.session("africa-2021"),
+            series.step("invitation"),
+            INVITATION_AT - timedelta(days=1),
+        ).wave
+        suppress(db, "ben@example.org", "unsubscribed", "test", INVITATION_AT - timedelta(days=1))
+    with transaction(app.factory) as db:
+        message = db.scalars(select(Message).where(Message.contact_id == ana.id)).one()
+        message.expiries, message.attempts = 1, 2  # reclaimed once before
+        message.handed_at = INVITATION_AT - timedelta(hours=1)  # handed over under its last claim
+        pk, message_id, deadline = message.id, message.message_id, message.deadline_at.astimezone(UTC)
+    lease = timedelta(minutes=5)
+    with transaction(app.factory) as db:
+        assert claim_due(
+            db, app.settings, INVITATION_AT - timedelta(microseconds=1), worker="w", limit=5, lease=lease
+        ) == (
+            [],
+            [],
+        )
+        claimed, finished = claim_due(db, app.settings, INVITATION_AT, worker="w", limit=5, lease=lease)
+    assert finished == [("africa-2021", "invitation", "suppressed")]
+    with transaction(app.factory) as db:
+        skipped = db.scalars(select(Message).where(Message.contact_id == ben.id)).one()
+        assert (str(skipped.status), skipped.updated_at.astimezone(UTC)) == ("suppressed", INVITATION_AT)
+    [first] = claimed
+    assert (first.pk, first.message_id, first.session_id, first.step, first.wave_id) == (
+        pk,
+        message_id,
+        "africa-2021",
+        "invitation",
+        wave.id,
+    )
+    assert (first.attempts, first.careful, first.deadline_at.astimezone(UTC), first.needs_smtputf8) == (
+        3,
+        True,
+        deadline,
+        True,
+    )
+    assert (
+        first.recipient.email,
+        first.recipient.name,
+        first.recipient.language,
+        first.recipient.country,
+    ) == (
+        "josé@example.org",
+        "José",
+        "fr",
+        "NG",
+    )
+    assert first.recipient.region == "africa"
+    with transaction(app.factory) as db:
+        row = db.get(Message, pk)
+        assert row is not None
+        assert (str(row.status), row.worker, row.attempts, row.handed_at) == ("sending", "w", 3, None)
+        assert (row.lease_until.astimezone(UTC), row.updated_at.astimezone(UTC)) == (  # type: ignore[union-attr]
+            INVITATION_AT + lease,
+            INVITATION_AT,
+        )
+        assert reap_expired_leases(db, INVITATION_AT + lease) == 0  # the lease holds up to its end

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailer.config import DkimSettings, RateLimits, Security, SmtpSettings, StepKind, load_settings
 from mailer.delivery.dkim import DkimSigner
-from mailer.delivery.pool import SmtpPool
+from mailer.delivery.pool import SmtpPool, starttls_not_offered, tls_context
 from mailer.delivery.ratelimit import RateLimited, RateLimiter
 from mailer.delivery.replies import Reply
 from mailer.delivery.transport import SmtpRouter
@@ -312,3 +312,41 @@ def test_tls_connections_carry_pipelined_transactions_on_uvloop(
         statuses, pipelined = run_async(send())
     assert statuses == [MessageStatus.SENT] * 6 and pipelined == 6
     assert handler.tls_messages == 6 and handler.quits == handler.connections == 2
+
+
+def test_the_tls_context_verifies_with_the_ca_file_unless_told_not_to(
+    certificate: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    plain = SmtpSettings("relay.example.org", 25, Security.NONE, "", "", 1, 1, 1.0)
+    assert tls_context(plain) is None
+    checked = tls_context(dataclasses.replace(plain, security=Security.STARTTLS, ca_file=str(certificate[0])))
+    assert checked is not None and (checked.check_hostname, checked.verify_mode) == (True, ssl.CERT_REQUIRED)
+    assert [dict(item[0] for item in cert["subject"]) for cert in checked.get_ca_certs()] == [
+        {"commonName": "localhost"}
+    ]  # the CA file only, not the system's store
+    caplog.set_level(logging.WARNING)
+    unchecked = tls_context(dataclasses.replace(plain, name="relay", security=Security.TLS, verify=False))
+    assert unchecked is not None and (unchecked.check_hostname, unchecked.verify_mode) == (
+        False,
+        ssl.CERT_NONE,
+    )
+    assert [record.getMessage() for record in caplog.records] == [
+        "SMTP server relay: certificate NOT verified (verify = false)"
+    ]
+
+
+def test_starttls_required_but_not_offered_is_a_config_error_naming_the_fix() -> None:
+    server, handler = fault_server(Faults())  # no TLS: its EHLO does not offer STARTTLS
+    with server, pytest.raises(ConfigError) as error:
+        asyncio.run(_send(_smtp(server), 1))
+    assert str(error.value) == (
+        f"SMTP server default ({server.host}:{server.port}): security: 'starttls' is required but the server "
+        'does not offer STARTTLS (for a local test server without TLS set security = "none" in [smtp] or '
+        'SMTP_SECURITY=none; a relay on another machine must offer STARTTLS, or use security = "tls" on its '
+        "port 465)"
+    )
+    assert handler.messages == []
+    named = starttls_not_offered(dataclasses.replace(_smtp(server), name="eu"))
+    assert named.fix.startswith(
+        'for a local test server without TLS set security = "none" in [smtp.servers.eu]'
+    )
