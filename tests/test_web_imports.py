@@ -65,6 +65,11 @@ def test_a_report_for_another_session_is_refused_then_forced_confirmed_and_undon
         assert refused.status_code == 422
         assert "the report&#39;s date 2021-07-13 is not the session&#39;s 2022-03-07" in refused.text
         assert "Budapest Convention webinar: African Region" in refused.text
+        assert (
+            "Nothing was imported: import it into the right session, or confirm that it belongs here (tick"
+            " &#39;This report belongs to latin-america-2022 all the same&#39; when checking the file)</p>"
+        ) in refused.text
+        assert "--force" not in refused.text
         assert count(app, Registration) == 0
 
         forced = _send_upload(http, "check", token, refused.text, form)
@@ -347,6 +352,14 @@ def test_a_large_upload_is_imported_in_the_background_with_a_progress_page(
             .startswith(
                 "The import stopped: registrations-africa.csv does not look like a report of session"
                 " latin-america-2022: the report's title"
+            )
+        ), shown.group(1)
+        assert (
+            shown.group(1)
+            .replace("&#39;", "'")
+            .endswith(
+                "or confirm that it belongs here (tick 'This report belongs to latin-america-2022 all the same' when"
+                " checking the file)"
             )
         ), shown.group(1)
         assert count(app, Registration) == 0

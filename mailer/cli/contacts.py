@@ -29,7 +29,7 @@ from mailer.audience.registrations import RegistrationReport, import_registratio
 from mailer.audience.row_import import Rejected
 from mailer.cli import AppContext, output_console, pass_ctx
 from mailer.cli.imports import cli_user
-from mailer.errors import NotFoundError
+from mailer.errors import NotFoundError, ReportMismatchError
 from mailer.store.engine import transaction
 from mailer.store.suppressions import suppression_of
 from mailer.timeline.clock import SystemClock
@@ -305,7 +305,10 @@ def import_registrations_command(
         raise click.BadParameter(
             f"unknown session {session_id!r} (known: {', '.join(known)})", param_hint="--session"
         )
-    report = _import_with_bar(app, import_registrations, file, session_id, rejects, force=force)
+    try:
+        report = _import_with_bar(app, import_registrations, file, session_id, rejects, force=force)
+    except ReportMismatchError as exc:
+        raise ReportMismatchError(exc.confirm_by("--force")) from None
     print_registration_report(report)
 
 
