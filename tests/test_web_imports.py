@@ -157,7 +157,11 @@ def test_a_contacts_spreadsheet_shows_the_cli_report_and_its_rejects(
             },
         )
         assert checked.status_code == 200, checked.text
-        assert f'<th>Imported</th><td class="num">{expected["expected_contacts"]}<' in checked.text
+        accepted = expected["expected_contacts"]
+        assert (
+            f'<p id="outcome">{accepted} rows accepted: {accepted} new, 0 updated, 0 unchanged;'
+            f" {accepted} added to the list</p>"
+        ) in checked.text
         rejected_lines = [
             int(line) for line in re.findall(r'<tr><td class="num">(\d+)</td><td>', checked.text)
         ]
@@ -171,6 +175,19 @@ def test_a_contacts_spreadsheet_shows_the_cli_report_and_its_rejects(
         confirmed = _send_upload(http, "confirm", token, checked.text, form)
         assert confirmed.status_code == 303
         assert count(app, ListMembership) == expected["expected_contacts"]
+        # the same file checked again: every row accepted, none imported anew, and the page says so
+        again = http.post(
+            "/organise/imports/check",
+            data={"csrf_token": token, "kind": "contacts", "target": "latin-america"},
+            files={
+                "file": ("latin-america.csv", (CONTACTS_DIR / "latin-america.csv").read_bytes(), "text/csv")
+            },
+        )
+        assert (
+            f'<p id="outcome">{accepted} rows accepted: 0 new, 0 updated, {accepted} unchanged;'
+            " 0 added to the list</p>"
+        ) in again.text
+        assert "Imported" not in again.text
         listing = http.get("/organise/imports").text
         assert "latin-america.csv" in listing and "web:olga" in listing
         # a forged or stale upload token is a 404, a wrong kind a 400, never a 500

@@ -119,10 +119,7 @@ def print_import_report(report: ImportReport) -> None:
         f"{report.path.name} -> {report.region} list: {report.rows} rows read "
         f"({report.encoding}, delimiter {report.delimiter!r})"
     )
-    click.echo(
-        f"  imported   {report.imported:6d}  ({report.new} new, {report.updated} updated, "
-        f"{report.unchanged} unchanged; {report.memberships_added} added to the list)"
-    )
+    click.echo(f"  {report.outcome}")
     _echo_left_out(report, 11)
     if report.replaced:
         click.echo(f"  replaced   {len(report.replaced):6d}  (cells not understood; the rows were imported)")
