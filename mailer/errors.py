@@ -42,7 +42,14 @@ class ImportFileError(MailerError, ValueError):
 
 
 class ReportMismatchError(ImportFileError):
-    """A registration report whose preamble (title, date) names another session than the one given."""
+    """A registration report whose preamble (title, date) names another session than the one given.
+
+    The message ends "confirm that it belongs here"; each interface says how with :meth:`confirm_by` (the
+    command line's ``--force``, the web's checkbox), so that neither names the other's way."""
+
+    def confirm_by(self, how: str) -> str:
+        """The message followed by how this interface confirms, in brackets: ``"... belongs here (--force)"``."""
+        return f"{self} ({how})"
 
 
 class NaiveDatetimeError(MailerError, ValueError):

@@ -6,7 +6,7 @@ each web application registers them in its registry, so tests can build several 
 
     mailer_send_seconds{kind}                   histogram: one SMTP transaction, from MAIL to the reply
     mailer_smtp_replies_total{class}            2xx | 4xx | 5xx | none (no reply: connection failed)
-    mailer_imports_total{kind,via}              contacts | registrations, by cli | api
+    mailer_imports_total{kind,via}              contacts | registrations, by api | web
     mailer_registration_events_total{source,outcome}  pushed events: applied, duplicate, stale, ignored
     mailer_webhook_refused_total{source,reason}       signature | timestamp | format | secret
 """
@@ -39,6 +39,11 @@ WEBHOOK_REFUSED = Counter(
     "mailer_webhook_refused", "Webhook requests refused, by reason.", ["source", "reason"], registry=None
 )
 
+REPLY_CLASSES = ("2xx", "4xx", "5xx", "none")
+IMPORT_KINDS = ("contacts", "registrations")
+IMPORT_VIAS = ("api", "web")
+REFUSAL_REASONS = ("signature", "timestamp", "format", "secret")
+
 PROCESS_METRICS = (SEND_SECONDS, SMTP_REPLIES, IMPORTS, REGISTRATION_EVENTS, WEBHOOK_REFUSED)
 
 
@@ -51,8 +56,12 @@ def reply_class(code: int | None) -> str:
 
 __all__ = [
     "IMPORTS",
+    "IMPORT_KINDS",
+    "IMPORT_VIAS",
     "PROCESS_METRICS",
+    "REFUSAL_REASONS",
     "REGISTRATION_EVENTS",
+    "REPLY_CLASSES",
     "SEND_SECONDS",
     "SMTP_REPLIES",
     "WEBHOOK_REFUSED",

@@ -17,7 +17,7 @@ from mailer.cli import main
 from mailer.config import Security, check_public_links, load_settings
 from mailer.errors import ConfigError
 from mailer.store.engine import transaction
-from mailer.store.models import Message, MessageStatus
+from mailer.store.models import Message, MessageStatus, Wave, WaveStatus
 from tests.conftest import ROOT, RunningServer
 from tests.factories import add_contact
 
@@ -221,6 +221,27 @@ def test_wave_messages_say_the_state_and_are_spelled_right(run, app: App) -> Non
         run("waves", "cancel", "1", "--yes", store=app).out
         == "wave 1 is already cancelled: nothing changed\n"
     )
+
+
+def test_a_wave_that_reaches_nobody_is_done_and_cannot_be_paused(run, app: App) -> None:  # type: ignore[no-untyped-def]
+    queued = _queue(run, app)  # the latin-america list is empty
+    assert queued.code == 0 and ": 0 messages queued (new wave)" in queued.out
+    hidden = run("waves", "list", store=app)
+    assert (hidden.code, hidden.out) == (
+        0,
+        "No waves with messages yet (1 reaches nobody: see --all). Queue one with `mailer waves queue"
+        " --session S --step STEP`.\n",
+    )
+    shown = run("waves", "list", "--all", store=app)
+    assert "│    1 │ latin-america-2022 │ invitation │ latin-america │ done  │     0 │" in shown.out
+    refused = run("waves", "pause", "1", store=app)
+    assert (refused.code, refused.out) == (
+        0,
+        "wave 1 is done: it reaches nobody (0 messages; its list had no one to send to); nothing to pause."
+        " Queuing the step again once the list has contacts adds them to this wave\n",
+    )
+    with transaction(app.factory) as db:
+        assert db.get(Wave, 1).status == WaveStatus.ACTIVE  # type: ignore[union-attr]
 
 
 def test_queuing_a_cancelled_wave_again_says_so_and_adds_nobody(run, app: App) -> None:  # type: ignore[no-untyped-def]

@@ -413,7 +413,11 @@ def test_cli_import_prints_summary_and_lines(app: App, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert f"{expected['rows']} rows read" in out
-    assert f"imported   {expected['expected_contacts']:6d}" in out
+    accepted = expected["expected_contacts"]
+    assert (
+        f"\n  {accepted} rows accepted: {accepted} new, 0 updated, 0 unchanged; {accepted} added to the list\n"
+        in out
+    )
     assert f"rejected   {expected['expected_rejected']:6d}  (written to {rejects})" in out
     assert f"duplicates {expected['expected_duplicates']:6d}" in out
     for defect in expected["defects"]:
@@ -426,8 +430,10 @@ def test_cli_import_prints_summary_and_lines(app: App, tmp_path: Path) -> None:
 
     again = run_cli(app, *command)
     assert (
-        f"(0 new, 0 updated, {expected['expected_contacts']} unchanged; 0 added to the list)" in again.stdout
+        f"\n  {accepted} rows accepted: 0 new, 0 updated, {accepted} unchanged; 0 added to the list\n"
+        in again.stdout
     )
+    assert "imported " not in again.stdout
 
 
 def test_cli_unknown_region_exits_2(app: App) -> None:

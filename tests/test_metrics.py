@@ -91,3 +91,29 @@ def test_readyz_reports_an_unreachable_relay(app: App) -> None:
     assert body["ready"] is False
     assert body["checks"]["store"] == "ok"
     assert body["checks"]["relays"][relay].startswith("unreachable: ConnectionRefusedError")
+
+
+def test_known_labels_are_exposed_at_zero_before_their_first_event(app: App) -> None:
+    with ThreadedServer(app, clock=VirtualClock(INVITATION_AT)) as web:
+        figures = scrape(web.url)
+
+    def labels(name: str) -> set[tuple[tuple[str, str], ...]]:
+        return {key[1] for key in figures if key[0] == name}
+
+    assert labels("mailer_webhook_refused_total") == {
+        (("reason", reason), ("source", source))
+        for source in ("generic", "zoom")
+        for reason in ("signature", "timestamp", "format", "secret")
+    }
+    assert labels("mailer_registration_events_total") == {
+        (("outcome", outcome), ("source", source))
+        for source in ("generic", "zoom")
+        for outcome in ("applied", "duplicate", "stale", "ignored")
+    }
+    assert labels("mailer_imports_total") == {
+        (("kind", kind), ("via", via)) for kind in ("contacts", "registrations") for via in ("api", "web")
+    }
+    assert labels("mailer_smtp_replies_total") == {(("class", c),) for c in ("2xx", "4xx", "5xx", "none")}
+    assert labels("mailer_send_seconds_count") == {
+        (("kind", kind),) for kind in ("invitation", "reminder", "follow-up", "notice")
+    }

@@ -65,6 +65,11 @@ def test_a_report_for_another_session_is_refused_then_forced_confirmed_and_undon
         assert refused.status_code == 422
         assert "the report&#39;s date 2021-07-13 is not the session&#39;s 2022-03-07" in refused.text
         assert "Budapest Convention webinar: African Region" in refused.text
+        assert (
+            "Nothing was imported: import it into the right session, or confirm that it belongs here (tick"
+            " &#39;This report belongs to latin-america-2022 all the same&#39; when checking the file)</p>"
+        ) in refused.text
+        assert "--force" not in refused.text
         assert count(app, Registration) == 0
 
         forced = _send_upload(http, "check", token, refused.text, form)
@@ -152,7 +157,11 @@ def test_a_contacts_spreadsheet_shows_the_cli_report_and_its_rejects(
             },
         )
         assert checked.status_code == 200, checked.text
-        assert f'<th>Imported</th><td class="num">{expected["expected_contacts"]}<' in checked.text
+        accepted = expected["expected_contacts"]
+        assert (
+            f'<p id="outcome">{accepted} rows accepted: {accepted} new, 0 updated, 0 unchanged;'
+            f" {accepted} added to the list</p>"
+        ) in checked.text
         rejected_lines = [
             int(line) for line in re.findall(r'<tr><td class="num">(\d+)</td><td>', checked.text)
         ]
@@ -166,6 +175,19 @@ def test_a_contacts_spreadsheet_shows_the_cli_report_and_its_rejects(
         confirmed = _send_upload(http, "confirm", token, checked.text, form)
         assert confirmed.status_code == 303
         assert count(app, ListMembership) == expected["expected_contacts"]
+        # the same file checked again: every row accepted, none imported anew, and the page says so
+        again = http.post(
+            "/organise/imports/check",
+            data={"csrf_token": token, "kind": "contacts", "target": "latin-america"},
+            files={
+                "file": ("latin-america.csv", (CONTACTS_DIR / "latin-america.csv").read_bytes(), "text/csv")
+            },
+        )
+        assert (
+            f'<p id="outcome">{accepted} rows accepted: 0 new, 0 updated, {accepted} unchanged;'
+            " 0 added to the list</p>"
+        ) in again.text
+        assert "Imported" not in again.text
         listing = http.get("/organise/imports").text
         assert "latin-america.csv" in listing and "web:olga" in listing
         # a forged or stale upload token is a 404, a wrong kind a 400, never a 500
@@ -347,6 +369,14 @@ def test_a_large_upload_is_imported_in_the_background_with_a_progress_page(
             .startswith(
                 "The import stopped: registrations-africa.csv does not look like a report of session"
                 " latin-america-2022: the report's title"
+            )
+        ), shown.group(1)
+        assert (
+            shown.group(1)
+            .replace("&#39;", "'")
+            .endswith(
+                "or confirm that it belongs here (tick 'This report belongs to latin-america-2022 all the same' when"
+                " checking the file)"
             )
         ), shown.group(1)
         assert count(app, Registration) == 0

@@ -291,6 +291,43 @@ def test_a_finished_wave_shows_done_and_when_its_step_went(
         assert db.get(Wave, wave_id).status == WaveStatus.ACTIVE  # type: ignore[union-attr]
 
 
+def test_a_wave_that_reaches_nobody_is_done_cannot_be_paused_and_takes_contacts_queued_later(
+    app: App, web: ThreadedServer, accounts: dict[str, str]
+) -> None:
+    series = app.settings.series
+    session, step = series.session("africa-2021"), series.step("invitation")
+    with transaction(app.factory) as db:  # the africa list is empty
+        empty = queue_wave(db, app.settings, session, step, INVITATION_AT)
+        wave_id = empty.wave.id
+    assert (empty.created, empty.added) == (True, 0)
+    with signed_in(web, "olga") as http:
+        wave_page = http.get(f"/staff/waves/{wave_id}").text
+        assert '<span class="status done">done</span>' in wave_page
+        assert (
+            '<p class="small muted" id="done-note">This wave reaches nobody: its list had no one to send to, so'
+            " there is nothing to pause or cancel. Queuing the step again once the list has contacts adds them"
+            " to this wave.</p>"
+        ) in wave_page
+        assert "/pause" not in wave_page and "/cancel" not in wave_page
+        refused = http.post(f"/organise/waves/{wave_id}/pause", data={"csrf_token": csrf_of(wave_page)})
+        assert refused.status_code == 409
+        assert (
+            f"wave {wave_id} is done: it reaches nobody (0 messages; its list had no one to send to); nothing"
+            " to pause. Queuing the step again once the list has contacts adds them to this wave"
+        ) in refused.text.replace("&#39;", "'")
+    with transaction(app.factory) as db:
+        add_contact(db, "ana@example.org")
+        later = queue_wave(db, app.settings, session, step, INVITATION_AT)
+    assert (later.wave.id, later.created, later.added, later.wave.status) == (
+        wave_id,
+        False,
+        1,
+        WaveStatus.ACTIVE,
+    )
+    with signed_in(web, "olga") as http:
+        assert '<span class="status active">active</span>' in http.get(f"/staff/waves/{wave_id}").text
+
+
 def _deliver_with_outcomes(app: App, outcomes: dict[str, tuple[MessageStatus, int, str]]) -> int:
     series = app.settings.series
     with transaction(app.factory) as db:

@@ -71,11 +71,21 @@ class ImportReport:
     file_name: str = ""  # as the organiser named the file
 
     @property
-    def summary(self) -> str:
-        """The counts in words, as recorded with the import."""
+    def outcome(self) -> str:
+        """What the accepted rows did, in the one wording of the command line and the web's check page:
+        ``"208 rows accepted: 0 new, 0 updated, 208 unchanged; 0 added to the list"`` (an accepted row is not
+        necessarily a change: a file imported again is all unchanged)."""
+        rows = self.accepted
         return (
-            f"{self.new} new, {self.updated} updated, {self.unchanged} unchanged; "
-            f"{self.memberships_added} added to the list; {len(self.rejected)} rejected, "
+            f"{rows} row{'' if rows == 1 else 's'} accepted: {self.new} new, {self.updated} updated, "
+            f"{self.unchanged} unchanged; {self.memberships_added} added to the list"
+        )
+
+    @property
+    def summary(self) -> str:
+        """The counts in words, as recorded with the import: :attr:`outcome`, then the rows left out."""
+        return (
+            f"{self.outcome}; {len(self.rejected)} rejected, "
             f"{len(self.duplicates)} duplicates, {len(self.replaced)} cells replaced"
         )
 

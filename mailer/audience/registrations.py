@@ -318,7 +318,7 @@ def import_registrations(
     changes nothing. The first row of an address wins; later rows are reported as duplicates.
 
     The report's preamble (title, date) must fit the session (:mod:`mailer.audience.report_check`), else
-    :class:`mailer.errors.ReportMismatchError` shows both, unless ``force``. Each import is recorded
+    :class:`mailer.errors.ReportMismatchError` shows both (the interface adds how to confirm), unless ``force``. Each import is recorded
     (:mod:`mailer.audience.import_log`: ``by`` whom, ``file_name`` as the organiser named it, the file's
     SHA-256, the counts, what each row created or changed) so that it can be undone; a ``dry_run`` stores
     nothing and records nothing.
@@ -351,8 +351,7 @@ def import_registrations(
     if problem and not force:
         raise ReportMismatchError(
             f"{file_name or Path(path).name} does not look like a report of session {session.id}: {problem}."
-            " Nothing was imported: import it into the right session, or confirm that it belongs here (--force"
-            " on the command line, the checkbox on the web)"
+            " Nothing was imported: import it into the right session, or confirm that it belongs here"
         )
     name = file_name or table.path.name
     writer = _RegistrationWriter(Defaults.of(settings, region), session.id, now)

@@ -29,7 +29,7 @@ from mailer.audience.registrations import RegistrationReport, import_registratio
 from mailer.audience.row_import import Rejected
 from mailer.cli import AppContext, output_console, pass_ctx
 from mailer.cli.imports import cli_user
-from mailer.errors import NotFoundError
+from mailer.errors import NotFoundError, ReportMismatchError
 from mailer.store.engine import transaction
 from mailer.store.suppressions import suppression_of
 from mailer.timeline.clock import SystemClock
@@ -119,10 +119,7 @@ def print_import_report(report: ImportReport) -> None:
         f"{report.path.name} -> {report.region} list: {report.rows} rows read "
         f"({report.encoding}, delimiter {report.delimiter!r})"
     )
-    click.echo(
-        f"  imported   {report.imported:6d}  ({report.new} new, {report.updated} updated, "
-        f"{report.unchanged} unchanged; {report.memberships_added} added to the list)"
-    )
+    click.echo(f"  {report.outcome}")
     _echo_left_out(report, 11)
     if report.replaced:
         click.echo(f"  replaced   {len(report.replaced):6d}  (cells not understood; the rows were imported)")
@@ -305,7 +302,10 @@ def import_registrations_command(
         raise click.BadParameter(
             f"unknown session {session_id!r} (known: {', '.join(known)})", param_hint="--session"
         )
-    report = _import_with_bar(app, import_registrations, file, session_id, rejects, force=force)
+    try:
+        report = _import_with_bar(app, import_registrations, file, session_id, rejects, force=force)
+    except ReportMismatchError as exc:
+        raise ReportMismatchError(exc.confirm_by("--force")) from None
     print_registration_report(report)
 
 

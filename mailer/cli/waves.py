@@ -105,14 +105,22 @@ def queue(ctx: AppContext, session_id: str, step_name: str, region: str | None, 
 
 @waves.command("list")
 @click.option("--session", "session_id", help="Only this session.")
-@click.option("--all", "show_all", is_flag=True, help="Also waves that reached nobody (an empty list).")
+@click.option("--all", "show_all", is_flag=True, help="Also done waves that reach nobody (an empty list).")
 @pass_ctx
 def list_waves(ctx: AppContext, session_id: str | None, show_all: bool) -> None:
-    """Waves with message counts per status."""
+    """Waves with message counts per status (a done wave that reaches nobody only with --all; a paused one
+    always, since queuing its step again would be held)."""
     with transaction(ctx.existing_app.factory) as db:
-        rows = [row for row in counts_by_wave(db, session_id) if show_all or row.total]
+        every = counts_by_wave(db, session_id)
+    rows = [row for row in every if show_all or row.total or row.state != "done"]
+    hidden = len(every) - len(rows)
     if not rows:
-        click.echo("No waves yet. Queue one with `mailer waves queue --session S --step STEP`.")
+        lead = (
+            f"No waves with messages yet ({hidden} reach{'es' if hidden == 1 else ''} nobody: see --all)."
+            if hidden
+            else "No waves yet."
+        )
+        click.echo(f"{lead} Queue one with `mailer waves queue --session S --step STEP`.")
         return
     used = used_statuses(rows)
     table = Table(title="Waves")
@@ -131,6 +139,8 @@ def list_waves(ctx: AppContext, session_id: str | None, show_all: bool) -> None:
             str(row.total),
         )
     output_console().print(table)
+    if hidden:
+        click.echo(f"{hidden} done wave{'' if hidden == 1 else 's'} reaching nobody not shown (see --all)")
     for row in rows:
         if row.hold_reason:
             click.echo(f"wave {row.wave_id} ({row.session_id} / {row.step}) {row.hold_reason}")

@@ -43,6 +43,7 @@ from mailer.audience.import_undo import undo_import
 from mailer.audience.registrations import RegistrationReport, import_registrations
 from mailer.audience.row_import import ProgressCallback
 from mailer.errors import ImportFileError, NotFoundError, ReportMismatchError
+from mailer.metrics import IMPORTS
 from mailer.web.app import WebContext, context_of
 from mailer.web.inputs import row_id
 from mailer.web.staff import user_of
@@ -127,6 +128,12 @@ def _target(ctx: WebContext, form: FormData) -> tuple[str, str]:
     return kind, target
 
 
+def confirm_hint(target: str) -> str:
+    """How an organiser confirms on the web that a registration report belongs to session ``target``: the
+    check page's checkbox (the command line's ``--force``), named by its label."""
+    return f"tick 'This report belongs to {target} all the same' when checking the file"
+
+
 def _run(
     ctx: WebContext,
     kind: str,
@@ -138,9 +145,12 @@ def _run(
     by: str,
     progress: ProgressCallback | None = None,
 ) -> ImportReport | RegistrationReport:
+    """Import (or, with ``dry_run``, check) the ``upload`` of ``kind`` into ``target``; a stored import is
+    counted in ``mailer_imports_total{via="web"}``. Raises what the importer raises."""
     source = (ctx.app.factory, ctx.settings, upload.path, target, ctx.now())
+    report: ImportReport | RegistrationReport
     if kind == "contacts":
-        return import_contacts(
+        report = import_contacts(
             *source,
             rejects_path=upload.rejects,
             by=by,
@@ -148,15 +158,19 @@ def _run(
             file_name=upload.name,
             progress=progress,
         )
-    return import_registrations(
-        *source,
-        rejects_path=upload.rejects,
-        by=by,
-        force=force,
-        dry_run=dry_run,
-        file_name=upload.name,
-        progress=progress,
-    )
+    else:
+        report = import_registrations(
+            *source,
+            rejects_path=upload.rejects,
+            by=by,
+            force=force,
+            dry_run=dry_run,
+            file_name=upload.name,
+            progress=progress,
+        )
+    if not dry_run:
+        IMPORTS.labels(kind, "web").inc()
+    return report
 
 
 @dataclass
@@ -183,6 +197,8 @@ def _background(ctx: WebContext, kind: str, target: str, upload: Upload, force: 
     try:
         report = _run(ctx, kind, target, upload, force=force, dry_run=False, by=by, progress=job.progress)
         job.import_id = report.import_id
+    except ReportMismatchError as exc:
+        job.error = exc.confirm_by(confirm_hint(target))
     except (ImportFileError, NotFoundError) as exc:
         job.error = str(exc)
     except Exception:  # a thread of its own: nothing above it would report the failure
@@ -226,7 +242,7 @@ async def check(request: Request) -> Response:
             _run, ctx, kind, target, upload, force=force, dry_run=True, by=f"web:{user.username}"
         )
     except ReportMismatchError as exc:
-        context.update(error=str(exc), mismatch=True)
+        context.update(error=exc.confirm_by(confirm_hint(target)), mismatch=True)
     except (ImportFileError, NotFoundError) as exc:
         context["error"] = str(exc)
     status = 200 if context["report"] is not None else 422
@@ -252,6 +268,8 @@ async def confirm(request: Request) -> Response:
         return RedirectResponse(f"/organise/imports/running/{upload.token}", status_code=303)
     try:
         report = await run_in_threadpool(_run, ctx, kind, target, upload, force=force, dry_run=False, by=by)
+    except ReportMismatchError as exc:
+        raise HTTPException(409, exc.confirm_by(confirm_hint(target))) from None
     except (ImportFileError, NotFoundError) as exc:
         raise HTTPException(409, str(exc)) from None
     upload.path.unlink(missing_ok=True)
@@ -323,4 +341,4 @@ ROUTES = [
     Route("/organise/imports/rejects/{token}", rejects),
 ]
 
-__all__ = ["ROUTES", "uploads_dir"]
+__all__ = ["ROUTES", "confirm_hint", "uploads_dir"]

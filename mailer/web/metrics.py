@@ -33,12 +33,26 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from mailer.audience.live import EventOutcome
 from mailer.config import Settings
-from mailer.metrics import PROCESS_METRICS
+from mailer.config.series import StepKind
+from mailer.metrics import (
+    IMPORT_KINDS,
+    IMPORT_VIAS,
+    IMPORTS,
+    PROCESS_METRICS,
+    REFUSAL_REASONS,
+    REGISTRATION_EVENTS,
+    REPLY_CLASSES,
+    SEND_SECONDS,
+    SMTP_REPLIES,
+    WEBHOOK_REFUSED,
+)
 from mailer.store.engine import schema_revisions, transaction
 from mailer.store.models import PENDING_STATUSES, Message, RelayCircuit
 from mailer.timeline.clock import Clock
 from mailer.web.app import context_of
+from mailer.web.webhooks import WEBHOOK_SOURCES
 
 RELAY_CHECK_TIMEOUT = 2.0  # seconds per relay for /readyz
 
@@ -105,8 +119,28 @@ class StoreCollector(Collector):
         return [messages, depth, oldest, circuit_open, failures]
 
 
+def known_labels() -> None:
+    """Create every known label combination of the process's metrics, at 0 until its first event: send
+    latency per step kind, SMTP replies per class, imports per kind and way (api, web), pushed events per
+    source and outcome, webhook refusals per source and reason. Idempotent (an existing child is kept)."""
+    for kind in StepKind:
+        SEND_SECONDS.labels(kind.value)
+    for reply in REPLY_CLASSES:
+        SMTP_REPLIES.labels(reply)
+    for imported in IMPORT_KINDS:
+        for via in IMPORT_VIAS:
+            IMPORTS.labels(imported, via)
+    for source in WEBHOOK_SOURCES:
+        for outcome in EventOutcome:
+            REGISTRATION_EVENTS.labels(source, outcome.value)
+        for reason in REFUSAL_REASONS:
+            WEBHOOK_REFUSED.labels(source, reason)
+
+
 def build_registry(factory: sessionmaker[DbSession], clock: Clock) -> CollectorRegistry:
-    """A registry with this process's metrics and the store's (one per web application)."""
+    """A registry with this process's metrics, every known label at 0 from the start (:func:`known_labels`),
+    and the store's (one per web application)."""
+    known_labels()
     registry = CollectorRegistry(auto_describe=True)
     for metric in PROCESS_METRICS:
         registry.register(metric)
@@ -170,4 +204,4 @@ ROUTES = [
     Route("/readyz", readyz, methods=["GET"]),
 ]
 
-__all__ = ["ROUTES", "StoreCollector", "build_registry", "relay_checks"]
+__all__ = ["ROUTES", "StoreCollector", "build_registry", "known_labels", "relay_checks"]

@@ -46,6 +46,7 @@ from mailer.web.signatures import check_signature, zoom_validation_token
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+WEBHOOK_SOURCES = ("generic", "zoom")  # the ``source`` label of the webhook metrics
 GENERIC_HEADERS = ("x-mailer-timestamp", "x-mailer-signature")
 ZOOM_HEADERS = ("x-zm-request-timestamp", "x-zm-signature")
 
@@ -164,4 +165,4 @@ ROUTES = [
     Route("/hooks/zoom", zoom, methods=["POST"]),
 ]
 
-__all__ = ["ROUTES", "generic", "zoom"]
+__all__ = ["ROUTES", "WEBHOOK_SOURCES", "generic", "zoom"]

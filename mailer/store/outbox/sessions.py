@@ -20,7 +20,7 @@ from mailer.store.models import (
 )
 from mailer.store.outbox.batch import is_postgresql
 from mailer.store.outbox.queue import message_deadline, queue_wave
-from mailer.store.outbox.waves import pending_messages, set_wave_status, skip_messages
+from mailer.store.outbox.waves import WaveStateError, pending_messages, set_wave_status, skip_messages
 from mailer.timeline.clock import require_aware
 from mailer.timeline.plan import (
     SkipReason,
@@ -143,7 +143,10 @@ def retime_pending(
         elif wave.offset_seconds is not None:
             wave.scheduled_at = start + timedelta(seconds=wave.offset_seconds)
         if step.offset.is_before and wave.scheduled_at >= start and wave.status == WaveStatus.ACTIVE:
-            set_wave_status(db, wave.id, WaveStatus.PAUSED, now)
+            try:
+                set_wave_status(db, wave.id, WaveStatus.PAUSED, now)
+            except WaveStateError:
+                continue  # done, or reaches nobody: nothing to hold
             wave.hold_reason = (
                 f"held: set for {wave.scheduled_at:%Y-%m-%d %H:%M} UTC, at or after the session's new start"
                 f" ({start:%Y-%m-%d %H:%M} UTC), for a step before it; resume or cancel wave {wave.id}"

@@ -63,7 +63,8 @@ def set_wave_status(db: DbSession, wave_id: int, status: WaveStatus, now: dateti
     done wave may still be cancelled, so that queuing its step again adds nobody).
     Any change clears the wave's ``hold_reason`` (the organiser has decided).
     Raises NotFoundError for an unknown wave; WaveStateError (a ValueError) for a change from ``cancelled``,
-    when the wave is already in ``status``, or when pausing a done wave (it has messages, every one final):
+    when the wave is already in ``status``, or when pausing a done wave (every message final, or none: a
+    wave that reaches nobody, which a later queuing of its step would otherwise fill while paused unseen):
     ``already`` True for the last two, and nothing is changed or logged then.
     """
     now = require_aware(now, "now")
@@ -86,6 +87,11 @@ def set_wave_status(db: DbSession, wave_id: int, status: WaveStatus, now: dateti
                 " nothing to pause",
                 already=True,
             )
+        raise WaveStateError(
+            f"wave {wave_id} is done: it reaches nobody (0 messages; its list had no one to send to);"
+            " nothing to pause. Queuing the step again once the list has contacts adds them to this wave",
+            already=True,
+        )
     wave.status = status
     wave.hold_reason = ""
     if status is WaveStatus.CANCELLED:

@@ -47,11 +47,14 @@ class CountRow:
     @property
     def state(self) -> str:
         """The wave's state as staff read it: ``done`` once every message of an active or paused wave is
-        final (nothing left to pause or cancel), else the wave's status (active, paused, cancelled)."""
-        finished = self.total > 0 and self.done == self.total
-        if finished and self.wave_status != WaveStatus.CANCELLED:
-            return "done"
-        return self.wave_status
+        final, or when an active wave reaches nobody (no messages: nothing to pause or cancel, as
+        :func:`mailer.store.outbox.set_wave_status` refuses); else the wave's status (active, paused,
+        cancelled). An empty paused wave stays ``paused``: its step queued again would be held."""
+        if self.wave_status == WaveStatus.CANCELLED:
+            return self.wave_status
+        if self.total == 0:
+            return "done" if self.wave_status == WaveStatus.ACTIVE else self.wave_status
+        return "done" if self.done == self.total else self.wave_status
 
     @property
     def percent(self) -> int:
