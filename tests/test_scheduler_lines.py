@@ -3,7 +3,9 @@ each counted once."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+import pytest
 
 from mailer.app import App
 from mailer.scheduler import wave_line
@@ -13,31 +15,21 @@ from tests.conftest import INVITATION_AT
 from tests.factories import add_contact
 
 
-def test_a_wave_past_its_deadline_prints_none_queued_and_all_skipped(app: App) -> None:
+@pytest.mark.parametrize(
+    ("queued_at", "line"),
+    [
+        (INVITATION_AT + timedelta(days=4), "africa-2021/invitation: 0 queued, 2 skipped (too late)"),
+        (INVITATION_AT, "africa-2021/invitation: 2 queued"),
+    ],
+    ids=["past-its-deadline", "in-time"],
+)
+def test_a_wave_prints_what_it_queued_and_skipped(app: App, queued_at: datetime, line: str) -> None:
     series = app.settings.series
     with transaction(app.factory) as db:
         for address in ("ann@example.org", "bob@example.org"):
             add_contact(db, address)
     with transaction(app.factory) as db:
-        late = queue_wave(
-            db,
-            app.settings,
-            series.session("africa-2021"),
-            series.step("invitation"),
-            INVITATION_AT + timedelta(days=4),
+        result = queue_wave(
+            db, app.settings, series.session("africa-2021"), series.step("invitation"), queued_at
         )
-        assert (
-            wave_line(late) == f"wave {late.wave.id} africa-2021/invitation: 0 queued, 2 skipped (too late)"
-        )
-
-
-def test_a_wave_in_time_prints_every_message_queued(app: App) -> None:
-    series = app.settings.series
-    with transaction(app.factory) as db:
-        for address in ("ann@example.org", "bob@example.org"):
-            add_contact(db, address)
-    with transaction(app.factory) as db:
-        due = queue_wave(
-            db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT
-        )
-        assert wave_line(due) == f"wave {due.wave.id} africa-2021/invitation: 2 queued"
+        assert wave_line(result) == f"wave {result.wave.id} {line}"
