@@ -55,7 +55,10 @@ def test_a_report_counts_each_row_and_is_recorded_as_the_import(
         by="sam",
         file_name="members.csv",
     )
-    summary = "2 new, 0 updated, 0 unchanged; 2 added to the list; 1 rejected, 1 duplicates, 1 cells replaced"
+    summary = (
+        "2 rows accepted: 2 new, 0 updated, 0 unchanged; 2 added to the list; "
+        "1 rejected, 1 duplicates, 1 cells replaced"
+    )
     assert report == ImportReport(
         path=export,
         region="africa",
@@ -118,7 +121,8 @@ def test_a_second_import_counts_updated_and_unchanged_contacts(
         2,
     )
     assert again.summary == (
-        "0 new, 1 updated, 1 unchanged; 0 added to the list; 0 rejected, 0 duplicates, 0 cells replaced"
+        "2 rows accepted: 0 new, 1 updated, 1 unchanged; 0 added to the list; "
+        "0 rejected, 0 duplicates, 0 cells replaced"
     )
     assert (again.file_name, again.rejects_path) == ("export.csv", None)
     record = import_view(app.factory, again.import_id)

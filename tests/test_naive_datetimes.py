@@ -42,11 +42,13 @@ from mailer.config.providers import ProviderWebhook
 from mailer.delivery.handling import Policy
 from mailer.delivery.providers.ses import Certificates
 from mailer.delivery.reports import Report
+from mailer.delivery.transport import StoredCircuit
 from mailer.errors import NaiveDatetimeError
 from mailer.store.models import ReportKind, StaffUser
 from mailer.store.outbox.checks import SendTimeFacts
 from mailer.store.recipient import Recipient
 from mailer.store.relays import CircuitState
+from mailer.timeline.plan import Deadline, SkipReason
 from mailer.web.sessions import SessionPolicy
 from tests.conftest import ROOT
 
@@ -86,6 +88,7 @@ def _callables() -> Iterator[tuple[str, Callable[..., Any], type | None]]:
                 inspect.isclass(value)
                 and not dataclasses.is_dataclass(value)
                 and not issubclass(value, TypeDecorator)
+                and not getattr(value, "_is_protocol", False)  # a Protocol's methods are declarations
             ):
                 for method_name, method in vars(value).items():
                     if (method_name == "__init__" or not method_name.startswith("_")) and inspect.isfunction(
@@ -210,6 +213,8 @@ def _sample(hint: Any, name: str, app: App, folder: Path) -> Any:
         return RegistrationEvent(
             "generic", "e1", Action.CREATED, SESSION.id, "someone@example.org", "", "", "", "", AWARE
         )
+    if hint is Deadline:
+        return Deadline(AWARE, SkipReason.TOO_LATE)
     if hint is Wording:
         return Renderer(app.settings).wording["pt"]
     if hint is bool:
@@ -248,6 +253,7 @@ def _instance(owner: type, app: App, folder: Path) -> Any:
         Service: lambda: Service(app, VirtualClock(AWARE)),
         VirtualClock: lambda: VirtualClock(AWARE),
         Certificates: lambda: Certificates(lambda url: b""),
+        StoredCircuit: lambda: StoredCircuit(app.factory, "127.0.0.1:25"),
     }
     return makers[owner]()
 

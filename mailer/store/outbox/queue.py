@@ -255,8 +255,10 @@ def zone_plan(
     now: datetime,
 ) -> ZonePlan:
     """The due time, deadline and skip reason of a message of ``step`` to a recipient in ``zone`` (an IANA
-    name): recipient-local steps and send windows depend on the zone only, so a wave needs one per zone."""
-    meant = message_due(session, step, zone, base)
+    name): recipient-local steps and send windows depend on the zone only, so a wave needs one per zone.
+    Raises NaiveDatetimeError for a naive ``base`` or ``now``."""
+    now = require_aware(now, "now")
+    meant = message_due(session, step, zone, None if base is None else require_aware(base, "base"))
     deadline = message_deadline(series, session, step, meant) if step.local_time else wave_deadline
     due = hold_for_window(meant, step, zone)
     reason: SkipReason | None = None
