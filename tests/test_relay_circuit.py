@@ -348,4 +348,3 @@ def test_service_processes_share_the_circuit_of_a_dead_relay(tmp_path: Path, dat
     assert set(received.values()) == {1}
     logs = [p.log_path.read_text() for p in processes]
     assert all("Traceback" not in log for log in logs)
-    assert all("sent" in log for log in logs), "every process took part once the relay was back"
