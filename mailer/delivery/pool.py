@@ -17,6 +17,8 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import aiosmtplib
 from aiosmtplib import errors as smtp_errors
@@ -25,13 +27,39 @@ from mailer.config import Security, SmtpSettings, StepKind
 from mailer.delivery.circuit import Circuit, SharedCircuit
 from mailer.delivery.dialogue import CONNECTION_ERRORS, ConnectionFailed, Dialogue
 from mailer.delivery.envelope import envelope_commands, needs_smtputf8, unsendable
-from mailer.delivery.forwarding import Closing
+from mailer.delivery.forwarding import Closing, NotAttempted
 from mailer.delivery.ratelimit import Limiter, RateLimited, rate_limiter
 from mailer.delivery.replies import Phase, Reply, refused, unanswered
 from mailer.errors import ConfigError
 from mailer.store.models import MessageStatus
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+async def unless_stopped(step: Coroutine[Any, Any, _T], stop: asyncio.Event | None) -> _T:
+    """Await ``step`` unless ``stop`` is set first: then ``step`` is cancelled and :class:`NotAttempted`
+    raised (a ``step`` that finished meanwhile still gives its result). For the waits before a mail
+    transaction (circuit, free connection, connecting, rate limit), so a stop never waits them out."""
+    if stop is None:
+        return await step
+    if stop.is_set():
+        step.close()
+        raise NotAttempted("stopped")
+    task = asyncio.ensure_future(step)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+    finally:
+        stopped.cancel()
+        task.cancel()  # no-op once done; reached undone only when the caller itself is cancelled
+    if task.cancelled():
+        raise NotAttempted("stopped")
+    return task.result()
 
 
 def tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
@@ -158,6 +186,9 @@ class SmtpPool(Closing):
         except smtp_errors.SMTPServerDisconnected as exc:  # closed by the server right after the login
             client.close()
             raise ConnectionFailed(unanswered(Phase.CONNECT, str(exc))) from None
+        except asyncio.CancelledError:  # a stop while connecting: the half-open connection is closed
+            client.close()
+            raise
         finally:
             self._attempts.discard(attempt)
             attempt.set_result(None)
@@ -213,6 +244,7 @@ class SmtpPool(Closing):
         kind: StepKind | None = None,
         utf8: bool = False,
         transparent: bool = False,
+        stop: asyncio.Event | None = None,
     ) -> Reply:
         """Deliver ``data`` (the full message) to one ``recipient``; returns the classified reply.
 
@@ -224,15 +256,18 @@ class SmtpPool(Closing):
         seconds, else the reply is deferred without contacting the server. A failed connection is tried
         again on a new one until the circuit opens (``circuit_failures`` in a row); while it is open the reply
         is a deferral with ``retry_at`` (the next probe) and nothing is sent.
+        Once ``stop`` is set, a send that has not begun its mail transaction stops waiting (for the circuit's
+        probe, a free connection, a connection being opened, a rate-limit slot) and raises
+        :class:`~mailer.delivery.forwarding.NotAttempted`; a transaction under way finishes.
         """
-        verdict = await self.circuit.admit()
+        verdict = await unless_stopped(self.circuit.admit(), stop)
         if verdict is not None:
             return verdict
         probing = self.circuit.open  # admitted while open: this send is the probe
         try:
-            slot = await self._slots.get()
+            slot = await unless_stopped(self._slots.get(), stop)
             try:
-                return await self._send_on_slot(slot, envelope_from, recipient, data, utf8, transparent)
+                return await self._send_on_slot(slot, envelope_from, recipient, data, utf8, transparent, stop)
             finally:
                 self._slots.put_nowait(slot)
         finally:
@@ -240,20 +275,27 @@ class SmtpPool(Closing):
                 self.circuit.abandon_probe()
 
     async def _send_on_slot(
-        self, slot: _Slot, envelope_from: str, recipient: str, data: bytes, utf8: bool, transparent: bool
+        self,
+        slot: _Slot,
+        envelope_from: str,
+        recipient: str,
+        data: bytes,
+        utf8: bool,
+        transparent: bool,
+        stop: asyncio.Event | None,
     ) -> Reply:
         """:meth:`_send_on`, reconnecting after a drop before DATA (once) or a failed connection (until the
-        circuit opens)."""
+        circuit opens or ``stop`` is set)."""
         dropped = unreachable = 0
         while True:
             try:
-                return await self._send_on(slot, envelope_from, recipient, data, utf8, transparent)
+                return await self._send_on(slot, envelope_from, recipient, data, utf8, transparent, stop)
             except ConnectionFailed as failure:
                 await self._drop(slot, polite=False)
                 reply = failure.reply
                 if failure.unreachable:  # counted by the circuit; the attempts under way count first
                     if self._attempts:
-                        await asyncio.wait(set(self._attempts))
+                        await unless_stopped(asyncio.wait(set(self._attempts)), stop)
                     if self.circuit.open:
                         return self.circuit.deferral()
                     unreachable += 1
@@ -266,12 +308,19 @@ class SmtpPool(Closing):
                 log.info("connection to %s dropped before DATA; retrying on a new one", self.settings.name)
 
     async def _send_on(
-        self, slot: _Slot, envelope_from: str, recipient: str, data: bytes, utf8: bool, transparent: bool
+        self,
+        slot: _Slot,
+        envelope_from: str,
+        recipient: str,
+        data: bytes,
+        utf8: bool,
+        transparent: bool,
+        stop: asyncio.Event | None,
     ) -> Reply:
-        dialogue, fresh = await self._connect(slot)
+        dialogue, fresh = await unless_stopped(self._connect(slot), stop)
         smtp = self.settings
         try:  # the slot is taken once connected, so the relay sees the messages spaced as the limit says
-            await self.limiter.acquire(smtp.max_rate_wait)
+            await unless_stopped(self.limiter.acquire(smtp.max_rate_wait), stop)
         except RateLimited as exc:
             return Reply(MessageStatus.DEFERRED, None, f"server {smtp.name}: {exc}")
         utf8 = utf8 or needs_smtputf8(recipient) or needs_smtputf8(envelope_from)
