@@ -151,6 +151,7 @@ def test_service_processes_stop_promptly_when_the_relay_went_dead(tmp_path: Path
     main = (config / "mailer.toml").read_text()
     for old, new in (
         ("connections = 4", "connections = 2"),
+        ("messages_per_connection = 500", "messages_per_connection = 1"),  # a new connection a message
         ("connect_timeout = 30 ", "connect_timeout = 60 "),
         ("\ntimeout = 30 ", "\ntimeout = 5 "),
         ("data_timeout = 120 ", "data_timeout = 10 "),
