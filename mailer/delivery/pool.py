@@ -113,6 +113,7 @@ class SmtpPool(Closing):
         self.settings = settings
         self.local_hostname = local_hostname
         self.limiter = limiter or rate_limiter(settings)
+        self._unlimited = limiter is None and not settings.rate.windows()  # acquire() never waits
         self.circuit = Circuit(
             f"{settings.host}:{settings.port}",
             settings.name,
@@ -154,12 +155,8 @@ class SmtpPool(Closing):
         Raises :class:`ConnectionFailed` when the server cannot be reached or refuses the connection or login
         (``unreachable`` when no connection could be opened, which the circuit counts).
         """
-        dialogue = slot.dialogue
-        if (
-            dialogue is not None
-            and dialogue.connected
-            and dialogue.transactions < self.settings.messages_per_connection
-        ):
+        dialogue = self._reusable(slot)
+        if dialogue is not None:
             return dialogue, False
         await self._drop(slot, polite=True)
         smtp = self.settings
@@ -196,6 +193,17 @@ class SmtpPool(Closing):
         self.connects += 1
         await self.circuit.connected()
         return dialogue, True
+
+    def _reusable(self, slot: _Slot) -> Dialogue | None:
+        """The slot's dialogue when it is connected and may carry another message, else None."""
+        dialogue = slot.dialogue
+        if (
+            dialogue is not None
+            and dialogue.connected
+            and dialogue.transactions < self.settings.messages_per_connection
+        ):
+            return dialogue
+        return None
 
     async def _open(self, client: aiosmtplib.SMTP) -> None:
         """Connect, greeting, EHLO (STARTTLS) and login; raises :class:`ConnectionFailed` (``unreachable``
@@ -265,7 +273,10 @@ class SmtpPool(Closing):
             return verdict
         probing = self.circuit.open  # admitted while open: this send is the probe
         try:
-            slot = await unless_stopped(self._slots.get(), stop)
+            if self._slots.empty():
+                slot = await unless_stopped(self._slots.get(), stop)
+            else:  # the common case costs no task
+                slot = self._slots.get_nowait()
             try:
                 return await self._send_on_slot(slot, envelope_from, recipient, data, utf8, transparent, stop)
             finally:
@@ -317,10 +328,19 @@ class SmtpPool(Closing):
         transparent: bool,
         stop: asyncio.Event | None,
     ) -> Reply:
-        dialogue, fresh = await unless_stopped(self._connect(slot), stop)
+        reused = self._reusable(slot)
+        if stop is not None and stop.is_set():
+            raise NotAttempted("stopped")
+        if reused is not None:  # the common case costs no task
+            dialogue, fresh = reused, False
+        else:
+            dialogue, fresh = await unless_stopped(self._connect(slot), stop)
         smtp = self.settings
         try:  # the slot is taken once connected, so the relay sees the messages spaced as the limit says
-            await unless_stopped(self.limiter.acquire(smtp.max_rate_wait), stop)
+            if self._unlimited:
+                await self.limiter.acquire(smtp.max_rate_wait)
+            else:
+                await unless_stopped(self.limiter.acquire(smtp.max_rate_wait), stop)
         except RateLimited as exc:
             return Reply(MessageStatus.DEFERRED, None, f"server {smtp.name}: {exc}")
         utf8 = utf8 or needs_smtputf8(recipient) or needs_smtputf8(envelope_from)
