@@ -55,11 +55,13 @@ def wave_line(result: QueueResult) -> str:
 class Runner:
     """Owns the scheduler, the SMTP pool and the stop flag for one service process."""
 
-    def __init__(self, app: App, pool: Transport, say: Callable[[str], None]) -> None:
+    def __init__(
+        self, app: App, pool: Transport, say: Callable[[str], None], stop: asyncio.Event | None = None
+    ) -> None:
         self.service = Service(app, SystemClock())
         self.pool = pool
         self.say = say
-        self.stop = asyncio.Event()
+        self.stop = stop or asyncio.Event()
         self._lock = asyncio.Lock()
 
     async def finished(self) -> None:
@@ -68,10 +70,13 @@ class Runner:
             pass
 
     async def tick(self) -> None:
-        """Materialise due steps, then send until nothing is due or a stop is requested."""
+        """Materialise due steps, then send until nothing is due or a stop is requested (a tick that waited
+        for the one before it and finds the stop set does nothing)."""
         if self.stop.is_set():
             return
         async with self._lock:
+            if self.stop.is_set():
+                return
             for result in self.service.materialise():
                 if result.added:
                     self.say(wave_line(result))
@@ -90,6 +95,8 @@ class Runner:
             return
         try:
             async with self._lock:  # one writer at a time: SQLite refuses a second one mid-transaction
+                if self.stop.is_set():
+                    return
                 tally = await asyncio.to_thread(
                     poll_mailbox, imap, app.factory, SystemClock().now, policy=policy_for(app.settings)
                 )
@@ -119,15 +126,39 @@ def _every(
     )
 
 
-async def serve(app: App, say: Callable[[str], None] = print, companions: Sequence[Companion] = ()) -> None:
+async def serve(
+    app: App,
+    say: Callable[[str], None] = print,
+    companions: Sequence[Companion] = (),
+    stopped: Callable[[], bool] = lambda: False,
+) -> None:
     """Run until SIGTERM or SIGINT; returns after in-flight messages are recorded and SMTP connections closed.
 
     Each of ``companions`` is started in this event loop after the scheduler and stopped, in reverse order,
     after it; a companion that fails to start stops those started before it, and its error propagates.
+    ``stopped``: True when a stop was asked for before this call (a signal during start-up); then nothing
+    starts and "stopped before starting" is said.
     """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        if stopped():
+            say("stopped before starting")
+            return
+        await _serve(app, say, companions, stop)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+async def _serve(
+    app: App, say: Callable[[str], None], companions: Sequence[Companion], stop: asyncio.Event
+) -> None:
     with smtp_target(app.settings, on_start=say) as settings:
         async with SmtpRouter(settings, factory=app.factory) as pool:
-            runner = Runner(App(settings, app.engine, app.factory), pool, say)
+            runner = Runner(App(settings, app.engine, app.factory), pool, say, stop)
             scheduler = AsyncIOScheduler(timezone="UTC")
             now = SystemClock().now()
             upcoming = 0
@@ -146,9 +177,6 @@ async def serve(app: App, say: Callable[[str], None] = print, companions: Sequen
             imap = settings.bounces.imap
             if imap is not None:
                 _every(scheduler, imap.interval, runner.poll_bounces, "bounces", now)
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, runner.stop.set)
             scheduler.start()
             async with contextlib.AsyncExitStack() as running:  # stopped in reverse, after the scheduler
                 for start in companions:

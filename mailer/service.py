@@ -26,7 +26,7 @@ from mailer.compose.render import Renderer
 from mailer.config import Security, Settings, StepKind
 from mailer.delivery.capture import EmlWriter, SmtpServer
 from mailer.delivery.replies import provider_message_id
-from mailer.delivery.transport import Transport
+from mailer.delivery.transport import NotAttempted, Transport
 from mailer.delivery.verp import return_path_for
 from mailer.errors import PermanentDeliveryError, RenderError
 from mailer.metrics import SEND_SECONDS, SMTP_REPLIES, reply_class
@@ -146,8 +146,9 @@ class Service:
         before (``careful``) is sent alone: its outcome is committed before its sender takes the next
         message. While dispatching, a thread renews this worker's leases every third of ``delivery.lease``
         (:class:`LeaseKeeper`), so neither a slow server nor a starved event loop lets another process take
-        messages over. Once ``stop`` is set, messages of the batch not yet handed to SMTP are given back
-        (``queued``); those in flight finish and are recorded. If the dispatch is cancelled (Ctrl-C),
+        messages over. Once ``stop`` is set, messages of the batch whose mail transaction has not begun are
+        given back (``queued``, no attempt spent), even those waiting on a dead relay, a probe or a rate-limit
+        slot (:meth:`~mailer.delivery.pool.SmtpPool.send`); those in their transaction finish and are recorded. If the dispatch is cancelled (Ctrl-C),
         finished messages are recorded and the others given back: one of those may have reached the server
         already and is then sent again, with the same Message-ID.
         """
@@ -234,7 +235,10 @@ class Service:
                     return
                 message = claimed[index]
                 await handover.before(index)  # marked before it goes: an expiry counts only if it went
-                outcome = await self._deliver_safely(pool, message)
+                try:
+                    outcome = await self._deliver_safely(pool, message, stop)
+                except NotAttempted:  # stopped before its transaction began: given back with the rest
+                    return
                 outcomes[index] = outcome
                 committed = recorder.add(outcome, urgent=message.careful)
                 if message.careful:
@@ -255,18 +259,25 @@ class Service:
         with transaction(self.app.factory) as db:
             release_claims(db, unsent, self.clock.now())
 
-    async def _deliver_safely(self, pool: Transport, message: ClaimedMessage) -> Outcome:
+    async def _deliver_safely(
+        self, pool: Transport, message: ClaimedMessage, stop: asyncio.Event | None = None
+    ) -> Outcome:
         """:meth:`_deliver`; an unexpected error becomes a deferral (logged with its traceback), so one bad
-        message never stops a batch from being recorded."""
+        message never stops a batch from being recorded. Raises :class:`NotAttempted` when ``stop`` was set
+        before the message's mail transaction began."""
         try:
-            return await self._deliver(pool, message)
+            return await self._deliver(pool, message, stop)
+        except NotAttempted:
+            raise
         except Exception as exc:
             log.exception("unexpected error delivering %s", message.message_id)
             return Outcome(
                 message.pk, MessageStatus.DEFERRED, None, f"internal error: {type(exc).__name__}: {exc}"
             )
 
-    async def _deliver(self, pool: Transport, message: ClaimedMessage) -> Outcome:
+    async def _deliver(
+        self, pool: Transport, message: ClaimedMessage, stop: asyncio.Event | None = None
+    ) -> Outcome:
         settings = self.settings
         session = settings.series.session(message.session_id)
         step = resolve_step(settings.series, message.step)
@@ -309,6 +320,7 @@ class Service:
             kind=step.kind,
             utf8=built.utf8,
             transparent=True,
+            stop=stop,
         )
         duration = time.perf_counter() - started
         SEND_SECONDS.labels(step.kind.value).observe(duration)

@@ -128,7 +128,12 @@ class Circuit:
             if now < self.next_probe:
                 return self.deferral()
             self._probe = asyncio.get_running_loop().create_future()
-            if not await self._claim(now):
+            try:
+                claimed = await self._claim(now)
+            except asyncio.CancelledError:  # stopped while claiming: whoever waits on this probe goes on
+                self._end_probe()
+                raise
+            if not claimed:
                 self._end_probe()
                 await self._refresh(force=True)
                 if not self.open or self.next_probe is None or self._now() < self.next_probe:

@@ -8,11 +8,17 @@ messages on their way (a :class:`Forwarding` with :meth:`Forwarding.before_send`
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
 from typing import Protocol, Self
 
 from mailer.config import StepKind
 from mailer.delivery.replies import Reply
+
+
+class NotAttempted(Exception):
+    """``send`` gave up before the mail transaction began because its ``stop`` was set: nothing reached the
+    server, so the message is as unsent as before the call (the service gives it back, no attempt spent)."""
 
 
 class Transport(Protocol):
@@ -27,6 +33,7 @@ class Transport(Protocol):
         kind: StepKind | None = None,
         utf8: bool = False,
         transparent: bool = False,
+        stop: asyncio.Event | None = None,
     ) -> Reply: ...
 
     async def close(self) -> None: ...
@@ -68,13 +75,14 @@ class Forwarding(Closing):
         kind: StepKind | None = None,
         utf8: bool = False,
         transparent: bool = False,
+        stop: asyncio.Event | None = None,
     ) -> Reply:
         """Hand the message to :meth:`route` of ``kind``; see :meth:`mailer.delivery.pool.SmtpPool.send`
         for the arguments and the reply."""
         self.before_send(recipient)
         return await self.route(kind).send(
-            envelope_from, recipient, data, kind=kind, utf8=utf8, transparent=transparent
+            envelope_from, recipient, data, kind=kind, utf8=utf8, transparent=transparent, stop=stop
         )
 
 
-__all__ = ["Closing", "Forwarding", "Transport"]
+__all__ = ["Closing", "Forwarding", "NotAttempted", "Transport"]

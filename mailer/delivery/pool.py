@@ -17,6 +17,8 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import aiosmtplib
 from aiosmtplib import errors as smtp_errors
@@ -25,13 +27,39 @@ from mailer.config import Security, SmtpSettings, StepKind
 from mailer.delivery.circuit import Circuit, SharedCircuit
 from mailer.delivery.dialogue import CONNECTION_ERRORS, ConnectionFailed, Dialogue
 from mailer.delivery.envelope import envelope_commands, needs_smtputf8, unsendable
-from mailer.delivery.forwarding import Closing
+from mailer.delivery.forwarding import Closing, NotAttempted
 from mailer.delivery.ratelimit import Limiter, RateLimited, rate_limiter
 from mailer.delivery.replies import Phase, Reply, refused, unanswered
 from mailer.errors import ConfigError
 from mailer.store.models import MessageStatus
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+async def unless_stopped(step: Coroutine[Any, Any, _T], stop: asyncio.Event | None) -> _T:
+    """Await ``step`` unless ``stop`` is set first: then ``step`` is cancelled and :class:`NotAttempted`
+    raised (a ``step`` that finished meanwhile still gives its result). For the waits before a mail
+    transaction (circuit, free connection, connecting, rate limit), so a stop never waits them out."""
+    if stop is None:
+        return await step
+    if stop.is_set():
+        step.close()
+        raise NotAttempted("stopped")
+    task = asyncio.ensure_future(step)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+    finally:
+        stopped.cancel()
+        task.cancel()  # no-op once done; reached undone only when the caller itself is cancelled
+    if task.cancelled():
+        raise NotAttempted("stopped")
+    return task.result()
 
 
 def tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
@@ -85,6 +113,7 @@ class SmtpPool(Closing):
         self.settings = settings
         self.local_hostname = local_hostname
         self.limiter = limiter or rate_limiter(settings)
+        self._unlimited = limiter is None and not settings.rate.windows()  # acquire() never waits
         self.circuit = Circuit(
             f"{settings.host}:{settings.port}",
             settings.name,
@@ -126,12 +155,8 @@ class SmtpPool(Closing):
         Raises :class:`ConnectionFailed` when the server cannot be reached or refuses the connection or login
         (``unreachable`` when no connection could be opened, which the circuit counts).
         """
-        dialogue = slot.dialogue
-        if (
-            dialogue is not None
-            and dialogue.connected
-            and dialogue.transactions < self.settings.messages_per_connection
-        ):
+        dialogue = self._reusable(slot)
+        if dialogue is not None:
             return dialogue, False
         await self._drop(slot, polite=True)
         smtp = self.settings
@@ -158,6 +183,9 @@ class SmtpPool(Closing):
         except smtp_errors.SMTPServerDisconnected as exc:  # closed by the server right after the login
             client.close()
             raise ConnectionFailed(unanswered(Phase.CONNECT, str(exc))) from None
+        except asyncio.CancelledError:  # a stop while connecting: the half-open connection is closed
+            client.close()
+            raise
         finally:
             self._attempts.discard(attempt)
             attempt.set_result(None)
@@ -165,6 +193,17 @@ class SmtpPool(Closing):
         self.connects += 1
         await self.circuit.connected()
         return dialogue, True
+
+    def _reusable(self, slot: _Slot) -> Dialogue | None:
+        """The slot's dialogue when it is connected and may carry another message, else None."""
+        dialogue = slot.dialogue
+        if (
+            dialogue is not None
+            and dialogue.connected
+            and dialogue.transactions < self.settings.messages_per_connection
+        ):
+            return dialogue
+        return None
 
     async def _open(self, client: aiosmtplib.SMTP) -> None:
         """Connect, greeting, EHLO (STARTTLS) and login; raises :class:`ConnectionFailed` (``unreachable``
@@ -213,6 +252,7 @@ class SmtpPool(Closing):
         kind: StepKind | None = None,
         utf8: bool = False,
         transparent: bool = False,
+        stop: asyncio.Event | None = None,
     ) -> Reply:
         """Deliver ``data`` (the full message) to one ``recipient``; returns the classified reply.
 
@@ -224,15 +264,21 @@ class SmtpPool(Closing):
         seconds, else the reply is deferred without contacting the server. A failed connection is tried
         again on a new one until the circuit opens (``circuit_failures`` in a row); while it is open the reply
         is a deferral with ``retry_at`` (the next probe) and nothing is sent.
+        Once ``stop`` is set, a send that has not begun its mail transaction stops waiting (for the circuit's
+        probe, a free connection, a connection being opened, a rate-limit slot) and raises
+        :class:`~mailer.delivery.forwarding.NotAttempted`; a transaction under way finishes.
         """
-        verdict = await self.circuit.admit()
+        verdict = await unless_stopped(self.circuit.admit(), stop)
         if verdict is not None:
             return verdict
         probing = self.circuit.open  # admitted while open: this send is the probe
         try:
-            slot = await self._slots.get()
+            if self._slots.empty():
+                slot = await unless_stopped(self._slots.get(), stop)
+            else:  # the common case costs no task
+                slot = self._slots.get_nowait()
             try:
-                return await self._send_on_slot(slot, envelope_from, recipient, data, utf8, transparent)
+                return await self._send_on_slot(slot, envelope_from, recipient, data, utf8, transparent, stop)
             finally:
                 self._slots.put_nowait(slot)
         finally:
@@ -240,20 +286,27 @@ class SmtpPool(Closing):
                 self.circuit.abandon_probe()
 
     async def _send_on_slot(
-        self, slot: _Slot, envelope_from: str, recipient: str, data: bytes, utf8: bool, transparent: bool
+        self,
+        slot: _Slot,
+        envelope_from: str,
+        recipient: str,
+        data: bytes,
+        utf8: bool,
+        transparent: bool,
+        stop: asyncio.Event | None,
     ) -> Reply:
         """:meth:`_send_on`, reconnecting after a drop before DATA (once) or a failed connection (until the
-        circuit opens)."""
+        circuit opens or ``stop`` is set)."""
         dropped = unreachable = 0
         while True:
             try:
-                return await self._send_on(slot, envelope_from, recipient, data, utf8, transparent)
+                return await self._send_on(slot, envelope_from, recipient, data, utf8, transparent, stop)
             except ConnectionFailed as failure:
                 await self._drop(slot, polite=False)
                 reply = failure.reply
                 if failure.unreachable:  # counted by the circuit; the attempts under way count first
                     if self._attempts:
-                        await asyncio.wait(set(self._attempts))
+                        await unless_stopped(asyncio.wait(set(self._attempts)), stop)
                     if self.circuit.open:
                         return self.circuit.deferral()
                     unreachable += 1
@@ -266,12 +319,28 @@ class SmtpPool(Closing):
                 log.info("connection to %s dropped before DATA; retrying on a new one", self.settings.name)
 
     async def _send_on(
-        self, slot: _Slot, envelope_from: str, recipient: str, data: bytes, utf8: bool, transparent: bool
+        self,
+        slot: _Slot,
+        envelope_from: str,
+        recipient: str,
+        data: bytes,
+        utf8: bool,
+        transparent: bool,
+        stop: asyncio.Event | None,
     ) -> Reply:
-        dialogue, fresh = await self._connect(slot)
+        reused = self._reusable(slot)
+        if stop is not None and stop.is_set():
+            raise NotAttempted("stopped")
+        if reused is not None:  # the common case costs no task
+            dialogue, fresh = reused, False
+        else:
+            dialogue, fresh = await unless_stopped(self._connect(slot), stop)
         smtp = self.settings
         try:  # the slot is taken once connected, so the relay sees the messages spaced as the limit says
-            await self.limiter.acquire(smtp.max_rate_wait)
+            if self._unlimited:
+                await self.limiter.acquire(smtp.max_rate_wait)
+            else:
+                await unless_stopped(self.limiter.acquire(smtp.max_rate_wait), stop)
         except RateLimited as exc:
             return Reply(MessageStatus.DEFERRED, None, f"server {smtp.name}: {exc}")
         utf8 = utf8 or needs_smtputf8(recipient) or needs_smtputf8(envelope_from)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
 from mailer.config import Settings, StepKind
-from mailer.delivery.forwarding import Forwarding, Transport
+from mailer.delivery.forwarding import Forwarding, NotAttempted, Transport
 from mailer.delivery.pool import SmtpPool
 from mailer.delivery.ratelimit import rate_limiter
 from mailer.store.engine import transaction
@@ -102,4 +102,4 @@ class StoredCircuit:
         return await asyncio.to_thread(claim)
 
 
-__all__ = ["SmtpRouter", "StoredCircuit", "Transport"]
+__all__ = ["NotAttempted", "SmtpRouter", "StoredCircuit", "Transport"]
