@@ -22,6 +22,7 @@ from mailer.compose.wire import BOUNDARY, MIXED_BOUNDARY, Composer, base64_lines
 from mailer.config import Sender, Series, Session, StepKind
 from mailer.errors import PermanentDeliveryError
 from mailer.store.recipient import Recipient
+from tests.conftest import examples
 from tests.reference_message import reference_bytes
 
 SENDER = Sender(
@@ -131,7 +132,7 @@ def _meaning(message: EmailMessage) -> dict[str, object]:
     }
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     subject=texts.filter(lambda s: s.split()),
     text=texts,
@@ -215,7 +216,7 @@ def test_unsendable_address_raises_like_the_straightforward_build() -> None:
             )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(texts)
 def test_quoted_printable_line_by_line_is_the_whole_body_encoding(text: str) -> None:
     body = text.replace("\r\n", "\n").replace("\r", "\n").removesuffix("\n") + "\n"  # as a text part has it
@@ -224,7 +225,7 @@ def test_quoted_printable_line_by_line_is_the_whole_body_encoding(text: str) -> 
     assert quoted_printable(body) == whole  # and again from the line cache
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=400))
 def test_base64_lines_are_encodebytes_with_crlf(data: bytes) -> None:
     assert base64_lines(data) == base64.encodebytes(data).replace(b"\n", b"\r\n")
