@@ -2,7 +2,7 @@
 and the web tests' clock, accounts, served app and headless browser.
 
 Hypothesis profiles: ``HYPOTHESIS_PROFILE=mutation`` (set by bench/mutate.py) runs each property test on at
-most :data:`MUTATION_EXAMPLES` examples, derandomised, so a mutation run tests each mutant in seconds; the
+most :data:`MUTATION_EXAMPLES` examples, derandomised and never shrunk, so a mutation run tests each mutant in seconds; the
 exact-byte tests do the killing there. Other runs keep each test's own number of examples.
 
 PostgreSQL: set ``TEST_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test``; each pytest process
@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
-from hypothesis import HealthCheck
+from hypothesis import HealthCheck, Phase
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -50,6 +50,7 @@ hypothesis_settings.register_profile(
     "mutation",
     max_examples=MUTATION_EXAMPLES,
     derandomize=True,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],  # a failure is enough: no shrinking
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

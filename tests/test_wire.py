@@ -337,3 +337,34 @@ def test_a_line_of_998_octets_stays_7bit_and_one_of_999_is_quoted_printable() ->
         HEAD + b"quoted-printable\r\n\r\n" + quoted_printable("x" * 999 + "\n"),
         False,
     )
+
+
+def _compose(composer: Composer, rendered: Rendered, **changes: object) -> bytes:
+    """``rendered`` composed for ana@example.org with the pinned test's Message-ID and date, ``changes`` over them."""
+    args: dict[str, object] = {
+        "message_id": "<1b4e28ba2fa111d2883f0016d3cca427@example.org>",
+        "date": datetime(2021, 7, 13, 8, 0, 5, tzinfo=UTC),
+        **changes,
+    }
+    return composer.compose(rendered, Recipient("ana@example.org", "Ana Lima"), **args).data  # type: ignore[arg-type]
+
+
+def test_malformed_arguments_are_refused_with_exact_messages() -> None:
+    composer = Composer(SENDER, list_id=LIST_ID, unsubscribe_mailto=SENDER.unsubscribe_mailto)
+    rendered = Rendered("Hi", "text\n", "<p>html</p>\n", "fr", "fr-CA", StepKind.INVITATION)
+    with pytest.raises(ValueError) as raised:
+        _compose(composer, Rendered("Hi", "t\n", "h\n", "fr CA", "fr-CA", StepKind.INVITATION))
+    assert str(raised.value) == "malformed language tag 'fr CA'"
+    with pytest.raises(ValueError) as raised:
+        _compose(composer, rendered, message_id="no-brackets@example.org")
+    assert str(raised.value) == "malformed Message-ID 'no-brackets@example.org': expected '<left@right>'"
+    with pytest.raises(ValueError) as raised:
+        _compose(composer, rendered, unsubscribe_url="javascript:alert(1)")
+    assert str(raised.value) == (
+        "unsubscribe URL must be an ASCII http(s) URL without spaces: 'javascript:alert(1)'"
+    )
+    with pytest.raises(ValueError) as raised:
+        Composer(SENDER, list_id="has space.example.org", unsubscribe_mailto=SENDER.unsubscribe_mailto)
+    assert str(raised.value) == (
+        "malformed List-Id 'has space.example.org': expected a dot-atom like 'webinars.example.org'"
+    )
