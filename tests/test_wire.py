@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 from datetime import UTC, datetime, timedelta, timezone
 from email import policy
@@ -20,7 +21,7 @@ from mailer.compose.ics import CalendarPart, Method, build_calendar
 from mailer.compose.render import Rendered
 from mailer.compose.wire import BOUNDARY, MIXED_BOUNDARY, Composer, base64_lines, quoted_printable
 from mailer.config import Sender, Series, Session, StepKind
-from mailer.errors import PermanentDeliveryError
+from mailer.errors import NaiveDatetimeError, PermanentDeliveryError
 from mailer.store.recipient import Recipient
 from tests.conftest import examples
 from tests.reference_message import reference_bytes
@@ -368,3 +369,93 @@ def test_malformed_arguments_are_refused_with_exact_messages() -> None:
     assert str(raised.value) == (
         "malformed List-Id 'has space.example.org': expected a dot-atom like 'webinars.example.org'"
     )
+
+
+def test_a_naive_date_is_refused_with_its_name() -> None:
+    composer = Composer(SENDER, list_id=LIST_ID, unsubscribe_mailto=SENDER.unsubscribe_mailto)
+    rendered = Rendered("Hi", "text\n", "<p>html</p>\n", "fr", "fr-CA", StepKind.INVITATION)
+    with pytest.raises(NaiveDatetimeError) as raised:
+        _compose(composer, rendered, date=datetime(2021, 7, 13, 8, 0, 5))
+    assert str(raised.value) == "date must be timezone-aware, got naive 2021-07-13T08:00:05"
+
+
+def test_list_unsubscribe_folds_after_the_mailto_exactly_when_the_url_is_past_76_characters() -> None:
+    """``List-Unsubscribe: <mailto:u@example.org?subject=stop>, `` takes 55 of a line's 76 characters (mime's
+    MAX_LINE, RFC 2047 sec. 2): a URL of 21 characters with its brackets stays on the line, one of 22 goes on
+    the next."""
+    composer = Composer(SENDER, list_id=LIST_ID, unsubscribe_mailto="mailto:u@example.org?subject=stop")
+    rendered = Rendered("Hi", "text\n", "<p>html</p>\n", "fr", "fr-CA", StepKind.INVITATION)
+    fits = _compose(composer, rendered, unsubscribe_url="http://a.example/u/")
+    assert b"\r\nList-Unsubscribe: <mailto:u@example.org?subject=stop>, <http://a.example/u/>\r\n" in fits
+    folded = _compose(composer, rendered, unsubscribe_url="http://a.example/u/x")
+    assert (
+        b"\r\nList-Unsubscribe: <mailto:u@example.org?subject=stop>,\r\n <http://a.example/u/x>\r\n" in folded
+    )
+
+
+def test_from_and_list_id_fold_at_76_characters_and_no_reply_to_without_one() -> None:
+    """``From: `` and a 44-character name leave the 22-character address just room on a 76-character line;
+    ``List-Id: `` and a 49-character description likewise (mime's MAX_LINE, RFC 2047 sec. 2). A sender
+    without reply_to gets no Reply-To field."""
+    sender = dataclasses.replace(SENDER, name="Budapest Convention webinars for parliaments", reply_to="")
+    composer = Composer(
+        sender,
+        list_id=LIST_ID,
+        unsubscribe_mailto=SENDER.unsubscribe_mailto,
+        list_name="Webinars of the Budapest Convention on cybercrime",
+    )
+    assert composer.sender is sender
+    data = _compose(composer, Rendered("Hi", "text\n", "<p>html</p>\n", "fr", "fr-CA", StepKind.INVITATION))
+    assert data.split(b"\r\n")[1:9] == [
+        b"From: Budapest Convention webinars for parliaments <webinars@example.org>",
+        b"To: Ana Lima <ana@example.org>",
+        b"Subject: Hi",
+        b"Message-ID: <1b4e28ba2fa111d2883f0016d3cca427@example.org>",
+        b"MIME-Version: 1.0",
+        b"Content-Language: fr",
+        b"List-Id: Webinars of the Budapest Convention on cybercrime <bcc.example.org>",
+        b"List-Unsubscribe: <mailto:unsubscribe@example.org?subject=unsubscribe>",
+    ]
+
+
+def test_a_non_ascii_sender_or_reply_to_address_makes_every_message_smtputf8() -> None:
+    rendered = Rendered("Hi", "text\n", "<p>html</p>\n", "fr", "fr-CA", StepKind.INVITATION)
+    for sender in (
+        dataclasses.replace(SENDER, address="josé@example.org"),
+        dataclasses.replace(SENDER, reply_to="secrétariat@example.org"),
+    ):
+        composer = Composer(sender, list_id=LIST_ID, unsubscribe_mailto=SENDER.unsubscribe_mailto)
+        composed = composer.compose(
+            rendered,
+            Recipient("ana@example.org", "Ana Lima"),
+            message_id="<a@example.org>",
+            date=datetime(2021, 7, 13, 8, 0, 5, tzinfo=UTC),
+        )
+        assert composed.utf8 is True
+    ascii_only = Composer(SENDER, list_id=LIST_ID, unsubscribe_mailto=SENDER.unsubscribe_mailto)
+    assert (
+        ascii_only.compose(
+            rendered,
+            Recipient("ana@example.org", "Ana Lima"),
+            message_id="<a@example.org>",
+            date=datetime(2021, 7, 13, 8, 0, 5, tzinfo=UTC),
+        ).utf8
+        is False
+    )
+
+
+def test_an_unwritable_sender_or_reply_to_address_is_refused_with_its_name() -> None:
+    with pytest.raises(ValueError) as raised:
+        Composer(
+            dataclasses.replace(SENDER, address="no-at-sign"),
+            list_id=LIST_ID,
+            unsubscribe_mailto=SENDER.unsubscribe_mailto,
+        )
+    assert str(raised.value) == "sender address: unsendable address 'no-at-sign'"
+    with pytest.raises(ValueError) as raised:
+        Composer(
+            dataclasses.replace(SENDER, reply_to="two words@example.org"),
+            list_id=LIST_ID,
+            unsubscribe_mailto=SENDER.unsubscribe_mailto,
+        )
+    assert str(raised.value) == "reply_to: unsendable address 'two words@example.org'"
