@@ -459,3 +459,46 @@ def test_an_unwritable_sender_or_reply_to_address_is_refused_with_its_name() -> 
             unsubscribe_mailto=SENDER.unsubscribe_mailto,
         )
     assert str(raised.value) == "reply_to: unsendable address 'two words@example.org'"
+
+
+def test_base64_only_when_more_than_a_sixth_of_the_bytes_are_8_bit() -> None:
+    """ "é" is 2 of the body's bytes (with its final line end): base64 in 11 bytes, quoted-printable in 12
+    (exactly a sixth) and in 13."""
+    from mailer.compose.wire import _part
+
+    assert _part("plain", "é" + "x" * 8) == (HEAD + b"base64\r\n\r\nw6l4eHh4eHh4eAo=\r\n", False)
+    assert _part("plain", "é" + "x" * 9) == (
+        HEAD + b"quoted-printable\r\n\r\n=C3=A9" + b"x" * 9 + b"\r\n",
+        False,
+    )
+    assert _part("plain", "é" + "x" * 10) == (
+        HEAD + b"quoted-printable\r\n\r\n=C3=A9" + b"x" * 10 + b"\r\n",
+        False,
+    )
+
+
+def test_a_part_whose_first_line_starts_with_a_dot_says_so() -> None:
+    from mailer.compose.wire import _part
+
+    assert _part("plain", ".lead") == (HEAD + b"7bit\r\n\r\n.lead\r\n", True)
+    assert _part("plain", "lead.") == (HEAD + b"7bit\r\n\r\nlead.\r\n", False)
+
+
+def test_quoted_printable_lines_made_afresh_then_from_the_line_cache() -> None:
+    """Encoded line by line (RFC 2045 sec. 6.7) as binascii.b2a_qp does: a trailing space as =20, a soft
+    break "=" ending each line of 76 characters (even between the bytes of a character)."""
+    from mailer.compose import wire
+
+    body = "café noir \n" + "é" * 30 + "\n"
+    expected = (
+        b"caf=C3=A9 noir=20\r\n"
+        + b"=C3=A9" * 12
+        + b"=C3=\r\n=A9"
+        + b"=C3=A9" * 12
+        + b"=\r\n"
+        + b"=C3=A9" * 5
+        + b"\r\n"
+    )
+    wire._QP_LINES.clear()
+    assert wire.quoted_printable(body) == expected
+    assert wire.quoted_printable(body) == expected
