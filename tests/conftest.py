@@ -1,6 +1,10 @@
 """Shared fixtures: the store on SQLite and (when TEST_DATABASE_URL is set) PostgreSQL, a real SMTP server,
 and the web tests' clock, accounts, served app and headless browser.
 
+Hypothesis profiles: ``HYPOTHESIS_PROFILE=mutation`` (set by bench/mutate.py) runs each property test on at
+most :data:`MUTATION_EXAMPLES` examples, derandomised and never shrunk, so a mutation run tests each mutant in seconds; the
+exact-byte tests do the killing there. Other runs keep each test's own number of examples.
+
 PostgreSQL: set ``TEST_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test``; each pytest process
 creates its own database (``<name>_<pid>``) so parallel runs never meet, and every test starts on an empty schema.
 """
@@ -22,6 +26,8 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
+from hypothesis import HealthCheck, Phase
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -38,6 +44,23 @@ from tests.chromium import headless_chromium
 ROOT = Path(__file__).resolve().parent.parent
 CONTACTS_DIR = Path(os.environ.get("MAILER_CONTACTS_DIR", ROOT.parent / "shared" / "data" / "contacts"))
 PG_URL = os.environ.get("TEST_DATABASE_URL", "")
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "default")
+MUTATION_EXAMPLES = 20
+hypothesis_settings.register_profile(
+    "mutation",
+    max_examples=MUTATION_EXAMPLES,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],  # a failure is enough: no shrinking
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+hypothesis_settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+def examples(count: int) -> int:
+    """The number of examples a property test asks for: ``count``, or at most :data:`MUTATION_EXAMPLES` under
+    the ``mutation`` profile (an explicit ``max_examples`` would otherwise override the profile)."""
+    return min(count, MUTATION_EXAMPLES) if HYPOTHESIS_PROFILE == "mutation" else count
 
 
 def _postgres_database() -> Iterator[str]:

@@ -32,7 +32,7 @@ from mailer.config import Sender, Settings, StepKind
 from mailer.errors import NaiveDatetimeError, PermanentDeliveryError
 from mailer.message_ids import make_list_id, make_message_id
 from mailer.store.recipient import Recipient
-from tests.conftest import CONTACTS_DIR, RunningServer
+from tests.conftest import CONTACTS_DIR, RunningServer, examples
 from tests.reference_message import regenerate
 from tests.test_render import render_step, renderer, settings
 
@@ -460,7 +460,7 @@ subjects = st.text(min_size=1, max_size=300)
 
 
 @hypothesis_settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(name=names, subject=subjects)
 def test_any_name_and_subject_round_trip_without_header_injection(

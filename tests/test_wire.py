@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 from datetime import UTC, datetime, timedelta, timezone
 from email import policy
@@ -20,8 +21,9 @@ from mailer.compose.ics import CalendarPart, Method, build_calendar
 from mailer.compose.render import Rendered
 from mailer.compose.wire import BOUNDARY, MIXED_BOUNDARY, Composer, base64_lines, quoted_printable
 from mailer.config import Sender, Series, Session, StepKind
-from mailer.errors import PermanentDeliveryError
+from mailer.errors import NaiveDatetimeError, PermanentDeliveryError
 from mailer.store.recipient import Recipient
+from tests.conftest import examples
 from tests.reference_message import reference_bytes
 
 SENDER = Sender(
@@ -131,7 +133,7 @@ def _meaning(message: EmailMessage) -> dict[str, object]:
     }
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     subject=texts.filter(lambda s: s.split()),
     text=texts,
@@ -215,7 +217,7 @@ def test_unsendable_address_raises_like_the_straightforward_build() -> None:
             )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(texts)
 def test_quoted_printable_line_by_line_is_the_whole_body_encoding(text: str) -> None:
     body = text.replace("\r\n", "\n").replace("\r", "\n").removesuffix("\n") + "\n"  # as a text part has it
@@ -224,7 +226,7 @@ def test_quoted_printable_line_by_line_is_the_whole_body_encoding(text: str) -> 
     assert quoted_printable(body) == whole  # and again from the line cache
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=400))
 def test_base64_lines_are_encodebytes_with_crlf(data: bytes) -> None:
     assert base64_lines(data) == base64.encodebytes(data).replace(b"\n", b"\r\n")
@@ -336,3 +338,167 @@ def test_a_line_of_998_octets_stays_7bit_and_one_of_999_is_quoted_printable() ->
         HEAD + b"quoted-printable\r\n\r\n" + quoted_printable("x" * 999 + "\n"),
         False,
     )
+
+
+def _compose(composer: Composer, rendered: Rendered, **changes: object) -> bytes:
+    """``rendered`` composed for ana@example.org with the pinned test's Message-ID and date, ``changes`` over them."""
+    args: dict[str, object] = {
+        "message_id": "<1b4e28ba2fa111d2883f0016d3cca427@example.org>",
+        "date": datetime(2021, 7, 13, 8, 0, 5, tzinfo=UTC),
+        **changes,
+    }
+    return composer.compose(rendered, Recipient("ana@example.org", "Ana Lima"), **args).data  # type: ignore[arg-type]
+
+
+def test_malformed_arguments_are_refused_with_exact_messages() -> None:
+    composer = Composer(SENDER, list_id=LIST_ID, unsubscribe_mailto=SENDER.unsubscribe_mailto)
+    rendered = Rendered("Hi", "text\n", "<p>html</p>\n", "fr", "fr-CA", StepKind.INVITATION)
+    with pytest.raises(ValueError) as raised:
+        _compose(composer, Rendered("Hi", "t\n", "h\n", "fr CA", "fr-CA", StepKind.INVITATION))
+    assert str(raised.value) == "malformed language tag 'fr CA'"
+    with pytest.raises(ValueError) as raised:
+        _compose(composer, rendered, message_id="no-brackets@example.org")
+    assert str(raised.value) == "malformed Message-ID 'no-brackets@example.org': expected '<left@right>'"
+    with pytest.raises(ValueError) as raised:
+        _compose(composer, rendered, unsubscribe_url="javascript:alert(1)")
+    assert str(raised.value) == (
+        "unsubscribe URL must be an ASCII http(s) URL without spaces: 'javascript:alert(1)'"
+    )
+    with pytest.raises(ValueError) as raised:
+        Composer(SENDER, list_id="has space.example.org", unsubscribe_mailto=SENDER.unsubscribe_mailto)
+    assert str(raised.value) == (
+        "malformed List-Id 'has space.example.org': expected a dot-atom like 'webinars.example.org'"
+    )
+
+
+def test_a_naive_date_is_refused_with_its_name() -> None:
+    composer = Composer(SENDER, list_id=LIST_ID, unsubscribe_mailto=SENDER.unsubscribe_mailto)
+    rendered = Rendered("Hi", "text\n", "<p>html</p>\n", "fr", "fr-CA", StepKind.INVITATION)
+    with pytest.raises(NaiveDatetimeError) as raised:
+        _compose(composer, rendered, date=datetime(2021, 7, 13, 8, 0, 5))
+    assert str(raised.value) == "date must be timezone-aware, got naive 2021-07-13T08:00:05"
+
+
+def test_list_unsubscribe_folds_after_the_mailto_exactly_when_the_url_is_past_76_characters() -> None:
+    """``List-Unsubscribe: <mailto:u@example.org?subject=stop>, `` takes 55 of a line's 76 characters (mime's
+    MAX_LINE, RFC 2047 sec. 2): a URL of 21 characters with its brackets stays on the line, one of 22 goes on
+    the next."""
+    composer = Composer(SENDER, list_id=LIST_ID, unsubscribe_mailto="mailto:u@example.org?subject=stop")
+    rendered = Rendered("Hi", "text\n", "<p>html</p>\n", "fr", "fr-CA", StepKind.INVITATION)
+    fits = _compose(composer, rendered, unsubscribe_url="http://a.example/u/")
+    assert b"\r\nList-Unsubscribe: <mailto:u@example.org?subject=stop>, <http://a.example/u/>\r\n" in fits
+    folded = _compose(composer, rendered, unsubscribe_url="http://a.example/u/x")
+    assert (
+        b"\r\nList-Unsubscribe: <mailto:u@example.org?subject=stop>,\r\n <http://a.example/u/x>\r\n" in folded
+    )
+
+
+def test_from_and_list_id_fold_at_76_characters_and_no_reply_to_without_one() -> None:
+    """``From: `` and a 44-character name leave the 22-character address just room on a 76-character line;
+    ``List-Id: `` and a 49-character description likewise (mime's MAX_LINE, RFC 2047 sec. 2). A sender
+    without reply_to gets no Reply-To field."""
+    sender = dataclasses.replace(SENDER, name="Budapest Convention webinars for parliaments", reply_to="")
+    composer = Composer(
+        sender,
+        list_id=LIST_ID,
+        unsubscribe_mailto=SENDER.unsubscribe_mailto,
+        list_name="Webinars of the Budapest Convention on cybercrime",
+    )
+    assert composer.sender is sender
+    data = _compose(composer, Rendered("Hi", "text\n", "<p>html</p>\n", "fr", "fr-CA", StepKind.INVITATION))
+    assert data.split(b"\r\n")[1:9] == [
+        b"From: Budapest Convention webinars for parliaments <webinars@example.org>",
+        b"To: Ana Lima <ana@example.org>",
+        b"Subject: Hi",
+        b"Message-ID: <1b4e28ba2fa111d2883f0016d3cca427@example.org>",
+        b"MIME-Version: 1.0",
+        b"Content-Language: fr",
+        b"List-Id: Webinars of the Budapest Convention on cybercrime <bcc.example.org>",
+        b"List-Unsubscribe: <mailto:unsubscribe@example.org?subject=unsubscribe>",
+    ]
+
+
+def test_a_non_ascii_sender_or_reply_to_address_makes_every_message_smtputf8() -> None:
+    rendered = Rendered("Hi", "text\n", "<p>html</p>\n", "fr", "fr-CA", StepKind.INVITATION)
+    for sender in (
+        dataclasses.replace(SENDER, address="josé@example.org"),
+        dataclasses.replace(SENDER, reply_to="secrétariat@example.org"),
+    ):
+        composer = Composer(sender, list_id=LIST_ID, unsubscribe_mailto=SENDER.unsubscribe_mailto)
+        composed = composer.compose(
+            rendered,
+            Recipient("ana@example.org", "Ana Lima"),
+            message_id="<a@example.org>",
+            date=datetime(2021, 7, 13, 8, 0, 5, tzinfo=UTC),
+        )
+        assert composed.utf8 is True
+    ascii_only = Composer(SENDER, list_id=LIST_ID, unsubscribe_mailto=SENDER.unsubscribe_mailto)
+    assert (
+        ascii_only.compose(
+            rendered,
+            Recipient("ana@example.org", "Ana Lima"),
+            message_id="<a@example.org>",
+            date=datetime(2021, 7, 13, 8, 0, 5, tzinfo=UTC),
+        ).utf8
+        is False
+    )
+
+
+def test_an_unwritable_sender_or_reply_to_address_is_refused_with_its_name() -> None:
+    with pytest.raises(ValueError) as raised:
+        Composer(
+            dataclasses.replace(SENDER, address="no-at-sign"),
+            list_id=LIST_ID,
+            unsubscribe_mailto=SENDER.unsubscribe_mailto,
+        )
+    assert str(raised.value) == "sender address: unsendable address 'no-at-sign'"
+    with pytest.raises(ValueError) as raised:
+        Composer(
+            dataclasses.replace(SENDER, reply_to="two words@example.org"),
+            list_id=LIST_ID,
+            unsubscribe_mailto=SENDER.unsubscribe_mailto,
+        )
+    assert str(raised.value) == "reply_to: unsendable address 'two words@example.org'"
+
+
+def test_base64_only_when_more_than_a_sixth_of_the_bytes_are_8_bit() -> None:
+    """ "é" is 2 of the body's bytes (with its final line end): base64 in 11 bytes, quoted-printable in 12
+    (exactly a sixth) and in 13."""
+    from mailer.compose.wire import _part
+
+    assert _part("plain", "é" + "x" * 8) == (HEAD + b"base64\r\n\r\nw6l4eHh4eHh4eAo=\r\n", False)
+    assert _part("plain", "é" + "x" * 9) == (
+        HEAD + b"quoted-printable\r\n\r\n=C3=A9" + b"x" * 9 + b"\r\n",
+        False,
+    )
+    assert _part("plain", "é" + "x" * 10) == (
+        HEAD + b"quoted-printable\r\n\r\n=C3=A9" + b"x" * 10 + b"\r\n",
+        False,
+    )
+
+
+def test_a_part_whose_first_line_starts_with_a_dot_says_so() -> None:
+    from mailer.compose.wire import _part
+
+    assert _part("plain", ".lead") == (HEAD + b"7bit\r\n\r\n.lead\r\n", True)
+    assert _part("plain", "lead.") == (HEAD + b"7bit\r\n\r\nlead.\r\n", False)
+
+
+def test_quoted_printable_lines_made_afresh_then_from_the_line_cache() -> None:
+    """Encoded line by line (RFC 2045 sec. 6.7) as binascii.b2a_qp does: a trailing space as =20, a soft
+    break "=" ending each line of 76 characters (even between the bytes of a character)."""
+    from mailer.compose import wire
+
+    body = "café noir \n" + "é" * 30 + "\n"
+    expected = (
+        b"caf=C3=A9 noir=20\r\n"
+        + b"=C3=A9" * 12
+        + b"=C3=\r\n=A9"
+        + b"=C3=A9" * 12
+        + b"=\r\n"
+        + b"=C3=A9" * 5
+        + b"\r\n"
+    )
+    wire._QP_LINES.clear()
+    assert wire.quoted_printable(body) == expected
+    assert wire.quoted_printable(body) == expected
