@@ -195,7 +195,8 @@ def test_processes_starting_together_agree_on_one_key(
 
     monkeypatch.delenv("MAILER_SECRET_KEY")
     settings = dataclasses.replace(config, base_dir=tmp_path)
-    with multiprocessing.get_context("fork").Pool(4) as pool:
+    # spawn, not fork: a fork copies locks other threads of the test process may hold at that moment
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
         keys = pool.map(_key_in_child, [settings] * 8)
     assert len(set(keys)) == 1 and keys[0] == signing_key(settings)
     assert [p.name for p in (tmp_path / "var").iterdir()] == ["web-secret.key"]
