@@ -10,11 +10,13 @@ import pytest
 from sqlalchemy import func, select, text
 
 from mailer.app import App
+from mailer.config import Audience
 from mailer.errors import NaiveDatetimeError
+from mailer.message_ids import make_message_id
 from mailer.store.engine import transaction
 from mailer.store.models import Message, Wave, WaveStatus
 from mailer.store.outbox import QueueResult, queue_wave, set_wave_status
-from mailer.store.outbox.queue import message_deadline
+from mailer.store.outbox.queue import default_audience, message_deadline, message_key
 from tests.factories import add_contact
 
 INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
@@ -122,3 +124,51 @@ def test_a_step_another_process_is_queuing_is_left_to_it(app: App) -> None:
             busy = queue_wave(db, app.settings, session, step, INVITATION_AT + timedelta(minutes=1))
             assert _summary(busy) == (summary[0], False, 0, 0, scheduled)
     assert _messages(app) == 2
+
+
+def test_each_message_id_is_made_from_its_key(app: App) -> None:
+    series = app.settings.series
+    session, step = series.session("africa-2021"), series.step("invitation")
+    _seed(app, 2)
+    with transaction(app.factory) as db:
+        queue_wave(db, app.settings, session, step, INVITATION_AT)
+        rows = db.execute(select(Message.contact_id, Message.message_id).order_by(Message.contact_id)).all()
+    assert message_key("s1", "sess-2", "invitation", 7) == "s1/sess-2/invitation/7"
+    domain = app.settings.sender.domain
+    assert [message_id for _, message_id in rows] == [
+        make_message_id(message_key(series.id, session.id, step.name, contact_id), domain)
+        for contact_id, _ in rows
+    ]
+
+
+def test_the_default_audience_is_the_region_or_the_registrants(app: App) -> None:
+    series = app.settings.series
+    session = series.session("africa-2021")
+    registrants = next(step for step in series.steps if step.audience is Audience.REGISTRANTS)
+    assert default_audience(session, series.step("invitation")) == session.region == "africa"
+    assert default_audience(session, registrants) == "registrants"
+
+
+def test_a_step_of_one_session_or_audience_never_counts_for_another(app: App) -> None:
+    series = app.settings.series
+    africa, caribbean = series.session("africa-2021"), series.session("caribbean-2021")
+    step = series.step("invitation")
+    _seed(app, 2)
+    with transaction(app.factory) as db:
+        add_contact(db, "islands@example.org", region="caribbean")
+    with transaction(app.factory) as db:
+        first = queue_wave(db, app.settings, africa, step, INVITATION_AT)
+        assert (first.wave.audience, first.created, first.added) == ("africa", True, 2)
+    with transaction(app.factory) as db:  # the same contacts, the same step, another session: all of them
+        other = queue_wave(db, app.settings, caribbean, step, INVITATION_AT, audience="africa")
+        assert (other.wave.session_id, other.wave.audience, other.created, other.added) == (
+            "caribbean-2021",
+            "africa",
+            True,
+            2,
+        )
+    with transaction(app.factory) as db:  # the same session and step for another audience: its own wave
+        islands = queue_wave(db, app.settings, africa, step, INVITATION_AT, audience="caribbean")
+        assert (islands.wave.audience, islands.created, islands.added) == ("caribbean", True, 1)
+        assert islands.wave.id not in {first.wave.id, other.wave.id}
+    assert _messages(app) == 5
