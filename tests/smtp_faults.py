@@ -40,6 +40,11 @@ class Faults:
     data_refused: dict[str, tuple[int, int]] = field(default_factory=dict)  # address -> (code, times) at DATA
     rset_refused: int = 0  # the next N RSET commands get "500" (the client cannot tell the state it is in)
     data_without_recipients: bool = False  # DATA gets 354 with no recipient, and the empty message 554
+    greeting_delay: float = 0.0  # seconds each connection waits before its greeting (a silent server)
+    auth_delay: float = 0.0  # seconds AUTH waits before its reply (a login that hangs)
+    auth_reply: str = ""  # the reply every AUTH gets instead of a check, e.g. "454 4.7.0 try later"
+    drop_at_mail: int = 0  # the next N MAIL commands close the connection without a reply
+    quit_unanswered: bool = False  # QUIT gets no reply (the connection stays open)
 
 
 class FaultyHandler:
@@ -127,7 +132,10 @@ class FaultyHandler:
     async def handle_MAIL(
         self, server: SMTP, session: SmtpSession, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
-        if id(server) in self.drop_on_next_command:
+        with self.lock:
+            drop = self.faults.drop_at_mail > 0
+            self.faults.drop_at_mail -= drop
+        if id(server) in self.drop_on_next_command or drop:
             self.drop_on_next_command.discard(id(server))
             assert server.transport is not None
             server.transport.close()
@@ -161,7 +169,19 @@ class FaultySMTP(SMTP):
             assert self.transport is not None
             self.transport.close()
             return
+        if handler.faults.greeting_delay:
+            await asyncio.sleep(handler.faults.greeting_delay)
         await super()._handle_client()
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        """AUTH late by ``Faults.auth_delay``, answered ``Faults.auth_reply`` when set."""
+        faults = self.fault_handler.faults
+        if faults.auth_delay:
+            await asyncio.sleep(faults.auth_delay)
+        if faults.auth_reply:
+            await self.push(faults.auth_reply)
+            return
+        await super().smtp_AUTH(arg)
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         with self.fault_handler.lock:
@@ -195,6 +215,8 @@ class FaultySMTP(SMTP):
     async def smtp_QUIT(self, arg: str) -> None:
         with self.fault_handler.lock:
             self.fault_handler.quits += 1
+        if self.fault_handler.faults.quit_unanswered:
+            return
         await super().smtp_QUIT(arg)
 
 

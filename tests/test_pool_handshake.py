@@ -1,0 +1,187 @@
+"""The opening of a pooled connection (mailer/delivery/pool.py) against a real aiosmtpd server on loopback: a
+login refused for good or for now, a greeting or a login that never comes (``connect_timeout``), the circuit
+that spares a relay found unreachable, and the SMTPUTF8 choice passed down to MAIL FROM."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import ssl
+from pathlib import Path
+
+import pytest
+
+from mailer.config import Security, SmtpSettings
+from mailer.delivery.capture import SmtpServer
+from mailer.delivery.pool import SmtpPool
+from mailer.delivery.replies import Reply
+from mailer.store.models import MessageStatus
+from tests.certificates import self_signed_certificate
+from tests.smtp_faults import Faults, FaultyHandler, fault_server
+
+SENDER = "webinars@example.org"
+MESSAGE = b"Subject: x\r\n\r\nx\r\n"
+PASSWORD = "c0rrect-h0rse"
+LIMIT = 60.0  # seconds the test waits for a reply that a timeout of 1 s should end: a hang fails it
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1: (certificate PEM, key PEM)."""
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"))
+
+
+def _server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+def _settings(port: int, **changes: object) -> SmtpSettings:
+    base = SmtpSettings(
+        "127.0.0.1", port, Security.NONE, "", "TEST_POOL_PASSWORD", 1, 100, 10.0, connect_timeout=10.0
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+async def _send_one(settings: SmtpSettings, utf8: bool | None = None) -> tuple[Reply, int, int]:
+    """One message through a new pool: (reply, connections tried, failures the circuit counted)."""
+    async with SmtpPool(settings) as pool:
+        if utf8 is None:
+            sending = pool.send(SENDER, "a@example.org", MESSAGE)
+        else:
+            sending = pool.send(SENDER, "a@example.org", MESSAGE, utf8=utf8)
+        reply = await asyncio.wait_for(sending, LIMIT)
+        return reply, pool.connect_attempts, pool.circuit.failures
+
+
+def _login_server(certificate: tuple[Path, Path], faults: Faults) -> tuple[SmtpServer, FaultyHandler]:
+    """An implicit-TLS server that takes the login mailer / PASSWORD (unless ``faults`` says otherwise)."""
+    return fault_server(
+        faults, tls_context=_server_context(certificate), implicit_tls=True, auth={"mailer": PASSWORD}
+    )
+
+
+def _login(certificate: tuple[Path, Path], port: int, **changes: object) -> SmtpSettings:
+    return _settings(port, security=Security.TLS, ca_file=str(certificate[0]), username="mailer", **changes)
+
+
+def test_a_refused_login_is_deferred_logged_once_and_not_counted_by_the_circuit(
+    certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("TEST_POOL_PASSWORD", PASSWORD)
+    server, handler = _login_server(
+        certificate, Faults(auth_reply="535 5.7.8 Authentication credentials invalid")
+    )
+    caplog.set_level(logging.INFO, logger="mailer.delivery.pool")
+    with server:
+        result = asyncio.run(_send_one(_login(certificate, server.port)))
+    # A refused login is the configuration's problem, not the message's: deferred, tried once, and the relay
+    # is not taken for unreachable (RFC 4954 sec. 6: 535 "authentication credentials invalid").
+    assert result == (
+        Reply(MessageStatus.DEFERRED, 535, "auth: 535 5.7.8 Authentication credentials invalid"),
+        1,
+        0,
+    )
+    assert handler.messages == []
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "mailer.delivery.pool"]
+    assert logged == [
+        (
+            "ERROR",
+            "SMTP server default refused the login of mailer: 535 5.7.8 Authentication credentials invalid",
+        )
+    ]
+    assert PASSWORD not in caplog.text
+
+
+def test_a_login_refused_for_now_is_deferred_after_one_connection(
+    certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_POOL_PASSWORD", PASSWORD)
+    server, _ = _login_server(certificate, Faults(auth_reply="454 4.7.0 Temporary authentication failure"))
+    with server:
+        result = asyncio.run(_send_one(_login(certificate, server.port)))
+    assert result == (
+        Reply(MessageStatus.DEFERRED, 454, "auth: 454 4.7.0 Temporary authentication failure"),
+        1,
+        0,
+    )
+
+
+def test_a_login_without_reply_ends_after_connect_timeout(
+    certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_POOL_PASSWORD", PASSWORD)
+    server, handler = _login_server(certificate, Faults(auth_delay=LIMIT * 2))
+    with server:
+        result = asyncio.run(_send_one(_login(certificate, server.port, connect_timeout=1.0)))
+    assert result == (
+        Reply(
+            MessageStatus.DEFERRED, None, "auth: SMTPReadTimeoutError: Timed out waiting for server response"
+        ),
+        1,
+        0,
+    )
+    assert handler.messages == []
+
+
+def test_a_silent_greeting_ends_after_connect_timeout_and_opens_the_circuit() -> None:
+    server, handler = fault_server(Faults(greeting_delay=LIMIT * 2))
+    reason = "connect: SMTPConnectTimeoutError: Timed out waiting for server ready message"
+    with server:
+        reply, attempts, failures = asyncio.run(
+            _send_one(_settings(server.port, connect_timeout=1.0, circuit_failures=1))
+        )
+    assert (reply.status, reply.code, attempts, failures) == (MessageStatus.DEFERRED, None, 1, 1)
+    assert reply.text.startswith(f"relay 127.0.0.1:{server.port} (default) unreachable since ")
+    assert reply.text.endswith(f"(1 failed connections; last: {reason})")
+    assert reply.retry_at is not None
+    assert handler.messages == []
+
+
+def test_an_open_circuit_defers_without_connecting() -> None:
+    server, handler = fault_server(Faults(greeting_421=2))
+
+    async def twice() -> tuple[list[Reply], int]:
+        async with SmtpPool(_settings(server.port, circuit_failures=1)) as pool:
+            replies = [await pool.send(SENDER, "a@example.org", MESSAGE) for _ in range(2)]
+            return replies, pool.connect_attempts
+
+    with server:
+        (first, second), attempts = asyncio.run(twice())
+    assert attempts == 1 and handler.connections == 1
+    assert second == first and second.status is MessageStatus.DEFERRED and second.retry_at is not None
+
+
+def test_a_new_connection_dropped_at_mail_is_deferred_not_retried() -> None:
+    server, handler = fault_server(Faults(drop_at_mail=1, pipelining=False))
+    with server:
+        reply, attempts, failures = asyncio.run(_send_one(_settings(server.port)))
+    # Only a reused connection may have been closed by the server meanwhile: a new one dropping is news.
+    assert (reply, attempts, failures) == (
+        Reply(MessageStatus.DEFERRED, None, "mail: connection lost: Unexpected EOF received"),
+        1,
+        0,
+    )
+    assert handler.messages == [] and handler.connections == 1
+
+
+def test_a_quit_without_reply_ends_after_the_command_timeout() -> None:
+    server, handler = fault_server(Faults(quit_unanswered=True))
+    with server:
+        reply, attempts, _ = asyncio.run(_send_one(_settings(server.port, timeout=1.0)))
+    assert (reply.status, reply.code, attempts, handler.quits) == (MessageStatus.SENT, 250, 1, 1)
+
+
+def test_smtputf8_only_when_asked_or_needed() -> None:
+    server, handler = fault_server(Faults())
+    with server:
+        plain = asyncio.run(_send_one(_settings(server.port)))
+        asked = asyncio.run(_send_one(_settings(server.port), utf8=True))
+    sent = (Reply(MessageStatus.SENT, 250, "2.0.0 OK: queued"), 1, 0)
+    assert plain == asked == sent
+    assert [message.mail_options for message in handler.messages] == [
+        ["BODY=8BITMIME"],
+        ["SMTPUTF8", "BODY=8BITMIME"],
+    ]

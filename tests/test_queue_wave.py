@@ -1,0 +1,174 @@
+"""Queuing a wave again (mailer/store/outbox/queue.py) on SQLite and PostgreSQL: a cancelled wave and a wave
+past its deadline add nobody, naive times are refused by name, an organiser's ``at`` is kept as an offset from
+the session start and sets the deadline, and on PostgreSQL a step another process is queuing is left to it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select, text
+
+from mailer.app import App
+from mailer.config import Audience
+from mailer.errors import NaiveDatetimeError
+from mailer.message_ids import make_message_id
+from mailer.store.engine import transaction
+from mailer.store.models import Message, Wave, WaveStatus
+from mailer.store.outbox import QueueResult, queue_wave, set_wave_status
+from mailer.store.outbox.queue import default_audience, message_deadline, message_key
+from tests.factories import add_contact
+
+INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
+
+
+def _seed(app: App, n: int) -> None:
+    with transaction(app.factory) as db:
+        for i in range(n):
+            add_contact(db, f"person{i}@example.org")
+
+
+def _summary(result: QueueResult) -> tuple[int, bool, int, int, datetime]:
+    return (result.wave.id, result.created, result.added, result.skipped, result.deadline)
+
+
+def _messages(app: App) -> int:
+    with transaction(app.factory) as db:
+        return db.scalar(select(func.count()).select_from(Message)) or 0
+
+
+def test_naive_times_are_refused_by_name(app: App) -> None:
+    series = app.settings.series
+    session, step = series.session("africa-2021"), series.step("invitation")
+    with transaction(app.factory) as db:
+        with pytest.raises(NaiveDatetimeError) as naive_now:
+            queue_wave(db, app.settings, session, step, datetime(2021, 6, 1, 13, 0))
+        with pytest.raises(NaiveDatetimeError) as naive_at:
+            queue_wave(db, app.settings, session, step, INVITATION_AT, at=datetime(2021, 6, 1, 14, 0))
+    assert str(naive_now.value) == "now must be timezone-aware, got naive 2021-06-01T13:00:00"
+    assert str(naive_at.value) == "--at must be timezone-aware, got naive 2021-06-01T14:00:00"
+
+
+def test_a_cancelled_wave_queued_again_adds_nobody(app: App) -> None:
+    series = app.settings.series
+    session, step = series.session("africa-2021"), series.step("invitation")
+    _seed(app, 2)
+    with transaction(app.factory) as db:
+        first = queue_wave(db, app.settings, session, step, INVITATION_AT)
+        summary = _summary(first)
+    with transaction(app.factory) as db:
+        set_wave_status(db, summary[0], WaveStatus.CANCELLED, INVITATION_AT + timedelta(minutes=1))
+        add_contact(db, "late@example.org")
+    with transaction(app.factory) as db:
+        again = queue_wave(db, app.settings, session, step, INVITATION_AT + timedelta(minutes=2))
+        assert _summary(again) == (summary[0], False, 0, 0, summary[4])
+        assert again.wave.status == WaveStatus.CANCELLED
+    assert summary[1:4] == (True, 2, 0)
+    assert _messages(app) == 2
+
+
+def test_a_wave_queued_again_at_exactly_its_deadline_adds_nobody(app: App) -> None:
+    series = app.settings.series
+    session, step = series.session("africa-2021"), series.step("invitation")
+    _seed(app, 2)
+    with transaction(app.factory) as db:
+        summary = _summary(queue_wave(db, app.settings, session, step, INVITATION_AT))
+    deadline = summary[4]
+    with transaction(app.factory) as db:
+        add_contact(db, "late@example.org")
+    with transaction(app.factory) as db:
+        again = queue_wave(db, app.settings, session, step, deadline)
+        assert _summary(again) == (summary[0], False, 0, 0, deadline)
+    assert _messages(app) == 2
+    with transaction(app.factory) as db:  # a second before the deadline the late contact is still added
+        before = queue_wave(db, app.settings, session, step, deadline - timedelta(seconds=1))
+        assert _summary(before) == (summary[0], False, 1, 0, deadline)
+
+
+def test_an_organisers_time_is_kept_as_an_offset_and_sets_the_deadline(app: App) -> None:
+    series = app.settings.series
+    session, step = series.session("africa-2021"), series.step("invitation")
+    _seed(app, 1)
+    at = INVITATION_AT + timedelta(hours=2, seconds=30)
+    with transaction(app.factory) as db:
+        result = queue_wave(db, app.settings, session, step, INVITATION_AT, at=at, created_by="cli")
+        wave = result.wave
+        assert (wave.scheduled_at.astimezone(UTC), wave.created_by, wave.audience, wave.status) == (
+            at,
+            "cli",
+            session.region,
+            WaveStatus.ACTIVE,
+        )
+        assert wave.offset_seconds == round((at - session.start).total_seconds())
+        expected = message_deadline(series, session, step, at).at
+        assert result.deadline == expected != message_deadline(series, session, step, None).at
+        due = db.scalars(select(Message.due_at)).one()
+    assert (due if due.tzinfo else due.replace(tzinfo=UTC)) == at
+
+
+def test_a_step_another_process_is_queuing_is_left_to_it(app: App) -> None:
+    if app.settings.database_url.startswith("sqlite"):
+        pytest.skip("advisory locks are PostgreSQL's")
+    series = app.settings.series
+    session, step = series.session("africa-2021"), series.step("invitation")
+    _seed(app, 2)
+    with transaction(app.factory) as db:
+        summary = _summary(queue_wave(db, app.settings, session, step, INVITATION_AT))
+        scheduled = db.scalars(select(Wave.scheduled_at)).one()
+    key = f"{session.id}/{step.name}/{session.region}"
+    with transaction(app.factory) as holder:
+        holder.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
+        with transaction(app.factory) as db:
+            db.execute(text("SET LOCAL lock_timeout = '20s'"))  # a wait for the holder fails, not hangs
+            add_contact(db, "late@example.org")
+            busy = queue_wave(db, app.settings, session, step, INVITATION_AT + timedelta(minutes=1))
+            assert _summary(busy) == (summary[0], False, 0, 0, scheduled)
+    assert _messages(app) == 2
+
+
+def test_each_message_id_is_made_from_its_key(app: App) -> None:
+    series = app.settings.series
+    session, step = series.session("africa-2021"), series.step("invitation")
+    _seed(app, 2)
+    with transaction(app.factory) as db:
+        queue_wave(db, app.settings, session, step, INVITATION_AT)
+        rows = db.execute(select(Message.contact_id, Message.message_id).order_by(Message.contact_id)).all()
+    assert message_key("s1", "sess-2", "invitation", 7) == "s1/sess-2/invitation/7"
+    domain = app.settings.sender.domain
+    assert [message_id for _, message_id in rows] == [
+        make_message_id(message_key(series.id, session.id, step.name, contact_id), domain)
+        for contact_id, _ in rows
+    ]
+
+
+def test_the_default_audience_is_the_region_or_the_registrants(app: App) -> None:
+    series = app.settings.series
+    session = series.session("africa-2021")
+    registrants = next(step for step in series.steps if step.audience is Audience.REGISTRANTS)
+    assert default_audience(session, series.step("invitation")) == session.region == "africa"
+    assert default_audience(session, registrants) == "registrants"
+
+
+def test_a_step_of_one_session_or_audience_never_counts_for_another(app: App) -> None:
+    series = app.settings.series
+    africa, caribbean = series.session("africa-2021"), series.session("caribbean-2021")
+    step = series.step("invitation")
+    _seed(app, 2)
+    with transaction(app.factory) as db:
+        add_contact(db, "islands@example.org", region="caribbean")
+    with transaction(app.factory) as db:
+        first = queue_wave(db, app.settings, africa, step, INVITATION_AT)
+        assert (first.wave.audience, first.created, first.added) == ("africa", True, 2)
+    with transaction(app.factory) as db:  # the same contacts, the same step, another session: all of them
+        other = queue_wave(db, app.settings, caribbean, step, INVITATION_AT, audience="africa")
+        assert (other.wave.session_id, other.wave.audience, other.created, other.added) == (
+            "caribbean-2021",
+            "africa",
+            True,
+            2,
+        )
+    with transaction(app.factory) as db:  # the same session and step for another audience: its own wave
+        islands = queue_wave(db, app.settings, africa, step, INVITATION_AT, audience="caribbean")
+        assert (islands.wave.audience, islands.created, islands.added) == ("caribbean", True, 1)
+        assert islands.wave.id not in {first.wave.id, other.wave.id}
+    assert _messages(app) == 5
