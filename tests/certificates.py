@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import ssl
 from pathlib import Path
 
 from cryptography import x509
@@ -48,3 +49,10 @@ def self_signed_certificate(folder: Path, host: str = "localhost") -> tuple[Path
     )
     key_path.chmod(0o600)
     return cert_path, key_path
+
+
+def server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    """A server-side TLS context presenting ``certificate`` ((certificate PEM, key PEM))."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    return context

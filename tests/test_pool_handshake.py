@@ -17,7 +17,7 @@ from mailer.delivery.capture import SmtpServer
 from mailer.delivery.pool import SmtpPool
 from mailer.delivery.replies import Reply
 from mailer.store.models import MessageStatus
-from tests.certificates import self_signed_certificate
+from tests.certificates import self_signed_certificate, server_context
 from tests.smtp_faults import Faults, FaultyHandler, fault_server
 
 SENDER = "webinars@example.org"
@@ -30,12 +30,6 @@ LIMIT = 60.0  # seconds the test waits for a reply that a timeout of 1 s should 
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1: (certificate PEM, key PEM)."""
     return self_signed_certificate(tmp_path_factory.mktemp("tls"))
-
-
-def _server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*certificate)
-    return context
 
 
 def _settings(port: int, **changes: object) -> SmtpSettings:
@@ -59,7 +53,7 @@ async def _send_one(settings: SmtpSettings, utf8: bool | None = None) -> tuple[R
 def _login_server(certificate: tuple[Path, Path], faults: Faults) -> tuple[SmtpServer, FaultyHandler]:
     """An implicit-TLS server that takes the login mailer / PASSWORD (unless ``faults`` says otherwise)."""
     return fault_server(
-        faults, tls_context=_server_context(certificate), implicit_tls=True, auth={"mailer": PASSWORD}
+        faults, tls_context=server_context(certificate), implicit_tls=True, auth={"mailer": PASSWORD}
     )
 
 

@@ -21,7 +21,7 @@ from mailer.delivery.replies import Reply
 from mailer.delivery.transport import SmtpRouter
 from mailer.errors import ConfigError
 from mailer.store.models import MessageStatus
-from tests.certificates import self_signed_certificate
+from tests.certificates import self_signed_certificate, server_context
 from tests.smtp_faults import Faults, fault_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,12 +32,6 @@ MESSAGE = b"From: webinars@example.org\r\nTo: a@example.org\r\nSubject: hi\r\n\r
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and localhost: (certificate PEM, key PEM)."""
     return self_signed_certificate(tmp_path_factory.mktemp("tls"))
-
-
-def _server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*certificate)
-    return context
 
 
 def _smtp(server: object, **changes: object) -> SmtpSettings:
@@ -67,7 +61,7 @@ async def _send(settings: SmtpSettings, count: int) -> list[MessageStatus]:
 def test_starttls_upgrades_once_per_connection_and_verifies_with_the_ca_file(
     certificate: tuple[Path, Path],
 ) -> None:
-    server, handler = fault_server(Faults(), tls_context=_server_context(certificate), require_starttls=True)
+    server, handler = fault_server(Faults(), tls_context=server_context(certificate), require_starttls=True)
     with server:
         statuses = asyncio.run(_send(_smtp(server, ca_file=str(certificate[0]), connections=1), 5))
     assert statuses == [MessageStatus.SENT] * 5
@@ -75,7 +69,7 @@ def test_starttls_upgrades_once_per_connection_and_verifies_with_the_ca_file(
 
 
 def test_unverifiable_certificate_is_refused_by_default(certificate: tuple[Path, Path]) -> None:
-    server, handler = fault_server(Faults(), tls_context=_server_context(certificate), require_starttls=True)
+    server, handler = fault_server(Faults(), tls_context=server_context(certificate), require_starttls=True)
     with server:
 
         async def one() -> Reply:
@@ -99,7 +93,7 @@ def test_implicit_tls_and_login_from_the_environment_never_logged(
     secret = "s3cret-Pa55"
     monkeypatch.setenv("TEST_SMTP_PASSWORD", secret)
     server, handler = fault_server(
-        Faults(), tls_context=_server_context(certificate), implicit_tls=True, auth={"mailer": secret}
+        Faults(), tls_context=server_context(certificate), implicit_tls=True, auth={"mailer": secret}
     )
     caplog.set_level(logging.DEBUG)
     with server:
@@ -295,7 +289,7 @@ def test_tls_connections_carry_pipelined_transactions_on_uvloop(
 
     server, handler = fault_server(
         Faults(),
-        tls_context=_server_context(certificate),
+        tls_context=server_context(certificate),
         require_starttls=security is Security.STARTTLS,
         implicit_tls=security is Security.TLS,
     )
