@@ -28,7 +28,7 @@ from mailer.delivery.circuit import Circuit, SharedCircuit
 from mailer.delivery.dialogue import CONNECTION_ERRORS, ConnectionFailed, Dialogue
 from mailer.delivery.envelope import envelope_commands, needs_smtputf8, unsendable
 from mailer.delivery.forwarding import Closing, NotAttempted
-from mailer.delivery.ratelimit import Limiter, RateLimited, rate_limiter
+from mailer.delivery.ratelimit import Limiter, RateLimited, in_slot, rate_limiter
 from mailer.delivery.replies import Phase, Reply, refused, unanswered
 from mailer.errors import ConfigError
 from mailer.store.models import MessageStatus
@@ -318,6 +318,16 @@ class SmtpPool(Closing):
                 dropped += 1
                 log.info("connection to %s dropped before DATA; retrying on a new one", self.settings.name)
 
+    async def _take_slot(self, stop: asyncio.Event | None) -> None:
+        """Take a rate-limit slot that still lasts when this returns: the caller writes MAIL FROM with no
+        wait in between (:func:`~mailer.delivery.ratelimit.in_slot`). Raises :class:`RateLimited`, or
+        :class:`NotAttempted` when ``stop`` is set while waiting."""
+        if self._unlimited:
+            await self.limiter.acquire(self.settings.max_rate_wait)
+            return
+        while not in_slot(await unless_stopped(self.limiter.acquire(self.settings.max_rate_wait), stop)):
+            pass
+
     async def _send_on(
         self,
         slot: _Slot,
@@ -337,10 +347,7 @@ class SmtpPool(Closing):
             dialogue, fresh = await unless_stopped(self._connect(slot), stop)
         smtp = self.settings
         try:  # the slot is taken once connected, so the relay sees the messages spaced as the limit says
-            if self._unlimited:
-                await self.limiter.acquire(smtp.max_rate_wait)
-            else:
-                await unless_stopped(self.limiter.acquire(smtp.max_rate_wait), stop)
+            await self._take_slot(stop)
         except RateLimited as exc:
             return Reply(MessageStatus.DEFERRED, None, f"server {smtp.name}: {exc}")
         utf8 = utf8 or needs_smtputf8(recipient) or needs_smtputf8(envelope_from)

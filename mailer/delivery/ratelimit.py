@@ -19,6 +19,7 @@ shares them through a row per relay in a PostgreSQL store. :func:`rate_limiter` 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -59,9 +60,45 @@ class RateLimited(Exception):
 class Limiter(Protocol):
     """What a pool needs of a rate limiter."""
 
-    async def acquire(self, max_wait: float) -> None: ...
+    async def acquire(self, max_wait: float) -> float: ...
 
     async def close(self) -> None: ...
+
+
+def in_slot(end: float, monotonic: Callable[[], float] = time.monotonic) -> bool:
+    """True while a slot taken by ``acquire`` lasts: its ``end`` (seconds on ``time.monotonic()``, as
+    ``acquire`` returned it; ``math.inf`` without a per-second limit) is not reached. A message goes to the
+    relay only within its slot: a sender starved between taking the slot and writing MAIL FROM gives it up
+    and takes another, so a late message never reaches the relay next to the following slot's."""
+    return monotonic() < end
+
+
+class RemoteClock:
+    """Moments of a storage's clock (Redis ``TIME``, the database's ``clock_timestamp()``; seconds) translated
+    to this process's ``time.monotonic()``.
+
+    The offset is the least ``(local reading - remote moment)`` among the readings of the last ``keep``
+    seconds: a reading is taken after the storage answered, so each one is the true offset plus the delay of
+    the answer (the network, a busy event loop, a descheduled process), and the least is the closest. A
+    slot translated with it is not moved later by a slow answer: that delay counts against the slot, as
+    lateness. Older readings age out, so a drift or step of the storage's clock is followed within ``keep``.
+    """
+
+    def __init__(self, keep: float = 30.0, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._keep = keep
+        self._monotonic = monotonic
+        self._readings: deque[tuple[float, float]] = deque()  # (local moment, offset), offsets increasing
+
+    def local(self, remote: float) -> float:
+        """Record ``remote``, the storage's clock read just now, and return it on ``time.monotonic()``."""
+        here = self._monotonic()
+        offset = here - remote
+        while self._readings and self._readings[-1][1] >= offset:
+            self._readings.pop()
+        self._readings.append((here, offset))
+        while self._readings[0][0] < here - self._keep:
+            self._readings.popleft()
+        return remote + self._readings[0][1]
 
 
 def reserve(next_free: float | None, now: float, interval: float) -> tuple[float, float]:
@@ -83,20 +120,20 @@ def _spacing(windows: tuple[tuple[float, int], ...]) -> tuple[float, float, int]
     return 0.0, 0.0, 0
 
 
-async def _on_time(
+async def _wait_for(
     slot: float,
     interval: float,
     sleep: Callable[[float], Awaitable[None]],
     monotonic: Callable[[], float] = time.monotonic,
-) -> bool:
-    """Sleep until a reserved ``slot`` (on ``monotonic``'s clock: the storage's moment translated to this
-    process when it was read, so the time the reservation took to come back counts as lateness); False when
-    that is ``interval`` or more late (a starved process): the slot is then left unused and the caller
-    reserves another, so a late message never reaches the relay next to the one of the following slot."""
+) -> float | None:
+    """Sleep until a reserved ``slot`` (seconds on ``monotonic``'s clock) and return its end (``slot +
+    interval``; ``math.inf`` for ``interval`` 0); None when the wake came at or after the end (a starved
+    process): the slot is then left unused and the caller reserves another (see :func:`in_slot`)."""
     wait = slot - monotonic()
     if wait > 0:
         await sleep(wait)
-    return interval <= 0 or monotonic() - slot < interval
+    end = slot + interval if interval > 0 else math.inf
+    return end if in_slot(end, monotonic) else None
 
 
 def _name(window: float) -> str:
@@ -138,11 +175,12 @@ class RateLimiter:
                     worst = (wait, window, limit)
         return worst
 
-    async def acquire(self, max_wait: float) -> None:
-        """Wait for a slot and take it. Raises :class:`RateLimited` when the wait would exceed ``max_wait``
-        seconds (the caller defers the message instead of holding it)."""
+    async def acquire(self, max_wait: float) -> float:
+        """Wait for a slot and take it; returns its end (see :func:`in_slot`). Raises :class:`RateLimited`
+        when the wait would exceed ``max_wait`` seconds (the caller defers the message instead of holding
+        it)."""
         if not self.windows:
-            return
+            return math.inf
         interval, shortest, limit = _spacing(self.windows)
         while True:
             wait, window, window_limit = self.wait_time()
@@ -156,13 +194,14 @@ class RateLimiter:
             if slot - now > max_wait:
                 raise RateLimited(slot - now, _name(shortest), limit)
             self._next_free = following
-            if not await _on_time(slot, interval, self._sleep, self._monotonic):
+            end = await _wait_for(slot, interval, self._sleep, self._monotonic)
+            if end is None:
                 continue
             if self.wait_time()[0] <= 0:  # another caller may have filled a longer window meanwhile
                 now = self._monotonic()
                 for log in self._logs:
                     log.append(now)
-                return
+                return end
 
     async def close(self) -> None:
         """Nothing to release."""
@@ -205,6 +244,7 @@ class SharedRateLimiter:
         self._redis: aioredis.Redis | None = None
         self._storage: Storage | None = None
         self._sleep = sleep
+        self._clock = RemoteClock()
 
     def _client(self) -> aioredis.Redis:
         if self._redis is None:
@@ -237,8 +277,8 @@ class SharedRateLimiter:
 
     async def _reserve(self, max_wait: float) -> tuple[float, float]:
         """Reserve the next evenly spaced slot if it comes within ``max_wait`` seconds: (seconds until it,
-        its moment on this process's ``time.monotonic()``); seconds < 0: it is that much further away than
-        allowed (nothing reserved)."""
+        its moment on this process's ``time.monotonic()``, by :class:`RemoteClock`); seconds < 0: it is that
+        much further away than allowed (nothing reserved)."""
         interval = _spacing(self.windows)[0]
         if interval <= 0:
             return 0.0, time.monotonic()
@@ -249,7 +289,7 @@ class SharedRateLimiter:
                     stored = await pipe.get(self._slot_key)
                     seconds, micros = await pipe.time()
                     now = float(seconds) + float(micros) / 1e6
-                    here = time.monotonic()
+                    here = self._clock.local(now)
                     slot, following = reserve(float(stored) if stored else None, now, interval)
                     if slot - now > max_wait:
                         return -(slot - now), here  # leaving the block resets the pipeline
@@ -260,11 +300,11 @@ class SharedRateLimiter:
                 except WatchError:
                     continue
 
-    async def acquire(self, max_wait: float) -> None:
-        """Wait for a slot in every window and take it. Raises :class:`RateLimited` when the wait would
-        exceed ``max_wait`` seconds."""
+    async def acquire(self, max_wait: float) -> float:
+        """Wait for a slot in every window and take it; returns its end (see :func:`in_slot`). Raises
+        :class:`RateLimited` when the wait would exceed ``max_wait`` seconds."""
         if not self.windows:
-            return
+            return math.inf
         interval, shortest, limit = _spacing(self.windows)
         while True:
             wait, window, window_limit = await self.wait_time()
@@ -276,13 +316,14 @@ class SharedRateLimiter:
             wait, slot = await self._reserve(max_wait)
             if wait < 0:
                 raise RateLimited(-wait, _name(shortest), limit)
-            if not await _on_time(slot, interval, self._sleep):
+            end = await _wait_for(slot, interval, self._sleep)
+            if end is None:
                 continue
             if not self._items:
-                return
+                return end
             limiter = self._limiter()
             if all([await limiter.hit(item, self.key) for item in self._items]):
-                return
+                return end
 
     async def close(self) -> None:
         """Close the Redis connections this limiter opened."""
@@ -313,32 +354,34 @@ class StoreRateLimiter:
         self.key = key
         self._factory = factory
         self._sleep = sleep
+        self._clock = RemoteClock()
 
     def _reserve(self, interval: float, max_wait: float) -> tuple[float, float]:
-        """(seconds until the reserved slot, its moment on this process's ``time.monotonic()``); seconds < 0:
-        the slot is that much further away than ``max_wait`` allows (nothing reserved)."""
+        """(seconds until the reserved slot, the database's clock when it was reserved); seconds < 0: the
+        slot is that much further away than ``max_wait`` allows (nothing reserved)."""
         with transaction(self._factory) as db:
             next_free, now = lock_slot(db, self.key)
-            here = time.monotonic()
             slot, following = reserve(next_free, now, interval)
             if slot - now > max_wait:
-                return -(slot - now), here
+                return -(slot - now), now
             set_slot(db, self.key, following)
-            return slot - now, here + slot - now
+            return slot - now, now
 
-    async def acquire(self, max_wait: float) -> None:
-        """Wait for a slot and take it. Raises :class:`RateLimited` when the wait would exceed ``max_wait``
-        seconds."""
+    async def acquire(self, max_wait: float) -> float:
+        """Wait for a slot and take it; returns its end (see :func:`in_slot`). Raises :class:`RateLimited`
+        when the wait would exceed ``max_wait`` seconds."""
         if not self.windows:
-            return
+            return math.inf
         window, limit = max(self.windows, key=lambda pair: pair[0] / pair[1])
         interval = window / limit
         while True:
-            wait, slot = await asyncio.to_thread(self._reserve, interval, max_wait)
+            wait, now = await asyncio.to_thread(self._reserve, interval, max_wait)
             if wait < 0:
                 raise RateLimited(-wait, _name(window), limit)
-            if await _on_time(slot, interval, self._sleep):
-                return
+            # translated here, on the event loop: the thread's commit and hand-back count as lateness
+            end = await _wait_for(self._clock.local(now) + wait, interval, self._sleep)
+            if end is not None:
+                return end
 
     async def close(self) -> None:
         """Nothing to release: each reservation is its own transaction."""
