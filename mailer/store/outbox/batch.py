@@ -69,8 +69,10 @@ def refresh_statistics(db: DbSession, table: type, added: int) -> bool:
     commit), so the claim query ``status IN ('queued', 'deferred') AND due_at <= now ORDER BY due_at, id LIMIT
     500`` is estimated at a few dozen rows and planned as "fetch all the matches, sort, keep 500": O(N) per
     batch (1.8 s a claim at N = 200,000 instead of 5 ms through ``ix_messages_pending`` in order). ANALYZE
-    reads a fixed-size sample (300 x the statistics target rows), so it costs the same at any N. SQLite's
-    planner keeps no sample unless told to (it prefers the partial index as it is): nothing is done there.
+    reads a fixed-size sample (300 x the statistics target rows), so it costs the same at any N; its SHARE
+    UPDATE EXCLUSIVE lock, held to the commit, blocks no read or write of the table, only another ANALYZE,
+    VACUUM or schema change of it (a second large wave queued at the same time waits for this commit). On
+    SQLite the claim goes through the partial index as it is: nothing is done there.
     """
     if added < ANALYZE_AFTER or not is_postgresql(db):
         return False
