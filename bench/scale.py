@@ -3,18 +3,21 @@
     .venv/bin/python bench/scale.py [--sizes 20000,200000,1000000] [--send 20000] [--stores postgresql,sqlite] \
         [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/mailer_scale] [--sqlite-path /tmp/scale.db]
 
-For each store and each N, three phases, each in its own spawned process whose peak RSS (VmHWM) is printed:
+For each store and each N, three phases, each in its own spawned process whose peak RSS (VmHWM) and CPU time
+are printed (CPU: the process's own, plus on PostgreSQL that of the server processes serving its connections;
+on a machine shared with other work, CPU per message varies much less than wall time):
 
 1. seed: N contacts in four languages and five time zones on the African list, made by the store itself
    (a recursive CTE; no row passes through Python: this is the bench's set-up, not the import), then ANALYZE
    (what autovacuum does soon after a bulk change);
 2. queue: ``queue_wave`` of the invitation (one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` from the
-   audience query, the arrival events the same way), then ANALYZE;
+   audience query, the arrival events the same way; on PostgreSQL it re-samples the messages' planner
+   statistics itself, as it does for any wave of 10,000 messages or more);
 3. send: ``Service.dispatch`` through Postfix's smtp-sink (one worker, 16 connections, batches of 500) until
    S messages went: the cost of sending while the outbox holds N rows, N - S of them still queued.
 
-Then, per store, the cost per message at the largest N over the smallest, for queuing and for sending: 1.0 is
-linear in N (the target is <= 1.2). Not a test: prints figures.
+Then, per store, the cost per message at the largest N over the smallest, for queuing and for sending, in wall
+time and in CPU time: 1.0 is linear in N (the target is <= 1.2). Not a test: prints figures.
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from sqlalchemy import bindparam, select, text  # noqa: E402
+from sqlalchemy import Engine, bindparam, event, select, text  # noqa: E402
 from throughput import (  # noqa: E402
     INVITATION_AT,
     bench_settings,
     free_port,
     peak_rss_kib,
     prepare_database,
+    process_seconds,
     start_sink,
 )
 
@@ -139,28 +143,55 @@ def send(settings: Settings, limit: int) -> int:
     return sent
 
 
+class ServerCpu:
+    """CPU seconds of the PostgreSQL server processes serving this process's connections: each backend's
+    /proc/PID/stat read when its connection opens and just before it closes (the server runs on this machine)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.started: dict[int, tuple[int, float]] = {}  # id(connection) -> (backend pid, its CPU seconds)
+        event.listen(Engine, "connect", self.opened)
+        event.listen(Engine, "close", self.closing)
+
+    def opened(self, connection: Any, _record: Any) -> None:
+        if type(connection).__module__.startswith("psycopg"):
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pid = int(cursor.fetchone()[0])
+            self.started[id(connection)] = pid, process_seconds(pid)
+
+    def closing(self, connection: Any, _record: Any) -> None:
+        started = self.started.pop(id(connection), None)
+        if started is not None:
+            pid, seconds = started
+            self.seconds += process_seconds(pid) - seconds
+
+
 def phase(target: Any, results: Any, *args: Any) -> None:
-    """Run ``target(*args)`` and report (its result, wall seconds, peak RSS KiB)."""
-    started = time.perf_counter()
+    """Run ``target(*args)`` and report (its result, wall seconds, CPU seconds, peak RSS KiB)."""
+    server = ServerCpu()
+    started, cpu = time.perf_counter(), time.process_time()
     value = target(*args)
-    results.put((value, time.perf_counter() - started, peak_rss_kib()))
+    seconds = time.perf_counter() - started
+    results.put((value, seconds, time.process_time() - cpu + server.seconds, peak_rss_kib()))
 
 
-def in_process(target: Any, *args: Any) -> tuple[Any, float, int]:
-    """``target(*args)`` in a fresh spawned process: (result, seconds, that process's peak RSS in KiB)."""
+def in_process(target: Any, *args: Any) -> tuple[Any, float, float, int]:
+    """``target(*args)`` in a fresh spawned process: (result, wall seconds, CPU seconds of it and of the
+    PostgreSQL processes serving it, its peak RSS in KiB)."""
     spawn = multiprocessing.get_context("spawn")
     results = spawn.Queue()
     process = spawn.Process(target=phase, args=(target, results, *args))
     process.start()
     while True:
         try:
-            value, seconds, rss = results.get(timeout=1)
+            value, seconds, cpu, rss = results.get(timeout=1)
             break
         except queue_module.Empty:
             if not process.is_alive():
                 sys.exit(f"{target.__name__} failed (exit {process.exitcode})")
     process.join()
-    return value, seconds, rss
+    return value, seconds, cpu, rss
 
 
 def count_rows(settings: Settings) -> tuple[int, int]:
@@ -195,30 +226,34 @@ def main() -> None:
     try:
         for store in args.stores.split(","):
             url = args.database_url if store == "postgresql" else f"sqlite:///{args.sqlite_path}"
-            costs: dict[int, tuple[float, float]] = {}
+            costs: dict[int, tuple[float, float, float, float]] = {}
             for size in sizes:
                 settings = bench_settings(prepare_database(url), port, 16)
-                _, seeded, seed_rss = in_process(seed, settings, size)
-                added, queued, queue_rss = in_process(queue, settings)
-                sent, sending, send_rss = in_process(send, settings, min(args.send, size))
+                _, seeded, _, seed_rss = in_process(seed, settings, size)
+                added, queued, queue_cpu, queue_rss = in_process(queue, settings)
+                sent, sending, send_cpu, send_rss = in_process(send, settings, min(args.send, size))
                 messages, events = count_rows(settings)
                 if added != size or messages != size:
                     sys.exit(f"{store} N={size}: queued {added}, {messages} messages in the store")
-                costs[size] = (queued / size, sending / sent)
+                costs[size] = (queued / size, sending / sent, queue_cpu / size, send_cpu / sent)
                 print(
-                    f"{store:10} N={size:>9,}  seed {seeded:7.1f} s ({seed_rss / 1024:5.0f} MiB)  "
-                    f"queue {queued:7.1f} s = {queued / size * 1e6:5.1f} us/msg ({queue_rss / 1024:5.0f} MiB)  "
-                    f"send {sent:,} in {sending:6.1f} s = {sent / sending:5.0f} msg/s ({send_rss / 1024:5.0f} MiB)  "
+                    f"{store:10} N={size:>9,}  seed {seeded:7.1f} s ({seed_rss / 1024:4.0f} MiB)  "
+                    f"queue {queued:6.1f} s = {queued / size * 1e6:5.1f} us/msg, "
+                    f"CPU {queue_cpu / size * 1e6:5.1f} us/msg ({queue_rss / 1024:4.0f} MiB)  "
+                    f"send {sent:,} in {sending:6.1f} s = {sent / sending:5.0f} msg/s, "
+                    f"CPU {send_cpu / sent * 1e6:5.0f} us/msg ({send_rss / 1024:4.0f} MiB)  "
                     f"[{events:,} events]",
                     flush=True,
                 )
             small, large = min(costs), max(costs)
             if small != large:
-                queue_ratio = costs[large][0] / costs[small][0]
-                send_ratio = costs[large][1] / costs[small][1]
+                ratios = [
+                    large_cost / small_cost
+                    for large_cost, small_cost in zip(costs[large], costs[small], strict=True)
+                ]
                 print(
-                    f"{store:10} cost per message N={large:,} / N={small:,}: queue {queue_ratio:.2f}, "
-                    f"send {send_ratio:.2f} (target <= 1.2)",
+                    f"{store:10} cost per message N={large:,} / N={small:,}: queue {ratios[0]:.2f} "
+                    f"(CPU {ratios[2]:.2f}), send {ratios[1]:.2f} (CPU {ratios[3]:.2f}) (target <= 1.2)",
                     flush=True,
                 )
     finally:

@@ -1,6 +1,7 @@
 """Queuing a wave again (mailer/store/outbox/queue.py) on SQLite and PostgreSQL: a cancelled wave and a wave
 past its deadline add nobody, naive times are refused by name, an organiser's ``at`` is kept as an offset from
-the session start and sets the deadline, and on PostgreSQL a step another process is queuing is left to it."""
+the session start and sets the deadline, on PostgreSQL a step another process is queuing is left to it, and a
+large wave leaves PostgreSQL's planner a sample of its messages (so claims of it are planned as O(batch))."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from mailer.errors import NaiveDatetimeError
 from mailer.message_ids import make_message_id
 from mailer.store.engine import transaction
 from mailer.store.models import Message, Wave, WaveStatus
-from mailer.store.outbox import QueueResult, queue_wave, set_wave_status
+from mailer.store.outbox import QueueResult, batch, queue_wave, set_wave_status
 from mailer.store.outbox.queue import default_audience, message_deadline, message_key
 from tests.factories import add_contact
 
@@ -172,3 +173,41 @@ def test_a_step_of_one_session_or_audience_never_counts_for_another(app: App) ->
         assert (islands.wave.audience, islands.created, islands.added) == ("caribbean", True, 1)
         assert islands.wave.id not in {first.wave.id, other.wave.id}
     assert _messages(app) == 5
+
+
+def _status_sample(app: App) -> str | None:
+    """What PostgreSQL's planner statistics say the messages' statuses are (None: no sample)."""
+    with transaction(app.factory) as db:
+        return db.scalar(
+            text(
+                "SELECT CAST(most_common_vals AS text) FROM pg_stats "
+                "WHERE tablename = 'messages' AND attname = 'status'"
+            )
+        )
+
+
+def test_a_large_wave_leaves_the_planner_a_sample_of_its_messages(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if app.settings.database_url.startswith("sqlite"):
+        pytest.skip("planner statistics are sampled on PostgreSQL only")
+    monkeypatch.setattr(batch, "ANALYZE_AFTER", 3)
+    series = app.settings.series
+    session = series.session("africa-2021")
+    _seed(app, 2)
+    with transaction(app.factory) as db:
+        assert queue_wave(db, app.settings, session, series.step("invitation"), INVITATION_AT).added == 2
+    assert _status_sample(app) is None
+    with transaction(app.factory) as db:
+        add_contact(db, "late@example.org")
+    with transaction(app.factory) as db:
+        second = queue_wave(db, app.settings, session, series.step("invitation-2"), INVITATION_AT)
+        assert (second.added, second.skipped) == (3, 0)
+    assert _status_sample(app) == "{queued}"
+
+
+def test_refreshing_statistics_does_nothing_on_sqlite_or_for_a_small_wave(app: App) -> None:
+    with transaction(app.factory) as db:
+        small = batch.refresh_statistics(db, Message, batch.ANALYZE_AFTER - 1)
+        large = batch.refresh_statistics(db, Message, batch.ANALYZE_AFTER)
+    assert (small, large) == (False, app.settings.database_url.startswith("postgresql"))

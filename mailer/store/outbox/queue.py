@@ -47,6 +47,7 @@ from mailer.store.outbox.batch import (
     insert_selected,
     is_postgresql,
     message_digest_sql,
+    refresh_statistics,
 )
 from mailer.store.relationships import calendar_request_sent
 from mailer.timeline.clock import require_aware
@@ -140,7 +141,8 @@ def queue_wave(
     this (session, step) are added, and on PostgreSQL one process at a time materialises a given step
     (a transaction-scoped advisory lock; the others return at once). Each message gets its own due time
     (recipient-local steps, send windows) and deadline; messages that could only go after their deadline
-    are logged as skipped with the reason. A cancelled wave stays cancelled: queuing it again adds nobody
+    are logged as skipped with the reason. A large wave has PostgreSQL's planner statistics of the messages
+    refreshed (:func:`~mailer.store.outbox.batch.refresh_statistics`), so claims of it stay O(batch). A cancelled wave stays cancelled: queuing it again adds nobody
     (``added`` 0, the wave's status says why). Caller commits. Raises NaiveDatetimeError for naive times.
     """
     now = require_aware(now, "now")
@@ -211,6 +213,7 @@ def queue_wave(
         )
     skipped = log_new_messages(db, wave.id, before, MessageStatus.SKIPPED, now)
     queued = log_new_messages(db, wave.id, before, MessageStatus.QUEUED, now)
+    refresh_statistics(db, Message, queued + skipped)
     return QueueResult(wave, created, queued + skipped, skipped, wave_deadline.at)
 
 
