@@ -48,12 +48,20 @@ def literal_in(column: Any, values: Sequence[Any]) -> Any:
 #: whatever the statistics say of tables that grow during an import (never analysed yet, a big table looks
 #: empty, and a hash join or a sequential scan would then read every contact for each chunk: quadratic).
 #: The sequential scan of the staging table itself then looks dear, so JIT compilation is turned off too.
-_INDEX_PROBES = "; ".join(
+INDEX_PROBES = "; ".join(
     [
         *(f"SET LOCAL enable_{plan} = off" for plan in ("hashjoin", "mergejoin", "seqscan", "material")),
         "SET LOCAL jit = off",
     ]
 )
+
+
+def sqlite_write_lock(driver: Any, cursor: Any) -> None:
+    """Start a transaction holding SQLite's write lock (``BEGIN IMMEDIATE``, waiting the busy timeout) on the
+    DB-API connection ``driver``, unless one is open: a merge reads the store, and a transaction that has
+    read cannot start writing once another writer has committed."""
+    if not driver.in_transaction:
+        cursor.execute("BEGIN IMMEDIATE")
 
 
 def fill_stage(
@@ -78,7 +86,7 @@ def fill_stage(
         with driver.cursor() as cursor:  # type: ignore[union-attr]
             cursor.execute(  # one round trip; DELETE: a dry run's chunks share one transaction
                 f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({ddl}) ON COMMIT DELETE ROWS;"
-                f" DELETE FROM {name}; {_INDEX_PROBES}"
+                f" DELETE FROM {name}; {INDEX_PROBES}"
             )
             with cursor.copy(f"COPY {name} ({names}) FROM STDIN") as copy:
                 for row in rows:
@@ -86,10 +94,7 @@ def fill_stage(
     elif dialect == "sqlite":
         cursor = driver.cursor()  # type: ignore[union-attr]
         try:
-            if not driver.in_transaction:  # type: ignore[union-attr]
-                # The write lock first (waiting the busy timeout): the merge reads the store, and a
-                # transaction that has read cannot start writing once another writer has committed.
-                cursor.execute("BEGIN IMMEDIATE")
+            sqlite_write_lock(driver, cursor)
             cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({ddl})")
             cursor.execute(f"DELETE FROM {name}")
             marks = ", ".join("?" * filled)
@@ -100,4 +105,4 @@ def fill_stage(
         raise ValueError(f"bulk import supports SQLite and PostgreSQL, not {dialect}")
 
 
-__all__ = ["fill_stage", "insert_ignoring_conflicts", "literal_in"]
+__all__ = ["INDEX_PROBES", "fill_stage", "insert_ignoring_conflicts", "literal_in", "sqlite_write_lock"]

@@ -18,14 +18,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
 from mailer.audience.addresses import Address
+from mailer.audience.seen import close_seen, open_seen, take_keys
 from mailer.audience.table import Record, Table, write_rejects
 from mailer.config import Settings
 from mailer.store.engine import transaction
@@ -119,6 +121,9 @@ def import_rows(
     web pages wait at most one chunk for the store); then write rejected rows to ``rejects_path`` (only if
     there are any).
 
+    The addresses taken by earlier chunks are kept in the store (:mod:`mailer.audience.seen`), those of the
+    chunk being read in memory, so the importing process's memory does not grow with the file: every
+    transaction of the import runs on one connection.
     ``progress`` gets (lines read, total lines) after every 1000 rows read and (total, total) at the end.
     ``dry_run`` runs every chunk in ONE transaction rolled back at the end: the outcome and the writer's
     counts say what the import would do, and nothing is stored (the rejects file is written all the same).
@@ -127,13 +132,27 @@ def import_rows(
     file cannot be written (the rows are then stored).
     """
     with ExitStack() as stack:
-        unit = _dry_unit(stack.enter_context(_rolled_back(factory))) if dry_run else _committed(factory)
+        if dry_run:
+            unit = _dry_unit(stack.enter_context(_rolled_back(factory)))
+        else:
+            unit = _committed(factory, stack.enter_context(_connection(factory)))
         outcome = _pass(unit, table, parse, writer, rejects_path, progress)
     return outcome
 
 
-def _committed(factory: sessionmaker[DbSession]) -> Callable[[], AbstractContextManager[DbSession]]:
-    return lambda: transaction(factory)
+@contextmanager
+def _connection(factory: sessionmaker[DbSession]) -> Iterator[Connection]:
+    """One connection of the factory's engine for the whole import."""
+    bind = factory.kw["bind"]
+    with bind.connect() as connection:
+        yield connection
+
+
+def _committed(
+    factory: sessionmaker[DbSession], connection: Connection
+) -> Callable[[], AbstractContextManager[DbSession]]:
+    """Each unit is a transaction of its own on ``connection``, committed at its end (rolled back on error)."""
+    return lambda: transaction(factory, bind=connection)
 
 
 def _dry_unit(db: DbSession) -> Callable[[], AbstractContextManager[DbSession]]:
@@ -156,6 +175,41 @@ def _next_limit(limit: int, seconds: float) -> int:
     return limit
 
 
+@dataclass
+class _Chunk(Generic[Row]):
+    """The accepted rows read since the last write, first of their address in the chunk, and the chunk's
+    later rows of the same addresses (their ``kept_line`` provisional: an earlier chunk may have had it)."""
+
+    rows: list[Row] = field(default_factory=list)
+    first_line: dict[str, int] = field(default_factory=dict)
+    repeats: list[tuple[str, Duplicate]] = field(default_factory=list)
+
+    def add(self, row: Row) -> None:
+        address = row.address
+        kept = self.first_line.setdefault(address.key, row.line)
+        if kept == row.line:
+            self.rows.append(row)
+        else:
+            self.repeats.append((address.key, Duplicate(row.line, address.email, kept)))
+
+    def write(self, db: DbSession, writer: ChunkWriter[Row]) -> list[Duplicate]:
+        """Store the rows whose address no earlier chunk took; the chunk's duplicates, in file order."""
+        earlier = take_keys(db, list(self.first_line.items()))
+        duplicates = [replace(dup, kept_line=earlier.get(key, dup.kept_line)) for key, dup in self.repeats]
+        rows = self.rows
+        if earlier:
+            duplicates += [
+                Duplicate(r.line, r.address.email, earlier[r.address.key])
+                for r in rows
+                if r.address.key in earlier
+            ]
+            duplicates.sort(key=lambda dup: dup.line)
+            rows = [r for r in rows if r.address.key not in earlier]
+        if rows:
+            writer.write(db, rows)
+        return duplicates
+
+
 def _pass(
     unit: Callable[[], AbstractContextManager[DbSession]],
     table: Table,
@@ -168,10 +222,10 @@ def _pass(
     rejected: list[Rejected] = []
     rejected_cells: list[tuple[Sequence[str], int, str]] = []
     duplicates: list[Duplicate] = []
-    first_line: dict[str, int] = {}
     with unit() as db:
+        open_seen(db)
         writer.begin(db)
-    chunk: list[Row] = []
+    chunk: _Chunk[Row] = _Chunk()
     limit = _FIRST_CHUNK
     for record in table.records:
         rows += 1
@@ -182,20 +236,16 @@ def _pass(
             rejected.append(parsed)
             rejected_cells.append((record.cells, parsed.line, parsed.reason))
             continue
-        kept = first_line.setdefault(parsed.address.key, parsed.line)
-        if kept != parsed.line:
-            duplicates.append(Duplicate(parsed.line, parsed.address.email, kept))
-            continue
-        chunk.append(parsed)
-        if len(chunk) >= limit:
+        chunk.add(parsed)
+        if len(chunk.rows) >= limit:
             started = time.monotonic()
             with unit() as db:  # one short transaction per chunk: other writers wait little
-                writer.write(db, chunk)
+                duplicates += chunk.write(db, writer)
             limit = _next_limit(limit, time.monotonic() - started)
-            chunk = []
-    if chunk:
-        with unit() as db:
-            writer.write(db, chunk)
+            chunk = _Chunk()
+    with unit() as db:
+        duplicates += chunk.write(db, writer)
+        close_seen(db)
     if progress:
         progress(table.total_lines, table.total_lines)
     written = None

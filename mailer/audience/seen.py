@@ -1,0 +1,106 @@
+"""The addresses an import has taken so far, kept in the store rather than in the importing process, so that
+its memory does not grow with the file.
+
+Shapes
+    open_seen(db)                                   an empty set of taken keys, for one connection
+    take_keys(db, [(key, line), ...]) -> {key: line}   the keys taken earlier, with the line that took them;
+                                                    every other key given is taken now, by its line
+    close_seen(db)                                  the set dropped
+
+The set is a temporary table (``import_seen``: the key, unique, and the line that took it): it lives as long
+as the connection, across the import's transactions, so every call of one import must use the same
+connection. The keys given to one :func:`take_keys` call must be distinct (the caller de-duplicates a chunk
+in memory). SQLite and PostgreSQL; any other store raises ValueError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session as DbSession
+
+from mailer.audience.bulk import INDEX_PROBES, sqlite_write_lock
+
+_SEEN = "import_seen"
+_BATCH = "import_seen_batch"  # PostgreSQL: one call's keys, copied in before they are compared
+
+
+def _driver(db: DbSession) -> tuple[str, Any]:
+    """(dialect name, the DB-API connection) of the session's connection; ValueError for another store."""
+    dialect = db.get_bind().dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        raise ValueError(f"bulk import supports SQLite and PostgreSQL, not {dialect}")
+    return dialect, db.connection().connection.driver_connection
+
+
+def open_seen(db: DbSession) -> None:
+    """Make the connection's set of taken keys, empty (dropping one a failed import may have left)."""
+    dialect, driver = _driver(db)
+    cursor = driver.cursor()
+    try:
+        if dialect == "sqlite":
+            sqlite_write_lock(driver, cursor)
+        cursor.execute(f"DROP TABLE IF EXISTS {_SEEN}")
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE {_SEEN} (key VARCHAR(320) PRIMARY KEY, line INTEGER NOT NULL)"
+        )
+    finally:
+        cursor.close()
+
+
+def close_seen(db: DbSession) -> None:
+    """Drop the connection's set of taken keys (nothing happens when there is none)."""
+    _, driver = _driver(db)
+    cursor = driver.cursor()
+    try:
+        cursor.execute(f"DROP TABLE IF EXISTS {_SEEN}")
+    finally:
+        cursor.close()
+
+
+def take_keys(db: DbSession, keys: Sequence[tuple[str, int]]) -> dict[str, int]:
+    """Take each (key, line) of ``keys`` (distinct keys, lines in file order) unless an earlier call took its
+    key; returns {key: line that took it} for those taken earlier ({} when none was: the usual case).
+
+    PostgreSQL: the keys are copied into a temporary table, then one statement takes the new ones and
+    returns the others; SQLite: one executemany of ``INSERT OR IGNORE`` (in a transaction holding the write
+    lock from its start, unless one is open), and only when it inserted fewer rows than given, a lookup of
+    each key. Raises ValueError on any other store.
+    """
+    if not keys:
+        return {}
+    dialect, driver = _driver(db)
+    if dialect == "postgresql":
+        with driver.cursor() as cursor:
+            cursor.execute(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {_BATCH} (key VARCHAR(320), line INTEGER)"
+                f" ON COMMIT DELETE ROWS; DELETE FROM {_BATCH}; {INDEX_PROBES}"
+            )
+            with cursor.copy(f"COPY {_BATCH} (key, line) FROM STDIN") as copy:
+                for pair in keys:
+                    copy.write_row(pair)
+            cursor.execute(  # the SELECT sees the table as it was before the INSERT of its CTE
+                f"WITH taken AS (INSERT INTO {_SEEN} (key, line) SELECT key, line FROM {_BATCH}"
+                f" ON CONFLICT (key) DO NOTHING)"
+                f" SELECT b.key, s.line FROM {_BATCH} b JOIN {_SEEN} s ON s.key = b.key"
+            )
+            return {key: line for key, line in cursor.fetchall()}
+    cursor = driver.cursor()
+    try:
+        sqlite_write_lock(driver, cursor)
+        cursor.executemany(f"INSERT OR IGNORE INTO {_SEEN} (key, line) VALUES (?, ?)", keys)
+        if cursor.rowcount == len(keys):
+            return {}
+        earlier: dict[str, int] = {}
+        for key, line in keys:
+            cursor.execute(f"SELECT line FROM {_SEEN} WHERE key = ?", (key,))
+            (taken,) = cursor.fetchone()
+            if taken != line:
+                earlier[key] = taken
+        return earlier
+    finally:
+        cursor.close()
+
+
+__all__ = ["close_seen", "open_seen", "take_keys"]
