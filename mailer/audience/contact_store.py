@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session as DbSession
 from mailer.audience.bulk import fill_stage, insert_ignoring_conflicts, literal_in
 from mailer.audience.contact_rows import ContactRow, Replaced
 from mailer.audience.import_log import ImportJournal
+from mailer.audience.seen import take_staged
 from mailer.config import Settings
 from mailer.store.models import Contact, ContactList, ContactStatus, ImportChangeKind, UTCDateTime
 from mailer.timeline.clock import require_aware
@@ -81,12 +82,12 @@ _CREATE = text(
     f" :status, :now, :now FROM {_STAGE} WHERE contact_id IS NULL ORDER BY line"
     " ON CONFLICT (email_key) DO NOTHING"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
-_CREATED = text(
-    f"UPDATE {_STAGE} SET fresh = TRUE, contact_id = contacts.id FROM contacts"
+_CREATED = text(  # :joined when this chunk created every one of them: a contact just created is on no list
+    f"UPDATE {_STAGE} SET fresh = TRUE, joined = :joined, contact_id = contacts.id FROM contacts"
     f" WHERE {_STAGE}.contact_id IS NULL AND contacts.email_key = {_STAGE}.email_key"
 )
 _JOINING = text(
-    f"UPDATE {_STAGE} SET joined = TRUE WHERE NOT EXISTS (SELECT 1 FROM list_memberships m"
+    f"UPDATE {_STAGE} SET joined = TRUE WHERE NOT joined AND NOT EXISTS (SELECT 1 FROM list_memberships m"
     f" WHERE m.contact_id = {_STAGE}.contact_id AND m.list_id = :list)"
 )
 _JOIN = text(
@@ -156,29 +157,37 @@ class ContactWriter:
         if self.journal is not None:
             self.journal.open(db)
 
-    def write(self, db: DbSession, chunk: list[ContactRow]) -> None:
+    def write(self, db: DbSession, chunk: list[ContactRow]) -> dict[str, int]:
         """Upsert one chunk of de-duplicated rows and put them on the list, set-based: the rows go into a
         temporary table in one go (:func:`mailer.audience.bulk.fill_stage`), then a few ``UPDATE ... FROM``
         and ``INSERT ... SELECT`` statements merge them, whatever the chunk's size. A contact another
         process inserts meanwhile counts as new.
 
-        The merge rule is the module's (see its docstring).
+        The rows whose address an earlier chunk of the import took are left out (:func:`mailer.audience.seen.
+        take_staged`: the import's set of taken addresses must be open on the connection); returns {their
+        key: the line that took it}. The merge rule is the module's (see its docstring).
         """
+        fill_stage(db, _STAGE, _STAGE_COLUMNS, _LOADED, (_staged(row) for row in chunk))
+        earlier = take_staged(db, _STAGE, len(chunk))
+        if earlier:
+            chunk = [row for row in chunk if row.address.key not in earlier]
         for row in chunk:
             self.replaced.extend(row.replaced)
-        fill_stage(db, _STAGE, _STAGE_COLUMNS, _LOADED, (_staged(row) for row in chunk))
         existing = _rows(db, _FIND, {"list": self._list_id})
         updated = 0
         if existing:
             updated = _rows(db, _MERGE, {"now": self.now})
         fresh = len(chunk) - existing
+        joined = 0
         if fresh:
-            db.execute(_CREATE, {"status": ContactStatus.ACTIVE.value, "now": self.now})
-            db.execute(_CREATED)
+            created = _rows(db, _CREATE, {"status": ContactStatus.ACTIVE.value, "now": self.now})
+            joined = fresh if created == fresh else 0
+            db.execute(_CREATED, {"joined": created == fresh})
         self.new += fresh
         self.updated += updated
         self.unchanged += len(chunk) - fresh - updated
-        joined = _rows(db, _JOINING, {"list": self._list_id})
+        if joined < len(chunk):
+            joined += _rows(db, _JOINING, {"list": self._list_id})
         if joined:
             db.execute(_JOIN, {"list": self._list_id, "source": f"{self.source}:", "now": self.now})
         self.memberships += joined
@@ -190,6 +199,7 @@ class ContactWriter:
                 self.journal.selected(
                     db, ImportChangeKind.MEMBERSHIP, ids.where(_stage.c.joined), self._list_id
                 )
+        return earlier
 
 
 def _rows(db: DbSession, statement: TextClause, parameters: dict[str, Any] | None = None) -> int:

@@ -16,7 +16,7 @@ Rejected rows are written, after the commit, to a rejects CSV with their origina
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -79,8 +79,38 @@ class ChunkWriter(Protocol[Row]):
     def begin(self, db: DbSession) -> None:
         """Called once before the first chunk (also when no row is accepted)."""
 
+    def write(self, db: DbSession, chunk: list[Row]) -> Mapping[str, int]:
+        """Store one chunk of rows of distinct addresses, in file order, except those whose address an
+        earlier chunk of the import took (:mod:`mailer.audience.seen`, open on the connection); returns
+        {their key: the line that took it}."""
+
+
+class RowWriter(Protocol[Row]):
+    """Stores rows of distinct addresses, every one of them (see :class:`KeysTakenFirst`)."""
+
+    def begin(self, db: DbSession) -> None:
+        """Called once before the first chunk."""
+
     def write(self, db: DbSession, chunk: list[Row]) -> None:
-        """Store one chunk of de-duplicated rows, in file order."""
+        """Store one chunk of rows, in file order."""
+
+
+@dataclass
+class KeysTakenFirst(Generic[Row]):
+    """A :class:`ChunkWriter` made of a :class:`RowWriter`: each chunk's keys are taken first
+    (:func:`mailer.audience.seen.take_keys`), then the rows whose address no earlier chunk took are written."""
+
+    writer: RowWriter[Row]
+
+    def begin(self, db: DbSession) -> None:
+        self.writer.begin(db)
+
+    def write(self, db: DbSession, chunk: list[Row]) -> Mapping[str, int]:
+        earlier = take_keys(db, [(row.address.key, row.line) for row in chunk])
+        rows = [row for row in chunk if row.address.key not in earlier] if earlier else chunk
+        if rows:
+            self.writer.write(db, rows)
+        return earlier
 
 
 @dataclass(frozen=True)
@@ -194,19 +224,15 @@ class _Chunk(Generic[Row]):
 
     def write(self, db: DbSession, writer: ChunkWriter[Row]) -> list[Duplicate]:
         """Store the rows whose address no earlier chunk took; the chunk's duplicates, in file order."""
-        earlier = take_keys(db, list(self.first_line.items()))
+        earlier = writer.write(db, self.rows) if self.rows else {}
         duplicates = [replace(dup, kept_line=earlier.get(key, dup.kept_line)) for key, dup in self.repeats]
-        rows = self.rows
         if earlier:
             duplicates += [
-                Duplicate(r.line, r.address.email, earlier[r.address.key])
-                for r in rows
-                if r.address.key in earlier
+                Duplicate(row.line, row.address.email, earlier[row.address.key])
+                for row in self.rows
+                if row.address.key in earlier
             ]
             duplicates.sort(key=lambda dup: dup.line)
-            rows = [r for r in rows if r.address.key not in earlier]
-        if rows:
-            writer.write(db, rows)
         return duplicates
 
 
@@ -259,9 +285,11 @@ __all__ = [
     "ChunkWriter",
     "Duplicate",
     "KeyedRow",
+    "KeysTakenFirst",
     "ProgressCallback",
     "Rejected",
     "RowOutcome",
+    "RowWriter",
     "default_rejects_path",
     "import_rows",
 ]

@@ -5,11 +5,13 @@ Shapes
     open_seen(db)                                   an empty set of taken keys, for one connection
     take_keys(db, [(key, line), ...]) -> {key: line}   the keys taken earlier, with the line that took them;
                                                     every other key given is taken now, by its line
+    take_staged(db, stage, staged) -> {key: line}   the same for the rows of a temporary table, whose rows
+                                                    with a key taken earlier are deleted
     close_seen(db)                                  the set dropped
 
 The set is a temporary table (``import_seen``: the key, unique, and the line that took it): it lives as long
 as the connection, across the import's transactions, so every call of one import must use the same
-connection. The keys given to one :func:`take_keys` call must be distinct (the caller de-duplicates a chunk
+connection. The keys given to one call must be distinct (the caller de-duplicates a chunk
 in memory). SQLite and PostgreSQL; any other store raises ValueError.
 """
 
@@ -103,4 +105,42 @@ def take_keys(db: DbSession, keys: Sequence[tuple[str, int]]) -> dict[str, int]:
         cursor.close()
 
 
-__all__ = ["close_seen", "open_seen", "take_keys"]
+def take_staged(db: DbSession, stage: str, staged: int) -> dict[str, int]:
+    """:func:`take_keys` for the ``staged`` rows of the temporary table ``stage`` (columns ``email_key`` and
+    ``line``; a caller's constant name, never user input), without their keys passing through Python: the
+    rows whose key an earlier call took are deleted from ``stage`` and returned as {key: line that took it}.
+
+    PostgreSQL: one statement; SQLite: one ``INSERT ... SELECT`` and, only when it inserted fewer than
+    ``staged`` rows, a query and a ``DELETE``. Raises ValueError on any other store.
+    """
+    if not staged:
+        return {}
+    dialect, driver = _driver(db)
+    if dialect == "postgresql":
+        with driver.cursor() as cursor:
+            cursor.execute(  # the DELETE sees the set as it was before the INSERT of its CTE
+                f"WITH taken AS (INSERT INTO {_SEEN} (key, line) SELECT email_key, line FROM {stage}"
+                f" ON CONFLICT (key) DO NOTHING)"
+                f" DELETE FROM {stage} s USING {_SEEN} t WHERE t.key = s.email_key RETURNING s.email_key, t.line"
+            )
+            return {key: line for key, line in cursor.fetchall()}
+    cursor = driver.cursor()
+    try:
+        cursor.execute(f"INSERT OR IGNORE INTO {_SEEN} (key, line) SELECT email_key, line FROM {stage}")
+        if cursor.rowcount == staged:
+            return {}
+        cursor.execute(
+            f"SELECT s.email_key, t.line FROM {stage} s JOIN {_SEEN} t ON t.key = s.email_key"
+            " WHERE t.line <> s.line"
+        )
+        earlier: dict[str, int] = {key: line for key, line in cursor.fetchall()}
+        cursor.execute(
+            f"DELETE FROM {stage} WHERE EXISTS (SELECT 1 FROM {_SEEN} t"
+            f" WHERE t.key = {stage}.email_key AND t.line <> {stage}.line)"
+        )
+        return earlier
+    finally:
+        cursor.close()
+
+
+__all__ = ["close_seen", "open_seen", "take_keys", "take_staged"]
