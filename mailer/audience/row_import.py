@@ -6,9 +6,10 @@ Shapes
     writer.begin(db); writer.write(db, chunk)    the import's own storing, chunk by chunk (ChunkWriter)
 
 Each chunk of rows is stored in its own short transaction, bounded by rows (1000 to 5000) and by time (a
-chunk whose write took longer than 0.25 s halves the next one, down to 1000 rows; one that took less than
-half that doubles it), so a long import never holds the store for long (SQLite has one writer); if parsing, reading or storing raises, the chunks before stay stored and importing the file again
-(idempotent) completes the import. The first
+chunk whose write took longer than 0.25 s halves the one after the next, down to 1000 rows; one that took
+less than half that doubles it), so a long import never holds the store for long (SQLite has one writer);
+a chunk is written by a thread while the next one is read. If parsing, reading or storing raises, the
+chunks before stay stored and importing the file again (idempotent) completes the import. The first
 row of an address (by its case-folded key) wins; later ones are :class:`Duplicate` and never reach the writer.
 Rejected rows are written, after the commit, to a rejects CSV with their original cells, ``line`` and ``reason``.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -236,6 +238,16 @@ class _Chunk(Generic[Row]):
         return duplicates
 
 
+def _written(
+    unit: Callable[[], AbstractContextManager[DbSession]], chunk: _Chunk[Row], writer: ChunkWriter[Row]
+) -> tuple[list[Duplicate], float]:
+    """Write ``chunk`` in a transaction of its own: (its duplicates, wall-clock seconds the write took)."""
+    started = time.monotonic()
+    with unit() as db:  # one short transaction per chunk: other writers wait little
+        duplicates = chunk.write(db, writer)
+    return duplicates, time.monotonic() - started
+
+
 def _pass(
     unit: Callable[[], AbstractContextManager[DbSession]],
     table: Table,
@@ -253,22 +265,30 @@ def _pass(
         writer.begin(db)
     chunk: _Chunk[Row] = _Chunk()
     limit = _FIRST_CHUNK
-    for record in table.records:
-        rows += 1
-        if progress and rows % _PROGRESS_ROWS == 0:
-            progress(table.lines_read(), table.total_lines)
-        parsed = parse(record)
-        if isinstance(parsed, Rejected):
-            rejected.append(parsed)
-            rejected_cells.append((record.cells, parsed.line, parsed.reason))
-            continue
-        chunk.add(parsed)
-        if len(chunk.rows) >= limit:
-            started = time.monotonic()
-            with unit() as db:  # one short transaction per chunk: other writers wait little
-                duplicates += chunk.write(db, writer)
-            limit = _next_limit(limit, time.monotonic() - started)
-            chunk = _Chunk()
+    # Each chunk is written by a thread of its own while the next one is read (the store works meanwhile:
+    # PostgreSQL's server, or SQLite's C code without the GIL); one write at a time, in file order. Leaving
+    # the block waits for the write under way, whatever raised.
+    with ThreadPoolExecutor(1, thread_name_prefix="import-writer") as writing:
+        pending: Future[tuple[list[Duplicate], float]] | None = None
+        for record in table.records:
+            rows += 1
+            if progress and rows % _PROGRESS_ROWS == 0:
+                progress(table.lines_read(), table.total_lines)
+            parsed = parse(record)
+            if isinstance(parsed, Rejected):
+                rejected.append(parsed)
+                rejected_cells.append((record.cells, parsed.line, parsed.reason))
+                continue
+            chunk.add(parsed)
+            if len(chunk.rows) >= limit:
+                if pending is not None:
+                    found, seconds = pending.result()  # raises what the write raised
+                    duplicates += found
+                    limit = _next_limit(limit, seconds)
+                pending = writing.submit(_written, unit, chunk, writer)
+                chunk = _Chunk()
+        if pending is not None:
+            duplicates += pending.result()[0]
     with unit() as db:
         duplicates += chunk.write(db, writer)
         close_seen(db)
