@@ -65,7 +65,13 @@ def sqlite_write_lock(driver: Any, cursor: Any) -> None:
 
 
 def fill_stage(
-    db: DbSession, name: str, columns: Sequence[tuple[str, str]], filled: int, rows: Iterable[Sequence[Any]]
+    db: DbSession,
+    name: str,
+    columns: Sequence[tuple[str, str]],
+    filled: int,
+    rows: Iterable[Sequence[Any]],
+    *,
+    key: str = "",
 ) -> None:
     """Empty the session's temporary table ``name`` (created if missing, with ``columns``: (name, SQL type)
     pairs, types that both stores know) and load ``rows`` into it, bypassing SQLAlchemy's per-row work:
@@ -76,7 +82,8 @@ def fill_stage(
     SQLite: one executemany of the DB-API driver, in a transaction that holds the write lock from its start
     (``BEGIN IMMEDIATE``, unless one is open). The table lives as long as the connection, so each
     transaction of an import reuses it. ``name`` and ``columns`` are the caller's constants, never user
-    input. Raises ValueError on any other store.
+    input. ``key``, when given, names a column PostgreSQL indexes (a later statement finds rows by it).
+    Raises ValueError on any other store.
     """
     dialect = db.get_bind().dialect.name
     ddl = ", ".join(f"{column} {kind}" for column, kind in columns)
@@ -86,7 +93,8 @@ def fill_stage(
         with driver.cursor() as cursor:  # type: ignore[union-attr]
             cursor.execute(  # one round trip; DELETE: a dry run's chunks share one transaction
                 f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({ddl}) ON COMMIT DELETE ROWS;"
-                f" DELETE FROM {name}; {INDEX_PROBES}"
+                + (f" CREATE INDEX IF NOT EXISTS {name}_{key} ON {name} ({key});" if key else "")
+                + f" DELETE FROM {name}; {INDEX_PROBES}"
             )
             with cursor.copy(f"COPY {name} ({names}) FROM STDIN") as copy:
                 for row in rows:

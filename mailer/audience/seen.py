@@ -11,7 +11,8 @@ Shapes
 
 The set is a temporary table (``import_seen``: the key, unique, and the line that took it): it lives as long
 as the connection, across the import's transactions, so every call of one import must use the same
-connection. The keys given to one call must be distinct (the caller de-duplicates a chunk
+connection. On SQLite the temporary tables' rollback journal is kept in memory (it holds what one
+transaction changes: a chunk) and their page cache is 8 MiB during the import. The keys given to one call must be distinct (the caller de-duplicates a chunk
 in memory). SQLite and PostgreSQL; any other store raises ValueError.
 """
 
@@ -25,6 +26,11 @@ from sqlalchemy.orm import Session as DbSession
 from mailer.audience.bulk import INDEX_PROBES, sqlite_write_lock
 
 _SEEN = "import_seen"
+#: SQLite's page cache for the temporary tables during an import, in KiB (negative: a size, not pages): the
+#: set of taken keys and the staged chunk mostly stay in memory up to about 200,000 keys, and spill to the
+#: temporary file beyond, so the process never holds more than this whatever the file's size.
+_SQLITE_TEMP_CACHE = -8192
+_SQLITE_DEFAULT_CACHE = -2000  # SQLite's default (SQLITE_DEFAULT_CACHE_SIZE), restored after the import
 _BATCH = "import_seen_batch"  # PostgreSQL: one call's keys, copied in before they are compared
 
 
@@ -42,6 +48,9 @@ def open_seen(db: DbSession) -> None:
     cursor = driver.cursor()
     try:
         if dialect == "sqlite":
+            if not driver.in_transaction:  # the temporary tables' journal: what a transaction may change
+                cursor.execute("PRAGMA temp.journal_mode = MEMORY")
+            cursor.execute(f"PRAGMA temp.cache_size = {_SQLITE_TEMP_CACHE}")
             sqlite_write_lock(driver, cursor)
         cursor.execute(f"DROP TABLE IF EXISTS {_SEEN}")
         cursor.execute(
@@ -53,10 +62,12 @@ def open_seen(db: DbSession) -> None:
 
 def close_seen(db: DbSession) -> None:
     """Drop the connection's set of taken keys (nothing happens when there is none)."""
-    _, driver = _driver(db)
+    dialect, driver = _driver(db)
     cursor = driver.cursor()
     try:
         cursor.execute(f"DROP TABLE IF EXISTS {_SEEN}")
+        if dialect == "sqlite":
+            cursor.execute(f"PRAGMA temp.cache_size = {_SQLITE_DEFAULT_CACHE}")
     finally:
         cursor.close()
 
