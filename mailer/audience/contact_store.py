@@ -196,9 +196,9 @@ class ContactWriter:
 
     def write(self, db: DbSession, chunk: list[ContactRow]) -> dict[str, int]:
         """Upsert one chunk of de-duplicated rows and put them on the list, set-based: the rows go into a
-        temporary table in one go (:func:`mailer.audience.bulk.fill_stage`), then a few ``UPDATE ... FROM``
-        and ``INSERT ... SELECT`` statements merge them, whatever the chunk's size. A contact another
-        process inserts meanwhile counts as new.
+        temporary table in one go (:func:`mailer.audience.bulk.fill_stage`), then, whatever the chunk's
+        size, one statement merges them on PostgreSQL (``_MERGE_ALL``) and a few ``UPDATE ... FROM`` and
+        ``INSERT ... SELECT`` statements on SQLite. A contact another process inserts meanwhile counts as new.
 
         The rows whose address an earlier chunk of the import took are left out (:func:`mailer.audience.seen.
         take_staged`: the import's set of taken addresses must be open on the connection); returns {their
