@@ -48,7 +48,7 @@ def literal_in(column: Any, values: Sequence[Any]) -> Any:
 #: whatever the statistics say of tables that grow during an import (never analysed yet, a big table looks
 #: empty, and a hash join or a sequential scan would then read every contact for each chunk: quadratic).
 #: The sequential scan of the staging table itself then looks dear, so JIT compilation is turned off too.
-_INDEX_PROBES = "; ".join(
+INDEX_PROBES = "; ".join(
     [
         *(f"SET LOCAL enable_{plan} = off" for plan in ("hashjoin", "mergejoin", "seqscan", "material")),
         "SET LOCAL jit = off",
@@ -56,8 +56,22 @@ _INDEX_PROBES = "; ".join(
 )
 
 
+def sqlite_write_lock(driver: Any, cursor: Any) -> None:
+    """Start a transaction holding SQLite's write lock (``BEGIN IMMEDIATE``, waiting the busy timeout) on the
+    DB-API connection ``driver``, unless one is open: a merge reads the store, and a transaction that has
+    read cannot start writing once another writer has committed."""
+    if not driver.in_transaction:
+        cursor.execute("BEGIN IMMEDIATE")
+
+
 def fill_stage(
-    db: DbSession, name: str, columns: Sequence[tuple[str, str]], filled: int, rows: Iterable[Sequence[Any]]
+    db: DbSession,
+    name: str,
+    columns: Sequence[tuple[str, str]],
+    filled: int,
+    rows: Iterable[Sequence[Any]],
+    *,
+    key: str = "",
 ) -> None:
     """Empty the session's temporary table ``name`` (created if missing, with ``columns``: (name, SQL type)
     pairs, types that both stores know) and load ``rows`` into it, bypassing SQLAlchemy's per-row work:
@@ -68,7 +82,8 @@ def fill_stage(
     SQLite: one executemany of the DB-API driver, in a transaction that holds the write lock from its start
     (``BEGIN IMMEDIATE``, unless one is open). The table lives as long as the connection, so each
     transaction of an import reuses it. ``name`` and ``columns`` are the caller's constants, never user
-    input. Raises ValueError on any other store.
+    input. ``key``, when given, names a column PostgreSQL indexes (a later statement finds rows by it).
+    Raises ValueError on any other store.
     """
     dialect = db.get_bind().dialect.name
     ddl = ", ".join(f"{column} {kind}" for column, kind in columns)
@@ -78,7 +93,8 @@ def fill_stage(
         with driver.cursor() as cursor:  # type: ignore[union-attr]
             cursor.execute(  # one round trip; DELETE: a dry run's chunks share one transaction
                 f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({ddl}) ON COMMIT DELETE ROWS;"
-                f" DELETE FROM {name}; {_INDEX_PROBES}"
+                + (f" CREATE INDEX IF NOT EXISTS {name}_{key} ON {name} ({key});" if key else "")
+                + f" DELETE FROM {name}; {INDEX_PROBES}"
             )
             with cursor.copy(f"COPY {name} ({names}) FROM STDIN") as copy:
                 for row in rows:
@@ -86,10 +102,7 @@ def fill_stage(
     elif dialect == "sqlite":
         cursor = driver.cursor()  # type: ignore[union-attr]
         try:
-            if not driver.in_transaction:  # type: ignore[union-attr]
-                # The write lock first (waiting the busy timeout): the merge reads the store, and a
-                # transaction that has read cannot start writing once another writer has committed.
-                cursor.execute("BEGIN IMMEDIATE")
+            sqlite_write_lock(driver, cursor)
             cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({ddl})")
             cursor.execute(f"DELETE FROM {name}")
             marks = ", ".join("?" * filled)
@@ -100,4 +113,4 @@ def fill_stage(
         raise ValueError(f"bulk import supports SQLite and PostgreSQL, not {dialect}")
 
 
-__all__ = ["fill_stage", "insert_ignoring_conflicts", "literal_in"]
+__all__ = ["INDEX_PROBES", "fill_stage", "insert_ignoring_conflicts", "literal_in", "sqlite_write_lock"]

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from operator import itemgetter
 
 from mailer.audience.addresses import Address, InvalidAddressError, normalise_address
-from mailer.audience.cells import Defaults, clean_text, fit_column, language_and_zone, split_title
+from mailer.audience.cells import (
+    Defaults,
+    clean_text,
+    column_length,
+    fit_column,
+    language_and_zone,
+    split_title,
+)
 from mailer.audience.locales import country_code
 from mailer.audience.row_import import Rejected
 from mailer.audience.table import Record, Table
@@ -154,6 +161,7 @@ _FIELDS = (
     "language",
     "time_zone",
 )
+_END = ("",)  # added after a record's cells: what a column the file lacks reads
 _CACHED = 4096  # distinct (country, language, zone) cells remembered per import
 
 
@@ -187,71 +195,85 @@ def _place(country_cell: str, language_cell: str, zone_cell: str, defaults: Defa
 
 def contact_parser(table: Table, defaults: Defaults) -> Callable[[Record], ContactRow | Rejected]:
     """The reading of ``table``'s records as contacts, blanks filled from their country and ``defaults``:
-    ``parse(record) -> ContactRow | Rejected``. Built once per file: the cells are picked by position, and
-    what a (country, language, zone) triple of cells gives is worked out once per distinct triple."""
-    present = [name for name in _FIELDS if name in table.columns]
-    pick = itemgetter(*(table.columns[name] for name in present))
-    width = max(table.columns[name] for name in present) + 1
+    ``parse(record) -> ContactRow | Rejected``. Built once per file: the cells are picked by position (a
+    column the file lacks reads as a blank), and what a (country, language, zone) triple of cells gives is
+    worked out once per distinct triple."""
+    width = max(table.columns.values()) + 1
+    pick = itemgetter(*(table.columns.get(name, -1) for name in _FIELDS))  # -1: the "" added after the cells
+    pads = [("",) * (width + 1 - length) for length in range(width)]  # by the record's length
+
     places: dict[tuple[str, str, str], _Place] = {}
+    name_length, title_length, institution_length = (
+        column_length("name"),
+        column_length("title"),
+        column_length("institution"),
+    )
 
     def parse(record: Record) -> ContactRow | Rejected:
         cells = record.cells
-        if len(cells) < width:
-            cells = cells + ("",) * (width - len(cells))
-        picked = pick(cells)
-        value = dict(zip(present, picked if len(present) > 1 else (picked,), strict=True))
-        raw_email = value["email"]
+        raw_email, first, last, full, title_cell, country, institution, language, zone = pick(
+            cells + pads[len(cells)] if len(cells) < width else cells + _END
+        )
         try:
             address = normalise_address(raw_email)
         except InvalidAddressError as exc:
             return Rejected(record.line, str(exc), raw_email)
-        get = value.get
-        name_title, name = _title_and_name(get("first_name", ""), get("last_name", ""), get("name", ""))
-        title = clean_text(get("title", "")) or name_title
-        key = (get("country", ""), get("language", ""), get("time_zone", ""))
+        name_title, name = _title_and_name(first, last, full)
+        title = clean_text(title_cell) or name_title
+        key = (country, language, zone)
         place = places.get(key)
         if place is None:
             if len(places) >= _CACHED:
                 places.clear()
-            place = places[key] = _place(*key, defaults)
+            place = places[key] = _place(country, language, zone, defaults)
+        institution = clean_text(institution)
         line = record.line
-        replaced = [Replaced(line, column, shown, used) for column, shown, used in place.replaced]
-        institution = clean_text(get("institution", ""))
-        kept_name, kept_title, kept_institution = (
-            fit_column(name, "name"),
-            fit_column(title, "title"),
-            fit_column(institution, "institution"),
-        )
-        for column, text, kept in (
-            ("name", name, kept_name),
-            ("title", title, kept_title),
-            ("institution", institution, kept_institution),
+        replaced: tuple[Replaced, ...] = ()
+        if (
+            place.replaced
+            or len(name) > (name_length or len(name))
+            or len(title) > (title_length or len(title))
+            or len(institution) > (institution_length or len(institution))
         ):
-            if kept != text:
-                replaced.append(
-                    Replaced(
-                        line,
-                        column,
-                        text[:_SHOWN] + "…",
-                        f"the first {len(kept)} characters",
-                        problem=f"is {len(text):,} characters long, more than the {len(kept)} kept",
-                    )
-                )
+            replaced, (name, title, institution) = _replaced(line, place, name, title, institution)
         return ContactRow(
-            line=line,
-            address=address,
-            name=kept_name,
-            title=kept_title,
-            institution=kept_institution,
-            country=place.country,
-            language=place.language,
-            language_explicit=place.language_explicit,
-            time_zone=place.zone,
-            zone_explicit=place.zone_explicit,
-            replaced=tuple(replaced),
+            line,
+            address,
+            name,
+            title,
+            institution,
+            place.country,
+            place.language,
+            place.language_explicit,
+            place.zone,
+            place.zone_explicit,
+            replaced,
         )
 
     return parse
+
+
+def _replaced(
+    line: int, place: _Place, name: str, title: str, institution: str
+) -> tuple[tuple[Replaced, ...], tuple[str, str, str]]:
+    """The cells of a row the import replaces (its place's, then over-long texts cut to their column) and
+    the (name, title, institution) kept."""
+    replaced = [Replaced(line, column, shown, used) for column, shown, used in place.replaced]
+    kept = []
+    for column, text in (("name", name), ("title", title), ("institution", institution)):
+        cut = fit_column(text, column)
+        if cut != text:
+            replaced.append(
+                Replaced(
+                    line,
+                    column,
+                    text[:_SHOWN] + "…",
+                    f"the first {len(cut)} characters",
+                    problem=f"is {len(text):,} characters long, more than the {len(cut)} kept",
+                )
+            )
+        kept.append(cut)
+    return tuple(replaced), (kept[0], kept[1], kept[2])
 
 
 __all__ = [

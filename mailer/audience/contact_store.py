@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session as DbSession
 from mailer.audience.bulk import fill_stage, insert_ignoring_conflicts, literal_in
 from mailer.audience.contact_rows import ContactRow, Replaced
 from mailer.audience.import_log import ImportJournal
+from mailer.audience.seen import take_staged
 from mailer.config import Settings
 from mailer.store.models import Contact, ContactList, ContactStatus, ImportChangeKind, UTCDateTime
 from mailer.timeline.clock import require_aware
@@ -81,18 +82,55 @@ _CREATE = text(
     f" :status, :now, :now FROM {_STAGE} WHERE contact_id IS NULL ORDER BY line"
     " ON CONFLICT (email_key) DO NOTHING"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
-_CREATED = text(
-    f"UPDATE {_STAGE} SET fresh = TRUE, contact_id = contacts.id FROM contacts"
+_CREATED = text(  # :joined when this chunk created every one of them: a contact just created is on no list
+    f"UPDATE {_STAGE} SET fresh = TRUE, joined = :joined, contact_id = contacts.id FROM contacts"
     f" WHERE {_STAGE}.contact_id IS NULL AND contacts.email_key = {_STAGE}.email_key"
 )
 _JOINING = text(
-    f"UPDATE {_STAGE} SET joined = TRUE WHERE NOT EXISTS (SELECT 1 FROM list_memberships m"
+    f"UPDATE {_STAGE} SET joined = TRUE WHERE NOT joined AND NOT EXISTS (SELECT 1 FROM list_memberships m"
     f" WHERE m.contact_id = {_STAGE}.contact_id AND m.list_id = :list)"
 )
 _JOIN = text(
     "INSERT INTO list_memberships (contact_id, list_id, source, added_at)"
     f" SELECT contact_id, :list, :source || CAST(line AS VARCHAR), :now FROM {_STAGE} WHERE joined"
     " ORDER BY line ON CONFLICT (contact_id, list_id) DO NOTHING"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+
+
+#: PostgreSQL: the whole merge of a staged chunk in one statement, its data-modifying CTEs seeing the store as
+#: it was before it (so nothing is written to the staging table): the contacts found and whether they are on
+#: another list (``home``) or this one; the found ones merged; the others created (one another process
+#: inserted meanwhile is returned by the no-op ``DO UPDATE`` and counts as new, as elsewhere); the contacts not
+#: on the list put on it; the journal of both when ``:journal``. Returns (found, merged, joined).
+_MERGE_ALL = text(
+    "WITH found AS MATERIALIZED (SELECT s.line, s.name, s.title, s.institution, s.country, s.language,"
+    " s.language_explicit, s.time_zone, s.zone_explicit, contacts.id AS contact_id,"
+    " NOT EXISTS (SELECT 1 FROM list_memberships m WHERE m.contact_id = contacts.id AND m.list_id <> :list)"
+    " AS home,"
+    " EXISTS (SELECT 1 FROM list_memberships m WHERE m.contact_id = contacts.id AND m.list_id = :list)"
+    " AS member"
+    f" FROM {_STAGE} s JOIN contacts ON contacts.email_key = s.email_key),"
+    " merged AS (UPDATE contacts SET "
+    + ", ".join(f"{f} = CASE WHEN {_changed(f)} THEN s.{f} ELSE contacts.{f} END" for f in _COMPARED)
+    + ", updated_at = :now FROM found s WHERE contacts.id = s.contact_id AND ("
+    + " OR ".join(_changed(f) for f in _COMPARED)
+    + ") RETURNING contacts.id),"
+    " created AS (INSERT INTO contacts (email, email_key, name, title, institution, country, language,"
+    " time_zone, needs_smtputf8, status, created_at, updated_at)"
+    " SELECT email, email_key, name, title, institution, country, language, time_zone, needs_smtputf8,"
+    f" :status, :now, :now FROM {_STAGE} s"
+    " WHERE NOT EXISTS (SELECT 1 FROM contacts c WHERE c.email_key = s.email_key) ORDER BY line"
+    " ON CONFLICT (email_key) DO UPDATE SET email_key = EXCLUDED.email_key RETURNING id, email_key),"
+    " joined AS (INSERT INTO list_memberships (contact_id, list_id, source, added_at)"
+    " SELECT contact_id, :list, :source || CAST(line AS VARCHAR), :now FROM ("
+    " SELECT contact_id, line FROM found WHERE NOT member"
+    f" UNION ALL SELECT c.id, s.line FROM created c JOIN {_STAGE} s ON s.email_key = c.email_key) j"
+    " ORDER BY line ON CONFLICT (contact_id, list_id) DO NOTHING RETURNING contact_id),"
+    " journal AS (INSERT INTO import_changes (import_id, change, contact_id, list_id, session_id,"
+    " previous_status)"
+    " SELECT :import, :contact, id, NULL, '', '' FROM created WHERE :journal"
+    " UNION ALL SELECT :import, :membership, contact_id, :list, '', '' FROM joined WHERE :journal)"
+    " SELECT (SELECT count(*) FROM found), (SELECT count(*) FROM merged), (SELECT count(*) FROM joined)"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
@@ -156,29 +194,48 @@ class ContactWriter:
         if self.journal is not None:
             self.journal.open(db)
 
-    def write(self, db: DbSession, chunk: list[ContactRow]) -> None:
+    def write(self, db: DbSession, chunk: list[ContactRow]) -> dict[str, int]:
         """Upsert one chunk of de-duplicated rows and put them on the list, set-based: the rows go into a
-        temporary table in one go (:func:`mailer.audience.bulk.fill_stage`), then a few ``UPDATE ... FROM``
-        and ``INSERT ... SELECT`` statements merge them, whatever the chunk's size. A contact another
-        process inserts meanwhile counts as new.
+        temporary table in one go (:func:`mailer.audience.bulk.fill_stage`), then, whatever the chunk's
+        size, one statement merges them on PostgreSQL (``_MERGE_ALL``) and a few ``UPDATE ... FROM`` and
+        ``INSERT ... SELECT`` statements on SQLite. A contact another process inserts meanwhile counts as new.
 
-        The merge rule is the module's (see its docstring).
+        The rows whose address an earlier chunk of the import took are left out (:func:`mailer.audience.seen.
+        take_staged`: the import's set of taken addresses must be open on the connection); returns {their
+        key: the line that took it}. The merge rule is the module's (see its docstring).
         """
+        postgresql = db.get_bind().dialect.name == "postgresql"
+        fill_stage(
+            db,
+            _STAGE,
+            _STAGE_COLUMNS,
+            _LOADED,
+            (_staged(row) for row in chunk),
+            key="email_key" if postgresql else "",
+        )
+        earlier = take_staged(db, _STAGE, len(chunk))
+        if earlier:
+            chunk = [row for row in chunk if row.address.key not in earlier]
         for row in chunk:
             self.replaced.extend(row.replaced)
-        fill_stage(db, _STAGE, _STAGE_COLUMNS, _LOADED, (_staged(row) for row in chunk))
+        if postgresql:
+            self._merge_all(db, len(chunk))
+            return earlier
         existing = _rows(db, _FIND, {"list": self._list_id})
         updated = 0
         if existing:
             updated = _rows(db, _MERGE, {"now": self.now})
         fresh = len(chunk) - existing
+        joined = 0
         if fresh:
-            db.execute(_CREATE, {"status": ContactStatus.ACTIVE.value, "now": self.now})
-            db.execute(_CREATED)
+            created = _rows(db, _CREATE, {"status": ContactStatus.ACTIVE.value, "now": self.now})
+            joined = fresh if created == fresh else 0
+            db.execute(_CREATED, {"joined": created == fresh})
         self.new += fresh
         self.updated += updated
         self.unchanged += len(chunk) - fresh - updated
-        joined = _rows(db, _JOINING, {"list": self._list_id})
+        if joined < len(chunk):
+            joined += _rows(db, _JOINING, {"list": self._list_id})
         if joined:
             db.execute(_JOIN, {"list": self._list_id, "source": f"{self.source}:", "now": self.now})
         self.memberships += joined
@@ -190,6 +247,27 @@ class ContactWriter:
                 self.journal.selected(
                     db, ImportChangeKind.MEMBERSHIP, ids.where(_stage.c.joined), self._list_id
                 )
+        return earlier
+
+    def _merge_all(self, db: DbSession, staged: int) -> None:
+        """PostgreSQL: merge the ``staged`` rows in one statement (``_MERGE_ALL``) and count what it did."""
+        found, merged, joined = db.execute(
+            _MERGE_ALL,
+            {
+                "list": self._list_id,
+                "now": self.now,
+                "status": ContactStatus.ACTIVE.value,
+                "source": f"{self.source}:",
+                "journal": self.journal is not None,
+                "import": self.journal.import_id if self.journal is not None else 0,
+                "contact": ImportChangeKind.CONTACT.value,
+                "membership": ImportChangeKind.MEMBERSHIP.value,
+            },
+        ).one()
+        self.new += staged - found
+        self.updated += merged
+        self.unchanged += found - merged
+        self.memberships += joined
 
 
 def _rows(db: DbSession, statement: TextClause, parameters: dict[str, Any] | None = None) -> int:

@@ -38,6 +38,7 @@ from mailer.audience.report_check import mismatch, report_heading
 from mailer.audience.report_times import parse_registration_time, preamble_zone_label, report_zone
 from mailer.audience.row_import import (
     Duplicate,
+    KeysTakenFirst,
     ProgressCallback,
     Rejected,
     default_rejects_path,
@@ -365,7 +366,13 @@ def import_registrations(
         return _parse(table, record, zone)
 
     outcome = import_rows(
-        factory, table, parse, writer, rejects_path=rejects, progress=progress, dry_run=dry_run
+        factory,
+        table,
+        parse,
+        KeysTakenFirst(writer),
+        rejects_path=rejects,
+        progress=progress,
+        dry_run=dry_run,
     )
     report = RegistrationReport(
         path=table.path,

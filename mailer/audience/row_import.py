@@ -6,9 +6,10 @@ Shapes
     writer.begin(db); writer.write(db, chunk)    the import's own storing, chunk by chunk (ChunkWriter)
 
 Each chunk of rows is stored in its own short transaction, bounded by rows (1000 to 5000) and by time (a
-chunk whose write took longer than 0.25 s halves the next one, down to 1000 rows; one that took less than
-half that doubles it), so a long import never holds the store for long (SQLite has one writer); if parsing, reading or storing raises, the chunks before stay stored and importing the file again
-(idempotent) completes the import. The first
+chunk whose write took longer than 0.25 s halves the one after the next, down to 1000 rows; one that took
+less than half that doubles it), so a long import never holds the store for long (SQLite has one writer);
+a chunk is written by a thread while the next one is read. If parsing, reading or storing raises, the
+chunks before stay stored and importing the file again (idempotent) completes the import. The first
 row of an address (by its case-folded key) wins; later ones are :class:`Duplicate` and never reach the writer.
 Rejected rows are written, after the commit, to a rejects CSV with their original cells, ``line`` and ``reason``.
 """
@@ -16,16 +17,19 @@ Rejected rows are written, after the commit, to a rejects CSV with their origina
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
 from mailer.audience.addresses import Address
+from mailer.audience.seen import close_seen, open_seen, take_keys
 from mailer.audience.table import Record, Table, write_rejects
 from mailer.config import Settings
 from mailer.store.engine import transaction
@@ -77,8 +81,38 @@ class ChunkWriter(Protocol[Row]):
     def begin(self, db: DbSession) -> None:
         """Called once before the first chunk (also when no row is accepted)."""
 
+    def write(self, db: DbSession, chunk: list[Row]) -> Mapping[str, int]:
+        """Store one chunk of rows of distinct addresses, in file order, except those whose address an
+        earlier chunk of the import took (:mod:`mailer.audience.seen`, open on the connection); returns
+        {their key: the line that took it}."""
+
+
+class RowWriter(Protocol[Row]):
+    """Stores rows of distinct addresses, every one of them (see :class:`KeysTakenFirst`)."""
+
+    def begin(self, db: DbSession) -> None:
+        """Called once before the first chunk."""
+
     def write(self, db: DbSession, chunk: list[Row]) -> None:
-        """Store one chunk of de-duplicated rows, in file order."""
+        """Store one chunk of rows, in file order."""
+
+
+@dataclass
+class KeysTakenFirst(Generic[Row]):
+    """A :class:`ChunkWriter` made of a :class:`RowWriter`: each chunk's keys are taken first
+    (:func:`mailer.audience.seen.take_keys`), then the rows whose address no earlier chunk took are written."""
+
+    writer: RowWriter[Row]
+
+    def begin(self, db: DbSession) -> None:
+        self.writer.begin(db)
+
+    def write(self, db: DbSession, chunk: list[Row]) -> Mapping[str, int]:
+        earlier = take_keys(db, [(row.address.key, row.line) for row in chunk])
+        rows = [row for row in chunk if row.address.key not in earlier] if earlier else chunk
+        if rows:
+            self.writer.write(db, rows)
+        return earlier
 
 
 @dataclass(frozen=True)
@@ -119,6 +153,9 @@ def import_rows(
     web pages wait at most one chunk for the store); then write rejected rows to ``rejects_path`` (only if
     there are any).
 
+    The addresses taken by earlier chunks are kept in the store (:mod:`mailer.audience.seen`), those of the
+    chunk being read in memory, so the importing process's memory does not grow with the file: every
+    transaction of the import runs on one connection.
     ``progress`` gets (lines read, total lines) after every 1000 rows read and (total, total) at the end.
     ``dry_run`` runs every chunk in ONE transaction rolled back at the end: the outcome and the writer's
     counts say what the import would do, and nothing is stored (the rejects file is written all the same).
@@ -127,13 +164,27 @@ def import_rows(
     file cannot be written (the rows are then stored).
     """
     with ExitStack() as stack:
-        unit = _dry_unit(stack.enter_context(_rolled_back(factory))) if dry_run else _committed(factory)
+        if dry_run:
+            unit = _dry_unit(stack.enter_context(_rolled_back(factory)))
+        else:
+            unit = _committed(factory, stack.enter_context(_connection(factory)))
         outcome = _pass(unit, table, parse, writer, rejects_path, progress)
     return outcome
 
 
-def _committed(factory: sessionmaker[DbSession]) -> Callable[[], AbstractContextManager[DbSession]]:
-    return lambda: transaction(factory)
+@contextmanager
+def _connection(factory: sessionmaker[DbSession]) -> Iterator[Connection]:
+    """One connection of the factory's engine for the whole import."""
+    bind = factory.kw["bind"]
+    with bind.connect() as connection:
+        yield connection
+
+
+def _committed(
+    factory: sessionmaker[DbSession], connection: Connection
+) -> Callable[[], AbstractContextManager[DbSession]]:
+    """Each unit is a transaction of its own on ``connection``, committed at its end (rolled back on error)."""
+    return lambda: transaction(factory, bind=connection)
 
 
 def _dry_unit(db: DbSession) -> Callable[[], AbstractContextManager[DbSession]]:
@@ -156,6 +207,47 @@ def _next_limit(limit: int, seconds: float) -> int:
     return limit
 
 
+@dataclass
+class _Chunk(Generic[Row]):
+    """The accepted rows read since the last write, first of their address in the chunk, and the chunk's
+    later rows of the same addresses (their ``kept_line`` provisional: an earlier chunk may have had it)."""
+
+    rows: list[Row] = field(default_factory=list)
+    first_line: dict[str, int] = field(default_factory=dict)
+    repeats: list[tuple[str, Duplicate]] = field(default_factory=list)
+
+    def add(self, row: Row) -> None:
+        address = row.address
+        kept = self.first_line.setdefault(address.key, row.line)
+        if kept == row.line:
+            self.rows.append(row)
+        else:
+            self.repeats.append((address.key, Duplicate(row.line, address.email, kept)))
+
+    def write(self, db: DbSession, writer: ChunkWriter[Row]) -> list[Duplicate]:
+        """Store the rows whose address no earlier chunk took; the chunk's duplicates, in file order."""
+        earlier = writer.write(db, self.rows) if self.rows else {}
+        duplicates = [replace(dup, kept_line=earlier.get(key, dup.kept_line)) for key, dup in self.repeats]
+        if earlier:
+            duplicates += [
+                Duplicate(row.line, row.address.email, earlier[row.address.key])
+                for row in self.rows
+                if row.address.key in earlier
+            ]
+            duplicates.sort(key=lambda dup: dup.line)
+        return duplicates
+
+
+def _written(
+    unit: Callable[[], AbstractContextManager[DbSession]], chunk: _Chunk[Row], writer: ChunkWriter[Row]
+) -> tuple[list[Duplicate], float]:
+    """Write ``chunk`` in a transaction of its own: (its duplicates, wall-clock seconds the write took)."""
+    started = time.monotonic()
+    with unit() as db:  # one short transaction per chunk: other writers wait little
+        duplicates = chunk.write(db, writer)
+    return duplicates, time.monotonic() - started
+
+
 def _pass(
     unit: Callable[[], AbstractContextManager[DbSession]],
     table: Table,
@@ -168,34 +260,38 @@ def _pass(
     rejected: list[Rejected] = []
     rejected_cells: list[tuple[Sequence[str], int, str]] = []
     duplicates: list[Duplicate] = []
-    first_line: dict[str, int] = {}
     with unit() as db:
+        open_seen(db)
         writer.begin(db)
-    chunk: list[Row] = []
+    chunk: _Chunk[Row] = _Chunk()
     limit = _FIRST_CHUNK
-    for record in table.records:
-        rows += 1
-        if progress and rows % _PROGRESS_ROWS == 0:
-            progress(table.lines_read(), table.total_lines)
-        parsed = parse(record)
-        if isinstance(parsed, Rejected):
-            rejected.append(parsed)
-            rejected_cells.append((record.cells, parsed.line, parsed.reason))
-            continue
-        kept = first_line.setdefault(parsed.address.key, parsed.line)
-        if kept != parsed.line:
-            duplicates.append(Duplicate(parsed.line, parsed.address.email, kept))
-            continue
-        chunk.append(parsed)
-        if len(chunk) >= limit:
-            started = time.monotonic()
-            with unit() as db:  # one short transaction per chunk: other writers wait little
-                writer.write(db, chunk)
-            limit = _next_limit(limit, time.monotonic() - started)
-            chunk = []
-    if chunk:
-        with unit() as db:
-            writer.write(db, chunk)
+    # Each chunk is written by a thread of its own while the next one is read (the store works meanwhile:
+    # PostgreSQL's server, or SQLite's C code without the GIL); one write at a time, in file order. Leaving
+    # the block waits for the write under way, whatever raised.
+    with ThreadPoolExecutor(1, thread_name_prefix="import-writer") as writing:
+        pending: Future[tuple[list[Duplicate], float]] | None = None
+        for record in table.records:
+            rows += 1
+            if progress and rows % _PROGRESS_ROWS == 0:
+                progress(table.lines_read(), table.total_lines)
+            parsed = parse(record)
+            if isinstance(parsed, Rejected):
+                rejected.append(parsed)
+                rejected_cells.append((record.cells, parsed.line, parsed.reason))
+                continue
+            chunk.add(parsed)
+            if len(chunk.rows) >= limit:
+                if pending is not None:
+                    found, seconds = pending.result()  # raises what the write raised
+                    duplicates += found
+                    limit = _next_limit(limit, seconds)
+                pending = writing.submit(_written, unit, chunk, writer)
+                chunk = _Chunk()
+        if pending is not None:
+            duplicates += pending.result()[0]
+    with unit() as db:
+        duplicates += chunk.write(db, writer)
+        close_seen(db)
     if progress:
         progress(table.total_lines, table.total_lines)
     written = None
@@ -209,9 +305,11 @@ __all__ = [
     "ChunkWriter",
     "Duplicate",
     "KeyedRow",
+    "KeysTakenFirst",
     "ProgressCallback",
     "Rejected",
     "RowOutcome",
+    "RowWriter",
     "default_rejects_path",
     "import_rows",
 ]

@@ -167,9 +167,10 @@ def session_factory(engine: Engine) -> sessionmaker[DbSession]:
 
 
 @contextmanager
-def transaction(factory: sessionmaker[DbSession]) -> Iterator[DbSession]:
-    """One unit of work: commit on success, roll back on any error."""
-    with factory() as session, session.begin():
+def transaction(factory: sessionmaker[DbSession], *, bind: Connection | None = None) -> Iterator[DbSession]:
+    """One unit of work: commit on success, roll back on any error; on ``bind`` (a connection not in a
+    transaction, which stays open) when given, else on a connection of the factory's pool."""
+    with factory() if bind is None else factory(bind=bind) as session, session.begin():
         yield session
 
 
