@@ -42,9 +42,11 @@ class Faults:
     data_without_recipients: bool = False  # DATA gets 354 with no recipient, and the empty message 554
     greeting_delay: float = 0.0  # seconds each connection waits before its greeting (a silent server)
     auth_delay: float = 0.0  # seconds AUTH waits before its reply (a login that hangs)
+    starttls_delay: float = 0.0  # seconds STARTTLS waits before its reply (a TLS upgrade that hangs)
     auth_reply: str = ""  # the reply every AUTH gets instead of a check, e.g. "454 4.7.0 try later"
     drop_at_mail: int = 0  # the next N MAIL commands close the connection without a reply
     quit_unanswered: bool = False  # QUIT gets no reply (the connection stays open)
+    mail_raw: tuple[bytes, ...] = ()  # MAIL answered with these bytes as they are, written 50 ms apart
 
 
 class FaultyHandler:
@@ -61,6 +63,7 @@ class FaultyHandler:
         self.quits = 0
         self.ehlo_names: list[str] = []  # the name each EHLO gave, in order
         self.logins: list[tuple[str, str]] = []
+        self.passwords: list[str] = []  # the password of every login tried, accepted or not
         self.tls_messages = 0
         self.per_connection: Counter[int] = Counter()  # connection number (1-based) -> messages accepted
 
@@ -184,8 +187,11 @@ class FaultySMTP(SMTP):
         await super().smtp_AUTH(arg)
 
     async def smtp_STARTTLS(self, arg: str) -> None:
+        """STARTTLS counted, and late by ``Faults.starttls_delay``."""
         with self.fault_handler.lock:
             self.fault_handler.starttls += 1
+        if self.fault_handler.faults.starttls_delay:
+            await asyncio.sleep(self.fault_handler.faults.starttls_delay)
         await super().smtp_STARTTLS(arg)
 
     async def smtp_RSET(self, arg: str) -> None:
@@ -212,6 +218,18 @@ class FaultySMTP(SMTP):
             return
         await super().smtp_DATA(arg)
 
+    async def smtp_MAIL(self, arg: str) -> None:
+        """MAIL answered with ``Faults.mail_raw`` when set: no line end added, each piece its own write (the
+        client reads them as they come); the transaction is not begun."""
+        pieces = self.fault_handler.faults.mail_raw
+        if not pieces:
+            await super().smtp_MAIL(arg)
+            return
+        assert self.transport is not None
+        for piece in pieces:
+            self.transport.write(piece)
+            await asyncio.sleep(0.05)
+
     async def smtp_QUIT(self, arg: str) -> None:
         with self.fault_handler.lock:
             self.fault_handler.quits += 1
@@ -234,6 +252,8 @@ def fault_server(
     def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
         from aiosmtpd.smtp import AuthResult, LoginPassword
 
+        if isinstance(data, LoginPassword):
+            handler.passwords.append(data.password.decode())
         ok = (
             isinstance(data, LoginPassword)
             and auth is not None

@@ -1,6 +1,7 @@
 """One SMTP connection's rules (mailer/delivery/dialogue.py, pool.py) against a real aiosmtpd server on
 loopback: a late reply ends the connection, a connection out of step is never reused, DATA taken after a
-refused recipient is ended before the next command."""
+refused recipient is ended before the next command, replies are read as RFC 5321 sec. 4.2 has them (lines
+continued by "-", in pieces as they come), and a malformed or endless reply ends the connection."""
 
 from __future__ import annotations
 
@@ -226,3 +227,59 @@ def test_a_421_greeting_is_retried_at_once_on_a_new_connection() -> None:
     assert reply.status is MessageStatus.SENT
     assert (pool.connect_attempts, pool.connects, handler.connections) == (3, 1, 3)
     assert pool.circuit.open is False
+
+
+async def _mail_reply(port: int) -> Reply | ConnectionFailed:
+    """What a transaction whose MAIL gets the server's raw bytes (:attr:`Faults.mail_raw`) ends with: the
+    reply, or the failure that ended the connection."""
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10.0)
+    await client.connect()
+    dialogue = Dialogue(client)
+    mail, rcpt = envelope_commands(SENDER, "ann@example.org", utf8=False, eight_bit=False)
+    try:
+        return await dialogue.transaction(
+            mail,
+            rcpt,
+            MESSAGE,
+            transparent=False,
+            pipelining=False,
+            timeout=10.0,
+            data_timeout=10.0,
+            fresh=True,
+        )
+    except ConnectionFailed as failure:
+        return failure
+    finally:
+        client.close()
+
+
+def _answer_mail(*pieces: bytes) -> Reply | ConnectionFailed:
+    server, _ = fault_server(Faults(mail_raw=pieces, pipelining=False))
+    with server:
+        return asyncio.run(_mail_reply(server.port))
+
+
+def test_a_multi_line_reply_is_read_whole_across_pieces_and_line_ends() -> None:
+    # RFC 5321 sec. 4.2.1: "550-" lines continue the reply, "550 " ends it; a bare LF ends a line too.
+    reply = _answer_mail(b"550-5.1.0 first", b" line\r\n550-  5.1.0 second  \n", b"550 5.1.0 last\r\n")
+    assert reply == Reply(MessageStatus.FAILED, 550, "mail: 550 5.1.0 first line\n5.1.0 second\n5.1.0 last")
+
+
+@pytest.mark.parametrize(
+    ("pieces", "reason"),
+    [
+        ((b"\r\n",), "malformed reply b''"),  # a blank line where a reply code belongs
+        ((b"25O ok\r\n",), "malformed reply b'25O ok'"),
+        ((b"x" * 100 + b"\r\n",), "malformed reply " + repr(b"x" * 80)),  # named by its first 80 bytes
+        ((b"550-" + b"y" * 1000 + b"\r\n",) * 70, "reply too long: the server is out of step"),
+        ((b"550 " + b"z" * 70000,), "reply too long: the server is out of step"),  # one line, no end
+    ],
+    ids=["blank", "letter-in-code", "long-garbage", "endless-multi-line", "endless-line"],
+)
+def test_a_malformed_or_endless_reply_ends_the_connection(pieces: tuple[bytes, ...], reason: str) -> None:
+    failure = _answer_mail(*pieces)
+    assert isinstance(failure, ConnectionFailed)
+    assert (failure.reply, failure.retry) == (
+        Reply(MessageStatus.DEFERRED, None, f"mail: connection lost: {reason}"),
+        False,
+    )

@@ -1,19 +1,24 @@
 """The opening of a pooled connection (mailer/delivery/pool.py) against a real aiosmtpd server on loopback: a
-login refused for good or for now, a greeting or a login that never comes (``connect_timeout``), the circuit
-that spares a relay found unreachable, and the SMTPUTF8 choice passed down to MAIL FROM."""
+login refused for good or for now, an empty password sent as it is, a greeting, a STARTTLS or a login that never
+comes (``connect_timeout``), the circuit that spares a relay found unreachable, and the SMTPUTF8 choice passed
+down to MAIL FROM; and a stop that ends a send's waits (for the circuit's probe, a free connection, the
+connection being opened, a rate-limit slot) at once, with nothing sent."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from mailer.config import Security, SmtpSettings
+from mailer.config import RateLimits, Security, SmtpSettings
 from mailer.delivery.capture import SmtpServer
+from mailer.delivery.forwarding import NotAttempted
 from mailer.delivery.pool import SmtpPool
 from mailer.delivery.replies import Reply
 from mailer.store.models import MessageStatus
@@ -120,6 +125,39 @@ def test_a_login_without_reply_ends_after_connect_timeout(
     assert handler.messages == []
 
 
+def test_an_empty_password_is_sent_as_it_is(
+    certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_POOL_PASSWORD", "")  # set, and empty: a login with no password
+    server, handler = fault_server(
+        Faults(), tls_context=server_context(certificate), implicit_tls=True, auth={"mailer": ""}
+    )
+    with server:
+        result = asyncio.run(_send_one(_login(certificate, server.port)))
+    assert result == (Reply(MessageStatus.SENT, 250, "2.0.0 OK: queued"), 1, 0)
+    assert handler.passwords == [""]
+    assert handler.logins == [("mailer", "PLAIN")]
+
+
+def test_a_starttls_without_reply_ends_after_connect_timeout(certificate: tuple[Path, Path]) -> None:
+    server, handler = fault_server(
+        Faults(starttls_delay=LIMIT * 2), tls_context=server_context(certificate), require_starttls=True
+    )
+    reason = "connect: SMTPReadTimeoutError: Timed out waiting for server response"
+    with server:
+        settings = _settings(
+            server.port,
+            security=Security.STARTTLS,
+            ca_file=str(certificate[0]),
+            connect_timeout=1.0,
+            circuit_failures=1,
+        )
+        reply, attempts, failures = asyncio.run(_send_one(settings))
+    assert (reply.status, reply.code, attempts, failures) == (MessageStatus.DEFERRED, None, 1, 1)
+    assert reply.text.endswith(f"(1 failed connections; last: {reason})")
+    assert (handler.starttls, handler.messages) == (1, [])
+
+
 def test_a_silent_greeting_ends_after_connect_timeout_and_opens_the_circuit() -> None:
     server, handler = fault_server(Faults(greeting_delay=LIMIT * 2))
     reason = "connect: SMTPConnectTimeoutError: Timed out waiting for server ready message"
@@ -179,3 +217,125 @@ def test_smtputf8_only_when_asked_or_needed() -> None:
         ["BODY=8BITMIME"],
         ["SMTPUTF8", "BODY=8BITMIME"],
     ]
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Yield to the loop until ``condition`` holds (the server's counters change in its own thread)."""
+    async with asyncio.timeout(LIMIT):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def _stopped(sending: asyncio.Future[Reply]) -> str:
+    """The text of the NotAttempted that ends ``sending`` (a stopped send); fails if it ends otherwise."""
+    with pytest.raises(NotAttempted) as stopped:
+        await asyncio.wait_for(sending, LIMIT * 2)
+    return str(stopped.value)
+
+
+async def _cancelled(sending: asyncio.Future[Reply]) -> bool:
+    """Cancel ``sending``; whether it was still under way."""
+    under_way = not sending.done()
+    sending.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sending
+    return under_way
+
+
+def test_a_send_stopped_before_it_begins_opens_no_connection() -> None:
+    server, handler = fault_server(Faults())
+
+    async def run() -> tuple[str, int]:
+        stop = asyncio.Event()
+        stop.set()
+        async with SmtpPool(_settings(server.port)) as pool:
+            sending = asyncio.ensure_future(pool.send(SENDER, "a@example.org", MESSAGE, stop=stop))
+            return await _stopped(sending), pool.connect_attempts
+
+    with server:
+        assert asyncio.run(run()) == ("stopped", 0)
+    assert (handler.connections, handler.messages) == (0, [])
+
+
+def test_a_stop_while_connecting_gives_up_at_once_and_counts_no_failure() -> None:
+    server, handler = fault_server(Faults(greeting_delay=LIMIT * 2))
+
+    async def run() -> tuple[str, int, int, int]:
+        stop = asyncio.Event()
+        async with SmtpPool(_settings(server.port, connect_timeout=LIMIT, circuit_failures=1)) as pool:
+            sending = asyncio.ensure_future(pool.send(SENDER, "a@example.org", MESSAGE, stop=stop))
+            await _until(lambda: handler.connections == 1)  # the greeting never comes
+            stop.set()
+            text = await _stopped(sending)
+            return text, pool.connect_attempts, pool.connects, pool.circuit.failures
+
+    with server:
+        assert asyncio.run(run()) == ("stopped", 1, 0, 0)
+    assert handler.messages == []
+
+
+def test_a_stop_while_waiting_for_a_free_connection_gives_up_at_once() -> None:
+    server, handler = fault_server(Faults(greeting_delay=LIMIT * 2))
+
+    async def run() -> tuple[str, bool, int]:
+        stop = asyncio.Event()
+        async with SmtpPool(_settings(server.port, connect_timeout=LIMIT, circuit_failures=1)) as pool:
+            first = asyncio.ensure_future(pool.send(SENDER, "a@example.org", MESSAGE))
+            await _until(lambda: handler.connections == 1)  # the only connection is being opened
+            second = asyncio.ensure_future(pool.send(SENDER, "b@example.org", MESSAGE, stop=stop))
+            await asyncio.sleep(0.2)  # the second send waits for the connection
+            stop.set()
+            text = await _stopped(second)
+            return text, await _cancelled(first), pool.connect_attempts
+
+    with server:
+        # Stopped while the first send still holds the connection: it did not wait for it.
+        assert asyncio.run(run()) == ("stopped", True, 1)
+    assert handler.messages == []
+
+
+def test_a_stop_while_waiting_for_another_sends_probe_gives_up_at_once() -> None:
+    server, handler = fault_server(Faults(greeting_421=1, greeting_delay=LIMIT * 2))
+
+    async def run() -> tuple[MessageStatus, str, bool, int]:
+        stop = asyncio.Event()
+        settings = _settings(
+            server.port,
+            connect_timeout=LIMIT,
+            circuit_failures=1,
+            circuit_backoff=0.05,
+            circuit_backoff_max=0.05,
+        )
+        async with SmtpPool(settings) as pool:
+            refused = await pool.send(SENDER, "a@example.org", MESSAGE)  # a 421 greeting opens the circuit
+            assert pool.circuit.open and pool.circuit.next_probe is not None
+            await asyncio.sleep(0.1)  # past the next probe's time (0.05 s, jitter 0.8-1.2, capped at 0.05 s)
+            probe = asyncio.ensure_future(pool.send(SENDER, "b@example.org", MESSAGE))
+            await _until(lambda: handler.connections == 2)  # the probe's greeting never comes
+            waiting = asyncio.ensure_future(pool.send(SENDER, "c@example.org", MESSAGE, stop=stop))
+            await asyncio.sleep(0.2)  # the third send waits for the probe's result
+            stop.set()
+            text = await _stopped(waiting)
+            return refused.status, text, await _cancelled(probe), pool.connect_attempts
+
+    with server:
+        assert asyncio.run(run()) == (MessageStatus.DEFERRED, "stopped", True, 2)
+    assert handler.messages == []
+
+
+def test_a_stop_while_waiting_for_a_rate_limit_slot_gives_up_at_once() -> None:
+    server, handler = fault_server(Faults())
+
+    async def run() -> tuple[Reply, str, int]:
+        stop = asyncio.Event()
+        settings = _settings(server.port, rate=RateLimits(per_minute=1), max_rate_wait=LIMIT * 2)
+        async with SmtpPool(settings) as pool:
+            first = await pool.send(SENDER, "a@example.org", MESSAGE)
+            second = asyncio.ensure_future(pool.send(SENDER, "b@example.org", MESSAGE, stop=stop))
+            await asyncio.sleep(0.2)  # the next slot is a minute away
+            stop.set()
+            return first, await _stopped(second), pool.connects
+
+    with server:
+        assert asyncio.run(run()) == (Reply(MessageStatus.SENT, 250, "2.0.0 OK: queued"), "stopped", 1)
+    assert handler.received_by() == {"a@example.org": 1}

@@ -1,14 +1,17 @@
 """Queuing a wave again (mailer/store/outbox/queue.py) on SQLite and PostgreSQL: a cancelled wave and a wave
 past its deadline add nobody, naive times are refused by name, an organiser's ``at`` is kept as an offset from
-the session start and sets the deadline, on PostgreSQL a step another process is queuing is left to it, and a
-large wave leaves PostgreSQL's planner a sample of its messages (so claims of it are planned as O(batch))."""
+the session start and sets the deadline, a timeline wave follows the session's current time, on PostgreSQL a
+step another process is queuing is left to it (its own wave returned) or waited for (no wave yet), and a large
+wave leaves PostgreSQL's planner a sample of its messages (so claims of it are planned as O(batch))."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
 
 from mailer.app import App
 from mailer.config import Audience
@@ -18,6 +21,7 @@ from mailer.store.engine import transaction
 from mailer.store.models import Message, Wave, WaveStatus
 from mailer.store.outbox import QueueResult, batch, queue_wave, set_wave_status
 from mailer.store.outbox.queue import default_audience, message_deadline, message_key
+from mailer.timeline.plan import step_time
 from tests.factories import add_contact
 
 INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
@@ -125,6 +129,85 @@ def test_a_step_another_process_is_queuing_is_left_to_it(app: App) -> None:
             busy = queue_wave(db, app.settings, session, step, INVITATION_AT + timedelta(minutes=1))
             assert _summary(busy) == (summary[0], False, 0, 0, scheduled)
     assert _messages(app) == 2
+
+
+def test_a_busy_step_returns_its_own_wave_not_another_sessions_or_steps(app: App) -> None:
+    if app.settings.database_url.startswith("sqlite"):
+        pytest.skip("advisory locks are PostgreSQL's")
+    series = app.settings.series
+    africa, caribbean = series.session("africa-2021"), series.session("caribbean-2021")
+    invitation, follow_up = series.step("invitation"), series.step("follow-up")
+    with transaction(app.factory) as db:
+        add_contact(db, "islands@example.org", region="caribbean")
+    # The other waves come first both as stored and in the (session, step, audience) index: "africa-2021"
+    # before "caribbean-2021", "follow-up" before "invitation".
+    with transaction(app.factory) as db:
+        queue_wave(db, app.settings, africa, invitation, INVITATION_AT)
+        queue_wave(db, app.settings, caribbean, follow_up, INVITATION_AT)
+        own = queue_wave(db, app.settings, caribbean, invitation, INVITATION_AT).wave.id
+    key = f"{caribbean.id}/{invitation.name}/{caribbean.region}"
+    with transaction(app.factory) as holder:
+        holder.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
+        with transaction(app.factory) as db:
+            db.execute(text("SET LOCAL lock_timeout = '20s'"))  # a wait for the holder fails, not hangs
+            busy = queue_wave(db, app.settings, caribbean, invitation, INVITATION_AT + timedelta(minutes=1))
+            assert (busy.wave.id, busy.wave.session_id, busy.wave.step, busy.created, busy.added) == (
+                own,
+                "caribbean-2021",
+                "invitation",
+                False,
+                0,
+            )
+            assert busy.deadline == step_time(caribbean, invitation)
+
+
+def test_a_busy_step_without_a_wave_yet_waits_for_the_other_process(app: App) -> None:
+    if app.settings.database_url.startswith("sqlite"):
+        pytest.skip("advisory locks are PostgreSQL's")
+    series = app.settings.series
+    session, step = series.session("africa-2021"), series.step("invitation")
+    _seed(app, 1)
+    key = f"{session.id}/{step.name}/{session.region}"
+    with transaction(app.factory) as holder:
+        holder.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
+        with pytest.raises(OperationalError) as waited, transaction(app.factory) as db:
+            # The other process may be inserting this very wave: the wait for its lock is what ends here.
+            db.execute(text("SET LOCAL lock_timeout = '1s'"))
+            queue_wave(db, app.settings, session, step, INVITATION_AT)
+    assert getattr(waited.value.orig, "sqlstate", None) == "55P03"  # lock_not_available
+    assert "pg_advisory_xact_lock" in str(waited.value.statement)
+    with transaction(app.factory) as db:
+        assert db.scalar(select(func.count()).select_from(Wave)) == 0
+    assert _messages(app) == 0
+
+
+def test_a_timeline_wave_follows_the_sessions_current_time(app: App) -> None:
+    series = app.settings.series
+    session, step = series.session("africa-2021"), series.step("invitation")
+    _seed(app, 1)
+    with transaction(app.factory) as db:
+        first = queue_wave(db, app.settings, session, step, INVITATION_AT)
+    moved = dataclasses.replace(session, start=session.start + timedelta(days=1))
+    with transaction(app.factory) as db:  # the session moved, its waves not yet re-timed: a contact comes
+        late = add_contact(db, "late@example.org")
+    with transaction(app.factory) as db:
+        again = queue_wave(db, app.settings, moved, step, INVITATION_AT + timedelta(minutes=1))
+        assert (again.wave.id, again.created, again.added) == (first.wave.id, False, 1)
+        # Stored when first queued, the wave's time is the old one; the timeline's rule is the step's time now.
+        assert again.wave.scheduled_at.astimezone(UTC) == INVITATION_AT
+        expected = message_deadline(series, moved, step, None).at
+        assert (
+            again.deadline
+            == expected
+            == message_deadline(series, moved, step, INVITATION_AT + timedelta(days=1)).at
+        )
+        assert expected != message_deadline(series, moved, step, INVITATION_AT).at
+        due, deadline = db.execute(
+            select(Message.due_at, Message.deadline_at).where(Message.contact_id == late.id)
+        ).one()
+    meant = step_time(moved, step)
+    assert meant == INVITATION_AT + timedelta(days=1)
+    assert (due.astimezone(UTC), deadline.astimezone(UTC)) == (meant, expected)
 
 
 def test_each_message_id_is_made_from_its_key(app: App) -> None:

@@ -196,11 +196,6 @@ class Dialogue(asyncio.Protocol):
                     break
                 start, end = end + 1, self._buffer.find(b"\n", end + 1)
             else:  # a multi-line reply not complete yet
-                if len(self._buffer) > _REPLY_LIMIT:
-                    self._lose(
-                        smtp_errors.SMTPServerDisconnected("reply too long: the server is out of step")
-                    )
-                    self.transport.close()
                 break
             del self._buffer[: end + 1]
             if not lines[0][:3].isdigit():
@@ -209,6 +204,9 @@ class Dialogue(asyncio.Protocol):
                 return
             text = "\n".join(line[4:].strip().decode("utf-8", "surrogateescape") for line in lines)
             self._replies.append(SMTPResponse(int(lines[0][:3]), text))
+        if len(self._buffer) > _REPLY_LIMIT:  # what is left, one reply not complete yet, is too long
+            self._lose(smtp_errors.SMTPServerDisconnected("reply too long: the server is out of step"))
+            self.transport.close()
         self._wake()
 
     def eof_received(self) -> bool:
