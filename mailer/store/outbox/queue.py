@@ -142,8 +142,9 @@ def queue_wave(
     (a transaction-scoped advisory lock; the others return at once). Each message gets its own due time
     (recipient-local steps, send windows) and deadline; messages that could only go after their deadline
     are logged as skipped with the reason. A large wave has PostgreSQL's planner statistics of the messages
-    refreshed (:func:`~mailer.store.outbox.batch.refresh_statistics`), so claims of it stay O(batch). A cancelled wave stays cancelled: queuing it again adds nobody
-    (``added`` 0, the wave's status says why). Caller commits. Raises NaiveDatetimeError for naive times.
+    refreshed (:func:`~mailer.store.outbox.batch.refresh_statistics`), so claims of it stay O(batch). A
+    cancelled wave stays cancelled: queuing it again adds nobody (``added`` 0, the wave's status says why).
+    Caller commits. Raises NaiveDatetimeError for naive times.
     """
     now = require_aware(now, "now")
     if step.audience in (Audience.REGISTRANTS, Audience.INVITED, Audience.CALENDAR):
