@@ -12,8 +12,9 @@ Shapes
 The set is a temporary table (``import_seen``: the key, unique, and the line that took it): it lives as long
 as the connection, across the import's transactions, so every call of one import must use the same
 connection. On SQLite the temporary tables' page cache is 8 MiB during the import (their rollback journal
-stays a file: dropping the set, or a dry run's one transaction, journals every page of it). The keys given to one call must be distinct (the caller de-duplicates a chunk
-in memory). SQLite and PostgreSQL; any other store raises ValueError.
+stays a file: dropping the set, or a dry run's one transaction, journals every page of it). The keys given
+to one call must be distinct (the caller de-duplicates a chunk in memory). SQLite and PostgreSQL; any other
+store raises ValueError.
 """
 
 from __future__ import annotations
