@@ -11,9 +11,10 @@ Shapes
 
 The set is a temporary table (``import_seen``: the key, unique, and the line that took it): it lives as long
 as the connection, across the import's transactions, so every call of one import must use the same
-connection. On SQLite the temporary tables' rollback journal is kept in memory (it holds what one
-transaction changes: a chunk) and their page cache is 8 MiB during the import. The keys given to one call must be distinct (the caller de-duplicates a chunk
-in memory). SQLite and PostgreSQL; any other store raises ValueError.
+connection. On SQLite the temporary tables' page cache is 8 MiB during the import (their rollback journal
+stays a file: dropping the set, or a dry run's one transaction, journals every page of it). The keys given
+to one call must be distinct (the caller de-duplicates a chunk in memory). SQLite and PostgreSQL; any other
+store raises ValueError.
 """
 
 from __future__ import annotations
@@ -48,8 +49,6 @@ def open_seen(db: DbSession) -> None:
     cursor = driver.cursor()
     try:
         if dialect == "sqlite":
-            if not driver.in_transaction:  # the temporary tables' journal: what a transaction may change
-                cursor.execute("PRAGMA temp.journal_mode = MEMORY")
             cursor.execute(f"PRAGMA temp.cache_size = {_SQLITE_TEMP_CACHE}")
             sqlite_write_lock(driver, cursor)
         cursor.execute(f"DROP TABLE IF EXISTS {_SEEN}")
