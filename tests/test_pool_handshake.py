@@ -339,3 +339,28 @@ def test_a_stop_while_waiting_for_a_rate_limit_slot_gives_up_at_once() -> None:
     with server:
         assert asyncio.run(run()) == (Reply(MessageStatus.SENT, 250, "2.0.0 OK: queued"), "stopped", 1)
     assert handler.received_by() == {"a@example.org": 1}
+
+
+def test_a_failed_connection_waits_for_the_one_being_opened_before_the_circuit_decides() -> None:
+    # Two sends open two connections at once: one is refused (421 greeting), the other is greeted a second
+    # later. The refused one waits for the other attempt, whose success closes the circuit that a single
+    # failure (circuit_failures 1) had opened: its message gets the refusal, not the open circuit's deferral.
+    server, handler = fault_server(Faults(greeting_421=1, greeting_delay=1.0))
+
+    async def run() -> tuple[list[Reply], int, int, bool, int]:
+        settings = _settings(server.port, connections=2, connect_timeout=LIMIT, circuit_failures=1)
+        async with SmtpPool(settings) as pool:
+            replies = await asyncio.wait_for(
+                asyncio.gather(*(pool.send(SENDER, f"{name}@example.org", MESSAGE) for name in ("a", "b"))),
+                LIMIT,
+            )
+            circuit = pool.circuit
+            return replies, pool.connect_attempts, pool.connects, circuit.open, circuit.failures
+
+    with server:
+        replies, attempts, connects, circuit_open, failures = asyncio.run(run())
+    assert sorted(replies, key=lambda reply: reply.status.value) == [
+        Reply(MessageStatus.DEFERRED, 421, "connect: 421 4.3.2 busy, try again later"),
+        Reply(MessageStatus.SENT, 250, "2.0.0 OK: queued"),
+    ]
+    assert (attempts, connects, circuit_open, failures, len(handler.messages)) == (2, 1, False, 0, 1)

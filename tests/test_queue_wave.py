@@ -18,9 +18,16 @@ from mailer.config import Audience
 from mailer.errors import NaiveDatetimeError
 from mailer.message_ids import make_message_id
 from mailer.store.engine import transaction
-from mailer.store.models import Message, Wave, WaveStatus
+from mailer.store.models import Message, MessageStatus, Wave, WaveStatus
 from mailer.store.outbox import QueueResult, batch, queue_wave, set_wave_status
-from mailer.store.outbox.queue import default_audience, message_deadline, message_key
+from mailer.store.outbox.queue import (
+    audience_query,
+    default_audience,
+    log_new_messages,
+    message_deadline,
+    message_key,
+    zone_plan,
+)
 from mailer.timeline.plan import step_time
 from tests.factories import add_contact
 
@@ -52,6 +59,28 @@ def test_naive_times_are_refused_by_name(app: App) -> None:
             queue_wave(db, app.settings, session, step, INVITATION_AT, at=datetime(2021, 6, 1, 14, 0))
     assert str(naive_now.value) == "now must be timezone-aware, got naive 2021-06-01T13:00:00"
     assert str(naive_at.value) == "--at must be timezone-aware, got naive 2021-06-01T14:00:00"
+
+
+def test_the_parts_of_queuing_refuse_naive_times_by_name(app: App) -> None:
+    series = app.settings.series
+    session, step = series.session("africa-2021"), series.step("invitation")
+    naive = datetime(2021, 6, 1, 13, 0)
+    wave_deadline = message_deadline(series, session, step, None)
+    with pytest.raises(NaiveDatetimeError) as plan_now:
+        zone_plan(series, session, step, "Africa/Lagos", None, wave_deadline, naive)
+    with pytest.raises(NaiveDatetimeError) as plan_base:
+        zone_plan(series, session, step, "Africa/Lagos", naive, wave_deadline, INVITATION_AT)
+    with pytest.raises(NaiveDatetimeError) as audience_now:
+        audience_query(series, session, step, session.region, naive)
+    with transaction(app.factory) as db, pytest.raises(NaiveDatetimeError) as log_now:
+        log_new_messages(db, 1, 0, MessageStatus.QUEUED, naive)
+    refusal = "{} must be timezone-aware, got naive 2021-06-01T13:00:00"
+    assert [str(raised.value) for raised in (plan_now, plan_base, audience_now, log_now)] == [
+        refusal.format("now"),
+        refusal.format("base"),
+        refusal.format("now"),
+        refusal.format("now"),
+    ]
 
 
 def test_a_cancelled_wave_queued_again_adds_nobody(app: App) -> None:

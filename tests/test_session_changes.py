@@ -13,6 +13,7 @@ from mailer.config import Settings, parse_offset
 from mailer.store.engine import transaction
 from mailer.store.models import Message, MessageStatus, SessionRow
 from mailer.store.outbox import Outcome, claim_due, queue_wave, record_outcomes, sync_sessions
+from mailer.store.outbox.queue import message_deadline
 from tests.factories import add_contact, register
 
 INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
@@ -111,6 +112,14 @@ def test_recipient_local_hour_step_across_zones(app: App) -> None:
             db, settings, session, settings.series.step("reminder-1d"), datetime(2021, 7, 9, tzinfo=UTC)
         )
         due = dict(db.execute(select(Message.recipient, Message.due_at)).all())  # type: ignore[arg-type]
+        deadlines = dict(db.execute(select(Message.recipient, Message.deadline_at)).all())  # type: ignore[arg-type]
+    # Each message's deadline counts from its own local time, not from the wave's step time.
+    step = settings.series.step("reminder-1d")
+    assert {email: deadlines[email].astimezone(UTC) for email in zones} == {
+        email: message_deadline(settings.series, session, step, due[email].astimezone(UTC)).at
+        for email in zones
+    }
+    assert len(set(deadlines.values())) == 3  # Apia and Tongatapu (both UTC+13 then) share one
     local = {email: due[email].astimezone(ZoneInfo(zone)) for email, zone in zones.items()}
     # Apia (UTC+13) sees the session on 14 July 02:00, so two days before is 12 July.
     assert local["apia@example.org"].replace(tzinfo=None) == datetime(2021, 7, 12, 9, 0)
