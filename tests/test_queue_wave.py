@@ -160,7 +160,7 @@ def test_a_step_another_process_is_queuing_is_left_to_it(app: App) -> None:
     assert _messages(app) == 2
 
 
-def test_a_busy_step_returns_its_own_wave_not_another_sessions_or_steps(app: App) -> None:
+def test_a_busy_step_returns_its_own_wave_not_another_sessions_steps_or_audiences(app: App) -> None:
     if app.settings.database_url.startswith("sqlite"):
         pytest.skip("advisory locks are PostgreSQL's")
     series = app.settings.series
@@ -169,10 +169,11 @@ def test_a_busy_step_returns_its_own_wave_not_another_sessions_or_steps(app: App
     with transaction(app.factory) as db:
         add_contact(db, "islands@example.org", region="caribbean")
     # The other waves come first both as stored and in the (session, step, audience) index: "africa-2021"
-    # before "caribbean-2021", "follow-up" before "invitation".
+    # before "caribbean-2021", "follow-up" before "invitation", the audience "africa" before "caribbean".
     with transaction(app.factory) as db:
         queue_wave(db, app.settings, africa, invitation, INVITATION_AT)
         queue_wave(db, app.settings, caribbean, follow_up, INVITATION_AT)
+        queue_wave(db, app.settings, caribbean, invitation, INVITATION_AT, audience="africa")
         own = queue_wave(db, app.settings, caribbean, invitation, INVITATION_AT).wave.id
     key = f"{caribbean.id}/{invitation.name}/{caribbean.region}"
     with transaction(app.factory) as holder:

@@ -155,9 +155,11 @@ def queue_wave(
     if is_postgresql(db):
         lock_key = f"{session.id}/{step.name}/{audience}"
         if not db.scalar(select(func.pg_try_advisory_xact_lock(func.hashtext(lock_key)))):
-            wave = db.scalars(
-                select(Wave).where(Wave.session_id == session.id, Wave.step == step.name)
-            ).first()
+            wave = db.scalar(
+                select(Wave).where(
+                    Wave.session_id == session.id, Wave.step == step.name, Wave.audience == audience
+                )
+            )
             if wave is not None:
                 return QueueResult(wave, False, 0, 0, wave.scheduled_at)
             db.scalar(select(func.pg_advisory_xact_lock(func.hashtext(lock_key))))
