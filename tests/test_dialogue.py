@@ -29,28 +29,10 @@ def _settings(port: int, timeout: float = 10.0) -> SmtpSettings:
 def test_a_reply_later_than_the_timeout_closes_the_connection() -> None:
     server, _ = fault_server(Faults(rcpt_slow={"slow@example.org": (2.0, 1)}, pipelining=False))
 
-    async def send() -> tuple[ConnectionFailed, bool]:
-        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, timeout=10.0)
-        await client.connect()
-        dialogue = Dialogue(client)
-        mail, rcpt = envelope_commands(SENDER, "slow@example.org", utf8=False, eight_bit=False)
-        with pytest.raises(ConnectionFailed) as failed:
-            await dialogue.transaction(
-                mail,
-                rcpt,
-                MESSAGE,
-                transparent=False,
-                pipelining=False,
-                timeout=0.3,
-                data_timeout=10.0,
-                fresh=True,
-            )
-        connected = dialogue.connected
-        client.close()
-        return failed.value, connected
-
     with server:
-        failure, connected = asyncio.run(send())
+        connected, failure = asyncio.run(
+            _transaction(server.port, "slow@example.org", fresh=True, timeout=0.3)
+        )
     assert failure.reply == Reply(MessageStatus.DEFERRED, None, "rcpt: timed out")
     assert connected is False  # its late 250 would be read as the reply to the next command
 
@@ -107,8 +89,11 @@ def test_data_is_sent_with_crlf_line_ends_and_leading_dots_doubled(data: bytes, 
     assert transparent_form(data) == sent
 
 
-async def _transaction(port: int, recipient: str, *, fresh: bool) -> tuple[bool, ConnectionFailed]:
-    """(whether the dialogue is still connected, the failure) of a transaction that must fail."""
+async def _transaction(
+    port: int, recipient: str, *, fresh: bool, timeout: float = 10.0
+) -> tuple[bool, ConnectionFailed]:
+    """(whether the dialogue is still connected, the failure) of a transaction that must fail; ``timeout``
+    seconds for each command's reply."""
     client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10.0)
     await client.connect()
     dialogue = Dialogue(client)
@@ -120,7 +105,7 @@ async def _transaction(port: int, recipient: str, *, fresh: bool) -> tuple[bool,
             MESSAGE,
             transparent=False,
             pipelining=False,
-            timeout=10.0,
+            timeout=timeout,
             data_timeout=10.0,
             fresh=fresh,
         )
