@@ -199,6 +199,33 @@ def test_a_new_connection_dropped_at_mail_is_deferred_not_retried() -> None:
     assert handler.messages == [] and handler.connections == 1
 
 
+def test_a_reused_connection_dropped_at_mail_is_retried_once_on_a_new_one_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The server may close an idle connection at any time (RFC 5321 sec. 4.5.3.2.7): the message goes on a new
+    # one, and the log says so, naming the relay.
+    server, handler = fault_server(Faults(pipelining=False))
+    caplog.set_level(logging.INFO, logger="mailer.delivery.pool")
+
+    async def twice() -> tuple[list[Reply], int]:
+        async with SmtpPool(_settings(server.port, name="relay-a")) as pool:
+            first = await pool.send(SENDER, "a@example.org", MESSAGE)
+            handler.faults.drop_at_mail = 1
+            second = await pool.send(SENDER, "b@example.org", MESSAGE)
+            return [first, second], pool.connect_attempts
+
+    with server:
+        replies, attempts = asyncio.run(twice())
+    assert replies == [Reply(MessageStatus.SENT, 250, "2.0.0 OK: queued")] * 2
+    assert (attempts, handler.connections, handler.received_by()) == (
+        2,
+        2,
+        {"a@example.org": 1, "b@example.org": 1},
+    )
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "mailer.delivery.pool"]
+    assert ("INFO", "connection to relay-a dropped before DATA; retrying on a new one") in logged
+
+
 def test_a_quit_without_reply_ends_after_the_command_timeout() -> None:
     server, handler = fault_server(Faults(quit_unanswered=True))
     with server:
@@ -320,6 +347,53 @@ def test_a_stop_while_waiting_for_another_sends_probe_gives_up_at_once() -> None
 
     with server:
         assert asyncio.run(run()) == (MessageStatus.DEFERRED, "stopped", True, 2)
+    assert handler.messages == []
+
+
+def test_a_send_refused_circuit_failures_times_in_a_row_gives_up_though_another_connection_opened() -> None:
+    # The circuit's count starts again when another connection opens; a send's own count does not: after
+    # circuit_failures refusals of its own it ends with the last refusal, and tries no fourth connection.
+    server, handler = fault_server(Faults(greeting_delay=2.0))
+
+    async def run() -> tuple[Reply, Reply, int, bool]:
+        settings = _settings(server.port, connections=2, connect_timeout=LIMIT, circuit_failures=3)
+        async with SmtpPool(settings) as pool:
+            opening = asyncio.ensure_future(pool.send(SENDER, "a@example.org", MESSAGE))
+            await _until(lambda: handler.connections == 1)  # greeted 2 s later, after the first refusal
+            handler.faults.greeting_421 = 3
+            refused = await asyncio.wait_for(pool.send(SENDER, "b@example.org", MESSAGE), LIMIT)
+            return await opening, refused, pool.connect_attempts, pool.circuit.open
+
+    with server:
+        sent, refused, attempts, circuit_open = asyncio.run(run())
+    assert sent == Reply(MessageStatus.SENT, 250, "2.0.0 OK: queued")
+    assert refused == Reply(MessageStatus.DEFERRED, 421, "connect: 421 4.3.2 busy, try again later")
+    assert (attempts, handler.connections, circuit_open) == (4, 4, False)
+    assert handler.received_by() == {"a@example.org": 1}
+
+
+def test_a_stop_while_a_refused_send_waits_for_another_connection_gives_up_at_once() -> None:
+    # A refused connection waits for the others being opened before it counts towards the circuit; a stop
+    # ends that wait too, while the other connection is still being greeted.
+    server, handler = fault_server(Faults(greeting_delay=LIMIT * 2))
+
+    async def run() -> tuple[str, bool, int, int]:
+        stop = asyncio.Event()
+        settings = _settings(server.port, connections=2, connect_timeout=LIMIT, circuit_failures=3)
+        async with SmtpPool(settings) as pool:
+            opening = asyncio.ensure_future(pool.send(SENDER, "a@example.org", MESSAGE))
+            await _until(lambda: handler.connections == 1)  # its greeting never comes
+            handler.faults.greeting_421 = 1
+            refused = asyncio.ensure_future(pool.send(SENDER, "b@example.org", MESSAGE, stop=stop))
+            await _until(lambda: handler.connections == 2)
+            await asyncio.sleep(0.2)  # the refused send waits for the first connection's attempt
+            stop.set()
+            text = await _stopped(refused)
+            return text, await _cancelled(opening), pool.connect_attempts, pool.circuit.failures
+
+    with server:
+        # Stopped while the first connection was still being opened: it did not wait for it.
+        assert asyncio.run(run()) == ("stopped", True, 2, 1)
     assert handler.messages == []
 
 
