@@ -44,6 +44,7 @@ class Faults:
     auth_delay: float = 0.0  # seconds AUTH waits before its reply (a login that hangs)
     starttls_delay: float = 0.0  # seconds STARTTLS waits before its reply (a TLS upgrade that hangs)
     auth_reply: str = ""  # the reply every AUTH gets instead of a check, e.g. "454 4.7.0 try later"
+    close_after_auth: bool = False  # the connection is closed right after AUTH's reply
     drop_at_mail: int = 0  # the next N MAIL commands close the connection without a reply
     quit_unanswered: bool = False  # QUIT gets no reply (the connection stays open)
     mail_raw: tuple[bytes, ...] = ()  # MAIL answered with these bytes as they are, written 50 ms apart
@@ -183,8 +184,11 @@ class FaultySMTP(SMTP):
             await asyncio.sleep(faults.auth_delay)
         if faults.auth_reply:
             await self.push(faults.auth_reply)
-            return
-        await super().smtp_AUTH(arg)
+        else:
+            await super().smtp_AUTH(arg)
+        if faults.close_after_auth:
+            assert self.transport is not None
+            self.transport.close()
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         """STARTTLS counted, and late by ``Faults.starttls_delay``."""

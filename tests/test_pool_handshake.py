@@ -108,6 +108,26 @@ def test_a_login_refused_for_now_is_deferred_after_one_connection(
     )
 
 
+def test_a_connection_closed_right_after_the_login_is_deferred_and_not_counted_by_the_circuit(
+    certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The close is seen either before the pool takes the connection over (the login's reply and the end of
+    # the stream read in one turn of the loop) or at MAIL: which one is up to the loop, so ten rounds reach
+    # both (each about half the time here). Either way the message is deferred and the relay not counted.
+    monkeypatch.setenv("TEST_POOL_PASSWORD", PASSWORD)
+    server, handler = _login_server(certificate, Faults(close_after_auth=True))
+    seen_at = {
+        Reply(MessageStatus.DEFERRED, None, "connect: Connection lost"): "connect",
+        Reply(MessageStatus.DEFERRED, None, "mail: connection lost: Unexpected EOF received"): "mail",
+    }
+    with server:
+        results = [asyncio.run(_send_one(_login(certificate, server.port))) for _ in range(10)]
+    where = [seen_at.get(reply, repr(reply)) for reply, _, _ in results]
+    assert set(where) <= {"connect", "mail"}, where
+    assert [(attempts, failures) for _, attempts, failures in results] == [(1, 0)] * 10
+    assert (handler.connections, handler.messages) == (10, [])
+
+
 def test_a_login_without_reply_ends_after_connect_timeout(
     certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
