@@ -35,6 +35,7 @@ from mailer.store.models import (
     EventKind,
     ListMembership,
     Message,
+    MessageIdLookup,
     MessageStatus,
     Registration,
     RegistrationStatus,
@@ -214,6 +215,7 @@ def queue_wave(
                 db, plans[start : start + ZONE_CHUNK], fresh, prefix, settings, session, step, wave, now
             ),
         )
+    look_up_new_messages(db, wave.id, before)
     skipped = log_new_messages(db, wave.id, before, MessageStatus.SKIPPED, now)
     queued = log_new_messages(db, wave.id, before, MessageStatus.QUEUED, now)
     refresh_statistics(db, Message, queued + skipped)
@@ -331,6 +333,20 @@ def _new_messages(
         .join_from(Contact, by_zone, by_zone.c.zone == Contact.time_zone)
         .where(fresh)
         .order_by(Contact.id)
+    )
+
+
+def look_up_new_messages(db: DbSession, wave_id: int, before: int) -> int:
+    """Enter the Message-IDs of the messages of ``wave_id`` added after id ``before`` in
+    :class:`~mailer.store.models.MessageIdLookup`, in one INSERT ... SELECT in Message-ID order (a sweep
+    through its B-tree, not a random walk); returns how many."""
+    return insert_selected(
+        db,
+        MessageIdLookup,
+        ("message_id", "message_pk"),
+        select(Message.message_id, Message.id)
+        .where(Message.id > before, Message.wave_id == wave_id)
+        .order_by(Message.message_id),
     )
 
 
