@@ -24,7 +24,7 @@ from mailer.store.models.outbox import (
     Message,
     MessageIdLookup,
     MessageStatus,
-    message_id_matches,
+    message_id_among,
     message_status_is,
 )
 from mailer.store.models.reports import (
@@ -71,6 +71,6 @@ __all__ = [
     "Wave",
     "WaveStatus",
     "WebhookEvent",
-    "message_id_matches",
+    "message_id_among",
     "message_status_is",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -21,6 +22,7 @@ from sqlalchemy import (
     insert,
     inspect,
     literal_column,
+    select,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -96,7 +98,7 @@ class Message(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    # RFC 5322 Message-ID, stable; unique and looked up through MessageIdLookup, not an index of this table
+    # RFC 5322 Message-ID, stable; kept unique and looked up by MessageIdLookup (no index of it here)
     message_id: Mapped[str] = mapped_column(String(255))
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
     session_id: Mapped[str] = mapped_column(String(100))
@@ -140,8 +142,8 @@ class MessageIdLookup(Base):
     rows of deleted messages, would need an index on ``message_pk``, whose keys come in random order when
     rows come in Message-ID order. Instead a message written or deleted through the ORM keeps its row here
     (the mapper events below), a bulk DELETE of messages deletes theirs first
-    (:func:`mailer.audience.import_undo.remove_unheld_contacts`), and :func:`message_id_matches` joins on
-    both columns, so that a row left behind never names another message.
+    (:func:`mailer.audience.import_undo.remove_unheld_contacts`), and :func:`message_id_among` compares the
+    message's own column too, so that a row left behind never names another message.
     """
 
     __tablename__ = "message_ids"
@@ -151,9 +153,12 @@ class MessageIdLookup(Base):
     message_pk: Mapped[int]
 
 
-def message_id_matches() -> ColumnElement[bool]:
-    """The join condition of :class:`MessageIdLookup` to :class:`Message`: the same message and Message-ID."""
-    return and_(MessageIdLookup.message_pk == Message.id, MessageIdLookup.message_id == Message.message_id)
+def message_id_among(message_ids: Sequence[str]) -> ColumnElement[bool]:
+    """The condition on :class:`Message` "its Message-ID is one of ``message_ids``", found through
+    :class:`MessageIdLookup`'s primary key, then the message's; the message's own ``message_id`` is compared
+    too, so that a lookup row left behind never names another message."""
+    found = select(MessageIdLookup.message_pk).where(MessageIdLookup.message_id.in_(message_ids))
+    return and_(Message.id.in_(found), Message.message_id.in_(message_ids))
 
 
 @event.listens_for(Message, "after_insert")

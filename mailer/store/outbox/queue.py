@@ -142,7 +142,9 @@ def queue_wave(
     this (session, step) are added, and on PostgreSQL one process at a time materialises a given step
     (a transaction-scoped advisory lock; the others return at once). Each message gets its own due time
     (recipient-local steps, send windows) and deadline; messages that could only go after their deadline
-    are logged as skipped with the reason. A large wave has PostgreSQL's planner statistics of the messages
+    are logged as skipped with the reason. The new messages' Message-IDs are entered in
+    :class:`~mailer.store.models.MessageIdLookup` in one sorted statement (:func:`look_up_new_messages`).
+    A large wave has PostgreSQL's planner statistics of the messages
     refreshed (:func:`~mailer.store.outbox.batch.refresh_statistics`), so claims of it stay O(batch). A
     cancelled wave stays cancelled: queuing it again adds nobody (``added`` 0, the wave's status says why).
     Caller commits. Raises NaiveDatetimeError for naive times.
