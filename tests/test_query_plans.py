@@ -1,6 +1,7 @@
 """The service loop's recurring queries on the messages table go through an index, never a scan of the table:
 the claim and the next-due queries through the pending messages' index, lease reaping through the leased
-messages' one (EXPLAIN on PostgreSQL with sequential scans made prohibitive, EXPLAIN QUERY PLAN on SQLite)."""
+messages' one; a Message-ID is looked up through its own table's primary key (EXPLAIN on PostgreSQL with
+sequential scans made prohibitive, EXPLAIN QUERY PLAN on SQLite)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session as DbSession
 
 from mailer.app import App
+from mailer.delivery.attribution import attribute
+from mailer.delivery.reports import Report
 from mailer.store.engine import transaction
+from mailer.store.models import ReportKind
 from mailer.store.outbox import claim_due, has_due, next_due_at, reap_expired_leases
 
 NOW = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
@@ -68,16 +72,35 @@ def test_recurring_queries_use_an_index_on_messages(app: App, name: str, call: A
     assert _indexes_reading_messages(plan) == {index}, plan
 
 
+def test_a_message_id_is_looked_up_through_its_tables_primary_key(app: App) -> None:
+    """A report's Message-ID finds the message through ``message_ids``' primary key, then the message's."""
+    report = Report(ReportKind.HARD, message_ids=("<a@example.org>", "<b@example.org>"))
+    statements = _statements(app, lambda db: attribute(db, report, None))
+    assert len(statements) == 1
+    plan = _plan(app, *statements[0])
+    reads = (_indexes_reading(plan, "message_ids"), _indexes_reading(plan, "messages"))
+    assert reads == ({"primary key"}, {"primary key"}), plan
+
+
 def _indexes_reading_messages(plan: list[str]) -> set[str]:
     """How the plan reads the messages table: the names of the indexes, "table scan" for a scan of it."""
+    return _indexes_reading(plan, "messages")
+
+
+def _indexes_reading(plan: list[str], table: str) -> set[str]:
+    """How the plan reads ``table``: the names of the indexes ("primary key" for its own), "table scan" for a
+    scan of it."""
     used: set[str] = set()
     for line in plan:
-        if match := re.search(r"(?:SCAN|SEARCH) messages(?: USING (?:COVERING )?INDEX (\w+))?", line):
-            used.add(match.group(1) or "table scan")  # SQLite
-        elif re.search(r"Seq Scan on messages\b", line):
-            used.add("table scan")
-        elif (match := re.search(r"Index (?:Only )?Scan using (\w+) on messages\b", line)) or (
-            match := re.search(r"Bitmap Index Scan on (ix_messages_\w+|messages_\w+)", line)
+        if match := re.search(
+            rf"(?:SCAN|SEARCH) {table}(?: USING (?:COVERING )?INDEX (\w+)| USING (?:INTEGER )?(PRIMARY KEY))?\b",
+            line,
         ):
-            used.add(match.group(1))
+            used.add(match.group(1) or (match.group(2) or "table scan").lower())  # SQLite
+        elif re.search(rf"Seq Scan on {table}\b", line):
+            used.add("table scan")
+        elif (match := re.search(rf"Index (?:Only )?Scan using (\w+) on {table}\b", line)) or (
+            match := re.search(rf"Bitmap Index Scan on (ix_{table}_\w+|{table}_\w+)", line)
+        ):
+            used.add("primary key" if match.group(1) == f"{table}_pkey" else match.group(1))
     return used

@@ -39,6 +39,7 @@ from mailer.store.models import (
     ImportRecord,
     ListMembership,
     Message,
+    MessageIdLookup,
     MessageStatus,
     Registration,
     Wave,
@@ -148,6 +149,8 @@ def remove_unheld_contacts(db: DbSession, contact_ids: list[int]) -> tuple[int, 
     if removable:
         queued = select(Message.id).where(literal_in(Message.contact_id, removable))
         db.execute(delete(DeliveryEvent).where(DeliveryEvent.message_pk.in_(queued)))
+        queued_ids = select(Message.message_id).where(literal_in(Message.contact_id, removable))
+        db.execute(delete(MessageIdLookup).where(MessageIdLookup.message_id.in_(queued_ids)))
         db.execute(delete(Message).where(literal_in(Message.contact_id, removable)))
         db.execute(delete(Contact).where(literal_in(Contact.id, removable)))
     return len(removable), len(contact_ids) - len(removable)

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session as DbSession
 from mailer.audience.contacts import email_key
 from mailer.delivery.reports import Report
 from mailer.delivery.verp import ReturnPath
-from mailer.store.models import Contact, Message, MessageStatus
+from mailer.store.models import Contact, Message, MessageStatus, message_id_among
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,7 @@ def attribute(db: DbSession, report: Report, return_path: ReturnPath | None) -> 
                 matched_by = "verp"
                 break
     if message is None and report.message_ids:
-        message = db.scalars(
-            select(Message).where(Message.message_id.in_(report.message_ids)).limit(1)
-        ).first()
+        message = db.scalars(select(Message).where(message_id_among(report.message_ids)).limit(1)).first()
         matched_by = "message-id" if message is not None else ""
     if message is None and report.provider_ids:
         message = db.scalars(

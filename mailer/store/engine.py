@@ -111,12 +111,25 @@ def upgrade(engine: Engine) -> None:
 
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            # One migrator at a time when several processes start together.
-            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(727272)")
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite changes a table by rebuilding it (Alembic's batch mode): with foreign keys on, dropping
+            # the old table would delete the rows referencing it (ON DELETE CASCADE). Off outside any
+            # transaction, as SQLite requires (https://www.sqlite.org/lang_altertable.html#otheralter).
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            with connection.begin():
+                if not sqlite:
+                    # One migrator at a time when several processes start together.
+                    connection.exec_driver_sql("SELECT pg_advisory_xact_lock(727272)")
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
 
 
 def schema_revisions(engine: Engine) -> tuple[str | None, str | None]:

@@ -22,7 +22,9 @@ from mailer.store.models.outbox import (
     DeliveryEvent,
     EventKind,
     Message,
+    MessageIdLookup,
     MessageStatus,
+    message_id_among,
     message_status_is,
 )
 from mailer.store.models.reports import (
@@ -51,6 +53,7 @@ __all__ = [
     "ImportRecord",
     "ListMembership",
     "Message",
+    "MessageIdLookup",
     "MessageStatus",
     "RateSlot",
     "Registration",
@@ -68,5 +71,6 @@ __all__ = [
     "Wave",
     "WaveStatus",
     "WebhookEvent",
+    "message_id_among",
     "message_status_is",
 ]

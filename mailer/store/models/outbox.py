@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    and_,
+    delete,
+    event,
+    insert,
+    inspect,
     literal_column,
+    select,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -89,7 +98,8 @@ class Message(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    message_id: Mapped[str] = mapped_column(String(255), unique=True)  # RFC 5322 Message-ID, stable
+    # RFC 5322 Message-ID, stable; kept unique and looked up by MessageIdLookup (no index of it here)
+    message_id: Mapped[str] = mapped_column(String(255))
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
     session_id: Mapped[str] = mapped_column(String(100))
     step: Mapped[str] = mapped_column(String(100))
@@ -117,6 +127,64 @@ class Message(Base):
 
     contact: Mapped[Contact] = relationship()
     events: Mapped[list[DeliveryEvent]] = relationship(order_by="DeliveryEvent.id")
+
+
+class MessageIdLookup(Base):
+    """The messages by Message-ID: one row per message (its ``message_id`` and ``id``), for matching a
+    bounce, report or webhook event to its message; the primary key keeps Message-IDs unique.
+
+    A table of its own, not a unique index on ``messages.message_id``, because Message-IDs are random
+    (a hash): an index of them on ``messages`` took a key at a random place of its B-tree for every message
+    queued, a page read and written back each once the index outgrew the cache (SQLite's 2 MB), so queuing
+    cost more per message as the outbox grew. :func:`mailer.store.outbox.queue_wave` fills this table with
+    one ``INSERT ... SELECT`` per wave in Message-ID order, a sweep through its B-tree (on SQLite the table
+    is that B-tree: WITHOUT ROWID). For the same reason it has no foreign key: its check, and finding the
+    rows of deleted messages, would need an index on ``message_pk``, whose keys come in random order when
+    rows come in Message-ID order. Instead a message written or deleted through the ORM keeps its row here
+    (the mapper events below), a bulk DELETE of messages deletes theirs first
+    (:func:`mailer.audience.import_undo.remove_unheld_contacts`), and :func:`message_id_among` compares the
+    message's own column too, so that a row left behind never names another message.
+    """
+
+    __tablename__ = "message_ids"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    message_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    message_pk: Mapped[int]
+
+
+def message_id_among(message_ids: Sequence[str]) -> ColumnElement[bool]:
+    """The condition on :class:`Message` "its Message-ID is one of ``message_ids``", found through
+    :class:`MessageIdLookup`'s primary key, then the message's; the message's own ``message_id`` is compared
+    too, so that a lookup row left behind never names another message."""
+    found = select(MessageIdLookup.message_pk).where(MessageIdLookup.message_id.in_(message_ids))
+    return and_(Message.id.in_(found), Message.message_id.in_(message_ids))
+
+
+@event.listens_for(Message, "after_insert")
+def _look_up_new(_mapper: Any, connection: Connection, message: Message) -> None:
+    connection.execute(insert(MessageIdLookup).values(message_id=message.message_id, message_pk=message.id))
+
+
+@event.listens_for(Message, "after_update")
+def _look_up_changed(_mapper: Any, connection: Connection, message: Message) -> None:
+    history = inspect(message).attrs.message_id.history
+    if history.deleted:
+        _forget(connection, message.id, history.deleted[0])
+        _look_up_new(_mapper, connection, message)
+
+
+@event.listens_for(Message, "after_delete")
+def _look_up_deleted(_mapper: Any, connection: Connection, message: Message) -> None:
+    _forget(connection, message.id, message.message_id)
+
+
+def _forget(connection: Connection, pk: int, message_id: str) -> None:
+    connection.execute(
+        delete(MessageIdLookup).where(
+            MessageIdLookup.message_id == message_id, MessageIdLookup.message_pk == pk
+        )
+    )
 
 
 def message_status_is(*statuses: MessageStatus) -> ColumnElement[bool]:

@@ -35,6 +35,7 @@ from mailer.store.models import (
     EventKind,
     ListMembership,
     Message,
+    MessageIdLookup,
     MessageStatus,
     Registration,
     RegistrationStatus,
@@ -141,7 +142,9 @@ def queue_wave(
     this (session, step) are added, and on PostgreSQL one process at a time materialises a given step
     (a transaction-scoped advisory lock; the others return at once). Each message gets its own due time
     (recipient-local steps, send windows) and deadline; messages that could only go after their deadline
-    are logged as skipped with the reason. A large wave has PostgreSQL's planner statistics of the messages
+    are logged as skipped with the reason. The new messages' Message-IDs are entered in
+    :class:`~mailer.store.models.MessageIdLookup` in one sorted statement (:func:`look_up_new_messages`).
+    A large wave has PostgreSQL's planner statistics of the messages
     refreshed (:func:`~mailer.store.outbox.batch.refresh_statistics`), so claims of it stay O(batch). A
     cancelled wave stays cancelled: queuing it again adds nobody (``added`` 0, the wave's status says why).
     Caller commits. Raises NaiveDatetimeError for naive times.
@@ -214,6 +217,7 @@ def queue_wave(
                 db, plans[start : start + ZONE_CHUNK], fresh, prefix, settings, session, step, wave, now
             ),
         )
+    look_up_new_messages(db, wave.id, before)
     skipped = log_new_messages(db, wave.id, before, MessageStatus.SKIPPED, now)
     queued = log_new_messages(db, wave.id, before, MessageStatus.QUEUED, now)
     refresh_statistics(db, Message, queued + skipped)
@@ -331,6 +335,20 @@ def _new_messages(
         .join_from(Contact, by_zone, by_zone.c.zone == Contact.time_zone)
         .where(fresh)
         .order_by(Contact.id)
+    )
+
+
+def look_up_new_messages(db: DbSession, wave_id: int, before: int) -> int:
+    """Enter the Message-IDs of the messages of ``wave_id`` added after id ``before`` in
+    :class:`~mailer.store.models.MessageIdLookup`, in one INSERT ... SELECT in Message-ID order (a sweep
+    through its B-tree, not a random walk); returns how many."""
+    return insert_selected(
+        db,
+        MessageIdLookup,
+        ("message_id", "message_pk"),
+        select(Message.message_id, Message.id)
+        .where(Message.id > before, Message.wave_id == wave_id)
+        .order_by(Message.message_id),
     )
 
 
