@@ -31,6 +31,7 @@ class Faults:
     rcpt_temporary: dict[str, tuple[int, int]] = field(default_factory=dict)  # address -> (code, times)
     rcpt_permanent: dict[str, int] = field(default_factory=dict)  # address -> 5xx code, always
     rcpt_slow: dict[str, tuple[float, int]] = field(default_factory=dict)  # address -> (seconds, times)
+    rcpt_forwarded: frozenset[str] = frozenset()  # RCPT of these answered 251 (RFC 5321 sec. 3.4), then taken
     drop_in_data: dict[str, int] = field(
         default_factory=dict
     )  # address -> times the connection drops at DATA
@@ -38,6 +39,9 @@ class Faults:
     smtputf8: bool = True
     pipelining: bool = True  # advertise PIPELINING (RFC 2920), as Postfix does; aiosmtpd takes groups anyway
     data_refused: dict[str, tuple[int, int]] = field(default_factory=dict)  # address -> (code, times) at DATA
+    message_refused: dict[str, tuple[int, int]] = field(
+        default_factory=dict
+    )  # address -> (code, times) in reply to the message's final dot
     rset_refused: int = 0  # the next N RSET commands get "500" (the client cannot tell the state it is in)
     data_without_recipients: bool = False  # DATA gets 354 with no recipient, and the empty message 554
     greeting_delay: float = 0.0  # seconds each connection waits before its greeting (a silent server)
@@ -92,6 +96,8 @@ class FaultyHandler:
         if temporary:
             return f"{temporary} 4.7.1 <{address}>: try again later"
         envelope.rcpt_tos.append(address)
+        if address in self.faults.rcpt_forwarded:
+            return f"251 2.1.5 <{address}>: user not local; will forward"
         return "250 2.1.5 OK"
 
     async def handle_EHLO(
@@ -111,6 +117,9 @@ class FaultyHandler:
             assert server.transport is not None
             server.transport.close()  # before the reply: the client cannot know; nothing is kept
             return "451 never seen"
+        refusal = self._take(self.faults.message_refused, recipient)
+        if refusal:
+            return f"{refusal} {refusal // 100}.7.1 message refused"
         with self.lock:
             self.accepted += 1
             number = self.accepted

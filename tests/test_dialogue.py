@@ -178,6 +178,81 @@ def test_a_421_reply_closes_the_connection_and_defers_the_message(pipelining: bo
     assert connected is False
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
+@pytest.mark.parametrize(
+    ("code", "status", "connections"),
+    [
+        (554, MessageStatus.FAILED, 1),  # refused for good: the connection carries the next message
+        (422, MessageStatus.DEFERRED, 1),  # refused for now: the same
+        (421, MessageStatus.DEFERRED, 2),  # the server is closing the channel (RFC 5321 sec. 3.8)
+    ],
+)
+def test_a_message_refused_after_its_final_dot_keeps_the_connection_unless_421(
+    pipelining: bool, code: int, status: MessageStatus, connections: int
+) -> None:
+    server, handler = fault_server(
+        Faults(message_refused={"ann@example.org": (code, 1)}, pipelining=pipelining)
+    )
+    with server:
+        ann, bob = asyncio.run(_send_each(server.port, ["ann@example.org", "bob@example.org"]))
+    assert ann == Reply(status, code, f"data: {code} {code // 100}.7.1 message refused")
+    assert bob == Reply(MessageStatus.SENT, 250, "2.0.0 OK: queued")
+    assert (handler.connections, handler.received_by()) == (connections, {"bob@example.org": 1})
+
+
+def test_commands_refused_one_by_one_name_their_phase() -> None:
+    # Without PIPELINING each command's reply is read before the next is written: the refusal names it.
+    server, handler = fault_server(
+        Faults(
+            rcpt_permanent={"gone@example.org": 550},
+            data_refused={"ann@example.org": (451, 1)},
+            pipelining=False,
+        )
+    )
+    with server:
+        gone, ann = asyncio.run(_send_each(server.port, ["gone@example.org", "ann@example.org"]))
+    assert gone == Reply(
+        MessageStatus.BOUNCED,
+        550,
+        "rcpt: 550 5.1.1 <gone@example.org>: Recipient address rejected: User unknown",
+    )
+    assert ann == Reply(MessageStatus.DEFERRED, 451, "data: 451 4.3.0 not now")
+    assert (handler.connections, handler.messages) == (1, [])
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
+def test_a_recipient_answered_251_will_be_forwarded_and_the_message_goes(pipelining: bool) -> None:
+    # RFC 5321 sec. 3.4: 251 "user not local; will forward" accepts the recipient, as 250 does.
+    server, handler = fault_server(
+        Faults(rcpt_forwarded=frozenset({"fwd@example.org"}), pipelining=pipelining)
+    )
+    with server:
+        [reply] = asyncio.run(_send_each(server.port, ["fwd@example.org"]))
+    assert reply == Reply(MessageStatus.SENT, 250, "2.0.0 OK: queued")
+    assert handler.received_by() == {"fwd@example.org": 1}
+
+
+def test_a_sender_refused_one_by_one_names_mail() -> None:
+    server, handler = fault_server(Faults(mail_raw=(b"553 5.7.1 sender refused\r\n",), pipelining=False))
+    with server:
+        [refused] = asyncio.run(_send_each(server.port, ["ann@example.org"]))
+    assert refused == Reply(MessageStatus.FAILED, 553, "mail: 553 5.7.1 sender refused")
+    assert handler.messages == []
+
+
+def test_a_reply_in_another_charset_is_kept_readable_and_storable() -> None:
+    # Some servers answer in Latin-1: the text keeps its ASCII and UTF-8, the other bytes become U+FFFD.
+    reply = b"553 5.7.1 exp\xe9diteur refus\xe9, caf\xc3\xa9 ferm\xc3\xa9\r\n"
+    server, handler = fault_server(Faults(mail_raw=(reply,), pipelining=False))
+    with server:
+        [refused] = asyncio.run(_send_each(server.port, ["ann@example.org"]))
+    assert refused == Reply(
+        MessageStatus.FAILED, 553, "mail: 553 5.7.1 exp\ufffdditeur refus\ufffd, caf\xe9 ferm\xe9"
+    )
+    assert refused.text.encode("utf-8")  # no surrogate escape: a store can hold it
+    assert handler.messages == []
+
+
 def test_a_pool_needs_a_host() -> None:
     with pytest.raises(ValueError) as error:
         SmtpPool(SmtpSettings("", 25, Security.NONE, "", "", 1, 1, 1.0))
@@ -248,6 +323,16 @@ def test_a_multi_line_reply_is_read_whole_across_pieces_and_line_ends() -> None:
     # RFC 5321 sec. 4.2.1: "550-" lines continue the reply, "550 " ends it; a bare LF ends a line too.
     reply = _answer_mail(b"550-5.1.0 first", b" line\r\n550-  5.1.0 second  \n", b"550 5.1.0 last\r\n")
     assert reply == Reply(MessageStatus.FAILED, 550, "mail: 550 5.1.0 first line\n5.1.0 second\n5.1.0 last")
+
+
+def test_a_reply_of_exactly_the_limit_is_read() -> None:
+    # 65,536 bytes waiting unparsed is the most a reply may take; one byte more ends the connection.
+    line = b"550-" + b"y" * 996 + b"\r\n"  # 1,002 bytes
+    pieces = (line * 65, b"550-" + b"y" * (65536 - 65 * 1002 - 4), b"\r\n550 end\r\n")
+    assert sum(map(len, pieces[:2])) == 65536
+    reply = _answer_mail(*pieces)
+    assert isinstance(reply, Reply) and (reply.status, reply.code) == (MessageStatus.FAILED, 550)
+    assert reply.text.endswith("\nend") and reply.text.count("\n") == 66
 
 
 @pytest.mark.parametrize(

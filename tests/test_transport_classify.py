@@ -185,3 +185,13 @@ def test_envelope_addresses() -> None:
     assert envelope_address("a@example.org") == "a@example.org"
     assert needs_smtputf8("josé.núñez@mail.example.com")
     assert not needs_smtputf8("aicha.toure@assemblée.example")
+
+
+def test_a_refusal_in_another_charset_is_stored_with_replacement_characters() -> None:
+    # aiosmtplib keeps a reply's bytes that are not UTF-8 as surrogate escapes, which no store can encode.
+    latin1 = b"5.1.1 destinataire inconnu: Andr\xe9 M\xc3\xbcller".decode("utf-8", "surrogateescape")
+    reply = refused(550, latin1, Phase.RCPT)
+    assert reply == Reply(
+        MessageStatus.BOUNCED, 550, "rcpt: 550 5.1.1 destinataire inconnu: Andr\ufffd M\xfcller"
+    )
+    assert reply.text.encode("utf-8")

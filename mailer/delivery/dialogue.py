@@ -202,7 +202,8 @@ class Dialogue(asyncio.Protocol):
                 self._lose(smtp_errors.SMTPServerDisconnected(f"malformed reply {lines[0][:80]!r}"))
                 self.transport.close()
                 return
-            text = "\n".join(line[4:].strip().decode("utf-8", "surrogateescape") for line in lines)
+            # RFC 5321 replies are ASCII; a server's 8-bit text is shown, its bytes that are not UTF-8 as U+FFFD
+            text = "\n".join(line[4:].strip().decode("utf-8", "replace") for line in lines)
             self._replies.append(SMTPResponse(int(lines[0][:3]), text))
         if len(self._buffer) > _REPLY_LIMIT:  # what is left, one reply not complete yet, is too long
             self._lose(smtp_errors.SMTPServerDisconnected("reply too long: the server is out of step"))

@@ -65,8 +65,10 @@ def classify(code: int | None, phase: Phase) -> MessageStatus:
 
 
 def refused(code: int, message: str, phase: Phase) -> Reply:
-    """The server's reply ``code`` and ``message`` at ``phase``, classified."""
-    return Reply(classify(code, phase), code, f"{phase.value}: {code} {message}")
+    """The server's reply ``code`` and ``message`` at ``phase``, classified. Bytes of the reply that were
+    not UTF-8 (which aiosmtplib keeps as surrogate escapes, and no store can hold) become U+FFFD."""
+    text = message.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return Reply(classify(code, phase), code, f"{phase.value}: {code} {text}")
 
 
 def unanswered(phase: Phase, reason: str) -> Reply:
