@@ -131,18 +131,23 @@ def take_staged(db: DbSession, stage: str, staged: int) -> dict[str, int]:
     ``line``; a caller's constant name, never user input), without their keys passing through Python: the
     rows whose key an earlier call took are deleted from ``stage`` and returned as {key: line that took it}.
 
-    PostgreSQL: one statement; SQLite: one ``INSERT ... SELECT`` and, only when it inserted fewer than
-    ``staged`` rows, a query and a ``DELETE``. Raises ValueError on any other store.
+    One ``INSERT ... SELECT`` and, only when it inserted fewer than ``staged`` rows, the rows of keys taken
+    earlier found and deleted (PostgreSQL: one ``DELETE ... RETURNING``; SQLite: a query and a ``DELETE``).
+    Raises ValueError on any other store.
     """
     if not staged:
         return {}
     dialect, driver = _driver(db)
     if dialect == "postgresql":
         with driver.cursor() as cursor:
-            cursor.execute(  # the DELETE sees the set as it was before the INSERT of its CTE
-                f"WITH taken AS (INSERT INTO {_SEEN} (key, line) SELECT email_key, line FROM {stage}"
-                f" ON CONFLICT (key) DO NOTHING)"
-                f" DELETE FROM {stage} s USING {_SEEN} t WHERE t.key = s.email_key RETURNING s.email_key, t.line"
+            cursor.execute(
+                f"INSERT INTO {_SEEN} (key, line) SELECT email_key, line FROM {stage} ON CONFLICT (key) DO NOTHING"
+            )
+            if cursor.rowcount == staged:
+                return {}
+            cursor.execute(
+                f"DELETE FROM {stage} s USING {_SEEN} t WHERE t.key = s.email_key AND t.line <> s.line"
+                " RETURNING s.email_key, t.line"
             )
             return {key: line for key, line in cursor.fetchall()}
     cursor = driver.cursor()
