@@ -78,16 +78,15 @@ def fresh_postgresql(url: str) -> None:
 
 def server_cpu(engine: Any) -> dict[int, float]:
     """CPU seconds (user + system) so far of each PostgreSQL backend serving the bench's database, by pid
-    (read from /proc: the server runs on this machine); {} for SQLite, which runs in this process."""
+    (read from /proc: the server runs on this machine), the one answering this query included (the pool
+    hands the import the same connection); {} for SQLite, which runs in this process."""
     if engine.dialect.name != "postgresql":
         return {}
     from sqlalchemy import text
 
     with engine.connect() as connection:
         pids = connection.execute(
-            text(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
         ).scalars()
         found = {}
         for pid in pids:

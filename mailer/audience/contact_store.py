@@ -99,7 +99,8 @@ _JOIN = text(
 
 #: PostgreSQL: the whole merge of a staged chunk in one statement, its data-modifying CTEs seeing the store as
 #: it was before it (so nothing is written to the staging table): the contacts found and whether they are on
-#: another list (``home``) or this one; the found ones merged; the others created (one another process
+#: another list (``home``) or this one; the found ones merged; the others (the staged lines not found: a hashed
+#: list, not a second probe of the address index) created (one another process
 #: inserted meanwhile is returned by the no-op ``DO UPDATE`` and counts as new, as elsewhere); the contacts not
 #: on the list put on it; the journal of both when ``:journal``. Returns (found, merged, joined).
 _MERGE_ALL = text(
@@ -119,7 +120,7 @@ _MERGE_ALL = text(
     " time_zone, needs_smtputf8, status, created_at, updated_at)"
     " SELECT email, email_key, name, title, institution, country, language, time_zone, needs_smtputf8,"
     f" :status, :now, :now FROM {_STAGE} s"
-    " WHERE NOT EXISTS (SELECT 1 FROM contacts c WHERE c.email_key = s.email_key) ORDER BY line"
+    " WHERE s.line NOT IN (SELECT line FROM found) ORDER BY line"
     " ON CONFLICT (email_key) DO UPDATE SET email_key = EXCLUDED.email_key RETURNING id, email_key),"
     " joined AS (INSERT INTO list_memberships (contact_id, list_id, source, added_at)"
     " SELECT contact_id, :list, :source || CAST(line AS VARCHAR), :now FROM ("

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailer.store.models.base import Base
@@ -84,7 +84,9 @@ class ImportChange(Base):
     __tablename__ = "import_changes"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    import_id: Mapped[int] = mapped_column(ForeignKey("imports.id", ondelete="CASCADE"), index=True)
+    # no foreign key: only the import a row names writes it (one per contact, membership or registration, where
+    # a check per row cost about as much as the row), and imports are never deleted
+    import_id: Mapped[int] = mapped_column(Integer, index=True)
     change: Mapped[ImportChangeKind] = mapped_column(String(20))
     contact_id: Mapped[int] = mapped_column(Integer)  # no foreign key: the contact may be gone since
     list_id: Mapped[int | None]
