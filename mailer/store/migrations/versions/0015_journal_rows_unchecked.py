@@ -1,15 +1,15 @@
 """the import journal's rows name their import without a foreign key: the check ran once per row written
 
-Revision ID: 0014_journal_rows_unchecked
-Revises: 0013_rate_slots
+Revision ID: 0015_journal_rows_unchecked
+Revises: 0014_message_id_lookup
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0014_journal_rows_unchecked"
-down_revision = "0013_rate_slots"
+revision = "0015_journal_rows_unchecked"
+down_revision = "0014_message_id_lookup"
 branch_labels = None
 depends_on = None
 
