@@ -4,9 +4,9 @@ Usage (``./run mutate`` calls it; not part of the CI suite, it takes minutes per
 
     .venv/bin/python bench/mutate.py [GROUP ...] [--report PATH] [--jobs N] [--again] [--module PATH ...] [--only NAME ...]
 
-``--again`` keeps each group's scratch copy from the last run, brings its test files up to date and
-re-tests only the mutants that run left alive or did not reach (after tests were added for them, or to finish
-a stopped run); the other results stand.
+``--again`` keeps each group's scratch copy from the last run, brings its code and test files up to date
+and re-tests the mutants that run left alive or did not reach (after tests were added for them, or to finish
+a stopped run) and those of functions whose code changed since; the other results stand.
 ``--module PATH`` runs only that module of its group (in a scratch copy of its own), for a group too
 slow to run whole on a loaded machine. ``--only NAME`` tests only the mutants named (fnmatch patterns,
 e.g. ``"mailer.delivery.pool.*_connect__mutmut_5"``); the others keep the result of the last run.
@@ -115,12 +115,15 @@ def configure(group: Group, shared: dict[str, object], scratch: Path) -> None:
     (scratch / "pyproject.toml").write_text("\n".join(lines) + "\n", "utf-8")
 
 
-def refresh_tests(scratch: Path) -> None:
-    """The project's current test files over those of ``scratch`` and of mutmut's copy inside it."""
+def refresh(scratch: Path) -> None:
+    """The project's current files over those of ``scratch``: the code (mutmut then makes the mutants of each
+    changed file again and re-tests the functions whose code changed; a copy keeps each file's time, so an
+    unchanged file stays as it was) and the tests, in ``scratch`` and in mutmut's copy inside it."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for target in (scratch / "tests", scratch / "mutants" / "tests"):
-        if target.exists():
-            shutil.copytree(ROOT / "tests", target, ignore=ignore, dirs_exist_ok=True)
+    for name in COPIED:
+        shutil.copytree(ROOT / name, scratch / name, ignore=ignore, dirs_exist_ok=True)
+    if (scratch / "mutants" / "tests").exists():
+        shutil.copytree(ROOT / "tests", scratch / "mutants" / "tests", ignore=ignore, dirs_exist_ok=True)
 
 
 def mutmut(scratch: Path, *args: str, capture: bool = False) -> str:
@@ -249,23 +252,29 @@ def main() -> int:
         scratch = ROOT / "var" / "mutation" / group.name
         names: list[str] = []
         if options.only and (scratch / "mutants").exists():
-            refresh_tests(scratch)
+            refresh(scratch)
             configure(group, shared, scratch)
             names = list(options.only)
         elif options.again and (scratch / "mutants").exists():
-            refresh_tests(scratch)
-            configure(group, shared, scratch)
             names = [
                 name
                 for name, status in statuses(scratch).items()
-                if status not in KILLED and name not in equivalent
+                if status in SURVIVED and name not in equivalent
             ]
+            refresh(scratch)
+            configure(group, shared, scratch)
         else:
             prepare(group, shared, scratch)
         try:
             if options.only and not names:
                 mutmut(scratch, "run", "--max-children", str(options.jobs), *options.only)
-            elif names or not options.again:
+            elif options.again:
+                # Every mutant without a result (not reached, or of a function whose code changed), then the
+                # last run's survivors, which mutmut re-tests only when named.
+                mutmut(scratch, "run", "--max-children", str(options.jobs))
+                if names:
+                    mutmut(scratch, "run", "--max-children", str(options.jobs), *names)
+            else:
                 mutmut(scratch, "run", "--max-children", str(options.jobs), *names)
         except subprocess.CalledProcessError as error:
             print(f"mutmut failed on group {group.name}: {error}", file=sys.stderr)
