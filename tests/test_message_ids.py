@@ -24,10 +24,10 @@ from tests.factories import add_contact
 INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
 
 
-def _queue(app: App, count: int) -> None:
+def _queue(app: App, count: int, first: int = 0) -> None:
     series = app.settings.series
     with transaction(app.factory) as db:
-        for n in range(count):
+        for n in range(first, first + count):
             add_contact(db, f"person{n}@example.org")
     with transaction(app.factory) as db:
         queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT)
@@ -59,6 +59,18 @@ def test_a_wave_enters_one_message_id_per_message_made_from_its_key(app: App) ->
     _queue(app, 0)  # queued again: nobody new, no entry twice
     with transaction(app.factory) as db:
         assert _entries(db) == entries
+
+
+def test_a_wave_queued_again_for_a_new_contact_enters_only_its_message(app: App) -> None:
+    _queue(app, 3)
+    _queue(app, 1, first=3)  # one more contact: the same wave gets one more message
+    with transaction(app.factory) as db:
+        messages = db.execute(
+            select(Message.id, Message.message_id, Message.wave_id).order_by(Message.id)
+        ).all()
+        entries = _entries(db)
+    assert len(messages) == 4 and len({wave for _, _, wave in messages}) == 1
+    assert entries == sorted((message_id, pk) for pk, message_id, _ in messages)
 
 
 def test_a_report_naming_a_message_id_finds_its_message(app: App) -> None:

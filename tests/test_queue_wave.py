@@ -28,7 +28,7 @@ from mailer.store.outbox.queue import (
     message_key,
     zone_plan,
 )
-from mailer.timeline.plan import step_time
+from mailer.timeline.plan import Deadline, SkipReason, step_time
 from tests.factories import add_contact
 
 INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
@@ -81,6 +81,44 @@ def test_the_parts_of_queuing_refuse_naive_times_by_name(app: App) -> None:
         refusal.format("now"),
         refusal.format("now"),
     ]
+
+
+def test_a_zone_plan_is_skipped_from_exactly_its_deadline(app: App) -> None:
+    # A wave's step (not recipient-local) keeps the wave's deadline; a message due at it, or planned at it,
+    # is skipped: due exactly at the deadline for its send window, planned at it for the deadline's reason.
+    series = app.settings.series
+    session, step = series.session("africa-2021"), series.step("invitation")
+
+    def plan(deadline_at: datetime, now: datetime) -> tuple[datetime, datetime, str]:
+        wave_deadline = Deadline(deadline_at, SkipReason.SESSION_STARTED)
+        planned = zone_plan(series, session, step, "Africa/Lagos", None, wave_deadline, now)
+        return planned.due_at, planned.deadline_at, planned.reason
+
+    due, _, _ = plan(INVITATION_AT + timedelta(days=60), INVITATION_AT)
+    second = timedelta(seconds=1)
+    before = due - timedelta(hours=1)
+    assert plan(due + second, before) == (due, due + second, "")
+    assert plan(due, before) == (due, due, "send window opens after the deadline")
+    assert plan(due + second, due) == (due, due + second, "")
+    assert plan(due + second, due + second) == (due, due + second, "session started")
+
+
+def test_queued_times_are_stored_as_the_store_compares_them(app: App) -> None:
+    # The due time and deadline come from one VALUES row per zone; stored in the column's own form, a query
+    # bound with that column's type finds them (SQLite compares timestamps as text).
+    _seed(app, 3)
+    series = app.settings.series
+    session, step = series.session("africa-2021"), series.step("invitation")
+    with transaction(app.factory) as db:
+        result = queue_wave(db, app.settings, session, step, INVITATION_AT)
+        due, deadline = db.execute(select(Message.due_at, Message.deadline_at).limit(1)).one()
+        matching = db.scalar(
+            select(func.count())
+            .select_from(Message)
+            .where(Message.due_at == due, Message.deadline_at == deadline, Message.worker == "")
+        )
+    assert (result.added, matching, deadline) == (3, 3, result.deadline)
+    assert due == step_time(session, step)
 
 
 def test_a_cancelled_wave_queued_again_adds_nobody(app: App) -> None:
