@@ -373,13 +373,13 @@ def test_a_stop_while_waiting_for_another_sends_probe_gives_up_at_once() -> None
 def test_a_send_refused_circuit_failures_times_in_a_row_gives_up_though_another_connection_opened() -> None:
     # The circuit's count starts again when another connection opens; a send's own count does not: after
     # circuit_failures refusals of its own it ends with the last refusal, and tries no fourth connection.
-    server, handler = fault_server(Faults(greeting_delay=2.0))
+    server, handler = fault_server(Faults(greeting_delay=3.0))
 
     async def run() -> tuple[Reply, Reply, int, bool]:
         settings = _settings(server.port, connections=2, connect_timeout=LIMIT, circuit_failures=3)
         async with SmtpPool(settings) as pool:
             opening = asyncio.ensure_future(pool.send(SENDER, "a@example.org", MESSAGE))
-            await _until(lambda: handler.connections == 1)  # greeted 2 s later, after the first refusal
+            await _until(lambda: handler.connections == 1)  # greeted 3 s later, after the first refusal
             handler.faults.greeting_421 = 3
             refused = await asyncio.wait_for(pool.send(SENDER, "b@example.org", MESSAGE), LIMIT)
             return await opening, refused, pool.connect_attempts, pool.circuit.open
