@@ -28,7 +28,7 @@ from mailer.store.outbox.queue import (
     message_key,
     zone_plan,
 )
-from mailer.timeline.plan import Deadline, SkipReason, step_time
+from mailer.timeline.plan import Deadline, SkipReason, notice_step, step_time
 from tests.factories import add_contact
 
 INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
@@ -121,6 +121,31 @@ def test_queued_times_are_stored_as_the_store_compares_them(app: App) -> None:
     assert due == step_time(session, step)
 
 
+def test_a_change_notice_may_go_until_thirty_days_after_it_was_meant_and_other_steps_keep_their_deadline(
+    app: App,
+) -> None:
+    # A session change's notice is not on the timeline: its deadline counts from when it was meant to go (or
+    # the session's start), not from a step time it does not have.
+    series = app.settings.series
+    session = series.session("africa-2021")
+    notice = notice_step("date-changed", 2)
+    meant = INVITATION_AT + timedelta(days=3)
+    assert message_deadline(series, session, notice, meant) == Deadline(
+        meant + timedelta(days=30), SkipReason.TOO_LATE
+    )
+    assert message_deadline(series, session, notice, None) == Deadline(
+        datetime(2021, 8, 12, 13, 0, tzinfo=UTC),
+        SkipReason.TOO_LATE,  # the session starts 13 July 13:00 UTC
+    )
+    # Other steps keep theirs, on the timeline or not: a reminder 10 minutes before the start ends there.
+    reminder = series.step("reminder-1h")
+    near_start = datetime(2021, 7, 13, 12, 50, tzinfo=UTC)
+    for step in (reminder, dataclasses.replace(reminder, name="reminder-unlisted")):
+        assert message_deadline(series, session, step, near_start) == Deadline(
+            datetime(2021, 7, 13, 13, 0, tzinfo=UTC), SkipReason.SESSION_STARTED
+        )
+
+
 def test_a_cancelled_wave_queued_again_adds_nobody(app: App) -> None:
     series = app.settings.series
     session, step = series.session("africa-2021"), series.step("invitation")
@@ -207,8 +232,12 @@ def test_a_busy_step_returns_its_own_wave_not_another_sessions_steps_or_audience
     with transaction(app.factory) as db:
         add_contact(db, "islands@example.org", region="caribbean")
     # The other waves come first both as stored and in the (session, step, audience) index: "africa-2021"
-    # before "caribbean-2021", "follow-up" before "invitation", the audience "africa" before "caribbean".
+    # before "caribbean-2021", "follow-up" before "invitation", the audience "africa" before "caribbean";
+    # and the same step and audience of another session, another step of the same session and audience.
     with transaction(app.factory) as db:
+        queue_wave(db, app.settings, africa, invitation, INVITATION_AT, audience="caribbean")
+        announcement = dataclasses.replace(invitation, name="announcement")  # before "invitation" both ways
+        queue_wave(db, app.settings, caribbean, announcement, INVITATION_AT)
         queue_wave(db, app.settings, africa, invitation, INVITATION_AT)
         queue_wave(db, app.settings, caribbean, follow_up, INVITATION_AT)
         queue_wave(db, app.settings, caribbean, invitation, INVITATION_AT, audience="africa")
