@@ -18,7 +18,7 @@ from mailer.config import Audience
 from mailer.errors import NaiveDatetimeError
 from mailer.message_ids import make_message_id
 from mailer.store.engine import transaction
-from mailer.store.models import Message, MessageStatus, Wave, WaveStatus
+from mailer.store.models import DeliveryEvent, Message, MessageStatus, Wave, WaveStatus
 from mailer.store.outbox import QueueResult, batch, queue_wave, set_wave_status
 from mailer.store.outbox.queue import (
     audience_query,
@@ -117,8 +117,10 @@ def test_queued_times_are_stored_as_the_store_compares_them(app: App) -> None:
             .select_from(Message)
             .where(Message.due_at == due, Message.deadline_at == deadline, Message.worker == "")
         )
+        arrivals = db.scalars(select(DeliveryEvent.detail).where(DeliveryEvent.kind == "queued")).all()
     assert (result.added, matching, deadline) == (3, 3, result.deadline)
     assert due == step_time(session, step)
+    assert arrivals == [f"wave {result.wave.id}"] * 3  # each message's arrival names its wave
 
 
 def test_a_change_notice_may_go_until_thirty_days_after_it_was_meant_and_other_steps_keep_their_deadline(
