@@ -21,6 +21,7 @@ from mailer.delivery.capture import SmtpServer
 from mailer.delivery.forwarding import NotAttempted
 from mailer.delivery.pool import SmtpPool
 from mailer.delivery.replies import Reply
+from mailer.errors import ConfigError
 from mailer.store.models import MessageStatus
 from tests.certificates import self_signed_certificate, server_context
 from tests.smtp_faults import Faults, FaultyHandler, fault_server
@@ -264,6 +265,38 @@ def test_smtputf8_only_when_asked_or_needed() -> None:
         ["BODY=8BITMIME"],
         ["SMTPUTF8", "BODY=8BITMIME"],
     ]
+
+
+def test_a_utf8_recipient_or_sender_asks_for_smtputf8_itself() -> None:
+    # RFC 6531 sec. 3.4: a mailbox with non-ASCII characters needs SMTPUTF8 on MAIL FROM, whichever of the two.
+    server, handler = fault_server(Faults())
+
+    async def send() -> list[Reply]:
+        async with SmtpPool(_settings(server.port)) as pool:
+            return [
+                await pool.send(SENDER, "josé@example.org", MESSAGE),
+                await pool.send("équipe@example.org", "ann@example.org", MESSAGE),
+            ]
+
+    with server:
+        replies = asyncio.run(send())
+    assert replies == [Reply(MessageStatus.SENT, 250, "2.0.0 OK: queued")] * 2
+    assert [message.mail_options for message in handler.messages] == [["SMTPUTF8", "BODY=8BITMIME"]] * 2
+
+
+def test_a_login_whose_password_variable_is_unset_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEST_POOL_PASSWORD", raising=False)
+    with pytest.raises(ConfigError) as refused:
+        SmtpPool(_settings(2525, username="mailer", name="relay-a"))
+    assert (refused.value.path, refused.value.key, refused.value.fix) == (
+        "environment",
+        "TEST_POOL_PASSWORD",
+        "export TEST_POOL_PASSWORD=...",
+    )
+    assert str(refused.value) == (
+        "environment: TEST_POOL_PASSWORD: SMTP server 'relay-a' logs in as 'mailer' but the variable is unset"
+        " (export TEST_POOL_PASSWORD=...)"
+    )
 
 
 async def _until(condition: Callable[[], bool]) -> None:
