@@ -11,7 +11,9 @@ POST /organise/imports/confirm           the same file imported for real (record
                                          BACKGROUND_BYTES or more is imported in a thread of its own and the
                                          organiser sees its progress first
 GET  /organise/imports/running/{token}   that progress (lines read of the file's lines, refreshed every two
-                                         seconds), then the import's page, or what stopped it
+                                         seconds), then the import's page, or what stopped it; kept in the
+                                         store (mailer.store.import_runs), so any web process shows it and
+                                         an upload confirmed twice (anywhere) is imported once
 GET  /organise/imports/{id}              one import: who, when, file and SHA-256, counts, undo
 POST /organise/imports/{id}/undo         take it back (mailer.audience.import_undo)
 GET  /organise/imports/rejects/{token}   the rejected rows of a checked upload, as CSV
@@ -27,6 +29,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,7 @@ from mailer.audience.registrations import RegistrationReport, import_registratio
 from mailer.audience.row_import import ProgressCallback
 from mailer.errors import ImportFileError, NotFoundError, ReportMismatchError
 from mailer.metrics import IMPORTS
+from mailer.store.import_runs import claim_run, finish_run, load_run, note_progress
 from mailer.web.app import WebContext, context_of
 from mailer.web.inputs import row_id
 from mailer.web.staff import user_of
@@ -173,41 +177,47 @@ def _run(
     return report
 
 
-@dataclass
-class Running:
-    """An import confirmed in the background: lines read of the file's lines, then its import id or what
-    stopped it. Kept in this process (``_RUNNING``, by upload token) until the process ends."""
-
-    name: str
-    done: int = 0
-    total: int = 0
-    import_id: int | None = None
-    error: str = ""
-
-    def progress(self, done: int, total: int) -> None:
-        self.done, self.total = done, total
+_NOTE_EVERY = 1.0  # seconds between progress notes in the store
 
 
-_RUNNING: dict[str, Running] = {}
-_RUNNING_LOCK = threading.Lock()
+def _wall_now() -> datetime:
+    """Wall-clock UTC for a run's liveness (:mod:`mailer.store.import_runs`), whatever clock the pages show."""
+    return datetime.now(UTC)
 
 
 def _background(ctx: WebContext, kind: str, target: str, upload: Upload, force: bool, by: str) -> None:
-    job = _RUNNING[upload.token]
+    """Import ``upload`` in this thread, noting its progress in the store (at most once a second) and then
+    its import id, or what stopped it."""
+    factory = ctx.app.factory
+    noted = 0.0
+
+    def progress(done: int, total: int) -> None:
+        nonlocal noted
+        moment = time.monotonic()
+        if moment - noted >= _NOTE_EVERY or done >= total:
+            noted = moment
+            note_progress(factory, upload.token, done, total, _wall_now())
+
+    error = ""
+    import_id: int | None = None
     try:
-        report = _run(ctx, kind, target, upload, force=force, dry_run=False, by=by, progress=job.progress)
-        job.import_id = report.import_id
+        report = _run(ctx, kind, target, upload, force=force, dry_run=False, by=by, progress=progress)
+        import_id = report.import_id
     except ReportMismatchError as exc:
-        job.error = exc.confirm_by(confirm_hint(target))
+        error = exc.confirm_by(confirm_hint(target))
     except (ImportFileError, NotFoundError) as exc:
-        job.error = str(exc)
+        error = str(exc)
     except Exception:  # a thread of its own: nothing above it would report the failure
         log.exception("import of %s by %s failed", upload.name, by)
-        job.error = (
+        error = (
             "the import stopped on an unexpected error (see the service's log); nothing after it was stored"
         )
     finally:
         upload.path.unlink(missing_ok=True)
+    try:
+        finish_run(factory, upload.token, _wall_now(), import_id=import_id, error=error)
+    except Exception:
+        log.exception("could not record the end of the import of %s", upload.name)
 
 
 def imports_page(request: Request) -> Response:
@@ -250,47 +260,61 @@ async def check(request: Request) -> Response:
 
 
 async def confirm(request: Request) -> Response:
+    """Import a checked upload, once: the first confirm of an upload claims its run in the store
+    (:func:`mailer.store.import_runs.claim_run`); any other confirm of it, from this process or another, is
+    sent to that run's page. A file of ``BACKGROUND_BYTES`` or more is imported in a thread of its own."""
     ctx = context_of(request)
     user = user_of(request)
     form = await request.form(max_files=0, max_fields=20)
     kind, target = _target(ctx, form)
-    upload = _waiting(ctx, str(form.get("upload", "")), str(form.get("name", "")))
+    token, name = str(form.get("upload", "")), _file_name(str(form.get("name", "")))
+    if not _TOKEN.match(token):
+        raise HTTPException(404, "no such upload")
     force = form.get("force") == "yes"
     by = f"web:{user.username}"
+    factory = ctx.app.factory
+    running = f"/organise/imports/running/{token}"
+    if not await run_in_threadpool(claim_run, factory, token, name, by, _wall_now()):
+        return RedirectResponse(running, status_code=303)
+    try:
+        upload = _waiting(ctx, token, name)
+    except HTTPException as exc:
+        await run_in_threadpool(finish_run, factory, token, _wall_now(), error=str(exc.detail))
+        raise
     if upload.path.stat().st_size >= BACKGROUND_BYTES:
-        with _RUNNING_LOCK:
-            if upload.token not in _RUNNING:
-                _RUNNING[upload.token] = Running(upload.name)
-                thread = threading.Thread(
-                    target=_background, args=(ctx, kind, target, upload, force, by), daemon=True
-                )
-                thread.start()
-        return RedirectResponse(f"/organise/imports/running/{upload.token}", status_code=303)
+        threading.Thread(target=_background, args=(ctx, kind, target, upload, force, by), daemon=True).start()
+        return RedirectResponse(running, status_code=303)
     try:
         report = await run_in_threadpool(_run, ctx, kind, target, upload, force=force, dry_run=False, by=by)
-    except ReportMismatchError as exc:
-        raise HTTPException(409, exc.confirm_by(confirm_hint(target))) from None
-    except (ImportFileError, NotFoundError) as exc:
-        raise HTTPException(409, str(exc)) from None
+    except (ReportMismatchError, ImportFileError, NotFoundError) as exc:
+        error = exc.confirm_by(confirm_hint(target)) if isinstance(exc, ReportMismatchError) else str(exc)
+        await run_in_threadpool(finish_run, factory, token, _wall_now(), error=error)
+        raise HTTPException(409, error) from None
+    except BaseException:
+        await run_in_threadpool(finish_run, factory, token, _wall_now(), error="the import stopped")
+        raise
+    await run_in_threadpool(finish_run, factory, token, _wall_now(), import_id=report.import_id)
     upload.path.unlink(missing_ok=True)
     return RedirectResponse(f"/organise/imports/{report.import_id}", status_code=303)
 
 
 def running_page(request: Request) -> Response:
-    """A background import's progress; its page once done (303), or what stopped it (409)."""
+    """An import's progress, from whichever web process answers; its page once done (303), or what stopped
+    it (409)."""
     ctx = context_of(request)
     token = request.path_params["token"]
-    job = _RUNNING.get(token) if _TOKEN.match(token) else None
-    if job is None:
-        raise HTTPException(404, "no import running under this name (the service may have restarted)")
-    if job.import_id is not None:
-        return RedirectResponse(f"/organise/imports/{job.import_id}", status_code=303)
-    percent = round(100 * job.done / job.total) if job.total else 0
+    run = load_run(ctx.app.factory, token) if _TOKEN.match(token) else None
+    if run is None:
+        raise HTTPException(404, "no import of this upload was started (or it ended more than a day ago)")
+    if run.import_id is not None:
+        return RedirectResponse(f"/organise/imports/{run.import_id}", status_code=303)
+    error = run.stopped(_wall_now())
+    percent = round(100 * run.done / run.total) if run.total else 0
     return ctx.page(
         request,
         "organise/import_running.html",
-        {"job": job, "percent": percent},
-        status_code=409 if job.error else 200,
+        {"job": run, "error": error, "percent": percent},
+        status_code=409 if error else 200,
     )
 
 

@@ -16,7 +16,14 @@ from mailer.store.models.audience import (
     SessionRow,
 )
 from mailer.store.models.base import Base, UTCDateTime
-from mailer.store.models.intake import ImportChange, ImportChangeKind, ImportKind, ImportRecord, WebhookEvent
+from mailer.store.models.intake import (
+    ImportChange,
+    ImportChangeKind,
+    ImportKind,
+    ImportRecord,
+    ImportRun,
+    WebhookEvent,
+)
 from mailer.store.models.outbox import (
     PENDING_STATUSES,
     DeliveryEvent,
@@ -51,6 +58,7 @@ __all__ = [
     "ImportChangeKind",
     "ImportKind",
     "ImportRecord",
+    "ImportRun",
     "ListMembership",
     "Message",
     "MessageIdLookup",

@@ -93,3 +93,26 @@ class ImportChange(Base):
     session_id: Mapped[str] = mapped_column(String(100), default="")
     previous_status: Mapped[str] = mapped_column(String(20), default="")
     previous_registered_at: Mapped[datetime | None]
+
+
+class ImportRun(Base):
+    """An organiser's upload being imported, or imported, by its upload token: kept in the store so that every
+    web process shows its progress and a second confirm of the same upload (a double click, another process
+    behind the proxy) starts nothing.
+
+    ``lines_done`` of ``lines_total`` (the file's lines) as last noted; ``updated_at`` (wall-clock UTC) is
+    when the importing process last noted progress, so a run whose process died is seen as stopped.
+    ``import_id`` names the stored import once it is done; ``error`` says what stopped it.
+    """
+
+    __tablename__ = "import_runs"
+
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    file_name: Mapped[str] = mapped_column(String(255))
+    started_by: Mapped[str] = mapped_column(String(100))
+    started_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    lines_done: Mapped[int] = mapped_column(Integer, default=0)
+    lines_total: Mapped[int] = mapped_column(Integer, default=0)
+    import_id: Mapped[int | None]
+    error: Mapped[str] = mapped_column(Text, default="")
