@@ -1,11 +1,12 @@
 """Bulk SQL for imports: one executemany INSERT that skips clashing rows, an IN list written as literals, and
-a temporary staging table filled in one go (COPY on PostgreSQL, the driver's executemany on SQLite).
+a temporary staging table filled in one go (COPY on PostgreSQL, multi-row INSERTs on SQLite).
 
 All work on SQLite and PostgreSQL, the two stores the service runs on.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -64,6 +65,32 @@ def sqlite_write_lock(driver: Any, cursor: Any) -> None:
         cursor.execute("BEGIN IMMEDIATE")
 
 
+#: SQLite: rows per multi-row INSERT (each statement one ``sqlite3_step``: the driver's per-row binding, stepping
+#: and releasing and taking back the GIL are paid once per batch rather than once per row).
+_VALUES_ROWS = 256
+
+
+def _insert_values(driver: Any, cursor: Any, insert: str, width: int, rows: Iterable[Sequence[Any]]) -> None:
+    """SQLite: ``insert`` (a statement ending ``VALUES``) of ``rows`` of ``width`` values each, as multi-row
+    ``VALUES`` lists of up to ``_VALUES_ROWS`` rows (fewer when the library binds fewer parameters)."""
+    per = max(1, min(_VALUES_ROWS, driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
+    group = "(" + ", ".join("?" * width) + ")"
+    full = insert + ", ".join([group] * per)
+    batch: list[Any] = []
+    batches: list[list[Any]] = []
+    count = 0
+    for row in rows:
+        batch.extend(row)
+        count += 1
+        if count == per:
+            batches.append(batch)
+            batch, count = [], 0
+    if batches:
+        cursor.executemany(full, batches)
+    if count:
+        cursor.execute(insert + ", ".join([group] * count), batch)
+
+
 def fill_stage(
     db: DbSession,
     name: str,
@@ -79,7 +106,7 @@ def fill_stage(
 
     PostgreSQL: one ``COPY ... FROM STDIN`` (psycopg's ``cursor.copy``), the table's rows dropped at commit,
     and the rest of the transaction planned with nested loops (the merge probes indexes row by row);
-    SQLite: one executemany of the DB-API driver, in a transaction that holds the write lock from its start
+    SQLite: multi-row INSERTs of a few hundred rows each (one executemany), in a transaction that holds the write lock from its start
     (``BEGIN IMMEDIATE``, unless one is open). The table lives as long as the connection, so each
     transaction of an import reuses it. ``name`` and ``columns`` are the caller's constants, never user
     input. ``key``, when given, names a column PostgreSQL indexes (a later statement finds rows by it).
@@ -105,8 +132,7 @@ def fill_stage(
             sqlite_write_lock(driver, cursor)
             cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({ddl})")
             cursor.execute(f"DELETE FROM {name}")
-            marks = ", ".join("?" * filled)
-            cursor.executemany(f"INSERT INTO {name} ({names}) VALUES ({marks})", rows)
+            _insert_values(driver, cursor, f"INSERT INTO {name} ({names}) VALUES ", filled, rows)
         finally:
             cursor.close()
     else:
