@@ -16,7 +16,20 @@ from mailer.audience.row_import import _next_limit
 from mailer.audience.table import read_table
 
 _ATEXT = "abcXYZ09!#$%&'*+/=?^_`{|}~-."
-_DOMAINS = ["example.org", "Example.ORG", "bé.example", "xn--b-9fa.example", "a.io", "x", "-x.org", "x..org"]
+_DOMAINS = [
+    "example.org",
+    "Example.ORG",
+    "bé.example",
+    "xn--b-9fa.example",
+    "a.io",
+    "x",
+    "-x.org",
+    "x..org",
+    "[192.0.2.1]",
+    'b"c.org',
+    "localhost",
+    "x.invalid",
+]
 
 
 def _library(text: str) -> tuple[str, bool] | str:

@@ -16,9 +16,10 @@ from email.utils import parseaddr
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+import email_validator
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, DOT_ATOM_TEXT
-from email_validator.syntax import validate_email_local_part
+from email_validator.syntax import validate_email_domain_name, validate_email_local_part
 
 from mailer.audience.cells import clean_text
 
@@ -68,39 +69,41 @@ def normalise_address(cell: str) -> Address:
 
 
 _VALIDATION: dict[str, Any] = {"check_deliverability": False, "allow_smtputf8": True}
-_SHORT_DOMAIN = "a.io"  # a valid domain: the local part of an unusual address is checked against it
 _CASE_INSENSITIVE = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)  # RFC 2142 mailbox names, lower-cased
 
 
 @lru_cache(maxsize=65536)
 def _valid_domain(domain: str) -> str:
-    """The normalised (Unicode) form of a valid domain, checked once per distinct domain."""
-    return str(validate_email(f"a@{domain}", **_VALIDATION).domain)
+    """The normalised (Unicode) form of a valid domain name, checked once per distinct domain by the library's
+    own domain check, as ``validate_email`` calls it (with the library's settings); raises EmailNotValidError."""
+    checked = validate_email_domain_name(
+        domain,
+        test_environment=email_validator.TEST_ENVIRONMENT,
+        globally_deliverable=email_validator.GLOBALLY_DELIVERABLE,
+    )
+    return str(checked["domain"])
 
 
 def _validate(text: str) -> tuple[str, bool]:
     """(normalised address, needs SMTPUTF8) by email-validator; raises EmailNotValidError.
 
     A list holds many addresses at few domains, and the domain check (IDNA/UTS-46) is the costly half, so
-    each distinct domain is checked once (cached). A plain ASCII dot-atom local part (RFC 5322 sec. 3.4.1),
-    the usual case, is checked by the library's own local-part check alone: for such a part,
-    ``validate_email`` does nothing more (no display name, quoting or Unicode normalisation apply; an
+    each distinct domain is checked once (cached). A plain ASCII dot-atom local part (RFC 5322 sec. 3.4.1) at
+    a domain name, the usual case, is checked by the library's own local-part and domain checks, which is all
+    ``validate_email`` does for such an address (no display name, quoting or Unicode normalisation apply; an
     address of at most 200 characters is within every length limit) except lower-casing the RFC 2142
-    mailbox names, done here the same way. Any other local part is checked by ``validate_email`` against
-    a short valid domain. Anything unusual (no local part, quotes, long) goes through one plain call, so
-    the outcome and message are the library's.
+    mailbox names, done here the same way. Anything else (a non-ASCII local part, quotes, a bracketed
+    domain, a long address) goes through one plain call, so the outcome and message are the library's.
     """
     local, at, domain = text.rpartition("@")
-    if not at or not local or not domain or '"' in text or len(text) > 200:
-        result = validate_email(text, **_VALIDATION)
-        return str(result.normalized), bool(result.smtputf8)
-    if local.isascii() and DOT_ATOM_TEXT.match(local):
+    usual = at and local and domain[:1] not in ("", "[") and len(text) <= 200 and '"' not in text
+    if usual and local.isascii() and DOT_ATOM_TEXT.match(local):
         checked = validate_email_local_part(local, allow_smtputf8=True)["local_part"]
         if checked.lower() in _CASE_INSENSITIVE:
             checked = checked.lower()
         return f"{checked}@{_valid_domain(domain)}", False
-    local_result = validate_email(f"{local}@{_SHORT_DOMAIN}", **_VALIDATION)
-    return f"{local_result.local_part}@{_valid_domain(domain)}", bool(local_result.smtputf8)
+    result = validate_email(text, **_VALIDATION)
+    return str(result.normalized), bool(result.smtputf8)
 
 
 __all__ = ["Address", "InvalidAddressError", "email_key", "normalise_address"]

@@ -70,11 +70,15 @@ def open_seen(db: DbSession) -> None:
 
 
 def close_seen(db: DbSession) -> None:
-    """Drop the connection's set of taken keys (nothing happens when there is none)."""
+    """Drop the connection's set of taken keys (nothing happens when there is none). PostgreSQL: the
+    transaction's commit waits for the disk, whatever an earlier statement of it set (the import's last
+    transaction: see :data:`mailer.audience.bulk.LAZY_COMMIT`)."""
     dialect, driver = _driver(db)
     cursor = driver.cursor()
     try:
         cursor.execute(f"DROP TABLE IF EXISTS {_SEEN}")
+        if dialect == "postgresql":  # this transaction's commit waits for the disk, the chunks' did not
+            cursor.execute("SET LOCAL synchronous_commit TO DEFAULT")
         if dialect == "sqlite":
             cursor.execute(f"PRAGMA temp.cache_size = {_SQLITE_DEFAULT_CACHE}")
             cursor.execute(f"PRAGMA wal_autocheckpoint = {_SQLITE_DEFAULT_CHECKPOINT}")
