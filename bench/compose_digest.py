@@ -18,7 +18,7 @@ import argparse
 import hashlib
 import os
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 ROOT = Path(os.environ.get("COMPOSE_ROOT") or Path(__file__).resolve().parent.parent)  # another checkout
@@ -45,7 +45,7 @@ NAMES = (
     "=_mailer-mix-7f3a9c0d",
     "Maximilian Alexander Bartholomew Featherstonehaugh-Wolfeschlegelsteinhausen Jr.",
     "Ζωή Παπαδοπούλου-Αλεξανδροπούλου Καραμανλή Κωνσταντινοπούλου",
-    "O'Brien \"Quote\" <x>",
+    'O\'Brien "Quote" <x>',
     "李小龙",
     "",
     "x" * 90,
@@ -85,7 +85,9 @@ def messages(count: int) -> list[bytes]:
                         time_zone=ZONES[(i // 3) % len(ZONES)],
                         region=("africa", "", "caribbean")[n % 3],
                     )
-                    date = base + timedelta(days=i % 40, seconds=k * (i % 3))
+                    date = base + timedelta(days=i % 40, seconds=k * (i % 3), microseconds=n % 7 * 150_000)
+                    if n % 6 == 1:  # the same instants in another zone
+                        date = date.astimezone(timezone(timedelta(hours=2)))
                     message_pk = None if n % 17 == 0 else 1000 + n
                     relationship = (Relationship.REGISTERED, Relationship.INVITED, None)[n % 3]
                     extra = (
@@ -128,7 +130,9 @@ def messages(count: int) -> list[bytes]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-n", type=int, default=4000, help="messages (default 4000)")
     parser.add_argument("--each", action="store_true", help="one digest per message")
     args = parser.parse_args()

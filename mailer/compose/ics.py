@@ -26,7 +26,7 @@ invitation card) and as an ``invite.ics`` attachment (what every other client ca
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from urllib.parse import quote
@@ -59,6 +59,9 @@ class CalendarPart:
     data: bytes
     method: Method
     filename: str = FILENAME
+    #: The start of ``data`` every message about the same session, SEQUENCE, method and language shares
+    #: (b"" when unknown): :mod:`mailer.compose.wire` encodes it once.
+    head: bytes = field(default=b"", compare=False, repr=False)
 
 
 def calendar_method(step: Step) -> Method | None:
@@ -116,7 +119,7 @@ def build_calendar(
         f"{name}CUTYPE=INDIVIDUAL;PARTSTAT=NEEDS-ACTION;ROLE=REQ-PARTICIPANT;RSVP=FALSE:{_mailto(attendee.email)}"
     )
     personal = stamp.strftime("DTSTAMP:%Y%m%dT%H%M%SZ\r\n").encode("ascii") + _fold(attendee_line)
-    return CalendarPart(kept[2] + personal + kept[3], method)
+    return CalendarPart(kept[2] + personal + kept[3], method, head=kept[2])
 
 
 def _fold(line: str) -> bytes:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import re
+from functools import lru_cache
 from urllib.parse import quote
 
 from email_validator import EmailNotValidError, validate_email
@@ -230,6 +231,21 @@ def url_list(name: str, items: list[str]) -> str:
     return folder.value()
 
 
+@lru_cache(maxsize=4096)
+def mailbox_words(display_name: str) -> str | None:
+    """The phrase :func:`mailbox` writes for ``display_name`` before the address when it needs no
+    encoded-word (atoms, or one quoted-string; "" for no name), as one line; None when it needs encoding.
+    When ``"Name: " + phrase + " <addr-spec>"`` fits in :data:`MAX_LINE` characters that is the field."""
+    phrase = clean_header_text(display_name)
+    words = phrase.split(" ") if phrase else []
+    if any(_needs_encoding(word) for word in words):
+        return None
+    if all(_ATEXT.match(word) for word in words):
+        return " ".join(words)
+    quoted = " ".join(word.replace("\\", "\\\\").replace('"', '\\"') for word in words)
+    return f'"{quoted}"'
+
+
 def mailbox(name: str, display_name: str, addr_spec: str) -> str:
     """``phrase <addr-spec>``: atoms, a quoted-string, or encoded-words (RFC 2047 §5(3)) for the phrase."""
     folder = _Folder(name)
@@ -264,6 +280,7 @@ __all__ = [
     "config_address",
     "encode_address",
     "mailbox",
+    "mailbox_words",
     "mailto_uri",
     "unstructured",
     "url_list",

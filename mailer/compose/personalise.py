@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 import jinja2
 from jinja2 import meta, nodes
@@ -124,6 +125,105 @@ def fill(parts: tuple[Piece, ...], values: Mapping[str, object]) -> str:
     if _WRAP_LINE in text:
         text = _WRAP_LINES.sub(lambda match: wrap_text(match.group(1)), text)
     return text
+
+
+@dataclass(frozen=True, eq=False)
+class Layout:
+    """A part's pieces as lines: ``shared[0] + line 0 + shared[1] + line 1 + ... + shared[-1]`` is the part,
+    where ``lines`` are the templates of the whole lines holding a personal value (their pieces, and True when
+    the line is one ``wrap`` region, to be wrapped as a whole) and ``shared`` the text around them, the same for
+    every recipient: ``shared[0]`` is "" or ends with a line break, the others start with one (the last is ""
+    when the part ends with a personal line). ``cache`` holds what a writer derives from it once
+    (:mod:`mailer.compose.wire`: the encoded shared lines), for as long as the render group is kept."""
+
+    shared: tuple[str, ...]
+    lines: tuple[tuple[tuple[Piece, ...], bool], ...]
+    cache: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class Filled:
+    """One recipient's part made from a :class:`Layout`: ``lines`` its personal lines filled in (and wrapped;
+    one may hold line breaks after wrapping), ``text`` the whole part (what :func:`fill` gives)."""
+
+    layout: Layout
+    lines: tuple[str, ...]
+    text: str
+
+
+def layout(parts: tuple[Piece, ...]) -> Layout:
+    """``parts`` (from :func:`pieces`) as a :class:`Layout`."""
+    rows: list[list[Piece]] = [[]]
+    for piece in parts:
+        if isinstance(piece, str):
+            first, *more = piece.split("\n")
+            if first:
+                rows[-1].append(first)
+            rows.extend([line] if line else [] for line in more)
+        else:
+            rows[-1].append(piece)
+    runs: list[list[str]] = [[]]
+    lines: list[tuple[tuple[Piece, ...], bool]] = []
+    for row in rows:
+        if all(isinstance(piece, str) for piece in row):
+            runs[-1].append("".join(row))  # type: ignore[arg-type]
+            continue
+        lines.append(_line_template(row))
+        runs.append([])
+    if not lines:
+        return Layout(("\n".join(runs[0]),), ())
+    shared = ["".join(f"{line}\n" for line in runs[0])]
+    shared += ["\n" + "".join(f"{line}\n" for line in run) for run in runs[1:-1]]
+    shared.append("\n" + "\n".join(runs[-1]) if runs[-1] else "")
+    return Layout(tuple(shared), tuple(lines))
+
+
+def _line_template(row: list[Piece]) -> tuple[tuple[Piece, ...], bool]:
+    """A personal line's pieces, and True when the line is one wrap region (its marks then left out)."""
+    text = "".join(piece for piece in row if isinstance(piece, str))
+    first, last = row[0], row[-1]
+    if (
+        isinstance(first, str)
+        and isinstance(last, str)
+        and first.startswith(_WRAP_LINE)
+        and last.endswith(WRAP_END)
+        and text.count(_WRAP_LINE) == 1
+        and text.count(WRAP_END) == 1
+    ):
+        inner = [first[1:], *row[1:-1], last[:-1]] if len(row) > 1 else [first[1:-1]]
+        return tuple(piece for piece in inner if piece != ""), True
+    return tuple(row), False
+
+
+def fill_layout(part: Layout, values: Mapping[str, object]) -> Filled:
+    """:func:`fill` of the pieces ``part`` was made from, with its personal lines apart (:class:`Filled`)."""
+    lines: list[str] = []
+    escaped: dict[int, str] = {}
+    for row, wrapped in part.lines:
+        out: list[str] = []
+        for piece in row:
+            if isinstance(piece, str):
+                out.append(piece)
+            elif piece[1]:
+                value = escaped.get(piece[0])
+                if value is None:
+                    value = escaped[piece[0]] = str(escape(str(values[PERSONAL[piece[0]]])))
+                out.append(value)
+            else:
+                out.append(str(values[PERSONAL[piece[0]]]))
+        line = "".join(out)
+        if wrapped:
+            line = wrap_text(line)
+        elif _WRAP_LINE in line:
+            line = _WRAP_LINES.sub(lambda match: wrap_text(match.group(1)), line)
+        lines.append(line)
+    shared = part.shared
+    if not lines:
+        return Filled(part, (), shared[0])
+    joined = [shared[0]]
+    for line, after in zip(lines, shared[1:], strict=True):
+        joined += (line, after)
+    return Filled(part, tuple(lines), "".join(joined))
 
 
 def _wrap_unmarked(block: str) -> str:
@@ -243,10 +343,14 @@ __all__ = [
     "PERSONAL",
     "WRAP_END",
     "WRAP_START",
+    "Filled",
+    "Layout",
     "Marker",
     "Piece",
     "fill",
+    "fill_layout",
     "fits",
+    "layout",
     "marked",
     "pieces",
     "presence",
