@@ -391,3 +391,41 @@ def test_filled_parts_know_their_layout() -> None:
     assert isinstance(filled, Filled) and filled.layout is part
     assert (filled.lines, filled.text) == (("N", "L c"), "a\nN\nb\nL c\n")
     assert PERSONAL[:2] == ("greeting_name", "unsubscribe_url")
+
+
+_row_text = st.lists(
+    st.sampled_from([" ", "\t", "-", "*", "\u2022", "1", "2", ".", "a", "é", "x" * 30]), max_size=12
+).map("".join)
+_value = st.lists(
+    st.sampled_from(["1", ".", "-", "a", "é", "/", "x" * 40, " ", "\t", "\u00a0"]), max_size=12
+).map("".join)
+
+
+@settings(max_examples=examples(500), deadline=None)
+@given(
+    before=_row_text,
+    between=_row_text,
+    after=_row_text,
+    values=st.lists(st.tuples(_value, _value), min_size=1, max_size=4),
+)
+def test_wrapped_lines_from_stand_ins_are_the_lines_wrapped_each_time(
+    before: str, between: str, after: str, values: list[tuple[str, str]]
+) -> None:
+    """One wrapped personal line (two values) filled for several recipients: the stand-in wrapping kept for
+    the values' lengths gives what wrap_text gives the line (hanging indents, digits and dots included)."""
+    row = (f"\ue805{before}", NAME, between, LINK, f"{after}\ue804")
+    part = layout((*row, "\nend\n"))
+    assert part.lines[0][1] is True
+    for name, link in [*values, *values]:
+        if not name or not link:
+            continue
+        assert fill_layout(part, _values(name, link)).text == fill((*row, "\nend\n"), _values(name, link))
+
+
+def test_a_value_that_changes_the_hanging_indent_is_wrapped_on_its_own() -> None:
+    row = ("\ue805", NAME, " " + "word " * 20 + "\ue804\n")
+    part = layout(row)
+    for name in ("1.", "ab", "-", "12"):  # "1." then " " hangs the next lines under the text
+        assert fill_layout(part, _values(name)).text == fill(row, _values(name))
+    assert "\n   word" in fill_layout(part, _values("1.")).text
+    assert "\nword" in fill_layout(part, _values("ab")).text

@@ -248,6 +248,17 @@ def mailbox_words(display_name: str) -> str | None:
 
 def mailbox(name: str, display_name: str, addr_spec: str) -> str:
     """``phrase <addr-spec>``: atoms, a quoted-string, or encoded-words (RFC 2047 §5(3)) for the phrase."""
+    lines, line, used = _phrase(name, display_name)
+    folder = _Folder(name)
+    folder.lines, folder.line, folder.used = list(lines), line, used
+    folder.put(f"<{addr_spec}>")
+    return folder.value()
+
+
+@lru_cache(maxsize=4096)
+def _phrase(name: str, display_name: str) -> tuple[tuple[str, ...], str, int]:
+    """The lines of field ``name`` once :func:`mailbox`'s phrase is laid out: (full lines, the line being
+    filled, its width used), kept by display name (the RFC 2047 encoding of a name costs more than the rest)."""
     folder = _Folder(name)
     phrase = clean_header_text(display_name)
     words = phrase.split(" ") if phrase else []
@@ -262,8 +273,7 @@ def mailbox(name: str, display_name: str, addr_spec: str) -> str:
         quoted[-1] += '"'
         for word in quoted:
             folder.put(word)
-    folder.put(f"<{addr_spec}>")
-    return folder.value()
+    return tuple(folder.lines), folder.line, folder.used
 
 
 __all__ = [

@@ -34,7 +34,7 @@ import jinja2
 from jinja2 import meta, nodes
 from markupsafe import escape
 
-from mailer.compose.localise import wrap_text
+from mailer.compose.localise import _HANGING, wrap_text
 
 #: The context values that differ between recipients of one step, session, language and zone.
 PERSONAL = ("greeting_name", "unsubscribe_url", "rsvp_yes_url", "rsvp_no_url")
@@ -139,6 +139,8 @@ class Layout:
     shared: tuple[str, ...]
     lines: tuple[tuple[tuple[Piece, ...], bool], ...]
     cache: dict[str, object] = field(default_factory=dict)
+    #: Wrapped lines with stand-ins for their values (see :func:`_wrap_row`), by line and value lengths.
+    wrapped: dict[tuple[int, ...], tuple[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -213,7 +215,7 @@ def fill_layout(part: Layout, values: Mapping[str, object]) -> Filled:
                 out.append(str(values[PERSONAL[piece[0]]]))
         line = "".join(out)
         if wrapped:
-            line = wrap_text(line)
+            line = _wrap_row(part, len(lines), row, out, line)
         elif _WRAP_LINE in line:
             line = _WRAP_LINES.sub(lambda match: wrap_text(match.group(1)), line)
         lines.append(line)
@@ -224,6 +226,40 @@ def fill_layout(part: Layout, values: Mapping[str, object]) -> Filled:
     for line, after in zip(lines, shared[1:], strict=True):
         joined += (line, after)
     return Filled(part, tuple(lines), "".join(joined))
+
+
+def _wrap_row(part: Layout, number: int, row: tuple[Piece, ...], out: list[str], line: str) -> str:
+    """``wrap_text(line)`` for personal line ``number`` of ``part`` (``out`` its pieces filled in), made from the
+    same line wrapped once with a stand-in for each value (private-use characters, as many as the value's).
+
+    :func:`mailer.compose.localise.wrap_text` looks at a line's length, its hanging indent (the length of
+    ``_HANGING``'s match), its leading blanks and where its spaces and tabs are, never at what its words
+    hold: for values without a space, tab or line break and a hanging indent of the same length (checked
+    here), it breaks the stand-in line at the same places, and the values go back where their stand-ins are."""
+    values = [text for piece, text in zip(row, out, strict=True) if not isinstance(piece, str)]
+    if len(values) > 200 or not all(values) or any(" " in v or "\t" in v or "\n" in v for v in values):
+        return wrap_text(line)
+    key = (number, *map(len, values))
+    kept = part.wrapped.get(key)
+    if kept is None:  # value j of the line stands in as U+E910 + j (a value holds none: see fits)
+        stand_ins = iter(chr(0xE910 + j) * len(value) for j, value in enumerate(values))
+        stand_in = "".join(
+            text if isinstance(piece, str) else next(stand_ins) for piece, text in zip(row, out)
+        )
+        if len(part.wrapped) >= 256:
+            part.wrapped.clear()
+        kept = part.wrapped[key] = (wrap_text(stand_in), _hang(stand_in))
+    if kept[1] != _hang(line):
+        return wrap_text(line)
+    wrapped = kept[0]
+    for j, value in enumerate(values):
+        wrapped = wrapped.replace(chr(0xE910 + j) * len(value), value, 1)
+    return wrapped
+
+
+def _hang(line: str) -> int:
+    match = _HANGING.match(line)
+    return len(match.group(0)) if match else 0
 
 
 def _wrap_unmarked(block: str) -> str:
