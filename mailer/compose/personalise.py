@@ -244,7 +244,7 @@ def _wrap_row(part: Layout, number: int, row: tuple[Piece, ...], out: list[str],
     if kept is None:  # value j of the line stands in as U+E910 + j (a value holds none: see fits)
         stand_ins = iter(chr(0xE910 + j) * len(value) for j, value in enumerate(values))
         stand_in = "".join(
-            text if isinstance(piece, str) else next(stand_ins) for piece, text in zip(row, out)
+            text if isinstance(piece, str) else next(stand_ins) for piece, text in zip(row, out, strict=True)
         )
         if len(part.wrapped) >= 256:
             part.wrapped.clear()
