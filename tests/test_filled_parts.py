@@ -196,10 +196,14 @@ def test_base64_exactly_when_more_than_a_sixth_of_the_octets_are_8_bit(
             ("é\n", NAME, "\n"), ("<p>", NAME_HTML, "</p>\n"), [name], monkeypatch
         )
         assert b'text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: ' + cte in composed[0].data, name
+        assert composed[0].wire is composed[0].data  # no line starts with a dot
 
 
 def test_parts_with_no_personal_line_or_no_shared_text_around_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    _same_by_the_fast_path(("only shared text, no line end",), ("<p>shared</p>\n",), ["A", "B"], monkeypatch)
+    composed = _same_by_the_fast_path(
+        ("only shared text, no line end",), ("<p>shared</p>\n",), ["A", "B"], monkeypatch
+    )
+    assert composed[0].data == composed[1].data
     _same_by_the_fast_path(
         (NAME, "\n", NAME, "\n\n", NAME, "\n"), (NAME_HTML, "\n"), ["A", "Bé", ".c"], monkeypatch
     )
@@ -216,9 +220,9 @@ def test_a_part_ending_with_a_personal_line_or_holding_a_carriage_return_takes_t
     ]:
         rendered = _rendered(text, ("<p>", NAME_HTML, "</p>\n"), _values(name))
         assert _compose(rendered) == _alone(rendered)
-        shared = rendered.filled[0].layout.cache["plain"] if rendered.filled else None
-        assert isinstance(shared, wire._Shared) and shared.whole is None
-        assert shared.usable is ("\r" in name)  # else the layout is not: it ends with a name, or holds a CR
+        shared = rendered.filled[0].layout.cache["plain"] if rendered.filled else "?"
+        # The layout is usable when only the name holds the CR; else it ends with a name, or holds a CR.
+        assert isinstance(shared, wire._Shared) if "\r" in name else shared is None
 
 
 def test_texts_changed_after_filling_in_are_composed_as_they_are() -> None:

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
 from functools import lru_cache
+from typing import cast
 
 from mailer.compose.ics import CalendarPart, Method
 from mailer.compose.mime import (
@@ -113,19 +114,21 @@ def _folded_to(display_name: str, addr_spec: str) -> bytes:
 
 
 def _text_part(subtype: str, text: str, filled: Filled | None) -> tuple[bytes, bool]:
-    """:func:`_part`, from the shared lines of ``filled``'s layout encoded once (:class:`_Shared`) when
+    """:func:`_part`, from the shared lines of ``filled``'s layout encoded once (:func:`_shared`) when
     ``filled`` is the part of ``text``."""
     if filled is None or filled.text is not text:
         return _part(subtype, text)
     cache = filled.layout.cache
-    shared = cache.get(subtype)
-    if not isinstance(shared, _Shared):
-        shared = cache[subtype] = _Shared.of(subtype, filled.layout)
-    if shared.whole is not None:
-        return shared.whole
-    if not shared.usable or any("\r" in line for line in filled.lines):
-        return _part(subtype, text)
-    return shared.part(filled.lines)
+    if subtype not in cache:
+        cache[subtype] = _shared(subtype, filled.layout)
+    shared = cache[subtype]
+    if isinstance(shared, _Shared):
+        if any("\r" in line for line in filled.lines):
+            return _part(subtype, text)
+        return shared.part(filled.lines)
+    if isinstance(shared, tuple):  # no personal line: the whole part, made once
+        return cast(tuple[bytes, bool], shared)
+    return _part(subtype, text)
 
 
 _HEADS = {
@@ -142,16 +145,42 @@ def _has_dot(data: bytes) -> bool:
     return data.startswith(b".") or b"\n." in data
 
 
+def _interleave(shared: list[bytes], personal: list[bytes]) -> list[bytes]:
+    """``shared[0], personal[0], shared[1], ..., shared[-1]``; ValueError unless ``shared`` has one more."""
+    out = [b""] * (2 * len(personal) + 1)
+    out[0::2] = shared
+    out[1::2] = personal
+    return out
+
+
+def _shared(subtype: str, layout: Layout) -> _Shared | tuple[bytes, bool] | None:
+    """What every message of ``layout``'s group shares in its ``text/<subtype>`` part: the whole part when
+    it holds no personal line, None when its messages take :func:`_part` (a carriage return in the shared
+    text, or a part ending with a personal line), else the :class:`_Shared` lines."""
+    texts = list(layout.shared)
+    if not layout.lines:
+        return _part(subtype, texts[0])
+    if not texts[-1] or any("\r" in text for text in texts):
+        return None
+    if not texts[-1].endswith("\n"):
+        texts[-1] += "\n"  # as _part ends the body
+    # Each text's own lines: the first ends where line 0 starts, the others start after a personal line.
+    runs = [texts[0][:-1].split("\n") if texts[0] else []]
+    runs += [text[1:-1].split("\n") if len(text) > 1 else [] for text in texts[1:-1]]
+    runs.append(texts[-1][1:].split("\n"))
+    return _Shared(subtype, runs, [text.encode("utf-8") for text in texts])
+
+
 class _Shared:
     """A text or HTML part of a render group (:class:`~mailer.compose.personalise.Layout`), its shared lines
     encoded once: per message only the personal lines are encoded, and the part is the join of both.
 
-    A quoted-printable line depends on its own input line only (soft breaks included), and 7bit lines are the
-    lines themselves, so the encoded shared lines are the same in every message; which encoding a message's
-    part takes (:func:`_part`'s rules) is decided from what the shared lines hold (ASCII, the boundary mark,
-    the longest line, the 8-bit octets) and what the personal lines add. Base64 is made from the whole
-    part's octets. ``whole`` is the part itself when it holds no personal line; ``usable`` False (a carriage
-    return, or a part ending with a personal line) sends every message through :func:`_part`.
+    ``runs`` are the shared lines between the personal ones (the body ended as :func:`_part` ends it),
+    ``utf8`` the shared texts' octets. A quoted-printable line depends on its own input line only (soft
+    breaks included), and 7bit lines are the lines themselves, so the encoded shared lines are the same in
+    every message; which encoding a message's part takes (:func:`_part`'s rules) is decided from what the
+    shared lines hold (ASCII, the boundary mark, the longest line, the 8-bit octets) and what the personal
+    lines add. Base64 is made from the whole part's octets.
     """
 
     __slots__ = (
@@ -165,51 +194,22 @@ class _Shared:
         "seven",
         "seven_dot",
         "subtype",
-        "usable",
         "utf8",
-        "whole",
     )
 
-    def __init__(self, subtype: str) -> None:
-        self.subtype = subtype
-        self.whole: tuple[bytes, bool] | None = None
-        self.usable = False
-        self.ascii = self.mark = self.qp_dot = self.seven_dot = False
-        self.longest = self.octets = self.eight = 0
-        self.utf8: list[bytes] = []
-        self.qp: list[bytes] = []
-        self.seven: list[bytes] = []
-
-    @classmethod
-    def of(cls, subtype: str, layout: Layout) -> _Shared:
-        """The shared lines of ``layout`` for a ``text/<subtype>`` part, encoded."""
-        shared = cls(subtype)
-        texts = list(layout.shared)
-        if not layout.lines:
-            shared.whole = _part(subtype, texts[0])
-            return shared
-        if not texts[-1] or any("\r" in text for text in texts):
-            return shared
-        if not texts[-1].endswith("\n"):
-            texts[-1] += "\n"  # as _part ends the body
-        # Each text's own lines: the first ends where line 0 starts, the others start after a personal line.
-        runs = [texts[0][:-1].split("\n") if texts[0] else []]
-        runs += [text[1:-1].split("\n") if len(text) > 1 else [] for text in texts[1:-1]]
-        runs.append(texts[-1][1:].split("\n"))
+    def __init__(self, subtype: str, runs: list[list[str]], utf8: list[bytes]) -> None:
         lines = [line for run in runs for line in run]
-        shared.usable = True
-        shared.ascii = all(text.isascii() for text in texts)
-        shared.mark = any(BOUNDARY_MARK in line for line in lines)
-        shared.longest = max(map(len, lines))
-        shared.utf8 = [text.encode("utf-8") for text in texts]
-        shared.octets = sum(map(len, shared.utf8))
-        shared.eight = sum(len(data.translate(None, _ASCII_BYTES)) for data in shared.utf8)
-        shared.qp = _joined(runs, [[_quoted_printable_line(line) for line in run] for run in runs])
-        shared.qp_dot = any(map(_has_dot, shared.qp))
-        if shared.ascii:
-            shared.seven = _joined(runs, [[line.encode("ascii") for line in run] for run in runs])
-            shared.seven_dot = any(map(_has_dot, shared.seven))
-        return shared
+        self.subtype = subtype
+        self.utf8 = utf8
+        self.ascii = all(line.isascii() for line in lines)
+        self.mark = any(BOUNDARY_MARK in line for line in lines)
+        self.longest = max(map(len, lines))
+        self.octets = sum(map(len, utf8))
+        self.eight = sum(len(data.translate(None, _ASCII_BYTES)) for data in utf8)
+        self.qp = _joined(runs, [[_quoted_printable_line(line) for line in run] for run in runs])
+        self.qp_dot = any(map(_has_dot, self.qp))
+        self.seven = _joined(runs, [[line.encode("ascii", "replace") for line in run] for run in runs])
+        self.seven_dot = any(map(_has_dot, self.seven))  # (used only when all is ASCII)
 
     def part(self, lines: tuple[str, ...]) -> tuple[bytes, bool]:
         """The part (headers and body) with the personal ``lines`` (no carriage return in them), and whether
@@ -227,26 +227,23 @@ class _Shared:
             octets = self.octets + sum(map(len, data))
             eight = self.eight + sum(len(line.translate(None, _ASCII_BYTES)) for line in data)
             if eight * 6 > octets:
-                body = [self.utf8[0]]
-                for line, after in zip(data, self.utf8[1:], strict=True):
-                    body += (line, after)
-                return _HEADS[self.subtype, "base64"] + base64_lines(b"".join(body)), False
+                body = b"".join(_interleave(self.utf8, data))
+                return _HEADS[self.subtype, "base64"] + base64_lines(body), False
             cte, chunks, dot = "quoted-printable", self.qp, self.qp_dot
             personal = [quoted_printable_lines(line) for line in lines]
-        out = [_HEADS[self.subtype, cte], chunks[0]]
-        for line, after in zip(personal, chunks[1:], strict=True):
-            out += (line, after)
-        return b"".join(out), dot or any(map(_has_dot, personal))
+        return b"".join([_HEADS[self.subtype, cte], *_interleave(chunks, personal)]), dot or any(
+            map(_has_dot, personal)
+        )
 
 
 def _joined(runs: list[list[str]], encoded: list[list[bytes]]) -> list[bytes]:
     """The encoded runs of shared lines with the line ends around the personal lines between them: the first
     run ends with one (when it has lines), the others start with one, the middle ones end with one too."""
-    out = [b"\r\n".join(encoded[0]) + b"\r\n" if runs[0] else b""]
-    for run, lines in zip(runs[1:-1], encoded[1:-1], strict=True):
-        out.append(b"\r\n" + b"\r\n".join(lines) + b"\r\n" if run else b"\r\n")
-    out.append(b"\r\n" + b"\r\n".join(encoded[-1]))
-    return out
+    middle = [
+        b"\r\n" + b"\r\n".join(encoded[k]) + b"\r\n" if runs[k] else b"\r\n" for k in range(1, len(runs) - 1)
+    ]
+    first = b"\r\n".join(encoded[0]) + b"\r\n" if runs[0] else b""
+    return [first, *middle, b"\r\n" + b"\r\n".join(encoded[-1])]
 
 
 def _part(subtype: str, text: str) -> tuple[bytes, bool]:
@@ -323,11 +320,8 @@ def _encode_calendar(calendar: CalendarPart) -> tuple[str, bytes]:
     data = calendar.data
     cte = calendar_encoding(data)
     if cte == "base64":
-        head = calendar.head
-        if head and data.startswith(head):
-            whole, lines = _base64_head(head)
-            return cte, lines + base64_lines(data[whole:])
-        return cte, base64_lines(data)
+        whole, lines = _base64_head(calendar.head) if data.startswith(calendar.head) else (0, b"")
+        return cte, lines + base64_lines(data[whole:])
     data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     return cte, data if data.endswith(b"\r\n") else data + b"\r\n"
 
