@@ -139,6 +139,10 @@ class Layout:
     shared: tuple[str, ...]
     lines: tuple[tuple[tuple[Piece, ...], bool], ...]
     cache: dict[str, object] = field(default_factory=dict)
+    #: Per line, its pieces as a :meth:`str.format` template over the values (slots 0-3: as they are, 4-7:
+    #: HTML-escaped, in :data:`PERSONAL`'s order), and the slots it uses, in order.
+    formats: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    escapes: bool = False  # whether a line prints an HTML-escaped value
     #: Wrapped lines with stand-ins for their values (see :func:`_wrap_row`), by line and value lengths.
     wrapped: dict[tuple[int, ...], tuple[str, int]] = field(default_factory=dict)
 
@@ -177,7 +181,21 @@ def layout(parts: tuple[Piece, ...]) -> Layout:
     shared = ["".join(f"{line}\n" for line in runs[0])]
     shared += ["\n" + "".join(f"{line}\n" for line in run) for run in runs[1:-1]]
     shared.append("\n" + "\n".join(runs[-1]) if runs[-1] else "")
-    return Layout(tuple(shared), tuple(lines))
+    formats = tuple(_format(row) for row, _ in lines)
+    escapes = any(slot >= 4 for _, used in formats for slot in used)
+    return Layout(tuple(shared), tuple(lines), formats=formats, escapes=escapes)
+
+
+def _format(row: tuple[Piece, ...]) -> tuple[str, tuple[int, ...]]:
+    """A line's pieces as a format template over the eight value slots (see :attr:`Layout.formats`)."""
+    slots = tuple(piece[0] + 4 * piece[1] for piece in row if not isinstance(piece, str))
+    template = "".join(
+        piece.replace("{", "{{").replace("}", "}}")
+        if isinstance(piece, str)
+        else f"{{{piece[0] + 4 * piece[1]}}}"
+        for piece in row
+    )
+    return template, slots
 
 
 def _line_template(row: list[Piece]) -> tuple[tuple[Piece, ...], bool]:
@@ -199,61 +217,51 @@ def _line_template(row: list[Piece]) -> tuple[tuple[Piece, ...], bool]:
 
 def fill_layout(part: Layout, values: Mapping[str, object]) -> Filled:
     """:func:`fill` of the pieces ``part`` was made from, with its personal lines apart (:class:`Filled`)."""
+    if not part.lines:
+        return Filled(part, (), part.shared[0])
+    slots = [str(values[name]) if name in values else "" for name in PERSONAL]
+    if part.escapes:
+        slots += [str(escape(value)) for value in slots]
     lines: list[str] = []
-    escaped: dict[int, str] = {}
-    for row, wrapped in part.lines:
-        out: list[str] = []
-        for piece in row:
-            if isinstance(piece, str):
-                out.append(piece)
-            elif piece[1]:
-                value = escaped.get(piece[0])
-                if value is None:
-                    value = escaped[piece[0]] = str(escape(str(values[PERSONAL[piece[0]]])))
-                out.append(value)
-            else:
-                out.append(str(values[PERSONAL[piece[0]]]))
-        line = "".join(out)
+    for (template, used), (_, wrapped) in zip(part.formats, part.lines, strict=True):
+        line = template.format(*slots)
         if wrapped:
-            line = _wrap_row(part, len(lines), row, out, line)
+            line = _wrap_row(part, len(lines), template, used, slots, line)
         elif _WRAP_LINE in line:
             line = _WRAP_LINES.sub(lambda match: wrap_text(match.group(1)), line)
         lines.append(line)
-    shared = part.shared
-    if not lines:
-        return Filled(part, (), shared[0])
-    joined = [shared[0]]
-    for line, after in zip(lines, shared[1:], strict=True):
-        joined += (line, after)
+    joined = [""] * (2 * len(lines) + 1)
+    joined[0::2] = part.shared
+    joined[1::2] = lines
     return Filled(part, tuple(lines), "".join(joined))
 
 
-def _wrap_row(part: Layout, number: int, row: tuple[Piece, ...], out: list[str], line: str) -> str:
-    """``wrap_text(line)`` for personal line ``number`` of ``part`` (``out`` its pieces filled in), made from the
-    same line wrapped once with a stand-in for each value (private-use characters, as many as the value's).
+def _wrap_row(
+    part: Layout, number: int, template: str, used: tuple[int, ...], slots: list[str], line: str
+) -> str:
+    """``wrap_text(line)`` for personal line ``number`` of ``part`` (``line`` is ``template`` formatted with
+    ``slots``, of which it uses ``used``), made from the same line wrapped once with a stand-in for each
+    value (private-use characters, as many as the value's).
 
     :func:`mailer.compose.localise.wrap_text` looks at a line's length, its hanging indent (the length of
     ``_HANGING``'s match), its leading blanks and where its spaces and tabs are, never at what its words
     hold: for values without a space, tab or line break and a hanging indent of the same length (checked
     here), it breaks the stand-in line at the same places, and the values go back where their stand-ins are."""
-    values = [text for piece, text in zip(row, out, strict=True) if not isinstance(piece, str)]
-    if len(values) > 200 or not all(values) or any(" " in v or "\t" in v or "\n" in v for v in values):
+    values = [slots[slot] for slot in used]
+    if not all(values) or any(" " in value or "\t" in value or "\n" in value for value in values):
         return wrap_text(line)
     key = (number, *map(len, values))
     kept = part.wrapped.get(key)
-    if kept is None:  # value j of the line stands in as U+E910 + j (a value holds none: see fits)
-        stand_ins = iter(chr(0xE910 + j) * len(value) for j, value in enumerate(values))
-        stand_in = "".join(
-            text if isinstance(piece, str) else next(stand_ins) for piece, text in zip(row, out, strict=True)
-        )
+    if kept is None:  # slot k stands in as U+E910 + k (a value holds none: see fits)
+        stand_in = template.format(*(chr(0xE910 + k) * len(value) for k, value in enumerate(slots)))
         if len(part.wrapped) >= 256:
             part.wrapped.clear()
         kept = part.wrapped[key] = (wrap_text(stand_in), _hang(stand_in))
     if kept[1] != _hang(line):
         return wrap_text(line)
     wrapped = kept[0]
-    for j, value in enumerate(values):
-        wrapped = wrapped.replace(chr(0xE910 + j) * len(value), value, 1)
+    for slot in set(used):
+        wrapped = wrapped.replace(chr(0xE910 + slot) * len(slots[slot]), slots[slot])
     return wrapped
 
 
