@@ -313,7 +313,7 @@ def test_the_calendar_head_is_encoded_once_and_only_for_the_calendar_it_starts()
     assert (after.hits - before.hits, after.misses - before.misses) in [(2, 1), (3, 0)]
     assert calendars[0].head and len(calendars[0].head) > 57
     assert fast == [compose(dataclasses.replace(c, head=b"")) for c in calendars]
-    stale = dataclasses.replace(calendars[1], head=calendars[1].head[:-1] + b"#")  # not the start of data
+    stale = dataclasses.replace(calendars[1], head=b"#" + calendars[1].head[1:])  # not the start of data
     assert compose(stale) == compose(calendars[1])
     short = dataclasses.replace(calendars[1], head=calendars[1].head[:100])
     assert compose(short) == compose(calendars[1])

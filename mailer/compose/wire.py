@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
 from functools import lru_cache
-from typing import cast
 
 from mailer.compose.ics import CalendarPart, Method
 from mailer.compose.mime import (
@@ -127,7 +126,7 @@ def _text_part(subtype: str, text: str, filled: Filled | None) -> tuple[bytes, b
             return _part(subtype, text)
         return shared.part(filled.lines)
     if isinstance(shared, tuple):  # no personal line: the whole part, made once
-        return cast(tuple[bytes, bool], shared)
+        return shared
     return _part(subtype, text)
 
 
