@@ -32,6 +32,10 @@ AT = datetime(2021, 6, 1, 13, 1, tzinfo=UTC)
 
 
 def main() -> None:
+    if os.environ.get("NO_GC"):
+        import gc
+
+        gc.disable()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

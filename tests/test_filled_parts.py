@@ -223,6 +223,7 @@ def test_a_part_ending_with_a_personal_line_or_holding_a_carriage_return_takes_t
         shared = rendered.filled[0].layout.cache["plain"] if rendered.filled else "?"
         # The layout is usable when only the name holds the CR; else it ends with a name, or holds a CR.
         assert isinstance(shared, wire._Shared) if "\r" in name else shared is None
+        assert rendered.text == "A\n\nA\n" or name != "A\n"
 
 
 def test_texts_changed_after_filling_in_are_composed_as_they_are() -> None:

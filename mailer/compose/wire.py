@@ -146,7 +146,7 @@ def _has_dot(data: bytes) -> bool:
 
 def _interleave(shared: list[bytes], personal: list[bytes]) -> list[bytes]:
     """``shared[0], personal[0], shared[1], ..., shared[-1]``; ValueError unless ``shared`` has one more."""
-    out = [b""] * (2 * len(personal) + 1)
+    out = [*shared, *personal]  # the right length; then in order
     out[0::2] = shared
     out[1::2] = personal
     return out
