@@ -48,6 +48,7 @@ _MARKER = re.compile("(\ue800[\ue900-\ue9ff][\ue801\ue802])")
 _PRIVATE = re.compile("[\ue800-\ue805\ue900-\ue9ff]")
 _WRAP_REGION = re.compile(f"{WRAP_START}([^{WRAP_START}{WRAP_END}]*){WRAP_END}")
 _WRAP_LINES = re.compile(f"{_WRAP_LINE}([^{WRAP_END}]*){WRAP_END}")
+_ESCAPED = re.compile("[&<>'\"]")  # what markupsafe.escape replaces
 _TRUTH_TESTS = frozenset({"defined", "undefined"})
 _TEXT_FILTERS = frozenset({"isolate", "ltr"})  # text parts only: they look at emptiness, nothing else
 
@@ -139,22 +140,24 @@ class Layout:
     shared: tuple[str, ...]
     lines: tuple[tuple[tuple[Piece, ...], bool], ...]
     cache: dict[str, object] = field(default_factory=dict)
-    #: Per line, its pieces as a :meth:`str.format` template over the values (slots 0-3: as they are, 4-7:
-    #: HTML-escaped, in :data:`PERSONAL`'s order), and the slots it uses, in order.
-    formats: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    #: Per line, its texts around the values and the slots of the values, in order (slots 0-3: the values of
+    #: :data:`PERSONAL` as they are, 4-7: HTML-escaped): ``texts[0] + slot 0 + texts[1] + ... + texts[-1]``.
+    formats: tuple[tuple[tuple[str, ...], tuple[int, ...]], ...] = ()
     escapes: bool = False  # whether a line prints an HTML-escaped value
     #: Wrapped lines with stand-ins for their values (see :func:`_wrap_row`), by line and value lengths.
     wrapped: dict[tuple[int, ...], tuple[str, int]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, eq=False)
 class Filled:
     """One recipient's part made from a :class:`Layout`: ``lines`` its personal lines filled in (and wrapped;
     one may hold line breaks after wrapping), ``text`` the whole part (what :func:`fill` gives)."""
 
-    layout: Layout
-    lines: tuple[str, ...]
-    text: str
+    __slots__ = ("layout", "lines", "text")
+
+    def __init__(self, layout: Layout, lines: tuple[str, ...], text: str) -> None:
+        self.layout = layout
+        self.lines = lines
+        self.text = text
 
 
 def layout(parts: tuple[Piece, ...]) -> Layout:
@@ -186,16 +189,18 @@ def layout(parts: tuple[Piece, ...]) -> Layout:
     return Layout(tuple(shared), tuple(lines), formats=formats, escapes=escapes)
 
 
-def _format(row: tuple[Piece, ...]) -> tuple[str, tuple[int, ...]]:
-    """A line's pieces as a format template over the eight value slots (see :attr:`Layout.formats`)."""
-    slots = tuple(piece[0] + 4 * piece[1] for piece in row if not isinstance(piece, str))
-    template = "".join(
-        piece.replace("{", "{{").replace("}", "}}")
-        if isinstance(piece, str)
-        else f"{{{piece[0] + 4 * piece[1]}}}"
-        for piece in row
-    )
-    return template, slots
+def _format(row: tuple[Piece, ...]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """A line's pieces as texts around value slots (see :attr:`Layout.formats`)."""
+    texts, slots, text = [], [], ""
+    for piece in row:
+        if isinstance(piece, str):
+            text += piece
+        else:
+            texts.append(text)
+            slots.append(piece[0] + 4 * piece[1])
+            text = ""
+    texts.append(text)
+    return tuple(texts), tuple(slots)
 
 
 def _line_template(row: list[Piece]) -> tuple[tuple[Piece, ...], bool]:
@@ -221,27 +226,33 @@ def fill_layout(part: Layout, values: Mapping[str, object]) -> Filled:
         return Filled(part, (), part.shared[0])
     slots = [str(values[name]) if name in values else "" for name in PERSONAL]
     if part.escapes:
-        slots += [str(escape(value)) for value in slots]
+        slots += [str(escape(value)) if _ESCAPED.search(value) else value for value in slots]
     lines: list[str] = []
-    for (template, used), (_, wrapped) in zip(part.formats, part.lines, strict=True):
-        line = template.format(*slots)
+    for (texts, used), (_, wrapped) in zip(part.formats, part.lines, strict=True):
+        if len(used) == 1:
+            line = texts[0] + slots[used[0]] + texts[1]
+        else:
+            out = [*texts, *(slots[slot] for slot in used)]
+            out[0::2] = texts
+            out[1::2] = [slots[slot] for slot in used]
+            line = "".join(out)
         if wrapped:
-            line = _wrap_row(part, len(lines), template, used, slots, line)
+            line = _wrap_row(part, len(lines), texts, used, slots, line)
         elif _WRAP_LINE in line:
             line = _WRAP_LINES.sub(lambda match: wrap_text(match.group(1)), line)
         lines.append(line)
-    joined = [""] * (2 * len(lines) + 1)
+    joined = [*part.shared, *lines]
     joined[0::2] = part.shared
     joined[1::2] = lines
     return Filled(part, tuple(lines), "".join(joined))
 
 
 def _wrap_row(
-    part: Layout, number: int, template: str, used: tuple[int, ...], slots: list[str], line: str
+    part: Layout, number: int, texts: tuple[str, ...], used: tuple[int, ...], slots: list[str], line: str
 ) -> str:
-    """``wrap_text(line)`` for personal line ``number`` of ``part`` (``line`` is ``template`` formatted with
-    ``slots``, of which it uses ``used``), made from the same line wrapped once with a stand-in for each
-    value (private-use characters, as many as the value's).
+    """``wrap_text(line)`` for personal line ``number`` of ``part`` (``line`` is ``texts`` around the values
+    of the ``used`` ``slots``), made from the same line wrapped once with a stand-in for each value
+    (private-use characters, as many as the value's).
 
     :func:`mailer.compose.localise.wrap_text` looks at a line's length, its hanging indent (the length of
     ``_HANGING``'s match), its leading blanks and where its spaces and tabs are, never at what its words
@@ -253,7 +264,11 @@ def _wrap_row(
     key = (number, *map(len, values))
     kept = part.wrapped.get(key)
     if kept is None:  # slot k stands in as U+E910 + k (a value holds none: see fits)
-        stand_in = template.format(*(chr(0xE910 + k) * len(value) for k, value in enumerate(slots)))
+        stand_ins = [chr(0xE910 + slot) * len(slots[slot]) for slot in used]
+        out = [*texts, *stand_ins]
+        out[0::2] = texts
+        out[1::2] = stand_ins
+        stand_in = "".join(out)
         if len(part.wrapped) >= 256:
             part.wrapped.clear()
         kept = part.wrapped[key] = (wrap_text(stand_in), _hang(stand_in))
