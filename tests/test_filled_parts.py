@@ -217,6 +217,7 @@ def test_a_part_ending_with_a_personal_line_or_holding_a_carriage_return_takes_t
         (("Dear ", NAME), "A"),
         (("Dear\r\n", NAME, "\n"), "A"),
         (("Dear ", NAME, "\n"), "A\rB"),
+        ((NAME, "\n", NAME), "A\n"),  # ends with a personal line that ends with a line break
     ]:
         rendered = _rendered(text, ("<p>", NAME_HTML, "</p>\n"), _values(name))
         assert _compose(rendered) == _alone(rendered)
