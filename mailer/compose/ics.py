@@ -26,7 +26,7 @@ invitation card) and as an ``invite.ics`` attachment (what every other client ca
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from urllib.parse import quote
@@ -43,6 +43,7 @@ FILENAME = "invite.ics"
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
 _PARAMETER_UNSAFE = re.compile(r'["\x00-\x1f\x7f]')
 _CANCELLED_STEP = re.compile(r"^cancelled-\d+$")
+_QUOTE_SAFE = re.compile(r"[A-Za-z0-9_.\-~'!#$&*+/=?^`{|}]*\Z")  # what quote(..., safe=...) leaves as it is
 
 
 class Method(StrEnum):
@@ -59,6 +60,9 @@ class CalendarPart:
     data: bytes
     method: Method
     filename: str = FILENAME
+    #: The start of ``data`` every message about the same session, SEQUENCE, method and language shares
+    #: (b"" when unknown): :mod:`mailer.compose.wire` encodes it once.
+    head: bytes = field(default=b"", compare=False, repr=False)
 
 
 def calendar_method(step: Step) -> Method | None:
@@ -96,10 +100,9 @@ def build_calendar(
     BCP 47 tag (the LANGUAGE parameter of SUMMARY and DESCRIPTION). Raises ValueError for a negative
     sequence or an organiser address without "@", NaiveDatetimeError for a naive ``stamp``.
     """
-    stamp = require_aware(stamp, "stamp")
+    stamp = require_aware(stamp, "stamp")  # in UTC
     if sequence < 0:
         raise ValueError(f"SEQUENCE must be >= 0, got {sequence}")
-    stamp = require_aware(stamp, "calendar stamp").astimezone(UTC)
     key = (id(series), id(session), sequence, method, organiser_name, organiser_address, summary, language)
     kept = _SHARED.get(key)
     if kept is None or kept[0] is not series or kept[1] is not session:
@@ -115,8 +118,23 @@ def build_calendar(
         "ATTENDEE;"
         f"{name}CUTYPE=INDIVIDUAL;PARTSTAT=NEEDS-ACTION;ROLE=REQ-PARTICIPANT;RSVP=FALSE:{_mailto(attendee.email)}"
     )
-    personal = stamp.strftime("DTSTAMP:%Y%m%dT%H%M%SZ\r\n").encode("ascii") + _fold(attendee_line)
-    return CalendarPart(kept[2] + personal + kept[3], method)
+    return CalendarPart(
+        b"".join((kept[2], _stamp(stamp), _fold(attendee_line), kept[3])), method, head=kept[2]
+    )
+
+
+_STAMPS: dict[datetime, bytes] = {}  # DTSTAMP lines made lately, by their second
+
+
+def _stamp(stamp: datetime) -> bytes:
+    """The DTSTAMP line of ``stamp`` (in UTC), to the second."""
+    second = stamp.replace(microsecond=0)
+    line = _STAMPS.get(second)
+    if line is None:
+        if len(_STAMPS) >= 64:
+            _STAMPS.clear()
+        line = _STAMPS[second] = second.strftime("DTSTAMP:%Y%m%dT%H%M%SZ\r\n").encode("ascii")
+    return line
 
 
 def _fold(line: str) -> bytes:
@@ -212,7 +230,9 @@ def _mailto(address: str) -> str:
         raise ValueError(f"not an email address: {address!r}")
     if not domain.isascii():
         domain = domain.encode("idna").decode("ascii")
-    return f"mailto:{quote(local, safe=chr(39) + '!#$&*+-/=?^_`{|}~.')}@{domain}"
+    if not _QUOTE_SAFE.match(local):  # else quote() would leave it as it is
+        local = quote(local, safe=chr(39) + "!#$&*+-/=?^_`{|}~.")
+    return f"mailto:{local}@{domain}"
 
 
 def _common_name(name: str) -> str:

@@ -29,10 +29,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from itsdangerous import BadData, Signer
 
 from mailer.config import Settings
+
+if TYPE_CHECKING:
+    from hashlib import _Hash as Hash
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +140,27 @@ def _signer(settings: Settings) -> Signer:
     return _signer_for(derived_key(settings, "links"))
 
 
+_INNER_PAD = bytes(byte ^ 0x36 for byte in range(256))  # RFC 2104: the key XOR ipad, as a translation
+_OUTER_PAD = bytes(byte ^ 0x5C for byte in range(256))  # and XOR opad
+
+
 @lru_cache(maxsize=8)
-def _mac_for(key: bytes) -> hmac.HMAC:
-    """HMAC-SHA256 keyed with ``key`` and fed nothing yet: a token's MAC is a copy of it fed the payload
-    (the key's pads are hashed once, not once per token)."""
-    return hmac.new(key, digestmod=hashlib.sha256)
+def _mac_for(key: bytes) -> tuple[Hash, Hash]:
+    """HMAC-SHA256 keyed with ``key`` (a derived key: 32 octets, at most the 64 of a SHA-256 block) and fed
+    nothing yet, as its inner and outer SHA-256 states after the key's pads (RFC 2104): a token's MAC is
+    :func:`_sign` of copies of them (the pads are hashed once, not once per token)."""
+    block = key.ljust(64, b"\0")
+    return hashlib.sha256(block.translate(_INNER_PAD)), hashlib.sha256(block.translate(_OUTER_PAD))
+
+
+def _sign(inner: Hash, outer: Hash, payload: bytes) -> bytes:
+    """``payload``, ".", and the HMAC of the pads' states ``inner`` (fed ``payload``'s start already, or
+    not) and ``outer`` over the rest of ``payload``, in base64url without padding."""
+    inner = inner.copy()
+    inner.update(payload)
+    mac = outer.copy()
+    mac.update(inner.digest())
+    return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")
 
 
 @lru_cache(maxsize=8)
@@ -155,16 +175,14 @@ def make_token(settings: Settings, link: Link) -> str:
     return _token(_mac_for(derived_key(settings, "links")), link)
 
 
-def _token(mac: hmac.HMAC, link: Link) -> str:
+def _token(mac: tuple[Hash, Hash], link: Link) -> str:
     """What itsdangerous' ``Signer(key, key_derivation="none", digest_method=sha256).sign(payload)`` gives
     (:func:`read_token` verifies with it): the payload, ".", the HMAC in base64url without padding."""
     fields = [link.kind.value, str(link.message_pk), link.recipient]
     if link.answer is not None:
         fields.append(link.answer.value)
     payload = ".".join(fields).encode("utf-8")
-    signed = mac.copy()
-    signed.update(payload)
-    return (payload + b"." + base64.urlsafe_b64encode(signed.digest()).rstrip(b"=")).decode("ascii")
+    return (payload + b"." + _sign(*mac, payload)).decode("ascii")
 
 
 def read_token(settings: Settings, token: str) -> Link:
@@ -199,11 +217,18 @@ def rsvp_url(settings: Settings, message_pk: int, answer: Answer | str, email: s
 def message_links(settings: Settings, message_pk: int, email: str) -> dict[str, str]:
     """Template variables for one message to ``email``: ``unsubscribe_url``, ``rsvp_yes_url``, ``rsvp_no_url``
     (the URLs :func:`unsubscribe_url` and :func:`rsvp_url` give)."""
-    mac, tag, base = _mac_for(derived_key(settings, "links")), recipient_tag(email), settings.web.base_url
+    inner, outer = _mac_for(derived_key(settings, "links"))
+    tag, base = recipient_tag(email), settings.web.base_url
+    # The payloads _token writes for the three links; both RSVP payloads start with the same fields, hashed once.
+    unsubscribe = f"{LinkKind.UNSUBSCRIBE.value}.{message_pk}.{tag}".encode()
+    rsvp = f"{LinkKind.RSVP.value}.{message_pk}.{tag}.".encode()
+    answered = inner.copy()
+    answered.update(rsvp)
+    yes, no = Answer.YES.value.encode(), Answer.NO.value.encode()
     return {
-        "unsubscribe_url": f"{base}/u/{_token(mac, Link(LinkKind.UNSUBSCRIBE, message_pk, recipient=tag))}",
-        "rsvp_yes_url": f"{base}/rsvp/{_token(mac, Link(LinkKind.RSVP, message_pk, Answer.YES, tag))}",
-        "rsvp_no_url": f"{base}/rsvp/{_token(mac, Link(LinkKind.RSVP, message_pk, Answer.NO, tag))}",
+        "unsubscribe_url": f"{base}/u/{unsubscribe.decode()}.{_sign(inner, outer, unsubscribe).decode()}",
+        "rsvp_yes_url": f"{base}/rsvp/{(rsvp + yes).decode()}.{_sign(answered, outer, yes).decode()}",
+        "rsvp_no_url": f"{base}/rsvp/{(rsvp + no).decode()}.{_sign(answered, outer, no).decode()}",
     }
 
 

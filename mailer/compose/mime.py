@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import re
+from functools import lru_cache
 from urllib.parse import quote
 
 from email_validator import EmailNotValidError, validate_email
@@ -230,8 +231,34 @@ def url_list(name: str, items: list[str]) -> str:
     return folder.value()
 
 
+@lru_cache(maxsize=4096)
+def mailbox_words(display_name: str) -> str | None:
+    """The phrase :func:`mailbox` writes for ``display_name`` before the address when it needs no
+    encoded-word (atoms, or one quoted-string; "" for no name), as one line; None when it needs encoding.
+    When ``"Name: " + phrase + " <addr-spec>"`` fits in :data:`MAX_LINE` characters that is the field."""
+    phrase = clean_header_text(display_name)
+    words = phrase.split(" ") if phrase else []
+    if any(_needs_encoding(word) for word in words):
+        return None
+    if all(_ATEXT.match(word) for word in words):
+        return " ".join(words)
+    quoted = " ".join(word.replace("\\", "\\\\").replace('"', '\\"') for word in words)
+    return f'"{quoted}"'
+
+
 def mailbox(name: str, display_name: str, addr_spec: str) -> str:
     """``phrase <addr-spec>``: atoms, a quoted-string, or encoded-words (RFC 2047 §5(3)) for the phrase."""
+    lines, line, used = _phrase(name, display_name)
+    folder = _Folder(name)
+    folder.lines, folder.line, folder.used = list(lines), line, used
+    folder.put(f"<{addr_spec}>")
+    return folder.value()
+
+
+@lru_cache(maxsize=4096)
+def _phrase(name: str, display_name: str) -> tuple[tuple[str, ...], str, int]:
+    """The lines of field ``name`` once :func:`mailbox`'s phrase is laid out: (full lines, the line being
+    filled, its width used), kept by display name (the RFC 2047 encoding of a name costs more than the rest)."""
     folder = _Folder(name)
     phrase = clean_header_text(display_name)
     words = phrase.split(" ") if phrase else []
@@ -246,8 +273,7 @@ def mailbox(name: str, display_name: str, addr_spec: str) -> str:
         quoted[-1] += '"'
         for word in quoted:
             folder.put(word)
-    folder.put(f"<{addr_spec}>")
-    return folder.value()
+    return tuple(folder.lines), folder.line, folder.used
 
 
 __all__ = [
@@ -264,6 +290,7 @@ __all__ = [
     "config_address",
     "encode_address",
     "mailbox",
+    "mailbox_words",
     "mailto_uri",
     "unstructured",
     "url_list",

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 import jinja2
 from jinja2 import meta, nodes
 from markupsafe import escape
 
-from mailer.compose.localise import wrap_text
+from mailer.compose.localise import _HANGING, wrap_text
 
 #: The context values that differ between recipients of one step, session, language and zone.
 PERSONAL = ("greeting_name", "unsubscribe_url", "rsvp_yes_url", "rsvp_no_url")
@@ -47,6 +48,7 @@ _MARKER = re.compile("(\ue800[\ue900-\ue9ff][\ue801\ue802])")
 _PRIVATE = re.compile("[\ue800-\ue805\ue900-\ue9ff]")
 _WRAP_REGION = re.compile(f"{WRAP_START}([^{WRAP_START}{WRAP_END}]*){WRAP_END}")
 _WRAP_LINES = re.compile(f"{_WRAP_LINE}([^{WRAP_END}]*){WRAP_END}")
+_ESCAPED = re.compile("[&<>'\"]")  # what markupsafe.escape replaces
 _TRUTH_TESTS = frozenset({"defined", "undefined"})
 _TEXT_FILTERS = frozenset({"isolate", "ltr"})  # text parts only: they look at emptiness, nothing else
 
@@ -124,6 +126,163 @@ def fill(parts: tuple[Piece, ...], values: Mapping[str, object]) -> str:
     if _WRAP_LINE in text:
         text = _WRAP_LINES.sub(lambda match: wrap_text(match.group(1)), text)
     return text
+
+
+@dataclass(frozen=True, eq=False)
+class Layout:
+    """A part's pieces as lines: ``shared[0] + line 0 + shared[1] + line 1 + ... + shared[-1]`` is the part,
+    where ``lines`` are the templates of the whole lines holding a personal value (their pieces, and True when
+    the line is one ``wrap`` region, to be wrapped as a whole) and ``shared`` the text around them, the same for
+    every recipient: ``shared[0]`` is "" or ends with a line break, the others start with one (the last is ""
+    when the part ends with a personal line). ``cache`` holds what a writer derives from it once
+    (:mod:`mailer.compose.wire`: the encoded shared lines), for as long as the render group is kept."""
+
+    shared: tuple[str, ...]
+    lines: tuple[tuple[tuple[Piece, ...], bool], ...]
+    cache: dict[str, object] = field(default_factory=dict)
+    #: Per line, its texts around the values and the slots of the values, in order (slots 0-3: the values of
+    #: :data:`PERSONAL` as they are, 4-7: HTML-escaped): ``texts[0] + slot 0 + texts[1] + ... + texts[-1]``.
+    formats: tuple[tuple[tuple[str, ...], tuple[int, ...]], ...] = ()
+    escapes: bool = False  # whether a line prints an HTML-escaped value
+    #: Wrapped lines with stand-ins for their values (see :func:`_wrap_row`), by line and value lengths.
+    wrapped: dict[tuple[int, ...], tuple[str, int]] = field(default_factory=dict)
+
+
+class Filled:
+    """One recipient's part made from a :class:`Layout`: ``lines`` its personal lines filled in (and wrapped;
+    one may hold line breaks after wrapping), ``text`` the whole part (what :func:`fill` gives)."""
+
+    __slots__ = ("layout", "lines", "text")
+
+    def __init__(self, layout: Layout, lines: tuple[str, ...], text: str) -> None:
+        self.layout = layout
+        self.lines = lines
+        self.text = text
+
+
+def layout(parts: tuple[Piece, ...]) -> Layout:
+    """``parts`` (from :func:`pieces`) as a :class:`Layout`."""
+    rows: list[list[Piece]] = [[]]
+    for piece in parts:
+        if isinstance(piece, str):
+            first, *more = piece.split("\n")
+            if first:
+                rows[-1].append(first)
+            rows.extend([line] if line else [] for line in more)
+        else:
+            rows[-1].append(piece)
+    runs: list[list[str]] = [[]]
+    lines: list[tuple[tuple[Piece, ...], bool]] = []
+    for row in rows:
+        if all(isinstance(piece, str) for piece in row):
+            runs[-1].append("".join(row))  # type: ignore[arg-type]
+            continue
+        lines.append(_line_template(row))
+        runs.append([])
+    if not lines:
+        return Layout(("\n".join(runs[0]),), ())
+    shared = ["".join(f"{line}\n" for line in runs[0])]
+    shared += ["\n" + "".join(f"{line}\n" for line in run) for run in runs[1:-1]]
+    shared.append("\n" + "\n".join(runs[-1]) if runs[-1] else "")
+    formats = tuple(_format(row) for row, _ in lines)
+    escapes = any(slot >= 4 for _, used in formats for slot in used)
+    return Layout(tuple(shared), tuple(lines), formats=formats, escapes=escapes)
+
+
+def _format(row: tuple[Piece, ...]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """A line's pieces as texts around value slots (see :attr:`Layout.formats`)."""
+    texts, slots, text = [], [], ""
+    for piece in row:
+        if isinstance(piece, str):
+            text += piece
+        else:
+            texts.append(text)
+            slots.append(piece[0] + 4 * piece[1])
+            text = ""
+    texts.append(text)
+    return tuple(texts), tuple(slots)
+
+
+def _line_template(row: list[Piece]) -> tuple[tuple[Piece, ...], bool]:
+    """A personal line's pieces, and True when the line is one wrap region (its marks then left out)."""
+    text = "".join(piece for piece in row if isinstance(piece, str))
+    first, last = row[0], row[-1]
+    if (
+        isinstance(first, str)
+        and isinstance(last, str)
+        and first.startswith(_WRAP_LINE)
+        and last.endswith(WRAP_END)
+        and text.count(_WRAP_LINE) == 1
+        and text.count(WRAP_END) == 1
+    ):
+        inner = [first[1:], *row[1:-1], last[:-1]] if len(row) > 1 else [first[1:-1]]
+        return tuple(piece for piece in inner if piece != ""), True
+    return tuple(row), False
+
+
+def fill_layout(part: Layout, values: Mapping[str, object]) -> Filled:
+    """:func:`fill` of the pieces ``part`` was made from, with its personal lines apart (:class:`Filled`)."""
+    if not part.lines:
+        return Filled(part, (), part.shared[0])
+    slots = [str(values[name]) if name in values else "" for name in PERSONAL]
+    if part.escapes:
+        slots += [str(escape(value)) if _ESCAPED.search(value) else value for value in slots]
+    lines: list[str] = []
+    for (texts, used), (_, wrapped) in zip(part.formats, part.lines, strict=True):
+        if len(used) == 1:
+            line = texts[0] + slots[used[0]] + texts[1]
+        else:
+            out = [*texts, *(slots[slot] for slot in used)]
+            out[0::2] = texts
+            out[1::2] = [slots[slot] for slot in used]
+            line = "".join(out)
+        if wrapped:
+            line = _wrap_row(part, len(lines), texts, used, slots, line)
+        elif _WRAP_LINE in line:
+            line = _WRAP_LINES.sub(lambda match: wrap_text(match.group(1)), line)
+        lines.append(line)
+    joined = [*part.shared, *lines]
+    joined[0::2] = part.shared
+    joined[1::2] = lines
+    return Filled(part, tuple(lines), "".join(joined))
+
+
+def _wrap_row(
+    part: Layout, number: int, texts: tuple[str, ...], used: tuple[int, ...], slots: list[str], line: str
+) -> str:
+    """``wrap_text(line)`` for personal line ``number`` of ``part`` (``line`` is ``texts`` around the values
+    of the ``used`` ``slots``), made from the same line wrapped once with a stand-in for each value
+    (private-use characters, as many as the value's).
+
+    :func:`mailer.compose.localise.wrap_text` looks at a line's length, its hanging indent (the length of
+    ``_HANGING``'s match), its leading blanks and where its spaces and tabs are, never at what its words
+    hold: for values without a space, tab or line break and a hanging indent of the same length (checked
+    here), it breaks the stand-in line at the same places, and the values go back where their stand-ins are."""
+    values = [slots[slot] for slot in used]
+    if not all(values) or any(" " in value or "\t" in value or "\n" in value for value in values):
+        return wrap_text(line)
+    key = (number, *map(len, values))
+    kept = part.wrapped.get(key)
+    if kept is None:  # slot k stands in as U+E910 + k (a value holds none: see fits)
+        stand_ins = [chr(0xE910 + slot) * len(slots[slot]) for slot in used]
+        out = [*texts, *stand_ins]
+        out[0::2] = texts
+        out[1::2] = stand_ins
+        stand_in = "".join(out)
+        if len(part.wrapped) >= 256:
+            part.wrapped.clear()
+        kept = part.wrapped[key] = (wrap_text(stand_in), _hang(stand_in))
+    if kept[1] != _hang(line):
+        return wrap_text(line)
+    wrapped = kept[0]
+    for slot in set(used):
+        wrapped = wrapped.replace(chr(0xE910 + slot) * len(slots[slot]), slots[slot])
+    return wrapped
+
+
+def _hang(line: str) -> int:
+    match = _HANGING.match(line)
+    return len(match.group(0)) if match else 0
 
 
 def _wrap_unmarked(block: str) -> str:
@@ -243,10 +402,14 @@ __all__ = [
     "PERSONAL",
     "WRAP_END",
     "WRAP_START",
+    "Filled",
+    "Layout",
     "Marker",
     "Piece",
     "fill",
+    "fill_layout",
     "fits",
+    "layout",
     "marked",
     "pieces",
     "presence",

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,20 @@ from mailer.compose.context import send_lead, template_context
 from mailer.compose.environment import make_environment, run_template
 from mailer.compose.inlining import RTL_PREFIX
 from mailer.compose.localise import language_family, locale_for, normalise_tag, with_country
-from mailer.compose.personalise import PERSONAL, Piece, fill, fits, marked, pieces, presence, substitutable
+from mailer.compose.personalise import (
+    PERSONAL,
+    Filled,
+    Layout,
+    Piece,
+    fill,
+    fill_layout,
+    fits,
+    layout,
+    marked,
+    pieces,
+    presence,
+    substitutable,
+)
 from mailer.compose.wording import Wording, wording_of
 from mailer.config import Series, Session, Settings, Step, StepKind
 from mailer.errors import NotFoundError, RenderError
@@ -73,6 +86,10 @@ class Rendered:
     requested_language: str
     kind: StepKind | None = None
     title: str = ""
+    #: The text and HTML parts as filled in from their render group's :class:`~mailer.compose.personalise.Layout`
+    #: (None when rendered alone): :mod:`mailer.compose.wire` then encodes only their personal lines, when
+    #: ``text`` and ``html`` are still these parts' texts.
+    filled: tuple[Filled, Filled] | None = field(default=None, compare=False, repr=False)
 
     @property
     def fell_back(self) -> bool:
@@ -90,6 +107,7 @@ class _Group:
     parts: tuple[tuple[Piece, ...], ...]
     title: str
     kept: object
+    layouts: tuple[Layout, ...] = ()  # text and HTML, see mailer.compose.personalise.layout
 
 
 _NONE = _Group((), "", None)  # the group renders per message (a marker did not come out whole)
@@ -272,17 +290,22 @@ class Renderer:
             )
             subject, text, html = (self._run(template, context) for template in languages[used])
             title = context["session_title"]
+            filled = None
         else:
-            subject, text, html = (fill(part, personal) for part in group.parts)
+            subject = fill(group.parts[0], personal)
+            filled = (fill_layout(group.layouts[0], personal), fill_layout(group.layouts[1], personal))
+            text, html = filled[0].text, filled[1].text
             title = group.title
         subject = " ".join(subject.split())
         if not subject:
             raise RenderError(f"{languages[used][0].name}: the subject rendered empty")
         if "\r" in text:
             text = text.replace("\r\n", "\n")
+            filled = None
         if "\r" in html:
             html = html.replace("\r\n", "\n")
-        return Rendered(subject, text, html, used, requested, step.kind, title)
+            filled = None
+        return Rendered(subject, text, html, used, requested, step.kind, title, filled)
 
     def _group(
         self,
@@ -342,7 +365,12 @@ class Renderer:
                 self._groups.clear()
             whole = tuple(part for part in parts if part is not None)
             group = self._groups[key] = (
-                _Group(whole, context["session_title"], (series, session, step))
+                _Group(
+                    whole,
+                    context["session_title"],
+                    (series, session, step),
+                    (layout(whole[1]), layout(whole[2])) if len(whole) == 3 else (),
+                )
                 if len(whole) == len(parts)
                 else _NONE
             )
