@@ -147,9 +147,10 @@ def mark_handed_now(
     return cursor.rowcount
 
 
+# The ids go in binary form (%b): psycopg dumps the list without quoting each element.
 _MARK_HANDED = (
     "UPDATE messages SET handed_at = %(now)s "
-    "WHERE id = ANY(%(pks)s::integer[]) AND status = 'sending' AND worker = %(worker)s"
+    "WHERE id = ANY(%(pks)b::integer[]) AND status = 'sending' AND worker = %(worker)s"
 )
 
 

@@ -208,14 +208,15 @@ _UPDATE_OUTCOMES = text(
 # The sent messages' update and their "sent" events in one statement (a data-modifying WITH), in the driver's
 # placeholders: the event's detail is what event_row() is given elsewhere, "<reply> (attempt <n>[ by
 # <worker>])"; the reply text is kept to 2,000 characters and the provider's id to 255, as the general path
-# does. A NULL worker matches any claim.
+# does. A NULL worker matches any claim. The arrays go in binary form (%b): psycopg dumps a list so without
+# quoting and escaping each element, several times faster than in text form.
 _SENT_SQL_DRIVER = (
     "WITH sent AS (UPDATE messages AS m SET status = 'sent', reply_code = v.reply_code, "
     "reply_text = left(v.detail, 2000), language = COALESCE(NULLIF(v.language, ''), m.language), "
     "sent_at = %(now)s, lease_until = NULL, provider_id = NULLIF(left(v.provider_id, 255), ''), "
     "updated_at = %(now)s "
-    "FROM unnest(%(pk)s::integer[], %(reply_code)s::integer[], %(detail)s::text[], %(language)s::varchar[], "
-    "%(provider_id)s::varchar[]) AS v(pk, reply_code, detail, language, provider_id) "
+    "FROM unnest(%(pk)b::integer[], %(reply_code)b::integer[], %(detail)b::text[], %(language)b::varchar[], "
+    "%(provider_id)b::varchar[]) AS v(pk, reply_code, detail, language, provider_id) "
     "WHERE m.id = v.pk AND m.status = 'sending' AND (%(worker)s::varchar IS NULL OR m.worker = %(worker)s) "
     "RETURNING m.id, m.attempts, v.reply_code, v.detail) "
     "INSERT INTO delivery_events (message_pk, at, kind, detail, reply_code) "
