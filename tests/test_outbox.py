@@ -34,6 +34,8 @@ from mailer.store.outbox import (
     set_wave_status,
     suppress,
 )
+from mailer.store.outbox import claim as claim_module
+from mailer.store.outbox import outcomes as outcomes_module
 from mailer.store.outbox.batch import driver_connection
 from tests.factories import add_contact, register
 
@@ -533,3 +535,42 @@ def test_a_hand_over_mark_is_one_autocommit_statement_on_the_drivers_connection(
         b: None,
         c: None,
     }
+
+
+def test_sent_outcomes_and_hand_over_marks_look_their_messages_up_by_primary_key(app: App) -> None:
+    """Statistics taken when the wave was queued (nobody sending yet) must not lead either statement through
+    the partial index of messages in flight, which would read every in-flight message per statement."""
+    _postgresql_only(app)
+    with app.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        _seed(app, 3)
+        series = app.settings.series
+        with transaction(app.factory) as db:
+            queue_wave(
+                db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT
+            )
+        connection.exec_driver_sql("ANALYZE messages")
+        with transaction(app.factory) as db:
+            claimed, _ = claim_due(
+                db, app.settings, INVITATION_AT, worker="w", limit=3, lease=timedelta(minutes=5)
+            )
+        raw = connection.connection.dbapi_connection
+        assert isinstance(raw, psycopg.Connection)
+        raw.execute("SET enable_seqscan = off")
+        pks = [message.pk for message in claimed]
+        sent = {
+            "now": INVITATION_AT,
+            "worker": "w",
+            "by": " by w",
+            "pk": pks,
+            "reply_code": [250] * 3,
+            "detail": ["ok"] * 3,
+            "language": ["en"] * 3,
+            "provider_id": [""] * 3,
+        }
+        marks = {"now": INVITATION_AT, "pks": pks, "worker": "w"}
+        for statement, params in (
+            (outcomes_module._SENT_SQL_DRIVER, sent),
+            (claim_module._MARK_HANDED, marks),
+        ):
+            plan = " ".join(row[0] for row in raw.execute("EXPLAIN " + statement, params).fetchall())
+            assert "messages_pkey" in plan and "ix_messages_leased" not in plan, plan
