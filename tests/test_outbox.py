@@ -481,7 +481,7 @@ def test_sent_outcomes_are_one_autocommit_statement_on_the_drivers_connection(ap
         assert record_sent(raw, outcomes, now, "w") == 2  # committed by itself: seen from another session
         assert record_sent(raw, [], now, "w") == 0
         assert record_sent(raw, outcomes, now, "w") == 0  # no longer sending: recorded once
-        with pytest.raises(NaiveDatetimeError):
+        with pytest.raises(NaiveDatetimeError, match=r"^now must be timezone-aware"):
             record_sent(raw, outcomes, now.replace(tzinfo=None), "w")
     rows = _sent_rows(app)
     assert rows[a] == ("sent", 250, "2.0.0 Ok: queued as A1", "fr", now, None, "A1", now)
@@ -528,7 +528,7 @@ def test_a_hand_over_mark_is_one_autocommit_statement_on_the_drivers_connection(
         assert mark_handed_now(raw, [a, c], "w", now) == 1  # c is sent: no longer a claim
         assert mark_handed_now(raw, [b], "other", now) == 0
         assert mark_handed_now(raw, [], "w", now) == 0
-        with pytest.raises(NaiveDatetimeError):
+        with pytest.raises(NaiveDatetimeError, match=r"^now must be timezone-aware"):
             mark_handed_now(raw, [b], "w", now.replace(tzinfo=None))
     assert {pk: handed for pk, (_s, _w, _l, handed, _a, _u) in _leases(app).items()} == {
         a: now,
