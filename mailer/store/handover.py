@@ -114,16 +114,20 @@ class HandOver:
                     raise TypeError(f"not a psycopg connection: {type(raw).__name__}")
                 mark_handed_now(raw, pks, self._worker, self._clock.now())
             except Exception:
-                self._close_connection()
+                self._close_connection(invalidate=True)
                 raise
             finally:
                 if self._closed:
                     self._close_connection()
 
-    def _close_connection(self) -> None:
+    def _close_connection(self, *, invalidate: bool = False) -> None:
+        """Give the connection back to the pool; ``invalidate`` (after a failure: it may be broken) discards
+        it instead, without the pool's reset on a dead connection."""
         if self._connection is not None:
             connection, self._connection = self._connection, None
             try:
+                if invalidate:
+                    connection.invalidate()
                 connection.close()
             except SQLAlchemyError as exc:
                 log.debug("closing the hand-over connection: %s", exc)

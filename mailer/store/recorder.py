@@ -187,7 +187,7 @@ class OutcomeRecorder:
                     with DbSession(bind=self._connection, expire_on_commit=False) as db, db.begin():
                         record_outcomes(db, self._settings, outcomes, self._clock.now(), worker=self._worker)
             except Exception:
-                self._close_connection()
+                self._close_connection(invalidate=True)
                 raise
             finally:
                 if self._closed:
@@ -206,10 +206,14 @@ class OutcomeRecorder:
             if raw.info.transaction_status is psycopg.pq.TransactionStatus.IDLE:  # else: broken, dropped
                 raw.autocommit = False
 
-    def _close_connection(self) -> None:
+    def _close_connection(self, *, invalidate: bool = False) -> None:
+        """Give the connection back to the pool; ``invalidate`` (after a failure: it may be broken) discards
+        it instead, without the pool's reset on a dead connection."""
         if self._connection is not None:
             connection, self._connection = self._connection, None
             try:
+                if invalidate:
+                    connection.invalidate()
                 connection.close()
             except SQLAlchemyError as exc:
                 log.debug("closing the recorder's connection: %s", exc)
