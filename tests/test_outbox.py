@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import psycopg
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from mailer.app import App
 from mailer.errors import NaiveDatetimeError
@@ -21,16 +22,21 @@ from mailer.store.outbox import (
     claim_due,
     has_due,
     mark_handed,
+    mark_handed_now,
     next_due_at,
     queue_wave,
     reap_expired_leases,
     record_outcomes,
+    record_sent,
     release_claims,
     renew_leases,
     renew_worker_leases,
     set_wave_status,
     suppress,
 )
+from mailer.store.outbox import claim as claim_module
+from mailer.store.outbox import outcomes as outcomes_module
+from mailer.store.outbox.batch import driver_connection
 from tests.factories import add_contact, register
 
 INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
@@ -390,3 +396,181 @@ def test_a_claimed_message_carries_its_row_and_is_leased_to_the_worker(app: App)
             INVITATION_AT,
         )
         assert reap_expired_leases(db, INVITATION_AT + lease) == 0  # the lease holds up to its end
+
+
+def _postgresql_only(app: App) -> None:
+    if app.engine.dialect.name != "postgresql":
+        pytest.skip("the driver's statements are PostgreSQL's")
+
+
+def _claim_three(app: App, worker: str = "w") -> list[int]:
+    series = app.settings.series
+    _seed(app, 3)
+    with transaction(app.factory) as db:
+        queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT)
+    with transaction(app.factory) as db:
+        claimed, _ = claim_due(
+            db, app.settings, INVITATION_AT, worker=worker, limit=3, lease=timedelta(minutes=5)
+        )
+    return sorted(message.pk for message in claimed)
+
+
+def _sent_rows(app: App) -> dict[int, tuple[object, ...]]:
+    """pk -> (status, reply_code, reply_text, language, sent_at, lease_until, provider_id, updated_at)."""
+    with transaction(app.factory) as db:
+        rows = db.execute(
+            select(
+                Message.id,
+                Message.status,
+                Message.reply_code,
+                Message.reply_text,
+                Message.language,
+                Message.sent_at,
+                Message.lease_until,
+                Message.provider_id,
+                Message.updated_at,
+            )
+        ).all()
+    return {
+        row.id: (
+            str(row.status),
+            row.reply_code,
+            row.reply_text,
+            row.language,
+            row.sent_at and row.sent_at.astimezone(UTC),
+            row.lease_until and row.lease_until.astimezone(UTC),
+            row.provider_id,
+            row.updated_at.astimezone(UTC),
+        )
+        for row in rows
+    }
+
+
+def _sent_events(app: App) -> list[tuple[int, str, str, int | None, datetime]]:
+    with transaction(app.factory) as db:
+        rows = db.execute(
+            select(
+                DeliveryEvent.message_pk,
+                DeliveryEvent.kind,
+                DeliveryEvent.detail,
+                DeliveryEvent.reply_code,
+                DeliveryEvent.at,
+            )
+            .where(DeliveryEvent.kind == "sent")
+            .order_by(DeliveryEvent.message_pk)
+        ).all()
+    return [(pk, str(kind), detail, code, at.astimezone(UTC)) for pk, kind, detail, code, at in rows]
+
+
+def test_sent_outcomes_are_one_autocommit_statement_on_the_drivers_connection(app: App) -> None:
+    _postgresql_only(app)
+    a, b, c = _claim_three(app)
+    now = INVITATION_AT + timedelta(seconds=7)
+    lease_end = INVITATION_AT + timedelta(minutes=5)
+    long_reply, long_id = "2.0.0 " + "é" * 2100, "x" * 300
+    with transaction(app.factory) as db:  # a language used before: kept when the reply names none
+        db.execute(update(Message).where(Message.id == b).values(language="es"))
+    outcomes = [
+        Outcome(a, MessageStatus.SENT, 250, "2.0.0 Ok: queued as A1", "fr", provider_id="A1"),
+        Outcome(b, MessageStatus.SENT, 251, long_reply, "", provider_id=long_id),
+        Outcome(a, MessageStatus.SENT, 250, "2.0.0 Ok: queued as A1", "fr", provider_id="A1"),  # twice: once
+    ]
+    with app.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        raw = connection.connection.dbapi_connection
+        assert isinstance(raw, psycopg.Connection)
+        assert record_sent(raw, outcomes, now, "w") == 2  # committed by itself: seen from another session
+        assert record_sent(raw, [], now, "w") == 0
+        assert record_sent(raw, outcomes, now, "w") == 0  # no longer sending: recorded once
+        with pytest.raises(NaiveDatetimeError, match=r"^now must be timezone-aware"):
+            record_sent(raw, outcomes, now.replace(tzinfo=None), "w")
+    rows = _sent_rows(app)
+    assert rows[a] == ("sent", 250, "2.0.0 Ok: queued as A1", "fr", now, None, "A1", now)
+    assert rows[b] == ("sent", 251, long_reply[:2000], "es", now, None, long_id[:255], now)
+    assert rows[c] == ("sending", None, "", "", None, lease_end, None, INVITATION_AT)
+    assert _sent_events(app) == [
+        (a, "sent", "2.0.0 Ok: queued as A1 (attempt 1 by w)", 250, now),
+        (b, "sent", f"{long_reply} (attempt 1 by w)", 251, now),
+    ]
+
+
+def test_sent_outcomes_go_only_to_the_workers_own_claims_unless_no_worker_is_named(app: App) -> None:
+    _postgresql_only(app)
+    a, b, c = _claim_three(app, "w1")
+    now = INVITATION_AT + timedelta(seconds=3)
+    with transaction(app.factory) as db:
+        raw = driver_connection(db)
+        assert record_sent(raw, [Outcome(a, MessageStatus.SENT, 250, "ok", provider_id="")], now, "w2") == 0
+    with transaction(app.factory) as db:  # in the session's transaction, committed with it
+        raw = driver_connection(db)
+        assert record_sent(raw, [Outcome(a, MessageStatus.SENT, 250, "ok", provider_id="")], now, None) == 1
+        assert record_sent(raw, [Outcome(b, MessageStatus.SENT, 250, "fine")], now, "w1") == 1
+    rows = _sent_rows(app)
+    assert rows[a][:7] == ("sent", 250, "ok", "", now, None, None)
+    assert rows[b][:7] == ("sent", 250, "fine", "", now, None, None)
+    assert rows[c][0] == "sending"
+    assert [event[:3] for event in _sent_events(app)] == [
+        (a, "sent", "ok (attempt 1)"),
+        (b, "sent", "fine (attempt 1 by w1)"),
+    ]
+
+
+def test_a_hand_over_mark_is_one_autocommit_statement_on_the_drivers_connection(app: App) -> None:
+    _postgresql_only(app)
+    a, b, c = _claim_three(app)
+    with transaction(app.factory) as db:
+        record_outcomes(
+            db, app.settings, [Outcome(c, MessageStatus.SENT, 250, "ok")], INVITATION_AT, worker="w"
+        )
+    now = INVITATION_AT + timedelta(seconds=2)
+    with app.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        raw = connection.connection.dbapi_connection
+        assert isinstance(raw, psycopg.Connection)
+        assert mark_handed_now(raw, [a, c], "w", now) == 1  # c is sent: no longer a claim
+        assert mark_handed_now(raw, [b], "other", now) == 0
+        assert mark_handed_now(raw, [], "w", now) == 0
+        with pytest.raises(NaiveDatetimeError, match=r"^now must be timezone-aware"):
+            mark_handed_now(raw, [b], "w", now.replace(tzinfo=None))
+    assert {pk: handed for pk, (_s, _w, _l, handed, _a, _u) in _leases(app).items()} == {
+        a: now,
+        b: None,
+        c: None,
+    }
+
+
+def test_sent_outcomes_and_hand_over_marks_look_their_messages_up_by_primary_key(app: App) -> None:
+    """Statistics taken when the wave was queued (nobody sending yet) must not lead either statement through
+    the partial index of messages in flight, which would read every in-flight message per statement."""
+    _postgresql_only(app)
+    with app.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        _seed(app, 3)
+        series = app.settings.series
+        with transaction(app.factory) as db:
+            queue_wave(
+                db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT
+            )
+        connection.exec_driver_sql("ANALYZE messages")
+        with transaction(app.factory) as db:
+            claimed, _ = claim_due(
+                db, app.settings, INVITATION_AT, worker="w", limit=3, lease=timedelta(minutes=5)
+            )
+        raw = connection.connection.dbapi_connection
+        assert isinstance(raw, psycopg.Connection)
+        raw.execute("SET enable_seqscan = off")
+        pks = [message.pk for message in claimed]
+        sent = {
+            "now": INVITATION_AT,
+            "worker": "w",
+            "by": " by w",
+            "pk": pks,
+            "reply_code": [250] * 3,
+            "detail": ["ok"] * 3,
+            "language": ["en"] * 3,
+            "provider_id": [""] * 3,
+        }
+        marks = {"now": INVITATION_AT, "pks": pks, "worker": "w"}
+        for statement, params in (
+            (outcomes_module._SENT_SQL_DRIVER, sent),
+            (claim_module._MARK_HANDED, marks),
+        ):
+            plan = " ".join(row[0] for row in raw.execute("EXPLAIN " + statement, params).fetchall())
+            assert "messages_pkey" in plan and "ix_messages_leased" not in plan, plan

@@ -4,15 +4,18 @@ as bench/throughput.py's batch-end comparison runs it) only when flushed."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 
+import psycopg
+import pytest
 from sqlalchemy import func, select
 
 from mailer.app import App
 from mailer.store.engine import transaction
 from mailer.store.models import DeliveryEvent, EventKind, Message, MessageStatus
 from mailer.store.outbox import ClaimedMessage, Outcome, claim_due, queue_wave
-from mailer.store.recorder import OutcomeRecorder
+from mailer.store.recorder import OutcomeRecorder, store_busy
 from mailer.timeline.clock import VirtualClock
 from tests.factories import add_contact
 
@@ -86,3 +89,40 @@ def test_a_full_group_is_committed_without_waiting_for_the_rest(app: App) -> Non
         assert _statuses(app) == {"sent": 3}  # leaving the block flushes
 
     asyncio.run(run())
+
+
+def test_a_group_of_replies_survives_its_dropped_connection_and_a_mixed_group_goes_in_one_transaction(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL: a group of 2xx replies is one autocommit statement on the recorder's connection; when the
+    server drops that connection, the error (psycopg's own, not SQLAlchemy's) counts as a busy store and the
+    group is written again on a new connection. A group with a deferral takes the general path."""
+    if app.engine.dialect.name != "postgresql":
+        pytest.skip("the recorder's driver statement is PostgreSQL's")
+    claimed = _claimed(app, 3)
+    assert store_busy(psycopg.OperationalError("server closed the connection unexpectedly"))
+    assert not store_busy(psycopg.ProgrammingError("syntax error"))
+
+    async def run() -> None:
+        async with _recorder(app, None) as recorder:
+            recorder.add(Outcome(claimed[0].pk, MessageStatus.SENT, 250, "ok", "en"))
+            await recorder.flush()
+            with app.engine.connect() as connection:  # the recorder's backend is ended by the server
+                pids = connection.exec_driver_sql(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).scalars()
+                for pid in pids:
+                    connection.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+            await asyncio.sleep(0.3)
+            recorder.add(Outcome(claimed[1].pk, MessageStatus.SENT, 250, "ok", "en"))
+            await asyncio.wait_for(recorder.flush(), timeout=60)
+            assert (recorder.commits, _statuses(app)) == (2, {"sent": 2, "sending": 1})
+            recorder.add(Outcome(claimed[2].pk, MessageStatus.DEFERRED, 451, "later", "en"))
+            await asyncio.wait_for(recorder.flush(), timeout=60)
+            assert (recorder.commits, _statuses(app)) == (3, {"sent": 2, "deferred": 1})
+
+    with caplog.at_level(logging.WARNING, logger="mailer.store.recorder"):
+        asyncio.run(run())
+    assert [
+        record.getMessage().split(" (")[0] for record in caplog.records if record.levelno >= logging.WARNING
+    ] == ["recording 1 outcomes failed"]

@@ -7,19 +7,31 @@ before its send would cost a commit per message; :class:`HandOver` marks ``windo
 marking the next window when the senders are half-way through the current one (in a worker thread, so they
 rarely wait), and marks a careful message on its own, just before it goes. A crash thus counts an expiry for
 at most one window of messages that were not sent yet.
+
+On PostgreSQL the marks of a batch go through one connection of its own, in autocommit mode: each mark is
+one prepared statement committed by itself (:func:`~mailer.store.outbox.mark_handed_now`), with no pool
+checkout, ping, session, BEGIN or COMMIT per mark. A mark that fails because the store is busy or
+unreachable is retried as the outcome recorder retries (:func:`~mailer.store.recorder.retrying`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from collections.abc import Sequence
 
+import psycopg
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
-from mailer.store.outbox import ClaimedMessage, mark_handed
-from mailer.store.recorder import commit_retrying
+from mailer.store.outbox import ClaimedMessage, mark_handed, mark_handed_now
+from mailer.store.recorder import commit_retrying, retrying
 from mailer.timeline.clock import Clock
+
+log = logging.getLogger(__name__)
 
 
 class HandOver:
@@ -41,6 +53,11 @@ class HandOver:
         self._window = max(window, 1)
         self._marked = 0  # messages below this index are marked (careful ones excepted: marked one by one)
         self._marking: asyncio.Task[None] | None = None
+        self._engine: Engine = factory.kw["bind"]
+        self._postgresql = self._engine.dialect.name == "postgresql"
+        self._connection: Connection | None = None  # PostgreSQL, autocommit; used by one mark at a time
+        self._guard = threading.Lock()  # the connection's owner: a mark in progress, or closing
+        self._closed = False
 
     async def before(self, index: int) -> None:
         """Return once message ``index`` is marked as handed over (committed); raises what the marking
@@ -54,9 +71,14 @@ class HandOver:
             await self._mark([message.pk])
 
     async def close(self) -> None:
-        """Wait for a marking still under way (a batch ending early)."""
-        if self._marking is not None:
-            await asyncio.gather(self._marking, return_exceptions=True)
+        """Wait for a marking still under way (a batch ending early); give the connection back."""
+        try:
+            if self._marking is not None:
+                await asyncio.gather(self._marking, return_exceptions=True)
+        finally:
+            with self._guard:  # a mark still running on its thread (a cancelled sender) closes it after
+                self._closed = True
+                self._close_connection()
 
     def _next_window(self) -> asyncio.Task[None]:
         if self._marking is None or self._marking.done():
@@ -71,10 +93,41 @@ class HandOver:
     async def _mark(self, pks: list[int]) -> None:
         if not pks:
             return
+        what = f"marking {len(pks)} messages as handed to SMTP"
+        if self._postgresql:
+            await asyncio.to_thread(retrying, lambda: self._mark_now(pks), what)
+            return
         worker, clock = self._worker, self._clock
         await asyncio.to_thread(
-            commit_retrying,
-            self._factory,
-            lambda db: mark_handed(db, pks, worker, clock.now()),
-            f"marking {len(pks)} messages as handed to SMTP",
+            commit_retrying, self._factory, lambda db: mark_handed(db, pks, worker, clock.now()), what
         )
+
+    def _mark_now(self, pks: list[int]) -> None:
+        """PostgreSQL: one autocommit statement on the batch's own connection (opened at the first mark; a
+        failed one is dropped and the next attempt opens another). Blocks."""
+        with self._guard:
+            try:
+                if self._connection is None:
+                    self._connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                raw = self._connection.connection.dbapi_connection
+                if not isinstance(raw, psycopg.Connection):
+                    raise TypeError(f"not a psycopg connection: {type(raw).__name__}")
+                mark_handed_now(raw, pks, self._worker, self._clock.now())
+            except Exception:
+                self._close_connection(invalidate=True)
+                raise
+            finally:
+                if self._closed:
+                    self._close_connection()
+
+    def _close_connection(self, *, invalidate: bool = False) -> None:
+        """Give the connection back to the pool; ``invalidate`` (after a failure: it may be broken) discards
+        it instead, without the pool's reset on a dead connection."""
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            try:
+                if invalidate:
+                    connection.invalidate()
+                connection.close()
+            except SQLAlchemyError as exc:
+                log.debug("closing the hand-over connection: %s", exc)

@@ -8,8 +8,8 @@ connections), once its first outcome has waited ``max_wait`` (25 ms), or at once
 filled and the one being committed, never of a whole batch; the cost is one commit per group, not per
 message.
 
-A commit that fails because the store is busy or unreachable (SQLAlchemy ``OperationalError``, e.g. SQLite's
-"database is locked", a PostgreSQL lock timeout or a dropped connection) is retried with a growing pause (up
+A commit that fails because the store is busy or unreachable (SQLAlchemy's or psycopg's ``OperationalError``,
+e.g. SQLite's "database is locked", a PostgreSQL lock timeout or a dropped connection) is retried with a growing pause (up
 to :data:`MAX_RETRY_PAUSE` seconds) until it succeeds: an outcome the process knows is never dropped. Recording
 is idempotent (only messages still ``sending`` and claimed by this worker change), so writing an outcome twice
 does no harm.
@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
+import psycopg
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session as DbSession
@@ -31,7 +32,8 @@ from sqlalchemy.orm import sessionmaker
 
 from mailer.config import Settings
 from mailer.store.engine import transaction
-from mailer.store.outbox import Outcome, record_outcomes
+from mailer.store.models import MessageStatus
+from mailer.store.outbox import Outcome, record_outcomes, record_sent
 from mailer.timeline.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -41,8 +43,9 @@ MAX_WAIT = 0.025  # seconds an outcome may wait for its group to fill before it 
 
 
 def store_busy(exc: BaseException) -> bool:
-    """True for an error that says the store is busy or unreachable for now (worth retrying), not a bug."""
-    return isinstance(exc, OperationalError) or (
+    """True for an error that says the store is busy or unreachable for now (worth retrying), not a bug:
+    SQLAlchemy's or (a statement run on the driver's connection) psycopg's ``OperationalError``."""
+    return isinstance(exc, (OperationalError, psycopg.OperationalError)) or (
         isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
     )
 
@@ -68,6 +71,7 @@ class OutcomeRecorder:
     ) -> None:
         self._factory = factory
         self._engine: Engine = factory.kw["bind"]
+        self._postgresql = self._engine.dialect.name == "postgresql"
         self._connection: Connection | None = None  # used by one write at a time, on a worker thread
         self._guard = threading.Lock()  # the connection's owner: a write in progress, or closing
         self._closed = False
@@ -170,24 +174,46 @@ class OutcomeRecorder:
 
     def _write(self, outcomes: list[Outcome]) -> None:
         """One transaction on the recorder's own connection (kept between groups: no pool checkout and
-        ping per commit); a failed connection is dropped and the next attempt opens another."""
+        ping per commit); a failed connection is dropped and the next attempt opens another. On PostgreSQL a
+        group of 2xx outcomes only (the usual one) is one prepared statement in autocommit mode
+        (:func:`~mailer.store.outbox.outcomes.record_sent`): no session, no BEGIN and COMMIT round trips."""
         with self._guard:
             if self._connection is None:
                 self._connection = self._engine.connect()
             try:
-                with DbSession(bind=self._connection, expire_on_commit=False) as db, db.begin():
-                    record_outcomes(db, self._settings, outcomes, self._clock.now(), worker=self._worker)
+                if self._postgresql and all(outcome.status is MessageStatus.SENT for outcome in outcomes):
+                    self._write_sent(self._connection, outcomes)
+                else:
+                    with DbSession(bind=self._connection, expire_on_commit=False) as db, db.begin():
+                        record_outcomes(db, self._settings, outcomes, self._clock.now(), worker=self._worker)
             except Exception:
-                self._close_connection()
+                self._close_connection(invalidate=True)
                 raise
             finally:
                 if self._closed:
                     self._close_connection()
 
-    def _close_connection(self) -> None:
+    def _write_sent(self, connection: Connection, outcomes: list[Outcome]) -> None:
+        """2xx outcomes as one autocommit statement on the psycopg connection under ``connection`` (idle
+        between groups, so its mode can be switched without a round trip), switched back afterwards."""
+        raw = connection.connection.dbapi_connection
+        if not isinstance(raw, psycopg.Connection):
+            raise TypeError(f"not a psycopg connection: {type(raw).__name__}")
+        raw.autocommit = True
+        try:
+            record_sent(raw, outcomes, self._clock.now(), self._worker)
+        finally:
+            if raw.info.transaction_status is psycopg.pq.TransactionStatus.IDLE:  # else: broken, dropped
+                raw.autocommit = False
+
+    def _close_connection(self, *, invalidate: bool = False) -> None:
+        """Give the connection back to the pool; ``invalidate`` (after a failure: it may be broken) discards
+        it instead, without the pool's reset on a dead connection."""
         if self._connection is not None:
             connection, self._connection = self._connection, None
             try:
+                if invalidate:
+                    connection.invalidate()
                 connection.close()
             except SQLAlchemyError as exc:
                 log.debug("closing the recorder's connection: %s", exc)

@@ -38,6 +38,7 @@ from mailer.store.outbox.claim import (
     claim_due,
     has_due,
     mark_handed,
+    mark_handed_now,
     next_due_at,
     reap_expired_leases,
     release_claims,
@@ -45,7 +46,7 @@ from mailer.store.outbox.claim import (
     renew_worker_leases,
 )
 from mailer.store.outbox.events import log_event
-from mailer.store.outbox.outcomes import Outcome, record_outcomes, retry_delay
+from mailer.store.outbox.outcomes import Outcome, record_outcomes, record_sent, retry_delay
 from mailer.store.outbox.queue import QueueResult, audience_query, default_audience, message_key, queue_wave
 from mailer.store.outbox.sessions import SessionChange, retime_pending, sync_sessions
 from mailer.store.outbox.suppressions import suppress
@@ -66,11 +67,13 @@ __all__ = [
     "has_due",
     "log_event",
     "mark_handed",
+    "mark_handed_now",
     "message_key",
     "next_due_at",
     "queue_wave",
     "reap_expired_leases",
     "record_outcomes",
+    "record_sent",
     "release_claims",
     "renew_leases",
     "renew_worker_leases",

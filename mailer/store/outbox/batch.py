@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
+import psycopg
 from sqlalchemy import ColumnElement, String, Table, any_, bindparam, func, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as DbSession
@@ -93,3 +94,13 @@ def among(db: DbSession, column: Any, values: Iterable[object], element_type: An
     if is_postgresql(db):
         return column == any_(bindparam(None, values, type_=postgresql.ARRAY(element_type)))
     return column.in_(values)
+
+
+def driver_connection(db: DbSession) -> psycopg.Connection[Any]:
+    """The psycopg connection under ``db``'s connection (PostgreSQL only), in the session's transaction: for a
+    statement that skips SQLAlchemy's per-statement work (see :func:`mailer.store.outbox.outcomes.record_sent`).
+    Raises TypeError when ``db`` is not bound to PostgreSQL through psycopg."""
+    raw = db.connection().connection.dbapi_connection
+    if not isinstance(raw, psycopg.Connection):
+        raise TypeError(f"not a psycopg connection: {type(raw).__name__}")
+    return raw
