@@ -268,7 +268,10 @@ class SmtpPool(Closing):
         probe, a free connection, a connection being opened, a rate-limit slot) and raises
         :class:`~mailer.delivery.forwarding.NotAttempted`; a transaction under way finishes.
         """
-        verdict = await unless_stopped(self.circuit.admit(), stop)
+        if self.circuit.passes:  # the common case costs no task
+            verdict = None
+        else:
+            verdict = await unless_stopped(self.circuit.admit(), stop)
         if verdict is not None:
             return verdict
         probing = self.circuit.open  # admitted while open: this send is the probe
