@@ -361,7 +361,9 @@ def test_each_exchange_waits_its_own_timeout_whatever_the_exchanges_before_it_wa
     slow = {"b@example.org": (1.0, 1), "c@example.org": (1.0, 1)}
     server, _ = fault_server(Faults(rcpt_slow=slow, pipelining=False))
 
-    async def exchanges() -> tuple[list[int], bool]:
+    async def exchanges() -> tuple[list[int], bool, list[dict[str, object]]]:
+        errors: list[dict[str, object]] = []  # what a callback of the loop raised (a timer's, say)
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
         client = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, timeout=10.0)
         await client.connect()
         dialogue = Dialogue(client)
@@ -374,11 +376,11 @@ def test_each_exchange_waits_its_own_timeout_whatever_the_exchanges_before_it_wa
         codes += [r.code for r in await dialogue.exchange(b"RCPT TO:<c@example.org>\r\n", 1, 1.5)]
         connected = dialogue.connected
         client.close()
-        return codes, connected
+        return codes, connected, errors
 
     with server:
-        codes, connected = asyncio.run(exchanges())
-    assert (codes, connected) == ([250, 250, 250, 250], True)
+        codes, connected, errors = asyncio.run(exchanges())
+    assert (codes, connected, errors) == ([250, 250, 250, 250], True, [])
 
 
 def test_a_shorter_timeout_after_a_longer_one_ends_its_wait_in_time() -> None:
