@@ -79,10 +79,6 @@ class Dialogue(asyncio.Protocol):
         """False once the connection is lost, closed or out of step."""
         return self._lost is None and not self.transport.is_closing()
 
-    def offers(self, extension: str) -> bool:
-        """True when the server's EHLO named ``extension`` (any case), e.g. "pipelining"."""
-        return extension.lower() in self.extensions
-
     def close(self) -> None:
         """Close the connection without QUIT; a waiting :meth:`exchange` raises SMTPServerDisconnected."""
         self._lose(smtp_errors.SMTPServerDisconnected("Connection closed"))
