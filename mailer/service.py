@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import prometheus_client
 from sqlalchemy import select
 
 from mailer.app import App, outgoing
@@ -108,6 +109,11 @@ class Service:
         # VERP: each message's envelope sender names it, so its bounce finds it (mailer.delivery.verp).
         # A rehearsal (redirect_all_to) keeps the plain sender: its bounces are not the contacts'.
         self.return_path = None if self.settings.sender.redirect_all_to else return_path_for(self.settings)
+        # The metrics' children by label, looked up once (prometheus_client's labels() takes a lock each time)
+        self._send_seconds: dict[str, prometheus_client.Histogram] = {}  # step kind -> child
+        self._smtp_replies: dict[
+            int | None, prometheus_client.Counter
+        ] = {}  # reply code -> its class's child
 
     def materialise(self) -> list[QueueResult]:
         """Queue every automatic step whose time has come (idempotent); returns what each call did."""
@@ -323,8 +329,14 @@ class Service:
             stop=stop,
         )
         duration = time.perf_counter() - started
-        SEND_SECONDS.labels(step.kind.value).observe(duration)
-        SMTP_REPLIES.labels(reply_class(reply.code)).inc()
+        seconds = self._send_seconds.get(step.kind.value)
+        if seconds is None:
+            seconds = self._send_seconds[step.kind.value] = SEND_SECONDS.labels(step.kind.value)
+        seconds.observe(duration)
+        replies = self._smtp_replies.get(reply.code)
+        if replies is None:
+            replies = self._smtp_replies[reply.code] = SMTP_REPLIES.labels(reply_class(reply.code))
+        replies.inc()
         if log.isEnabledFor(logging.INFO):  # the record's fields are made only when it is written
             log.info(
                 "%s %s",

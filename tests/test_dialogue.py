@@ -353,3 +353,53 @@ def test_a_malformed_or_endless_reply_ends_the_connection(pieces: tuple[bytes, .
         Reply(MessageStatus.DEFERRED, None, f"mail: connection lost: {reason}"),
         False,
     )
+
+
+def test_each_exchange_waits_its_own_timeout_whatever_the_exchanges_before_it_waited() -> None:
+    # One timer serves every wait of a connection (mailer.delivery.dialogue.Dialogue._expire): a timer set for
+    # an earlier, longer wait is moved earlier, one that fires before a later wait's deadline moves on to it.
+    slow = {"b@example.org": (1.0, 1), "c@example.org": (1.0, 1)}
+    server, _ = fault_server(Faults(rcpt_slow=slow, pipelining=False))
+
+    async def exchanges() -> tuple[list[int], bool, list[dict[str, object]]]:
+        errors: list[dict[str, object]] = []  # what a callback of the loop raised (a timer's, say)
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, timeout=10.0)
+        await client.connect()
+        dialogue = Dialogue(client)
+        codes = [r.code for r in await dialogue.exchange(b"MAIL FROM:<" + SENDER.encode() + b">\r\n", 1, 0.6)]
+        codes += [r.code for r in await dialogue.exchange(b"RCPT TO:<a@example.org>\r\n", 1, 0.2)]
+        await asyncio.sleep(0.3)  # the timer set for a's reply fires with no wait under way
+        # b's reply comes 1 s later, within its 1.5 s: the timer of MAIL's 0.6 s, moved for a's, never fires
+        codes += [r.code for r in await dialogue.exchange(b"RCPT TO:<b@example.org>\r\n", 1, 1.5)]
+        # c's reply comes 1 s later, after the timer set for b's deadline: that one moves on to c's
+        codes += [r.code for r in await dialogue.exchange(b"RCPT TO:<c@example.org>\r\n", 1, 1.5)]
+        connected = dialogue.connected
+        client.close()
+        return codes, connected, errors
+
+    with server:
+        codes, connected, errors = asyncio.run(exchanges())
+    assert (codes, connected, errors) == ([250, 250, 250, 250], True, [])
+
+
+def test_a_shorter_timeout_after_a_longer_one_ends_its_wait_in_time() -> None:
+    server, _ = fault_server(Faults(rcpt_slow={"slow@example.org": (3.0, 1)}, pipelining=False))
+
+    async def exchanges() -> tuple[int, float, str, bool]:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, timeout=10.0)
+        await client.connect()
+        dialogue = Dialogue(client)
+        [mail] = await dialogue.exchange(b"MAIL FROM:<" + SENDER.encode() + b">\r\n", 1, 30.0)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(aiosmtplib.SMTPReadTimeoutError) as late:
+            await dialogue.exchange(b"RCPT TO:<slow@example.org>\r\n", 1, 0.3)
+        waited = asyncio.get_running_loop().time() - started
+        connected = dialogue.connected
+        client.close()
+        return mail.code, waited, str(late.value), connected
+
+    with server:
+        code, waited, error, connected = asyncio.run(exchanges())
+    assert (code, error, connected) == (250, "Timed out waiting for server response", False)
+    assert 0.3 <= waited < 2.0  # not the 30 s of MAIL's timer, nor the reply 3 s later

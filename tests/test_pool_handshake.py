@@ -374,6 +374,24 @@ def test_a_stop_while_waiting_for_a_free_connection_gives_up_at_once() -> None:
     assert handler.messages == []
 
 
+def test_a_send_stopped_before_it_begins_while_every_connection_is_busy_waits_for_none() -> None:
+    server, handler = fault_server(Faults(greeting_delay=LIMIT * 2))
+
+    async def run() -> tuple[str, bool, int]:
+        stop = asyncio.Event()
+        stop.set()
+        async with SmtpPool(_settings(server.port, connect_timeout=LIMIT, circuit_failures=1)) as pool:
+            first = asyncio.ensure_future(pool.send(SENDER, "a@example.org", MESSAGE))
+            await _until(lambda: handler.connections == 1)  # the only connection is being opened
+            second = asyncio.ensure_future(pool.send(SENDER, "b@example.org", MESSAGE, stop=stop))
+            text = await _stopped(second)
+            return text, await _cancelled(first), pool.connect_attempts
+
+    with server:
+        assert asyncio.run(run()) == ("stopped", True, 1)
+    assert handler.messages == []
+
+
 def test_a_stop_while_waiting_for_another_sends_probe_gives_up_at_once() -> None:
     server, handler = fault_server(Faults(greeting_421=1, greeting_delay=LIMIT * 2))
 

@@ -100,6 +100,16 @@ class Circuit:
     def open(self) -> bool:
         return self.since is not None
 
+    @property
+    def passes(self) -> bool:
+        """True when :meth:`admit` would return None at once, with no wait: the circuit is closed and the
+        shared state, if any, was read less than ``refresh`` seconds ago. A caller may then skip admit (and
+        the task a stoppable wait for it costs)."""
+        if self.open:
+            return False
+        loaded = self._loaded_at
+        return self._shared is None or (loaded is not None and time.monotonic() - loaded < self.refresh)
+
     def state(self) -> CircuitState:
         """What the store keeps of this circuit."""
         return CircuitState(

@@ -57,22 +57,27 @@ class Dialogue(asyncio.Protocol):
             raise smtp_errors.SMTPServerDisconnected("Connection lost")
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]  # asyncio's or uvloop's
         self.extensions = frozenset(client.esmtp_extensions)  # lower case, from the last EHLO
+        self.pipelining = "pipelining" in self.extensions  # RFC 2920: commands in groups
+        self.smtputf8 = "smtputf8" in self.extensions  # RFC 6531: UTF-8 addresses
+        self.eight_bit = "8bitmime" in self.extensions  # RFC 6152: BODY=8BITMIME
         self.transactions = 0  # begun on this connection
         self._loop = asyncio.get_running_loop()
         self._buffer = bytearray()
         self._replies: deque[SMTPResponse] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._lost: Exception | None = None
+        # One timer for all the waits: it fires at _timer_at (loop time), no later than the deadline of the
+        # wait under way, and is moved on to that deadline when it fires early (only then), so a wait costs
+        # no timer of its own (:meth:`_expire`).
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         transport.set_protocol(self)
 
     @property
     def connected(self) -> bool:
         """False once the connection is lost, closed or out of step."""
         return self._lost is None and not self.transport.is_closing()
-
-    def offers(self, extension: str) -> bool:
-        """True when the server's EHLO named ``extension`` (any case), e.g. "pipelining"."""
-        return extension.lower() in self.extensions
 
     def close(self) -> None:
         """Close the connection without QUIT; a waiting :meth:`exchange` raises SMTPServerDisconnected."""
@@ -85,21 +90,39 @@ class Dialogue(asyncio.Protocol):
         if self._lost is not None:
             raise self._lost
         self.transport.write(data)
-        out: list[SMTPResponse] = []
+        received = self._replies
+        deadline = self._deadline = self._loop.time() + timeout
         try:
-            async with asyncio.timeout(timeout):
-                while len(out) < replies:
-                    if self._replies:
-                        out.append(self._replies.popleft())
-                    elif self._lost is not None:
-                        raise self._lost
-                    else:
-                        self._waiter = self._loop.create_future()
-                        await self._waiter
+            while len(received) < replies:
+                if self._lost is not None:
+                    raise self._lost
+                if self._timer is None or self._timer_at > deadline:
+                    self._arm(deadline)
+                self._waiter = self._loop.create_future()
+                await self._waiter
         except TimeoutError:
             self.close()
             raise smtp_errors.SMTPReadTimeoutError("Timed out waiting for server response") from None
-        return out
+        return [received.popleft() for _ in range(replies)]
+
+    def _arm(self, at: float) -> None:
+        """(Re)schedule the timer at loop time ``at``."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self._loop.call_at(at, self._expire)
+
+    def _expire(self) -> None:
+        """The timer fired: a wait whose deadline has come ends with TimeoutError; one that began after the
+        timer was set has a later deadline, and the timer moves on to it; with no wait it is left unset."""
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self._deadline > self._timer_at:
+            self._arm(self._deadline)
+        else:
+            waiter.set_exception(TimeoutError())
 
     async def transaction(
         self,

@@ -28,7 +28,7 @@ from mailer.delivery.circuit import Circuit, SharedCircuit
 from mailer.delivery.dialogue import CONNECTION_ERRORS, ConnectionFailed, Dialogue
 from mailer.delivery.envelope import envelope_commands, needs_smtputf8, unsendable
 from mailer.delivery.forwarding import Closing, NotAttempted
-from mailer.delivery.ratelimit import Limiter, RateLimited, in_slot, rate_limiter
+from mailer.delivery.ratelimit import Limiter, RateLimited, RateLimiter, in_slot, rate_limiter
 from mailer.delivery.replies import Phase, Reply, refused, unanswered
 from mailer.errors import ConfigError
 from mailer.store.models import MessageStatus
@@ -113,7 +113,9 @@ class SmtpPool(Closing):
         self.settings = settings
         self.local_hostname = local_hostname
         self.limiter = limiter or rate_limiter(settings)
-        self._unlimited = limiter is None and not settings.rate.windows()  # acquire() never waits
+        # A limiter of this process without windows: its acquire() would return math.inf (a slot that never
+        # ends) at once, so it is not called. Any other limiter (shared, or a test's) is asked every time.
+        self._unlimited = isinstance(self.limiter, RateLimiter) and self.limiter.unlimited
         self.circuit = Circuit(
             f"{settings.host}:{settings.port}",
             settings.name,
@@ -149,15 +151,13 @@ class SmtpPool(Closing):
         finally:
             client.close()
 
-    async def _connect(self, slot: _Slot) -> tuple[Dialogue, bool]:
-        """The slot's dialogue, (re)connected as needed; (dialogue, True when it was opened just now).
+    async def _connect(self, slot: _Slot) -> Dialogue:
+        """A new connection for the slot (its connection, not reusable, is dropped first: QUIT if it is still
+        connected); the caller found none to reuse (:meth:`_reusable`).
 
         Raises :class:`ConnectionFailed` when the server cannot be reached or refuses the connection or login
         (``unreachable`` when no connection could be opened, which the circuit counts).
         """
-        dialogue = self._reusable(slot)
-        if dialogue is not None:
-            return dialogue, False
         await self._drop(slot, polite=True)
         smtp = self.settings
         client = aiosmtplib.SMTP(
@@ -192,7 +192,7 @@ class SmtpPool(Closing):
         slot.client, slot.dialogue = client, dialogue
         self.connects += 1
         await self.circuit.connected()
-        return dialogue, True
+        return dialogue
 
     def _reusable(self, slot: _Slot) -> Dialogue | None:
         """The slot's dialogue when it is connected and may carry another message, else None."""
@@ -268,7 +268,10 @@ class SmtpPool(Closing):
         probe, a free connection, a connection being opened, a rate-limit slot) and raises
         :class:`~mailer.delivery.forwarding.NotAttempted`; a transaction under way finishes.
         """
-        verdict = await unless_stopped(self.circuit.admit(), stop)
+        if self.circuit.passes:  # the common case costs no task
+            verdict = None
+        else:
+            verdict = await unless_stopped(self.circuit.admit(), stop)
         if verdict is not None:
             return verdict
         probing = self.circuit.open  # admitted while open: this send is the probe
@@ -323,7 +326,6 @@ class SmtpPool(Closing):
         wait in between (:func:`~mailer.delivery.ratelimit.in_slot`). Raises :class:`RateLimited`, or
         :class:`NotAttempted` when ``stop`` is set while waiting."""
         if self._unlimited:
-            await self.limiter.acquire(self.settings.max_rate_wait)
             return
         while not in_slot(await unless_stopped(self.limiter.acquire(self.settings.max_rate_wait), stop)):
             pass
@@ -344,20 +346,18 @@ class SmtpPool(Closing):
         if reused is not None:  # the common case costs no task
             dialogue, fresh = reused, False
         else:
-            dialogue, fresh = await unless_stopped(self._connect(slot), stop)
+            dialogue, fresh = await unless_stopped(self._connect(slot), stop), True
         smtp = self.settings
         try:  # the slot is taken once connected, so the relay sees the messages spaced as the limit says
             await self._take_slot(stop)
         except RateLimited as exc:
             return Reply(MessageStatus.DEFERRED, None, f"server {smtp.name}: {exc}")
         utf8 = utf8 or needs_smtputf8(recipient) or needs_smtputf8(envelope_from)
-        reason = unsendable(envelope_from, recipient, utf8=utf8, offers_smtputf8=dialogue.offers("smtputf8"))
+        reason = unsendable(envelope_from, recipient, utf8=utf8, offers_smtputf8=dialogue.smtputf8)
         if reason is not None:
             return Reply(MessageStatus.FAILED, None, reason)
-        mail, rcpt = envelope_commands(
-            envelope_from, recipient, utf8=utf8, eight_bit=dialogue.offers("8bitmime")
-        )
-        pipelining = dialogue.offers("pipelining")
+        mail, rcpt = envelope_commands(envelope_from, recipient, utf8=utf8, eight_bit=dialogue.eight_bit)
+        pipelining = dialogue.pipelining
         self.pipelined += pipelining
         return await dialogue.transaction(
             mail,
