@@ -220,6 +220,8 @@ def _sample(hint: Any, name: str, app: App, folder: Path) -> Any:
     if hint is bool:
         return False
     text = str(hint)
+    if text.startswith("psycopg.Connection"):
+        return None  # a PostgreSQL driver connection: the time is refused before the connection is used
     if "sessionmaker" in text:
         return app.factory
     if "orm.session.Session" in text:

@@ -105,13 +105,14 @@ def finish_run(
 ) -> None:
     """End the run: done with ``import_id``, or stopped by ``error`` (a stopped run may be claimed again).
     Raises ValueError unless exactly one of the two is given, NaiveDatetimeError for a naive ``now``."""
+    now = require_aware(now, "now")
     if (import_id is None) == (not error):
         raise ValueError("finish_run needs an import id or an error, not both")
     with transaction(factory) as db:
         db.execute(
             update(ImportRun)
             .where(ImportRun.token == token)
-            .values(import_id=import_id, error=error, updated_at=require_aware(now, "now"))
+            .values(import_id=import_id, error=error, updated_at=now)
         )
 
 
