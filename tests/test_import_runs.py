@@ -160,6 +160,18 @@ def _signed_in_at(base: str, username: str) -> Iterator[httpx.Client]:
         yield http
 
 
+def _checked_upload(http: httpx.Client, token: str) -> str:
+    """Check the latin-america export for its list; the upload's token the check page holds."""
+    export = CONTACTS_DIR / "latin-america.csv"
+    checked = http.post(
+        "/organise/imports/check",
+        data={"csrf_token": token, "kind": "contacts", "target": "latin-america"},
+        files={"file": ("latin-america.csv", export.read_bytes(), "text/csv")},
+    )
+    assert checked.status_code == 200, checked.text
+    return hidden(checked.text, "upload")
+
+
 def test_another_web_process_shows_the_progress_and_a_second_confirm_imports_nothing(
     app: App,
     web: ThreadedServer,
@@ -179,19 +191,13 @@ def test_another_web_process_shows_the_progress_and_a_second_confirm_imports_not
 
     monkeypatch.setattr(web_imports, "note_progress", held_note)
     expected = MANIFEST["latin-america.csv"]
-    export = CONTACTS_DIR / "latin-america.csv"
     with (
         signed_in(web, "olga") as here,
         _other_web_process(app.settings.database_url, tmp_path / "web.log") as there_url,
         _signed_in_at(there_url, "olga") as there,
     ):
         token = csrf_of(here.get("/organise/imports").text)
-        checked = here.post(
-            "/organise/imports/check",
-            data={"csrf_token": token, "kind": "contacts", "target": "latin-america"},
-            files={"file": ("latin-america.csv", export.read_bytes(), "text/csv")},
-        )
-        upload = hidden(checked.text, "upload")
+        upload = _checked_upload(here, token)
         running = f"/organise/imports/running/{upload}"
         form = {"kind": "contacts", "target": "latin-america", "upload": upload, "name": "latin-america.csv"}
         confirmed = here.post("/organise/imports/confirm", data={"csrf_token": token, **form})
@@ -225,15 +231,9 @@ def test_a_run_whose_process_died_says_so_and_can_be_confirmed_again(
     app: App, web: ThreadedServer, accounts: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(web_imports, "BACKGROUND_BYTES", 10**9)  # imported while the request waits
-    export = CONTACTS_DIR / "latin-america.csv"
     with signed_in(web, "olga") as http:
         token = csrf_of(http.get("/organise/imports").text)
-        checked = http.post(
-            "/organise/imports/check",
-            data={"csrf_token": token, "kind": "contacts", "target": "latin-america"},
-            files={"file": ("latin-america.csv", export.read_bytes(), "text/csv")},
-        )
-        upload = hidden(checked.text, "upload")
+        upload = _checked_upload(http, token)
         running = f"/organise/imports/running/{upload}"
         # Its first confirm was claimed by a process that then died (no progress since).
         assert claim_run(app.factory, upload, "latin-america.csv", "web:olga", datetime.now(UTC))

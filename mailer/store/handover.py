@@ -23,12 +23,11 @@ from collections.abc import Sequence
 
 import psycopg
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
 from mailer.store.outbox import ClaimedMessage, mark_handed, mark_handed_now
-from mailer.store.recorder import commit_retrying, retrying
+from mailer.store.recorder import commit_retrying, release_connection, retrying
 from mailer.timeline.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -121,13 +120,5 @@ class HandOver:
                     self._close_connection()
 
     def _close_connection(self, *, invalidate: bool = False) -> None:
-        """Give the connection back to the pool; ``invalidate`` (after a failure: it may be broken) discards
-        it instead, without the pool's reset on a dead connection."""
-        if self._connection is not None:
-            connection, self._connection = self._connection, None
-            try:
-                if invalidate:
-                    connection.invalidate()
-                connection.close()
-            except SQLAlchemyError as exc:
-                log.debug("closing the hand-over connection: %s", exc)
+        connection, self._connection = self._connection, None
+        release_connection(connection, invalidate=invalidate, what="the hand-over connection")

@@ -207,16 +207,22 @@ class OutcomeRecorder:
                 raw.autocommit = False
 
     def _close_connection(self, *, invalidate: bool = False) -> None:
-        """Give the connection back to the pool; ``invalidate`` (after a failure: it may be broken) discards
-        it instead, without the pool's reset on a dead connection."""
-        if self._connection is not None:
-            connection, self._connection = self._connection, None
-            try:
-                if invalidate:
-                    connection.invalidate()
-                connection.close()
-            except SQLAlchemyError as exc:
-                log.debug("closing the recorder's connection: %s", exc)
+        connection, self._connection = self._connection, None
+        release_connection(connection, invalidate=invalidate, what="the recorder's connection")
+
+
+def release_connection(connection: Connection | None, *, invalidate: bool, what: str) -> None:
+    """Give ``connection`` (if any) back to its pool; ``invalidate`` (after a failure: it may be broken)
+    discards it instead, without the pool's reset on a dead connection. A failure to close is logged at
+    DEBUG with ``what``, never raised."""
+    if connection is None:
+        return
+    try:
+        if invalidate:
+            connection.invalidate()
+        connection.close()
+    except SQLAlchemyError as exc:
+        log.debug("closing %s: %s", what, exc)
 
 
 def retrying(attempt: Callable[[], object], what: str) -> None:
