@@ -26,7 +26,8 @@ from mailer.compose.outgoing import notice_extra
 from mailer.compose.render import Renderer
 from mailer.config import Security, Settings, StepKind
 from mailer.delivery.capture import EmlWriter, SmtpServer
-from mailer.delivery.replies import provider_message_id
+from mailer.delivery.forwarding import Lane
+from mailer.delivery.replies import Reply, provider_message_id
 from mailer.delivery.transport import NotAttempted, Transport
 from mailer.delivery.verp import return_path_for
 from mailer.errors import PermanentDeliveryError, RenderError
@@ -229,26 +230,58 @@ class Service:
     ) -> None:
         """Deliver ``claimed`` with as many senders as there are connections, each taking the next message
         until none is left or ``stop`` is set; ``outcomes[i]`` is filled in and handed to ``recorder`` as
-        message ``i`` finishes. A careful message's sender waits for its commit before taking the next."""
+        message ``i``'s reply arrives. Each sender keeps a connection (its :class:`~mailer.delivery.forwarding.Lane`),
+        so a message's content goes out with the next message's commands (RFC 2920 sec. 3.1). A careful
+        message goes alone and its sender waits for its commit before taking the next."""
         queue = iter(range(len(claimed)))
         handover = HandOver(
             self.app.factory, self.clock, worker=self.worker, claimed=claimed, window=4 * self._concurrency
         )
 
+        async def settle(index: int, outcome: Outcome) -> None:
+            """Note message ``index``'s outcome and hand it to the recorder (a careful one: committed first)."""
+            outcomes[index] = outcome
+            committed = recorder.add(outcome, urgent=claimed[index].careful)
+            if claimed[index].careful:
+                await committed
+
         async def sender() -> None:
-            for index in queue:  # shared: each index is taken by one sender
-                if stop is not None and stop.is_set():
-                    return
-                message = claimed[index]
-                await handover.before(index)  # marked before it goes: an expiry counts only if it went
-                try:
-                    outcome = await self._deliver_safely(pool, message, stop)
-                except NotAttempted:  # stopped before its transaction began: given back with the rest
-                    return
-                outcomes[index] = outcome
-                committed = recorder.add(outcome, urgent=message.careful)
-                if message.careful:
-                    await committed
+            waiting: list[tuple[int, _Sending]] = []  # handed to SMTP, reply not known yet
+
+            def answered() -> Iterator[tuple[int, Outcome]]:
+                """The outcomes of the messages whose reply came, each once (those whose content never went
+                out have none: they are given back with the rest)."""
+                for entry in [entry for entry in waiting if entry[1].reply.done()]:
+                    waiting.remove(entry)
+                    outcome = self._answered(claimed[entry[0]], entry[1])
+                    if outcome is not None:
+                        yield entry[0], outcome
+
+            lane = pool.lane(stop)
+            try:
+                for index in queue:  # shared: each index is taken by one sender
+                    if stop is not None and stop.is_set():
+                        break
+                    message = claimed[index]
+                    await handover.before(index)  # marked before it goes: an expiry counts only if it went
+                    try:
+                        handed = await self._hand_over(lane, message)
+                    except NotAttempted:  # stopped before its transaction began: given back with the rest
+                        break
+                    if isinstance(handed, Outcome):
+                        await settle(index, handed)
+                    else:
+                        waiting.append((index, handed))
+                    for answer in answered():
+                        await settle(*answer)
+                await lane.close()  # the held message goes out
+            except BaseException:  # cancelled: what is known is recorded by the caller, the rest given back
+                lane.abort()
+                for index, outcome in answered():
+                    outcomes[index] = outcome
+                raise
+            for answer in answered():
+                await settle(*answer)
 
         try:
             await asyncio.gather(*(sender() for _ in range(min(self._concurrency, len(claimed)))))
@@ -265,14 +298,14 @@ class Service:
         with transaction(self.app.factory) as db:
             release_claims(db, unsent, self.clock.now())
 
-    async def _deliver_safely(
-        self, pool: Transport, message: ClaimedMessage, stop: asyncio.Event | None = None
-    ) -> Outcome:
-        """:meth:`_deliver`; an unexpected error becomes a deferral (logged with its traceback), so one bad
-        message never stops a batch from being recorded. Raises :class:`NotAttempted` when ``stop`` was set
-        before the message's mail transaction began."""
+    async def _hand_over(self, lane: Lane, message: ClaimedMessage) -> Outcome | _Sending:
+        """Render and build ``message`` and submit it to ``lane``: its outcome when it cannot be built, else
+        what is needed to make its outcome once its reply comes (:meth:`_answered`). An unexpected error
+        becomes a deferral (logged with its traceback), so one bad message never stops a batch from being
+        recorded. Raises :class:`NotAttempted` when the lane's stop was set before the mail transaction
+        began."""
         try:
-            return await self._deliver(pool, message, stop)
+            return await self._submit(lane, message)
         except NotAttempted:
             raise
         except Exception as exc:
@@ -281,9 +314,7 @@ class Service:
                 message.pk, MessageStatus.DEFERRED, None, f"internal error: {type(exc).__name__}: {exc}"
             )
 
-    async def _deliver(
-        self, pool: Transport, message: ClaimedMessage, stop: asyncio.Event | None = None
-    ) -> Outcome:
+    async def _submit(self, lane: Lane, message: ClaimedMessage) -> Outcome | _Sending:
         settings = self.settings
         session = settings.series.session(message.session_id)
         step = resolve_step(settings.series, message.step)
@@ -319,19 +350,29 @@ class Service:
             return Outcome(message.pk, MessageStatus.FAILED, None, f"cannot build: {exc}", rendered.language)
         redirect = settings.sender.redirect_all_to
         started = time.perf_counter()
-        reply = await pool.send(
+        reply = await lane.submit(
             self.return_path.address(message.pk) if self.return_path else settings.sender.address,
             redirect or message.recipient.email,
             built.wire,
             kind=step.kind,
             utf8=built.utf8,
             transparent=True,
-            stop=stop,
+            alone=message.careful,
         )
-        duration = time.perf_counter() - started
-        seconds = self._send_seconds.get(step.kind.value)
+        return _Sending(step.kind, rendered.language, started, reply)
+
+    def _answered(self, message: ClaimedMessage, sending: _Sending) -> Outcome | None:
+        """The outcome of a message whose reply came (counted, logged); None when its connection closed
+        before its content was written (nothing delivered)."""
+        try:
+            reply = sending.reply.result()
+        except NotAttempted:
+            return None
+        duration = time.perf_counter() - sending.started
+        kind = sending.kind.value
+        seconds = self._send_seconds.get(kind)
         if seconds is None:
-            seconds = self._send_seconds[step.kind.value] = SEND_SECONDS.labels(step.kind.value)
+            seconds = self._send_seconds[kind] = SEND_SECONDS.labels(kind)
         seconds.observe(duration)
         replies = self._smtp_replies.get(reply.code)
         if replies is None:
@@ -353,6 +394,7 @@ class Service:
                     "duration_ms": round(duration * 1000, 1),
                 },
             )
+        redirect = self.settings.sender.redirect_all_to
         if (
             redirect and reply.status is MessageStatus.BOUNCED
         ):  # the rehearsal address bounced, not the contact
@@ -361,12 +403,23 @@ class Service:
                 MessageStatus.FAILED,
                 reply.code,
                 f"redirect to {redirect}: {reply.text}",
-                rendered.language,
+                sending.language,
             )
         provider_id = provider_message_id(reply.text) if reply.status is MessageStatus.SENT else ""
         return Outcome(
-            message.pk, reply.status, reply.code, reply.text, rendered.language, reply.retry_at, provider_id
+            message.pk, reply.status, reply.code, reply.text, sending.language, reply.retry_at, provider_id
         )
+
+
+@dataclass(slots=True)
+class _Sending:
+    """A message handed to SMTP: its step kind, language, when (``time.perf_counter`` seconds) and the
+    future of its reply."""
+
+    kind: StepKind
+    language: str
+    started: float
+    reply: asyncio.Future[Reply]
 
 
 @contextmanager

@@ -5,18 +5,25 @@ aiosmtplib opens the connection (greeting, EHLO, STARTTLS, AUTH); :class:`Dialog
 bytes. One recipient per transaction, so a refusal belongs to exactly one message. A timeout after the
 message was sent is deferred like any other; the receiver may then get it twice (RFC 1047), which the
 stable Message-ID lets it recognise.
+
+With PIPELINING, a message may be *held* once its DATA was answered 354: its content and final dot then go
+out in one write with the next transaction's MAIL, RCPT and DATA (RFC 2920 sec. 3.1: the message content
+may begin a group), so a message costs one round trip, not two. The held message's reply is the first of
+that write's four; :meth:`Dialogue.flush` sends it alone when no transaction follows.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from dataclasses import dataclass
 
 import aiosmtplib
 from aiosmtplib import errors as smtp_errors
 from aiosmtplib.protocol import normalize_message_line_endings
 from aiosmtplib.response import SMTPResponse
 
+from mailer.delivery.forwarding import NotAttempted
 from mailer.delivery.replies import Phase, Reply, expected, refused, unanswered
 from mailer.store.models import MessageStatus
 
@@ -36,6 +43,22 @@ class ConnectionFailed(Exception):
         self.reply = reply
         self.retry = retry
         self.unreachable = unreachable
+
+
+@dataclass(slots=True)
+class Held:
+    """A message whose DATA was answered 354 and whose ``payload`` (content in DATA's transparent form, then
+    the final ``.``) is not written yet; ``reply`` gets its classified reply to the final dot, or
+    :class:`~mailer.delivery.forwarding.NotAttempted` when the connection closes before the payload is
+    written (the server then drops the transaction: nothing was delivered)."""
+
+    payload: bytes
+    reply: asyncio.Future[Reply]
+
+    def settle(self, reply: Reply) -> None:
+        """Give the message its reply (once)."""
+        if not self.reply.done():
+            self.reply.set_result(reply)
 
 
 class Dialogue(asyncio.Protocol):
@@ -66,6 +89,7 @@ class Dialogue(asyncio.Protocol):
         self._replies: deque[SMTPResponse] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._lost: Exception | None = None
+        self._held: Held | None = None
         # One timer for all the waits: it fires at _timer_at (loop time), no later than the deadline of the
         # wait under way, and is moved on to that deadline when it fires early (only then), so a wait costs
         # no timer of its own (:meth:`_expire`).
@@ -73,6 +97,11 @@ class Dialogue(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         transport.set_protocol(self)
+
+    @property
+    def holding(self) -> bool:
+        """A message is held: its content waits to go out with the next transaction (or :meth:`flush`)."""
+        return self._held is not None
 
     @property
     def connected(self) -> bool:
@@ -89,7 +118,8 @@ class Dialogue(asyncio.Protocol):
         replies; ``timeout`` seconds for all of them."""
         if self._lost is not None:
             raise self._lost
-        self.transport.write(data)
+        if data:
+            self.transport.write(data)
         received = self._replies
         deadline = self._deadline = self._loop.time() + timeout
         try:
@@ -135,21 +165,32 @@ class Dialogue(asyncio.Protocol):
         timeout: float,
         data_timeout: float,
         fresh: bool,
-    ) -> Reply:
+        hold: bool = False,
+    ) -> Reply | asyncio.Future[Reply]:
         """One mail transaction: the ``mail`` and ``rcpt`` command lines, then DATA with ``data``.
 
         ``transparent``: ``data`` is already in DATA's transparent form (:func:`transparent_form`); ``pipelining``:
-        MAIL, RCPT and DATA go in one write (the server offers it, RFC 2920). ``timeout`` seconds for the
-        commands' replies, ``data_timeout`` for the message and the reply to its final dot. Returns the
-        classified reply when the connection can carry the next transaction (a refused command is reset with
-        RSET); raises :class:`ConnectionFailed` when it cannot, with ``retry`` when the connection dropped
-        before DATA and was not ``fresh`` (a reused connection the server may have closed meanwhile).
+        MAIL, RCPT and DATA go in one write (the server offers it, RFC 2920), after the content of a held
+        message if there is one. ``timeout`` seconds for the commands' replies, ``data_timeout`` for the
+        message and the reply to its final dot. ``hold`` (with ``pipelining``): once DATA is answered 354 the
+        message is held (:class:`Held`) and a future of its reply returned; its content goes out with the next
+        transaction's commands or :meth:`flush`. Otherwise returns the classified reply when the connection can
+        carry the next transaction (a refused command is reset with RSET); raises :class:`ConnectionFailed`
+        when it cannot, with ``retry`` when the connection dropped before DATA and was not ``fresh`` (a reused
+        connection the server may have closed meanwhile), or when a held message's reply closed it.
         """
         self.transactions += 1
+        held, self._held = self._held, None
+        commands = mail + rcpt + b"DATA\r\n" if pipelining else b""
+        if held is not None:  # its content goes first, with this transaction's commands when pipelining
+            if not await self._finish(held, commands, data_timeout):  # nothing of this message was delivered
+                lost = unanswered(Phase.MAIL, "connection closed after the previous message")
+                raise ConnectionFailed(lost, retry=True)
+            commands = b""
         phase, in_data = Phase.MAIL, False
         try:
             if pipelining:  # RFC 2920: one write, three replies
-                replies = await self.exchange(mail + rcpt + b"DATA\r\n", 3, timeout)
+                replies = await self.exchange(commands, 3, timeout)
                 refusals = [
                     (step, reply)
                     for step, reply in zip((Phase.MAIL, Phase.RCPT, Phase.DATA), replies, strict=False)
@@ -169,13 +210,11 @@ class Dialogue(asyncio.Protocol):
                 phase = Phase.DATA
                 self._check(phase, (await self.exchange(b"DATA\r\n", 1, timeout))[0])
             phase, in_data = Phase.DATA, True
-            [response] = await self.exchange(
-                (data if transparent else transparent_form(data)) + b".\r\n", 1, data_timeout
-            )
-            if response.code != 250:
-                if response.code == 421:
-                    self.close()
-                raise smtp_errors.SMTPResponseException(response.code, response.message)
+            payload = (data if transparent else transparent_form(data)) + b".\r\n"
+            if hold and pipelining:
+                self._held = Held(payload, self._loop.create_future())
+                return self._held.reply
+            [response] = await self.exchange(payload, 1, data_timeout)
         except smtp_errors.SMTPResponseException as exc:
             reply = refused(exc.code, exc.message, phase)
             if exc.code == 421 or not self.connected:
@@ -192,13 +231,40 @@ class Dialogue(asyncio.Protocol):
             reply = unanswered(phase, f"connection lost: {exc}")
             raise ConnectionFailed(reply, retry=not in_data and not fresh) from None
         except CONNECTION_ERRORS as exc:
-            reason = (
-                "timed out"
-                if isinstance(exc, (TimeoutError, asyncio.TimeoutError))
-                else f"{type(exc).__name__}: {exc}"
-            )
-            raise ConnectionFailed(unanswered(phase, reason)) from None
-        return Reply(MessageStatus.SENT, response.code, response.message)
+            raise ConnectionFailed(unanswered(phase, _reason(exc))) from None
+        reply = self._final(response)
+        if not self.connected:
+            raise ConnectionFailed(reply)
+        return reply
+
+    async def flush(self, data_timeout: float) -> None:
+        """Write the held message's content (if any) and settle its reply; ``data_timeout`` seconds."""
+        held, self._held = self._held, None
+        if held is not None:
+            await self._finish(held, b"", data_timeout)
+
+    async def _finish(self, held: Held, then: bytes, data_timeout: float) -> bool:
+        """Write ``held``'s payload followed by ``then`` (the next transaction's commands, RFC 2920 sec. 3.1),
+        settle its reply (within ``data_timeout`` seconds) and return whether the connection can go on."""
+        try:
+            [response] = await self.exchange(held.payload + then, 1, data_timeout)
+        except (smtp_errors.SMTPServerDisconnected, ConnectionError) as exc:
+            held.settle(unanswered(Phase.DATA, f"connection lost: {exc}"))
+            return False
+        except CONNECTION_ERRORS as exc:
+            held.settle(unanswered(Phase.DATA, _reason(exc)))
+            return False
+        held.settle(self._final(response))
+        return self.connected
+
+    def _final(self, response: SMTPResponse) -> Reply:
+        """The classified reply to a message's final dot: sent on 250, else refused at DATA (a 421 closes the
+        connection: RFC 5321 sec. 3.8)."""
+        if response.code == 250:
+            return Reply(MessageStatus.SENT, response.code, response.message)
+        if response.code == 421:
+            self.close()
+        return refused(response.code, response.message, Phase.DATA)
 
     def _check(self, phase: Phase, reply: SMTPResponse) -> None:
         """Raise SMTPResponseException unless ``reply`` is the expected one; a 421 closes the connection."""
@@ -243,11 +309,21 @@ class Dialogue(asyncio.Protocol):
     def _lose(self, exc: Exception) -> None:
         if self._lost is None:
             self._lost = exc
+        held, self._held = self._held, None
+        if held is not None and not held.reply.done():  # its content never went out: nothing was delivered
+            held.reply.set_exception(NotAttempted(f"connection closed before the message was sent: {exc}"))
         self._wake()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+
+def _reason(exc: BaseException) -> str:
+    """A connection error as a reply's text: "timed out", or the exception's type and text."""
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def transparent_form(data: bytes) -> bytes:

@@ -1,6 +1,8 @@
 """Reused SMTP connections to one server: :class:`SmtpPool`.
 
-The pool keeps up to ``connections`` clients open, reuses each for ``messages_per_connection`` messages,
+The pool keeps up to ``connections`` clients open, reuses each for ``messages_per_connection`` messages
+(a sender keeps one through its :meth:`SmtpPool.lane`, each message's content written with the next one's
+commands when the server offers PIPELINING: RFC 2920 sec. 3.1),
 applies the server's rate limits, reconnects after a drop (a drop before DATA on a reused connection is
 retried at once on a new one: nothing was delivered), and sends QUIT when closed. aiosmtplib opens each
 connection (greeting, EHLO, STARTTLS, AUTH); its transactions then run over a
@@ -27,7 +29,7 @@ from mailer.config import Security, SmtpSettings, StepKind
 from mailer.delivery.circuit import Circuit, SharedCircuit
 from mailer.delivery.dialogue import CONNECTION_ERRORS, ConnectionFailed, Dialogue
 from mailer.delivery.envelope import envelope_commands, needs_smtputf8, unsendable
-from mailer.delivery.forwarding import Closing, NotAttempted
+from mailer.delivery.forwarding import Closing, Lane, NotAttempted, send_alone
 from mailer.delivery.ratelimit import Limiter, RateLimited, RateLimiter, in_slot, rate_limiter
 from mailer.delivery.replies import Phase, Reply, refused, unanswered
 from mailer.errors import ConfigError
@@ -141,14 +143,27 @@ class SmtpPool(Closing):
         await self.limiter.close()
 
     async def _drop(self, slot: _Slot, *, polite: bool) -> None:
+        """Close the slot's connection: ``polite``, the held message is sent first and QUIT after it; else at
+        once (a held message is then not sent: its reply raises NotAttempted)."""
         client, dialogue, slot.client, slot.dialogue = slot.client, slot.dialogue, None, None
         if client is None:
             return
         try:
             if polite and dialogue is not None and dialogue.connected:
+                await dialogue.flush(self.settings.data_timeout)
                 with contextlib.suppress(*CONNECTION_ERRORS):  # a server gone already needs no QUIT
                     await dialogue.exchange(b"QUIT\r\n", 1, self.settings.timeout)
         finally:
+            if dialogue is not None:
+                dialogue.close()
+            client.close()
+
+    def _hang_up(self, slot: _Slot) -> None:
+        """:meth:`_drop` without QUIT, for code that cannot wait."""
+        client, dialogue, slot.client, slot.dialogue = slot.client, slot.dialogue, None, None
+        if dialogue is not None:
+            dialogue.close()
+        if client is not None:
             client.close()
 
     async def _connect(self, slot: _Slot) -> Dialogue:
@@ -243,6 +258,11 @@ class SmtpPool(Closing):
             reason = f"{type(exc).__name__}: {exc}"
             raise ConnectionFailed(unanswered(phase, reason), unreachable=phase is Phase.CONNECT) from None
 
+    def lane(self, stop: asyncio.Event | None = None) -> Lane:
+        """A sender's :class:`~mailer.delivery.forwarding.Lane`: one connection of the pool, taken at its first
+        message and given back when it closes; ``stop`` as for :meth:`send`."""
+        return _PoolLane(self, stop)
+
     async def send(
         self,
         envelope_from: str,
@@ -268,6 +288,24 @@ class SmtpPool(Closing):
         probe, a free connection, a connection being opened, a rate-limit slot) and raises
         :class:`~mailer.delivery.forwarding.NotAttempted`; a transaction under way finishes.
         """
+        return await send_alone(
+            self, envelope_from, recipient, data, kind=kind, utf8=utf8, transparent=transparent, stop=stop
+        )
+
+    async def _submit(
+        self,
+        lane: _PoolLane,
+        envelope_from: str,
+        recipient: str,
+        data: bytes,
+        utf8: bool,
+        transparent: bool,
+        hold: bool,
+    ) -> Reply | asyncio.Future[Reply]:
+        """One message of ``lane`` (see :meth:`send`): the circuit's verdict, the lane's connection (taken
+        from the pool at its first message), then the transaction; ``hold`` as for
+        :meth:`~mailer.delivery.dialogue.Dialogue.transaction`."""
+        stop = lane.stop
         if self.circuit.passes:  # the common case costs no task
             verdict = None
         else:
@@ -276,17 +314,33 @@ class SmtpPool(Closing):
             return verdict
         probing = self.circuit.open  # admitted while open: this send is the probe
         try:
-            if self._slots.empty():
-                slot = await unless_stopped(self._slots.get(), stop)
-            else:  # the common case costs no task
-                slot = self._slots.get_nowait()
-            try:
-                return await self._send_on_slot(slot, envelope_from, recipient, data, utf8, transparent, stop)
-            finally:
-                self._slots.put_nowait(slot)
+            slot = lane.slot
+            if slot is None:
+                if self._slots.empty():
+                    slot = await unless_stopped(self._slots.get(), stop)
+                else:  # the common case costs no task
+                    slot = self._slots.get_nowait()
+                lane.slot = slot
+            return await self._send_on_slot(
+                slot, envelope_from, recipient, data, utf8, transparent, stop, hold
+            )
         finally:
             if probing:
                 self.circuit.abandon_probe()
+
+    async def _release(self, slot: _Slot) -> None:
+        """A lane gives its connection back: its held message is sent first."""
+        try:
+            if slot.dialogue is not None:
+                await slot.dialogue.flush(self.settings.data_timeout)
+        finally:
+            self._slots.put_nowait(slot)
+
+    def _abandon(self, slot: _Slot) -> None:
+        """A lane gives its connection back at once: one holding a message is closed (the message unsent)."""
+        if slot.dialogue is not None and slot.dialogue.holding:
+            self._hang_up(slot)
+        self._slots.put_nowait(slot)
 
     async def _send_on_slot(
         self,
@@ -297,13 +351,16 @@ class SmtpPool(Closing):
         utf8: bool,
         transparent: bool,
         stop: asyncio.Event | None,
-    ) -> Reply:
+        hold: bool,
+    ) -> Reply | asyncio.Future[Reply]:
         """:meth:`_send_on`, reconnecting after a drop before DATA (once) or a failed connection (until the
         circuit opens or ``stop`` is set)."""
         dropped = unreachable = 0
         while True:
             try:
-                return await self._send_on(slot, envelope_from, recipient, data, utf8, transparent, stop)
+                return await self._send_on(
+                    slot, envelope_from, recipient, data, utf8, transparent, stop, hold
+                )
             except ConnectionFailed as failure:
                 await self._drop(slot, polite=False)
                 reply = failure.reply
@@ -339,8 +396,11 @@ class SmtpPool(Closing):
         utf8: bool,
         transparent: bool,
         stop: asyncio.Event | None,
-    ) -> Reply:
+        hold: bool,
+    ) -> Reply | asyncio.Future[Reply]:
         reused = self._reusable(slot)
+        if reused is None and slot.dialogue is not None:  # a held message goes out, stop or not
+            await slot.dialogue.flush(self.settings.data_timeout)
         if stop is not None and stop.is_set():
             raise NotAttempted("stopped")
         if reused is not None:  # the common case costs no task
@@ -348,6 +408,8 @@ class SmtpPool(Closing):
         else:
             dialogue, fresh = await unless_stopped(self._connect(slot), stop), True
         smtp = self.settings
+        if not self._unlimited and dialogue.holding:  # a held message does not wait for the rate limit
+            await dialogue.flush(smtp.data_timeout)
         try:  # the slot is taken once connected, so the relay sees the messages spaced as the limit says
             await self._take_slot(stop)
         except RateLimited as exc:
@@ -368,7 +430,45 @@ class SmtpPool(Closing):
             timeout=smtp.timeout,
             data_timeout=smtp.data_timeout,
             fresh=fresh,
+            hold=hold,
         )
+
+
+class _PoolLane(Lane):
+    """:meth:`SmtpPool.lane`: one connection slot of the pool, held from the first message to :meth:`close`."""
+
+    def __init__(self, pool: SmtpPool, stop: asyncio.Event | None) -> None:
+        self.pool = pool
+        self.stop = stop
+        self.slot: _Slot | None = None
+
+    async def submit(
+        self,
+        envelope_from: str,
+        recipient: str,
+        data: bytes,
+        *,
+        kind: StepKind | None = None,
+        utf8: bool = False,
+        transparent: bool = False,
+        alone: bool = False,
+    ) -> asyncio.Future[Reply]:
+        reply = await self.pool._submit(self, envelope_from, recipient, data, utf8, transparent, not alone)
+        if isinstance(reply, Reply):
+            done: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+            done.set_result(reply)
+            return done
+        return reply
+
+    async def close(self) -> None:
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            await self.pool._release(slot)
+
+    def abort(self) -> None:
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            self.pool._abandon(slot)
 
 
 def starttls_not_offered(smtp: SmtpSettings) -> ConfigError:

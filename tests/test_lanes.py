@@ -1,0 +1,228 @@
+"""A sender's consecutive messages over one connection (mailer.delivery.forwarding.Lane, pool.SmtpPool.lane):
+with PIPELINING, a message's content and final dot go out with the next message's MAIL, RCPT and DATA
+(RFC 2920 sec. 3.1), against a real aiosmtpd server on loopback. Each message still gets its own reply, a
+refusal or a 421 after a held message's dot is that message's alone, the next message is retried on a new
+connection when the held one's reply closed the old, a held message whose content never went out is given
+back (NotAttempted), and a stop lets the held message finish."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mailer.config import Security, SmtpSettings, StepKind
+from mailer.delivery.forwarding import Forwarding, NotAttempted
+from mailer.delivery.pool import SmtpPool
+from mailer.delivery.replies import Reply
+from mailer.store.models import MessageStatus
+from tests.smtp_faults import Faults, fault_server
+
+SENDER = "webinars@example.org"
+MESSAGE = b"Subject: x\r\n\r\nx\r\n"
+SENT = Reply(MessageStatus.SENT, 250, "2.0.0 OK: queued")
+
+
+def _settings(port: int, *, per_connection: int = 100) -> SmtpSettings:
+    return SmtpSettings(
+        "127.0.0.1", port, Security.NONE, "", "", 1, per_connection, 10.0, connect_timeout=10.0
+    )
+
+
+async def _lane_sends(
+    port: int, recipients: list[str], *, per_connection: int = 100
+) -> tuple[list[Reply], list[bool]]:
+    """Each recipient's reply through one lane, and whether each message's reply was known when the lane's
+    next message had been submitted (the last: before the lane closed)."""
+    async with SmtpPool(_settings(port, per_connection=per_connection)) as pool:
+        async with pool.lane() as lane:
+            futures = [await lane.submit(SENDER, recipient, MESSAGE) for recipient in recipients[:1]]
+            known: list[bool] = []
+            for recipient in recipients[1:]:
+                futures.append(await lane.submit(SENDER, recipient, MESSAGE))
+                known.append(futures[-2].done())
+            known.append(futures[-1].done())
+        return [future.result() for future in futures], known
+
+
+def test_each_message_goes_out_with_the_next_ones_commands_and_gets_its_own_reply() -> None:
+    server, handler = fault_server(Faults(pipelining=True))
+    with server:
+        replies, known = asyncio.run(
+            _lane_sends(server.port, ["a@example.org", "b@example.org", "c@example.org"])
+        )
+    assert replies == [SENT, SENT, SENT]
+    # a's reply came with b's commands' replies, b's with c's; c was held until the lane closed
+    assert known == [True, True, False]
+    assert handler.per_connection == {1: 3}
+    assert [message.rcpt_tos for message in handler.messages] == [
+        ["a@example.org"],
+        ["b@example.org"],
+        ["c@example.org"],
+    ]
+    assert [message.data for message in handler.messages] == [MESSAGE] * 3
+
+
+def test_without_pipelining_no_message_is_held() -> None:
+    server, handler = fault_server(Faults(pipelining=False))
+    with server:
+        replies, known = asyncio.run(_lane_sends(server.port, ["a@example.org", "b@example.org"]))
+    assert (replies, known) == ([SENT, SENT], [True, True])
+    assert handler.received_by() == {"a@example.org": 1, "b@example.org": 1}
+
+
+@pytest.mark.parametrize(("code", "status"), [(554, MessageStatus.FAILED), (452, MessageStatus.DEFERRED)])
+def test_a_held_message_refused_after_its_dot_is_refused_alone(code: int, status: MessageStatus) -> None:
+    server, handler = fault_server(Faults(message_refused={"a@example.org": (code, 1)}, pipelining=True))
+    with server:
+        replies, _ = asyncio.run(_lane_sends(server.port, ["a@example.org", "b@example.org"]))
+    assert replies == [Reply(status, code, f"data: {code} {code // 100}.7.1 message refused"), SENT]
+    assert (handler.connections, handler.received_by()) == (1, {"b@example.org": 1})
+
+
+def test_a_421_after_a_held_messages_dot_sends_the_next_on_a_new_connection() -> None:
+    # RFC 5321 sec. 3.8: the server closes the channel; the next message's commands, written with the held
+    # message's content, were never taken: it goes again at once, once, on a new connection.
+    server, handler = fault_server(Faults(message_refused={"a@example.org": (421, 1)}, pipelining=True))
+    with server:
+        replies, _ = asyncio.run(_lane_sends(server.port, ["a@example.org", "b@example.org"]))
+    assert replies == [Reply(MessageStatus.DEFERRED, 421, "data: 421 4.7.1 message refused"), SENT]
+    assert (handler.connections, handler.per_connection) == (2, {2: 1})
+    assert handler.received_by() == {"b@example.org": 1}
+
+
+def test_a_connection_dropped_after_a_held_message_sends_the_next_on_a_new_one() -> None:
+    # The server takes a's content, answers 250, and drops the connection at b's MAIL (a relay restarting).
+    server, handler = fault_server(Faults(drop_after_message=1, pipelining=True))
+    with server:
+        replies, _ = asyncio.run(_lane_sends(server.port, ["a@example.org", "b@example.org"]))
+    assert replies == [SENT, SENT]
+    assert (handler.connections, handler.per_connection) == (2, {1: 1, 2: 1})
+
+
+def test_a_held_message_goes_out_before_the_connection_is_replaced() -> None:
+    # Two messages per connection: b is held when c needs a new connection, so b is sent and QUIT follows.
+    server, handler = fault_server(Faults(pipelining=True))
+    with server:
+        replies, known = asyncio.run(
+            _lane_sends(server.port, ["a@example.org", "b@example.org", "c@example.org"], per_connection=2)
+        )
+    assert (replies, known) == ([SENT, SENT, SENT], [True, True, False])
+    assert (handler.connections, handler.per_connection, handler.quits) == (2, {1: 2, 2: 1}, 2)
+
+
+def test_an_aborted_lane_never_sends_the_held_message() -> None:
+    server, handler = fault_server(Faults(pipelining=True))
+
+    async def abort() -> tuple[bool, BaseException | None, int]:
+        async with SmtpPool(_settings(server.port)) as pool:
+            with pytest.raises(RuntimeError):
+                async with pool.lane() as lane:
+                    held = await lane.submit(SENDER, "a@example.org", MESSAGE)
+                    raise RuntimeError("the sender was cancelled")
+            free = pool._slots.qsize()
+            return held.done(), held.exception(), free
+
+    with server:
+        done, error, free = asyncio.run(abort())
+    assert done and isinstance(error, NotAttempted)
+    assert str(error).startswith("connection closed before the message was sent")
+    assert free == 1  # the connection slot is back in the pool
+    assert handler.messages == []  # the server dropped the transaction whose content never came
+
+
+def test_a_stop_lets_the_held_message_finish_and_attempts_no_other() -> None:
+    server, handler = fault_server(Faults(pipelining=True))
+
+    async def stopped() -> tuple[Reply, bool]:
+        stop = asyncio.Event()
+        async with SmtpPool(_settings(server.port)) as pool:
+            async with pool.lane(stop) as lane:
+                held = await lane.submit(SENDER, "a@example.org", MESSAGE)
+                stop.set()
+                with pytest.raises(NotAttempted):
+                    await lane.submit(SENDER, "b@example.org", MESSAGE)
+                waiting = not held.done()
+            return held.result(), waiting
+
+    with server:
+        reply, waiting = asyncio.run(stopped())
+    assert (reply, waiting) == (SENT, True)
+    assert handler.received_by() == {"a@example.org": 1}
+
+
+def test_an_alone_message_is_answered_before_submit_returns() -> None:
+    server, handler = fault_server(Faults(pipelining=True))
+
+    async def alone() -> list[bool]:
+        async with SmtpPool(_settings(server.port)) as pool, pool.lane() as lane:
+            held = await lane.submit(SENDER, "a@example.org", MESSAGE)
+            careful = await lane.submit(SENDER, "b@example.org", MESSAGE, alone=True)
+            return [held.done(), careful.done(), careful.result() == SENT]
+
+    with server:
+        assert asyncio.run(alone()) == [True, True, True]
+    assert handler.per_connection == {1: 2}
+
+
+def test_a_held_message_does_not_wait_for_the_next_rate_limit_slot() -> None:
+    """With a rate limit, the held message is sent before the pool asks for the next message's slot."""
+    server, handler = fault_server(Faults(pipelining=True))
+    seen: list[int] = []  # messages the server had taken at each slot asked for
+
+    class Slots:
+        async def acquire(self, max_wait: float) -> float:
+            seen.append(len(handler.messages))
+            return float("inf")
+
+        async def close(self) -> None:
+            pass
+
+    async def send() -> None:
+        async with SmtpPool(_settings(server.port), limiter=Slots()) as pool, pool.lane() as lane:
+            await lane.submit(SENDER, "a@example.org", MESSAGE)
+            await lane.submit(SENDER, "b@example.org", MESSAGE)
+
+    with server:
+        asyncio.run(send())
+    assert seen == [0, 1]
+
+
+class _ByKind(Forwarding):
+    """Invitations through one pool, reminders through another."""
+
+    def __init__(self, invitations: SmtpPool, reminders: SmtpPool) -> None:
+        self.pools = {StepKind.INVITATION: invitations, StepKind.REMINDER: reminders}
+
+    def route(self, kind: StepKind | None) -> SmtpPool:
+        assert kind is not None
+        return self.pools[kind]
+
+    async def close(self) -> None:
+        await asyncio.gather(*(pool.close() for pool in self.pools.values()))
+
+
+def test_a_routed_lane_sends_the_held_message_before_another_routes_connection() -> None:
+    # One connection held at a time: two senders holding one pool's only connection each and waiting for the
+    # other's could never go on.
+    first, first_handler = fault_server(Faults(pipelining=True))
+    second, second_handler = fault_server(Faults(pipelining=True))
+
+    async def send() -> tuple[list[bool], list[Reply]]:
+        async with _ByKind(SmtpPool(_settings(first.port)), SmtpPool(_settings(second.port))) as router:
+            async with router.lane() as lane:
+                invitation = await lane.submit(SENDER, "a@example.org", MESSAGE, kind=StepKind.INVITATION)
+                held_before = invitation.done()
+                reminder = await lane.submit(SENDER, "b@example.org", MESSAGE, kind=StepKind.REMINDER)
+                known = [held_before, invitation.done(), reminder.done()]
+                free = [pool._slots.qsize() for pool in router.pools.values()]
+            return [*known, free == [1, 0]], [invitation.result(), reminder.result()]
+
+    with first, second:
+        known, replies = asyncio.run(send())
+    assert known == [False, True, False, True]
+    assert replies == [SENT, SENT]
+    assert (first_handler.received_by(), second_handler.received_by()) == (
+        {"a@example.org": 1},
+        {"b@example.org": 1},
+    )
