@@ -42,6 +42,9 @@ class Faults:
     message_refused: dict[str, tuple[int, int]] = field(
         default_factory=dict
     )  # address -> (code, times) in reply to the message's final dot
+    message_slow: dict[str, tuple[float, int]] = field(
+        default_factory=dict
+    )  # address -> (seconds, times) before the reply to the message's final dot
     rset_refused: int = 0  # the next N RSET commands get "500" (the client cannot tell the state it is in)
     data_without_recipients: bool = False  # DATA gets 354 with no recipient, and the empty message 554
     greeting_delay: float = 0.0  # seconds each connection waits before its greeting (a silent server)
@@ -117,6 +120,9 @@ class FaultyHandler:
             assert server.transport is not None
             server.transport.close()  # before the reply: the client cannot know; nothing is kept
             return "451 never seen"
+        slow = self._take(self.faults.message_slow, recipient)
+        if slow:
+            await asyncio.sleep(slow)
         refusal = self._take(self.faults.message_refused, recipient)
         if refusal:
             return f"{refusal} {refusal // 100}.7.1 message refused"

@@ -8,10 +8,14 @@ back (NotAttempted), and a stop lets the held message finish."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import aiosmtplib
 import pytest
 
 from mailer.config import Security, SmtpSettings, StepKind
+from mailer.delivery.dialogue import Dialogue, transparent_form
+from mailer.delivery.envelope import envelope_commands
 from mailer.delivery.forwarding import Forwarding, NotAttempted
 from mailer.delivery.pool import SmtpPool
 from mailer.delivery.replies import Reply
@@ -23,18 +27,28 @@ MESSAGE = b"Subject: x\r\n\r\nx\r\n"
 SENT = Reply(MessageStatus.SENT, 250, "2.0.0 OK: queued")
 
 
-def _settings(port: int, *, per_connection: int = 100) -> SmtpSettings:
+def _settings(port: int, *, per_connection: int = 100, data_timeout: float = 10.0) -> SmtpSettings:
     return SmtpSettings(
-        "127.0.0.1", port, Security.NONE, "", "", 1, per_connection, 10.0, connect_timeout=10.0
+        "127.0.0.1",
+        port,
+        Security.NONE,
+        "",
+        "",
+        1,
+        per_connection,
+        10.0,
+        connect_timeout=10.0,
+        data_timeout=data_timeout,
     )
 
 
 async def _lane_sends(
-    port: int, recipients: list[str], *, per_connection: int = 100
-) -> tuple[list[Reply], list[bool]]:
-    """Each recipient's reply through one lane, and whether each message's reply was known when the lane's
-    next message had been submitted (the last: before the lane closed)."""
-    async with SmtpPool(_settings(port, per_connection=per_connection)) as pool:
+    port: int, recipients: list[str], *, per_connection: int = 100, data_timeout: float = 10.0
+) -> tuple[list[Reply], list[bool], int]:
+    """Each recipient's reply through one lane, whether each message's reply was known when the lane's next
+    message had been submitted (the last: before the lane closed), and how many transactions went out with
+    the previous message's content."""
+    async with SmtpPool(_settings(port, per_connection=per_connection, data_timeout=data_timeout)) as pool:
         async with pool.lane() as lane:
             futures = [await lane.submit(SENDER, recipient, MESSAGE) for recipient in recipients[:1]]
             known: list[bool] = []
@@ -42,18 +56,18 @@ async def _lane_sends(
                 futures.append(await lane.submit(SENDER, recipient, MESSAGE))
                 known.append(futures[-2].done())
             known.append(futures[-1].done())
-        return [future.result() for future in futures], known
+        return [future.result() for future in futures], known, pool.joined
 
 
 def test_each_message_goes_out_with_the_next_ones_commands_and_gets_its_own_reply() -> None:
     server, handler = fault_server(Faults(pipelining=True))
     with server:
-        replies, known = asyncio.run(
+        replies, known, joined = asyncio.run(
             _lane_sends(server.port, ["a@example.org", "b@example.org", "c@example.org"])
         )
     assert replies == [SENT, SENT, SENT]
     # a's reply came with b's commands' replies, b's with c's; c was held until the lane closed
-    assert known == [True, True, False]
+    assert (known, joined) == ([True, True, False], 2)
     assert handler.per_connection == {1: 3}
     assert [message.rcpt_tos for message in handler.messages] == [
         ["a@example.org"],
@@ -66,8 +80,8 @@ def test_each_message_goes_out_with_the_next_ones_commands_and_gets_its_own_repl
 def test_without_pipelining_no_message_is_held() -> None:
     server, handler = fault_server(Faults(pipelining=False))
     with server:
-        replies, known = asyncio.run(_lane_sends(server.port, ["a@example.org", "b@example.org"]))
-    assert (replies, known) == ([SENT, SENT], [True, True])
+        replies, known, joined = asyncio.run(_lane_sends(server.port, ["a@example.org", "b@example.org"]))
+    assert (replies, known, joined) == ([SENT, SENT], [True, True], 0)
     assert handler.received_by() == {"a@example.org": 1, "b@example.org": 1}
 
 
@@ -75,27 +89,58 @@ def test_without_pipelining_no_message_is_held() -> None:
 def test_a_held_message_refused_after_its_dot_is_refused_alone(code: int, status: MessageStatus) -> None:
     server, handler = fault_server(Faults(message_refused={"a@example.org": (code, 1)}, pipelining=True))
     with server:
-        replies, _ = asyncio.run(_lane_sends(server.port, ["a@example.org", "b@example.org"]))
+        replies, _, joined = asyncio.run(_lane_sends(server.port, ["a@example.org", "b@example.org"]))
     assert replies == [Reply(status, code, f"data: {code} {code // 100}.7.1 message refused"), SENT]
+    assert joined == 1
     assert (handler.connections, handler.received_by()) == (1, {"b@example.org": 1})
 
 
-def test_a_421_after_a_held_messages_dot_sends_the_next_on_a_new_connection() -> None:
+def test_a_421_after_a_held_messages_dot_sends_the_next_on_a_new_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # RFC 5321 sec. 3.8: the server closes the channel; the next message's commands, written with the held
     # message's content, were never taken: it goes again at once, once, on a new connection.
     server, handler = fault_server(Faults(message_refused={"a@example.org": (421, 1)}, pipelining=True))
+    caplog.set_level(logging.INFO, logger="mailer.delivery.pool")
     with server:
-        replies, _ = asyncio.run(_lane_sends(server.port, ["a@example.org", "b@example.org"]))
+        replies, _, _ = asyncio.run(_lane_sends(server.port, ["a@example.org", "b@example.org"]))
     assert replies == [Reply(MessageStatus.DEFERRED, 421, "data: 421 4.7.1 message refused"), SENT]
     assert (handler.connections, handler.per_connection) == (2, {2: 1})
     assert handler.received_by() == {"b@example.org": 1}
+    logged = [r.getMessage() for r in caplog.records if r.name == "mailer.delivery.pool"]
+    assert logged == [
+        "connection to default dropped before DATA (mail: connection closed after the previous message's"
+        " content); retrying on a new one"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("faults", "reply"),
+    [
+        (Faults(drop_in_data={"a@example.org": 1}), "data: connection lost: Unexpected EOF received"),
+        (Faults(message_slow={"a@example.org": (1.0, 1)}), "data: timed out"),
+    ],
+    ids=["dropped", "late"],
+)
+def test_a_held_message_without_a_reply_is_deferred_and_the_next_goes_on_a_new_connection(
+    faults: Faults, reply: str
+) -> None:
+    # The connection ends (or its reply to a's dot is late) after a's content went out: a may have arrived
+    # (RFC 1047), so it is deferred, not retried at once; b's commands were never answered: b goes again.
+    server, handler = fault_server(faults)
+    with server:
+        replies, _, _ = asyncio.run(
+            _lane_sends(server.port, ["a@example.org", "b@example.org"], data_timeout=0.3)
+        )
+    assert replies == [Reply(MessageStatus.DEFERRED, None, reply), SENT]
+    assert handler.connections == 2 and handler.received_by()["b@example.org"] == 1
 
 
 def test_a_connection_dropped_after_a_held_message_sends_the_next_on_a_new_one() -> None:
     # The server takes a's content, answers 250, and drops the connection at b's MAIL (a relay restarting).
     server, handler = fault_server(Faults(drop_after_message=1, pipelining=True))
     with server:
-        replies, _ = asyncio.run(_lane_sends(server.port, ["a@example.org", "b@example.org"]))
+        replies, _, _ = asyncio.run(_lane_sends(server.port, ["a@example.org", "b@example.org"]))
     assert replies == [SENT, SENT]
     assert (handler.connections, handler.per_connection) == (2, {1: 1, 2: 1})
 
@@ -104,31 +149,33 @@ def test_a_held_message_goes_out_before_the_connection_is_replaced() -> None:
     # Two messages per connection: b is held when c needs a new connection, so b is sent and QUIT follows.
     server, handler = fault_server(Faults(pipelining=True))
     with server:
-        replies, known = asyncio.run(
+        replies, known, joined = asyncio.run(
             _lane_sends(server.port, ["a@example.org", "b@example.org", "c@example.org"], per_connection=2)
         )
-    assert (replies, known) == ([SENT, SENT, SENT], [True, True, False])
+    assert (replies, known, joined) == ([SENT, SENT, SENT], [True, True, False], 1)
     assert (handler.connections, handler.per_connection, handler.quits) == (2, {1: 2, 2: 1}, 2)
 
 
 def test_an_aborted_lane_never_sends_the_held_message() -> None:
     server, handler = fault_server(Faults(pipelining=True))
 
-    async def abort() -> tuple[bool, BaseException | None, int]:
+    async def abort() -> tuple[bool, BaseException | None, int, Reply]:
         async with SmtpPool(_settings(server.port)) as pool:
             with pytest.raises(RuntimeError):
                 async with pool.lane() as lane:
                     held = await lane.submit(SENDER, "a@example.org", MESSAGE)
                     raise RuntimeError("the sender was cancelled")
             free = pool._slots.qsize()
-            return held.done(), held.exception(), free
+            after = await pool.send(SENDER, "b@example.org", MESSAGE)
+            return held.done(), held.exception(), free, after
 
     with server:
-        done, error, free = asyncio.run(abort())
+        done, error, free, after = asyncio.run(abort())
     assert done and isinstance(error, NotAttempted)
     assert str(error).startswith("connection closed before the message was sent")
     assert free == 1  # the connection slot is back in the pool
-    assert handler.messages == []  # the server dropped the transaction whose content never came
+    # the server dropped the transaction whose content never came; the next message goes on a new connection
+    assert (after, handler.connections, handler.received_by()) == (SENT, 2, {"b@example.org": 1})
 
 
 def test_a_stop_lets_the_held_message_finish_and_attempts_no_other() -> None:
@@ -178,14 +225,78 @@ def test_a_held_message_does_not_wait_for_the_next_rate_limit_slot() -> None:
         async def close(self) -> None:
             pass
 
+    async def send() -> int:
+        async with SmtpPool(_settings(server.port), limiter=Slots()) as pool:
+            async with pool.lane() as lane:
+                await lane.submit(SENDER, "a@example.org", MESSAGE)
+                await lane.submit(SENDER, "b@example.org", MESSAGE)
+            return pool.joined
+
+    with server:
+        joined = asyncio.run(send())
+    assert (seen, joined) == ([0, 1], 0)
+
+
+def test_closing_the_pool_sends_what_a_lane_still_holds() -> None:
+    server, handler = fault_server(Faults(pipelining=True))
+
+    async def close() -> tuple[bool, Reply]:
+        pool = SmtpPool(_settings(server.port))
+        lane = pool.lane()
+        held = await lane.submit(SENDER, "a@example.org", MESSAGE)
+        waiting = not held.done()
+        await pool.close()  # QUIT, after the held message's content
+        return waiting, held.result()
+
+    with server:
+        waiting, reply = asyncio.run(close())
+    assert (waiting, reply) == (True, SENT)
+    assert (handler.received_by(), handler.quits) == ({"a@example.org": 1}, 1)
+
+
+def test_a_lanes_message_is_written_as_data_carries_it_unless_already_transparent() -> None:
+    # Submitted as it is (bare LF, a line starting with "."): CRLF and the dot doubled on the wire (RFC 5321
+    # sec. 2.3.8, 4.5.2), no SMTPUTF8; submitted already transparent: written as it is. The server gets the
+    # same message both times.
+    raw = b"Subject: x\n\n.dot\nend\n"
+    server, handler = fault_server(Faults(pipelining=True))
+
     async def send() -> None:
-        async with SmtpPool(_settings(server.port), limiter=Slots()) as pool, pool.lane() as lane:
-            await lane.submit(SENDER, "a@example.org", MESSAGE)
-            await lane.submit(SENDER, "b@example.org", MESSAGE)
+        async with SmtpPool(_settings(server.port)) as pool, pool.lane() as lane:
+            await lane.submit(SENDER, "a@example.org", raw)
+            await lane.submit(SENDER, "b@example.org", transparent_form(raw), transparent=True)
 
     with server:
         asyncio.run(send())
-    assert seen == [0, 1]
+    assert [message.data for message in handler.messages] == [b"Subject: x\r\n\r\n.dot\r\nend\r\n"] * 2
+    assert ["SMTPUTF8" in message.mail_options for message in handler.messages] == [False, False]
+
+
+def test_a_pipelined_transaction_not_held_returns_its_reply() -> None:
+    server, handler = fault_server(Faults(pipelining=True))
+
+    async def transaction() -> Reply | asyncio.Future[Reply]:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, timeout=10.0)
+        await client.connect()
+        dialogue = Dialogue(client)
+        mail, rcpt = envelope_commands(SENDER, "a@example.org", utf8=False, eight_bit=False)
+        try:
+            return await dialogue.transaction(
+                mail,
+                rcpt,
+                MESSAGE,
+                transparent=False,
+                pipelining=True,
+                timeout=10.0,
+                data_timeout=10.0,
+                fresh=True,
+            )
+        finally:
+            client.close()
+
+    with server:
+        assert asyncio.run(transaction()) == SENT
+    assert handler.received_by() == {"a@example.org": 1}
 
 
 class _ByKind(Forwarding):

@@ -181,16 +181,15 @@ class Dialogue(asyncio.Protocol):
         """
         self.transactions += 1
         held, self._held = self._held, None
-        commands = mail + rcpt + b"DATA\r\n" if pipelining else b""
-        if held is not None:  # its content goes first, with this transaction's commands when pipelining
-            if not await self._finish(held, commands, data_timeout):  # nothing of this message was delivered
-                lost = unanswered(Phase.MAIL, "connection closed after the previous message")
-                raise ConnectionFailed(lost, retry=True)
-            commands = b""
+        commands = mail + rcpt + b"DATA\r\n"
+        # Held only with PIPELINING: its content goes first, in one write with this transaction's commands.
+        if held is not None and not await self._finish(held, commands, data_timeout):
+            lost = unanswered(Phase.MAIL, "connection closed after the previous message's content")
+            raise ConnectionFailed(lost, retry=True)  # nothing of this message was delivered
         phase, in_data = Phase.MAIL, False
         try:
             if pipelining:  # RFC 2920: one write, three replies
-                replies = await self.exchange(commands, 3, timeout)
+                replies = await self.exchange(b"" if held is not None else commands, 3, timeout)
                 refusals = [
                     (step, reply)
                     for step, reply in zip((Phase.MAIL, Phase.RCPT, Phase.DATA), replies, strict=False)

@@ -136,6 +136,7 @@ class SmtpPool(Closing):
         self.connect_attempts = 0  # connections tried, opened or not
         self._attempts: set[asyncio.Future[None]] = set()  # connections being opened now
         self.pipelined = 0  # transactions sent as one PIPELINING group (RFC 2920)
+        self.joined = 0  # of those, sent with the previous message's content (RFC 2920 sec. 3.1)
 
     async def close(self) -> None:
         """QUIT every open connection (hard close if QUIT fails); release the rate limiter's storage."""
@@ -154,8 +155,6 @@ class SmtpPool(Closing):
                 with contextlib.suppress(*CONNECTION_ERRORS):  # a server gone already needs no QUIT
                     await dialogue.exchange(b"QUIT\r\n", 1, self.settings.timeout)
         finally:
-            if dialogue is not None:
-                dialogue.close()
             client.close()
 
     def _hang_up(self, slot: _Slot) -> None:
@@ -337,9 +336,9 @@ class SmtpPool(Closing):
             self._slots.put_nowait(slot)
 
     def _abandon(self, slot: _Slot) -> None:
-        """A lane gives its connection back at once: one holding a message is closed (the message unsent)."""
-        if slot.dialogue is not None and slot.dialogue.holding:
-            self._hang_up(slot)
+        """A lane gives its slot back at once (its sender was cancelled or failed), the connection closed: it
+        may hold a message (then never sent) or be in the middle of a transaction."""
+        self._hang_up(slot)
         self._slots.put_nowait(slot)
 
     async def _send_on_slot(
@@ -376,7 +375,11 @@ class SmtpPool(Closing):
                 if not failure.retry or dropped:
                     return reply
                 dropped += 1
-                log.info("connection to %s dropped before DATA; retrying on a new one", self.settings.name)
+                log.info(
+                    "connection to %s dropped before DATA (%s); retrying on a new one",
+                    self.settings.name,
+                    reply.text,
+                )
 
     async def _take_slot(self, stop: asyncio.Event | None) -> None:
         """Take a rate-limit slot that still lasts when this returns: the caller writes MAIL FROM with no
@@ -421,6 +424,7 @@ class SmtpPool(Closing):
         mail, rcpt = envelope_commands(envelope_from, recipient, utf8=utf8, eight_bit=dialogue.eight_bit)
         pipelining = dialogue.pipelining
         self.pipelined += pipelining
+        self.joined += dialogue.holding
         return await dialogue.transaction(
             mail,
             rcpt,
