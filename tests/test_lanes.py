@@ -118,7 +118,7 @@ def test_a_421_after_a_held_messages_dot_sends_the_next_on_a_new_connection(
     ("faults", "reply"),
     [
         (Faults(drop_in_data={"a@example.org": 1}), "data: connection lost: Unexpected EOF received"),
-        (Faults(message_slow={"a@example.org": (1.0, 1)}), "data: timed out"),
+        (Faults(message_slow={"a@example.org": (5.0, 1)}), "data: timed out"),
     ],
     ids=["dropped", "late"],
 )
