@@ -119,10 +119,11 @@ def test_a_421_after_a_held_messages_dot_sends_the_next_on_a_new_connection(
     [("dropped", "data: connection lost: Unexpected EOF received"), ("late", "data: timed out")],
 )
 def test_a_held_message_without_a_reply_is_deferred_and_the_next_goes_on_a_new_connection(
-    fault: str, reply: str
+    fault: str, reply: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The connection ends (or its reply to a's dot is late) after a's content went out: a may have arrived
     # (RFC 1047), so it is deferred, not retried at once; b's commands were never answered: b goes again.
+    caplog.set_level(logging.INFO, logger="mailer.delivery.pool")
     if fault == "dropped":
         faults = Faults(drop_in_data={"a@example.org": 1})
     else:
@@ -134,6 +135,11 @@ def test_a_held_message_without_a_reply_is_deferred_and_the_next_goes_on_a_new_c
         )
     assert replies == [Reply(MessageStatus.DEFERRED, None, reply), SENT]
     assert handler.connections == 2 and handler.received_by()["b@example.org"] == 1
+    logged = [r.getMessage() for r in caplog.records if r.name == "mailer.delivery.pool"]
+    assert logged == [
+        "connection to default dropped before DATA (mail: connection closed after the previous message's"
+        " content); retrying on a new one"
+    ]
 
 
 def test_a_connection_dropped_after_a_held_message_sends_the_next_on_a_new_one() -> None:
@@ -337,3 +343,15 @@ def test_a_routed_lane_sends_the_held_message_before_another_routes_connection()
         {"a@example.org": 1},
         {"b@example.org": 1},
     )
+
+
+def test_a_recipient_refused_for_now_keeps_the_connection_for_the_next_message() -> None:
+    # Only 421 closes the channel (RFC 5321 sec. 3.8); another 4xx to RCPT is reset with RSET.
+    server, handler = fault_server(Faults(rcpt_temporary={"a@example.org": (422, 1)}, pipelining=True))
+    with server:
+        replies, _, _ = asyncio.run(_lane_sends(server.port, ["a@example.org", "b@example.org"]))
+    assert replies == [
+        Reply(MessageStatus.DEFERRED, 422, "rcpt: 422 4.7.1 <a@example.org>: try again later"),
+        SENT,
+    ]
+    assert (handler.connections, handler.received_by()) == (1, {"b@example.org": 1})
