@@ -364,6 +364,8 @@ class Service:
     def _answered(self, message: ClaimedMessage, sending: _Sending) -> Outcome | None:
         """The outcome of a message whose reply came (counted, logged); None when its connection closed
         before its content was written (nothing delivered)."""
+        if sending.reply.cancelled():  # its sender was cancelled before its reply came: given back
+            return None
         try:
             reply = sending.reply.result()
         except NotAttempted:

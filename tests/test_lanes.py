@@ -355,3 +355,102 @@ def test_a_recipient_refused_for_now_keeps_the_connection_for_the_next_message()
         SENT,
     ]
     assert (handler.connections, handler.received_by()) == (1, {"b@example.org": 1})
+
+
+def test_a_cancelled_lane_close_does_not_hand_the_next_message_the_held_ones_reply() -> None:
+    # Cancelled while a's reply is due, the lane's connection is closed: b, sent next, must not read a's
+    # late 250 as its own (and be recorded sent, undelivered).
+    server, handler = fault_server(Faults(message_slow={"a@example.org": (1.0, 1)}, pipelining=True))
+
+    async def run() -> tuple[bool, Reply]:
+        async with SmtpPool(_settings(server.port)) as pool:
+            lane = pool.lane()
+            held = await lane.submit(SENDER, "a@example.org", MESSAGE)
+            closing = asyncio.ensure_future(lane.close())
+            await asyncio.sleep(0.3)
+            closing.cancel()
+            await asyncio.wait({closing})
+            return held.cancelled(), await asyncio.wait_for(pool.send(SENDER, "b@example.org", MESSAGE), 10)
+
+    with server:
+        cancelled, reply = asyncio.run(asyncio.wait_for(run(), 30))
+    assert (cancelled, reply) == (True, SENT)
+    assert handler.connections == 2 and handler.received_by()["b@example.org"] == 1
+
+
+def test_a_held_message_whose_sender_is_cancelled_after_its_content_went_out_is_settled() -> None:
+    server, _ = fault_server(Faults(message_slow={"a@example.org": (1.0, 1)}, pipelining=True))
+
+    async def run() -> bool:
+        async with SmtpPool(_settings(server.port)) as pool:
+            held: list[asyncio.Future[Reply]] = []
+
+            async def sender() -> None:
+                async with pool.lane() as lane:
+                    held.append(await lane.submit(SENDER, "a@example.org", MESSAGE))
+                    await lane.submit(SENDER, "b@example.org", MESSAGE)
+
+            task = asyncio.ensure_future(sender())
+            await asyncio.sleep(0.3)
+            task.cancel()
+            await asyncio.wait({task})
+            return held[0].cancelled()
+
+    with server:
+        assert asyncio.run(asyncio.wait_for(run(), 30)) is True  # its fate is unknown: given back
+
+
+async def _one_reply_too_many(accepted: list[bytes]) -> asyncio.Server:
+    """A raw server that answers every final dot with two 250 replies (out of step from then on)."""
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 raw ESMTP\r\n")
+        try:
+            while line := await reader.readline():
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    writer.write(b"250-raw\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+                elif verb == b"DATA":
+                    writer.write(b"354 go on\r\n")
+                    content = b""
+                    while (part := await reader.readline()) not in (b".\r\n", b""):
+                        content += part
+                    if not part:
+                        break
+                    accepted.append(content)
+                    writer.write(b"250 2.0.0 queued\r\n250 2.0.0 an extra reply\r\n")
+                elif verb == b"QUIT":
+                    writer.write(b"221 bye\r\n")
+                    break
+                else:
+                    writer.write(b"250 2.1.0 ok\r\n")
+                await writer.drain()
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(client, "127.0.0.1", 0)
+
+
+def test_a_reply_out_of_step_never_makes_a_message_sent_that_the_server_did_not_take() -> None:
+    accepted: list[bytes] = []
+
+    async def run() -> list[Reply]:
+        server = await _one_reply_too_many(accepted)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with SmtpPool(_settings(port)) as pool, pool.lane() as lane:
+                futures = [
+                    await lane.submit(SENDER, f"{n}@example.org", f"Subject: {n}\r\n\r\n{n}\r\n".encode())
+                    for n in "abc"
+                ]
+            return [future.result() for future in futures]
+        finally:
+            server.close()
+
+    replies = asyncio.run(asyncio.wait_for(run(), 30))
+    sent = [reply for reply in replies if reply.status is MessageStatus.SENT]
+    assert len(sent) == len(accepted) == 2  # a, then c on a new connection
+    # the extra 250 shifted every reply by one: b's DATA got its RCPT's 250, out of step, deferred
+    assert replies[1] == Reply(
+        MessageStatus.DEFERRED, None, "data: out of step: unexpected reply 250 2.1.0 ok"
+    )

@@ -50,7 +50,8 @@ class Held:
     """A message whose DATA was answered 354 and whose ``payload`` (content in DATA's transparent form, then
     the final ``.``) is not written yet; ``reply`` gets its classified reply to the final dot, or
     :class:`~mailer.delivery.forwarding.NotAttempted` when the connection closes before the payload is
-    written (the server then drops the transaction: nothing was delivered)."""
+    written (the server then drops the transaction: nothing was delivered); it is cancelled when its sender
+    is cancelled after the payload went out, before the reply came (its fate is unknown)."""
 
     payload: bytes
     reply: asyncio.Future[Reply]
@@ -215,6 +216,10 @@ class Dialogue(asyncio.Protocol):
                 return self._held.reply
             [response] = await self.exchange(payload, 1, data_timeout)
         except smtp_errors.SMTPResponseException as exc:
+            if exc.code < 400:  # 2xx or 3xx where another was due: a reply too many or too few came before
+                self.close()
+                lost = unanswered(phase, f"out of step: unexpected reply {exc.code} {exc.message}")
+                raise ConnectionFailed(lost) from None
             reply = refused(exc.code, exc.message, phase)
             if exc.code == 421 or not self.connected:
                 raise ConnectionFailed(reply) from None
@@ -253,6 +258,10 @@ class Dialogue(asyncio.Protocol):
         except CONNECTION_ERRORS as exc:
             held.settle(unanswered(Phase.DATA, _reason(exc)))
             return False
+        except BaseException:  # cancelled while its reply is due: out of step, and its fate unknown here
+            self.close()
+            held.reply.cancel()
+            raise
         held.settle(self._final(response))
         return self.connected
 

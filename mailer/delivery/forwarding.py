@@ -44,7 +44,8 @@ class Lane:
         with the next message's :meth:`submit` or with :meth:`close`. ``alone``: not held, the future is
         done on return (a message whose outcome must be known before the next one goes). Raises
         :class:`NotAttempted` when the lane's stop was set before the mail transaction began; a held message's
-        future raises it when its connection closed before its content was written (nothing delivered)."""
+        future raises it when its connection closed before its content was written (nothing delivered), and
+        is cancelled when the caller is cancelled after its content went out, before its reply came."""
         raise NotImplementedError
 
     async def close(self) -> None:

@@ -328,10 +328,14 @@ class SmtpPool(Closing):
                 self.circuit.abandon_probe()
 
     async def _release(self, slot: _Slot) -> None:
-        """A lane gives its connection back: its held message is sent first."""
+        """A lane gives its connection back: its held message is sent first. Cancelled meanwhile, the
+        connection is closed (a reply is still due on it: the next user would read it as its own)."""
         try:
             if slot.dialogue is not None:
                 await slot.dialogue.flush(self.settings.data_timeout)
+        except BaseException:
+            self._hang_up(slot)
+            raise
         finally:
             self._slots.put_nowait(slot)
 
