@@ -3,7 +3,8 @@ with PIPELINING, a message's content and final dot go out with the next message'
 (RFC 2920 sec. 3.1), against a real aiosmtpd server on loopback. Each message still gets its own reply, a
 refusal or a 421 after a held message's dot is that message's alone, the next message is retried on a new
 connection when the held one's reply closed the old, a held message whose content never went out is given
-back (NotAttempted), and a stop lets the held message finish."""
+back (NotAttempted), a stop lets the held message finish, a cancelled sender never leaves a connection one
+reply behind, and a reply out of step is never taken as delivery."""
 
 from __future__ import annotations
 
