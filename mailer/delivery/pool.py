@@ -144,21 +144,19 @@ class SmtpPool(Closing):
         await self.limiter.close()
 
     async def _drop(self, slot: _Slot, *, polite: bool) -> None:
-        """Close the slot's connection: ``polite``, the held message is sent first and QUIT after it; else at
-        once (a held message is then not sent: its reply raises NotAttempted)."""
-        client, dialogue, slot.client, slot.dialogue = slot.client, slot.dialogue, None, None
-        if client is None:
-            return
+        """Close the slot's connection (:meth:`_hang_up`): ``polite``, the held message is sent first and QUIT
+        after it; else at once (a held message is then not sent: its reply raises NotAttempted)."""
+        dialogue = slot.dialogue
         try:
             if polite and dialogue is not None and dialogue.connected:
                 await dialogue.flush(self.settings.data_timeout)
                 with contextlib.suppress(*CONNECTION_ERRORS):  # a server gone already needs no QUIT
                     await dialogue.exchange(b"QUIT\r\n", 1, self.settings.timeout)
         finally:
-            client.close()
+            self._hang_up(slot)
 
     def _hang_up(self, slot: _Slot) -> None:
-        """:meth:`_drop` without QUIT, for code that cannot wait."""
+        """Close the slot's connection now, without QUIT, and empty the slot."""
         client, dialogue, slot.client, slot.dialogue = slot.client, slot.dialogue, None, None
         if dialogue is not None:
             dialogue.close()
