@@ -4,6 +4,7 @@ the chunk again with inserts that skip such rows: the import's outcome is the sa
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -68,3 +69,36 @@ def test_a_clash_of_the_plain_merge_merges_the_chunk_again(
         assert db.scalar(select(func.count()).where(Contact.name == "")) == 0  # nothing of the clash kept
     (recorded,) = list_imports(app.factory)
     assert recorded.changes == 2 * expected  # each contact created and put on the list, journalled once
+
+
+def test_the_merge_probes_each_found_contacts_memberships_never_the_whole_list(
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-importing a file finds every contact: whether each is on this list or another is a probe of the
+    memberships' key for that contact, never a scan of the list's memberships (once per chunk, the work of an
+    import would grow with the square of the list's size). The plan of each chunk's merge, asked of
+    PostgreSQL in the merge's own transaction, reads ``list_memberships`` only by ``contact_id``."""
+    if app.engine.dialect.name != "postgresql":
+        pytest.skip("the one-statement merge is PostgreSQL's")
+    path = CONTACTS_DIR / "africa.csv"
+    import_contacts(app.factory, app.settings, path, "africa", NOW, rejects_path=tmp_path / "r.csv")
+    plans: list[list[str]] = []
+    execute = Session.execute
+
+    def explained(self: Session, statement: Any, parameters: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if statement is contact_store._MERGE_NEW:
+            explain = text("EXPLAIN " + statement.text).bindparams(*statement._bindparams.values())
+            plans.append([row[0] for row in execute(self, explain, parameters)])
+        return execute(self, statement, parameters, *args, **kwargs)
+
+    monkeypatch.setattr(Session, "execute", explained)
+    report = import_contacts(app.factory, app.settings, path, "africa", NOW, rejects_path=tmp_path / "r2.csv")
+
+    assert report.new == 0 and report.unchanged == MANIFEST["africa.csv"]["expected_contacts"]
+    assert plans
+    for plan in plans:
+        reads = [i for i, line in enumerate(plan) if re.search(r"Scan\b.* on list_memberships\b", line)]
+        assert len(reads) == 2, plan  # this list, another list
+        for i in reads:
+            assert re.search(r"Index (Only )?Scan using list_memberships_pkey", plan[i]), plan
+            assert "contact_id = contacts.id" in plan[i + 1], plan

@@ -101,7 +101,9 @@ _JOIN = text(
 def _merge_statement(guarded: bool) -> TextClause:
     """PostgreSQL: the whole merge of a staged chunk in one statement, its data-modifying CTEs seeing the store
     as it was before it (so nothing is written to the staging table): the contacts found and whether they are
-    on another list (``home``) or this one; the found ones merged; the others (the staged lines not found: a
+    on another list (``home``) or this one (each a probe of the memberships' key for that contact: a correlated
+    ``EXISTS`` would be planned as one hash of every membership of the list, rebuilt for each chunk, which makes a
+    big import quadratic); the found ones merged; the others (the staged lines not found: a
     hashed list, not a second probe of the address index) created; the contacts not on the list put on it; the
     journal of both when ``:journal``. Returns (found, merged, joined).
 
@@ -117,11 +119,11 @@ def _merge_statement(guarded: bool) -> TextClause:
     return text(
         "WITH found AS MATERIALIZED (SELECT s.line, s.name, s.title, s.institution, s.country, s.language,"
         " s.language_explicit, s.time_zone, s.zone_explicit, contacts.id AS contact_id,"
-        " NOT EXISTS (SELECT 1 FROM list_memberships m WHERE m.contact_id = contacts.id AND m.list_id <> :list)"
-        " AS home,"
-        " EXISTS (SELECT 1 FROM list_memberships m WHERE m.contact_id = contacts.id AND m.list_id = :list)"
-        " AS member"
-        f" FROM {_STAGE} s JOIN contacts ON contacts.email_key = s.email_key),"
+        " other.contact_id IS NULL AS home, mine.contact_id IS NOT NULL AS member"
+        f" FROM {_STAGE} s JOIN contacts ON contacts.email_key = s.email_key"
+        " LEFT JOIN list_memberships mine ON mine.contact_id = contacts.id AND mine.list_id = :list"
+        " LEFT JOIN LATERAL (SELECT m.contact_id FROM list_memberships m"
+        " WHERE m.contact_id = contacts.id AND m.list_id <> :list LIMIT 1) other ON TRUE),"
         " merged AS (UPDATE contacts SET "
         + ", ".join(f"{f} = CASE WHEN {_changed(f)} THEN s.{f} ELSE contacts.{f} END" for f in _COMPARED)
         + ", updated_at = :now FROM found s WHERE contacts.id = s.contact_id AND ("
