@@ -175,7 +175,13 @@ def floor(engine: Any) -> tuple[int, float]:
             if engine.dialect.name == "postgresql":
                 connection.execute(text("SET LOCAL synchronous_commit = off"))
             mark = connection.execute(text("SELECT coalesce(max(id), 0) FROM contacts")).scalar_one()
-            values = {"low": low, "high": low + _FLOOR_CHUNK, "mark": mark, "list": list_id, "import": import_id}
+            values = {
+                "low": low,
+                "high": low + _FLOOR_CHUNK,
+                "mark": mark,
+                "list": list_id,
+                "import": import_id,
+            }
             for statement in _FLOOR:
                 connection.execute(text(statement), values)
             connection.commit()

@@ -8,11 +8,14 @@ import csv
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from mailer.app import App
 from mailer.audience.contacts import import_contacts
 from mailer.audience.row_import import Duplicate
+from mailer.audience.seen import close_seen, open_seen
 from mailer.store.models import Contact, ListMembership
 
 NOW = datetime(2021, 6, 1, 9, 0, tzinfo=UTC)
@@ -71,3 +74,22 @@ def test_the_first_row_of_an_address_wins_across_chunks(app: App, tmp_path: Path
         }
     assert (dry.new, first.new, again.unchanged) == (distinct, distinct, distinct)
     assert (_count(app, Contact), _count(app, ListMembership)) == (distinct, distinct)
+
+
+def test_an_import_gives_sqlites_page_caches_more_room_and_takes_it_back(app: App) -> None:
+    """SQLite: while the import's set of taken addresses is open, its connection caches 32 MiB of the store's
+    pages and 16 MiB of the temporary tables' (fixed bounds, whatever the file's size); closing the set puts
+    SQLite's default (2,000 KiB) back on both."""
+    if app.engine.dialect.name != "sqlite":
+        pytest.skip("page caches are SQLite's")
+    with app.engine.connect() as connection, Session(bind=connection) as db:
+
+        def caches() -> tuple[int, int]:
+            main = db.execute(text("PRAGMA main.cache_size")).scalar_one()
+            temp = db.execute(text("PRAGMA temp.cache_size")).scalar_one()
+            return int(main), int(temp)
+
+        open_seen(db)
+        assert caches() == (-32768, -16384)
+        close_seen(db)
+        assert caches() == (-2000, -2000)
