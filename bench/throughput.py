@@ -16,7 +16,9 @@ Steps, all in one run on this machine:
    PostgreSQL, render, compose, send, record) until nothing is due; messages/second from the first claim to
    the last record, and the ratio to smtp-source; with ``--recording both`` (the default) twice, each on a
    fresh store: outcomes committed as replies arrive (in groups, as the service does) and once per batch,
-   at its end; 1 - the ratio of the two is what recording as replies arrive costs;
+   at its end; 1 - the ratio of the two is what recording as replies arrive costs; with ``--runs K``
+   instead, K pairs of an smtp-source run and a pipeline run (in groups) one after the other, each pair's
+   ratio and the median of the K (what a shared machine's changing load moves least);
 5. CPU per message in the workers, smtp-sink, PostgreSQL and the rest of the machine (/proc), and the peak
    memory of a worker (VmHWM).
 
@@ -32,6 +34,7 @@ import os
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -418,6 +421,33 @@ def pipeline(
     return rate
 
 
+def paired(
+    settings: Settings,
+    args: argparse.Namespace,
+    sink: subprocess.Popen[bytes],
+    port: int,
+    size: int,
+    url: str,
+) -> None:
+    """``args.runs`` pairs, each an smtp-source run then a pipeline run recording in groups (the service's
+    way) on a fresh store; prints each pair's ratio, then the medians."""
+    ratios, rates, ceilings = [], [], []
+    for run in range(1, args.runs + 1):
+        ceiling = smtp_source(port, min(args.messages, 10_000), size, args.connections)
+        print(f"smtp-source           {ceiling:8.0f} msg/s (pair {run}; {args.connections} connections)")
+        prepare_database(url)
+        rate = pipeline(settings, args, sink, "grouped", MAX_WAIT)
+        print(f"ratio to smtp-source  {rate / ceiling:8.2f} (pair {run})", flush=True)
+        ratios.append(rate / ceiling)
+        rates.append(rate)
+        ceilings.append(ceiling)
+    print(
+        f"median of {args.runs} pairs     {statistics.median(ratios):8.2f} ratio to smtp-source (pipeline "
+        f"{statistics.median(rates):.0f} msg/s, smtp-source {statistics.median(ceilings):.0f} msg/s; ratios "
+        f"{', '.join(f'{r:.2f}' for r in ratios)})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -434,6 +464,13 @@ def main() -> None:
         default="both",
         help="outcomes committed as replies arrive (grouped, as the service does), once per batch, or both "
         "one after the other (the ratio is recording's cost)",
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="with more than 1: that many pairs, an smtp-source run then a pipeline run (recording in groups), "
+        "each pair's ratio printed and their median: on a shared machine, a pair meets the same load",
     )
     parser.add_argument(
         "--database-url",
@@ -468,6 +505,9 @@ def main() -> None:
             f"{min(args.messages, 10_000)} x {size} bytes, {args.connections} connections)"
         )
         modes = {"grouped": MAX_WAIT, "batch-end": None}
+        if args.runs > 1:
+            paired(settings, args, sink, port, size, url)
+            return
         chosen = list(modes) if args.recording == "both" else [args.recording]
         rates = {}
         for mode in chosen:
