@@ -167,8 +167,9 @@ def floor(engine: Any) -> tuple[int, float]:
         ).one()
         if engine.dialect.name == "postgresql":  # new files: no dead index entries of the same addresses
             connection.execute(text("TRUNCATE import_changes, list_memberships, contacts CASCADE"))
-        for table in ("import_changes", "list_memberships", "contacts"):  # SQLite: its truncate optimisation
-            connection.execute(text(f"DELETE FROM {table}"))
+        else:  # SQLite: DELETE without WHERE is its truncate optimisation
+            for table in ("import_changes", "list_memberships", "contacts"):
+                connection.execute(text(f"DELETE FROM {table}"))
         connection.commit()
         started = time.perf_counter()
         for low in range(0, rows, _FLOOR_CHUNK):
