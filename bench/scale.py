@@ -155,16 +155,17 @@ class ServerCpu:
 
     def opened(self, connection: Any, _record: Any) -> None:
         if type(connection).__module__.startswith("psycopg"):
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                pid = int(cursor.fetchone()[0])
+            pid = int(connection.info.backend_pid)  # known to the driver: no query, no transaction left open
             self.started[id(connection)] = pid, process_seconds(pid)
 
     def closing(self, connection: Any, _record: Any) -> None:
         started = self.started.pop(id(connection), None)
         if started is not None:
             pid, seconds = started
-            self.seconds += process_seconds(pid) - seconds
+            try:
+                self.seconds += process_seconds(pid) - seconds
+            except FileNotFoundError:  # the server ended the backend first: its last figures are gone
+                pass
 
 
 def phase(target: Any, results: Any, *args: Any) -> None:

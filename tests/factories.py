@@ -156,3 +156,22 @@ def logged(app: App, column: Any, address: str) -> list[Any]:
                 .order_by(DeliveryEvent.id)
             )
         )
+
+
+def refuse_delivery_events(app: App) -> None:
+    """A real fault of the store, not a busy one: a trigger that refuses every new delivery event."""
+    with app.engine.begin() as connection:
+        if app.engine.dialect.name == "postgresql":
+            connection.exec_driver_sql(
+                "CREATE FUNCTION refuse_event() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'events refused'; END $$"
+            )
+            connection.exec_driver_sql(
+                "CREATE TRIGGER refuse_event BEFORE INSERT ON delivery_events "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_event()"
+            )
+        else:
+            connection.exec_driver_sql(
+                "CREATE TRIGGER refuse_event BEFORE INSERT ON delivery_events "
+                "BEGIN SELECT RAISE(ABORT, 'events refused'); END"
+            )

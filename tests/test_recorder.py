@@ -17,7 +17,7 @@ from mailer.store.models import DeliveryEvent, EventKind, Message, MessageStatus
 from mailer.store.outbox import ClaimedMessage, Outcome, claim_due, queue_wave
 from mailer.store.recorder import OutcomeRecorder, store_busy
 from mailer.timeline.clock import VirtualClock
-from tests.factories import add_contact
+from tests.factories import add_contact, refuse_delivery_events
 
 INVITATION_AT = datetime(2021, 6, 1, 13, 0, tzinfo=UTC)
 
@@ -126,3 +126,31 @@ def test_a_group_of_replies_survives_its_dropped_connection_and_a_mixed_group_go
     assert [
         record.getMessage().split(" (")[0] for record in caplog.records if record.levelno >= logging.WARNING
     ] == ["recording 1 outcomes failed"]
+
+
+def test_after_a_commit_that_cannot_be_made_no_outcome_and_no_flush_waits_for_ever(app: App) -> None:
+    """A commit that fails for a reason other than a busy store ends the recorder: that group's futures, the
+    outcomes added while it was written and every outcome added after carry the error, and a flush raises
+    it (before, an outcome added after the failure was never settled and the service's flush hung)."""
+    claimed = _claimed(app, 4)
+    refuse_delivery_events(app)
+
+    async def run() -> None:
+        async with _recorder(app, 1) as recorder:
+            first = recorder.add(Outcome(claimed[0].pk, MessageStatus.SENT, 250, "ok", "en"))
+            during = recorder.add(Outcome(claimed[1].pk, MessageStatus.SENT, 250, "ok", "en"))
+            with pytest.raises(Exception, match="events refused"):
+                await asyncio.wait_for(first, timeout=60)
+            with pytest.raises(Exception, match="events refused"):
+                await asyncio.wait_for(during, timeout=60)
+            after = recorder.add(Outcome(claimed[2].pk, MessageStatus.SENT, 250, "ok", "en"), urgent=True)
+            assert after.done()
+            with pytest.raises(Exception, match="events refused"):
+                await after
+            recorder.add(Outcome(claimed[3].pk, MessageStatus.DEFERRED, 451, "later", "en"))
+            with pytest.raises(Exception, match="events refused"):
+                await asyncio.wait_for(recorder.flush(), timeout=60)
+            assert (recorder.commits, _statuses(app)) == (0, {"sending": 4})
+
+    with pytest.raises(Exception, match="events refused"):  # leaving the block flushes: the error again
+        asyncio.run(run())

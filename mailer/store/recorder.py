@@ -105,19 +105,26 @@ class OutcomeRecorder:
                     await self._task
                 except asyncio.CancelledError:
                     pass
+                except Exception as exc:  # the failed commit: raised by flush and carried by its outcomes
+                    if exc is not self._error:
+                        raise
             with self._guard:  # a write still running on its thread (a cancelled task) closes it after
                 self._closed = True
                 self._close_connection()
 
     def add(self, outcome: Outcome, *, urgent: bool = False) -> asyncio.Future[None]:
         """Queue ``outcome`` for the next group commit (at once when ``urgent``: someone waits for it); the
-        future is done once it is committed (or carries the error, other than a busy store, that made the
-        commit impossible)."""
+        future is done once it is committed, or carries the error, other than a busy store, that made a
+        commit impossible: after such an error the recorder commits nothing more, and every outcome added
+        then or still waiting gets that error (so no sender and no :meth:`flush` waits for ever)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((outcome, done))
-        self._urgent = self._urgent or urgent
         self._unsettled.add(done)
         done.add_done_callback(self._unsettled.discard)
+        if self._error is not None:  # the recorder stopped at a failed commit: nothing more is committed
+            done.set_exception(self._error)
+            return done
+        self._pending.append((outcome, done))
+        self._urgent = self._urgent or urgent
         self._arrived.set()
         return done
 
@@ -160,9 +167,10 @@ class OutcomeRecorder:
                 await asyncio.to_thread(self._write_retrying, [outcome for outcome, _ in group])
             except Exception as exc:
                 self._error = exc
-                for _, done in group:
+                for _, done in group + self._pending:  # added while it was written: never committed either
                     if not done.done():
                         done.set_exception(exc)
+                self._pending = []
                 raise
             for _, done in group:
                 if not done.done():
