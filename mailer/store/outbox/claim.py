@@ -3,6 +3,7 @@ and reaping expired leases; when the next message is due."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -209,13 +210,13 @@ def claim_due(
     finished: list[tuple[str, str, str]] = []
     ended: dict[tuple[MessageStatus, str], list[int]] = {}
     events: list[dict[str, object]] = []
+    labels = {row.id: (row.session_id, row.step) for row in rows}
     for row in rows:
         step = resolve_step(settings.series, row.step)
         reason = skip_reason(row, step, facts, now)
         if reason is not None:
             status = MessageStatus.SUPPRESSED if reason is SkipReason.SUPPRESSED else MessageStatus.SKIPPED
             ended.setdefault((status, reason.value), []).append(row.id)
-            finished.append((row.session_id, row.step, status.value))
             continue
         claimed.append(
             ClaimedMessage(
@@ -231,22 +232,46 @@ def claim_due(
                 careful=row.expiries > 0,
             )
         )
+    # Each write below takes only the rows still pending, and what it took is what the claim returns: on
+    # SQLite the read above is not locked, so another process may have claimed or finished some of them
+    # since (on PostgreSQL the rows are locked and every row is taken).
     for (status, reason_text), pks in ended.items():
-        db.execute(update(Message).where(Message.id.in_(pks)).values(status=status, updated_at=now))
-        events.extend(event_row(pk, EventKind(status.value), now, reason_text) for pk in pks)
-    if claimed:
-        db.execute(
+        taken = db.scalars(
             update(Message)
-            .where(among(db, Message.id, [message.pk for message in claimed], Integer))
-            .values(
-                status=MessageStatus.SENDING,
-                handed_at=None,
-                lease_until=now + lease,
-                worker=worker,
-                attempts=Message.attempts + 1,
-                updated_at=now,
+            .where(Message.id.in_(pks), message_status_is(*PENDING_STATUSES))
+            .values(status=status, updated_at=now)
+            .returning(Message.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        events.extend(event_row(pk, EventKind(status.value), now, reason_text) for pk in taken)
+        finished.extend((*labels[pk], status.value) for pk in taken)
+    if claimed:
+        attempts = dict(
+            db.execute(
+                update(Message)
+                .where(
+                    among(db, Message.id, [message.pk for message in claimed], Integer),
+                    message_status_is(*PENDING_STATUSES),
+                )
+                .values(
+                    status=MessageStatus.SENDING,
+                    handed_at=None,
+                    lease_until=now + lease,
+                    worker=worker,
+                    attempts=Message.attempts + 1,
+                    updated_at=now,
+                )
+                .returning(Message.id, Message.attempts)
+                .execution_options(synchronize_session=False)
             )
+            .tuples()
+            .all()
         )
+        claimed = [
+            dataclasses.replace(message, attempts=attempts[message.pk])
+            for message in claimed
+            if message.pk in attempts
+        ]
     insert_events(db, events)
     return claimed, finished
 
