@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from openpyxl import Workbook
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from mailer.app import App
 from mailer.audience.contacts import contact_by_email, import_contacts
@@ -32,6 +32,7 @@ from mailer.store.models import (
     RegistrationStatus,
     Wave,
 )
+from mailer.store.outbox import queue_wave
 from tests.conftest import CONTACTS_DIR, ROOT
 
 MANIFEST: dict[str, Any] = json.loads((CONTACTS_DIR / "manifest.json").read_text(encoding="utf-8"))
@@ -333,3 +334,36 @@ def test_an_excel_workbook_is_read(app: App, tmp_path: Path, name: str) -> None:
     ana = contact_by_email(app.factory, "ana@example.org")
     assert (ana.name, ana.country) == ("Ana Lima", "PE")
     assert contact_by_email(app.factory, "tom@example.org").name == "42"
+
+
+def test_undo_removes_the_contacts_it_created_whose_messages_never_reached_a_server(
+    app: App, tmp_path: Path
+) -> None:
+    """A contact counts as mailed once a message to it was attempted (claimed for SMTP), not because a
+    message was queued, skipped or suppressed: those contacts are removed with their messages."""
+    contacts = import_contacts(
+        app.factory,
+        app.settings,
+        CONTACTS_DIR / "caribbean.csv",
+        "caribbean",
+        NOW,
+        rejects_path=tmp_path / "c",
+    )
+    series = app.settings.series
+    with app.factory() as db, db.begin():
+        queued = queue_wave(
+            db, app.settings, series.session("caribbean-2021"), series.step("invitation"), NOW
+        )
+        first, second = db.scalars(select(Message.id).order_by(Message.id).limit(2)).all()
+        db.execute(update(Message).where(Message.id == first).values(status=MessageStatus.SKIPPED))
+        db.execute(
+            update(Message)
+            .where(Message.id == second)
+            .values(status=MessageStatus.SENT, attempts=1, sent_at=NOW)
+        )
+    assert queued.added == contacts.new
+
+    undone = undo_import(app.factory, contacts.import_id, "cli:tester", NOW + timedelta(hours=1))
+    assert (undone.contacts_removed, undone.contacts_kept) == (contacts.new - 1, 1)
+    assert count(app, Contact) == 1
+    assert count(app, Message) == count(app, Message, Message.status == MessageStatus.SENT) == 1

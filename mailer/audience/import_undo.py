@@ -126,14 +126,18 @@ def _memberships(db: DbSession, changes: list[ImportChange], now: datetime) -> t
 
 def remove_unheld_contacts(db: DbSession, contact_ids: list[int]) -> tuple[int, int]:
     """Remove those of ``contact_ids`` never mailed and held by nothing else (no list, no registration), with
-    their never-attempted queued messages; returns (removed, kept). Caller commits."""
+    their messages; returns (removed, kept). Caller commits.
+
+    Mailed means a message to the contact was attempted: claimed for SMTP (a claim counts the attempt before
+    anything is sent, and a claim given back unsent takes it back) or in flight. A message only queued,
+    skipped or suppressed never reached a server, so it does not keep its contact."""
     if not contact_ids:
         return 0, 0
     mailed = set(
         db.scalars(
             select(Message.contact_id).where(
                 literal_in(Message.contact_id, contact_ids),
-                or_(Message.status != MessageStatus.QUEUED, Message.attempts > 0),
+                or_(Message.status == MessageStatus.SENDING, Message.attempts > 0),
             )
         )
     )
