@@ -210,3 +210,23 @@ def test_tokens_never_reach_a_log_line(
     lines = [JsonFormatter().format(record) for record in caplog.records]
     assert not any(tokens["read"] in line or tokens["write"] in line for line in lines)
     assert any("token=***" in line for line in lines)
+
+
+def test_a_queuing_whose_messages_would_be_skipped_on_arrival_needs_queue_late(
+    api: httpx.Client, tokens: dict[str, str]
+) -> None:
+    """The CLI's rule: a send time whose deadline has passed (a mistyped year) would skip everyone for good."""
+    write = bearer(tokens["write"])
+    late = {**BODIES["queue"], "at": "2021-05-01T13:00:00+00:00"}
+    before = api.get("/api/v1/waves", headers=write).json()["waves"]
+    refused = api.post("/api/v1/waves", headers=write, json=late)
+    assert refused.status_code == 409
+    assert refused.json()["error"] == (
+        "3 of the 3 new messages of africa-2021 / invitation-2 would be past the step's deadline"
+        " (2021-05-04 13:00 UTC) and skipped for good: nothing was queued. Check the send time and the"
+        ' session\'s date; to queue them as skipped anyway, send "queue_late": true'
+    )
+    assert api.get("/api/v1/waves", headers=write).json()["waves"] == before
+    queued = api.post("/api/v1/waves", headers=write, json={**late, "queue_late": True})
+    assert queued.status_code == 201
+    assert (queued.json()["added"], queued.json()["skipped"]) == (3, 3)

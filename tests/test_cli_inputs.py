@@ -189,8 +189,18 @@ def test_render_all_into_an_unwritable_folder_is_a_clear_error(run) -> None:  # 
 # --- waves -----------------------------------------------------------------------------------------------------
 
 
-def _queue(run, app: App, step: str = "invitation") -> Run:  # type: ignore[no-untyped-def]
-    return run("waves", "queue", "--session", "latin-america-2022", "--step", step, store=app)
+def _queue(run, app: App, step: str = "invitation", *extra: str) -> Run:  # type: ignore[no-untyped-def]
+    """Queue ``step`` of latin-america-2022 now: past its deadline, so --queue-late unless ``extra`` is given."""
+    return run(
+        "waves",
+        "queue",
+        "--session",
+        "latin-america-2022",
+        "--step",
+        step,
+        *(extra or ["--queue-late"]),
+        store=app,
+    )
 
 
 def test_wave_messages_say_the_state_and_are_spelled_right(run, app: App) -> None:  # type: ignore[no-untyped-def]
@@ -265,11 +275,19 @@ def test_a_finished_wave_is_listed_done(run, app: App) -> None:  # type: ignore[
     with transaction(app.factory) as db:
         add_contact(db, "ann@example.org", region="latin-america")
         add_contact(db, "bob@example.org", region="latin-america")
-    assert "2 of them skipped at once" in _queue(run, app).out  # a 2022 step queued now: nothing left to send
+    refused = _queue(run, app, "invitation", "--list", "latin-america")  # a 2022 step queued now: all late
+    assert (refused.code, refused.err) == (
+        1,
+        "Error: 2 of the 2 new messages of latin-america-2022 / invitation would be past the step's deadline"
+        " (2022-01-27 13:00 UTC) and skipped for good: nothing was queued. Check the send time and the session's date;"
+        " to queue them as skipped anyway, add --queue-late\n",
+    )
+    with transaction(app.factory) as db:
+        assert (db.scalar(select(func.count(Message.id))), db.scalar(select(func.count(Wave.id)))) == (0, 0)
+    assert "2 of them skipped at once" in _queue(run, app).out
     listed = run("waves", "list", store=app)
     line = next(line for line in listed.out.splitlines() if "latin-america-2022" in line)
-    assert [cell for cell in line.split() if cell.isalnum() or "-" in cell] == [
-        "1",
+    assert [cell for cell in line.split() if cell.isalnum() or "-" in cell][1:] == [  # the id: a sequence's
         "latin-america-2022",
         "invitation",
         "latin-america",

@@ -12,7 +12,15 @@ from mailer.config import Series, Session, Step
 from mailer.errors import NotFoundError
 from mailer.store.engine import transaction
 from mailer.store.models import WaveStatus
-from mailer.store.outbox import CHANGE_DONE, WaveStateError, queue_wave, set_wave_status, sync_sessions
+from mailer.store.outbox import (
+    CHANGE_DONE,
+    LateMessagesError,
+    WaveStateError,
+    queue_wave,
+    refuse_late_messages,
+    set_wave_status,
+    sync_sessions,
+)
 from mailer.store.queries import counts_by_wave, used_statuses
 from mailer.timeline.clock import SystemClock, require_aware
 from mailer.timeline.plan import step_deadline
@@ -61,9 +69,24 @@ def waves() -> None:
 @click.option("--step", "step_name", required=True, help="Step name, e.g. invitation.")
 @click.option("--list", "region", help="Region list to send to [default: the session's region].")
 @click.option("--at", "at_text", help="Send time, ISO 8601; without offset it is in the session's zone.")
+@click.option(
+    "--queue-late",
+    is_flag=True,
+    help="Queue even when messages would be past the step's deadline (they are recorded as skipped, for good).",
+)
 @pass_ctx
-def queue(ctx: AppContext, session_id: str, step_name: str, region: str | None, at_text: str | None) -> None:
-    """Queue STEP of SESSION for a list (idempotent: queuing again adds only new contacts)."""
+def queue(
+    ctx: AppContext,
+    session_id: str,
+    step_name: str,
+    region: str | None,
+    at_text: str | None,
+    queue_late: bool,
+) -> None:
+    """Queue STEP of SESSION for a list (idempotent: queuing again adds only new contacts).
+
+    Messages that would already be past the step's deadline are skipped at once and can never be sent
+    later, so such a queuing is refused unless --queue-late says it is meant (as the web page asks)."""
     app = ctx.app
     series = app.settings.series
     try:
@@ -80,6 +103,11 @@ def queue(ctx: AppContext, session_id: str, step_name: str, region: str | None, 
     with transaction(app.factory) as db:
         sync_sessions(db, app.settings, now)
         result = queue_wave(db, app.settings, session, step, now, audience=region, at=at, created_by="cli")
+        if not queue_late:  # an error rolls the queuing back
+            try:
+                refuse_late_messages(result, session, step, how_to_confirm="add --queue-late")
+            except LateMessagesError as exc:
+                raise click.ClickException(str(exc)) from None
     wave = result.wave
     if wave.status == WaveStatus.CANCELLED:
         raise click.ClickException(

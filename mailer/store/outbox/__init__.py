@@ -47,7 +47,15 @@ from mailer.store.outbox.claim import (
 )
 from mailer.store.outbox.events import log_event
 from mailer.store.outbox.outcomes import Outcome, record_outcomes, record_sent, retry_delay
-from mailer.store.outbox.queue import QueueResult, audience_query, default_audience, message_key, queue_wave
+from mailer.store.outbox.queue import (
+    LateMessagesError,
+    QueueResult,
+    audience_query,
+    default_audience,
+    message_key,
+    queue_wave,
+    refuse_late_messages,
+)
 from mailer.store.outbox.sessions import SessionChange, retime_pending, sync_sessions
 from mailer.store.outbox.suppressions import suppress
 from mailer.store.outbox.waves import CHANGE_DONE, WaveStateError, set_wave_status
@@ -57,6 +65,7 @@ __all__ = [
     "HELD_REASON",
     "MAX_EXPIRIES",
     "ClaimedMessage",
+    "LateMessagesError",
     "Outcome",
     "QueueResult",
     "SessionChange",
@@ -74,6 +83,7 @@ __all__ = [
     "reap_expired_leases",
     "record_outcomes",
     "record_sent",
+    "refuse_late_messages",
     "release_claims",
     "renew_leases",
     "renew_worker_leases",

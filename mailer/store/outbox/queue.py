@@ -27,6 +27,7 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.expression import Selectable
 
 from mailer.config import Audience, Series, Session, Settings, Step, StepKind
+from mailer.errors import MailerError
 from mailer.message_ids import ascii_domain
 from mailer.store.models import (
     Contact,
@@ -81,6 +82,24 @@ class QueueResult:
     added: int
     skipped: int
     deadline: datetime
+
+
+class LateMessagesError(MailerError, ValueError):
+    """Queuing would log messages as skipped on arrival: past the step's deadline, they could never be sent."""
+
+
+def refuse_late_messages(result: QueueResult, session: Session, step: Step, *, how_to_confirm: str) -> None:
+    """The rule the CLI and the API share (the web page asks the same with a tick box): a queuing whose new
+    messages would be skipped on arrival is a mistake (a mistyped ``at``, the wrong session) unless the
+    caller confirmed it. Raises LateMessagesError, with ``how_to_confirm`` as the way on, when
+    ``result.skipped``; the caller's transaction then rolls the queuing back."""
+    if result.skipped:
+        raise LateMessagesError(
+            f"{result.skipped} of the {result.added} new messages of {session.id} / {step.name} would be past"
+            f" the step's deadline ({result.deadline:%Y-%m-%d %H:%M} UTC) and skipped for good: nothing was"
+            f" queued. Check the send time and the session's date; to queue them as skipped anyway, "
+            f"{how_to_confirm}"
+        )
 
 
 def default_audience(session: Session, step: Step) -> str:

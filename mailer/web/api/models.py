@@ -75,6 +75,11 @@ class QueueIn(Strict):
     step: str = Field(max_length=100)
     list: str | None = Field(default=None, max_length=64, description="Region list [default: the session's].")
     at: datetime | None = Field(default=None, description="Send time with an offset [default: the step's].")
+    queue_late: bool = Field(
+        default=False,
+        description="Queue even if new messages would be past the step's deadline (logged as skipped); "
+        "without it such a queuing is refused with 409 and nothing is queued.",
+    )
 
 
 class QueueOut(BaseModel):

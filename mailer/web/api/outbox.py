@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mailer.errors import NotFoundError
 from mailer.store.models import TokenScope, WaveStatus
-from mailer.store.outbox import queue_wave, set_wave_status, sync_sessions
+from mailer.store.outbox import queue_wave, refuse_late_messages, set_wave_status, sync_sessions
 from mailer.store.queries import LogFilter, counts_by_step, counts_by_wave, session_timelines, status_totals
 from mailer.store.queries.log import log_before
 from mailer.store.relays import describe, open_circuits
@@ -136,6 +136,8 @@ def queue(call: Call) -> QueueOut:
             at=request.at,
             created_by=f"api:{call.token.name}",
         )
+        if not request.queue_late:  # 409, and the queuing is rolled back
+            refuse_late_messages(result, session, step, how_to_confirm='send "queue_late": true')
         return QueueOut(
             wave=result.wave.id,
             created=result.created,
