@@ -544,3 +544,21 @@ def test_a_file_no_encoding_decodes_is_named(run, app: App, tmp_path: Path) -> N
         result.err
         == "error: contacts.csv: cannot decode the file as utf-8 or cp1252: save it as UTF-8 and retry\n"
     )
+
+
+def test_a_statement_the_server_stops_is_not_called_a_store_that_cannot_be_opened(  # type: ignore[no-untyped-def]
+    run, app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL answered (here: every statement cancelled after 1 ms, as a deadlock or a lock timeout would
+    end one): the store is reachable, so the advice is to run the command again, not to check the URL."""
+    if app.engine.dialect.name != "postgresql":
+        pytest.skip("a server-side statement timeout")
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("email\n" + "".join(f"p{i}@example.org\n" for i in range(2000)), encoding="utf-8")
+    monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=1")
+    result = run("contacts", "import", str(contacts), "--region", "africa", store=app)
+    assert result.code == 2
+    assert result.err == (
+        "error: the store stopped this command: canceling statement due to statement timeout. What it committed"
+        " before stays; run the command again (an import goes on where it stopped, nothing is doubled)\n"
+    )

@@ -14,13 +14,15 @@ the order in which the regions' files are imported.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
+from psycopg.errors import DeadlockDetected
 from sqlalchemy import CursorResult, TextClause, bindparam, column, select, table, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session as DbSession
 
 from mailer.audience.bulk import fill_stage, insert_ignoring_conflicts, literal_in
@@ -31,6 +33,8 @@ from mailer.config import Settings
 from mailer.store.models import Contact, ContactList, ContactStatus, ImportChangeKind, UTCDateTime
 from mailer.timeline.clock import require_aware
 
+_MERGE_ATTEMPTS = 5  # a chunk's merge on PostgreSQL: tries before a deadlock is raised
+_DEADLOCK_PAUSE = 0.05  # seconds before a retry after a deadlock, times the attempt's number
 _STAGE = "contact_import_stage"  # a temporary table: one chunk of accepted rows
 _STAGE_COLUMNS = (
     ("line", "INTEGER"),
@@ -270,7 +274,10 @@ class ContactWriter:
     def _merge_all(self, db: DbSession, staged: int) -> None:
         """PostgreSQL: merge the ``staged`` rows in one statement and count what it did: with plain inserts
         (``_MERGE_NEW``, in a savepoint), or, when one of them meets a row another process inserted meanwhile,
-        again with inserts that skip such rows (``_MERGE_ALL``)."""
+        again with inserts that skip such rows (``_MERGE_ALL``). Two imports of the same people at once wait
+        for each other's uncommitted rows, in their files' orders, and PostgreSQL may end such a wait as a
+        deadlock by aborting one statement: its savepoint is rolled back and the merge tried again (guarded),
+        up to ``_MERGE_ATTEMPTS`` times in all."""
         parameters = {
             "list": self._list_id,
             "now": self.now,
@@ -281,10 +288,20 @@ class ContactWriter:
             "contact": ImportChangeKind.CONTACT.value,
             "membership": ImportChangeKind.MEMBERSHIP.value,
         }
-        try:
-            with db.begin_nested():
-                found, merged, joined = db.execute(_MERGE_NEW, parameters).one()
-        except IntegrityError:
+        statement = _MERGE_NEW
+        for attempt in range(1, _MERGE_ATTEMPTS + 1):
+            try:
+                with db.begin_nested():
+                    found, merged, joined = db.execute(statement, parameters).one()
+                break
+            except IntegrityError:
+                statement = _MERGE_ALL
+            except OperationalError as exc:
+                if not isinstance(exc.orig, DeadlockDetected) or attempt == _MERGE_ATTEMPTS:
+                    raise
+                statement = _MERGE_ALL  # the other import's rows are committed by now, or soon
+                time.sleep(_DEADLOCK_PAUSE * attempt)
+        else:  # the last attempt met a row inserted meanwhile yet again
             found, merged, joined = db.execute(_MERGE_ALL, parameters).one()
         self.new += staged - found
         self.updated += merged

@@ -116,25 +116,38 @@ def main() -> None:
     except Exception as exc:
         if not _is_store_error(exc):
             raise
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        click.secho(
-            f"error: cannot open the store: {detail} (check --database-url / DATABASE_URL, e.g. "
-            "sqlite:///var/mailer.db or postgresql+psycopg://user@host:5432/mailer)",
-            fg="red",
-            err=True,
-        )
+        orig = (
+            getattr(exc, "orig", None) or exc
+        )  # SQLAlchemy's wraps the driver's; a driver statement's is bare
+        detail = str(orig).strip().splitlines()[0]
+        if getattr(orig, "sqlstate", None) or "database is locked" in detail:
+            # the store was open and answered: it refused or stopped a statement (a deadlock, a timeout)
+            message = (
+                f"error: the store stopped this command: {detail}. What it committed before stays; run the"
+                " command again (an import goes on where it stopped, nothing is doubled)"
+            )
+        else:
+            message = (
+                f"error: cannot open the store: {detail} (check --database-url / DATABASE_URL, e.g. "
+                "sqlite:///var/mailer.db or postgresql+psycopg://user@host:5432/mailer)"
+            )
+        click.secho(message, fg="red", err=True)
         sys.exit(2)
 
 
 def _is_store_error(exc: Exception) -> bool:
-    """True for SQLAlchemy's "cannot open the store" errors (a bad URL, a missing driver, no server).
-    SQLAlchemy is not imported for it: a command that never loaded it cannot have raised one."""
+    """True for the store's operational errors: SQLAlchemy's (a bad URL, a missing driver, no server, a
+    statement the server stopped) and psycopg's own, from statements run on the driver's connection (COPY).
+    Neither library is imported for it: a command that never loaded one cannot have raised its errors."""
+    store_errors: list[type[BaseException]] = []
     sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
-    if sqlalchemy_exc is None:
-        return False
-    store_errors = (
-        sqlalchemy_exc.ArgumentError,
-        sqlalchemy_exc.NoSuchModuleError,
-        sqlalchemy_exc.OperationalError,
-    )
-    return isinstance(exc, store_errors)
+    if sqlalchemy_exc is not None:
+        store_errors += [
+            sqlalchemy_exc.ArgumentError,
+            sqlalchemy_exc.NoSuchModuleError,
+            sqlalchemy_exc.OperationalError,
+        ]
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None:
+        store_errors.append(psycopg.OperationalError)
+    return isinstance(exc, tuple(store_errors))
