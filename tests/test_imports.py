@@ -367,3 +367,28 @@ def test_undo_removes_the_contacts_it_created_whose_messages_never_reached_a_ser
     assert (undone.contacts_removed, undone.contacts_kept) == (contacts.new - 1, 1)
     assert count(app, Contact) == 1
     assert count(app, Message) == count(app, Message, Message.status == MessageStatus.SENT) == 1
+
+
+def test_an_import_stopped_by_its_file_is_listed_as_not_finished_with_what_it_stored(
+    app: App, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rows are stored chunk by chunk as the file is read: a quote never closed near the end stops the import
+    after earlier chunks were committed, and the record says so instead of showing an empty result."""
+    broken = tmp_path / "late-quote.csv"
+    good = "".join(f"p{i}@example.org,P{i}\n" for i in range(3000))
+    broken.write_text(f'email,name\n{good}"never closed,x\n', encoding="utf-8")
+    code, output = run_main(app, capsys, "contacts", "import", str(broken), "--region", "africa")
+    stored = count(app, Contact)
+    assert 0 < stored < 3000
+    assert (code, output) == (
+        2,
+        "error: line 3002: unreadable CSV (unexpected end of data): a quote opened on this line"
+        f" is never closed; fix the quoting in the file and import it again: the {stored} accepted rows before"
+        " that line are imported, and importing the corrected file completes the import (the rows already in"
+        " are not doubled)\n",
+    )
+    listing = run(app, "imports", "list")
+    assert (
+        f"not finished (stopped, or still under way): {2 * stored} changes stored so far; import the file again"
+        in " ".join(listing.output.split())
+    ), listing.output

@@ -217,6 +217,22 @@ class ImportView:
     undo_summary: str
     changes: int
 
+    @property
+    def finished(self) -> bool:
+        """Its counts were recorded: the import ran to its end (an import stopped by an error or a kill, or
+        one still under way, has none yet)."""
+        return bool(self.summary)
+
+    @property
+    def result(self) -> str:
+        """What it did, in words: its summary, or (not finished) what is stored so far and the way on."""
+        if self.finished:
+            return self.summary
+        return (
+            f"not finished (stopped, or still under way): {self.changes} changes stored so far; import the file"
+            " again to complete it (nothing is doubled), or undo it"
+        )
+
 
 def _view(record: ImportRecord, changes: int) -> ImportView:
     return ImportView(

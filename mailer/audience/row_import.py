@@ -32,6 +32,7 @@ from mailer.audience.addresses import Address
 from mailer.audience.seen import close_seen, open_seen, take_keys
 from mailer.audience.table import Record, Table, write_rejects
 from mailer.config import Settings
+from mailer.errors import ImportFileError
 from mailer.store.engine import transaction
 
 #: Called now and then during an import with (physical lines read so far, total physical lines).
@@ -168,8 +169,21 @@ def import_rows(
             unit = _dry_unit(stack.enter_context(_rolled_back(factory)))
         else:
             unit = _committed(factory, stack.enter_context(_connection(factory)))
-        outcome = _pass(unit, table, parse, writer, rejects_path, progress)
+        try:
+            outcome = _pass(unit, table, parse, writer, rejects_path, progress)
+        except _StoppedError as stopped:
+            reason, accepted = stopped.args
+            raise ImportFileError(
+                f"{reason} (nothing was imported)"
+                if dry_run or not accepted
+                else f"{reason}: the {accepted} accepted rows before that line are imported, and importing the"
+                " corrected file completes the import (the rows already in are not doubled)"
+            ) from None
     return outcome
+
+
+class _StoppedError(Exception):
+    """Reading the table failed part-way: (the reader's reason, accepted rows handed to the store before)."""
 
 
 @contextmanager
@@ -268,9 +282,21 @@ def _pass(
     # Each chunk is written by a thread of its own while the next one is read (the store works meanwhile:
     # PostgreSQL's server, or SQLite's C code without the GIL); one write at a time, in file order. Leaving
     # the block waits for the write under way, whatever raised.
+    handed = 0  # accepted rows handed to the store
     with ThreadPoolExecutor(1, thread_name_prefix="import-writer") as writing:
         pending: Future[tuple[list[Duplicate], float]] | None = None
-        for record in table.records:
+        records = iter(table.records)
+        while True:
+            try:
+                record = next(records)
+            except StopIteration:
+                break
+            except (
+                ImportFileError
+            ) as exc:  # the chunks handed over are stored (once the write under way ends)
+                if pending is not None:
+                    pending.result()
+                raise _StoppedError(str(exc), handed) from None
             rows += 1
             if progress and rows % _PROGRESS_ROWS == 0:
                 progress(table.lines_read(), table.total_lines)
@@ -286,6 +312,7 @@ def _pass(
                     duplicates += found
                     limit = _next_limit(limit, seconds)
                 pending = writing.submit(_written, unit, chunk, writer)
+                handed += len(chunk.rows)
                 chunk = _Chunk()
         if pending is not None:
             duplicates += pending.result()[0]

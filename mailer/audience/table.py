@@ -178,7 +178,7 @@ def _records(open_text: Callable[[], IO[str]], delimiter: str) -> tuple[Iterator
                     )
                     raise ImportFileError(
                         f"line {previous + 1}: unreadable CSV ({exc}){hint}; fix the quoting in the file "
-                        "and import it again (nothing was imported)"
+                        "and import it again"
                     ) from None
                 line, previous = previous + 1, reader.line_num
                 if "".join(cells).strip():  # not blank: some cell holds more than whitespace

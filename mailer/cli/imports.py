@@ -55,7 +55,7 @@ def list_imports_command(ctx: AppContext, limit: int) -> None:
         state = (
             f"undone {view.undone_at:%Y-%m-%d %H:%M} by {view.undone_by}: {view.undo_summary}"
             if view.undone_at
-            else view.summary + (" (forced)" if view.forced else "")
+            else view.result + (" (forced)" if view.forced else "")
         )
         table.add_row(
             str(view.id),
