@@ -59,7 +59,13 @@ def generated(data: Path, tools: Path, rows: int) -> Path:
         script = tools / "make_contacts.py"
         if not script.is_file():
             sys.exit(f"{script} not found: pass --tools DIR (the folder holding make_contacts.py)")
-        subprocess.run([sys.executable, str(script), str(folder), "--scale", str(scale)], check=True)
+        try:
+            import faker  # noqa: F401  (what make_contacts.py needs)
+        except ImportError:
+            sys.exit("faker is missing: install the bench extra first: .venv/bin/pip install -e '.[bench]'")
+        made = subprocess.run([sys.executable, str(script), str(folder), "--scale", str(scale)], check=False)
+        if made.returncode:
+            sys.exit(f"{script} failed (exit {made.returncode}); its error is above")
     return folder
 
 
@@ -270,7 +276,10 @@ def main() -> None:
             for _ in range(args.runs):
                 command = [sys.executable, __file__, "--child", str(path), "--store", store]
                 command += ["--region", args.region, "--postgresql", args.postgresql]
-                output = subprocess.run(command, check=True, capture_output=True, text=True, env=os.environ)
+                output = subprocess.run(command, check=False, capture_output=True, text=True, env=os.environ)
+                if output.returncode:  # the child's own message (a refused database name, no server) says why
+                    sys.stderr.write(output.stderr)
+                    sys.exit(f"the {store} run of {path.name} failed (exit {output.returncode})")
                 runs.append(json.loads(output.stdout.strip().splitlines()[-1]))
 
             def median(key: str, runs: list[dict[str, Any]] = runs) -> float:

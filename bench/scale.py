@@ -1,7 +1,7 @@
 """A wave at scale: seed N contacts, queue one invitation wave to them, send the first S, on PostgreSQL and SQLite.
 
     .venv/bin/python bench/scale.py [--sizes 20000,200000,1000000] [--send 20000] [--stores postgresql,sqlite] \
-        [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/mailer_scale] [--sqlite-path /tmp/scale.db]
+        [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/mailer_scale_bench] [--sqlite-path /tmp/mailer_scale_bench.db]
 
 For each store and each N, three phases, each in its own spawned process whose peak RSS (VmHWM) and CPU time
 are printed (CPU: the process's own, plus on PostgreSQL that of the server processes serving its connections;
@@ -215,10 +215,10 @@ def main() -> None:
     parser.add_argument(
         "--database-url",
         default=os.environ.get(
-            "BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/mailer_scale"
+            "BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/mailer_scale_bench"
         ),
     )
-    parser.add_argument("--sqlite-path", default="/tmp/mailer-scale.db")
+    parser.add_argument("--sqlite-path", default="/tmp/mailer_scale_bench.db")
     args = parser.parse_args()
     os.environ.setdefault("MAILER_SECRET_KEY", "bench-secret-key-not-for-production")
     sizes = [int(size) for size in args.sizes.split(",")]

@@ -39,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,16 @@ def smtp_source(port: int, count: int, size: int, connections: int) -> float:
 
 
 def prepare_database(url: str) -> str:
-    """An empty database at ``url`` (PostgreSQL: dropped and created; SQLite: file removed)."""
+    """An empty database at ``url`` (PostgreSQL: dropped and created; SQLite: file removed). Since it destroys
+    what is there, the database's name (PostgreSQL) or the file's name without its suffix (SQLite) must end in
+    ``_bench``: a mistyped ``--database-url`` naming a real store stops the bench instead (SystemExit)."""
     parsed = make_url(url)
+    name = parsed.database or ""
+    if name and name != ":memory:" and not Path(name).stem.endswith("_bench"):
+        raise SystemExit(
+            f"--database-url {url}: the bench empties this database (drops it, or deletes the SQLite file), so"
+            f" its name must end in _bench (e.g. mailer_bench, /tmp/mailer_bench.db), not {Path(name).stem!r}"
+        )
     if parsed.get_backend_name() == "postgresql":
         admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
@@ -231,13 +240,18 @@ def busy_seconds() -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
-class CpuByCommand(threading.Thread):
-    """CPU seconds used by processes named ``command`` (e.g. "postgres") while running: every process's
-    /proc/PID/stat is read every 0.1 s, so a process that exits loses at most its last 0.1 s."""
+SHARED_POSTGRES_PROCESSES = ("walwriter", "checkpointer", "background writer", "autovacuum worker")
 
-    def __init__(self, command: str) -> None:
+
+class CpuByCommand(threading.Thread):
+    """CPU seconds used by processes named ``command`` (e.g. "postgres") whose title (/proc/PID/cmdline)
+    contains one of ``titles`` (all of them when None) while running: every such process's /proc/PID/stat is
+    read every 0.1 s, so a process that exits loses at most its last 0.1 s."""
+
+    def __init__(self, command: str, titles: Sequence[str] | None = None) -> None:
         super().__init__(daemon=True)
         self.command = command
+        self.titles = titles
         self.start_seconds = self._read()
         self.last = dict(self.start_seconds)
         self.finished = threading.Event()
@@ -250,6 +264,8 @@ class CpuByCommand(threading.Thread):
             except OSError:
                 continue
             if raw and raw[raw.index("(") + 1 : raw.rindex(")")] == self.command:
+                if self.titles is not None and not any(title in _title(pid) for title in self.titles):
+                    continue
                 fields = raw.rsplit(")", 1)[1].split()
                 seconds[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return seconds
@@ -264,6 +280,14 @@ class CpuByCommand(threading.Thread):
         self.join()
         self.last.update(self._read())
         return sum(seconds - self.start_seconds.get(pid, 0.0) for pid, seconds in self.last.items())
+
+
+def _title(pid: str) -> str:
+    """The title a process shows (PostgreSQL's backends: "postgres: 15/main: USER DATABASE HOST(PORT) ...")."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def process_seconds(pid: int) -> float:
@@ -390,7 +414,10 @@ def pipeline(
         process_seconds(sink.pid),
         time.perf_counter(),
     )
-    postgres = CpuByCommand("postgres")
+    database = make_url(settings.database_url)
+    # PostgreSQL's processes serving the bench's database and the server's shared writers; none on SQLite
+    titles = [f" {database.database} ", *SHARED_POSTGRES_PROCESSES]
+    postgres = CpuByCommand("postgres", titles if database.get_backend_name() == "postgresql" else [])
     postgres.start()
     reports = [results.get() for _ in processes]
     for process in processes:
