@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import socket
 from datetime import timedelta
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailer.app import App
 from mailer.delivery.pool import SmtpPool
 from mailer.service import Service
-from mailer.store.engine import transaction
+from mailer.store.engine import head_revision, transaction
 from mailer.timeline.clock import VirtualClock
 from mailer.web.server import ThreadedServer
 from tests.conftest import RunningServer
@@ -117,3 +119,19 @@ def test_known_labels_are_exposed_at_zero_before_their_first_event(app: App) -> 
     assert labels("mailer_send_seconds_count") == {
         (("kind", kind),) for kind in ("invitation", "reminder", "follow-up", "notice")
     }
+
+
+def test_readyz_reads_the_schema_revision_without_logging_and_names_a_store_behind(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A probe every few seconds must not fill the log (Alembic logs its set-up at INFO when started);
+    a store at an older revision is not ready and says which."""
+    with ThreadedServer(app, clock=VirtualClock(INVITATION_AT)) as web, caplog.at_level(logging.INFO):
+        ready = httpx.get(web.url + "/readyz", timeout=30)
+        assert ready.json()["checks"]["migrations"] == "ok"
+        assert [record.name for record in caplog.records if record.name.startswith("alembic")] == []
+        with app.engine.begin() as connection:
+            connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
+        behind = httpx.get(web.url + "/readyz", timeout=30)
+    assert behind.status_code == 503
+    assert behind.json()["checks"]["migrations"] == f"at 0001, code expects {head_revision()}"

@@ -135,18 +135,23 @@ def upgrade(engine: Engine) -> None:
 def schema_revisions(engine: Engine) -> tuple[str | None, str | None]:
     """(the store's current Alembic revision, the newest one this code ships); equal when migrations are current.
 
+    Read from the ``alembic_version`` table and the migration files' own lines, without starting Alembic
+    (which logs its set-up at INFO on every call: a readiness probe would fill the log).
     Raises SQLAlchemy's OperationalError when the store cannot be reached.
     """
-    from alembic.config import Config as AlembicConfig
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
+    head = head_revision()
+    if head is None:  # the files do not form one line of revisions: Alembic decides
+        from alembic.config import Config as AlembicConfig
+        from alembic.script import ScriptDirectory
 
-    config = AlembicConfig()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    head = ScriptDirectory.from_config(config).get_current_head()
+        config = AlembicConfig()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        head = ScriptDirectory.from_config(config).get_current_head()
     with engine.connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
-    return current, head
+        if not inspect(connection).has_table("alembic_version"):
+            return None, head
+        current = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    return (current[0] if len(current) == 1 else None), head
 
 
 @cache
