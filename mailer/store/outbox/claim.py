@@ -3,7 +3,6 @@ and reaping expired leases; when the next message is due."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -206,7 +205,7 @@ def claim_due(
         return [], []
     facts = load_facts(db, rows)
 
-    claimed: list[ClaimedMessage] = []
+    sendable: list[Any] = []
     finished: list[tuple[str, str, str]] = []
     ended: dict[tuple[MessageStatus, str], list[int]] = {}
     events: list[dict[str, object]] = []
@@ -217,21 +216,8 @@ def claim_due(
         if reason is not None:
             status = MessageStatus.SUPPRESSED if reason is SkipReason.SUPPRESSED else MessageStatus.SKIPPED
             ended.setdefault((status, reason.value), []).append(row.id)
-            continue
-        claimed.append(
-            ClaimedMessage(
-                pk=row.id,
-                message_id=row.message_id,
-                session_id=row.session_id,
-                step=row.step,
-                recipient=recipient_of(row, settings.series.session(row.session_id).region),
-                needs_smtputf8=row.needs_smtputf8,
-                attempts=row.attempts + 1,
-                deadline_at=row.deadline_at,
-                wave_id=row.wave_id,
-                careful=row.expiries > 0,
-            )
-        )
+        else:
+            sendable.append(row)
     # Each write below takes only the rows still pending, and what it took is what the claim returns: on
     # SQLite the read above is not locked, so another process may have claimed or finished some of them
     # since (on PostgreSQL the rows are locked and every row is taken).
@@ -245,12 +231,13 @@ def claim_due(
         ).all()
         events.extend(event_row(pk, EventKind(status.value), now, reason_text) for pk in taken)
         finished.extend((*labels[pk], status.value) for pk in taken)
-    if claimed:
+    claimed: list[ClaimedMessage] = []
+    if sendable:
         attempts = dict(
             db.execute(
                 update(Message)
                 .where(
-                    among(db, Message.id, [message.pk for message in claimed], Integer),
+                    among(db, Message.id, [row.id for row in sendable], Integer),
                     message_status_is(*PENDING_STATUSES),
                 )
                 .values(
@@ -268,9 +255,20 @@ def claim_due(
             .all()
         )
         claimed = [
-            dataclasses.replace(message, attempts=attempts[message.pk])
-            for message in claimed
-            if message.pk in attempts
+            ClaimedMessage(
+                pk=row.id,
+                message_id=row.message_id,
+                session_id=row.session_id,
+                step=row.step,
+                recipient=recipient_of(row, settings.series.session(row.session_id).region),
+                needs_smtputf8=row.needs_smtputf8,
+                attempts=attempts[row.id],
+                deadline_at=row.deadline_at,
+                wave_id=row.wave_id,
+                careful=row.expiries > 0,
+            )
+            for row in sendable
+            if row.id in attempts
         ]
     insert_events(db, events)
     return claimed, finished
