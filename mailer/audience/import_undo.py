@@ -23,7 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
@@ -40,7 +40,6 @@ from mailer.store.models import (
     ListMembership,
     Message,
     MessageIdLookup,
-    MessageStatus,
     Registration,
     Wave,
 )
@@ -129,15 +128,15 @@ def remove_unheld_contacts(db: DbSession, contact_ids: list[int]) -> tuple[int, 
     their messages; returns (removed, kept). Caller commits.
 
     Mailed means a message to the contact was attempted: claimed for SMTP (a claim counts the attempt before
-    anything is sent, and a claim given back unsent takes it back) or in flight. A message only queued,
-    skipped or suppressed never reached a server, so it does not keep its contact."""
+    anything is sent, so a message in flight has one; a claim given back unsent takes it back). A message
+    only queued, skipped or suppressed never reached a server, so it does not keep its contact."""
     if not contact_ids:
         return 0, 0
     mailed = set(
         db.scalars(
             select(Message.contact_id).where(
                 literal_in(Message.contact_id, contact_ids),
-                or_(Message.status == MessageStatus.SENDING, Message.attempts > 0),
+                Message.attempts > 0,
             )
         )
     )
