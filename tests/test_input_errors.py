@@ -1,0 +1,171 @@
+"""Inputs a user or a stranger can send that once ended in a traceback or a 500: each is now a one-line CLI
+error, a 4xx page or a JSON error saying what was wrong. One guard per kind, where the input is parsed:
+addresses (their case-folded key), zone names, instants (years 1970..9998), ids and limits, NUL characters
+and huge numbers in JSON and forms, command-line bytes that are not UTF-8, the rejects file, the port."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from mailer.app import App
+from mailer.audience.addresses import InvalidAddressError, normalise_address
+from mailer.store.engine import transaction
+from mailer.store.models import Contact, Suppression
+from mailer.timeline.clock import VirtualClock
+from mailer.web.server import ThreadedServer
+from mailer.zones import UnknownZoneError, resolve_zone
+from tests.factories import add_contact
+from tests.test_api import api, api_clock, bearer, tokens
+from tests.test_cli_inputs import run
+from tests.test_web_support import csrf_of, signed_in, signing_secret
+from tests.test_webhooks import event, hook_app, hook_clock, hook_web, post
+
+# 64 x "ΐ" @ two labels of 20 x "ΐ" .example: valid for email-validator, 114 characters, but "ΐ" case-folds to
+# three characters, so its key is 322 long: more than any address (and the store's key column) may be.
+LONG_KEY = "ΐ" * 64 + "@" + "ΐ" * 20 + "." + "ΐ" * 20 + ".example"
+LONG_KEY_REASON = (
+    "The address is too long: 322 characters once its letters are case-folded, more than the 320 an address"
+    " may have."
+)
+LONG_ZONE = "A" * 300
+HUGE = "99999999999999999999"  # beyond a 64-bit signed integer
+
+
+def count(app: App, model: Any) -> int:
+    with transaction(app.factory) as db:
+        return int(db.scalar(select(func.count()).select_from(model)) or 0)
+
+
+# --- addresses: the case-folded key --------------------------------------------------------------------------
+
+
+def test_an_address_whose_case_folded_key_is_too_long_is_invalid() -> None:
+    assert len(LONG_KEY.casefold()) == 322
+    with pytest.raises(InvalidAddressError, match="322 characters once its letters are case-folded"):
+        normalise_address(LONG_KEY)
+    assert normalise_address("ß" * 64 + "@example.org").key == "ss" * 64 + "@example.org"  # 140: fine
+
+
+def test_contacts_import_rejects_an_address_with_a_too_long_key(run, app: App, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    source = tmp_path / "long.csv"
+    source.write_text(f"email\nana@example.org\n{LONG_KEY}\n", encoding="utf-8")
+    result = run(
+        "contacts",
+        "import",
+        str(source),
+        "--region",
+        "africa",
+        "--rejects",
+        str(tmp_path / "r.csv"),
+        store=app,
+    )
+    assert result.code == 0, result.err
+    assert f"line 3: {LONG_KEY_REASON}" in result.out
+    assert count(app, Contact) == 1
+
+
+def test_the_api_and_the_webhook_refuse_an_address_with_a_too_long_key(
+    api: httpx.Client,
+    tokens: dict[str, str],
+    app: App,
+) -> None:
+    write = bearer(tokens["write"])
+    contact = api.post("/api/v1/contacts", json={"email": LONG_KEY, "region": "africa"}, headers=write)
+    assert contact.status_code in (409, 422), contact.text
+    assert LONG_KEY_REASON in contact.text
+    suppressed = api.post("/api/v1/suppressions", json={"email": LONG_KEY, "detail": "x"}, headers=write)
+    assert suppressed.status_code in (409, 422), suppressed.text
+    assert LONG_KEY_REASON in suppressed.text
+    imported = api.post(
+        "/api/v1/lists/africa/import",
+        json={"filename": "long.csv", "content": f"Email\n{LONG_KEY}\n"},
+        headers=write,
+    )
+    assert imported.status_code == 200, imported.text
+    assert LONG_KEY_REASON in imported.text
+    assert count(app, Suppression) == 0
+
+
+def test_the_webhook_refuses_an_address_with_a_too_long_key(
+    hook_web: ThreadedServer,
+    hook_clock: VirtualClock,
+) -> None:
+    response = post(hook_web.url, event("long", "created", LONG_KEY, hook_clock.now()), hook_clock)
+    assert (response.status_code, response.json()) == (422, {"error": LONG_KEY_REASON})
+
+
+def test_the_import_check_page_rejects_an_address_with_a_too_long_key(
+    app: App,
+    web: ThreadedServer,
+    accounts: dict[str, str],
+    signing_secret: str,
+) -> None:
+    with signed_in(web, "olga") as http:
+        token = csrf_of(http.get("/organise/imports").text)
+        checked = http.post(
+            "/organise/imports/check",
+            data={"csrf_token": token, "kind": "contacts", "target": "africa"},
+            files={"file": ("long.csv", f"Email\n{LONG_KEY}\n".encode(), "text/csv")},
+        )
+    assert checked.status_code == 200, checked.text
+    assert "322 characters once its letters are case-folded" in checked.text
+
+
+# --- time zones ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [LONG_ZONE, "Europe/" + "x" * 300, "Europe/Paris\x00", "../../etc/passwd"])
+def test_a_zone_name_that_is_no_key_is_an_unknown_zone(name: str) -> None:
+    with pytest.raises(UnknownZoneError, match="unknown time zone"):
+        resolve_zone(name)
+
+
+def test_a_long_zone_cell_is_replaced_like_any_unknown_zone(run, app: App, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    source = tmp_path / "zones.csv"
+    source.write_text(f"email,time zone\nana@example.org,{LONG_ZONE}\n", encoding="utf-8")
+    result = run(
+        "contacts",
+        "import",
+        str(source),
+        "--region",
+        "africa",
+        "--rejects",
+        str(tmp_path / "r.csv"),
+        store=app,
+    )
+    assert result.code == 0, result.err
+    assert "line 2: time zone 'AAAA" in result.out and "not recognised; Africa/Lagos used" in result.out
+    with transaction(app.factory) as db:
+        assert db.scalar(select(Contact.time_zone)) == "Africa/Lagos"
+
+
+def test_preview_with_a_long_zone_is_a_one_line_error(run) -> None:  # type: ignore[no-untyped-def]
+    result = run(
+        "preview", "--session", "africa-2021", "--step", "invitation", "--language", "en", "--zone", LONG_ZONE
+    )
+    assert result.code == 2, result.err
+    assert "unknown time zone 'AAAA" in result.err and "Traceback" not in result.err
+
+
+def test_staff_contact_edit_refuses_a_long_zone(
+    app: App,
+    web: ThreadedServer,
+    accounts: dict[str, str],
+    signing_secret: str,
+) -> None:
+    with transaction(app.factory) as db:
+        ana_id = add_contact(db, "ana@example.org").id
+    with signed_in(web, "olga") as http:
+        token = csrf_of(http.get(f"/staff/contacts/{ana_id}").text)
+        edited = http.post(
+            f"/organise/contacts/{ana_id}/edit", data={"csrf_token": token, "time_zone": LONG_ZONE}
+        )
+    assert edited.status_code == 400
+    assert "nothing changed: time_zone: 'AAAA" in edited.text and "is not an IANA time zone" in edited.text
+    with transaction(app.factory) as db:
+        assert db.scalar(select(Contact.time_zone).where(Contact.id == ana_id)) != LONG_ZONE
