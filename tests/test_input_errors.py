@@ -5,6 +5,7 @@ and huge numbers in JSON and forms, command-line bytes that are not UTF-8, the r
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ from sqlalchemy import func, select
 
 from mailer.app import App
 from mailer.audience.addresses import InvalidAddressError, normalise_address
+from mailer.errors import InstantRangeError
 from mailer.store.engine import transaction
-from mailer.store.models import Contact, Suppression
-from mailer.timeline.clock import VirtualClock
+from mailer.store.models import Contact, Registration, Suppression
+from mailer.timeline.clock import VirtualClock, accepted_instant
 from mailer.web.server import ThreadedServer
 from mailer.zones import UnknownZoneError, resolve_zone
 from tests.factories import add_contact
@@ -169,3 +171,128 @@ def test_staff_contact_edit_refuses_a_long_zone(
     assert "nothing changed: time_zone: 'AAAA" in edited.text and "is not an IANA time zone" in edited.text
     with transaction(app.factory) as db:
         assert db.scalar(select(Contact.time_zone).where(Contact.id == ana_id)) != LONG_ZONE
+
+
+# --- instants: one window, 1970..9998 ------------------------------------------------------------------------
+
+
+def test_accepted_instants_are_the_years_1970_to_9998() -> None:
+    assert accepted_instant(datetime(1970, 1, 1, tzinfo=UTC)) == datetime(1970, 1, 1, tzinfo=UTC)
+    last = datetime(9998, 12, 31, 23, 59, tzinfo=UTC)
+    assert accepted_instant(last) == last
+    for wrong in (
+        datetime(9999, 12, 31, 23, 59, tzinfo=timezone(-timedelta(hours=23, minutes=59))),  # overflows
+        datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))),  # overflows
+        datetime(1969, 12, 31, 23, 59, tzinfo=UTC),
+        datetime(9999, 1, 1, tzinfo=UTC),
+    ):
+        with pytest.raises(InstantRangeError, match="is outside the years 1970 to 9998"):
+            accepted_instant(wrong)
+
+
+REPORT = (
+    "First Name,Last Name,Email,Registration Time,Approval Status\n"
+    "Ana,Ok,ana@example.org,2021-06-20 03:14:15 PM,approved\n"
+    "Bo,Late,bo@example.org,9999-12-31 11:59 PM,approved\n"
+    "Cy,Early,cy@example.org,0001-01-01T00:00:00+01:00,approved\n"
+)
+
+
+def test_registrations_import_rejects_a_time_outside_the_window(run, app: App, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    source = tmp_path / "report.csv"
+    source.write_text(REPORT, encoding="utf-8")
+    result = run(
+        "registrations",
+        "import",
+        str(source),
+        "--session",
+        "africa-2021",
+        "--rejects",
+        str(tmp_path / "r.csv"),
+        store=app,
+    )
+    assert result.code == 0, result.err
+    assert (
+        "line 3: Registration time '9999-12-31 11:59 PM' is outside the years 1970 to 9998 that the mailer"
+        " accepts: check the year. (bo@example.org)" in result.out
+    )
+    assert "line 4: Registration time '0001-01-01T00:00:00+01:00' is outside" in result.out
+    assert count(app, Registration) == 1
+
+
+def test_the_api_rejects_a_registration_time_outside_the_window(
+    api: httpx.Client,
+    tokens: dict[str, str],
+) -> None:
+    imported = api.post(
+        "/api/v1/sessions/africa-2021/registrations/import",
+        json={"filename": "report.csv", "content": REPORT},
+        headers=bearer(tokens["write"]),
+    )
+    assert imported.status_code == 200, imported.text
+    assert "Registration time '9999-12-31 11:59 PM' is outside the years 1970 to 9998" in imported.text
+
+
+@pytest.mark.parametrize("at", ["9999-12-31T23:59-23:59", "0001-01-01T00:00", "1969-12-31T23:00+00:00"])
+def test_waves_queue_refuses_an_at_outside_the_window(run, app: App, at: str) -> None:  # type: ignore[no-untyped-def]
+    result = run("waves", "queue", "--session", "africa-2021", "--step", "invitation", "--at", at, store=app)
+    assert result.code == 2, result.err
+    assert (
+        f"Invalid value for --at: '{at}' is outside the years 1970 to 9998 that the mailer accepts"
+        in result.err
+    )
+
+
+def test_the_wave_pages_refuse_an_at_outside_the_window(
+    app: App,
+    web: ThreadedServer,
+    accounts: dict[str, str],
+    signing_secret: str,
+) -> None:
+    with signed_in(web, "olga") as http:
+        shown = http.get(
+            "/organise/waves/new",
+            params={"session": "africa-2021", "step": "invitation", "at": "9999-12-31T23:59-23:59"},
+        )
+        assert shown.status_code == 400
+        assert "is outside the years 1970 to 9998" in shown.text
+        token = csrf_of(http.get("/organise/sessions").text)
+        queued = http.post(
+            "/organise/waves",
+            data={
+                "csrf_token": token,
+                "session": "africa-2021",
+                "step": "invitation",
+                "at": "0001-01-01T00:00",
+            },
+        )
+        assert queued.status_code == 400
+        assert "the send time '0001-01-01T00:00' is outside the years 1970 to 9998" in queued.text
+
+
+def test_the_api_refuses_a_queue_time_outside_the_window(
+    api: httpx.Client,
+    tokens: dict[str, str],
+) -> None:
+    body = {"session": "africa-2021", "step": "invitation-2", "at": "0001-01-01T00:00:00+01:00"}
+    queued = api.post("/api/v1/waves", json=body, headers=bearer(tokens["write"]))
+    assert queued.status_code == 422, queued.text
+    assert "is outside the years 1970 to 9998" in queued.json()["error"]
+
+
+def test_a_webhook_event_outside_the_window_is_refused(
+    hook_web: ThreadedServer,
+    hook_clock: VirtualClock,
+) -> None:
+    body = {
+        **event("old", "created", "ana@example.org", hook_clock.now()),
+        "occurred_at": "0001-01-01T00:00:00+01:00",
+    }
+    response = post(hook_web.url, body, hook_clock)
+    assert (response.status_code, response.json()) == (
+        422,
+        {
+            "error": "occurred_at '0001-01-01T00:00:00+01:00' is outside the years 1970 to 9998 that the mailer"
+            " accepts: check the year"
+        },
+    )

@@ -9,18 +9,19 @@ from rich.table import Table
 
 from mailer.cli import AppContext, output_console, pass_ctx
 from mailer.config import Series, Session, Step
-from mailer.errors import NotFoundError
+from mailer.errors import InstantRangeError, NotFoundError
 from mailer.store.engine import transaction
 from mailer.store.models import WaveStatus
 from mailer.store.outbox import CHANGE_DONE, WaveStateError, queue_wave, set_wave_status, sync_sessions
 from mailer.store.queries import counts_by_wave, used_statuses
-from mailer.timeline.clock import SystemClock, require_aware
+from mailer.timeline.clock import SystemClock, accepted_instant, require_aware
 from mailer.timeline.plan import step_deadline
 from mailer.zones import UnknownZoneError, resolve_zone
 
 
 def parse_when(text: str, default_zone: str) -> datetime:
-    """Parse ``--at``: ISO 8601 with an offset, or a local time in ``default_zone`` (the session's)."""
+    """Parse ``--at``: ISO 8601 with an offset, or a local time in ``default_zone`` (the session's), in the
+    years :func:`accepted_instant` accepts; click.BadParameter otherwise."""
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -32,7 +33,10 @@ def parse_when(text: str, default_zone: str) -> datetime:
             moment = moment.replace(tzinfo=resolve_zone(default_zone))
         except UnknownZoneError as exc:
             raise click.BadParameter(str(exc)) from None
-    return moment
+    try:
+        return accepted_instant(moment, repr(text))
+    except InstantRangeError as exc:
+        raise click.BadParameter(str(exc), param_hint="--at") from None
 
 
 def check_send_time(series: Series, session: Session, step: Step, at: datetime) -> None:

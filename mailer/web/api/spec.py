@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mailer.errors import ImportFileError, NotFoundError
+from mailer.errors import ImportFileError, InstantRangeError, NotFoundError
 from mailer.store.models import TokenScope
 from mailer.store.tokens import TokenInfo, authenticate
 from mailer.web.app import WebContext, context_of
@@ -163,7 +163,7 @@ def _handler(spec: Endpoint) -> Callable[[Request], Any]:
                 result = await run_in_threadpool(spec.handler, call)
             except NotFoundError as exc:
                 raise ClientError(404, str(exc.args[0] if exc.args else exc)) from None
-            except ImportFileError as exc:
+            except (ImportFileError, InstantRangeError) as exc:
                 raise ClientError(422, str(exc)) from None
             except ValueError as exc:
                 raise ClientError(409, str(exc)) from None
