@@ -15,9 +15,11 @@ from sqlalchemy import func, select
 
 from mailer.app import App
 from mailer.audience.addresses import InvalidAddressError, normalise_address
+from mailer.cli.params import MAX_ROW_ID
 from mailer.errors import InstantRangeError
 from mailer.store.engine import transaction
 from mailer.store.models import Contact, Registration, Suppression
+from mailer.store.queries.log import MAX_ROW_ID as STORE_MAX_ROW_ID
 from mailer.timeline.clock import VirtualClock, accepted_instant
 from mailer.web.server import ThreadedServer
 from mailer.zones import UnknownZoneError, resolve_zone
@@ -296,3 +298,46 @@ def test_a_webhook_event_outside_the_window_is_refused(
             " accepts: check the year"
         },
     )
+
+
+# --- ids and limits ------------------------------------------------------------------------------------------
+
+
+def test_the_command_lines_largest_id_is_the_stores() -> None:
+    assert MAX_ROW_ID == STORE_MAX_ROW_ID
+
+
+@pytest.mark.parametrize("action", ["pause", "resume", "cancel"])
+def test_an_oversized_wave_id_is_a_range_error(run, app: App, action: str) -> None:  # type: ignore[no-untyped-def]
+    result = run("waves", action, HUGE, store=app)
+    assert result.code == 2
+    assert f"Invalid value for 'WAVE_ID': {HUGE} is not in the range 1<=x<=2147483647." in result.err
+
+
+@pytest.mark.parametrize(
+    "command", [["log"], ["contacts", "list"], ["imports", "list"], ["suppressions", "list"]], ids=" ".join
+)
+def test_an_oversized_limit_shows_every_row(run, app: App, command: list[str]) -> None:  # type: ignore[no-untyped-def]
+    with transaction(app.factory) as db:
+        add_contact(db, "ana@example.org")
+    result = run(*command, "--limit", HUGE, store=app)
+    assert result.code == 0, result.err
+
+
+def test_the_api_answers_oversized_ids_and_cursors_with_4xx(
+    api: httpx.Client,
+    tokens: dict[str, str],
+) -> None:
+    paused = api.post(f"/api/v1/waves/{HUGE}/pause", headers=bearer(tokens["write"]))
+    assert (paused.status_code, paused.json()) == (404, {"error": f"no such wave {HUGE}"})
+    page = api.get(
+        "/api/v1/log", params={"cursor": "99999999999999999999999"}, headers=bearer(tokens["read"])
+    )
+    assert page.status_code == 422, page.text
+
+
+@pytest.mark.parametrize("port", ["99999", "-1"])
+def test_web_refuses_a_port_outside_0_to_65535(run, port: str) -> None:  # type: ignore[no-untyped-def]
+    result = run("web", "--port", port)
+    assert result.code == 2
+    assert f"Invalid value for '--port': {port} is not in the range 0<=x<=65535." in result.err

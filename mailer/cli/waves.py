@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from mailer.cli import AppContext, output_console, pass_ctx
+from mailer.cli.params import ROW_ID
 from mailer.config import Series, Session, Step
 from mailer.errors import InstantRangeError, NotFoundError
 from mailer.store.engine import transaction
@@ -166,7 +167,7 @@ def _change(ctx: AppContext, wave_id: int, status: WaveStatus) -> None:
 
 
 @waves.command("pause")
-@click.argument("wave_id", type=int)
+@click.argument("wave_id", type=ROW_ID)
 @pass_ctx
 def pause(ctx: AppContext, wave_id: int) -> None:
     """Hold a wave's pending messages."""
@@ -174,7 +175,7 @@ def pause(ctx: AppContext, wave_id: int) -> None:
 
 
 @waves.command("resume")
-@click.argument("wave_id", type=int)
+@click.argument("wave_id", type=ROW_ID)
 @pass_ctx
 def resume(ctx: AppContext, wave_id: int) -> None:
     """Let a paused wave's messages go again (those past their deadline are then skipped)."""
@@ -182,7 +183,7 @@ def resume(ctx: AppContext, wave_id: int) -> None:
 
 
 @waves.command("cancel")
-@click.argument("wave_id", type=int)
+@click.argument("wave_id", type=ROW_ID)
 @click.confirmation_option(prompt="Cancel this wave? Its pending messages will be skipped.")
 @pass_ctx
 def cancel(ctx: AppContext, wave_id: int) -> None:
