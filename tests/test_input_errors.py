@@ -341,3 +341,76 @@ def test_web_refuses_a_port_outside_0_to_65535(run, port: str) -> None:  # type:
     result = run("web", "--port", port)
     assert result.code == 2
     assert f"Invalid value for '--port': {port} is not in the range 0<=x<=65535." in result.err
+
+
+# --- NUL characters and huge numbers -------------------------------------------------------------------------
+
+
+def test_the_api_refuses_nul_characters_and_huge_numbers(
+    api: httpx.Client,
+    tokens: dict[str, str],
+    app: App,
+) -> None:
+    write = bearer(tokens["write"])
+    nul = api.post(
+        "/api/v1/suppressions",
+        json={"email": "member4@parliament.example", "detail": "a\x00b"},
+        headers=write,
+    )
+    assert (nul.status_code, nul.json()) == (
+        400,
+        {"error": "the body's JSON holds a NUL character (\\u0000) in detail: remove it"},
+    )
+    huge = api.post(
+        "/api/v1/contacts",
+        content=b'{"email": "ada@example.org", "region": "africa", "name": ' + b"9" * 5000 + b"}",
+        headers={**write, "content-type": "application/json"},
+    )
+    assert (huge.status_code, huge.json()) == (
+        400,
+        {"error": "the body's JSON holds a number of 5000 digits: at most 20 are taken"},
+    )
+    assert count(app, Suppression) == 0
+
+
+def test_the_webhook_refuses_nul_characters_and_huge_numbers(
+    hook_web: ThreadedServer,
+    hook_clock: VirtualClock,
+) -> None:
+    now = hook_clock.now()
+    with_id = post(hook_web.url, event("a\x00", "created", "ana@example.org", now), hook_clock)
+    assert (with_id.status_code, with_id.json()) == (
+        400,
+        {"error": "the body's JSON holds a NUL character (\\u0000) in id: remove it"},
+    )
+    named = post(hook_web.url, event("b", "created", "ana@example.org", now, first_name="A\x00"), hook_clock)
+    assert named.json() == {
+        "error": "the body's JSON holds a NUL character (\\u0000) in registrant.first_name: remove it"
+    }
+    raw = (
+        b'{"id": ' + b"1" * 5000 + b', "type": "registration.created", "occurred_at": "2021-06-20T12:00:00Z",'
+        b' "session": "africa-2021", "registrant": {"email": "ana@example.org"}}'
+    )
+    huge = post(hook_web.url, raw, hook_clock)
+    assert huge.status_code == 400 and "a number of 5000 digits" in huge.json()["error"]
+
+
+def test_a_form_field_with_a_nul_character_is_a_400(
+    app: App,
+    web: ThreadedServer,
+    accounts: dict[str, str],
+    signing_secret: str,
+) -> None:
+    with signed_in(web, "olga") as http:
+        token = csrf_of(http.get("/organise/sessions").text)
+        sent = http.post(
+            "/organise/preview/send",
+            data={
+                "csrf_token": token,
+                "session": "africa-2021",
+                "step": "invitation",
+                "contact": "a\x00@example.org",
+            },
+        )
+    assert sent.status_code == 400
+    assert "a form field holds a NUL character" in sent.text
