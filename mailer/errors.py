@@ -4,6 +4,7 @@ MailerError
 ├── ConfigError(MailerError, ValueError)          bad config: file, key and fix
 ├── ImportFileError(MailerError, ValueError)      an input file that cannot be read at all
 ├── NaiveDatetimeError(MailerError, ValueError)   a datetime without tzinfo reached the core
+├── InstantRangeError(MailerError, ValueError)    a time outside the years the mailer accepts (1970..9998)
 ├── RenderError(MailerError, ValueError)          a template failed (missing variable, syntax)
 ├── NotFoundError(MailerError, LookupError)       unknown session, step, contact or wave
 ├── WebhookRefusedError(MailerError, PermissionError)  a provider webhook request not acted on (4xx)
@@ -54,6 +55,11 @@ class ReportMismatchError(ImportFileError):
 
 class NaiveDatetimeError(MailerError, ValueError):
     """A datetime without tzinfo was given where an aware one is required (DESIGN invariant 2)."""
+
+
+class InstantRangeError(MailerError, ValueError):
+    """A date and time outside the window every store and every time zone can hold (see
+    :func:`mailer.timeline.clock.accepted_instant`)."""
 
 
 class RenderError(MailerError, ValueError):

@@ -21,7 +21,8 @@ class UnknownZoneError(ValueError):
 
 @lru_cache(maxsize=1024)
 def resolve_zone(name: str) -> tzinfo:
-    """Return the tzinfo for ``name``; raise :class:`UnknownZoneError` when it means nothing.
+    """Return the tzinfo for ``name``; raise :class:`UnknownZoneError` when it means nothing (any text that is
+    no zone: a key too long for a file name, a NUL byte or a path outside the zone database included).
 
     Fixed offsets give ``datetime.timezone`` objects; whole-hour ones are equal in effect to the
     matching ``Etc/GMT±N`` zone with the sign inverted.
@@ -38,9 +39,9 @@ def resolve_zone(name: str) -> tzinfo:
         return timezone(-delta if sign == "-" else delta, canonical_zone_name(text))
     try:
         return ZoneInfo(text)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a key too long for a file name
         raise UnknownZoneError(
-            f"unknown time zone {name!r}: use an IANA name such as 'Europe/Paris' or an offset such as 'GMT-3'"
+            f"unknown time zone {name[:80]!r}{'...' if len(name) > 80 else ''}: use an IANA name such as 'Europe/Paris' or an offset such as 'GMT-3'"
         ) from exc
 
 

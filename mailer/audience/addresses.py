@@ -24,6 +24,7 @@ from email_validator.syntax import validate_email_domain_name, validate_email_lo
 from mailer.audience.cells import clean_text
 
 _ADDRESS_SEPARATORS = re.compile(r"[;,\s]+")
+MAX_KEY_LENGTH = 320  # RFC 3696's longest address, and the store's column for the address and its key
 
 
 class InvalidAddressError(ValueError):
@@ -47,8 +48,9 @@ def email_key(address: str) -> str:
 def normalise_address(cell: str) -> Address:
     """Validate one address as written in a cell ("  A@B.org ", "Name <a@b.org>", "josé@b.org", "a@bé.org").
 
-    Raises :class:`InvalidAddressError` for a blank cell, two addresses in one cell, or anything
-    email-validator refuses (no @, empty local part, consecutive dots, trailing dot...).
+    Raises :class:`InvalidAddressError` for a blank cell, two addresses in one cell, anything email-validator
+    refuses (no @, empty local part, consecutive dots, trailing dot...), or an address whose case-folded key
+    is longer than :data:`MAX_KEY_LENGTH` ("ΐ" folds to three characters: valid, yet no store could key it).
     """
     text = clean_text(cell)
     if not text:
@@ -65,7 +67,13 @@ def normalise_address(cell: str) -> Address:
         email, smtputf8 = _validate(text)
     except EmailNotValidError as exc:
         raise InvalidAddressError(str(exc)) from None
-    return Address(email, email.strip().casefold(), smtputf8)  # email_key(email)
+    key = email.strip().casefold()  # email_key(email)
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidAddressError(
+            f"The address is too long: {len(key)} characters once its letters are case-folded, more than"
+            f" the {MAX_KEY_LENGTH} an address may have."
+        )
+    return Address(email, key, smtputf8)
 
 
 _VALIDATION: dict[str, Any] = {"check_deliverability": False, "allow_smtputf8": True}

@@ -25,8 +25,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from mailer.errors import MailerError
+from mailer.errors import InstantRangeError, MailerError
 from mailer.store.models import RegistrationStatus
+from mailer.timeline.clock import accepted_instant
 
 
 class EventFormatError(MailerError, ValueError):
@@ -108,6 +109,10 @@ def parse_generic(body: Any) -> RegistrationEvent:
         raise EventFormatError(f"occurred_at: not an ISO 8601 time ({occurred!r})") from None
     if occurred_at.tzinfo is None:
         raise EventFormatError("occurred_at: give an offset (e.g. 2022-03-06T18:00:00Z)")
+    try:
+        occurred_at = accepted_instant(occurred_at, f"occurred_at {occurred!r}")
+    except InstantRangeError as exc:
+        raise EventFormatError(str(exc)) from None
     person = _object(event.get("registrant"), "registrant")
     return RegistrationEvent(
         source="generic",

@@ -46,7 +46,7 @@ from mailer.audience.row_import import (
 )
 from mailer.audience.table import Record, Table, read_table
 from mailer.config import Settings
-from mailer.errors import ImportFileError, NotFoundError, ReportMismatchError
+from mailer.errors import ImportFileError, InstantRangeError, NotFoundError, ReportMismatchError
 from mailer.store.models import Contact, ImportKind, Registration, RegistrationStatus
 from mailer.timeline.clock import require_aware
 from mailer.zones import UnknownZoneError, resolve_zone
@@ -155,12 +155,16 @@ def _parse(table: Table, record: Record, zone: tzinfo) -> Registrant | Rejected:
     address = row_address(table, record)
     if isinstance(address, Rejected):
         return address
+    try:
+        registered_at = parse_registration_time(table.value(record, "registered_at"), zone)
+    except InstantRangeError as exc:
+        return Rejected(record.line, f"{str(exc)[:1].upper()}{str(exc)[1:]}.", table.value(record, "email"))
     return Registrant(
         line=record.line,
         source=f"{table.path.name}:{record.line}",
         address=address,
         status=status,
-        registered_at=parse_registration_time(table.value(record, "registered_at"), zone),
+        registered_at=registered_at,
         name=row_name(table, record)[1],
         institution=clean_text(table.value(record, "institution")),
         country=country_code(clean_text(table.value(record, "country"))) or "",

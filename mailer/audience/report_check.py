@@ -26,6 +26,7 @@ from mailer.audience.locales import fold
 from mailer.audience.report_times import parse_registration_time, preamble_value
 from mailer.audience.table import Record
 from mailer.config import Session
+from mailer.errors import InstantRangeError
 
 _TOPIC_KEYS = frozenset({"topic", "webinar topic", "meeting topic", "title", "tema", "titre", "sujet"})
 _SCHEDULED_KEYS = frozenset(
@@ -57,7 +58,10 @@ def _session_words(session: Session, region_name: str) -> set[str]:
 
 def _scheduled_day(heading: ReportHeading, session: Session, zone: tzinfo) -> tuple[date | None, date | None]:
     """(day as written, day in the session's zone) of the report's scheduled time; None when unreadable."""
-    moment = parse_registration_time(heading.scheduled, zone)
+    try:
+        moment = parse_registration_time(heading.scheduled, zone)
+    except InstantRangeError:
+        moment = None
     if moment is None:
         return None, None
     written = moment.astimezone(zone).date()

@@ -21,7 +21,7 @@ from zoneinfo import available_timezones
 from mailer.audience.cells import clean_text
 from mailer.audience.locales import fold
 from mailer.audience.table import Record
-from mailer.timeline.clock import require_aware
+from mailer.timeline.clock import accepted_instant, require_aware
 from mailer.zones import canonical_zone_name, is_known_zone
 
 _ZONE_KEYS = frozenset({"time zone", "timezone", "zona horaria", "fuseau horaire"})
@@ -86,7 +86,8 @@ def report_zone(label: str) -> str | None:
 
 def parse_registration_time(text: str, zone: tzinfo) -> datetime | None:
     """A report's local registration time ("2021-06-20 03:14:15 PM") in ``zone`` -> aware UTC; ``None`` if blank
-    or in no known format. ISO 8601 text with an offset keeps its own offset."""
+    or in no known format. ISO 8601 text with an offset keeps its own offset. Raises
+    :class:`mailer.errors.InstantRangeError` for a time outside the years the mailer accepts (9999-12-31)."""
     text = clean_text(text)
     if not text:
         return None
@@ -104,7 +105,7 @@ def parse_registration_time(text: str, zone: tzinfo) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=zone)
-    return require_aware(parsed, "registration time")
+    return require_aware(accepted_instant(parsed, f"registration time {text!r}"), "registration time")
 
 
 def preamble_zone_label(preamble: Sequence[Record]) -> str:

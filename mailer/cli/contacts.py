@@ -29,6 +29,7 @@ from mailer.audience.registrations import RegistrationReport, import_registratio
 from mailer.audience.row_import import Rejected
 from mailer.cli import AppContext, output_console, pass_ctx
 from mailer.cli.imports import cli_user
+from mailer.cli.params import LIMIT
 from mailer.errors import NotFoundError, ReportMismatchError
 from mailer.store.engine import transaction
 from mailer.store.suppressions import suppression_of
@@ -204,7 +205,7 @@ def import_contacts_command(ctx: AppContext, file: Path, region: str, rejects: P
 @contacts_group.command("list")
 @click.option("--region", help="Only contacts on this region's list.")
 @click.option("--search", help="Text in the address, name or institution (any case).")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Rows to show.")
+@click.option("--limit", type=LIMIT, default=50, show_default=True, help="Rows to show.")
 @pass_ctx
 def list_contacts_command(ctx: AppContext, region: str | None, search: str | None, limit: int) -> None:
     """Show contacts as a table, ordered by address."""

@@ -14,6 +14,7 @@ import os
 import click
 
 from mailer.cli import AppContext, output_console, pass_ctx
+from mailer.cli.params import LIMIT, ROW_ID
 from mailer.errors import NotFoundError
 from mailer.timeline.clock import SystemClock
 
@@ -39,7 +40,7 @@ def imports_group() -> None:
 
 
 @imports_group.command("list")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Imports to show.")
+@click.option("--limit", type=LIMIT, default=50, show_default=True, help="Imports to show.")
 @pass_ctx
 def list_imports_command(ctx: AppContext, limit: int) -> None:
     """Show recent imports, newest first: who, when, file and hash, counts, whether undone."""
@@ -74,7 +75,7 @@ def list_imports_command(ctx: AppContext, limit: int) -> None:
 
 
 @imports_group.command("undo")
-@click.argument("import_id", type=click.IntRange(min=1, max=2**31 - 1))
+@click.argument("import_id", type=ROW_ID)
 @pass_ctx
 def undo_import_command(ctx: AppContext, import_id: int) -> None:
     """Take import IMPORT_ID back: contacts it created and never mailed removed, registrations withdrawn."""

@@ -6,6 +6,7 @@ import click
 from rich.table import Table
 
 from mailer.cli import AppContext, output_console, pass_ctx
+from mailer.cli.params import LIMIT
 from mailer.errors import NotFoundError
 from mailer.store.engine import transaction
 from mailer.store.models import MessageStatus
@@ -27,7 +28,7 @@ from mailer.timeline.plan import resolve_step
 @click.option("--step", help="Only this step.")
 @click.option("--status", type=click.Choice([s.value for s in MessageStatus]), help="Only this status.")
 @click.option("--address", help="Recipient address contains this text.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Rows to show.")
+@click.option("--limit", type=LIMIT, default=50, show_default=True, help="Rows to show.")
 @click.option("--events", "show_events", is_flag=True, help="Also list every delivery event of each message.")
 @pass_ctx
 def log_command(

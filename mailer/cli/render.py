@@ -15,7 +15,7 @@ from mailer.errors import NaiveDatetimeError, NotFoundError, RenderError
 from mailer.message_ids import make_message_id
 from mailer.store.models import Contact
 from mailer.store.recipient import Recipient, recipient_of
-from mailer.timeline.clock import SystemClock
+from mailer.timeline.clock import SystemClock, accepted_instant
 
 
 def _step(settings: Settings, name: str) -> Step:
@@ -45,7 +45,7 @@ def _extra(assignments: tuple[str, ...]) -> dict[str, object]:
             continue
         if moment.tzinfo is None:
             raise NaiveDatetimeError(f"--set {key}: give an offset, e.g. {value}+00:00")
-        extra[key.strip()] = moment
+        extra[key.strip()] = accepted_instant(moment, f"--set {key}={value}")
     return extra
 
 

@@ -18,14 +18,14 @@ from mailer.cli import AppContext, output_console, pass_ctx
 from mailer.cli.log import counts_table
 from mailer.config import check_public_links, load_settings
 from mailer.delivery.transport import SmtpRouter
-from mailer.errors import NotFoundError
+from mailer.errors import InstantRangeError, NotFoundError
 from mailer.message_ids import make_message_id
 from mailer.service import smtp_target, wall_time
 from mailer.simulate import SimulationTick, simulate
 from mailer.store.engine import transaction
 from mailer.store.queries import counts_by_step
 from mailer.store.recipient import Recipient
-from mailer.timeline.clock import SystemClock, require_aware
+from mailer.timeline.clock import SystemClock, accepted_instant, require_aware
 
 DEFAULT_CONTACTS_DIR = Path("../shared/data/contacts")
 
@@ -43,7 +43,10 @@ def _parse_utc(text: str | None, option: str) -> datetime | None:
         raise click.BadParameter(
             f"{text!r} has no UTC offset: write e.g. {moment.isoformat()}+00:00", param_hint=option
         )
-    return moment
+    try:
+        return accepted_instant(moment, repr(text))
+    except InstantRangeError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
 
 
 def run_simulation(

@@ -9,6 +9,7 @@ import click
 
 from mailer.audience.contacts import email_key
 from mailer.cli import AppContext, pass_ctx
+from mailer.cli.params import LIMIT
 from mailer.errors import NotFoundError
 from mailer.store.engine import transaction
 from mailer.store.suppressions import REASONS, lift_suppression, list_suppressions
@@ -24,7 +25,7 @@ def suppressions() -> None:
 
 @suppressions.command("list")
 @click.option("--reason", type=click.Choice(REASONS), default=None, help="Only this reason.")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Rows to show.")
+@click.option("--limit", type=LIMIT, default=100, show_default=True, help="Rows to show.")
 @pass_ctx
 def list_command(ctx: AppContext, reason: str | None, limit: int) -> None:
     """Suppressed addresses, newest first, with the reason and the last report about each."""

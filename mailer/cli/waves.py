@@ -8,8 +8,9 @@ import click
 from rich.table import Table
 
 from mailer.cli import AppContext, output_console, pass_ctx
+from mailer.cli.params import ROW_ID
 from mailer.config import Series, Session, Step
-from mailer.errors import NotFoundError
+from mailer.errors import InstantRangeError, NotFoundError
 from mailer.store.engine import transaction
 from mailer.store.models import WaveStatus
 from mailer.store.outbox import (
@@ -22,13 +23,14 @@ from mailer.store.outbox import (
     sync_sessions,
 )
 from mailer.store.queries import counts_by_wave, used_statuses
-from mailer.timeline.clock import SystemClock, require_aware
+from mailer.timeline.clock import SystemClock, accepted_instant, require_aware
 from mailer.timeline.plan import step_deadline
 from mailer.zones import UnknownZoneError, resolve_zone
 
 
 def parse_when(text: str, default_zone: str) -> datetime:
-    """Parse ``--at``: ISO 8601 with an offset, or a local time in ``default_zone`` (the session's)."""
+    """Parse ``--at``: ISO 8601 with an offset, or a local time in ``default_zone`` (the session's), in the
+    years :func:`accepted_instant` accepts; click.BadParameter otherwise."""
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -40,7 +42,10 @@ def parse_when(text: str, default_zone: str) -> datetime:
             moment = moment.replace(tzinfo=resolve_zone(default_zone))
         except UnknownZoneError as exc:
             raise click.BadParameter(str(exc)) from None
-    return moment
+    try:
+        return accepted_instant(moment, repr(text))
+    except InstantRangeError as exc:
+        raise click.BadParameter(str(exc), param_hint="--at") from None
 
 
 def check_send_time(series: Series, session: Session, step: Step, at: datetime) -> None:
@@ -190,7 +195,7 @@ def _change(ctx: AppContext, wave_id: int, status: WaveStatus) -> None:
 
 
 @waves.command("pause")
-@click.argument("wave_id", type=int)
+@click.argument("wave_id", type=ROW_ID)
 @pass_ctx
 def pause(ctx: AppContext, wave_id: int) -> None:
     """Hold a wave's pending messages."""
@@ -198,7 +203,7 @@ def pause(ctx: AppContext, wave_id: int) -> None:
 
 
 @waves.command("resume")
-@click.argument("wave_id", type=int)
+@click.argument("wave_id", type=ROW_ID)
 @pass_ctx
 def resume(ctx: AppContext, wave_id: int) -> None:
     """Let a paused wave's messages go again (those past their deadline are then skipped)."""
@@ -206,7 +211,7 @@ def resume(ctx: AppContext, wave_id: int) -> None:
 
 
 @waves.command("cancel")
-@click.argument("wave_id", type=int)
+@click.argument("wave_id", type=ROW_ID)
 @click.confirmation_option(prompt="Cancel this wave? Its pending messages will be skipped.")
 @pass_ctx
 def cancel(ctx: AppContext, wave_id: int) -> None:

@@ -9,6 +9,7 @@ from rich.table import Table
 from sqlalchemy import select
 
 from mailer.cli import AppContext, output_console, pass_ctx
+from mailer.cli.params import PORT
 from mailer.store.engine import transaction
 from mailer.store.models import StaffRole, StaffUser
 from mailer.timeline.clock import SystemClock
@@ -26,7 +27,7 @@ from mailer.web.users import (
 
 @click.command("web")
 @click.option("--host", help="Address to listen on [default: web.host, 127.0.0.1].")
-@click.option("--port", type=int, help="Port [default: web.port].")
+@click.option("--port", type=PORT, help="Port, 0 to 65535 [default: web.port].")
 @pass_ctx
 def web(ctx: AppContext, host: str | None, port: int | None) -> None:
     """Serve the unsubscribe and RSVP pages and the staff dashboard until Ctrl-C.

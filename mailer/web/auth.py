@@ -21,7 +21,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, unquote_plus
 
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
@@ -103,6 +103,14 @@ def _form_token(body: bytes, content_type: str) -> str:
     return ""
 
 
+def _form_holds_nul(body: bytes, content_type: bytes) -> bool:
+    """True when a URL-encoded form's field (name or value) holds a NUL character, which no store keeps
+    (PostgreSQL's text refuses it): refused for every form at once, before any handler reads it."""
+    if not content_type.startswith(b"application/x-www-form-urlencoded"):
+        return False
+    return "\x00" in unquote_plus(body.decode("latin-1"))
+
+
 def _same_origin(scope: Scope, origin: str, public: str) -> bool:
     """``origin`` is the site's public origin (from ``web.base_url``: behind a TLS proxy the request itself
     arrives over http) or the origin the request was addressed to (scheme from a trusted proxy)."""
@@ -160,6 +168,12 @@ class GuardMiddleware:
                     "Forbidden: the form's security token is missing or out of date. Go back, reload the page "
                     "and try again.",
                     status_code=403,
+                )(scope, receive, send)
+                return
+            if _form_holds_nul(body, dict(scope["headers"]).get(b"content-type", b"")):
+                await PlainTextResponse(
+                    "Bad request: a form field holds a NUL character (%00). Remove it and send the form again.",
+                    status_code=400,
                 )(scope, receive, send)
                 return
             receive = _replay(body, receive)

@@ -29,13 +29,14 @@ from starlette.routing import Route
 from mailer.compose.outgoing import OutgoingMessage
 from mailer.config import Audience, Session, Step
 from mailer.delivery.pool import SmtpPool
-from mailer.errors import MailerError, NotFoundError
+from mailer.errors import InstantRangeError, MailerError, NotFoundError
 from mailer.message_ids import make_message_id
 from mailer.service import smtp_target
 from mailer.store.models import Contact, Wave, WaveStatus
 from mailer.store.outbox import queue_wave, set_wave_status, sync_sessions
 from mailer.store.queries import counts_by_wave, plan_wave, sent_spans, session_timelines
 from mailer.store.recipient import Recipient, recipient_of
+from mailer.timeline.clock import accepted_instant
 from mailer.timeline.plan import step_deadline, step_time
 from mailer.web.app import WebContext, context_of
 from mailer.web.inputs import row_id
@@ -234,7 +235,10 @@ def _parse_at(text: str, session: Session) -> datetime | None:
             moment = moment.replace(tzinfo=resolve_zone(session.zone_name))
         except UnknownZoneError as exc:
             raise HTTPException(400, str(exc)) from None
-    return moment
+    try:
+        return accepted_instant(moment, f"the send time {text.strip()!r}")
+    except InstantRangeError as exc:
+        raise HTTPException(400, str(exc)) from None
 
 
 def _wave_choice(

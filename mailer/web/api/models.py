@@ -9,7 +9,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Limit = Field(default=100, ge=1, le=500, description="Items per page (1-500).")
-Cursor = Field(default=None, ge=1, description="next_cursor of the previous page; absent: the newest.")
+MAX_ID = 2**31 - 1  # an SQL integer primary key (mailer.web.inputs.MAX_ID): a cursor beyond it is refused
+Cursor = Field(
+    default=None, ge=1, le=MAX_ID, description="next_cursor of the previous page; absent: the newest."
+)
 
 
 class Strict(BaseModel):

@@ -9,6 +9,7 @@ from mailer.store.outbox import queue_wave, refuse_late_messages, set_wave_statu
 from mailer.store.queries import LogFilter, counts_by_step, counts_by_wave, session_timelines, status_totals
 from mailer.store.queries.log import log_before
 from mailer.store.relays import describe, open_circuits
+from mailer.timeline.clock import accepted_instant
 from mailer.web.api.models import (
     LogEntryOut,
     LogPage,
@@ -123,6 +124,8 @@ def queue(call: Call) -> QueueOut:
         raise NotFoundError(exc.args[0]) from None
     if request.at is not None and request.at.tzinfo is None:
         raise ValueError("at: give an offset, e.g. 2021-06-01T09:00-03:00")
+    if request.at is not None:
+        accepted_instant(request.at, f"at {request.at.isoformat()}")
     now = call.ctx.now()
     with call.ctx.db() as db:
         sync_sessions(db, settings, now)

@@ -25,10 +25,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mailer.errors import ImportFileError, NotFoundError
+from mailer.errors import ImportFileError, InstantRangeError, NotFoundError
 from mailer.store.models import TokenScope
 from mailer.store.tokens import TokenInfo, authenticate
 from mailer.web.app import WebContext, context_of
+from mailer.web.inputs import MAX_ID
 from mailer.web.jsonio import ClientError, error_response, parse_json, read_body
 
 PREFIX = "/api/v1"
@@ -147,7 +148,7 @@ def _handler(spec: Endpoint) -> Callable[[Request], Any]:
             token = await _token(request, ctx)
             if spec.scope is TokenScope.WRITE and token.scope is not TokenScope.WRITE:
                 raise ClientError(403, "this token is read-only: this operation needs a write token")
-            call = Call(ctx, token, dict(request.path_params))
+            call = Call(ctx, token, _path_ids(request))
             if spec.query is not None:
                 try:
                     call.query = spec.query.model_validate(dict(request.query_params))
@@ -163,7 +164,7 @@ def _handler(spec: Endpoint) -> Callable[[Request], Any]:
                 result = await run_in_threadpool(spec.handler, call)
             except NotFoundError as exc:
                 raise ClientError(404, str(exc.args[0] if exc.args else exc)) from None
-            except ImportFileError as exc:
+            except (ImportFileError, InstantRangeError) as exc:
                 raise ClientError(422, str(exc)) from None
             except ValueError as exc:
                 raise ClientError(409, str(exc)) from None
@@ -173,6 +174,16 @@ def _handler(spec: Endpoint) -> Callable[[Request], Any]:
 
     handle.__name__ = spec.operation_id
     return handle
+
+
+def _path_ids(request: Request) -> dict[str, Any]:
+    """The path's parameters; an ``{x_id:int}`` outside 1..2^31-1 (no row can have it, no store can hold it)
+    is ClientError 404 "no such x", as for an id no row has."""
+    params = dict(request.path_params)
+    for name, value in params.items():
+        if isinstance(value, int) and not 1 <= value <= MAX_ID:
+            raise ClientError(404, f"no such {name.removesuffix('_id')} {value}")
+    return params
 
 
 def routes() -> list[Route]:
