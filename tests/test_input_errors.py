@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from mailer.app import App
 from mailer.audience.addresses import InvalidAddressError, normalise_address
+from mailer.cli import undecodable_argument
 from mailer.cli.params import MAX_ROW_ID
 from mailer.errors import InstantRangeError
 from mailer.store.engine import transaction
@@ -414,3 +415,49 @@ def test_a_form_field_with_a_nul_character_is_a_400(
         )
     assert sent.status_code == 400
     assert "a form field holds a NUL character" in sent.text
+
+
+# --- the command line's own input ----------------------------------------------------------------------------
+
+
+def test_command_line_bytes_that_are_not_utf8_are_a_one_line_error(run, app: App) -> None:  # type: ignore[no-untyped-def]
+    bad = b"\xff@x".decode("utf-8", "surrogateescape")
+    for command in (
+        ["contacts", "show", bad],
+        ["log", "--address", bad],
+        ["contacts", "list", "--search", bad],
+    ):
+        result = run(*command, store=app)
+        assert result.code == 2
+        assert "(\\xff@x) holds bytes that are not UTF-8: write it in UTF-8" in result.err
+    assert undecodable_argument(["ok", "é"]) is None
+
+
+def test_a_file_name_that_is_not_utf8_is_a_one_line_error(run, app: App, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    name = b"\xff.csv".decode("utf-8", "surrogateescape")
+    path = Path(str(tmp_path) + "/" + name)
+    path.write_bytes(b"email\nana@example.org\n")
+    result = run("contacts", "import", str(path), "--region", "africa", store=app)
+    assert result.code == 2
+    assert "\\xff.csv) holds bytes that are not UTF-8" in result.err and "rename" in result.err
+    assert count(app, Contact) == 0
+
+
+def test_an_unwritable_rejects_file_is_refused_before_anything_is_imported(
+    run, app: App, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    source = tmp_path / "c.csv"
+    source.write_text("email\nana@example.org\nnot-an-address\n", encoding="utf-8")
+    result = run(
+        "contacts", "import", str(source), "--region", "africa", "--rejects", "/proc/nope/x.csv", store=app
+    )
+    assert result.code == 2
+    assert result.err.startswith("error: cannot write rejected rows to /proc/nope/x.csv: ")
+    assert "Nothing was imported" in result.err
+    assert count(app, Contact) == 0
+    kept = tmp_path / "r.csv"
+    assert (
+        run("contacts", "import", str(source), "--region", "africa", "--rejects", str(kept), store=app).code
+        == 0
+    )
+    assert count(app, Contact) == 1 and kept.is_file()

@@ -30,7 +30,7 @@ from sqlalchemy.orm import sessionmaker
 
 from mailer.audience.addresses import Address
 from mailer.audience.seen import close_seen, open_seen, take_keys
-from mailer.audience.table import Record, Table, write_rejects
+from mailer.audience.table import Record, Table, check_rejects_path, write_rejects
 from mailer.config import Settings
 from mailer.errors import ImportFileError
 from mailer.store.engine import transaction
@@ -161,9 +161,10 @@ def import_rows(
     ``dry_run`` runs every chunk in ONE transaction rolled back at the end: the outcome and the writer's
     counts say what the import would do, and nothing is stored (the rejects file is written all the same).
     Raises what reading the table (:class:`mailer.errors.ImportFileError`), ``parse`` or ``writer`` raise; the
-    chunks before stay stored, and importing the file again (idempotent) completes it; OSError if the rejects
-    file cannot be written (the rows are then stored).
+    chunks before stay stored, and importing the file again (idempotent) completes it;
+    :class:`mailer.errors.ImportFileError` before anything is stored when ``rejects_path`` cannot be written.
     """
+    check_rejects_path(rejects_path)
     with ExitStack() as stack:
         if dry_run:
             unit = _dry_unit(stack.enter_context(_rolled_back(factory)))

@@ -302,8 +302,36 @@ def write_rejects(path: Path, header: Sequence[str], rows: Sequence[tuple[Sequen
             writer.writerow([_neutralise(cell) for cell in padded] + [str(line), reason])
 
 
+def check_rejects_path(path: Path) -> None:
+    """Raise :class:`ImportFileError` when rejected rows could not be written to ``path`` (a folder that cannot
+    be made, a file that cannot be opened for writing), before anything is imported. The folder is made, as
+    :func:`write_rejects` would; the file is opened to append and, if it was not there, removed again."""
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8"):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ImportFileError(
+            f"cannot write rejected rows to {path}: {reason}. Nothing was imported: name a rejects file in a"
+            " folder you can write to"
+        ) from None
+
+
 def _neutralise(cell: str) -> str:
     return "'" + cell if cell.startswith(_FORMULA_START) else cell
 
 
-__all__ = ["WORKBOOK_SUFFIXES", "Record", "Table", "decode", "map_columns", "read_table", "write_rejects"]
+__all__ = [
+    "WORKBOOK_SUFFIXES",
+    "Record",
+    "Table",
+    "check_rejects_path",
+    "decode",
+    "map_columns",
+    "read_table",
+    "write_rejects",
+]

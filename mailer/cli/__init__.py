@@ -100,8 +100,27 @@ def cli(
     ctx.obj = AppContext(config_dir, database_url)
 
 
+def undecodable_argument(arguments: list[str]) -> str | None:
+    """A one-line error for the first argument holding bytes that are not UTF-8 (Python keeps them as lone
+    surrogates, which no store, terminal or file name lookup can encode), or None when every one is UTF-8."""
+    for position, argument in enumerate(arguments, start=1):
+        try:
+            argument.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = argument.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+            return (
+                f"argument {position} ({shown}) holds bytes that are not UTF-8: write it in UTF-8"
+                " (rename a file whose name is not UTF-8, or set a UTF-8 locale such as C.UTF-8)"
+            )
+    return None
+
+
 def main() -> None:
     """Console entry point: known errors print one clear line and exit 2, never a traceback."""
+    problem = undecodable_argument(sys.argv[1:])
+    if problem is not None:
+        click.secho(f"error: {problem}", fg="red", err=True)
+        sys.exit(2)
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
