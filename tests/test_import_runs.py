@@ -27,7 +27,7 @@ from mailer.web import imports as web_imports
 from mailer.web.server import ThreadedServer
 from tests.conftest import CONTACTS_DIR, ROOT
 from tests.test_web_imports import MANIFEST, hidden
-from tests.test_web_support import PASSWORD, csrf_of, signed_in
+from tests.test_web_support import PASSWORD, check_upload, csrf_of, signed_in
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -163,11 +163,7 @@ def _signed_in_at(base: str, username: str) -> Iterator[httpx.Client]:
 def _checked_upload(http: httpx.Client, token: str) -> str:
     """Check the latin-america export for its list; the upload's token the check page holds."""
     export = CONTACTS_DIR / "latin-america.csv"
-    checked = http.post(
-        "/organise/imports/check",
-        data={"csrf_token": token, "kind": "contacts", "target": "latin-america"},
-        files={"file": ("latin-america.csv", export.read_bytes(), "text/csv")},
-    )
+    checked = check_upload(http, token, "contacts", "latin-america", "latin-america.csv", export.read_bytes())
     assert checked.status_code == 200, checked.text
     return hidden(checked.text, "upload")
 

@@ -15,7 +15,7 @@ from openpyxl import Workbook
 from sqlalchemy import func, select, update
 
 from mailer.app import App
-from mailer.audience.contacts import contact_by_email, import_contacts
+from mailer.audience.contacts import ImportReport, contact_by_email, import_contacts
 from mailer.audience.import_log import file_sha256, list_imports
 from mailer.audience.import_undo import undo_import
 from mailer.audience.registrations import import_registrations
@@ -60,6 +60,18 @@ def run_main(app: App, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[
             main()
     captured = capsys.readouterr()
     return int(exited.value.code or 0), captured.out + captured.err
+
+
+def import_caribbean(app: App, tmp_path: Path) -> ImportReport:
+    """The shared Caribbean export imported into its list at NOW, rejects in ``tmp_path``."""
+    return import_contacts(
+        app.factory,
+        app.settings,
+        CONTACTS_DIR / "caribbean.csv",
+        "caribbean",
+        NOW,
+        rejects_path=tmp_path / "c",
+    )
 
 
 def registered(app: App, session_id: str) -> int:
@@ -267,14 +279,7 @@ def test_undo_restores_changed_registrations_and_removes_a_contact_import(app: A
     )
     assert contact_by_email(app.factory, "ana@example.org").registrations == (("caribbean-2021", "denied"),)
 
-    contacts = import_contacts(
-        app.factory,
-        app.settings,
-        CONTACTS_DIR / "caribbean.csv",
-        "caribbean",
-        NOW,
-        rejects_path=tmp_path / "c",
-    )
+    contacts = import_caribbean(app, tmp_path)
     members = count(app, ListMembership)
     assert members == MANIFEST["caribbean.csv"]["expected_contacts"]
     undone = undo_import(app.factory, contacts.import_id, "cli:tester", NOW + timedelta(hours=3))
@@ -341,14 +346,7 @@ def test_undo_removes_the_contacts_it_created_whose_messages_never_reached_a_ser
 ) -> None:
     """A contact counts as mailed once a message to it was attempted (claimed for SMTP), not because a
     message was queued, skipped or suppressed: those contacts are removed with their messages."""
-    contacts = import_contacts(
-        app.factory,
-        app.settings,
-        CONTACTS_DIR / "caribbean.csv",
-        "caribbean",
-        NOW,
-        rejects_path=tmp_path / "c",
-    )
+    contacts = import_caribbean(app, tmp_path)
     series = app.settings.series
     with app.factory() as db, db.begin():
         queued = queue_wave(

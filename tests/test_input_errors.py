@@ -27,7 +27,7 @@ from mailer.zones import UnknownZoneError, resolve_zone
 from tests.factories import add_contact
 from tests.test_api import api, api_clock, bearer, tokens
 from tests.test_cli_inputs import run
-from tests.test_web_support import csrf_of, signed_in, signing_secret
+from tests.test_web_support import check_upload, csrf_of, signed_in, signing_secret
 from tests.test_webhooks import event, hook_app, hook_clock, hook_web, post
 
 # 64 x "ΐ" @ two labels of 20 x "ΐ" .example: valid for email-validator, 114 characters, but "ΐ" case-folds to
@@ -39,6 +39,20 @@ LONG_KEY_REASON = (
 )
 LONG_ZONE = "A" * 300
 HUGE = "99999999999999999999"  # beyond a 64-bit signed integer
+
+
+def import_into_africa(run: Any, app: App, source: Path) -> Any:
+    """``mailer contacts import SOURCE --region africa`` with its rejects beside the source."""
+    return run(
+        "contacts",
+        "import",
+        str(source),
+        "--region",
+        "africa",
+        "--rejects",
+        str(source.with_suffix(".rejects.csv")),
+        store=app,
+    )
 
 
 def count(app: App, model: Any) -> int:
@@ -59,16 +73,7 @@ def test_an_address_whose_case_folded_key_is_too_long_is_invalid() -> None:
 def test_contacts_import_rejects_an_address_with_a_too_long_key(run, app: App, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     source = tmp_path / "long.csv"
     source.write_text(f"email\nana@example.org\n{LONG_KEY}\n", encoding="utf-8")
-    result = run(
-        "contacts",
-        "import",
-        str(source),
-        "--region",
-        "africa",
-        "--rejects",
-        str(tmp_path / "r.csv"),
-        store=app,
-    )
+    result = import_into_africa(run, app, source)
     assert result.code == 0, result.err
     assert f"line 3: {LONG_KEY_REASON}" in result.out
     assert count(app, Contact) == 1
@@ -112,11 +117,7 @@ def test_the_import_check_page_rejects_an_address_with_a_too_long_key(
 ) -> None:
     with signed_in(web, "olga") as http:
         token = csrf_of(http.get("/organise/imports").text)
-        checked = http.post(
-            "/organise/imports/check",
-            data={"csrf_token": token, "kind": "contacts", "target": "africa"},
-            files={"file": ("long.csv", f"Email\n{LONG_KEY}\n".encode(), "text/csv")},
-        )
+        checked = check_upload(http, token, "contacts", "africa", "long.csv", f"Email\n{LONG_KEY}\n".encode())
     assert checked.status_code == 200, checked.text
     assert "322 characters once its letters are case-folded" in checked.text
 
@@ -133,16 +134,7 @@ def test_a_zone_name_that_is_no_key_is_an_unknown_zone(name: str) -> None:
 def test_a_long_zone_cell_is_replaced_like_any_unknown_zone(run, app: App, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     source = tmp_path / "zones.csv"
     source.write_text(f"email,time zone\nana@example.org,{LONG_ZONE}\n", encoding="utf-8")
-    result = run(
-        "contacts",
-        "import",
-        str(source),
-        "--region",
-        "africa",
-        "--rejects",
-        str(tmp_path / "r.csv"),
-        store=app,
-    )
+    result = import_into_africa(run, app, source)
     assert result.code == 0, result.err
     assert "line 2: time zone 'AAAA" in result.out and "not recognised; Africa/Lagos used" in result.out
     with transaction(app.factory) as db:

@@ -19,7 +19,7 @@ from mailer.web import imports as web_imports
 from mailer.web.server import ThreadedServer
 from tests.conftest import CONTACTS_DIR
 from tests.factories import add_contact, register
-from tests.test_web_support import INVITATION_AT, csrf_of, signed_in
+from tests.test_web_support import INVITATION_AT, check_upload, csrf_of, signed_in
 
 MANIFEST: dict[str, Any] = json.loads((CONTACTS_DIR / "manifest.json").read_text(encoding="utf-8"))
 
@@ -57,10 +57,13 @@ def test_a_report_for_another_session_is_refused_then_forced_confirmed_and_undon
             "name": "registrations-africa.csv",
             "force": "yes",
         }
-        refused = http.post(
-            "/organise/imports/check",
-            data={"csrf_token": token, "kind": "registrations", "target": "latin-america-2022"},
-            files={"file": ("registrations-africa.csv", report.read_bytes(), "text/csv")},
+        refused = check_upload(
+            http,
+            token,
+            "registrations",
+            "latin-america-2022",
+            "registrations-africa.csv",
+            report.read_bytes(),
         )
         assert refused.status_code == 422
         assert "the report&#39;s date 2021-07-13 is not the session&#39;s 2022-03-07" in refused.text
@@ -133,11 +136,7 @@ def test_a_refused_file_is_named_as_the_organiser_named_it(
 ) -> None:
     with signed_in(web, "olga") as http:
         token = csrf_of(http.get("/organise/imports").text)
-        refused = http.post(
-            "/organise/imports/check",
-            data={"csrf_token": token, "kind": kind, "target": target},
-            files={"file": ("members.csv", content, "text/csv")},
-        )
+        refused = check_upload(http, token, kind, target, "members.csv", content)
     assert refused.status_code == 422
     assert error in refused.text  # not the random name the upload is stored under
 
@@ -149,12 +148,13 @@ def test_a_contacts_spreadsheet_shows_the_cli_report_and_its_rejects(
     with signed_in(web, "olga") as http:
         token = csrf_of(http.get("/organise/imports").text)
         form = {"kind": "contacts", "target": "latin-america", "name": "latin-america.csv"}
-        checked = http.post(
-            "/organise/imports/check",
-            data={"csrf_token": token, "kind": "contacts", "target": "latin-america"},
-            files={
-                "file": ("latin-america.csv", (CONTACTS_DIR / "latin-america.csv").read_bytes(), "text/csv")
-            },
+        checked = check_upload(
+            http,
+            token,
+            "contacts",
+            "latin-america",
+            "latin-america.csv",
+            (CONTACTS_DIR / "latin-america.csv").read_bytes(),
         )
         assert checked.status_code == 200, checked.text
         accepted = expected["expected_contacts"]
@@ -176,12 +176,13 @@ def test_a_contacts_spreadsheet_shows_the_cli_report_and_its_rejects(
         assert confirmed.status_code == 303
         assert count(app, ListMembership) == expected["expected_contacts"]
         # the same file checked again: every row accepted, none imported anew, and the page says so
-        again = http.post(
-            "/organise/imports/check",
-            data={"csrf_token": token, "kind": "contacts", "target": "latin-america"},
-            files={
-                "file": ("latin-america.csv", (CONTACTS_DIR / "latin-america.csv").read_bytes(), "text/csv")
-            },
+        again = check_upload(
+            http,
+            token,
+            "contacts",
+            "latin-america",
+            "latin-america.csv",
+            (CONTACTS_DIR / "latin-america.csv").read_bytes(),
         )
         assert (
             f'<p id="outcome">{accepted} rows accepted: 0 new, 0 updated, {accepted} unchanged;'
@@ -321,12 +322,13 @@ def test_a_large_upload_is_imported_in_the_background_with_a_progress_page(
     expected = MANIFEST["latin-america.csv"]
     with signed_in(web, "olga") as http:
         token = csrf_of(http.get("/organise/imports").text)
-        checked = http.post(
-            "/organise/imports/check",
-            data={"csrf_token": token, "kind": "contacts", "target": "latin-america"},
-            files={
-                "file": ("latin-america.csv", (CONTACTS_DIR / "latin-america.csv").read_bytes(), "text/csv")
-            },
+        checked = check_upload(
+            http,
+            token,
+            "contacts",
+            "latin-america",
+            "latin-america.csv",
+            (CONTACTS_DIR / "latin-america.csv").read_bytes(),
         )
         upload = hidden(checked.text, "upload")
         form = {"csrf_token": token, "kind": "contacts", "target": "latin-america", "upload": upload}
@@ -343,10 +345,13 @@ def test_a_large_upload_is_imported_in_the_background_with_a_progress_page(
 
         # A report of another session confirmed without the checkbox: the thread stops, the page says why.
         report = CONTACTS_DIR / "registrations-africa.csv"
-        refused = http.post(
-            "/organise/imports/check",
-            data={"csrf_token": token, "kind": "registrations", "target": "latin-america-2022"},
-            files={"file": ("registrations-africa.csv", report.read_bytes(), "text/csv")},
+        refused = check_upload(
+            http,
+            token,
+            "registrations",
+            "latin-america-2022",
+            "registrations-africa.csv",
+            report.read_bytes(),
         )
         upload = hidden(refused.text, "upload")
         confirmed = http.post(

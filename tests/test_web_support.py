@@ -83,6 +83,17 @@ def signed_in(server: ThreadedServer, username: str) -> Iterator[httpx.Client]:
         yield http
 
 
+def check_upload(
+    http: httpx.Client, token: str, kind: str, target: str, filename: str, content: bytes
+) -> httpx.Response:
+    """POST ``content`` as the file ``filename`` to the import check page (``kind`` into ``target``)."""
+    return http.post(
+        "/organise/imports/check",
+        data={"csrf_token": token, "kind": kind, "target": target},
+        files={"file": (filename, content, "text/csv")},
+    )
+
+
 def screenshot(page: Any, name: str, request: pytest.FixtureRequest) -> None:
     """Save a full-page PNG under test-artifacts/ (the SQLite run only, to keep one of each)."""
     if "postgresql" in request.node.name:
