@@ -256,3 +256,38 @@ def test_an_enabled_provider_takes_its_documented_defaults(tmp_path: Path) -> No
     hook = settings.bounces.webhooks.get("mailgun")
     assert hook is not None
     assert (hook.secret_env, hook.max_age) == ("MAILGUN_WEBHOOK_SIGNING_KEY", timedelta(minutes=10))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        (
+            "reason",
+            "550 5.1.1 user\x00unknown",
+            "the body's JSON holds a NUL character (\\u0000) in [0].reason: remove it",
+        ),
+        ("attempt", 10**30, "the body's JSON holds a number of 31 digits: at most 20 are taken"),
+    ],
+    ids=["nul", "long-number"],
+)
+def test_a_signed_event_no_store_could_keep_is_refused_as_the_api_refuses_it(
+    hooked: App,
+    web: ThreadedServer,
+    senders: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    field: str,
+    value: object,
+    error: str,
+) -> None:
+    """A provider's post goes through the same JSON rules as the API's: a NUL character (PostgreSQL's text
+    cannot hold one) or a number of hundreds of digits is a 400, its reason logged, never a 500."""
+    caplog.set_level(logging.WARNING, logger="mailer.web.provider_hooks")
+    sent = _sent(hooked, "gone@example.org")
+    sendgrid = senders["sendgrid"]
+    event = sendgrid.event("bounce", "gone@example.org", ids=sent["gone@example.org"], event_id="n1", at=NOW)
+    with client(web) as http:
+        answer = sendgrid.post(http, [{**event, field: value}], signed_at=NOW)
+    assert (answer.status_code, answer.text) == (400, "400: Refused")
+    assert f"webhook sendgrid from 127.0.0.1 refused (400): {error}" in caplog.messages
+    assert _reports(hooked) == []
+    assert _state(hooked, "gone@example.org") == ("sent", None, "active")

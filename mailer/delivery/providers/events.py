@@ -3,12 +3,12 @@ provider's event id) and the checks they share (freshness of signed timestamps, 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from mailer import json_input
 from mailer.delivery.handling import fingerprint
 from mailer.delivery.reports import Recipient, Report
 from mailer.errors import WebhookRefusedError
@@ -72,12 +72,13 @@ def json_object(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def load_json(body: bytes) -> Any:
-    """The body as JSON; WebhookRefusedError(400) when it is not."""
+def load_json(body: bytes | str, what: str = "the body") -> Any:
+    """``body`` as JSON under :func:`mailer.json_input.load_json`'s rules (the API's); WebhookRefusedError(400)
+    naming the problem when it breaks them."""
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WebhookRefusedError(400, f"body is not JSON: {exc}") from None
+        return json_input.load_json(body, what)
+    except json_input.JsonInputError as exc:
+        raise WebhookRefusedError(400, str(exc)) from None
 
 
 def timestamp(value: object) -> datetime | None:

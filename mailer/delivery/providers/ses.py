@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import threading
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -191,10 +190,7 @@ def read(body: bytes, hook: ProviderWebhook, now: datetime, certificates: Certif
         return Webhook(confirm_url=sns_url(str(document.get("SubscribeURL", "")), "SubscribeURL"))
     if document["Type"] != "Notification":
         return Webhook()
-    try:
-        notification = json.loads(str(document.get("Message", "")))
-    except json.JSONDecodeError:
-        raise WebhookRefusedError(400, "SNS Message is not an SES notification (not JSON)") from None
+    notification = load_json(str(document.get("Message", "")), "the SNS Message")
     if not isinstance(notification, dict):
         raise WebhookRefusedError(400, "SNS Message is not an SES notification")
     report = _report(notification)
