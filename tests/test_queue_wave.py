@@ -21,11 +21,13 @@ from mailer.store.engine import transaction
 from mailer.store.models import DeliveryEvent, Message, MessageStatus, Wave, WaveStatus
 from mailer.store.outbox import QueueResult, batch, queue_wave, set_wave_status
 from mailer.store.outbox.queue import (
+    LateMessagesError,
     audience_query,
     default_audience,
     log_new_messages,
     message_deadline,
     message_key,
+    refuse_late_messages,
     zone_plan,
 )
 from mailer.timeline.plan import Deadline, SkipReason, notice_step, step_time
@@ -393,3 +395,27 @@ def test_refreshing_statistics_does_nothing_on_sqlite_or_for_a_small_wave(app: A
         small = batch.refresh_statistics(db, Message, batch.ANALYZE_AFTER - 1)
         large = batch.refresh_statistics(db, Message, batch.ANALYZE_AFTER)
     assert (small, large) == (False, app.settings.database_url.startswith("postgresql"))
+
+
+def test_a_queuing_with_messages_skipped_on_arrival_is_refused_until_confirmed(app: App) -> None:
+    """The shared rule of ``waves queue`` and the API: a queuing with messages skipped on arrival raises,
+    naming the counts, the deadline and the caller's way to confirm, and the caller's rollback leaves nothing
+    queued; one with none skipped passes."""
+    series = app.settings.series
+    session, step = series.session("africa-2021"), series.step("invitation")
+    _seed(app, 3)
+    deadline = message_deadline(series, session, step, None).at
+    with pytest.raises(LateMessagesError) as refused, transaction(app.factory) as db:
+        late = queue_wave(db, app.settings, session, step, deadline + timedelta(seconds=1))
+        assert (late.added, late.skipped) == (3, 3)
+        refuse_late_messages(late, session, step, how_to_confirm="add --queue-late")
+    assert str(refused.value) == (
+        f"3 of the 3 new messages of africa-2021 / invitation would be past the step's deadline"
+        f" ({late.deadline:%Y-%m-%d %H:%M} UTC) and skipped for good: nothing was queued. Check the send time"
+        " and the session's date; to queue them as skipped anyway, add --queue-late"
+    )
+    assert _messages(app) == 0
+    with transaction(app.factory) as db:
+        on_time = queue_wave(db, app.settings, session, step, INVITATION_AT)
+        refuse_late_messages(on_time, session, step, how_to_confirm="add --queue-late")
+    assert (on_time.added, on_time.skipped, _messages(app)) == (3, 0, 3)
