@@ -190,7 +190,7 @@ class Service:
                     ]
                     if unsent:
                         with transaction(self.app.factory) as db:
-                            release_claims(db, unsent, self.clock.now())
+                            release_claims(db, unsent, self.clock.now(), worker=self.worker)
                     for message, outcome in zip(claimed, outcomes, strict=True):
                         if outcome is not None:
                             report.add(message.session_id, message.step, outcome.status.value)
@@ -263,7 +263,10 @@ class Service:
                     if stop is not None and stop.is_set():
                         break
                     message = claimed[index]
-                    await handover.before(index)  # marked before it goes: an expiry counts only if it went
+                    # Marked before it goes: an expiry counts only if it went. Not marked: another worker
+                    # took it over (this worker's lease expired meanwhile), and that worker sends it.
+                    if not await handover.before(index):
+                        continue
                     try:
                         handed = await self._hand_over(lane, message)
                     except NotAttempted:  # stopped before its transaction began: given back with the rest
@@ -296,7 +299,7 @@ class Service:
         recorder.write_now([outcome for outcome in outcomes if outcome is not None])
         unsent = [message.pk for message, outcome in zip(claimed, outcomes, strict=True) if outcome is None]
         with transaction(self.app.factory) as db:
-            release_claims(db, unsent, self.clock.now())
+            release_claims(db, unsent, self.clock.now(), worker=self.worker)
 
     async def _hand_over(self, lane: Lane, message: ClaimedMessage) -> Outcome | _Sending:
         """Render and build ``message`` and submit it to ``lane``: its outcome when it cannot be built, else

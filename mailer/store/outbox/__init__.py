@@ -44,6 +44,7 @@ from mailer.store.outbox.claim import (
     release_claims,
     renew_leases,
     renew_worker_leases,
+    still_claimed,
 )
 from mailer.store.outbox.events import log_event
 from mailer.store.outbox.outcomes import Outcome, record_outcomes, record_sent, retry_delay
@@ -90,6 +91,7 @@ __all__ = [
     "retime_pending",
     "retry_delay",
     "set_wave_status",
+    "still_claimed",
     "suppress",
     "sync_sessions",
 ]

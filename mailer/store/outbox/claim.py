@@ -110,18 +110,18 @@ def reap_expired_leases(db: DbSession, now: datetime) -> int:
     return len(stuck)
 
 
-def mark_handed(db: DbSession, pks: Sequence[int], worker: str, now: datetime) -> None:
+def mark_handed(db: DbSession, pks: Sequence[int], worker: str, now: datetime) -> int:
     """Note that ``worker`` hands messages ``pks`` to SMTP from now on (written before they are sent, so an
-    expired lease tells whether they may have reached the server); caller commits. On PostgreSQL the
-    statement of :func:`mark_handed_now`, in ``db``'s transaction. Raises NaiveDatetimeError for a naive
-    ``now``."""
+    expired lease tells whether they may have reached the server); caller commits. Only messages still
+    claimed by ``worker`` are marked: one that is not (its lease expired and another worker took it) must not
+    be sent. Returns how many were marked. On PostgreSQL the statement of :func:`mark_handed_now`, in
+    ``db``'s transaction. Raises NaiveDatetimeError for a naive ``now``."""
     now = require_aware(now, "now")
     if not pks:
-        return
+        return 0
     if is_postgresql(db):
-        mark_handed_now(driver_connection(db), pks, worker, now)
-        return
-    db.execute(
+        return mark_handed_now(driver_connection(db), pks, worker, now)
+    result = db.execute(
         update(Message)
         .where(
             Message.id.in_(pks),
@@ -130,6 +130,22 @@ def mark_handed(db: DbSession, pks: Sequence[int], worker: str, now: datetime) -
         )
         .values(handed_at=now)
         .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def still_claimed(db: DbSession, pks: Sequence[int], worker: str) -> set[int]:
+    """Those of ``pks`` that ``worker`` still holds (``sending`` under its claim)."""
+    if not pks:
+        return set()
+    return set(
+        db.scalars(
+            select(Message.id).where(
+                among(db, Message.id, pks, Integer),
+                Message.status == MessageStatus.SENDING,
+                Message.worker == worker,
+            )
+        )
     )
 
 
@@ -301,15 +317,17 @@ def renew_worker_leases(db: DbSession, worker: str, until: datetime) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def release_claims(db: DbSession, pks: Sequence[int], now: datetime) -> None:
-    """Give claimed, unsent messages back (graceful shutdown): ``sending`` -> ``queued``."""
+def release_claims(db: DbSession, pks: Sequence[int], now: datetime, *, worker: str | None = None) -> None:
+    """Give claimed, unsent messages back (graceful shutdown): ``sending`` -> ``queued``; with ``worker``,
+    only those it still holds (another worker may have taken over a claim whose lease expired)."""
     now = require_aware(now, "now")
     if not pks:
         return
-    db.execute(
-        update(Message)
-        .where(Message.id.in_(pks), Message.status == MessageStatus.SENDING)
-        .values(
+    query = update(Message).where(Message.id.in_(pks), Message.status == MessageStatus.SENDING)
+    if worker is not None:
+        query = query.where(Message.worker == worker)
+    released = db.scalars(
+        query.values(
             status=MessageStatus.QUEUED,
             lease_until=None,
             handed_at=None,
@@ -317,8 +335,10 @@ def release_claims(db: DbSession, pks: Sequence[int], now: datetime) -> None:
             attempts=Message.attempts - 1,
             updated_at=now,
         )
-    )
-    log_many(db, pks, EventKind.RECLAIMED, now, "released at shutdown")
+        .returning(Message.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    log_many(db, released, EventKind.RECLAIMED, now, "released at shutdown")
 
 
 def next_due_at(db: DbSession, after: datetime) -> datetime | None:
