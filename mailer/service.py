@@ -101,6 +101,7 @@ class Service:
         self.batch_size = batch_size
         self.record_wait = record_wait  # seconds an outcome may wait for its group commit; None: batch end
         self._previous_starts: dict[str, datetime | None] = {}
+        self._seen_sequences: dict[str, int] = {}  # session -> SEQUENCE after this process's last sync
         self._standings: dict[int, Standing] = {}  # claimed notices: the recipient's relationship, calendar
         # As many deliveries under way as there are connections, so a stop leaves the rest unstarted.
         self._concurrency = max(
@@ -122,7 +123,7 @@ class Service:
         series = self.settings.series
         results: list[QueueResult] = []
         with transaction(self.app.factory) as db:
-            for change in sync_sessions(db, self.settings, now):
+            for change in sync_sessions(db, self.settings, now, seen=self._seen_sequences):
                 log.warning(
                     "session %s %s (SEQUENCE %d): %d re-timed, %d skipped, %d notices queued",
                     change.session_id,

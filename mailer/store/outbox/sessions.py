@@ -3,6 +3,7 @@ both raise the session's SEQUENCE and queue a notice."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -31,6 +32,8 @@ from mailer.timeline.plan import (
     step_time,
 )
 
+log = logging.getLogger(__name__)
+
 SYNC_LOCK = 727273  # PostgreSQL advisory lock key of sync_sessions (727272 is the migrations')
 
 
@@ -47,7 +50,9 @@ class SessionChange:
     held: tuple[int, ...] = ()  # organiser waves paused because the move made their time absurd
 
 
-def sync_sessions(db: DbSession, settings: Settings, now: datetime) -> list[SessionChange]:
+def sync_sessions(
+    db: DbSession, settings: Settings, now: datetime, *, seen: dict[str, int] | None = None
+) -> list[SessionChange]:
     """Bring the ``sessions`` table in line with the config; apply reschedules and cancellations.
 
     A changed start (or zone) raises the session's SEQUENCE, re-times every pending message of it and
@@ -55,6 +60,12 @@ def sync_sessions(db: DbSession, settings: Settings, now: datetime) -> list[Sess
     raises SEQUENCE, skips its pending messages (reason "cancelled") and queues a cancellation notice to
     registrants. On PostgreSQL one process at a time syncs (a transaction-scoped advisory lock), so processes
     starting together insert each session once and apply each change once. Caller commits.
+
+    ``seen`` (a long-running process's memory, filled in here: session id -> the SEQUENCE after its last
+    sync): a session whose SEQUENCE changed since is left alone, with a warning, for the store holds a change
+    made by another process or by ``mailer sessions sync`` from a newer config than this process's; applying
+    this process's config would undo it (and two processes with different configs would move the session to
+    and fro, a "date changed" notice to everyone each time). Restarting the process picks the new config up.
     """
     now = require_aware(now, "now")
     series = settings.series
@@ -62,8 +73,20 @@ def sync_sessions(db: DbSession, settings: Settings, now: datetime) -> list[Sess
         db.execute(select(func.pg_advisory_xact_lock(SYNC_LOCK)))
     existing = {row.id: row for row in db.scalars(select(SessionRow).with_for_update())}
     changes: list[SessionChange] = []
+    stale: set[str] = set()  # sessions changed elsewhere since this process's last sync: left alone
     for session in series.sessions:
         row = existing.get(session.id)
+        if row is not None and seen is not None and seen.get(session.id, row.sequence) != row.sequence:
+            if _differs(row, session):
+                log.warning(
+                    "session %s was changed in the store (SEQUENCE %d) since this process read its config: "
+                    "not applying this process's config over it; restart this process to use the new config",
+                    session.id,
+                    row.sequence,
+                )
+                stale.add(session.id)
+                continue
+            seen[session.id] = row.sequence  # the same as this config: nothing to undo
         starts_at = require_aware(session.start, "session start")
         duration = int(session.duration.total_seconds() // 60)
         if row is None:
@@ -119,7 +142,22 @@ def sync_sessions(db: DbSession, settings: Settings, now: datetime) -> list[Sess
             changes.append(
                 SessionChange(session.id, "date-changed", row.sequence, retimed, 0, added, tuple(held))
             )
+    if seen is not None:
+        db.flush()
+        for row in db.scalars(select(SessionRow)):
+            if row.id not in stale:
+                seen[row.id] = row.sequence
     return changes
+
+
+def _differs(row: SessionRow, session: Session) -> bool:
+    """The store's ``row`` and the config's ``session`` disagree on what a sync applies."""
+    return (
+        row.cancelled != session.cancelled
+        or row.starts_at != require_aware(session.start, "session start")
+        or row.time_zone != session.zone_name
+        or row.duration_minutes != int(session.duration.total_seconds() // 60)
+    )
 
 
 def retime_pending(
