@@ -413,7 +413,14 @@ class Service:
             )
         provider_id = provider_message_id(reply.text) if reply.status is MessageStatus.SENT else ""
         return Outcome(
-            message.pk, reply.status, reply.code, reply.text, sending.language, reply.retry_at, provider_id
+            message.pk,
+            reply.status,
+            reply.code,
+            reply.text,
+            sending.language,
+            reply.retry_at,
+            provider_id,
+            uncertain=reply.uncertain,
         )
 
 

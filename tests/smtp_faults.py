@@ -36,6 +36,8 @@ class Faults:
         default_factory=dict
     )  # address -> times the connection drops at DATA
     drop_after_message: int = 0  # close the connection right after accepting message number N (1-based)
+    # address -> (True, times): its message is accepted (kept) and the connection closed before the 250
+    accepted_unanswered: dict[str, tuple[bool, int]] = field(default_factory=dict)
     smtputf8: bool = True
     pipelining: bool = True  # advertise PIPELINING (RFC 2920), as Postfix does; aiosmtpd takes groups anyway
     data_refused: dict[str, tuple[int, int]] = field(default_factory=dict)  # address -> (code, times) at DATA
@@ -142,6 +144,10 @@ class FaultyHandler:
                     list(envelope.mail_options),
                 )
             )
+        if self._take(self.faults.accepted_unanswered, recipient):
+            assert server.transport is not None
+            server.transport.close()  # kept, but the 250 never reaches the client (RFC 1047)
+            return "451 never seen"
         if number == self.faults.drop_after_message:
             # The 250 below reaches the client; the connection drops at its next command, as a relay
             # restarting between transactions would (a drop inside a transaction is drop_in_data).

@@ -28,6 +28,7 @@ from mailer.service import Service
 from mailer.store.engine import transaction
 from mailer.store.models import DeliveryEvent, Message, Suppression
 from mailer.store.outbox import queue_wave
+from mailer.store.outbox.outcomes import UNANSWERED_HELD_REASON
 from mailer.timeline.clock import VirtualClock
 from tests.conftest import RunningServer
 from tests.factories import add_contact, dkim_signing, logged, refuse_delivery_events
@@ -140,6 +141,30 @@ def test_faults_end_sent_deferred_then_sent_or_failed_and_nobody_twice(app: App,
     assert any("timed out" in text for text in _reply_texts(app, people[7]))
     assert any("connection lost" in text for text in _reply_texts(app, people[6]))
     assert Counter(status for status, _, _ in outcomes.values()) == {"sent": 39, "bounced": 1}
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
+def test_a_message_accepted_but_unanswered_is_sent_once_more_carefully_then_held(
+    app: App, pipelining: bool
+) -> None:
+    """A relay that keeps a message and closes the connection before its 250 (RFC 1047): the next attempt
+    goes carefully, and a second such loss holds the message for review; nobody gets a third copy."""
+    once, always, fine = "once@example.org", "always@example.org", "fine@example.org"
+    faults = Faults(accepted_unanswered={once: (True, 1), always: (True, 10)}, pipelining=pipelining)
+    app, handler, _ = _delivered(app, [once, always, fine], faults)
+    assert handler.received_by() == {once: 2, always: 2, fine: 1}
+    outcomes = _outcomes(app)
+    assert outcomes[fine][0::2] == ("sent", ["queued", "sent"])
+    status, text, events = outcomes[once]
+    assert (status, events) == ("sent", ["queued", "deferred", "sent"])
+    deferral = _reply_texts(app, once)[1]
+    assert "after the message's content was sent: it may have been delivered" in deferral, deferral
+    status, text, events = outcomes[always]
+    assert (status, events) == ("held", ["queued", "deferred", "held"])
+    assert text.startswith(UNANSWERED_HELD_REASON), text
+    with transaction(app.factory) as db:
+        expiries = dict(db.execute(select(Message.recipient, Message.expiries)).all())
+    assert expiries == {once: 1, always: 2, fine: 0}
 
 
 def _reply_texts(app: App, address: str) -> list[str]:

@@ -2,9 +2,10 @@
 PIPELINING (RFC 2920), every reply kept in order, each refusal classified (:mod:`mailer.delivery.replies`).
 
 aiosmtplib opens the connection (greeting, EHLO, STARTTLS, AUTH); :class:`Dialogue` then takes over its
-bytes. One recipient per transaction, so a refusal belongs to exactly one message. A timeout after the
-message was sent is deferred like any other; the receiver may then get it twice (RFC 1047), which the
-stable Message-ID lets it recognise.
+bytes. One recipient per transaction, so a refusal belongs to exactly one message. A timeout or a closed
+connection after the message's content was sent is a deferral marked ``uncertain``: the server may have
+accepted it (RFC 1047), so the next attempt goes carefully and a second such one holds the message for
+review (:func:`mailer.store.outbox.record_outcomes`); the stable Message-ID lets a receiver recognise a copy.
 
 With PIPELINING, a message may be *held* once its DATA was answered 354: its content and final dot then go
 out in one write with the next transaction's MAIL, RCPT and DATA (RFC 2920 sec. 3.1: the message content
@@ -218,7 +219,9 @@ class Dialogue(asyncio.Protocol):
         except smtp_errors.SMTPResponseException as exc:
             if exc.code < 400:  # 2xx or 3xx where another was due: a reply too many or too few came before
                 self.close()
-                lost = unanswered(phase, f"out of step: unexpected reply {exc.code} {exc.message}")
+                lost = unanswered(
+                    phase, f"out of step: unexpected reply {exc.code} {exc.message}", uncertain=in_data
+                )
                 raise ConnectionFailed(lost) from None
             reply = refused(exc.code, exc.message, phase)
             if exc.code == 421 or not self.connected:
@@ -232,10 +235,10 @@ class Dialogue(asyncio.Protocol):
                     raise ConnectionFailed(reply) from None
             return reply
         except (smtp_errors.SMTPServerDisconnected, ConnectionError) as exc:
-            reply = unanswered(phase, f"connection lost: {exc}")
+            reply = unanswered(phase, f"connection lost: {exc}", uncertain=in_data)
             raise ConnectionFailed(reply, retry=not in_data and not fresh) from None
         except CONNECTION_ERRORS as exc:
-            raise ConnectionFailed(unanswered(phase, _reason(exc))) from None
+            raise ConnectionFailed(unanswered(phase, _reason(exc), uncertain=in_data)) from None
         reply = self._final(response)
         if not self.connected:
             raise ConnectionFailed(reply)
@@ -253,10 +256,10 @@ class Dialogue(asyncio.Protocol):
         try:
             [response] = await self.exchange(held.payload + then, 1, data_timeout)
         except (smtp_errors.SMTPServerDisconnected, ConnectionError) as exc:
-            held.settle(unanswered(Phase.DATA, f"connection lost: {exc}"))
+            held.settle(unanswered(Phase.DATA, f"connection lost: {exc}", uncertain=True))
             return False
         except CONNECTION_ERRORS as exc:
-            held.settle(unanswered(Phase.DATA, _reason(exc)))
+            held.settle(unanswered(Phase.DATA, _reason(exc), uncertain=True))
             return False
         except BaseException:  # cancelled while its reply is due: out of step, and its fate unknown here
             self.close()

@@ -38,13 +38,16 @@ class Reply:
     """A classified delivery result: ``status`` is SENT, DEFERRED, BOUNCED or FAILED; ``text`` the reason.
 
     ``retry_at`` (aware) is set on a deferral that made no attempt (the relay is unreachable: nothing of
-    the message reached it): retry then, without counting an attempt.
+    the message reached it): retry then, without counting an attempt. ``uncertain`` is set on a deferral
+    whose message content was written and no reply to its final dot came (the connection closed or timed
+    out): the server may have accepted it (RFC 1047), so a copy may already be on its way.
     """
 
     status: MessageStatus
     code: int | None
     text: str
     retry_at: datetime | None = None
+    uncertain: bool = False
 
 
 def classify(code: int | None, phase: Phase) -> MessageStatus:
@@ -71,9 +74,12 @@ def refused(code: int, message: str, phase: Phase) -> Reply:
     return Reply(classify(code, phase), code, f"{phase.value}: {code} {text}")
 
 
-def unanswered(phase: Phase, reason: str) -> Reply:
-    """No reply at ``phase`` (connection refused, lost or timed out, ``reason`` saying which), classified."""
-    return Reply(classify(None, phase), None, f"{phase.value}: {reason}")
+def unanswered(phase: Phase, reason: str, *, uncertain: bool = False) -> Reply:
+    """No reply at ``phase`` (connection refused, lost or timed out, ``reason`` saying which), classified;
+    ``uncertain`` when the message's content had been written (see :class:`Reply`)."""
+    if uncertain:
+        reason += " after the message's content was sent: it may have been delivered"
+    return Reply(classify(None, phase), None, f"{phase.value}: {reason}", uncertain=uncertain)
 
 
 def expected(phase: Phase, code: int) -> bool:

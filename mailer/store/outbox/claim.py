@@ -266,9 +266,7 @@ def claim_due(
                 )
                 .returning(Message.id, Message.attempts)
                 .execution_options(synchronize_session=False)
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         claimed = [
             ClaimedMessage(

@@ -20,6 +20,7 @@ from mailer.store.models import (
     MessageStatus,
 )
 from mailer.store.outbox.batch import among, driver_connection, is_postgresql
+from mailer.store.outbox.claim import MAX_EXPIRIES
 from mailer.store.outbox.events import event_row, insert_events
 from mailer.store.outbox.suppressions import suppress
 from mailer.timeline.clock import require_aware
@@ -38,6 +39,13 @@ class Outcome:
         None  # a deferral without an attempt (relay unreachable): due then, not counted
     )
     provider_id: str = ""  # the relay's id for the accepted message (from its 250 reply), for webhooks
+    uncertain: bool = False  # a deferral after the content was sent with no reply: it may have arrived
+
+
+UNANSWERED_HELD_REASON = (
+    "held for review: twice its content was sent and no reply came (the connection closed or timed out), so it"
+    " may have reached the recipient already; resend it from the staff page if it did not"
+)
 
 
 def retry_delay(attempts: int, base: timedelta, rng: random.Random | None = None) -> timedelta:
@@ -60,7 +68,11 @@ def record_outcomes(
 
     A temporary failure becomes ``deferred`` with a retry time, or ``failed`` when the retry would fall
     after the message's deadline. A deferral with ``retry_at`` (nothing reached the relay) is due at that
-    time and gives its attempt back. A bounce also suppresses the address (reason ``hard-bounce``).
+    time and gives its attempt back. An ``uncertain`` deferral (the content was sent, no reply came: the
+    message may have arrived, RFC 1047) counts as a lease expiry does: the retry goes carefully (alone, its
+    outcome committed before the next), and at the :data:`~mailer.store.outbox.claim.MAX_EXPIRIES`-th the
+    message is ``held`` for staff review instead of being sent once more, so one person receives a step at
+    most twice. A bounce also suppresses the address (reason ``hard-bounce``).
     """
     now = require_aware(now, "now")
     if not outcomes:
@@ -80,6 +92,7 @@ def record_outcomes(
             Message.deadline_at,
             Message.due_at,
             Message.language,
+            Message.expiries,
             Contact.email_key,
         )
         .join(Contact, Contact.id == Message.contact_id)
@@ -90,10 +103,15 @@ def record_outcomes(
     changes: list[dict[str, object]] = []
     events: list[dict[str, object]] = []
     unattempted: list[int] = []
+    uncertain: list[int] = []
     by = f" by {worker}" if worker else ""
     for row in db.execute(query):
         outcome = by_pk[row.id]
         status, detail, due_at = outcome.status, outcome.text, row.due_at
+        if status is MessageStatus.DEFERRED and outcome.uncertain:
+            uncertain.append(row.id)
+            if row.expiries + 1 >= MAX_EXPIRIES:
+                status, detail = MessageStatus.HELD, f"{UNANSWERED_HELD_REASON}; last reply: {outcome.text}"
         if status is MessageStatus.DEFERRED:
             retry_at = outcome.retry_at or now + retry_delay(row.attempts, settings.retry_base)
             if outcome.retry_at is not None:
@@ -113,7 +131,7 @@ def record_outcomes(
                 "pk": row.id,
                 "status": status.value,
                 "reply_code": outcome.code,
-                "reply_text": outcome.text[:2000],
+                "reply_text": (detail if status is MessageStatus.HELD else outcome.text)[:2000],
                 "language": outcome.language or row.language,
                 "due_at": due_at,
                 "sent_at": now if status is MessageStatus.SENT else None,
@@ -132,6 +150,12 @@ def record_outcomes(
             update(Message)
             .where(among(db, Message.id, unattempted, Integer))
             .values(attempts=Message.attempts - 1)
+        )
+    if uncertain:
+        db.execute(
+            update(Message)
+            .where(among(db, Message.id, uncertain, Integer))
+            .values(expiries=Message.expiries + 1)
         )
     insert_events(db, events)
 
