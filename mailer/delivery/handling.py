@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from mailer.config import Settings
 from mailer.delivery.attribution import Attribution, attribute
-from mailer.delivery.reports import Report, parse_report
+from mailer.delivery.reports import Report, parse_report, storable, storable_report
 from mailer.delivery.verp import ReturnPath, return_path_for
 from mailer.store.models import (
     BounceReport,
@@ -207,6 +207,8 @@ def apply_report(
     done = _handled_before(db, key)
     if done is not None:
         return done
+    report = storable_report(report)  # a provider's event too: nothing the store refuses
+    source = storable(source)  # a file name need not be UTF-8
     row = db.scalar(select(BounceReport).where(BounceReport.fingerprint == key))
     if report.kind in _ATTRIBUTED:
         found = attribute(db, report, policy.return_path)
@@ -262,8 +264,8 @@ def record_failure(db: DbSession, raw: bytes, now: datetime, *, source: str, err
         row = BounceReport(fingerprint=key, received_at=now)
         db.add(row)
     row.kind = ReportKind.UNPARSED
-    row.error = error[:2000]
-    row.source = source[:400]
+    row.error = storable(error)[:2000]
+    row.source = storable(source)[:400]
     row.outcome = "not applied: kept for another try"
     row.received_at = now
 

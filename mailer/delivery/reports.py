@@ -153,12 +153,21 @@ def _blocks(part: email.message.Message) -> list[dict[str, str]]:
     return blocks
 
 
+def _unescaped(match: re.Match[str]) -> str:
+    """The character a ``\\x{HHHH}`` escape names; the escape itself when it names no character (a surrogate,
+    beyond U+10FFFF) or a control character, which no address holds."""
+    code = int(match.group(1), 16)
+    if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF or code < 0x20 or code == 0x7F:
+        return match.group(0)
+    return chr(code)
+
+
 def _address(value: str) -> str:
     """``rfc822; a@b.example`` or ``utf-8; j\\x{E9}@b.example`` -> the address itself."""
     kind, semi, rest = value.partition(";")
     address = rest if semi else kind
     if semi and kind.strip().lower() == "utf-8":
-        address = _UNICODE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), address)
+        address = _UNICODE_ESCAPE.sub(_unescaped, address)
     return address.strip().strip("<>").strip()
 
 
@@ -168,11 +177,13 @@ def _after_type(value: str) -> str:
 
 
 def _date(value: str) -> datetime | None:
+    """A date header as an aware UTC datetime; None when it cannot be read or is out of range in UTC
+    (``Fri, 31 Dec 9999 23:59:00 -0100``)."""
     try:
         moment = email.utils.parsedate_to_datetime(value)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _bodies(message: email.message.Message) -> list[tuple[str, str]]:
@@ -261,7 +272,7 @@ def _dsn(message: email.message.Message, base: Report) -> Report | None:
             )
     kind = ReportKind.OTHER
     for recipient in recipients:
-        found = _recipient_kind(recipient)
+        found = recipient_kind(recipient)
         if found is not None and _SEVERITY[found] > _SEVERITY.get(kind, 0):
             kind = found
     return replace(
@@ -273,7 +284,8 @@ def _dsn(message: email.message.Message, base: Report) -> Report | None:
     )
 
 
-def _recipient_kind(recipient: Recipient) -> ReportKind | None:
+def recipient_kind(recipient: Recipient) -> ReportKind | None:
+    """What one DSN recipient's block says: hard or soft failure, delay, or None (no failure)."""
     if recipient.action == "delayed":
         return ReportKind.DELAYED
     if recipient.action == "failed":
@@ -325,8 +337,53 @@ def _looks_like_bounce(message: email.message.Message) -> bool:
     )
 
 
+def storable(text: str) -> str:
+    """``text`` as any store keeps it: a NUL character (PostgreSQL's text refuses it) and a lone surrogate
+    (not UTF-8) become U+FFFD, so an address holding one never matches a real one."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    return text
+
+
+def storable_report(report: Report) -> Report:
+    """``report`` with every text :func:`storable`: what the bytes or a provider's event said, never a
+    value the store refuses (which would stop a whole batch of reports as if the store had failed)."""
+
+    def each(values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(storable(value) for value in values)
+
+    return replace(
+        report,
+        recipients=tuple(
+            Recipient(
+                storable(r.address),
+                storable(r.original),
+                storable(r.action),
+                storable(r.status),
+                storable(r.diagnostic),
+            )
+            for r in report.recipients
+        ),
+        sent_to=each(report.sent_to),
+        message_ids=each(report.message_ids),
+        provider_ids=each(report.provider_ids),
+        reporting_mta=storable(report.reporting_mta),
+        feedback_type=storable(report.feedback_type),
+        errors=each(report.errors),
+    )
+
+
 def parse_report(raw: bytes) -> Report:
-    """What the message ``raw`` (RFC 5322 bytes, as stored in a mailbox) reports. Never raises."""
+    """What the message ``raw`` (RFC 5322 bytes, as stored in a mailbox) reports, every text
+    :func:`storable`. Never raises."""
+    return storable_report(_parse(raw))
+
+
+def _parse(raw: bytes) -> Report:
     errors: list[str] = []
     try:
         message = email.message_from_bytes(raw)
