@@ -514,3 +514,27 @@ def test_a_date_out_of_range_is_no_date_and_the_report_is_still_read(date: str) 
     raw = fixtures.dsn("gone@example.org").replace(b"Wed,  2 Jun 2021 09:59:58 +0200 (CEST)", date.encode())
     report = parse_report(raw.replace(b"Wed, 02 Jun 2021 10:00:00 +0200", date.encode()))
     assert (report.kind, report.status, report.errors) == (ReportKind.HARD, "5.1.1", ())
+
+
+@pytest.mark.parametrize(
+    ("feedback_type", "kind"),
+    [
+        ("abuse", "complaint"),
+        ("fraud", "complaint"),
+        ("virus", "complaint"),
+        ("Not-Spam", "other"),
+        ("auth-failure", "other"),
+    ],
+)
+def test_a_feedback_report_saying_the_recipient_did_not_complain_suppresses_nobody(
+    app: App, feedback_type: str, kind: str
+) -> None:
+    messages = _sent(app, "ana@example.org")
+    raw = fixtures.arf(original_rcpt="ana@example.org", message_id=messages["ana@example.org"].message_id)
+    raw = raw.replace(b"Feedback-Type: abuse", f"Feedback-Type: {feedback_type}".encode())
+    assert parse_report(raw).kind == kind
+    _handle(app, raw)
+    assert _suppressions(app) == ({"ana@example.org": "complaint"} if kind == "complaint" else {})
+    with transaction(app.factory) as db:
+        assert db.scalar(select(Contact.status)) == ("unsubscribed" if kind == "complaint" else "active")
+        assert db.scalar(select(BounceReport.kind)) == kind

@@ -3,7 +3,8 @@
 Kinds recognised, most specific first:
 
 - complaint: an ARF feedback report (RFC 5965: ``multipart/report; report-type=feedback-report``, a
-  ``message/feedback-report`` part);
+  ``message/feedback-report`` part), unless its Feedback-Type says the recipient did not complain
+  (``not-spam``, ``auth-failure``: :data:`NOT_COMPLAINTS`), which is an ordinary message;
 - delivery status: RFC 3464 ``message/delivery-status`` and RFC 6533 ``message/global-delivery-status``
   (UTF-8 addresses, ``utf-8;`` address type, ``\\x{HHHH}`` escapes), one field block per recipient: ``Action:
   failed`` with a 5.x.x status is hard, with 4.x.x soft, ``Action: delayed`` a warning;
@@ -293,6 +294,18 @@ def recipient_kind(recipient: Recipient) -> ReportKind | None:
     return None  # delivered, relayed, expanded: no failure
 
 
+# Feedback types (RFC 5965 sec. 7.3 registry) by which a reporter says the recipient did *not* complain:
+# "not-spam" (RFC 6430: the recipient moved it out of the spam folder) and "auth-failure" (RFC 6591: the
+# message failed SPF or DKIM checks, a report about our sending, or about a forgery of it).
+NOT_COMPLAINTS = frozenset({"not-spam", "auth-failure"})
+
+
+def complaint_kind(feedback_type: str) -> ReportKind:
+    """COMPLAINT for a feedback report of ``feedback_type`` (abuse, fraud, virus, other, ...), OTHER (recorded,
+    nothing done) for the types in :data:`NOT_COMPLAINTS`."""
+    return ReportKind.OTHER if feedback_type.strip().lower() in NOT_COMPLAINTS else ReportKind.COMPLAINT
+
+
 def _complaint(message: email.message.Message, base: Report) -> Report | None:
     parts = [p for p in message.walk() if p.get_content_type() == "message/feedback-report"]
     if not parts:
@@ -309,7 +322,7 @@ def _complaint(message: email.message.Message, base: Report) -> Report | None:
     named = _address(fields.get("original-rcpt-to", ""))
     return replace(
         base,
-        kind=ReportKind.COMPLAINT,
+        kind=complaint_kind(fields["feedback-type"]),
         recipients=(Recipient(named, diagnostic=fields.get("feedback-type", "abuse")),) if named else (),
         reporting_mta=_after_type(fields.get("reporting-mta", "")) or base.reporting_mta,
         arrived_at=_date(fields.get("arrival-date", "")) or base.arrived_at,
@@ -396,7 +409,10 @@ def _parse(raw: bytes) -> Report:
             reporting_mta=sender_domain,
             arrived_at=_date(_text(message.get("Date", ""))),
         )
-        found = _complaint(message, base) or _dsn(message, base)
+        feedback = _complaint(message, base)
+        if feedback is not None:  # a complaint, or a feedback report that is none (not-spam): nothing else
+            return feedback
+        found = _dsn(message, base)
         if found is not None and found.kind is not ReportKind.OTHER:
             return found
     except Exception as exc:  # noqa: BLE001 - a report that breaks the reader is kept as unparsed
