@@ -27,6 +27,7 @@ from mailer.store.models import (
     Suppression,
 )
 from mailer.store.outbox import queue_wave
+from mailer.store.suppressions import lift_suppression
 from tests import bounce_fixtures as fixtures
 from tests.factories import add_contact, queue_invitations
 
@@ -262,6 +263,29 @@ def test_soft_bounces_suppress_after_the_limit_over_the_period(app: App) -> None
     assert _suppressions(app) == {}
     assert _handle(app, soft(8), policy=policy).endswith("full@example.org suppressed (soft-bounce)")
     assert _suppressions(app) == {"full@example.org": "soft-bounce"}
+
+
+def test_soft_bounces_before_staff_lifted_the_suppression_are_not_counted_again(app: App) -> None:
+    messages = _sent(app, "full@example.org")
+    mid = messages["full@example.org"].message_id
+    policy = Policy(RETURN_PATH, soft_limit=3, soft_period=timedelta(days=7))
+
+    def soft(day: str) -> bytes:
+        raw = fixtures.dsn(
+            "full@example.org", status="4.2.2", diagnostic="smtp; 452 4.2.2 full", message_id=mid
+        )
+        return raw.replace(b"Wed,  2 Jun 2021", day.encode())
+
+    for day in ("Tue,  1 Jun 2021", "Fri,  4 Jun 2021", "Wed,  9 Jun 2021"):
+        _handle(app, soft(day), policy=policy)
+    assert _suppressions(app) == {"full@example.org": "soft-bounce"}
+    with transaction(app.factory) as db:
+        lift_suppression(db, "full@example.org", by="olga", note="mailbox emptied", now=NOW)
+    later = NOW + timedelta(days=20)
+    assert not _handle(app, soft("Thu,  1 Jul 2021"), later, policy).endswith("suppressed (soft-bounce)")
+    assert _handle(app, soft("Fri,  2 Jul 2021"), later, policy).startswith("soft bounce")
+    assert _suppressions(app) == {}  # one soft bounce after the lift, then two: not three over seven days
+    assert _handle(app, soft("Mon, 12 Jul 2021"), later, policy).endswith("suppressed (soft-bounce)")
 
 
 def test_the_same_report_twice_is_applied_once(app: App) -> None:

@@ -4,7 +4,8 @@
                   -> bounced, its address suppressed with reason ``hard-bounce``
     complaint     the contact -> unsubscribed, its address suppressed with reason ``complaint``
     soft bounce   logged on the message; after ``soft_limit`` soft bounces for the contact spread over at
-                  least ``soft_period``, suppressed with reason ``soft-bounce``
+                  least ``soft_period`` (since staff last lifted its suppression), suppressed with reason
+                  ``soft-bounce``
     delayed       logged on the message, nothing else
     delivered     (a provider's event) logged on the message as delivered, nothing else
     auto-reply,   recorded only
@@ -41,6 +42,7 @@ from mailer.store.models import (
     MessageStatus,
     ReportKind,
     Suppression,
+    SuppressionLift,
 )
 from mailer.store.outbox import log_event, suppress
 from mailer.timeline.clock import require_aware
@@ -111,12 +113,17 @@ def _suppress(db: DbSession, contact: Contact, reason: str, detail: str, now: da
 
 
 def _soft_bounces_due(db: DbSession, contact: Contact, policy: Policy) -> bool:
+    """True when the contact's soft bounces reach the policy; those that happened before staff last lifted
+    the address's suppression are not counted (staff judged them)."""
+    when = func.coalesce(BounceReport.arrived_at, BounceReport.received_at)
+    conditions = [BounceReport.contact_id == contact.id, BounceReport.kind == ReportKind.SOFT]
+    lifted = db.scalar(
+        select(func.max(SuppressionLift.lifted_at)).where(SuppressionLift.email_key == contact.email_key)
+    )
+    if lifted is not None:
+        conditions.append(when > lifted)
     count, first, last = db.execute(
-        select(
-            func.count(BounceReport.id),
-            func.min(func.coalesce(BounceReport.arrived_at, BounceReport.received_at)),
-            func.max(func.coalesce(BounceReport.arrived_at, BounceReport.received_at)),
-        ).where(BounceReport.contact_id == contact.id, BounceReport.kind == ReportKind.SOFT)
+        select(func.count(BounceReport.id), func.min(when), func.max(when)).where(*conditions)
     ).one()
     return bool(count >= policy.soft_limit and first is not None and last - first >= policy.soft_period)
 
