@@ -23,18 +23,40 @@ def _integer(text: str) -> int:
     return int(text)
 
 
-def _nul_at(value: Any, where: str) -> str | None:
-    """The place of the first string (key or value) holding a NUL character in ``value``, or None."""
+_NUL = "a NUL character (\\u0000)"
+_SURROGATE = "a lone surrogate (\\ud800 to \\udfff, not a character)"
+
+
+def _unstorable(text: str) -> str | None:
+    """What in ``text`` no store keeps: a NUL (PostgreSQL's text refuses it), a lone surrogate (no UTF-8
+    encodes it: every driver refuses it); None when nothing."""
+    if "\x00" in text:
+        return _NUL
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE
+    return None
+
+
+def _printable(key: str) -> str:
+    return key.replace("\x00", "?").encode("utf-8", "replace").decode("utf-8")
+
+
+def _unstorable_at(value: Any, where: str) -> tuple[str, str] | None:
+    """(what, place) of the first string (key or value) in ``value`` that :func:`_unstorable` refuses, or None."""
     stack = [(value, where)]
     while stack:
         item, place = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                return place
+            problem = _unstorable(item)
+            if problem:
+                return problem, place
         elif isinstance(item, dict):
             for key, child in item.items():
-                if "\x00" in key:
-                    return f"{place}.{key.replace(chr(0), '?')}" if place else key.replace("\x00", "?")
+                problem = _unstorable(key)
+                if problem:
+                    return problem, f"{place}.{_printable(key)}" if place else _printable(key)
                 stack.append((child, f"{place}.{key}" if place else key))
         elif isinstance(item, list):
             stack.extend((child, f"{place}[{index}]") for index, child in enumerate(item))
@@ -44,7 +66,8 @@ def _nul_at(value: Any, where: str) -> str | None:
 def load_json(body: bytes | str, what: str = "the body") -> Any:
     """``body`` (UTF-8 bytes, or text) as JSON. Raises :class:`JsonInputError` naming the problem when it is
     not UTF-8 or not JSON, is nested too deeply, or holds what no store could keep: an integer of more than
-    :data:`MAX_DIGITS` digits, a string holding a NUL character (\\u0000: PostgreSQL's text cannot hold it).
+    :data:`MAX_DIGITS` digits, a string holding a NUL character (\\u0000: PostgreSQL's text cannot hold it)
+    or a lone surrogate (``"\\ud800"``: JSON escapes it, but it is no character and no UTF-8 encodes it).
     ``what`` names the document in the messages ("the body", "the SNS Message")."""
     try:
         text = body.decode("utf-8") if isinstance(body, bytes) else body
@@ -57,9 +80,10 @@ def load_json(body: bytes | str, what: str = "the body") -> Any:
         ) from None
     except RecursionError:
         raise JsonInputError(f"{what}'s JSON is nested too deeply") from None
-    place = _nul_at(value, "")
-    if place is not None:
-        raise JsonInputError(f"{what}'s JSON holds a NUL character (\\u0000) in {place or what}: remove it")
+    found = _unstorable_at(value, "")
+    if found is not None:
+        problem, place = found
+        raise JsonInputError(f"{what}'s JSON holds {problem} in {place or what}: remove it")
     return value
 
 

@@ -165,7 +165,14 @@ class Ses:
         return self.post(http, document)
 
     def complaint(
-        self, http: httpx.Client, email: str, *, ids: Ids, event_id: str, at: datetime
+        self,
+        http: httpx.Client,
+        email: str,
+        *,
+        ids: Ids,
+        event_id: str,
+        at: datetime,
+        feedback_type: str = "abuse",
     ) -> httpx.Response:
         notification = {
             "notificationType": "Complaint",
@@ -173,7 +180,7 @@ class Ses:
                 "complainedRecipients": [{"emailAddress": email}],
                 "timestamp": _iso(at),
                 "feedbackId": f"feedback-{event_id}",
-                "complaintFeedbackType": "abuse",
+                "complaintFeedbackType": feedback_type,
                 "userAgent": "Mail.example.net FBL",
             },
             "mail": self.mail(ids, email),

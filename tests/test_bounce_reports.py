@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from mailer.app import App
 from mailer.delivery.attribution import Attribution, address_keys, attribute
+from mailer.delivery.bounces import handle_batch
 from mailer.delivery.handling import Policy, handle_report
 from mailer.delivery.reports import Recipient, Report, parse_report
 from mailer.delivery.verp import ReturnPath
@@ -26,6 +27,7 @@ from mailer.store.models import (
     Suppression,
 )
 from mailer.store.outbox import queue_wave
+from mailer.store.suppressions import lift_suppression
 from tests import bounce_fixtures as fixtures
 from tests.factories import add_contact, queue_invitations
 
@@ -263,6 +265,29 @@ def test_soft_bounces_suppress_after_the_limit_over_the_period(app: App) -> None
     assert _suppressions(app) == {"full@example.org": "soft-bounce"}
 
 
+def test_soft_bounces_before_staff_lifted_the_suppression_are_not_counted_again(app: App) -> None:
+    messages = _sent(app, "full@example.org")
+    mid = messages["full@example.org"].message_id
+    policy = Policy(RETURN_PATH, soft_limit=3, soft_period=timedelta(days=7))
+
+    def soft(day: str) -> bytes:
+        raw = fixtures.dsn(
+            "full@example.org", status="4.2.2", diagnostic="smtp; 452 4.2.2 full", message_id=mid
+        )
+        return raw.replace(b"Wed,  2 Jun 2021", day.encode())
+
+    for day in ("Tue,  1 Jun 2021", "Fri,  4 Jun 2021", "Wed,  9 Jun 2021"):
+        _handle(app, soft(day), policy=policy)
+    assert _suppressions(app) == {"full@example.org": "soft-bounce"}
+    with transaction(app.factory) as db:
+        lift_suppression(db, "full@example.org", by="olga", note="mailbox emptied", now=NOW)
+    later = NOW + timedelta(days=20)
+    assert not _handle(app, soft("Thu,  1 Jul 2021"), later, policy).endswith("suppressed (soft-bounce)")
+    assert _handle(app, soft("Fri,  2 Jul 2021"), later, policy).startswith("soft bounce")
+    assert _suppressions(app) == {}  # one soft bounce after the lift, then two: not three over seven days
+    assert _handle(app, soft("Mon, 12 Jul 2021"), later, policy).endswith("suppressed (soft-bounce)")
+
+
 def test_the_same_report_twice_is_applied_once(app: App) -> None:
     _sent(app, "gone@example.org")
     raw = fixtures.dsn("gone@example.org")
@@ -425,3 +450,115 @@ def test_a_report_naming_a_contact_never_sent_anything_names_no_message(app: App
         found = attribute(db, Report(ReportKind.HARD, recipients=(Recipient("ben@example.org"),)), None)
         assert found.message is None and found.contact is not None
         assert (found.contact.email, found.matched_by) == ("ben@example.org", "address")
+
+
+def _two_recipients(first: str, second: str) -> bytes:
+    """A DSN naming two recipients (a list expansion, a forwarding server's batch): ``first`` and ``second``
+    are their field blocks."""
+    head = fixtures.dsn("unused@example.net").split(b"Final-Recipient:")[0].decode()
+    return f"{head}{first}\n{second}\n--b1--\n".encode()
+
+
+def test_an_address_only_report_is_about_the_original_recipient_not_where_it_was_forwarded(app: App) -> None:
+    # Alice's mail is forwarded to Bob, who is on the list too: the report names Alice as Original-Recipient.
+    _sent(app, "alice@example.org", "bob@example.org")
+    outcome = _handle(app, fixtures.dsn("bob@example.org", original_recipient="alice@example.org"))
+    assert outcome == "hard bounce: alice@example.org suppressed; not ours, not suppressed: bob@example.org"
+    assert _suppressions(app) == {"alice@example.org": "hard-bounce"}
+    with transaction(app.factory) as db:
+        statuses = dict(db.execute(select(Message.recipient, Message.status)).all())
+    assert statuses == {"alice@example.org": "bounced", "bob@example.org": "sent"}
+
+
+@pytest.mark.parametrize("carol", ["delivered", "relayed", "delayed"])
+def test_an_address_only_report_is_about_the_recipient_that_failed(app: App, carol: str) -> None:
+    _sent(app, "carol@example.org", "dave@example.org")
+    status = "4.4.1" if carol == "delayed" else "2.0.0"
+    raw = _two_recipients(
+        f"Final-Recipient: rfc822; carol@example.org\nAction: {carol}\nStatus: {status}\n",
+        "Final-Recipient: rfc822; dave@example.org\nAction: failed\nStatus: 5.1.1\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 user unknown\n",
+    )
+    assert parse_report(raw).kind == ReportKind.HARD
+    assert _handle(app, raw).startswith("hard bounce: dave@example.org suppressed")
+    assert _suppressions(app) == {"dave@example.org": "hard-bounce"}
+    with transaction(app.factory) as db:
+        statuses = dict(db.execute(select(Message.recipient, Message.status)).all())
+    assert statuses == {"carol@example.org": "sent", "dave@example.org": "bounced"}
+
+
+def test_nul_characters_and_bad_escapes_in_a_report_stop_no_batch(app: App) -> None:
+    # PostgreSQL's text refuses NUL: a report holding one must not look like a store failure, which stops the
+    # whole file (or every poll of the mailbox) with nothing applied.
+    _sent(app, "alice@example.org", "bob@example.org", "cy@example.org")
+    reports = [
+        ("nul", fixtures.dsn("alice@example.org").replace(b"User unknown", b"User\x00unknown")),
+        (
+            "mta",
+            fixtures.dsn("bob@example.org").replace(b"dns; relay.example.net", b"dns; re\x00lay.example.net"),
+        ),
+        ("escape", fixtures.global_dsn("cy@example.org").replace(b"cy@", b"cy\\x{D800}\\x{0}@")),
+        ("named", fixtures.dsn("cy@example.org\x00x")),
+    ]
+    with transaction(app.factory) as db:
+        tally = handle_batch(db, iter(reports), NOW, policy=Policy(RETURN_PATH), source="test\x00")
+    assert (tally.read, tally.unparsed, dict(tally.kinds)) == (4, [], {"hard": 4})
+    assert _suppressions(app) == {"alice@example.org": "hard-bounce", "bob@example.org": "hard-bounce"}
+    with transaction(app.factory) as db:
+        rows = list(db.scalars(select(BounceReport).order_by(BounceReport.id)))
+        assert [r.named_address for r in rows[2:]] == [
+            "cy\\x{D800}\\x{0}@example.org",
+            "cy@example.org\ufffdx",
+        ]
+        assert (
+            rows[0].diagnostic.endswith("User\ufffdunknown")
+            and rows[1].reporting_mta == "re\ufffdlay.example.net"
+        )
+
+
+def test_a_report_holding_thousands_of_message_ids_is_matched(app: App) -> None:
+    # One query per report would pass PostgreSQL's 65,535 parameters: a store error, the batch stopped.
+    messages = _sent(app, "alice@example.org")
+    quoted = "".join(f"Message-ID: <{n}@x>\n" for n in range(40_000))  # within the 1,000,000 read
+    raw = fixtures.dsn("someone@example.net", message_id=messages["alice@example.org"].message_id).replace(
+        b"I'm sorry", quoted.encode() + b"I'm sorry"
+    )
+    assert len(parse_report(raw).message_ids) == 40_001
+    with transaction(app.factory) as db:
+        tally = handle_batch(db, iter([("many", raw)]), NOW, policy=Policy(RETURN_PATH), source="test")
+    assert (tally.unparsed, dict(tally.kinds)) == ([], {"hard": 1})
+    assert _suppressions(app) == {"alice@example.org": "hard-bounce"}
+
+
+@pytest.mark.parametrize(
+    "date",
+    ["Fri, 31 Dec 9999 23:59:00 -0100", "Mon, 01 Jan 0001 00:00:00 +0100", "Sat, 01 Jan 2000 99:99:99 +0000"],
+)
+def test_a_date_out_of_range_is_no_date_and_the_report_is_still_read(date: str) -> None:
+    raw = fixtures.dsn("gone@example.org").replace(b"Wed,  2 Jun 2021 09:59:58 +0200 (CEST)", date.encode())
+    report = parse_report(raw.replace(b"Wed, 02 Jun 2021 10:00:00 +0200", date.encode()))
+    assert (report.kind, report.status, report.errors) == (ReportKind.HARD, "5.1.1", ())
+
+
+@pytest.mark.parametrize(
+    ("feedback_type", "kind"),
+    [
+        ("abuse", "complaint"),
+        ("fraud", "complaint"),
+        ("virus", "complaint"),
+        ("Not-Spam", "other"),
+        ("auth-failure", "other"),
+    ],
+)
+def test_a_feedback_report_saying_the_recipient_did_not_complain_suppresses_nobody(
+    app: App, feedback_type: str, kind: str
+) -> None:
+    messages = _sent(app, "ana@example.org")
+    raw = fixtures.arf(original_rcpt="ana@example.org", message_id=messages["ana@example.org"].message_id)
+    raw = raw.replace(b"Feedback-Type: abuse", f"Feedback-Type: {feedback_type}".encode())
+    assert parse_report(raw).kind == kind
+    _handle(app, raw)
+    assert _suppressions(app) == ({"ana@example.org": "complaint"} if kind == "complaint" else {})
+    with transaction(app.factory) as db:
+        assert db.scalar(select(Contact.status)) == ("unsubscribed" if kind == "complaint" else "active")
+        assert db.scalar(select(BounceReport.kind)) == kind

@@ -201,6 +201,22 @@ def test_a_message_that_breaks_a_parser_is_kept_and_counted_and_the_others_appli
         assert kinds == ["hard", "unparsed"]
 
 
+def test_a_maildir_entry_that_cannot_be_read_is_counted_and_the_others_applied(
+    app: App, tmp_path: Path
+) -> None:
+    _sent(app, "gone@example.org", "lost@example.org")
+    box = mailbox.Maildir(tmp_path / "bounces", create=True)
+    box.add(fixtures.dsn("gone@example.org"))
+    (tmp_path / "bounces" / "new" / "1622620800.M1P1.mx").symlink_to(tmp_path / "moved-away")
+    box.add(fixtures.dsn("lost@example.org"))
+    result = run_cli(app, "bounces", "import", str(tmp_path / "bounces"))
+    assert result.exit_code == 0, result.output
+    assert "3 messages read, 2 recognised as bounces" in result.output
+    assert "unparsed: 1622620800.M1P1.mx: cannot read: No such file or directory" in result.output
+    assert _state(app, "gone@example.org") == ("bounced", "hard-bounce", ["bounced"])
+    assert _state(app, "lost@example.org") == ("bounced", "hard-bounce", ["bounced"])
+
+
 def test_bounces_import_says_when_a_file_is_no_mbox(app: App) -> None:
     readme = ROOT / "README.md"
     result = run_cli(app, "bounces", "import", str(readme), catch_exceptions=True)

@@ -388,6 +388,26 @@ def test_the_webhook_refuses_nul_characters_and_huge_numbers(
     assert huge.status_code == 400 and "a number of 5000 digits" in huge.json()["error"]
 
 
+def test_the_webhook_refuses_a_lone_surrogate(
+    hook_web: ThreadedServer, hook_clock: VirtualClock, hook_app: App
+) -> None:
+    # JSON may escape half a UTF-16 pair ("\\ud800"): a string no UTF-8 encodes, so no store keeps it (a 500).
+    now = hook_clock.now()
+    named = post(
+        hook_web.url, event("s", "created", "ana@example.org", now, first_name="A\ud800"), hook_clock
+    )
+    assert (named.status_code, named.json()) == (
+        400,
+        {
+            "error": "the body's JSON holds a lone surrogate (\\ud800 to \\udfff, not a character) in "
+            "registrant.first_name: remove it"
+        },
+    )
+    keyed = post(hook_web.url, b'{"\\udfff": 1}', hook_clock)
+    assert keyed.status_code == 400 and "lone surrogate" in keyed.json()["error"]
+    assert count(hook_app, Registration) == 0
+
+
 def test_a_form_field_with_a_nul_character_is_a_400(
     app: App,
     web: ThreadedServer,

@@ -170,6 +170,24 @@ def test_a_bounce_and_a_complaint_suppress_the_contact_mailed_and_a_delivery_is_
         assert row is not None and row.status == "5.1.1" and row.source == f"webhook:{provider}"
 
 
+@pytest.mark.parametrize("feedback_type", ["not-spam", "auth-failure"])
+def test_an_ses_feedback_that_is_no_complaint_is_recorded_and_suppresses_nobody(
+    hooked: App, web: ThreadedServer, senders: dict[str, Any], feedback_type: str
+) -> None:
+    # RFC 6430 not-spam: the recipient said the message is wanted; RFC 6591 auth-failure: our DKIM or SPF failed.
+    sent = _sent(hooked, "pleased@example.org")
+    ids = posts.ids_for(
+        "ses", sent["pleased@example.org"].message_id, sent["pleased@example.org"].provider_id
+    )
+    with client(web) as http:
+        answer = senders["ses"].complaint(
+            http, "pleased@example.org", ids=ids, event_id="301", at=NOW, feedback_type=feedback_type
+        )
+    assert (answer.status_code, answer.text) == (200, "ok: other 1")
+    assert _state(hooked, "pleased@example.org") == ("sent", None, "active")
+    assert _reports(hooked) == [("other", "", None)]
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_forged_and_replayed_posts_are_refused_logged_and_never_acted_on(
     hooked: App, web: ThreadedServer, senders: dict[str, Any], provider: str, caplog: pytest.LogCaptureFixture

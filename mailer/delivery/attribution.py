@@ -7,8 +7,11 @@ Tried in this order, the first that finds one of our messages wins:
 2. one of our Message-IDs in the returned headers (or that a provider's event names);
 3. the id the sending provider gave the message in its 250 reply (``Message.provider_id``), that its
    webhook events name (mailer.delivery.providers);
-4. the addresses the report names (Final-Recipient, then Original-Recipient), compared in one canonical form:
-   case-folded, NFC, the domain's IDNA A-label and U-label forms the same (:func:`address_keys`).
+4. the addresses the report names, compared in one canonical form: case-folded, NFC, the domain's IDNA
+   A-label and U-label forms the same (:func:`address_keys`). Only recipients the report's kind is about
+   are asked (a failure report's recipients that were delivered, relayed or expanded are not; those whose
+   own outcome is the report's come first), and of each its Original-Recipient (the address we sent to,
+   RFC 3464 sec. 2.3.1) before its Final-Recipient (where a forwarding server sent it on).
 
 The contact who was mailed is the message's contact, whatever address the report names. An address the
 report names that is not that contact's (a forwarding target, a list expansion) is returned in
@@ -18,16 +21,17 @@ report names that is not that contact's (a forwarding target, a list expansion) 
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import idna
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session as DbSession
 
 from mailer.audience.contacts import email_key
-from mailer.delivery.reports import Report
+from mailer.delivery.reports import Report, recipient_kind
 from mailer.delivery.verp import ReturnPath
-from mailer.store.models import Contact, Message, MessageStatus, message_id_among
+from mailer.store.models import Contact, Message, MessageStatus, ReportKind, message_id_among
 
 
 @dataclass(frozen=True)
@@ -66,11 +70,40 @@ def address_keys(address: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(email_key(f"{local}@{form}") for form in forms))
 
 
+_SUCCESS = frozenset({"delivered", "relayed", "expanded"})  # RFC 3464 actions that are no failure
+_FAILURES = (ReportKind.HARD, ReportKind.SOFT, ReportKind.DELAYED)
+MAX_IDS_PER_QUERY = 500  # ids asked for in one query: a report may hold any number (parameter limits)
+
+
 def _named(report: Report) -> list[str]:
     names: list[str] = []
     for recipient in report.recipients:
         names.extend(a for a in (recipient.address, recipient.original) if a)
     return list(dict.fromkeys(names))
+
+
+def _candidates(report: Report) -> list[str]:
+    """The addresses a report is about, in the order they are looked up (see the module docstring, 4)."""
+    recipients = list(report.recipients)
+    if report.kind in _FAILURES:
+        recipients = [r for r in recipients if r.action.lower() not in _SUCCESS]
+        recipients.sort(key=lambda r: 0 if r.action == "" or recipient_kind(r) is report.kind else 1)
+    names: list[str] = []
+    for recipient in recipients:
+        names.extend(a for a in (recipient.original, recipient.address) if a)
+    return list(dict.fromkeys(names))
+
+
+def _first_message(
+    db: DbSession, condition: Callable[[Sequence[str]], ColumnElement[bool]], ids: Sequence[str]
+) -> Message | None:
+    """The first message (by row) meeting ``condition`` on a slice of ``ids``, asked a slice at a time."""
+    for start in range(0, len(ids), MAX_IDS_PER_QUERY):
+        chunk = ids[start : start + MAX_IDS_PER_QUERY]
+        message = db.scalars(select(Message).where(condition(chunk)).order_by(Message.id).limit(1)).first()
+        if message is not None:
+            return message
+    return None
 
 
 def _last_message_to(db: DbSession, contact: Contact) -> Message | None:
@@ -98,17 +131,15 @@ def attribute(db: DbSession, report: Report, return_path: ReturnPath | None) -> 
                 matched_by = "verp"
                 break
     if message is None and report.message_ids:
-        message = db.scalars(select(Message).where(message_id_among(report.message_ids)).limit(1)).first()
+        message = _first_message(db, message_id_among, report.message_ids)
         matched_by = "message-id" if message is not None else ""
     if message is None and report.provider_ids:
-        message = db.scalars(
-            select(Message).where(Message.provider_id.in_(report.provider_ids)).order_by(Message.id).limit(1)
-        ).first()
+        message = _first_message(db, Message.provider_id.in_, report.provider_ids)
         matched_by = "provider-id" if message is not None else ""
     named = _named(report)
     contact = message.contact if message is not None else None
     if contact is None:
-        for address in named:
+        for address in _candidates(report):
             keys = address_keys(address)
             contact = db.scalars(select(Contact).where(Contact.email_key.in_(keys)).limit(1)).first()
             if contact is not None:

@@ -60,11 +60,13 @@ class ReportTally:
         return sum(self.kinds[kind.value] for kind in kinds)
 
 
-def read_mailbox(path: Path) -> Iterator[tuple[str, bytes]]:
+def read_mailbox(path: Path, unreadable: list[str] | None = None) -> Iterator[tuple[str, bytes]]:
     """(key, raw bytes) of every message of a Maildir (a folder with cur/ or new/) or an mbox file.
 
-    Raises ImportFileError when ``path`` is neither: a folder without cur/ and new/, a file that does not
-    start with an mbox ``From`` line (``README.md: not an mbox``), or nothing at all.
+    A Maildir entry that cannot be read (a folder, a dangling link, no permission) is skipped, logged and
+    named in ``unreadable`` (``"<key>: cannot read: <error>"``) when given. Raises ImportFileError when
+    ``path`` is neither: a folder without cur/ and new/, a file that does not start with an mbox ``From``
+    line (``README.md: not an mbox``), or nothing at all.
     """
     if path.is_dir():
         if not (path / "cur").is_dir() and not (path / "new").is_dir():
@@ -81,7 +83,14 @@ def read_mailbox(path: Path) -> Iterator[tuple[str, bytes]]:
     else:
         raise ImportFileError(f"{path}: no such file or folder")
     for key in box.keys():  # noqa: SIM118 - iterating a Mailbox gives messages, not keys
-        yield str(key), box.get_bytes(key)
+        try:
+            raw = box.get_bytes(key)
+        except OSError as exc:
+            log.warning("bounce report %s in %s cannot be read: %s", key, path, exc)
+            if unreadable is not None:
+                unreadable.append(f"{key}: cannot read: {exc.strerror or exc}")
+            continue
+        yield str(key), raw
 
 
 def handle_batch(
@@ -117,19 +126,24 @@ def handle_batch(
 
 
 def import_reports(db: DbSession, path: Path, now: datetime, *, policy: Policy) -> ReportTally:
-    """Handle every message of the mbox or Maildir at ``path`` (caller commits).
+    """Handle every message of the mbox or Maildir at ``path`` (caller commits); one that cannot be read is
+    counted as read and unparsed, and the others are handled.
 
     Raises ImportFileError when ``path`` is no mailbox (see :func:`read_mailbox`), before anything is read,
     and NaiveDatetimeError for a naive ``now``.
     """
     now = require_aware(now, "now")
-    reports = read_mailbox(path)
+    unreadable: list[str] = []
+    reports = read_mailbox(path, unreadable)
     first = next(reports, None)
-    if first is None:
-        return ReportTally()
+    tally = ReportTally()
+    if first is not None:
 
-    def everything() -> Iterator[tuple[str, bytes]]:
-        yield first
-        yield from reports
+        def everything() -> Iterator[tuple[str, bytes]]:
+            yield first
+            yield from reports
 
-    return handle_batch(db, everything(), now, policy=policy, source=str(path))
+        handle_batch(db, everything(), now, policy=policy, source=str(path), tally=tally)
+    tally.read += len(unreadable)
+    tally.unparsed.extend(unreadable)
+    return tally

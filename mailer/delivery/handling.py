@@ -4,7 +4,8 @@
                   -> bounced, its address suppressed with reason ``hard-bounce``
     complaint     the contact -> unsubscribed, its address suppressed with reason ``complaint``
     soft bounce   logged on the message; after ``soft_limit`` soft bounces for the contact spread over at
-                  least ``soft_period``, suppressed with reason ``soft-bounce``
+                  least ``soft_period`` (since staff last lifted its suppression), suppressed with reason
+                  ``soft-bounce``
     delayed       logged on the message, nothing else
     delivered     (a provider's event) logged on the message as delivered, nothing else
     auto-reply,   recorded only
@@ -31,7 +32,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from mailer.config import Settings
 from mailer.delivery.attribution import Attribution, attribute
-from mailer.delivery.reports import Report, parse_report
+from mailer.delivery.reports import Report, parse_report, storable, storable_report
 from mailer.delivery.verp import ReturnPath, return_path_for
 from mailer.store.models import (
     BounceReport,
@@ -41,6 +42,7 @@ from mailer.store.models import (
     MessageStatus,
     ReportKind,
     Suppression,
+    SuppressionLift,
 )
 from mailer.store.outbox import log_event, suppress
 from mailer.timeline.clock import require_aware
@@ -111,12 +113,17 @@ def _suppress(db: DbSession, contact: Contact, reason: str, detail: str, now: da
 
 
 def _soft_bounces_due(db: DbSession, contact: Contact, policy: Policy) -> bool:
+    """True when the contact's soft bounces reach the policy; those that happened before staff last lifted
+    the address's suppression are not counted (staff judged them)."""
+    when = func.coalesce(BounceReport.arrived_at, BounceReport.received_at)
+    conditions = [BounceReport.contact_id == contact.id, BounceReport.kind == ReportKind.SOFT]
+    lifted = db.scalar(
+        select(func.max(SuppressionLift.lifted_at)).where(SuppressionLift.email_key == contact.email_key)
+    )
+    if lifted is not None:
+        conditions.append(when > lifted)
     count, first, last = db.execute(
-        select(
-            func.count(BounceReport.id),
-            func.min(func.coalesce(BounceReport.arrived_at, BounceReport.received_at)),
-            func.max(func.coalesce(BounceReport.arrived_at, BounceReport.received_at)),
-        ).where(BounceReport.contact_id == contact.id, BounceReport.kind == ReportKind.SOFT)
+        select(func.count(BounceReport.id), func.min(when), func.max(when)).where(*conditions)
     ).one()
     return bool(count >= policy.soft_limit and first is not None and last - first >= policy.soft_period)
 
@@ -207,6 +214,8 @@ def apply_report(
     done = _handled_before(db, key)
     if done is not None:
         return done
+    report = storable_report(report)  # a provider's event too: nothing the store refuses
+    source = storable(source)  # a file name need not be UTF-8
     row = db.scalar(select(BounceReport).where(BounceReport.fingerprint == key))
     if report.kind in _ATTRIBUTED:
         found = attribute(db, report, policy.return_path)
@@ -262,8 +271,8 @@ def record_failure(db: DbSession, raw: bytes, now: datetime, *, source: str, err
         row = BounceReport(fingerprint=key, received_at=now)
         db.add(row)
     row.kind = ReportKind.UNPARSED
-    row.error = error[:2000]
-    row.source = source[:400]
+    row.error = storable(error)[:2000]
+    row.source = storable(source)[:400]
     row.outcome = "not applied: kept for another try"
     row.received_at = now
 

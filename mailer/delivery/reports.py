@@ -3,7 +3,8 @@
 Kinds recognised, most specific first:
 
 - complaint: an ARF feedback report (RFC 5965: ``multipart/report; report-type=feedback-report``, a
-  ``message/feedback-report`` part);
+  ``message/feedback-report`` part), unless its Feedback-Type says the recipient did not complain
+  (``not-spam``, ``auth-failure``: :data:`NOT_COMPLAINTS`), which is an ordinary message;
 - delivery status: RFC 3464 ``message/delivery-status`` and RFC 6533 ``message/global-delivery-status``
   (UTF-8 addresses, ``utf-8;`` address type, ``\\x{HHHH}`` escapes), one field block per recipient: ``Action:
   failed`` with a 5.x.x status is hard, with 4.x.x soft, ``Action: delayed`` a warning;
@@ -153,12 +154,21 @@ def _blocks(part: email.message.Message) -> list[dict[str, str]]:
     return blocks
 
 
+def _unescaped(match: re.Match[str]) -> str:
+    """The character a ``\\x{HHHH}`` escape names; the escape itself when it names no character (a surrogate,
+    beyond U+10FFFF) or a control character, which no address holds."""
+    code = int(match.group(1), 16)
+    if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF or code < 0x20 or code == 0x7F:
+        return match.group(0)
+    return chr(code)
+
+
 def _address(value: str) -> str:
     """``rfc822; a@b.example`` or ``utf-8; j\\x{E9}@b.example`` -> the address itself."""
     kind, semi, rest = value.partition(";")
     address = rest if semi else kind
     if semi and kind.strip().lower() == "utf-8":
-        address = _UNICODE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), address)
+        address = _UNICODE_ESCAPE.sub(_unescaped, address)
     return address.strip().strip("<>").strip()
 
 
@@ -168,11 +178,13 @@ def _after_type(value: str) -> str:
 
 
 def _date(value: str) -> datetime | None:
+    """A date header as an aware UTC datetime; None when it cannot be read or is out of range in UTC
+    (``Fri, 31 Dec 9999 23:59:00 -0100``)."""
     try:
         moment = email.utils.parsedate_to_datetime(value)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _bodies(message: email.message.Message) -> list[tuple[str, str]]:
@@ -261,7 +273,7 @@ def _dsn(message: email.message.Message, base: Report) -> Report | None:
             )
     kind = ReportKind.OTHER
     for recipient in recipients:
-        found = _recipient_kind(recipient)
+        found = recipient_kind(recipient)
         if found is not None and _SEVERITY[found] > _SEVERITY.get(kind, 0):
             kind = found
     return replace(
@@ -273,12 +285,25 @@ def _dsn(message: email.message.Message, base: Report) -> Report | None:
     )
 
 
-def _recipient_kind(recipient: Recipient) -> ReportKind | None:
+def recipient_kind(recipient: Recipient) -> ReportKind | None:
+    """What one DSN recipient's block says: hard or soft failure, delay, or None (no failure)."""
     if recipient.action == "delayed":
         return ReportKind.DELAYED
     if recipient.action == "failed":
         return ReportKind.SOFT if recipient.status.startswith("4") else ReportKind.HARD
     return None  # delivered, relayed, expanded: no failure
+
+
+# Feedback types (RFC 5965 sec. 7.3 registry) by which a reporter says the recipient did *not* complain:
+# "not-spam" (RFC 6430: the recipient moved it out of the spam folder) and "auth-failure" (RFC 6591: the
+# message failed SPF or DKIM checks, a report about our sending, or about a forgery of it).
+NOT_COMPLAINTS = frozenset({"not-spam", "auth-failure"})
+
+
+def complaint_kind(feedback_type: str) -> ReportKind:
+    """COMPLAINT for a feedback report of ``feedback_type`` (abuse, fraud, virus, other, ...), OTHER (recorded,
+    nothing done) for the types in :data:`NOT_COMPLAINTS`."""
+    return ReportKind.OTHER if feedback_type.strip().lower() in NOT_COMPLAINTS else ReportKind.COMPLAINT
 
 
 def _complaint(message: email.message.Message, base: Report) -> Report | None:
@@ -297,7 +322,7 @@ def _complaint(message: email.message.Message, base: Report) -> Report | None:
     named = _address(fields.get("original-rcpt-to", ""))
     return replace(
         base,
-        kind=ReportKind.COMPLAINT,
+        kind=complaint_kind(fields["feedback-type"]),
         recipients=(Recipient(named, diagnostic=fields.get("feedback-type", "abuse")),) if named else (),
         reporting_mta=_after_type(fields.get("reporting-mta", "")) or base.reporting_mta,
         arrived_at=_date(fields.get("arrival-date", "")) or base.arrived_at,
@@ -325,8 +350,53 @@ def _looks_like_bounce(message: email.message.Message) -> bool:
     )
 
 
+def storable(text: str) -> str:
+    """``text`` as any store keeps it: a NUL character (PostgreSQL's text refuses it) and a lone surrogate
+    (not UTF-8) become U+FFFD, so an address holding one never matches a real one."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    return text
+
+
+def storable_report(report: Report) -> Report:
+    """``report`` with every text :func:`storable`: what the bytes or a provider's event said, never a
+    value the store refuses (which would stop a whole batch of reports as if the store had failed)."""
+
+    def each(values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(storable(value) for value in values)
+
+    return replace(
+        report,
+        recipients=tuple(
+            Recipient(
+                storable(r.address),
+                storable(r.original),
+                storable(r.action),
+                storable(r.status),
+                storable(r.diagnostic),
+            )
+            for r in report.recipients
+        ),
+        sent_to=each(report.sent_to),
+        message_ids=each(report.message_ids),
+        provider_ids=each(report.provider_ids),
+        reporting_mta=storable(report.reporting_mta),
+        feedback_type=storable(report.feedback_type),
+        errors=each(report.errors),
+    )
+
+
 def parse_report(raw: bytes) -> Report:
-    """What the message ``raw`` (RFC 5322 bytes, as stored in a mailbox) reports. Never raises."""
+    """What the message ``raw`` (RFC 5322 bytes, as stored in a mailbox) reports, every text
+    :func:`storable`. Never raises."""
+    return storable_report(_parse(raw))
+
+
+def _parse(raw: bytes) -> Report:
     errors: list[str] = []
     try:
         message = email.message_from_bytes(raw)
@@ -339,7 +409,10 @@ def parse_report(raw: bytes) -> Report:
             reporting_mta=sender_domain,
             arrived_at=_date(_text(message.get("Date", ""))),
         )
-        found = _complaint(message, base) or _dsn(message, base)
+        feedback = _complaint(message, base)
+        if feedback is not None:  # a complaint, or a feedback report that is none (not-spam): nothing else
+            return feedback
+        found = _dsn(message, base)
         if found is not None and found.kind is not ReportKind.OTHER:
             return found
     except Exception as exc:  # noqa: BLE001 - a report that breaks the reader is kept as unparsed

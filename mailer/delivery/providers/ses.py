@@ -49,7 +49,7 @@ from mailer.delivery.providers.events import (
     text,
     timestamp,
 )
-from mailer.delivery.reports import Recipient, Report
+from mailer.delivery.reports import Recipient, Report, complaint_kind
 from mailer.errors import WebhookRefusedError
 from mailer.store.models import ReportKind
 from mailer.timeline.clock import require_aware
@@ -264,7 +264,7 @@ def _complaint(complaint: object, base: Report) -> Report:
         for entry in _entries(data.get("complainedRecipients"))
     )
     return Report(
-        kind=ReportKind.COMPLAINT,
+        kind=complaint_kind(feedback),
         recipients=recipients,
         message_ids=base.message_ids,
         provider_ids=base.provider_ids,
