@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
@@ -14,10 +14,11 @@ import pytest
 from mailer.app import App
 from mailer.service import Service
 from mailer.store.engine import transaction
-from mailer.store.models import TokenScope
+from mailer.store.models import MessageStatus, TokenScope
 from mailer.store.tokens import create_token, revoke_token
 from mailer.timeline.clock import VirtualClock
 from mailer.web.api import ENDPOINTS
+from mailer.web.api.models import LogStatus
 from mailer.web.server import ThreadedServer
 from tests.factories import add_contact, register
 from tests.test_web_support import INVITATION_AT, signing_secret
@@ -230,3 +231,27 @@ def test_a_queuing_whose_messages_would_be_skipped_on_arrival_needs_queue_late(
     queued = api.post("/api/v1/waves", headers=write, json={**late, "queue_late": True})
     assert queued.status_code == 201
     assert (queued.json()["added"], queued.json()["skipped"]) == (3, 3)
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        ({"wave": "abc"}, "query.wave: String should match pattern '^[0-9]*$'"),
+        ({"wave": "-1"}, "query.wave: String should match pattern '^[0-9]*$'"),
+        ({"status": "snet"}, "query.status: Input should be "),
+    ],
+)
+def test_a_log_filter_the_api_cannot_apply_is_refused(
+    api: httpx.Client, tokens: dict[str, str], params: dict[str, str], error: str
+) -> None:
+    """A wave that is not a number used to be dropped (the whole log came back as that wave's) and an unknown
+    status matched nothing (an empty page, as if no message had it): both are a 422 naming the parameter."""
+    answer = api.get("/api/v1/log", params=params, headers=bearer(tokens["read"]))
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"].startswith(error)
+    wave_id = api.get("/api/v1/waves", headers=bearer(tokens["read"])).json()["waves"][0]["id"]
+    found = api.get(
+        "/api/v1/log", params={"wave": str(wave_id), "status": "queued"}, headers=bearer(tokens["read"])
+    )
+    assert len(found.json()["items"]) == 5
+    assert set(get_args(LogStatus)) == {""} | {str(status) for status in MessageStatus}

@@ -104,15 +104,21 @@ class WaveChangeOut(BaseModel):
     touched: int
 
 
+# a message's statuses (mailer.store.models.MessageStatus), "" for any
+LogStatus = Literal[
+    "", "queued", "sending", "sent", "deferred", "failed", "bounced", "suppressed", "skipped", "held"
+]
+
+
 class LogQuery(Strict):
     session: str = Field(default="", max_length=200)
     step: str = Field(default="", max_length=200)
-    status: str = Field(default="", max_length=200)
+    status: LogStatus = ""
     language: str = Field(default="", max_length=200)
     region: str = Field(default="", max_length=200)
     address: str = Field(default="", max_length=200)
     q: str = Field(default="", max_length=200)
-    wave: str = Field(default="", max_length=20)
+    wave: str = Field(default="", max_length=20, pattern="^[0-9]*$", description="A wave's id.")
     cursor: int | None = Cursor
     limit: int = Limit
 
