@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from mailer.app import App
+from mailer.audience.import_log import list_imports
 from mailer.service import Service
 from mailer.store.engine import transaction
 from mailer.store.models import MessageStatus, TokenScope
@@ -161,6 +162,7 @@ def test_the_organisers_commands_through_the_api(api: httpx.Client, tokens: dict
         "unchanged": 0,
         "duplicates": 0,
         "rejected": [{"line": 3, "reason": "An email address must have an @-sign."}],
+        "replaced": [],
     }
     saved = api.post("/api/v1/contacts", headers=write, json=BODIES["save_contact"]).json()
     assert saved["outcome"] == "created"
@@ -255,3 +257,39 @@ def test_a_log_filter_the_api_cannot_apply_is_refused(
     )
     assert len(found.json()["items"]) == 5
     assert set(get_args(LogStatus)) == {""} | {str(status) for status in MessageStatus}
+
+
+def test_a_cell_the_import_replaced_is_reported_and_the_import_names_its_token(
+    app: App, api: httpx.Client, tokens: dict[str, str]
+) -> None:
+    """The file import reports every cell it could not use ("language 'Klingon' not recognised; en used"): the
+    API said nothing of it, so a client was told "created" while the language it sent was dropped. And its
+    imports were recorded with nobody as their author."""
+    write = bearer(tokens["write"])
+    person = {
+        "email": "kai@parliament.example",
+        "region": "africa",
+        "language": "Klingon",
+        "time_zone": "Mars/Base",
+    }
+    saved = api.post("/api/v1/contacts", headers=write, json=person).json()
+    assert saved["outcome"] == "created"
+    assert saved["replaced"] == [
+        {"line": 2, "column": "language", "value": "Klingon", "used": "en", "problem": "not recognised"},
+        {
+            "line": 2,
+            "column": "time zone",
+            "value": "Mars/Base",
+            "used": "Africa/Lagos",
+            "problem": "not recognised",
+        },
+    ]
+    upload = {
+        "filename": "kenya.csv",
+        "content": "Email,Country,Language\nwanjiru@parliament.example,Kenya,Elvish\n",
+    }
+    imported = api.post("/api/v1/lists/africa/import", headers=write, json=upload).json()
+    assert imported["replaced"] == [
+        {"line": 2, "column": "language", "value": "Elvish", "used": "en", "problem": "not recognised"}
+    ]
+    assert {view.imported_by for view in list_imports(app.factory)} == {"api:ci-write"}

@@ -202,11 +202,22 @@ class ContactIn(Strict):
     time_zone: str = Field(default="", max_length=64)
 
 
+class ReplacedCell(BaseModel):
+    """A cell the import could not use (the row was kept): what it held, what is used instead, and why."""
+
+    line: int
+    column: str
+    value: str
+    used: str
+    problem: str
+
+
 class ContactSaved(BaseModel):
     """The contact after adding or updating it (the file import's rules)."""
 
     outcome: Literal["created", "updated", "unchanged"]
     contact: ContactOut
+    replaced: list[ReplacedCell] = Field(description="Cells not understood: the value used instead.")
 
 
 class SuppressIn(Strict):
@@ -265,3 +276,6 @@ class ImportOut(BaseModel):
     unchanged: int
     rejected: list[RejectedRow]
     duplicates: int
+    replaced: list[ReplacedCell] = Field(
+        description="Cells not understood (contact files; the rows were imported)."
+    )
