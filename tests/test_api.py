@@ -293,3 +293,15 @@ def test_a_cell_the_import_replaced_is_reported_and_the_import_names_its_token(
         {"line": 2, "column": "language", "value": "Elvish", "used": "en", "problem": "not recognised"}
     ]
     assert {view.imported_by for view in list_imports(app.factory)} == {"api:ci-write"}
+
+
+def test_a_send_time_without_an_offset_is_a_validation_error(
+    api: httpx.Client, tokens: dict[str, str]
+) -> None:
+    """README: 409 is a change the state refuses, 422 a request not valid; a naive time was answered 409."""
+    naive = {**BODIES["queue"], "at": "2021-06-22T13:00:00"}
+    answer = api.post("/api/v1/waves", headers=bearer(tokens["write"]), json=naive)
+    assert (answer.status_code, answer.json()) == (
+        422,
+        {"error": "at: give an offset, e.g. 2021-06-01T09:00-03:00"},
+    )
