@@ -36,9 +36,9 @@ def make_engine(url: str, *, busy_timeout: float = SQLITE_BUSY_TIMEOUT, **option
     Raises sqlalchemy's ArgumentError for a URL it cannot read or a database of another kind.
     """
     if url.startswith("sqlite"):
-        path = url.split("sqlite:///", 1)[-1]
-        if path and path != ":memory:" and not path.startswith("file:"):
-            private_file(Path(path))
+        path = sqlite_path(url)  # None in memory ("sqlite://", "sqlite:///:memory:")
+        if path is not None and not str(path).startswith("file:"):
+            private_file(path)
         engine = create_engine(url, connect_args={"timeout": busy_timeout}, **options)
 
         @event.listens_for(engine, "connect")
