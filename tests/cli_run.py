@@ -9,7 +9,7 @@ from mailer.cli import cli
 from tests.conftest import ROOT
 
 
-def run_cli(app: App, *args: str, catch_exceptions: bool = False) -> Result:
-    """``mailer --config <the repository's config> --database-url <app's store> *args``. An exception escapes unless ``catch_exceptions`` (then it is ``result.exception``)."""
+def run_cli(app: App, *args: str, catch_exceptions: bool = False, input: str | None = None) -> Result:
+    """``mailer --config <the repository's config> --database-url <app's store> *args``. An exception escapes unless ``catch_exceptions`` (then it is ``result.exception``); ``input`` is standard input."""
     base = ["--config", str(ROOT / "config"), "--database-url", app.settings.database_url]
-    return CliRunner().invoke(cli, [*base, *args], catch_exceptions=catch_exceptions)
+    return CliRunner().invoke(cli, [*base, *args], catch_exceptions=catch_exceptions, input=input)

@@ -6,18 +6,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
 
 from mailer.app import App
+from mailer.audience.import_log import list_imports
 from mailer.service import Service
 from mailer.store.engine import transaction
-from mailer.store.models import TokenScope
+from mailer.store.models import MessageStatus, TokenScope
 from mailer.store.tokens import create_token, revoke_token
 from mailer.timeline.clock import VirtualClock
 from mailer.web.api import ENDPOINTS
+from mailer.web.api.models import LogStatus
 from mailer.web.server import ThreadedServer
 from tests.factories import add_contact, register
 from tests.test_web_support import INVITATION_AT, signing_secret
@@ -160,6 +162,7 @@ def test_the_organisers_commands_through_the_api(api: httpx.Client, tokens: dict
         "unchanged": 0,
         "duplicates": 0,
         "rejected": [{"line": 3, "reason": "An email address must have an @-sign."}],
+        "replaced": [],
     }
     saved = api.post("/api/v1/contacts", headers=write, json=BODIES["save_contact"]).json()
     assert saved["outcome"] == "created"
@@ -230,3 +233,75 @@ def test_a_queuing_whose_messages_would_be_skipped_on_arrival_needs_queue_late(
     queued = api.post("/api/v1/waves", headers=write, json={**late, "queue_late": True})
     assert queued.status_code == 201
     assert (queued.json()["added"], queued.json()["skipped"]) == (3, 3)
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        ({"wave": "abc"}, "query.wave: String should match pattern '^[0-9]*$'"),
+        ({"wave": "-1"}, "query.wave: String should match pattern '^[0-9]*$'"),
+        ({"status": "snet"}, "query.status: Input should be "),
+    ],
+)
+def test_a_log_filter_the_api_cannot_apply_is_refused(
+    api: httpx.Client, tokens: dict[str, str], params: dict[str, str], error: str
+) -> None:
+    """A wave that is not a number used to be dropped (the whole log came back as that wave's) and an unknown
+    status matched nothing (an empty page, as if no message had it): both are a 422 naming the parameter."""
+    answer = api.get("/api/v1/log", params=params, headers=bearer(tokens["read"]))
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"].startswith(error)
+    wave_id = api.get("/api/v1/waves", headers=bearer(tokens["read"])).json()["waves"][0]["id"]
+    found = api.get(
+        "/api/v1/log", params={"wave": str(wave_id), "status": "queued"}, headers=bearer(tokens["read"])
+    )
+    assert len(found.json()["items"]) == 5
+    assert set(get_args(LogStatus)) == {""} | {str(status) for status in MessageStatus}
+
+
+def test_a_cell_the_import_replaced_is_reported_and_the_import_names_its_token(
+    app: App, api: httpx.Client, tokens: dict[str, str]
+) -> None:
+    """The file import reports every cell it could not use ("language 'Klingon' not recognised; en used"): the
+    API said nothing of it, so a client was told "created" while the language it sent was dropped. And its
+    imports were recorded with nobody as their author."""
+    write = bearer(tokens["write"])
+    person = {
+        "email": "kai@parliament.example",
+        "region": "africa",
+        "language": "Klingon",
+        "time_zone": "Mars/Base",
+    }
+    saved = api.post("/api/v1/contacts", headers=write, json=person).json()
+    assert saved["outcome"] == "created"
+    assert saved["replaced"] == [
+        {"line": 2, "column": "language", "value": "Klingon", "used": "en", "problem": "not recognised"},
+        {
+            "line": 2,
+            "column": "time zone",
+            "value": "Mars/Base",
+            "used": "Africa/Lagos",
+            "problem": "not recognised",
+        },
+    ]
+    upload = {
+        "filename": "kenya.csv",
+        "content": "Email,Country,Language\nwanjiru@parliament.example,Kenya,Elvish\n",
+    }
+    imported = api.post("/api/v1/lists/africa/import", headers=write, json=upload).json()
+    assert imported["replaced"] == [
+        {"line": 2, "column": "language", "value": "Elvish", "used": "en", "problem": "not recognised"}
+    ]
+    assert {view.imported_by for view in list_imports(app.factory)} == {"api:ci-write"}
+
+
+def test_a_send_time_without_an_offset_is_a_validation_error(
+    api: httpx.Client, tokens: dict[str, str]
+) -> None:
+    """README: 409 is a change the state refuses, 422 a request not valid; a naive time was answered 409."""
+    naive = {**BODIES["queue"], "at": "2021-06-22T13:00:00"}
+    answer = api.post("/api/v1/waves", headers=bearer(tokens["write"]), json=naive)
+    assert (answer.status_code, answer.json()) == (
+        422,
+        {"error": "at: give an offset, e.g. 2021-06-01T09:00-03:00"},
+    )

@@ -102,6 +102,20 @@ def test_a_reading_command_refuses_an_empty_postgresql_database(run, postgres_ur
     assert "(the database holds no mailer tables): check --database-url" in result.err
 
 
+@pytest.mark.parametrize(
+    "command", [["log"], ["api-tokens", "create", "crm", "--scope", "read"]], ids=" ".join
+)
+@pytest.mark.parametrize("url", ["mysql://mailer@127.0.0.1/mailer", "mssql+pyodbc://mailer@127.0.0.1/mailer"])
+def test_a_store_of_another_kind_is_refused_in_one_line(run, url: str, command: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """A MySQL URL used to end in "ModuleNotFoundError: No module named 'MySQLdb'" and a traceback."""
+    result = run("--database-url", url, *command)
+    assert result.code == 2 and "Traceback" not in result.err
+    assert result.err.startswith(
+        f"error: cannot open the store: {url.partition(':')[0].partition('+')[0]!r} is not a store the mailer"
+        " keeps: use SQLite (sqlite:///...) or PostgreSQL (postgresql+psycopg://...)"
+    ), result.err
+
+
 def test_a_writing_command_still_makes_a_new_store(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     store = tmp_path / "new" / "mailer.db"
     result = run("--database-url", f"sqlite:///{store}", "sessions", "sync")

@@ -273,3 +273,34 @@ def test_trusted_proxies_are_addresses_or_networks(tmp_path: Path) -> None:
         "web.trusted_proxies",
         "not an IP address or network: 'proxy.example.org'",
     )
+
+
+@pytest.mark.parametrize(
+    "base_url", ["mailer.example.org", "127.0.0.1:8080", "ftp://mailer.example.org", "https://", "https:///x"]
+)
+def test_a_base_url_that_links_cannot_use_stops_loading(tmp_path: Path, base_url: str) -> None:
+    """Every participant link and List-Unsubscribe is the base URL plus a path: without an http(s) scheme and
+    a host they would be relative or unopenable ("mailer.example.org/u/..."), so the config is refused."""
+    config = _config_with(
+        tmp_path, "mailer.toml", 'base_url = "http://127.0.0.1:8080"', f'base_url = "{base_url}"'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, database_url="sqlite:///:memory:")
+    assert (Path(caught.value.path).name, caught.value.key) == ("mailer.toml", "web.base_url")
+    assert caught.value.problem == f"{base_url!r} is not an http:// or https:// address with a host"
+    assert "https://mailer.example.org" in caught.value.fix
+
+
+def test_a_base_url_override_that_links_cannot_use_stops_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILER_BASE_URL", "mailer.example.org")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_config_with(tmp_path, "mailer.toml", "", ""), database_url="sqlite:///:memory:")
+    assert (caught.value.path, caught.value.key) == ("$MAILER_BASE_URL", "")
+    monkeypatch.setenv("MAILER_BASE_URL", "https://mailer.example.org/webinars/")
+    (tmp_path / "ok").mkdir()
+    settings = load_settings(
+        _config_with(tmp_path / "ok", "mailer.toml", "", ""), database_url="sqlite:///:memory:"
+    )
+    assert settings.web.base_url == "https://mailer.example.org/webinars"

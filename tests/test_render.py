@@ -1017,3 +1017,30 @@ def test_sessions_list_names_the_known_sessions_for_an_unknown_one(
 ) -> None:
     code, out, err = run_cli(monkeypatch, capsys, tmp_path, "sessions", "list", "--session", "latam-2022")
     assert code == 2 and "unknown session 'latam-2022'" in err and "latin-america-2022" in err and out == ""
+
+
+@pytest.mark.parametrize("option", ["--eml", "--html"])
+def test_preview_to_a_file_that_cannot_be_written_is_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, option: str
+) -> None:
+    """A folder that does not exist used to end in a FileNotFoundError traceback."""
+    target = tmp_path / "no-such-folder" / "m.out"
+    code, _out, err = run_cli(
+        monkeypatch,
+        capsys,
+        tmp_path,
+        "preview",
+        "--session",
+        "africa-2021",
+        "--step",
+        "invitation",
+        "--language",
+        "en",
+        option,
+        str(target),
+    )
+    assert code == 1 and "Traceback" not in err, err
+    assert err == (
+        f"Error: cannot write {option} {target}: No such file or directory (give a file in a folder you can"
+        " write to)\n"
+    )

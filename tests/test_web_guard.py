@@ -22,7 +22,7 @@ from mailer.store.models import StaffRole
 from mailer.timeline.clock import VirtualClock
 from mailer.web.auth import MAX_FORM_BYTES, GuardMiddleware, csrf_token, session_token, sign_in
 from mailer.web.sessions import SessionPolicy, end_session, start_session
-from mailer.web.users import add_user
+from mailer.web.users import add_user, get_user
 
 NOW = datetime(2021, 7, 1, 12, 0, tzinfo=UTC)
 PUBLIC = "https://webinars.example.org"
@@ -437,3 +437,25 @@ def test_after_the_checked_body_the_route_hears_the_clients_disconnect() -> None
         {"type": "http.request", "body": b"a=1", "more_body": False},
         {"type": "http.disconnect"},
     ]
+
+
+def test_an_account_address_that_is_not_one_is_refused_by_the_command_line(app: App) -> None:
+    """`users add --email 'carl at example'` used to create the account: the address failed only later, when
+    the organiser sent a test to themselves ("not sent: not an email address")."""
+    from tests.cli_run import run_cli
+
+    PASSWORD = "correct horse battery staple\n"
+
+    added = run_cli(
+        app, "users", "add", "carl", "--email", "carl at example", "--password-stdin", input=PASSWORD
+    )
+    assert added.exit_code == 1, added.output
+    assert "Error: email 'carl at example' is not an email address: " in added.output
+    ok = run_cli(
+        app, "users", "add", "carl", "--email", " Carl@Example.org ", "--password-stdin", input=PASSWORD
+    )
+    assert ok.exit_code == 0, ok.output
+    changed = run_cli(app, "users", "set", "carl", "--email", "x y")
+    assert changed.exit_code == 1 and "Error: email 'x y' is not an email address: " in changed.output
+    with transaction(app.factory) as db:
+        assert get_user(db, "carl").email == "Carl@example.org"

@@ -387,3 +387,19 @@ def test_the_sqlite_store_and_its_journal_files_are_private(tmp_path: Path, umas
     path.chmod(0o644)  # made by an older version: tightened on the next start
     open_app(settings).close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_store_leaves_no_file_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """`sqlite://` (SQLAlchemy's own in-memory URL) used to leave an empty file named "sqlite:" in the current
+    folder: the file's path was read as what follows "sqlite:///", and that URL has none."""
+    from mailer.store.engine import make_engine
+
+    monkeypatch.chdir(tmp_path)
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        connection.exec_driver_sql("SELECT 1")
+    engine.dispose()
+    assert list(tmp_path.iterdir()) == []

@@ -385,3 +385,17 @@ def test_a_large_upload_is_imported_in_the_background_with_a_progress_page(
             )
         ), shown.group(1)
         assert count(app, Registration) == 0
+
+
+def test_a_check_without_a_file_asks_for_one(app: App, web: ThreadedServer, accounts: dict[str, str]) -> None:
+    """A form sent with no file chosen (the browser sends an empty part with no file name) used to answer
+    "404: no such upload", naming nothing the organiser did."""
+    with signed_in(web, "olga") as http:
+        token = csrf_of(http.get("/organise/imports").text)
+        form = {"csrf_token": token, "kind": "contacts", "target": "latin-america"}
+        for files in ({"file": ("", b"", "application/octet-stream")}, None):
+            answer = http.post("/organise/imports/check", data=form, files=files)
+            assert (answer.status_code, answer.text) == (
+                400,
+                "400: no file chosen: choose the export to import",
+            )

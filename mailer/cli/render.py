@@ -146,7 +146,7 @@ def preview(
     click.echo("")
     click.echo(rendered.text, nl=False)
     if html_path is not None:
-        html_path.write_text(rendered.html, encoding="utf-8")
+        _write(html_path, rendered.html.encode("utf-8"), "--html")
         click.echo(f"HTML written to {html_path}", err=True)
     if eml_path is not None:
         now = SystemClock().now()
@@ -162,8 +162,18 @@ def preview(
             unsubscribe_url=links["unsubscribe_url"] if links["unsubscribe_url"].startswith("http") else None,
             cancelled=step.kind is StepKind.NOTICE and extra.get("change") == "cancelled",
         )
-        eml_path.write_bytes(message.data)
+        _write(eml_path, message.data, "--eml")
         click.echo(f"Message written to {eml_path}", err=True)
+
+
+def _write(path: Path, data: bytes, option: str) -> None:
+    """Write ``data`` to ``path``, given as ``option``; a one-line error when it cannot be written."""
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot write {option} {path}: {exc.strerror or exc} (give a file in a folder you can write to)"
+        ) from None
 
 
 def fallback_warning(

@@ -118,8 +118,11 @@ def set_user(
     ctx: AppContext, username: str, role: str | None, email: str | None, active: bool | None
 ) -> None:
     """Change an account's role, address or whether it may sign in (a new role or disabling signs it out)."""
-    with transaction(ctx.app.factory) as db:
-        change_user(db, username, role=StaffRole(role) if role else None, email=email, active=active)
+    try:
+        with transaction(ctx.app.factory) as db:
+            change_user(db, username, role=StaffRole(role) if role else None, email=email, active=active)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"user {username} updated")
 
 

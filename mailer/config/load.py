@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mailer.config.bounces import read_bounces
 from mailer.config.hooks import read_webhooks
@@ -16,6 +17,7 @@ from mailer.config.reader import TableReader, read_toml, refuse_control_characte
 from mailer.config.series import load_series
 from mailer.config.settings import Region, Sender, Settings, WebSettings
 from mailer.config.smtp import read_dkim, read_smtp_routes, read_smtp_server
+from mailer.errors import ConfigError
 
 
 def default_config_dir() -> Path:
@@ -91,9 +93,7 @@ def load_settings(config_dir: Path | None = None, *, database_url: str | None = 
         enabled=web_table.get("enabled", bool, False),
         host=web_table.get("host", str, "127.0.0.1"),
         port=web_table.get("port", int, 8080),
-        base_url=_header_override(
-            "MAILER_BASE_URL", web_table.header_text("base_url", "http://127.0.0.1:8080")
-        ).rstrip("/"),
+        base_url=_base_url(web_table),
         secret_env=web_table.get("secret_env", str, "MAILER_SECRET_KEY"),
         trusted_proxies=_networks(web_table, "trusted_proxies"),
         session_idle=web_table.interval("session_idle", "2h"),
@@ -142,6 +142,24 @@ def _header_override(variable: str, file_value: str) -> str:
         return file_value
     refuse_control_characters(f"${variable}", "", os.environ[variable])
     return os.environ[variable]
+
+
+def _base_url(table: TableReader) -> str:
+    """``web.base_url`` (or ``$MAILER_BASE_URL``) without its trailing slash: every participant link is it plus
+    a path, so ConfigError unless it is an http:// or https:// address with a host."""
+    value = _header_override("MAILER_BASE_URL", table.header_text("base_url", "http://127.0.0.1:8080"))
+    try:
+        parts = urlsplit(value)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # e.g. an unclosed "[" or a port that is not a number
+        usable = False
+    if usable:
+        return value.rstrip("/")
+    problem = f"{value!r} is not an http:// or https:// address with a host"
+    fix = "give the address participants open, e.g. https://mailer.example.org"
+    if "MAILER_BASE_URL" in os.environ:
+        raise ConfigError("$MAILER_BASE_URL", "", problem, fix)
+    raise table.fail("base_url", problem, fix)
 
 
 def _absolute_sqlite_url(url: str, base_dir: Path) -> str:

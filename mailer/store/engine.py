@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
@@ -32,11 +33,12 @@ def make_engine(url: str, *, busy_timeout: float = SQLITE_BUSY_TIMEOUT, **option
     gives its -wal and -shm files the same mode), WAL journaling (readers never wait for the writer), a busy
     timeout of ``busy_timeout`` seconds for writers and foreign keys on; they suit one sending process, every
     writer holding the store briefly (imports commit chunk by chunk). PostgreSQL (``postgresql+psycopg://...``) suits several.
+    Raises sqlalchemy's ArgumentError for a URL it cannot read or a database of another kind.
     """
     if url.startswith("sqlite"):
-        path = url.split("sqlite:///", 1)[-1]
-        if path and path != ":memory:" and not path.startswith("file:"):
-            private_file(Path(path))
+        path = sqlite_path(url)  # None in memory ("sqlite://", "sqlite:///:memory:")
+        if path is not None and not str(path).startswith("file:"):
+            private_file(path)
         engine = create_engine(url, connect_args={"timeout": busy_timeout}, **options)
 
         @event.listens_for(engine, "connect")
@@ -48,6 +50,12 @@ def make_engine(url: str, *, busy_timeout: float = SQLITE_BUSY_TIMEOUT, **option
             cursor.close()
 
         return engine
+    backend = make_url(url).get_backend_name()
+    if backend != "postgresql":  # another dialect would fail on its driver's import, with a traceback
+        raise ArgumentError(
+            f"{backend!r} is not a store the mailer keeps: use SQLite (sqlite:///...) or PostgreSQL"
+            " (postgresql+psycopg://...)"
+        )
     return create_engine(url, pool_pre_ping=True, **options)
 
 
@@ -86,7 +94,7 @@ def require_store(url: str) -> None:
         return
     if make_url(url).get_backend_name() == "sqlite":
         return
-    engine = create_engine(url)
+    engine = make_engine(url)
     try:
         with engine.connect() as connection:
             found = inspect(connection).has_table("alembic_version")

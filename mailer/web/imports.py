@@ -243,6 +243,8 @@ async def check(request: Request) -> Response:
     file = form.get("file")
     if isinstance(file, UploadFile) and file.filename:
         upload = await _save(ctx, file)
+    elif "upload" not in form:  # the first check of a file, sent with none chosen
+        raise HTTPException(400, "no file chosen: choose the export to import")
     else:
         upload = _waiting(ctx, str(form.get("upload", "")), str(form.get("name", "")))
     context: dict[str, Any] = {"kind": kind, "target": target, "upload": upload, "force": force}

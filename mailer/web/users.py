@@ -14,6 +14,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
+from mailer.audience.addresses import InvalidAddressError, normalise_address
 from mailer.errors import MailerError, NotFoundError
 from mailer.store.models import StaffRole, StaffUser
 from mailer.timeline.clock import require_aware
@@ -52,7 +53,8 @@ def add_user(
     role: StaffRole = StaffRole.STAFF,
     email: str = "",
 ) -> StaffUser:
-    """Create an account; caller commits. Raises AccountError for a bad or taken name or a short password."""
+    """Create an account; caller commits. Raises AccountError for a bad or taken name, a short password or an
+    address (``email``) that is not one."""
     now = require_aware(now, "now")
     if not _USERNAME.match(username):
         raise AccountError(f"bad username {username!r}: 2-100 letters, digits, '.', '_', '@' or '-'")
@@ -60,7 +62,7 @@ def add_user(
         raise AccountError(f"user {username!r} exists (change the password with `mailer users passwd`)")
     user = StaffUser(
         username=username,
-        email=email.strip(),
+        email=_account_email(email),
         role=role,
         password_hash=hash_password(password),
         active=True,
@@ -69,6 +71,17 @@ def add_user(
     db.add(user)
     db.flush()
     return user
+
+
+def _account_email(email: str) -> str:
+    """An account's own address ("send a test to yourself" goes there), normalised; "" for none. Raises
+    AccountError for one that is not an address, so that it fails when given, not at the first test sent."""
+    if not email.strip():
+        return ""
+    try:
+        return normalise_address(email).email
+    except InvalidAddressError as exc:
+        raise AccountError(f"email {email!r} is not an email address: {exc}") from None
 
 
 def get_user(db: DbSession, username: str) -> StaffUser:
@@ -115,13 +128,14 @@ def change_user(
     active: bool | None = None,
 ) -> StaffUser:
     """Change an account's role, address or whether it may sign in. A new role or disabling ends its
-    sessions (it signs in again to get the new rights). NotFoundError for an unknown name. Caller commits."""
+    sessions (it signs in again to get the new rights). NotFoundError for an unknown name, AccountError for an
+    address that is not one. Caller commits."""
     user = get_user(db, username)
     if role is not None and role != user.role:
         user.role = role
         end_sessions(db, user.id)
     if email is not None:
-        user.email = email.strip()
+        user.email = _account_email(email)
     if active is not None:
         user.active = active
         if not active:

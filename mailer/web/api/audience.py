@@ -30,6 +30,7 @@ from mailer.web.api.models import (
     RegistrationPage,
     RegistrationQuery,
     RejectedRow,
+    ReplacedCell,
     SuppressIn,
     SuppressOut,
 )
@@ -83,15 +84,33 @@ def _import_upload(
         unchanged=report.unchanged,
         rejected=[RejectedRow(line=r.line, reason=r.reason) for r in report.rejected],
         duplicates=len(report.duplicates),
+        replaced=_replaced(report),
     )
+
+
+def _replaced(report: ImportReport | RegistrationReport) -> list[ReplacedCell]:
+    """The cells a contact import could not use (a registration report replaces none)."""
+    cells = report.replaced if isinstance(report, ImportReport) else ()
+    return [
+        ReplacedCell(line=c.line, column=c.column, value=c.value, used=c.used, problem=c.problem)
+        for c in cells
+    ]
 
 
 def _importing(call: Call, target: str, importer: Callable[..., _T]) -> Callable[[Path, Path], _T]:
     """``run(path, rejects_path)`` for :func:`_with_file`: ``importer`` (as :func:`import_contacts`) of the
     file into ``target`` (a region or a session), now."""
     ctx = call.ctx
+    by = f"api:{call.token.name}"
     return lambda path, rejects: importer(
-        ctx.app.factory, ctx.settings, path, target, ctx.now(), rejects_path=rejects
+        ctx.app.factory,
+        ctx.settings,
+        path,
+        target,
+        ctx.now(),
+        rejects_path=rejects,
+        by=by,
+        file_name=path.name,
     )
 
 
@@ -145,7 +164,7 @@ def save_contact(call: Call) -> ContactSaved:
     with ctx.db() as db:
         contact = contact_by_email(db, normalise_address(person.email).key)
         assert contact is not None
-        return ContactSaved(outcome=outcome, contact=_contact_out(contact))
+        return ContactSaved(outcome=outcome, contact=_contact_out(contact), replaced=_replaced(report))
 
 
 @endpoint(

@@ -104,15 +104,21 @@ class WaveChangeOut(BaseModel):
     touched: int
 
 
+# a message's statuses (mailer.store.models.MessageStatus), "" for any
+LogStatus = Literal[
+    "", "queued", "sending", "sent", "deferred", "failed", "bounced", "suppressed", "skipped", "held"
+]
+
+
 class LogQuery(Strict):
     session: str = Field(default="", max_length=200)
     step: str = Field(default="", max_length=200)
-    status: str = Field(default="", max_length=200)
+    status: LogStatus = ""
     language: str = Field(default="", max_length=200)
     region: str = Field(default="", max_length=200)
     address: str = Field(default="", max_length=200)
     q: str = Field(default="", max_length=200)
-    wave: str = Field(default="", max_length=20)
+    wave: str = Field(default="", max_length=20, pattern="^[0-9]*$", description="A wave's id.")
     cursor: int | None = Cursor
     limit: int = Limit
 
@@ -196,11 +202,22 @@ class ContactIn(Strict):
     time_zone: str = Field(default="", max_length=64)
 
 
+class ReplacedCell(BaseModel):
+    """A cell the import could not use (the row was kept): what it held, what is used instead, and why."""
+
+    line: int
+    column: str
+    value: str
+    used: str
+    problem: str
+
+
 class ContactSaved(BaseModel):
     """The contact after adding or updating it (the file import's rules)."""
 
     outcome: Literal["created", "updated", "unchanged"]
     contact: ContactOut
+    replaced: list[ReplacedCell] = Field(description="Cells not understood: the value used instead.")
 
 
 class SuppressIn(Strict):
@@ -259,3 +276,6 @@ class ImportOut(BaseModel):
     unchanged: int
     rejected: list[RejectedRow]
     duplicates: int
+    replaced: list[ReplacedCell] = Field(
+        description="Cells not understood (contact files; the rows were imported)."
+    )

@@ -27,6 +27,7 @@ from mailer.web.api.models import (
     WaveQuery,
 )
 from mailer.web.api.spec import Call, endpoint
+from mailer.web.jsonio import ClientError
 
 
 def _sessions(call: Call, session_id: str | None = None) -> list[SessionOut]:
@@ -123,7 +124,7 @@ def queue(call: Call) -> QueueOut:
     except KeyError as exc:
         raise NotFoundError(exc.args[0]) from None
     if request.at is not None and request.at.tzinfo is None:
-        raise ValueError("at: give an offset, e.g. 2021-06-01T09:00-03:00")
+        raise ClientError(422, "at: give an offset, e.g. 2021-06-01T09:00-03:00")
     if request.at is not None:
         accepted_instant(request.at, f"at {request.at.isoformat()}")
     now = call.ctx.now()
