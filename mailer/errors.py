@@ -42,6 +42,15 @@ class ImportFileError(MailerError, ValueError):
     """An import file that cannot be read at all (no header, unknown columns, undecodable)."""
 
 
+class ImportStoppedError(ImportFileError):
+    """An import file that could not be read to its end: ``stored_rows`` accepted rows before the line that
+    stopped it are stored (0: nothing was)."""
+
+    def __init__(self, message: str, stored_rows: int) -> None:
+        super().__init__(message)
+        self.stored_rows = stored_rows
+
+
 class ReportMismatchError(ImportFileError):
     """A registration report whose preamble (title, date) names another session than the one given.
 

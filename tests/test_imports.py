@@ -390,3 +390,28 @@ def test_an_import_stopped_by_its_file_is_listed_as_not_finished_with_what_it_st
         f"not finished (stopped, or still under way): {2 * stored} changes stored so far; import the file again"
         in " ".join(listing.output.split())
     ), listing.output
+
+
+@pytest.mark.parametrize("kind", ["contacts", "registrations"])
+def test_an_import_stopped_before_anything_was_stored_leaves_no_record(
+    app: App, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """A file that stops being readable before its first chunk was stored imported nothing: the error says so
+    and no unfinished import is listed (nothing to complete or undo)."""
+    broken = tmp_path / "early-quote.csv"
+    if kind == "contacts":
+        broken.write_text('email,name\nana@example.org,Ana\n"never closed,x\n', encoding="utf-8")
+        args = ["contacts", "import", str(broken), "--region", "africa"]
+    else:
+        header = (CONTACTS_DIR / "registrations-africa.csv").read_text(encoding="utf-8").split("\n")
+        start = next(
+            i for i, line in enumerate(header) if line.lower().startswith("email") or ",email" in line.lower()
+        )
+        broken.write_text("\n".join(header[: start + 2]) + '\n"never closed,x\n', encoding="utf-8")
+        args = ["registrations", "import", str(broken), "--session", "africa-2021"]
+    code, output = run_main(app, capsys, *args)
+    assert code == 2 and output.endswith(
+        "is never closed; fix the quoting in the file and import it again (nothing was imported)\n"
+    ), output
+    assert count(app, ImportRecord) == 0
+    assert "not finished" not in run(app, "imports", "list").output

@@ -6,6 +6,7 @@ Shapes
     journal.selected(db, change, select of contact ids, list_id)   the same, from a query
     journal.registration_changes(db, session_id, [(contact id, previous status, previous time)])
     finish_import(factory, import_id, counts..., summary)   the counts, once the pass is over
+    discard_import(factory, journal)                        an import whose file stopped before anything was stored
     list_imports(factory, limit) -> [ImportView]           newest first
     file_sha256(path) -> hex digest
 
@@ -21,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Integer, Select, func, insert, literal, select, update
+from sqlalchemy import Integer, Select, delete, func, insert, literal, select, update
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
@@ -159,6 +160,17 @@ class Counted(Protocol):
     def duplicates(self) -> Sized: ...
     @property
     def summary(self) -> str: ...
+
+
+def discard_import(factory: sessionmaker[DbSession], journal: ImportJournal | None) -> None:
+    """Remove the record of an import that stored nothing (its file stopped before the first chunk), so that
+    no unfinished import is listed for it; nothing when it was never opened (or is a dry run's)."""
+    if journal is None or not journal.import_id:
+        return
+    with transaction(factory) as db:
+        db.execute(delete(ImportChange).where(ImportChange.import_id == journal.import_id))
+        db.execute(delete(ImportRecord).where(ImportRecord.id == journal.import_id))
+    journal.import_id = 0
 
 
 def record_counts(factory: sessionmaker[DbSession], journal: ImportJournal | None, report: Counted) -> None:

@@ -32,7 +32,7 @@ from mailer.audience.bulk import insert_ignoring_conflicts, literal_in
 from mailer.audience.cells import Defaults, clean_text, fit_column, language_and_zone
 from mailer.audience.contact_rows import CONTACT_COLUMNS, ContactRow, row_address, row_name
 from mailer.audience.contact_store import contact_ids, contact_values
-from mailer.audience.import_log import ImportJournal, file_sha256, record_counts
+from mailer.audience.import_log import ImportJournal, discard_import, file_sha256, record_counts
 from mailer.audience.locales import country_code, fold
 from mailer.audience.report_check import mismatch, report_heading
 from mailer.audience.report_times import parse_registration_time, preamble_zone_label, report_zone
@@ -46,7 +46,13 @@ from mailer.audience.row_import import (
 )
 from mailer.audience.table import Record, Table, read_table
 from mailer.config import Settings
-from mailer.errors import ImportFileError, InstantRangeError, NotFoundError, ReportMismatchError
+from mailer.errors import (
+    ImportFileError,
+    ImportStoppedError,
+    InstantRangeError,
+    NotFoundError,
+    ReportMismatchError,
+)
 from mailer.store.models import Contact, ImportKind, Registration, RegistrationStatus
 from mailer.timeline.clock import require_aware
 from mailer.zones import UnknownZoneError, resolve_zone
@@ -369,15 +375,20 @@ def import_registrations(
     def parse(record: Record) -> Registrant | Rejected:
         return _parse(table, record, zone)
 
-    outcome = import_rows(
-        factory,
-        table,
-        parse,
-        KeysTakenFirst(writer),
-        rejects_path=rejects,
-        progress=progress,
-        dry_run=dry_run,
-    )
+    try:
+        outcome = import_rows(
+            factory,
+            table,
+            parse,
+            KeysTakenFirst(writer),
+            rejects_path=rejects,
+            progress=progress,
+            dry_run=dry_run,
+        )
+    except ImportStoppedError as stopped:
+        if not stopped.stored_rows:  # nothing stored: no unfinished import to list or undo
+            discard_import(factory, writer.journal)
+        raise
     report = RegistrationReport(
         path=table.path,
         session_id=session.id,

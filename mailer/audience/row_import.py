@@ -32,7 +32,7 @@ from mailer.audience.addresses import Address
 from mailer.audience.seen import close_seen, open_seen, take_keys
 from mailer.audience.table import Record, Table, check_rejects_path, write_rejects
 from mailer.config import Settings
-from mailer.errors import ImportFileError
+from mailer.errors import ImportFileError, ImportStoppedError
 from mailer.store.engine import transaction
 
 #: Called now and then during an import with (physical lines read so far, total physical lines).
@@ -161,7 +161,8 @@ def import_rows(
     ``dry_run`` runs every chunk in ONE transaction rolled back at the end: the outcome and the writer's
     counts say what the import would do, and nothing is stored (the rejects file is written all the same).
     Raises what reading the table (:class:`mailer.errors.ImportFileError`), ``parse`` or ``writer`` raise; the
-    chunks before stay stored, and importing the file again (idempotent) completes it;
+    chunks before stay stored, and importing the file again (idempotent) completes it (a file that stops
+    being readable part-way: :class:`mailer.errors.ImportStoppedError`, saying how many rows are stored);
     :class:`mailer.errors.ImportFileError` before anything is stored when ``rejects_path`` cannot be written.
     """
     check_rejects_path(rejects_path)
@@ -174,11 +175,12 @@ def import_rows(
             outcome = _pass(unit, table, parse, writer, rejects_path, progress)
         except _StoppedError as stopped:
             reason, accepted = stopped.args
-            raise ImportFileError(
+            raise ImportStoppedError(
                 f"{reason} (nothing was imported)"
                 if dry_run or not accepted
                 else f"{reason}: the {accepted} accepted rows before that line are imported, and importing the"
-                " corrected file completes the import (the rows already in are not doubled)"
+                " corrected file completes the import (the rows already in are not doubled)",
+                0 if dry_run else accepted,
             ) from None
     return outcome
 
