@@ -180,6 +180,17 @@ def test_a_foreign_origin_is_refused_even_with_the_token(app: App) -> None:
         ):
             response = await http.post("/form", data={"csrf_token": token}, headers={"Origin": origin})
             statuses.append(response.status_code)
+        foreign = await http.post(
+            "/form", data={"csrf_token": token}, headers={"Origin": "https://evil.example"}
+        )
+        stale = await http.post("/form", data={"csrf_token": "old"}, headers={"Origin": PUBLIC})
+        assert foreign.text == (  # what is wrong is where the form came from, not its token
+            f"Forbidden: this form was sent from another site (https://evil.example), not from {PUBLIC}. Open the"
+            f" page on {PUBLIC} and send the form from there."
+        )
+        assert stale.text == (
+            "Forbidden: the form's security token is missing or out of date. Go back, reload the page and try again."
+        )
         return statuses
 
     assert _run(app, steps) == [200, 200, 200, 403, 403]
@@ -358,12 +369,16 @@ def test_the_read_body_is_given_once_then_the_real_receive() -> None:
 
 def test_a_blank_or_missing_session_token_never_matches() -> None:
     headers = [(b"content-type", FORM.encode())]
-    assert GuardMiddleware._csrf_ok(_scope(headers), {"csrf": "tok"}, b"csrf_token=tok", PUBLIC) is True
-    assert GuardMiddleware._csrf_ok(_scope(headers), {"csrf": ""}, b"csrf_token=", PUBLIC) is False
-    assert GuardMiddleware._csrf_ok(_scope(headers), {"csrf": 7}, b"csrf_token=7", PUBLIC) is False
-    assert GuardMiddleware._csrf_ok(_scope(headers), {}, b"csrf_token=", PUBLIC) is False
+
+    def refused(scope: Any, session: dict[str, Any], body: bytes) -> bool:
+        return GuardMiddleware._csrf_problem(scope, session, body, PUBLIC) is not None
+
+    assert refused(_scope(headers), {"csrf": "tok"}, b"csrf_token=tok") is False
+    assert refused(_scope(headers), {"csrf": ""}, b"csrf_token=") is True
+    assert refused(_scope(headers), {"csrf": 7}, b"csrf_token=7") is True
+    assert refused(_scope(headers), {}, b"csrf_token=") is True
     # Without a Content-Type the body is no form: no token in it.
-    assert GuardMiddleware._csrf_ok(_scope([]), {"csrf": "tok"}, b"csrf_token=tok", PUBLIC) is False
+    assert refused(_scope([]), {"csrf": "tok"}, b"csrf_token=tok") is True
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -163,12 +163,9 @@ class GuardMiddleware:
             if body is None:
                 await PlainTextResponse("Request too large.", status_code=413)(scope, receive, send)
                 return
-            if not self._csrf_ok(scope, session, body, self.public_origin):
-                await PlainTextResponse(
-                    "Forbidden: the form's security token is missing or out of date. Go back, reload the page "
-                    "and try again.",
-                    status_code=403,
-                )(scope, receive, send)
+            problem = self._csrf_problem(scope, session, body, self.public_origin)
+            if problem is not None:
+                await PlainTextResponse(f"Forbidden: {problem}", status_code=403)(scope, receive, send)
                 return
             if _form_holds_nul(body, dict(scope["headers"]).get(b"content-type", b"")):
                 await PlainTextResponse(
@@ -192,16 +189,28 @@ class GuardMiddleware:
         await response(scope, receive, send)
 
     @staticmethod
-    def _csrf_ok(scope: Scope, session: dict[str, Any], body: bytes, public: str) -> bool:
+    def _csrf_problem(scope: Scope, session: dict[str, Any], body: bytes, public: str) -> str | None:
+        """Why an unsafe request is refused as a possible cross-site forgery, or None: its Origin is another
+        site's, or the session's CSRF token is missing from it or differs."""
         headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
         origin = headers.get("origin", "")
         if origin and origin != "null" and not _same_origin(scope, origin, public):
-            return False
+            shown = origin if len(origin) <= 100 else origin[:100] + "..."
+            return (
+                f"this form was sent from another site ({shown}), not from {public}. Open the page on {public}"
+                " and send the form from there."
+            )
         expected = session.get("csrf")
-        if not isinstance(expected, str) or not expected:
-            return False
         given = headers.get("x-csrf-token") or _form_token(body, headers.get("content-type", ""))
-        return hmac.compare_digest(given.encode(), expected.encode())
+        if (
+            not isinstance(expected, str)
+            or not expected
+            or not hmac.compare_digest(given.encode(), expected.encode())
+        ):
+            return (
+                "the form's security token is missing or out of date. Go back, reload the page and try again."
+            )
+        return None
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
