@@ -13,6 +13,7 @@ POST /organise/contacts/{id}/remove  take the contact off one list (``region``, 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -94,8 +95,15 @@ def find_contact(request: Request) -> Response:
 
 
 def contact_page(request: Request) -> Response:
+    return _contact_page(request, row_id(request, "contact_id"))
+
+
+def _contact_page(
+    request: Request, contact_id: int, *, entered: Mapping[str, str] | None = None, edit_error: str = ""
+) -> Response:
+    """The contact's page; with ``edit_error``, answered 400 with the correction form holding what was
+    ``entered`` (the organiser's input kept, the error above it)."""
     ctx = context_of(request)
-    contact_id = row_id(request, "contact_id")
     with ctx.db() as db:
         contact = db.get(Contact, contact_id)
         if contact is None:
@@ -128,9 +136,11 @@ def contact_page(request: Request) -> Response:
         "messages": messages,
         "suppression": suppression,
         "titles": titles,
-        "flash": request.query_params.get("done", "")[:200],
+        "flash": "" if edit_error else request.query_params.get("done", "")[:200],
+        "entered": {field: (entered or {}).get(field, getattr(contact, field)) for field in EDITABLE},
+        "edit_error": edit_error,
     }
-    return ctx.page(request, "staff/contact.html", context)
+    return ctx.page(request, "staff/contact.html", context, status_code=400 if edit_error else 200)
 
 
 async def edit(request: Request) -> Response:
@@ -150,7 +160,9 @@ async def edit(request: Request) -> Response:
     except NotFoundError as exc:
         raise HTTPException(404, str(exc)) from None
     except ContactEditError as exc:
-        raise HTTPException(400, f"nothing changed: {exc}") from None
+        return await run_in_threadpool(
+            _contact_page, request, contact_id, entered=values, edit_error=str(exc)
+        )
     log.info("contact %d edited by web:%s: %s", contact_id, user, ", ".join(changed) or "no change")
     done = "changed: " + ", ".join(changed) if changed else "nothing changed"
     return RedirectResponse(f"/staff/contacts/{contact_id}?{urlencode({'done': done})}", status_code=303)
