@@ -15,19 +15,15 @@ end in ``_bench``, is dropped and created. Not a test: prints figures; every run
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sqlite3
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from aiosmtpd.smtp import SMTP, Envelope
-from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
@@ -40,26 +36,7 @@ from mailer.delivery.capture import SmtpServer  # noqa: E402
 from mailer.store.engine import transaction  # noqa: E402
 from mailer.store.models import Message  # noqa: E402
 from tests import service_processes as live  # noqa: E402
-from tests.crash_runs import fresh_database  # noqa: E402
-
-
-class CountingHandler:
-    """Accepts every message after ``slow`` seconds and counts the copies each recipient received."""
-
-    def __init__(self, slow: float) -> None:
-        self.slow = slow
-        self.received: Counter[str] = Counter()
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
-        await asyncio.sleep(self.slow)
-        with self.lock:
-            self.received.update(str(rcpt) for rcpt in envelope.rcpt_tos)
-        return "250 2.0.0 OK"
-
-    def total(self) -> int:
-        with self.lock:
-            return sum(self.received.values())
+from tests.crash_runs import CountingHandler, fresh_database  # noqa: E402
 
 
 def statuses(app: App) -> dict[str, int]:

@@ -8,6 +8,7 @@ then the survivors finish the wave. What the server received, per recipient, giv
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 import threading
@@ -30,13 +31,17 @@ from tests import service_processes as live
 
 
 class CountingHandler:
-    """aiosmtpd handler counting accepted messages per recipient (thread-safe); keeps no bodies."""
+    """aiosmtpd handler counting accepted messages per recipient (thread-safe); keeps no bodies. Each message
+    is answered after ``slow`` seconds (a relay's own pace)."""
 
-    def __init__(self) -> None:
+    def __init__(self, slow: float = 0.0) -> None:
         self.received: Counter[str] = Counter()
         self.lock = threading.Lock()
+        self.slow = slow
 
     async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
+        if self.slow:
+            await asyncio.sleep(self.slow)
         with self.lock:
             self.received.update(str(rcpt) for rcpt in envelope.rcpt_tos)
         return "250 2.0.0 OK"

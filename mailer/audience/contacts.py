@@ -30,7 +30,7 @@ from mailer.audience.cells import Defaults, clean_text, fit_column, split_title
 from mailer.audience.contact_queries import ContactView, contact_by_email, find_contacts
 from mailer.audience.contact_rows import CONTACT_COLUMNS, Replaced, contact_parser
 from mailer.audience.contact_store import ContactWriter
-from mailer.audience.import_log import ImportJournal, discard_import, file_sha256, record_counts
+from mailer.audience.import_log import ImportJournal, discarded_if_nothing_stored, file_sha256, record_counts
 from mailer.audience.row_import import (
     Duplicate,
     ProgressCallback,
@@ -40,7 +40,7 @@ from mailer.audience.row_import import (
 )
 from mailer.audience.table import Record, Table, decode, read_table, write_rejects
 from mailer.config import Settings
-from mailer.errors import ImportStoppedError, NotFoundError
+from mailer.errors import NotFoundError
 from mailer.store.models import ImportKind
 from mailer.timeline.clock import require_aware
 
@@ -143,7 +143,7 @@ def import_contacts(
         writer.journal = ImportJournal(ImportKind.CONTACTS, region, name, file_sha256(table.path), by, now)
     rejects = rejects_path or default_rejects_path(settings, table.path)
 
-    try:
+    with discarded_if_nothing_stored(factory, writer.journal):
         outcome = import_rows(
             factory,
             table,
@@ -153,10 +153,6 @@ def import_contacts(
             progress=progress,
             dry_run=dry_run,
         )
-    except ImportStoppedError as stopped:
-        if not stopped.stored_rows:  # nothing stored: no unfinished import to list or undo
-            discard_import(factory, writer.journal)
-        raise
     report = ImportReport(
         path=table.path,
         region=region,

@@ -6,7 +6,7 @@ Shapes
     journal.selected(db, change, select of contact ids, list_id)   the same, from a query
     journal.registration_changes(db, session_id, [(contact id, previous status, previous time)])
     finish_import(factory, import_id, counts..., summary)   the counts, once the pass is over
-    discard_import(factory, journal)                        an import whose file stopped before anything was stored
+    discarded_if_nothing_stored(factory, journal)          no record of an import whose file stopped at once
     list_imports(factory, limit) -> [ImportView]           newest first
     file_sha256(path) -> hex digest
 
@@ -16,7 +16,8 @@ The journal's rows (``import_changes``) are what :mod:`mailer.audience.import_un
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence, Sized
+from collections.abc import Iterator, Sequence, Sized
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from sqlalchemy import Integer, Select, delete, func, insert, literal, select, u
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
+from mailer.errors import ImportStoppedError
 from mailer.store.engine import transaction
 from mailer.store.models import ImportChange, ImportChangeKind, ImportKind, ImportRecord
 from mailer.timeline.clock import require_aware
@@ -162,15 +164,22 @@ class Counted(Protocol):
     def summary(self) -> str: ...
 
 
-def discard_import(factory: sessionmaker[DbSession], journal: ImportJournal | None) -> None:
-    """Remove the record of an import that stored nothing (its file stopped before the first chunk), so that
-    no unfinished import is listed for it; nothing when it was never opened (or is a dry run's)."""
-    if journal is None or not journal.import_id:
-        return
-    with transaction(factory) as db:
-        db.execute(delete(ImportChange).where(ImportChange.import_id == journal.import_id))
-        db.execute(delete(ImportRecord).where(ImportRecord.id == journal.import_id))
-    journal.import_id = 0
+@contextmanager
+def discarded_if_nothing_stored(
+    factory: sessionmaker[DbSession], journal: ImportJournal | None
+) -> Iterator[None]:
+    """Around an import's pass: when its file stops before anything was stored (:class:`ImportStoppedError`
+    with no stored row), remove the import's record, so that no unfinished import is listed for it, and
+    re-raise; nothing to remove when it was never opened (or is a dry run's)."""
+    try:
+        yield
+    except ImportStoppedError as stopped:
+        if not stopped.stored_rows and journal is not None and journal.import_id:
+            with transaction(factory) as db:
+                db.execute(delete(ImportChange).where(ImportChange.import_id == journal.import_id))
+                db.execute(delete(ImportRecord).where(ImportRecord.id == journal.import_id))
+            journal.import_id = 0
+        raise
 
 
 def record_counts(factory: sessionmaker[DbSession], journal: ImportJournal | None, report: Counted) -> None:

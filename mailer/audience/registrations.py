@@ -32,7 +32,7 @@ from mailer.audience.bulk import insert_ignoring_conflicts, literal_in
 from mailer.audience.cells import Defaults, clean_text, fit_column, language_and_zone
 from mailer.audience.contact_rows import CONTACT_COLUMNS, ContactRow, row_address, row_name
 from mailer.audience.contact_store import contact_ids, contact_values
-from mailer.audience.import_log import ImportJournal, discard_import, file_sha256, record_counts
+from mailer.audience.import_log import ImportJournal, discarded_if_nothing_stored, file_sha256, record_counts
 from mailer.audience.locales import country_code, fold
 from mailer.audience.report_check import mismatch, report_heading
 from mailer.audience.report_times import parse_registration_time, preamble_zone_label, report_zone
@@ -48,7 +48,6 @@ from mailer.audience.table import Record, Table, read_table
 from mailer.config import Settings
 from mailer.errors import (
     ImportFileError,
-    ImportStoppedError,
     InstantRangeError,
     NotFoundError,
     ReportMismatchError,
@@ -375,7 +374,7 @@ def import_registrations(
     def parse(record: Record) -> Registrant | Rejected:
         return _parse(table, record, zone)
 
-    try:
+    with discarded_if_nothing_stored(factory, writer.journal):
         outcome = import_rows(
             factory,
             table,
@@ -385,10 +384,6 @@ def import_registrations(
             progress=progress,
             dry_run=dry_run,
         )
-    except ImportStoppedError as stopped:
-        if not stopped.stored_rows:  # nothing stored: no unfinished import to list or undo
-            discard_import(factory, writer.journal)
-        raise
     report = RegistrationReport(
         path=table.path,
         session_id=session.id,
