@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import httpx
+import pytest
 from sqlalchemy import func, select
 
 from mailer.app import App
@@ -22,7 +24,10 @@ from mailer.store.outbox import sync_sessions
 from mailer.timeline.clock import VirtualClock
 from tests.conftest import INVITATION_AT
 from tests.factories import add_contact
+from tests.test_api import api, api_clock, bearer, tokens
 from tests.test_session_changes import _send_invitations, with_session
+
+__all__ = ["api", "api_clock", "tokens"]
 
 
 def _state(app: App) -> tuple[object, int, int]:
@@ -60,3 +65,26 @@ def test_a_process_with_an_older_config_does_not_undo_a_session_change(app: App)
         new.materialise()
         old.materialise()
     assert _state(app) == after_sync, "no process moves the session to and fro"
+
+
+def test_a_web_process_with_an_older_config_does_not_undo_a_session_change(
+    app: App, request: pytest.FixtureRequest
+) -> None:
+    """The web pages and the API sync the sessions before queuing a wave: a web process started before the
+    change (it noted each session's SEQUENCE then) leaves the change alone too."""
+    tokens: dict[str, str] = request.getfixturevalue("tokens")  # sessions stored, invitations queued
+    api: httpx.Client = request.getfixturevalue("api")  # the web process starts with the old config
+    clock: VirtualClock = request.getfixturevalue("api_clock")
+    session = app.settings.series.session("africa-2021")
+    moved = with_session(app.settings, "africa-2021", start=session.start + timedelta(days=1))
+    with transaction(app.factory) as db:  # `mailer sessions sync` with the new config
+        sync_sessions(db, moved, clock.now())
+    after_sync = _state(app)
+    assert after_sync[1] == 1
+    queued = api.post(
+        "/api/v1/waves",
+        json={"session": "africa-2021", "step": "invitation-2", "at": "2021-06-22T13:00:00+00:00"},
+        headers=bearer(tokens["write"]),
+    )
+    assert queued.status_code in (200, 201), queued.text
+    assert _state(app) == after_sync, "the web process did not move the session back"

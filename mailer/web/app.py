@@ -14,12 +14,13 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session as DbSession
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
@@ -40,6 +41,7 @@ from mailer.compose.render import Renderer
 from mailer.config import Settings
 from mailer.delivery.providers import Certificates, Fetch, fetch_https
 from mailer.store.engine import transaction
+from mailer.store.outbox import SessionChange, session_sequences, sync_sessions
 from mailer.store.recorder import store_busy
 from mailer.timeline.clock import Clock, SystemClock
 from mailer.web.auth import GuardMiddleware, csrf_token
@@ -83,10 +85,17 @@ class WebContext:
     throttle: LoginThrottle
     secure_cookies: bool
     sessions: SessionPolicy
+    seen_sequences: dict[str, int] = field(default_factory=dict)  # session -> SEQUENCE this process last saw
 
     @property
     def settings(self) -> Settings:
         return self.app.settings
+
+    def sync_sessions(self, db: DbSession, now: datetime) -> list[SessionChange]:
+        """:func:`mailer.store.outbox.sync_sessions` with this process's config and its memory of each session's
+        SEQUENCE (noted at start-up): a session changed since by a process with a newer config is left alone,
+        never moved back."""
+        return sync_sessions(db, self.settings, now, seen=self.seen_sequences)
 
     @contextmanager
     def db(self) -> Iterator[DbSession]:
@@ -295,6 +304,11 @@ def create_app(
         secure_cookies=secure,
         sessions=policy,
     )
+    try:
+        with transaction(app.factory) as db:
+            ctx.seen_sequences.update(session_sequences(db))
+    except SQLAlchemyError:  # a store not set up yet: nothing stored to leave alone
+        pass
     routes = [
         Route("/", _home),
         *metrics.ROUTES,

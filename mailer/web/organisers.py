@@ -33,7 +33,7 @@ from mailer.errors import InstantRangeError, MailerError, NotFoundError
 from mailer.message_ids import make_message_id
 from mailer.service import smtp_target
 from mailer.store.models import Contact, Wave, WaveStatus
-from mailer.store.outbox import queue_wave, set_wave_status, sync_sessions
+from mailer.store.outbox import queue_wave, set_wave_status
 from mailer.store.queries import counts_by_wave, plan_wave, sent_spans, session_timelines
 from mailer.store.recipient import Recipient, recipient_of
 from mailer.timeline.clock import accepted_instant
@@ -312,7 +312,7 @@ async def wave_queue(request: Request) -> Response:
                 raise HTTPException(
                     400, "some messages are past their deadline: tick 'Queue anyway' to queue them as skipped"
                 )
-            sync_sessions(db, ctx.settings, now)
+            ctx.sync_sessions(db, now)
             result = queue_wave(
                 db,
                 ctx.settings,

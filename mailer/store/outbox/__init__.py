@@ -57,7 +57,7 @@ from mailer.store.outbox.queue import (
     queue_wave,
     refuse_late_messages,
 )
-from mailer.store.outbox.sessions import SessionChange, retime_pending, sync_sessions
+from mailer.store.outbox.sessions import SessionChange, retime_pending, session_sequences, sync_sessions
 from mailer.store.outbox.suppressions import suppress
 from mailer.store.outbox.waves import CHANGE_DONE, WaveStateError, set_wave_status
 
@@ -90,6 +90,7 @@ __all__ = [
     "renew_worker_leases",
     "retime_pending",
     "retry_delay",
+    "session_sequences",
     "set_wave_status",
     "still_claimed",
     "suppress",

@@ -150,6 +150,12 @@ def sync_sessions(
     return changes
 
 
+def session_sequences(db: DbSession) -> dict[str, int]:
+    """Each stored session's SEQUENCE, by id: what a long-running process notes when it starts, for the
+    ``seen`` of :func:`sync_sessions`."""
+    return {row.id: row.sequence for row in db.execute(select(SessionRow.id, SessionRow.sequence))}
+
+
 def _differs(row: SessionRow, session: Session) -> bool:
     """The store's ``row`` and the config's ``session`` disagree on what a sync applies."""
     return (

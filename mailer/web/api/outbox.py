@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mailer.errors import NotFoundError
 from mailer.store.models import TokenScope, WaveStatus
-from mailer.store.outbox import queue_wave, refuse_late_messages, set_wave_status, sync_sessions
+from mailer.store.outbox import queue_wave, refuse_late_messages, set_wave_status
 from mailer.store.queries import LogFilter, counts_by_step, counts_by_wave, session_timelines, status_totals
 from mailer.store.queries.log import log_before
 from mailer.store.relays import describe, open_circuits
@@ -129,7 +129,7 @@ def queue(call: Call) -> QueueOut:
         accepted_instant(request.at, f"at {request.at.isoformat()}")
     now = call.ctx.now()
     with call.ctx.db() as db:
-        sync_sessions(db, settings, now)
+        call.ctx.sync_sessions(db, now)
         result = queue_wave(
             db,
             settings,
