@@ -18,6 +18,7 @@ from mailer.store.models import (
     WaveStatus,
 )
 from mailer.store.outbox import (
+    MAX_EXPIRIES,
     Outcome,
     claim_due,
     has_due,
@@ -32,6 +33,7 @@ from mailer.store.outbox import (
     renew_leases,
     renew_worker_leases,
     set_wave_status,
+    still_claimed,
     suppress,
 )
 from mailer.store.outbox import claim as claim_module
@@ -173,6 +175,70 @@ def test_outcomes_defer_then_fail_at_deadline_and_bounce_suppresses(app: App) ->
         assert message.contact_id == ids[1]
 
 
+def test_an_unanswered_deferral_counts_as_an_expiry_and_the_second_one_holds_the_message(app: App) -> None:
+    """No reply after the content was sent (``uncertain``): the message may have arrived, so the deferral
+    counts an expiry (the retry goes carefully); at MAX_EXPIRIES it is held instead of deferred. A refusal
+    (a reply came) counts none."""
+    series = app.settings.series
+    _seed(app, 3)
+    with transaction(app.factory) as db:
+        queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT)
+        db.execute(
+            update(Message)
+            .where(Message.recipient == "person1@example.org")
+            .values(expiries=MAX_EXPIRIES - 1)
+        )
+    with transaction(app.factory) as db:
+        claimed, _ = claim_due(
+            db, app.settings, INVITATION_AT, worker="w", limit=10, lease=timedelta(minutes=5)
+        )
+    by_contact = {m.recipient.email: m.pk for m in claimed}
+    first, again, refused = (by_contact[f"person{i}@example.org"] for i in range(3))
+    lost = "data: timed out after the message's content was sent: it may have been delivered"
+    with transaction(app.factory) as db:
+        record_outcomes(
+            db,
+            app.settings,
+            [
+                Outcome(first, MessageStatus.DEFERRED, None, lost, uncertain=True),
+                Outcome(again, MessageStatus.DEFERRED, None, lost, uncertain=True),
+                Outcome(refused, MessageStatus.DEFERRED, 451, "try later"),
+            ],
+            INVITATION_AT,
+        )
+    with transaction(app.factory) as db:
+        rows = {
+            row.id: (row.status, row.expiries, row.reply_text, row.due_at > INVITATION_AT)
+            for row in db.execute(
+                select(Message.id, Message.status, Message.expiries, Message.reply_text, Message.due_at)
+            )
+        }
+        events = dict(
+            db.execute(
+                select(DeliveryEvent.message_pk, DeliveryEvent.kind).where(DeliveryEvent.kind != "queued")
+            ).all()
+        )
+    assert rows[first] == ("deferred", 1, lost, True)
+    assert rows[again] == (
+        "held",
+        MAX_EXPIRIES,
+        f"{outcomes_module.UNANSWERED_HELD_REASON}; last reply: {lost}",
+        False,
+    )
+    assert rows[refused] == ("deferred", 0, "try later", True)
+    assert events == {first: "deferred", again: "held", refused: "deferred"}
+    with transaction(app.factory) as db:  # the retry of the first one goes carefully
+        retried, _ = claim_due(
+            db,
+            app.settings,
+            INVITATION_AT + timedelta(hours=1),
+            worker="w",
+            limit=10,
+            lease=timedelta(minutes=5),
+        )
+    assert {m.pk: m.careful for m in retried} == {first: True, refused: False}
+
+
 def test_expired_lease_is_reaped_and_cancel_skips_pending(app: App) -> None:
     series = app.settings.series
     _seed(app, 2)
@@ -243,8 +309,10 @@ def test_a_worker_renews_hands_and_releases_only_its_own_claims(app: App) -> Non
     end, later, now = at + lease, at + timedelta(minutes=20), at + timedelta(minutes=1)
     with transaction(app.factory) as db:
         renew_leases(db, [a, c, sent], "w1", later)  # c is w2's: untouched
-        mark_handed(db, [a, b, c, sent], "w1", now)
-        mark_handed(db, [], "w1", now)
+        assert mark_handed(db, [a, b, c, sent], "w1", now) == 2  # only what w1 still holds is marked
+        assert mark_handed(db, [], "w1", now) == 0
+        assert still_claimed(db, [a, b, c, sent], "w1") == {a, b}
+        assert still_claimed(db, [], "w1") == set()
     done = ("sent", "w1", None, None, 1, at)
     assert _leases(app) == {
         a: ("sending", "w1", later, now, 1, at),
@@ -256,7 +324,8 @@ def test_a_worker_renews_hands_and_releases_only_its_own_claims(app: App) -> Non
         assert renew_worker_leases(db, "w1", later + lease) == 2
         assert renew_worker_leases(db, "nobody", later) == 0
     with transaction(app.factory) as db:
-        release_claims(db, [b, sent], now)
+        release_claims(db, [c], now, worker="w1")  # w2's claim: w1 gives back only its own
+        release_claims(db, [b, sent], now, worker="w1")
         release_claims(db, [], now)
     assert _leases(app) == {
         a: ("sending", "w1", later + lease, now, 1, at),
