@@ -117,6 +117,14 @@ def test_a_refusal_keeps_its_code_and_says_where_and_what() -> None:
 def test_no_reply_is_a_deferral_that_says_where_and_why() -> None:
     for phase in PHASES:
         assert unanswered(phase, "timed out") == Reply(DEFERRED, None, f"{phase.value}: timed out")
+    # After the message's content went out, no reply leaves its fate open (RFC 1047): said and marked.
+    assert unanswered(Phase.DATA, "connection lost", uncertain=True) == Reply(
+        DEFERRED,
+        None,
+        "data: connection lost after the message's content was sent: it may have been delivered",
+        uncertain=True,
+    )
+    assert unanswered(Phase.DATA, "timed out", uncertain=False).uncertain is False
 
 
 @pytest.mark.parametrize(
