@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from mailer.app import App
 from mailer.errors import NaiveDatetimeError
@@ -311,7 +311,9 @@ def test_a_worker_renews_hands_and_releases_only_its_own_claims(app: App) -> Non
         renew_leases(db, [a, c, sent], "w1", later)  # c is w2's: untouched
         assert mark_handed(db, [a, b, c, sent], "w1", now) == 2  # only what w1 still holds is marked
         assert mark_handed(db, [], "w1", now) == 0
+        assert mark_handed(db, [c], "w1", now) == 0  # another worker's claim: nothing marked
         assert still_claimed(db, [a, b, c, sent], "w1") == {a, b}
+        assert still_claimed(db, [a], "w1") == {a}  # of those asked only
         assert still_claimed(db, [], "w1") == set()
     done = ("sent", "w1", None, None, 1, at)
     assert _leases(app) == {
@@ -643,3 +645,28 @@ def test_sent_outcomes_and_hand_over_marks_look_their_messages_up_by_primary_key
         ):
             plan = " ".join(row[0] for row in raw.execute("EXPLAIN " + statement, params).fetchall())
             assert "messages_pkey" in plan and "ix_messages_leased" not in plan, plan
+
+
+def test_claims_and_reaps_at_once_take_different_messages_and_never_wait(app: App) -> None:
+    """PostgreSQL: a claim skips the messages another transaction has locked (``FOR UPDATE OF messages SKIP
+    LOCKED``) instead of waiting for them, and locks no wave or contact row; reaping skips them the same way.
+    The second transaction may wait 2 s for a lock at most, so waiting fails the test."""
+    _postgresql_only(app)
+    series = app.settings.series
+    _seed(app, 4)
+    with transaction(app.factory) as db:
+        queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT)
+    lease = timedelta(minutes=5)
+    with transaction(app.factory) as first:
+        mine, _ = claim_due(first, app.settings, INVITATION_AT, worker="w1", limit=2, lease=lease)
+        with transaction(app.factory) as second:
+            second.execute(text("SET LOCAL lock_timeout = '2s'"))
+            theirs, _ = claim_due(second, app.settings, INVITATION_AT, worker="w2", limit=2, lease=lease)
+    assert len(mine) == len(theirs) == 2
+    assert not {m.pk for m in mine} & {m.pk for m in theirs}
+    expired = INVITATION_AT + lease + timedelta(minutes=1)
+    with transaction(app.factory) as first:
+        assert reap_expired_leases(first, expired) == 4
+        with transaction(app.factory) as second:
+            second.execute(text("SET LOCAL lock_timeout = '2s'"))
+            assert reap_expired_leases(second, expired) == 0  # the first reaper's rows: skipped

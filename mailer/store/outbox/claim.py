@@ -194,7 +194,6 @@ def claim_due(
             Message.step,
             Message.wave_id,
             Message.contact_id,
-            Message.attempts,
             Message.deadline_at,
             Message.expiries,
             Contact.email,
