@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import event, func, select, text, update
 
 from mailer.app import App
 from mailer.errors import NaiveDatetimeError
@@ -670,3 +672,43 @@ def test_claims_and_reaps_at_once_take_different_messages_and_never_wait(app: Ap
         with transaction(app.factory) as second:
             second.execute(text("SET LOCAL lock_timeout = '2s'"))
             assert reap_expired_leases(second, expired) == 0  # the first reaper's rows: skipped
+
+
+def test_a_claim_takes_only_what_is_still_pending_when_it_writes(app: App) -> None:
+    """SQLite reads the due messages without a lock: another process may claim or finish them between this
+    claim's read and its writes. Each write takes only the messages still pending, so this claim returns
+    none of them and logs nothing twice (PostgreSQL locks the rows it reads instead)."""
+    if app.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's claim locks the rows it reads: no other claim comes in between")
+    series = app.settings.series
+    _seed(app, 3)
+    with transaction(app.factory) as db:
+        queue_wave(db, app.settings, series.session("africa-2021"), series.step("invitation"), INVITATION_AT)
+        suppress(db, "person0@example.org", "unsubscribed", "test", INVITATION_AT)
+    lease = timedelta(minutes=5)
+    others: list[tuple[list[int], list[tuple[str, str, str]]]] = []
+    started: list[bool] = []
+
+    def another_claim_first(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # After this claim's read, before its writes (the other claim's own statements pass).
+        if statement.startswith("UPDATE messages") and not started:
+            started.append(True)
+            with transaction(app.factory) as other:
+                claimed, finished = claim_due(
+                    other, app.settings, INVITATION_AT, worker="w2", limit=10, lease=lease
+                )
+            others.append(([m.pk for m in claimed], finished))
+
+    event.listen(app.engine, "before_cursor_execute", another_claim_first)
+    try:
+        with transaction(app.factory) as db:
+            mine, finished = claim_due(db, app.settings, INVITATION_AT, worker="w1", limit=10, lease=lease)
+    finally:
+        event.remove(app.engine, "before_cursor_execute", another_claim_first)
+    [(theirs, their_finished)] = others
+    assert (len(theirs), their_finished) == (2, [("africa-2021", "invitation", "suppressed")])
+    assert (mine, finished) == ([], [])  # everything was the other's by the time this claim wrote
+    with transaction(app.factory) as db:
+        kinds = Counter(db.scalars(select(DeliveryEvent.kind).where(DeliveryEvent.kind != "queued")))
+        workers = set(db.scalars(select(Message.worker).where(Message.status == "sending")))
+    assert kinds == {"suppressed": 1} and workers == {"w2"}
