@@ -45,10 +45,15 @@ def _send_upload(
     )
 
 
+def _check_africa_report_for_latin_america(http: httpx.Client, token: str) -> httpx.Response:
+    """The African session's registration report checked for the Latin American session (a mismatch)."""
+    report = CONTACTS_DIR / "registrations-africa.csv"
+    return check_upload(http, token, "registrations", "latin-america-2022", report.name, report.read_bytes())
+
+
 def test_a_report_for_another_session_is_refused_then_forced_confirmed_and_undone(
     app: App, web: ThreadedServer, accounts: dict[str, str]
 ) -> None:
-    report = CONTACTS_DIR / "registrations-africa.csv"
     with signed_in(web, "olga") as http:
         token = csrf_of(http.get("/organise/imports").text)
         form = {
@@ -57,14 +62,7 @@ def test_a_report_for_another_session_is_refused_then_forced_confirmed_and_undon
             "name": "registrations-africa.csv",
             "force": "yes",
         }
-        refused = check_upload(
-            http,
-            token,
-            "registrations",
-            "latin-america-2022",
-            "registrations-africa.csv",
-            report.read_bytes(),
-        )
+        refused = _check_africa_report_for_latin_america(http, token)
         assert refused.status_code == 422
         assert "the report&#39;s date 2021-07-13 is not the session&#39;s 2022-03-07" in refused.text
         assert "Budapest Convention webinar: African Region" in refused.text
@@ -350,15 +348,7 @@ def test_a_large_upload_is_imported_in_the_background_with_a_progress_page(
         assert http.get("/organise/imports/running/" + "x" * 24).status_code == 404
 
         # A report of another session confirmed without the checkbox: the thread stops, the page says why.
-        report = CONTACTS_DIR / "registrations-africa.csv"
-        refused = check_upload(
-            http,
-            token,
-            "registrations",
-            "latin-america-2022",
-            "registrations-africa.csv",
-            report.read_bytes(),
-        )
+        refused = _check_africa_report_for_latin_america(http, token)
         upload = hidden(refused.text, "upload")
         confirmed = http.post(
             "/organise/imports/confirm",
